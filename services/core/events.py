@@ -1,0 +1,186 @@
+"""Event contracts: pydantic mirrors of the JSON Schemas in ``schemas/``.
+
+The JSON Schemas are the source of truth; ``tests/unit/test_schemas.py`` feeds one corpus of valid and
+invalid documents to both and asserts identical verdicts. Models are strict (no coercion of ``"1"`` to
+``1``) and forbid unknown fields, exactly like the schemas' ``additionalProperties: false``.
+
+>>> event = PredictionEvent.model_validate_json(
+...     b'{"event_id": "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11", "model_id": "fraud", '
+...     b'"model_version": "1", "ts": 1700000000.5, "features": {"amount": 12.5}, "prediction": 1}'
+... )
+>>> event.features["amount"]
+12.5
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+EventId = Annotated[
+    str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+]
+Timestamp = Annotated[float, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+FeatureValue = bool | float | str | None
+Scalar = bool | float | str | None
+
+PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"
+LABEL_BATCH_SCHEMA = "label-batch.v1"
+
+
+class Event(BaseModel):
+    """Base of every contract: strict types, no unknown fields, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def to_json(self) -> bytes:
+        """Serialize without ``None`` fields (optional fields are absent, never ``null``)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+
+
+class PredictionEvent(Event):
+    """One model prediction (``schemas/prediction.v1.json``)."""
+
+    event_id: EventId
+    model_id: ModelId
+    model_version: ModelId
+    ts: Timestamp
+    features: dict[str, FeatureValue]
+    prediction: float | str
+    scores: dict[str, Probability] | None = None
+    segment: dict[str, str] | None = None
+    latency_ms: NonNegative | None = None
+    cost: NonNegative | None = None
+
+
+class LabelEvent(Event):
+    """Ground truth for a prediction (``schemas/label.v1.json``)."""
+
+    event_id: EventId
+    model_id: ModelId
+    ts: Timestamp
+    label: float | str
+
+
+class PredictionBatch(Event):
+    """Many predictions of one model in one Kafka message (``schemas/prediction-batch.v1.json``)."""
+
+    schema_: Literal["prediction-batch.v1"] = Field(alias="schema")
+    model_id: ModelId
+    events: Annotated[list[PredictionEvent], Field(min_length=1, max_length=100_000)]
+
+
+class LabelBatch(Event):
+    """Many labels of one model in one Kafka message (``schemas/label-batch.v1.json``)."""
+
+    schema_: Literal["label-batch.v1"] = Field(alias="schema")
+    model_id: ModelId
+    events: Annotated[list[LabelEvent], Field(min_length=1, max_length=100_000)]
+
+
+AlertKind = Literal["data_drift"]
+
+
+def alert_fingerprint(model_id: str, model_version: str, kind: str, subject: str, detector: str) -> str:
+    """Stable 16-hex-digit identity of "the same problem", used to dedupe alerts.
+
+    >>> alert_fingerprint("fraud", "1", "data_drift", "amount", "adwin")
+    '3290ba51e8a1b8a5'
+    """
+    text = "\x1f".join((model_id, model_version, kind, subject, detector))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class Alert(Event):
+    """A monitoring finding (``schemas/alert.v1.json``)."""
+
+    alert_id: EventId
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    state: Literal["firing", "resolved"]
+    severity: Literal["info", "warning", "critical"]
+    kind: AlertKind
+    model_id: ModelId
+    model_version: ModelId
+    subject: Annotated[str, Field(min_length=1)]
+    detector: Annotated[str, Field(min_length=1)]
+    ts: Timestamp
+    summary: str
+    trigger_event_id: EventId | None = None
+    evidence: dict[str, Scalar]
+
+
+class TrainingWindow(Event):
+    """The span of labelled data a retrain should use."""
+
+    start_ts: Timestamp
+    end_ts: Timestamp
+
+
+class RetrainCommand(Event):
+    """Asks the trainer for a challenger (``schemas/retrain-command.v1.json``)."""
+
+    command_id: EventId
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)]
+    model_id: ModelId
+    model_version: ModelId
+    ts: Timestamp
+    reasons: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    window: TrainingWindow
+
+
+class ModelPublished(Event):
+    """The trainer's verdict on a challenger (``schemas/model-published.v1.json``)."""
+
+    model_id: ModelId
+    model_version: ModelId
+    status: Literal["promoted", "rejected"]
+    ts: Timestamp
+    command_id: EventId
+    reason: str | None = None
+    artifact_uri: str | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    parent_version: ModelId | None = None
+    metrics: dict[str, float]
+
+
+class DeadLetter(Event):
+    """An input that could not be processed, kept whole (``schemas/dead-letter.v1.json``)."""
+
+    ts: Timestamp
+    source_topic: Annotated[str, Field(min_length=1)]
+    source_partition: Annotated[int, Field(ge=0)]
+    source_offset: Annotated[int, Field(ge=0)]
+    batch_index: Annotated[int, Field(ge=0)] | None = None
+    key: str | None = None
+    reason: Annotated[str, Field(min_length=1)]
+    payload_b64: str
+
+
+class MonitorStatus(Event):
+    """Cumulative per-model counters published by the monitor (``schemas/monitor-status.v1.json``)."""
+
+    model_id: ModelId
+    ts: Timestamp
+    model_version: ModelId | None = None
+    events_processed: Annotated[int, Field(ge=0)]
+    events_dead_lettered: Annotated[int, Field(ge=0)]
+    alerts_fired: Annotated[int, Field(ge=0)]
+
+
+#: Schema file name -> the model that mirrors it.
+CONTRACTS: dict[str, type[Event]] = {
+    "prediction.v1.json": PredictionEvent,
+    "label.v1.json": LabelEvent,
+    "prediction-batch.v1.json": PredictionBatch,
+    "label-batch.v1.json": LabelBatch,
+    "alert.v1.json": Alert,
+    "retrain-command.v1.json": RetrainCommand,
+    "model-published.v1.json": ModelPublished,
+    "dead-letter.v1.json": DeadLetter,
+    "monitor-status.v1.json": MonitorStatus,
+}

@@ -1,0 +1,203 @@
+"""The JSON Schemas in schemas/ are the contract; the pydantic models must give the same verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import ValidationError
+from referencing import Registry, Resource
+
+from driftwarden.core.events import CONTRACTS
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = {p.name: json.loads(p.read_text()) for p in sorted(SCHEMA_DIR.glob("*.json"))}
+REGISTRY = Registry().with_resources(
+    (schema["$id"], Resource.from_contents(schema)) for schema in SCHEMAS.values()
+)
+
+UUID_A = "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11"
+PREDICTION = {
+    "event_id": UUID_A,
+    "model_id": "fraud",
+    "model_version": "1",
+    "ts": 1700000000.5,
+    "features": {"amount": 12.5, "country": "NL", "is_new": True, "age": None, "n": 3},
+    "prediction": 1,
+    "scores": {"0": 0.1, "1": 0.9},
+    "segment": {"country": "NL"},
+    "latency_ms": 3.2,
+    "cost": 0.0001,
+}
+LABEL = {"event_id": UUID_A, "model_id": "fraud", "ts": 1700000100, "label": 1}
+ALERT = {
+    "alert_id": UUID_A,
+    "fingerprint": "0123456789abcdef",
+    "state": "firing",
+    "severity": "warning",
+    "kind": "data_drift",
+    "model_id": "fraud",
+    "model_version": "1",
+    "subject": "amount",
+    "detector": "adwin",
+    "ts": 1.0,
+    "summary": "amount drifted",
+    "trigger_event_id": UUID_A,
+    "evidence": {"reference_mean": 0.0, "current_mean": 1.0, "note": "x", "flag": False, "p": None},
+}
+RETRAIN = {
+    "command_id": UUID_A,
+    "idempotency_key": "fraud:1:abc",
+    "model_id": "fraud",
+    "model_version": "1",
+    "ts": 5,
+    "reasons": ["0123456789abcdef"],
+    "window": {"start_ts": 1, "end_ts": 2},
+}
+PUBLISHED = {
+    "model_id": "fraud",
+    "model_version": "2",
+    "status": "promoted",
+    "ts": 5,
+    "command_id": UUID_A,
+    "artifact_uri": "file:///models/fraud/2/model.onnx",
+    "sha256": "a" * 64,
+    "parent_version": "1",
+    "metrics": {"accuracy": 0.9},
+}
+DEAD = {
+    "ts": 1,
+    "source_topic": "driftwarden.predictions",
+    "source_partition": 0,
+    "source_offset": 7,
+    "batch_index": 2,
+    "key": "fraud",
+    "reason": "not JSON",
+    "payload_b64": "eyJ9",
+}
+STATUS = {"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, "alerts_fired": 0}
+
+
+def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of ``base`` with fields replaced; a value of ``...`` removes the field."""
+    out = {**base, **changes}
+    return {k: v for k, v in out.items() if v is not ...}
+
+
+# (schema file, document, expected verdict). Invalid documents each break exactly one rule.
+CORPUS: list[tuple[str, Any, bool]] = [
+    ("prediction.v1.json", PREDICTION, True),
+    ("prediction.v1.json", with_(PREDICTION, scores=..., segment=..., latency_ms=..., cost=...), True),
+    ("prediction.v1.json", with_(PREDICTION, prediction="fraud"), True),
+    ("prediction.v1.json", with_(PREDICTION, latency_ms=None), True),
+    ("prediction.v1.json", with_(PREDICTION, features={}), True),
+    ("prediction.v1.json", with_(PREDICTION, event_id=...), False),
+    ("prediction.v1.json", with_(PREDICTION, event_id="not-a-uuid"), False),
+    ("prediction.v1.json", with_(PREDICTION, model_id=""), False),
+    ("prediction.v1.json", with_(PREDICTION, model_id="../etc"), False),
+    ("prediction.v1.json", with_(PREDICTION, model_id=7), False),
+    ("prediction.v1.json", with_(PREDICTION, ts="2024-01-01T00:00:00Z"), False),
+    ("prediction.v1.json", with_(PREDICTION, ts=-1), False),
+    ("prediction.v1.json", with_(PREDICTION, ts=True), False),
+    ("prediction.v1.json", with_(PREDICTION, features={"x": [1, 2]}), False),
+    ("prediction.v1.json", with_(PREDICTION, features={"x": {"nested": 1}}), False),
+    ("prediction.v1.json", with_(PREDICTION, features=[1, 2]), False),
+    ("prediction.v1.json", with_(PREDICTION, prediction=None), False),
+    ("prediction.v1.json", with_(PREDICTION, prediction=[1]), False),
+    ("prediction.v1.json", with_(PREDICTION, prediction=True), False),
+    ("prediction.v1.json", with_(PREDICTION, scores={"1": 1.5}), False),
+    ("prediction.v1.json", with_(PREDICTION, scores={"1": "0.5"}), False),
+    ("prediction.v1.json", with_(PREDICTION, segment={"country": 1}), False),
+    ("prediction.v1.json", with_(PREDICTION, latency_ms=-3), False),
+    ("prediction.v1.json", with_(PREDICTION, latency_ms="3"), False),
+    ("prediction.v1.json", with_(PREDICTION, cost=-0.1), False),
+    ("prediction.v1.json", with_(PREDICTION, unexpected=1), False),
+    ("prediction.v1.json", [PREDICTION], False),
+    ("prediction.v1.json", "text", False),
+    ("label.v1.json", LABEL, True),
+    ("label.v1.json", with_(LABEL, label="spam"), True),
+    ("label.v1.json", with_(LABEL, label=None), False),
+    ("label.v1.json", with_(LABEL, event_id=...), False),
+    ("label.v1.json", with_(LABEL, model_version="1"), False),
+    ("prediction-batch.v1.json", {"schema": "prediction-batch.v1", "model_id": "fraud", "events": [PREDICTION]}, True),
+    ("prediction-batch.v1.json", {"schema": "prediction-batch.v2", "model_id": "fraud", "events": [PREDICTION]}, False),
+    ("prediction-batch.v1.json", {"schema": "prediction-batch.v1", "model_id": "fraud", "events": []}, False),
+    ("prediction-batch.v1.json", {"schema": "prediction-batch.v1", "model_id": "fraud", "events": [LABEL]}, False),
+    ("prediction-batch.v1.json", {"schema": "prediction-batch.v1", "events": [PREDICTION]}, False),
+    ("label-batch.v1.json", {"schema": "label-batch.v1", "model_id": "fraud", "events": [LABEL, LABEL]}, True),
+    ("label-batch.v1.json", {"schema": "label-batch.v1", "model_id": "fraud", "events": [PREDICTION]}, False),
+    ("alert.v1.json", ALERT, True),
+    ("alert.v1.json", with_(ALERT, trigger_event_id=...), True),
+    ("alert.v1.json", with_(ALERT, state="open"), False),
+    ("alert.v1.json", with_(ALERT, severity="page"), False),
+    ("alert.v1.json", with_(ALERT, kind="vibes"), False),
+    ("alert.v1.json", with_(ALERT, fingerprint="XYZ"), False),
+    ("alert.v1.json", with_(ALERT, evidence={"window": [1, 2]}), False),
+    ("alert.v1.json", with_(ALERT, subject=""), False),
+    ("retrain-command.v1.json", RETRAIN, True),
+    ("retrain-command.v1.json", with_(RETRAIN, reasons=[]), False),
+    ("retrain-command.v1.json", with_(RETRAIN, window={"start_ts": 1}), False),
+    ("retrain-command.v1.json", with_(RETRAIN, window={"start_ts": 1, "end_ts": 2, "x": 3}), False),
+    ("retrain-command.v1.json", with_(RETRAIN, idempotency_key=""), False),
+    ("model-published.v1.json", PUBLISHED, True),
+    ("model-published.v1.json", with_(PUBLISHED, status="rejected", reason="worse", sha256=...), True),
+    ("model-published.v1.json", with_(PUBLISHED, status="maybe"), False),
+    ("model-published.v1.json", with_(PUBLISHED, sha256="abc"), False),
+    ("model-published.v1.json", with_(PUBLISHED, metrics={"accuracy": "high"}), False),
+    ("dead-letter.v1.json", DEAD, True),
+    ("dead-letter.v1.json", with_(DEAD, key=None, batch_index=...), True),
+    ("dead-letter.v1.json", with_(DEAD, source_offset=-1), False),
+    ("dead-letter.v1.json", with_(DEAD, source_offset=1.5), False),
+    ("dead-letter.v1.json", with_(DEAD, reason=""), False),
+    ("dead-letter.v1.json", with_(DEAD, payload_b64=...), False),
+    ("monitor-status.v1.json", STATUS, True),
+    ("monitor-status.v1.json", with_(STATUS, events_processed=-1), False),
+    ("monitor-status.v1.json", with_(STATUS, alerts_fired=...), False),
+]
+
+
+def test_every_schema_has_a_model_and_every_model_a_schema():
+    assert set(SCHEMAS) == set(CONTRACTS)
+
+
+def test_corpus_covers_every_schema_with_valid_and_invalid_examples():
+    for name in SCHEMAS:
+        verdicts = {ok for schema, _, ok in CORPUS if schema == name}
+        assert verdicts == {True, False}, name
+
+
+@pytest.mark.parametrize(("schema_name", "document", "expected"), CORPUS)
+def test_json_schema_and_pydantic_agree(schema_name: str, document: Any, expected: bool):
+    validator = Draft202012Validator(SCHEMAS[schema_name], registry=REGISTRY)
+    schema_ok = validator.is_valid(document)
+    try:
+        CONTRACTS[schema_name].model_validate_json(json.dumps(document))
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert (schema_ok, model_ok) == (expected, expected)
+
+
+@pytest.mark.parametrize("schema_name", sorted(SCHEMAS))
+def test_field_names_and_required_fields_match(schema_name: str):
+    schema = SCHEMAS[schema_name]
+    fields = CONTRACTS[schema_name].model_fields
+    names = {field.alias or name for name, field in fields.items()}
+    required = {field.alias or name for name, field in fields.items() if field.is_required()}
+    assert names == set(schema["properties"])
+    assert required == set(schema["required"])
+
+
+@pytest.mark.parametrize("schema", sorted(SCHEMAS))
+def test_schemas_are_valid_draft_2020_12(schema: str):
+    Draft202012Validator.check_schema(SCHEMAS[schema])
+
+
+def test_serialized_models_validate_against_their_schema():
+    for name, document in [("prediction.v1.json", PREDICTION), ("alert.v1.json", ALERT)]:
+        model = CONTRACTS[name].model_validate_json(json.dumps(document))
+        validator = Draft202012Validator(SCHEMAS[name], registry=REGISTRY)
+        validator.validate(json.loads(model.to_json()))
