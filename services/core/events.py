@@ -15,6 +15,7 @@ invalid documents to both and asserts identical verdicts. Models are strict (no 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +28,7 @@ Timestamp = Annotated[float, Field(ge=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 FeatureValue = bool | float | str | None
-Scalar = bool | float | str | None
+Scalar = bool | int | float | str | None
 
 PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"
 LABEL_BATCH_SCHEMA = "label-batch.v1"
@@ -43,11 +44,16 @@ class Event(BaseModel):
         return self.__pydantic_serializer__.to_json(self, exclude_none=True)
 
 
-class PredictionEvent(Event):
-    """One model prediction (``schemas/prediction.v1.json``)."""
+class KeyedEvent(Event):
+    """An event about one model; ``model_id`` is its Kafka key."""
 
     event_id: EventId
     model_id: ModelId
+
+
+class PredictionEvent(KeyedEvent):
+    """One model prediction (``schemas/prediction.v1.json``)."""
+
     model_version: ModelId
     ts: Timestamp
     features: dict[str, FeatureValue]
@@ -58,16 +64,22 @@ class PredictionEvent(Event):
     cost: NonNegative | None = None
 
 
-class LabelEvent(Event):
+class LabelEvent(KeyedEvent):
     """Ground truth for a prediction (``schemas/label.v1.json``)."""
 
-    event_id: EventId
-    model_id: ModelId
     ts: Timestamp
     label: float | str
 
 
-class PredictionBatch(Event):
+class EventBatch(Event):
+    """A batch envelope: many events of one model in one Kafka message."""
+
+    schema_: str = Field(alias="schema")
+    model_id: ModelId
+    events: Sequence[KeyedEvent]
+
+
+class PredictionBatch(EventBatch):
     """Many predictions of one model in one Kafka message (``schemas/prediction-batch.v1.json``)."""
 
     schema_: Literal["prediction-batch.v1"] = Field(alias="schema")
@@ -75,7 +87,7 @@ class PredictionBatch(Event):
     events: Annotated[list[PredictionEvent], Field(min_length=1, max_length=100_000)]
 
 
-class LabelBatch(Event):
+class LabelBatch(EventBatch):
     """Many labels of one model in one Kafka message (``schemas/label-batch.v1.json``)."""
 
     schema_: Literal["label-batch.v1"] = Field(alias="schema")

@@ -1,0 +1,207 @@
+"""Synthetic scored streams with known drift: the ground truth every detection test relies on.
+
+A tabular binary classifier over 20 features (16 numeric on different scales, 4 categorical). The
+"true" concept draws labels from a logistic model; the deployed model was fit on that concept, so
+before any drift its accuracy is the concept's Bayes accuracy. Scenarios:
+
+* ``stable``: nothing changes.
+* ``abrupt-shift``: chosen numeric features' means move by ``magnitude`` standard deviations at ``onset``.
+* ``gradual-shift``: the same shift, ramped in linearly over ``ramp`` events from ``onset``.
+* ``categorical-shift``: a categorical feature's category frequencies change at ``onset``.
+* ``concept-drift``: the label/feature relation changes at ``onset``; feature distributions do not.
+
+>>> scenario = Scenario(name="abrupt-shift", n_events=2_000, onset=1_000, magnitude=1.0, seed=3)
+>>> chunks = list(generate(scenario, chunk_size=500))
+>>> before, after = chunks[0].numeric[:, 0].mean(), chunks[-1].numeric[:, 0].mean()
+>>> round((after - before) / NUMERIC_STD[0])
+1
+>>> scenario.ground_truth().drifting_features
+('num_00', 'num_01')
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+ScenarioName = Literal["stable", "abrupt-shift", "gradual-shift", "categorical-shift", "concept-drift"]
+SCENARIOS: tuple[ScenarioName, ...] = (
+    "stable",
+    "abrupt-shift",
+    "gradual-shift",
+    "categorical-shift",
+    "concept-drift",
+)
+
+NUMERIC_FEATURES = tuple(f"num_{i:02d}" for i in range(16))
+CATEGORICAL_FEATURES = ("cat_00", "cat_01", "cat_02", "cat_03")
+CATEGORIES = ("a", "b", "c", "d", "e")
+FEATURES = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+
+# Fixed "world": feature scales and the concept's weights (standardized space).
+_WORLD = np.random.default_rng(20261130)
+NUMERIC_MEAN = np.round(_WORLD.uniform(-50, 50, len(NUMERIC_FEATURES)), 2)
+NUMERIC_STD = np.round(_WORLD.uniform(0.5, 20, len(NUMERIC_FEATURES)), 2)
+CONCEPT_WEIGHTS = np.round(_WORLD.normal(0, 1.0, len(NUMERIC_FEATURES)), 3)
+# The concept after a concept drift: the three strongest weights flip sign.
+DRIFTED_WEIGHTS = CONCEPT_WEIGHTS.copy()
+DRIFTED_WEIGHTS[np.argsort(-np.abs(CONCEPT_WEIGHTS))[:3]] *= -1
+CATEGORY_EFFECTS = np.round(_WORLD.normal(0, 0.5, (len(CATEGORICAL_FEATURES), len(CATEGORIES))), 3)
+CATEGORY_PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+SHIFTED_CATEGORY_PROBS = CATEGORY_PROBS[::-1].copy()
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What a correct monitor must find in a scenario."""
+
+    scenario: ScenarioName
+    onset: int | None
+    drifting_features: tuple[str, ...] = ()
+    concept_drift: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Parameters of one synthetic stream; everything is reproducible from ``seed``."""
+
+    name: ScenarioName = "stable"
+    n_events: int = 30_000
+    onset: int = 10_000
+    drift_features: tuple[str, ...] = ("num_00", "num_01")
+    magnitude: float = 1.0
+    ramp: int = 5_000
+    categorical_feature: str = "cat_00"
+    seed: int = 0
+    model_id: str = "demo-model"
+    model_version: str = "1"
+    start_ts: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    events_per_second: float = 1_000.0  # spacing of the synthetic event timestamps
+
+    def __post_init__(self) -> None:
+        if self.name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.name!r}; choose one of {', '.join(SCENARIOS)}")
+        unknown = [f for f in self.drift_features if f not in NUMERIC_FEATURES]
+        if unknown:
+            raise ValueError(f"drift features must be numeric features num_00..num_15, got {unknown}")
+        if self.categorical_feature not in CATEGORICAL_FEATURES:
+            raise ValueError(f"categorical feature must be one of {CATEGORICAL_FEATURES}")
+        if self.n_events < 1 or self.onset < 0 or self.ramp < 1 or self.events_per_second <= 0:
+            raise ValueError("n_events, ramp and events_per_second must be positive; onset non-negative")
+
+    def ground_truth(self) -> GroundTruth:
+        if self.name == "stable" or self.onset >= self.n_events:
+            return GroundTruth(self.name, None)
+        if self.name in ("abrupt-shift", "gradual-shift"):
+            return GroundTruth(self.name, self.onset, self.drift_features)
+        if self.name == "categorical-shift":
+            return GroundTruth(self.name, self.onset, (self.categorical_feature,))
+        return GroundTruth(self.name, self.onset, concept_drift=True)
+
+
+@dataclass
+class Chunk:
+    """A slice of the stream, column-wise. ``start`` is the index of its first event."""
+
+    start: int
+    event_ids: list[str]
+    ts: np.ndarray
+    numeric: np.ndarray  # (n, 16)
+    categorical: np.ndarray  # (n, 4) of category indices
+    score: np.ndarray  # model's P(label = 1)
+    label: np.ndarray  # true label, 0/1
+    scenario: Scenario = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def prediction_events(self) -> list[dict[str, Any]]:
+        """The chunk as prediction events (``schemas/prediction.v1.json``)."""
+        s = self.scenario
+        numeric = np.round(self.numeric, 4).tolist()
+        categories = np.asarray(CATEGORIES)[self.categorical].tolist()
+        scores = np.round(self.score, 6).tolist()
+        events = []
+        for i, event_id in enumerate(self.event_ids):
+            features: dict[str, Any] = dict(zip(NUMERIC_FEATURES, numeric[i], strict=True))
+            features.update(zip(CATEGORICAL_FEATURES, categories[i], strict=True))
+            p = scores[i]
+            events.append(
+                {
+                    "event_id": event_id,
+                    "model_id": s.model_id,
+                    "model_version": s.model_version,
+                    "ts": float(self.ts[i]),
+                    "features": features,
+                    "prediction": int(p >= 0.5),
+                    "scores": {"0": round(1.0 - p, 6), "1": p},
+                }
+            )
+        return events
+
+    def label_events(self) -> list[dict[str, Any]]:
+        """The chunk's ground truth as label events (``schemas/label.v1.json``)."""
+        s = self.scenario
+        return [
+            {"event_id": event_id, "model_id": s.model_id, "ts": float(ts), "label": int(label)}
+            for event_id, ts, label in zip(self.event_ids, self.ts.tolist(), self.label.tolist(), strict=True)
+        ]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _shift_fraction(scenario: Scenario, index: np.ndarray) -> np.ndarray:
+    """How much of the feature shift applies at each event index (0 before onset, 1 when complete)."""
+    if scenario.name == "abrupt-shift":
+        return (index >= scenario.onset).astype(float)
+    if scenario.name == "gradual-shift":
+        return np.clip((index - scenario.onset + 1) / scenario.ramp, 0.0, 1.0)
+    return np.zeros(len(index))
+
+
+def generate(scenario: Scenario, chunk_size: int = 1_000) -> Iterator[Chunk]:
+    """Yield the scenario's stream in chunks of ``chunk_size`` events."""
+    rng = np.random.default_rng(scenario.seed)
+    drift_columns = [NUMERIC_FEATURES.index(f) for f in scenario.drift_features]
+    category_column = CATEGORICAL_FEATURES.index(scenario.categorical_feature)
+    for start in range(0, scenario.n_events, chunk_size):
+        n = min(chunk_size, scenario.n_events - start)
+        index = np.arange(start, start + n)
+        z = rng.standard_normal((n, len(NUMERIC_FEATURES)))
+        shift = _shift_fraction(scenario, index) * scenario.magnitude
+        z[:, drift_columns] += shift[:, None]
+        categorical = rng.choice(len(CATEGORIES), size=(n, len(CATEGORICAL_FEATURES)), p=CATEGORY_PROBS)
+        if scenario.name == "categorical-shift":
+            after = index >= scenario.onset
+            categorical[after, category_column] = rng.choice(
+                len(CATEGORIES), size=int(after.sum()), p=SHIFTED_CATEGORY_PROBS
+            )
+        category_logit = CATEGORY_EFFECTS[np.arange(len(CATEGORICAL_FEATURES)), categorical].sum(axis=1)
+        model_logit = z @ CONCEPT_WEIGHTS + category_logit
+        true_logit = model_logit
+        if scenario.name == "concept-drift":
+            drifted = index >= scenario.onset
+            true_logit = np.where(drifted, z @ DRIFTED_WEIGHTS + category_logit, model_logit)
+        label = (rng.random(n) < _sigmoid(true_logit)).astype(int)
+        event_ids = [str(uuid.UUID(bytes=b, version=4)) for b in _uuid_bytes(rng, n)]
+        yield Chunk(
+            start=start,
+            event_ids=event_ids,
+            ts=scenario.start_ts + index / scenario.events_per_second,
+            numeric=NUMERIC_MEAN + z * NUMERIC_STD,
+            categorical=categorical,
+            score=_sigmoid(model_logit),
+            label=label,
+            scenario=scenario,
+        )
+
+
+def _uuid_bytes(rng: np.random.Generator, n: int) -> list[bytes]:
+    raw = rng.bytes(16 * n)
+    return [raw[i : i + 16] for i in range(0, 16 * n, 16)]

@@ -1,0 +1,105 @@
+"""Runtime settings, read from ``DRIFTWARDEN_*`` environment variables.
+
+With ``DRIFTWARDEN_KAFKA_BOOTSTRAP`` unset, commands that need Kafka start the embedded broker; set it
+(plus the SASL/TLS settings below) to use an external Apache Kafka cluster instead. Nothing else changes.
+
+>>> Settings(kafka_bootstrap="127.0.0.1:9092").topics.predictions
+'driftwarden.predictions'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the project needs, created up front (auto-created topics get the wrong partitions)."""
+
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of every topic, all sharing one prefix so several deployments can share a cluster."""
+
+    prefix: str = "driftwarden."
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}predictions"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.prefix}labels"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def retrain_commands(self) -> str:
+        return f"{self.prefix}retrain-commands"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}models"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}dead-letters"
+
+    @property
+    def monitor_status(self) -> str:
+        return f"{self.prefix}monitor-status"
+
+    def specs(self, partitions: int) -> list[TopicSpec]:
+        """Every topic with its partition count.
+
+        Predictions and labels share the partition count, so with ``model_id`` as the key a model's
+        predictions and labels land on the same partition number and join without repartitioning.
+        """
+        return [
+            TopicSpec(self.predictions, partitions),
+            TopicSpec(self.labels, partitions),
+            TopicSpec(self.alerts, partitions),
+            TopicSpec(self.dead_letters, partitions),
+            TopicSpec(self.retrain_commands, 1),
+            TopicSpec(self.models, 1, compacted=False),
+            TopicSpec(self.monitor_status, 1, compacted=True),
+        ]
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a driftwarden deployment."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTWARDEN_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means start the embedded broker."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    topic_prefix: str = "driftwarden."
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of predictions/labels.")
+    monitor_group: str = "driftwarden-monitor"
+    session_timeout_s: float = Field(
+        default=6.0, gt=0, description="Consumer group session timeout; Tansu waits ~half of it per join."
+    )
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    state_dir: Path = Path(".driftwarden")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)

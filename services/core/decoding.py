@@ -1,0 +1,130 @@
+"""Turn raw Kafka message values into validated events, and everything else into rejections.
+
+A message is either one event or a batch envelope (``"schema": "prediction-batch.v1"``). Inside an
+envelope each event stands alone: a bad one is rejected with its index and its own bytes while its
+neighbours go through. Nothing raises on input; the caller dead-letters the rejections.
+
+>>> good = {"event_id": "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11", "model_id": "m", "model_version": "1",
+...         "ts": 1.0, "features": {"x": 1.0}, "prediction": 0}
+>>> bad = {**good, "ts": "yesterday"}
+>>> envelope = {"schema": "prediction-batch.v1", "model_id": "m", "events": [good, bad, good]}
+>>> decoded = PREDICTIONS.decode(orjson.dumps(envelope))
+>>> len(decoded.events), [(r.batch_index, r.reason) for r in decoded.rejections]
+(2, [(1, 'ts: Input should be a valid number')])
+>>> PREDICTIONS.decode(b"{oops").rejections[0].reason
+'not valid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from driftwarden.core.events import (
+    LABEL_BATCH_SCHEMA,
+    PREDICTION_BATCH_SCHEMA,
+    EventBatch,
+    KeyedEvent,
+    LabelBatch,
+    LabelEvent,
+    PredictionBatch,
+    PredictionEvent,
+)
+
+E = TypeVar("E", bound=KeyedEvent)
+
+MAX_ERRORS_IN_REASON = 3
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an input (or one event of a batch) was refused, with its exact bytes."""
+
+    reason: str
+    payload: bytes
+    batch_index: int | None = None
+
+
+@dataclass
+class Decoded(Generic[E]):
+    events: list[E] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def describe(errors: list[ErrorDetails], skip_loc: int = 0) -> str:
+    """A one-line summary of pydantic errors: ``field.path: message; ...``."""
+    parts = []
+    for error in errors[:MAX_ERRORS_IN_REASON]:
+        loc = ".".join(str(part) for part in error["loc"][skip_loc:])
+        parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
+    if len(errors) > MAX_ERRORS_IN_REASON:
+        parts.append(f"(+{len(errors) - MAX_ERRORS_IN_REASON} more errors)")
+    return "; ".join(parts)
+
+
+class Decoder(Generic[E]):
+    """Decoder for one event type and its batch envelope."""
+
+    def __init__(self, event: type[E], batch: type[EventBatch], batch_schema: str) -> None:
+        self.event = event
+        self.batch = batch
+        self.batch_schema = batch_schema
+
+    def decode(self, raw: bytes | None) -> Decoded[E]:
+        if not raw:
+            return Decoded(rejections=[Rejection("empty message", raw or b"")])
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Decoded(rejections=[Rejection(f"not valid JSON: {exc}", raw)])
+        if isinstance(document, dict) and document.get("schema") == self.batch_schema:
+            return self._decode_batch(document, raw)
+        try:
+            return Decoded(events=[self.event.model_validate(document)])
+        except ValidationError as exc:
+            return Decoded(rejections=[Rejection(describe(exc.errors()), raw)])
+
+    def _decode_batch(self, document: dict[str, Any], raw: bytes) -> Decoded[E]:
+        try:
+            events = cast(list[E], list(self.batch.model_validate(document).events))
+            return self._check_model_ids(document["model_id"], events, list(range(len(events))), document)
+        except ValidationError as exc:
+            errors = exc.errors()
+        per_event: dict[int, list[ErrorDetails]] = {}
+        for error in errors:
+            loc = error["loc"]
+            if len(loc) < 2 or loc[0] != "events" or not isinstance(loc[1], int):
+                return Decoded(rejections=[Rejection(f"invalid batch envelope: {describe(errors)}", raw)])
+            per_event.setdefault(loc[1], []).append(error)
+        items = document["events"]
+        rejections = [
+            Rejection(describe(errs, skip_loc=2), orjson.dumps(items[i]), batch_index=i)
+            for i, errs in sorted(per_event.items())
+        ]
+        good = [i for i in range(len(items)) if i not in per_event]
+        decoded = self._check_model_ids(
+            document["model_id"], [self.event.model_validate(items[i]) for i in good], good, document
+        )
+        decoded.rejections = sorted(rejections + decoded.rejections, key=lambda r: r.batch_index or 0)
+        return decoded
+
+    def _check_model_ids(
+        self, model_id: str, events: list[E], indexes: list[int], document: dict[str, Any]
+    ) -> Decoded[E]:
+        """Every event in an envelope must belong to the envelope's model (it is the Kafka key)."""
+        decoded: Decoded[E] = Decoded()
+        for event, index in zip(events, indexes, strict=True):
+            if event.model_id == model_id:
+                decoded.events.append(event)
+            else:
+                reason = f"model_id {event.model_id!r} differs from the envelope's {model_id!r}"
+                decoded.rejections.append(Rejection(reason, orjson.dumps(document["events"][index]), index))
+        return decoded
+
+
+PREDICTIONS: Decoder[PredictionEvent] = Decoder(PredictionEvent, PredictionBatch, PREDICTION_BATCH_SCHEMA)
+LABELS: Decoder[LabelEvent] = Decoder(LabelEvent, LabelBatch, LABEL_BATCH_SCHEMA)

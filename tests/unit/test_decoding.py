@@ -1,0 +1,95 @@
+"""Raw message bytes -> events or rejections; nothing raises, nothing is silently dropped."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from driftwarden.core.decoding import LABELS, PREDICTIONS
+from driftwarden.load.producer import envelope, malformed_message
+from driftwarden.load.scenarios import Scenario, generate
+
+EVENTS = next(generate(Scenario(n_events=10), chunk_size=10)).prediction_events()
+GOOD = EVENTS[0]
+
+
+def batch(events):
+    return orjson.dumps({"schema": "prediction-batch.v1", "model_id": "demo-model", "events": events})
+
+
+def test_single_event_decodes():
+    decoded = PREDICTIONS.decode(orjson.dumps(GOOD))
+    assert [e.event_id for e in decoded.events] == [GOOD["event_id"]]
+    assert decoded.rejections == []
+
+
+def test_batch_envelope_decodes_in_order():
+    decoded = PREDICTIONS.decode(batch(EVENTS))
+    assert [e.event_id for e in decoded.events] == [e["event_id"] for e in EVENTS]
+
+
+def test_one_bad_event_in_a_batch_is_rejected_alone_with_its_own_bytes():
+    bad = {**EVENTS[3], "features": {"num_00": "NaN", "x": [1]}}
+    decoded = PREDICTIONS.decode(batch([*EVENTS[:3], bad, *EVENTS[4:]]))
+    assert len(decoded.events) == 9
+    (rejection,) = decoded.rejections
+    assert rejection.batch_index == 3
+    assert rejection.reason.startswith("features.x")
+    assert orjson.loads(rejection.payload) == bad
+
+
+def test_event_of_another_model_inside_an_envelope_is_rejected():
+    stranger = {**EVENTS[1], "model_id": "other-model"}
+    decoded = PREDICTIONS.decode(batch([EVENTS[0], stranger]))
+    assert len(decoded.events) == 1
+    assert decoded.rejections[0].batch_index == 1
+    assert "differs from the envelope's 'demo-model'" in decoded.rejections[0].reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason_start"),
+    [
+        (b"", "empty message"),
+        (None, "empty message"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1, 2]", "Input should be a valid dictionary"),
+        (
+            orjson.dumps({"schema": "prediction-batch.v1", "model_id": "m", "events": []}),
+            "invalid batch envelope",
+        ),
+        (
+            orjson.dumps({"schema": "prediction-batch.v1", "events": [GOOD]}),
+            "invalid batch envelope: model_id",
+        ),
+    ],
+)
+def test_whole_message_rejections_keep_the_original_bytes(raw, reason_start):
+    decoded = PREDICTIONS.decode(raw)
+    assert decoded.events == []
+    (rejection,) = decoded.rejections
+    assert rejection.reason.startswith(reason_start), rejection.reason
+    assert rejection.payload == (raw or b"")
+    assert rejection.batch_index is None
+
+
+def test_every_kind_of_generated_malformed_message_is_rejected_with_a_reason():
+    reasons = set()
+    for kind in range(5):
+        decoded = PREDICTIONS.decode(malformed_message(kind, GOOD))
+        assert decoded.events == []
+        assert len(decoded.rejections) == 1
+        reasons.add(decoded.rejections[0].reason.split(":")[0])
+    assert len(reasons) == 5
+
+
+def test_long_error_lists_are_summarised_on_one_line():
+    decoded = PREDICTIONS.decode(orjson.dumps({"nothing": "right"}))
+    reason = decoded.rejections[0].reason
+    assert "\n" not in reason
+    assert "more errors" in reason
+
+
+def test_labels_decode_single_and_batched():
+    labels = next(generate(Scenario(n_events=5), chunk_size=5)).label_events()
+    assert len(LABELS.decode(envelope("label-batch.v1", "demo-model", labels)).events) == 5
+    assert len(LABELS.decode(envelope("label-batch.v1", "demo-model", labels[:1])).events) == 1
