@@ -103,3 +103,17 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``DRIFTWARDEN_*`` variables, to hand to a child process.
+
+        >>> Settings(kafka_bootstrap="127.0.0.1:9092").to_env()["DRIFTWARDEN_KAFKA_BOOTSTRAP"]
+        '127.0.0.1:9092'
+        """
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+                env[f"DRIFTWARDEN_{name.upper()}"] = text
+        return env

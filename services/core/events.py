@@ -15,12 +15,14 @@ invalid documents to both and asserts identical verdicts. Models are strict (no 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ModelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
 EventId = Annotated[
     str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 ]
@@ -96,6 +98,15 @@ class LabelBatch(EventBatch):
 
 
 AlertKind = Literal["data_drift"]
+
+
+def is_model_id(text: str) -> bool:
+    """Whether ``text`` is a valid model id (safe as a Kafka key, metric label and directory name).
+
+    >>> is_model_id("fraud-v2"), is_model_id("../etc")
+    (True, False)
+    """
+    return re.fullmatch(MODEL_ID_PATTERN, text) is not None
 
 
 def alert_fingerprint(model_id: str, model_version: str, kind: str, subject: str, detector: str) -> str:

@@ -1,0 +1,3 @@
+from driftwarden.cli import main
+
+main()

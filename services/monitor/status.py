@@ -1,0 +1,44 @@
+"""Read what the monitor reports about itself on the topics (status, dead letters, alerts)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from driftwarden.config import Settings
+from driftwarden.core.events import MonitorStatus
+from driftwarden.kafka.reader import read_topic
+
+
+async def latest_status(settings: Settings, model_id: str) -> MonitorStatus | None:
+    """The newest status the monitor published for ``model_id``, if any."""
+    latest = None
+    async for record in read_topic(settings, settings.topics.monitor_status, idle_timeout_s=0.2):
+        if record.key == model_id.encode():
+            latest = MonitorStatus.model_validate_json(record.value or b"")
+    return latest
+
+
+async def wait_for_status(
+    settings: Settings, model_id: str, done: Callable[[MonitorStatus], bool], timeout_s: float
+) -> MonitorStatus:
+    """Poll the status topic until ``done(status)`` holds for ``model_id``; TimeoutError otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        status = await latest_status(settings, model_id)
+        if status is not None and done(status):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(
+                f"monitor status for {model_id!r} did not get there in {timeout_s:.0f} s: {status}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def records_for(settings: Settings, topic: str, model_id: str) -> list[bytes]:
+    """Values of every record on ``topic`` whose key is ``model_id``, in partition order."""
+    return [
+        record.value or b""
+        async for record in read_topic(settings, topic, idle_timeout_s=0.2)
+        if record.key == model_id.encode()
+    ]

@@ -1,0 +1,81 @@
+"""One real broker and one real monitor worker per test session; tests keep apart by model_id.
+
+With DRIFTWARDEN_KAFKA_BOOTSTRAP set, the tests run against that cluster instead of the embedded
+broker, under a topic prefix of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from driftwarden.config import Settings
+from driftwarden.kafka.broker import EmbeddedBroker, free_port
+from driftwarden.kafka.clients import ensure_topics
+from driftwarden.load.producer import ProduceReport, ScenarioProducer
+from driftwarden.load.scenarios import Scenario
+from driftwarden.monitor.status import wait_for_status
+from driftwarden.processes import spawn, terminate
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a running broker with the project's topics created."""
+    run_id = uuid.uuid4().hex[:8]
+    base = Settings(topic_prefix=f"dwtest-{run_id}.", monitor_group=f"dwtest-{run_id}-monitor")
+    if os.environ.get("DRIFTWARDEN_KAFKA_BOOTSTRAP"):
+        asyncio.run(ensure_topics(base, base.topics.specs(base.partitions)))
+        yield base
+        return
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("broker") / "broker.log", settings=base)
+    broker.start()
+    try:
+        yield broker.settings
+    finally:
+        broker.stop()
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def monitor_worker(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A real ``driftwarden monitor`` process, ready (it has processed a probe event)."""
+    state = tmp_path_factory.mktemp("monitor")
+    settings = kafka.model_copy(update={"state_dir": state})
+    port = free_port()
+    worker = Worker(spawn(["monitor", "--metrics-port", str(port)], settings, state / "monitor.log"), port,
+                    state / "monitor.log")  # fmt: skip
+    try:
+        probe = Scenario(name="stable", n_events=10, model_id=f"probe-{uuid.uuid4().hex[:8]}")
+        produce(kafka, probe, batch_size=10)
+        asyncio.run(wait_for_status(kafka, probe.model_id, lambda s: s.events_processed == 10, timeout_s=60))
+    except BaseException:
+        terminate(worker.process)
+        raise RuntimeError(f"monitor worker did not become ready:\n{worker.log_tail()}") from None
+    yield worker
+    terminate(worker.process)
+
+
+def produce(settings: Settings, scenario: Scenario, **options: object) -> ProduceReport:
+    return asyncio.run(ScenarioProducer(settings, scenario, **options).run())  # type: ignore[arg-type]
+
+
+def unique_model(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
