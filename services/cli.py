@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +14,10 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from driftwarden.config import Settings
-from driftwarden.core.events import Alert
-from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
-from driftwarden.kafka.clients import KafkaNotConfiguredError, ensure_topics
+from driftwarden.core.events import Alert, format_alert
+from driftwarden.errors import DriftwardenError
+from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.clients import ensure_topics
 from driftwarden.kafka.reader import read_topic
 from driftwarden.load.producer import ScenarioProducer
 from driftwarden.load.scenarios import SCENARIOS, Scenario
@@ -35,8 +35,7 @@ cli.add_typer(topics_cli, name="topics")
 
 #: Errors a user can cause and fix; reported as one line.
 USER_ERRORS = (
-    BrokerError,
-    KafkaNotConfiguredError,
+    DriftwardenError,
     KafkaError,
     LookupError,
     OSError,
@@ -48,22 +47,6 @@ USER_ERRORS = (
 
 def settings() -> Settings:
     return Settings()
-
-
-def format_alert(alert: Alert) -> str:
-    """One readable line per alert, for terminals and chat.
-
-    >>> from driftwarden.core.events import Alert
-    >>> print(format_alert(Alert(alert_id="6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11",
-    ...     fingerprint="0123456789abcdef", state="firing", severity="warning", kind="data_drift",
-    ...     model_id="fraud", model_version="3", subject="amount", detector="adwin", ts=1767225600.0,
-    ...     summary="amount mean moved from 1 to 2", evidence={})))
-    2026-01-01T00:00:00Z FIRING  warning  data_drift [adwin] amount mean moved from 1 to 2
-    """
-    when = datetime.fromtimestamp(alert.ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (
-        f"{when} {alert.state.upper():<7} {alert.severity:<8} {alert.kind} [{alert.detector}] {alert.summary}"
-    )
 
 
 @cli.command()

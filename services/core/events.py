@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -135,6 +136,21 @@ class Alert(Event):
     summary: str
     trigger_event_id: EventId | None = None
     evidence: dict[str, Scalar]
+
+
+def format_alert(alert: Alert) -> str:
+    """One readable line per alert, for terminals and chat.
+
+    >>> print(format_alert(Alert(alert_id="6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11",
+    ...     fingerprint="0123456789abcdef", state="firing", severity="warning", kind="data_drift",
+    ...     model_id="fraud", model_version="3", subject="amount", detector="adwin", ts=1767225600.0,
+    ...     summary="amount mean moved from 1 to 2", evidence={})))
+    2026-01-01T00:00:00Z FIRING  warning  data_drift [adwin] amount mean moved from 1 to 2
+    """
+    when = datetime.fromtimestamp(alert.ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"{when} {alert.state.upper():<7} {alert.severity:<8} {alert.kind} [{alert.detector}] {alert.summary}"
+    )
 
 
 class TrainingWindow(Event):

@@ -22,10 +22,11 @@ from pathlib import Path
 from types import TracebackType
 
 from driftwarden.config import Settings
+from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.clients import ensure_topics, wait_until_reachable
 
 
-class BrokerError(RuntimeError):
+class BrokerError(DriftwardenError):
     """The embedded broker could not be found, started or reached."""
 
 

@@ -11,11 +11,12 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from driftwarden.config import Settings, TopicSpec
+from driftwarden.errors import DriftwardenError
 
 log = logging.getLogger(__name__)
 
 
-class KafkaNotConfiguredError(RuntimeError):
+class KafkaNotConfiguredError(DriftwardenError):
     """Raised when a command needs a bootstrap address and none is known."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 from driftwarden.config import Settings
@@ -42,3 +43,13 @@ async def records_for(settings: Settings, topic: str, model_id: str) -> list[byt
         async for record in read_topic(settings, topic, idle_timeout_s=0.2)
         if record.key == model_id.encode()
     ]
+
+
+async def probe_monitor(settings: Settings, timeout_s: float) -> None:
+    """Send a tiny stream for a fresh probe model and wait until the monitor has processed it."""
+    from driftwarden.load.producer import ScenarioProducer
+    from driftwarden.load.scenarios import Scenario
+
+    probe = Scenario(name="stable", n_events=10, model_id=f"probe-{uuid.uuid4().hex[:8]}")
+    await ScenarioProducer(settings, probe, batch_size=10, label_fraction=0.0).run()
+    await wait_for_status(settings, probe.model_id, lambda s: s.events_processed == 10, timeout_s)

@@ -21,7 +21,7 @@ from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.clients import ensure_topics
 from driftwarden.load.producer import ProduceReport, ScenarioProducer
 from driftwarden.load.scenarios import Scenario
-from driftwarden.monitor.status import wait_for_status
+from driftwarden.monitor.status import probe_monitor
 from driftwarden.processes import spawn, terminate
 
 pytestmark = pytest.mark.integration
@@ -63,9 +63,7 @@ def monitor_worker(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     worker = Worker(spawn(["monitor", "--metrics-port", str(port)], settings, state / "monitor.log"), port,
                     state / "monitor.log")  # fmt: skip
     try:
-        probe = Scenario(name="stable", n_events=10, model_id=f"probe-{uuid.uuid4().hex[:8]}")
-        produce(kafka, probe, batch_size=10)
-        asyncio.run(wait_for_status(kafka, probe.model_id, lambda s: s.events_processed == 10, timeout_s=60))
+        asyncio.run(probe_monitor(kafka, timeout_s=60))
     except BaseException:
         terminate(worker.process)
         raise RuntimeError(f"monitor worker did not become ready:\n{worker.log_tail()}") from None
