@@ -89,7 +89,7 @@ def _wait_for_signal(alive: object) -> None:
 @cli.command()
 def monitor(
     metrics_port: Annotated[
-        int, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT (0 disables).", min=0, max=65535)
+        int, typer.Option(help="Serve Prometheus /metrics on PORT (0 disables).", min=0, max=65535)
     ] = 9464,
 ) -> None:
     """Run the monitor worker (Faust): predictions in, alerts and dead letters out."""
@@ -100,7 +100,7 @@ def monitor(
     config = settings()
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        start_http_server(metrics_port, addr=config.metrics_host)
     run_worker(config)
 
 

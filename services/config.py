@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     state_dir: Path = Path(".driftwarden")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property
