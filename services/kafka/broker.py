@@ -24,6 +24,7 @@ from types import TracebackType
 from driftwarden.config import Settings
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.clients import ensure_topics, wait_until_reachable
+from driftwarden.processes import terminate
 
 
 class BrokerError(DriftwardenError):
@@ -123,14 +124,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            terminate(process, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()
