@@ -55,14 +55,24 @@ CATEGORY_PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 SHIFTED_CATEGORY_PROBS = CATEGORY_PROBS[::-1].copy()
 
 
+#: A feature shift moves the model's mean logit by sum(weight * magnitude); from this much on, the
+#: score distribution shifts enough that prediction drift is expected too.
+PREDICTION_DRIFT_LOGIT_SHIFT = 0.5
+
+
 @dataclass(frozen=True)
 class GroundTruth:
-    """What a correct monitor must find in a scenario."""
+    """What a correct monitor must find in a scenario.
+
+    ``expected_alerts`` is the set of (alert kind, subject) a correct monitor raises, and no other;
+    performance drift needs labels to be observable.
+    """
 
     scenario: ScenarioName
     onset: int | None
     drifting_features: tuple[str, ...] = ()
     concept_drift: bool = False
+    expected_alerts: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,16 @@ class Scenario:
         if self.name == "stable" or self.onset >= self.n_events:
             return GroundTruth(self.name, None)
         if self.name in ("abrupt-shift", "gradual-shift"):
-            return GroundTruth(self.name, self.onset, self.drift_features)
+            expected = {("data_drift", f) for f in self.drift_features} | {("multivariate_drift", "numeric_features")}
+            weights = CONCEPT_WEIGHTS[[NUMERIC_FEATURES.index(f) for f in self.drift_features]]
+            if abs(float(weights.sum()) * self.magnitude) >= PREDICTION_DRIFT_LOGIT_SHIFT:
+                expected.add(("prediction_drift", "score"))
+            return GroundTruth(self.name, self.onset, self.drift_features, expected_alerts=frozenset(expected))
         if self.name == "categorical-shift":
-            return GroundTruth(self.name, self.onset, (self.categorical_feature,))
-        return GroundTruth(self.name, self.onset, concept_drift=True)
+            expected = frozenset({("data_drift", self.categorical_feature)})
+            return GroundTruth(self.name, self.onset, (self.categorical_feature,), expected_alerts=expected)
+        expected = frozenset({("performance_drift", "accuracy")})
+        return GroundTruth(self.name, self.onset, concept_drift=True, expected_alerts=expected)
 
 
 @dataclass

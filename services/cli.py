@@ -51,12 +51,8 @@ def settings() -> Settings:
 
 @cli.command()
 def broker(
-    port: Annotated[
-        int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)
-    ] = 9092,
-    log_file: Annotated[Path, typer.Option(help="Where the broker's own log goes.")] = Path(
-        ".driftwarden/broker.log"
-    ),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 9092,
+    log_file: Annotated[Path, typer.Option(help="Where the broker's own log goes.")] = Path(".driftwarden/broker.log"),
     partitions: Annotated[int, typer.Option(help="Partitions of the predictions/labels topics.", min=1)] = 4,
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
@@ -109,21 +105,13 @@ def produce(
     scenario: Annotated[str, typer.Option(help=f"One of: {', '.join(SCENARIOS)}.")] = "abrupt-shift",
     events: Annotated[int, typer.Option(help="Number of predictions.", min=1)] = 30_000,
     onset: Annotated[int, typer.Option(help="Event index where the drift starts.", min=0)] = 10_000,
-    drift_features: Annotated[str, typer.Option(help="Comma-separated numeric features to shift.")] = (
-        "num_00,num_01"
-    ),
+    drift_features: Annotated[str, typer.Option(help="Comma-separated numeric features to shift.")] = ("num_00,num_01"),
     magnitude: Annotated[float, typer.Option(help="Shift in standard deviations.")] = 1.0,
-    batch_size: Annotated[
-        int, typer.Option(help="Events per Kafka message (1 = single events).", min=1)
-    ] = 200,
+    batch_size: Annotated[int, typer.Option(help="Events per Kafka message (1 = single events).", min=1)] = 200,
     rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).", min=0)] = 0.0,
-    label_delay: Annotated[
-        int, typer.Option(help="Labels trail their predictions by this many.", min=0)
-    ] = 500,
+    label_delay: Annotated[int, typer.Option(help="Labels trail their predictions by this many.", min=0)] = 500,
     label_fraction: Annotated[float, typer.Option(help="Share of predictions that get a label.")] = 1.0,
-    malformed_every: Annotated[
-        int, typer.Option(help="Inject a malformed message every N events.", min=0)
-    ] = 0,
+    malformed_every: Annotated[int, typer.Option(help="Inject a malformed message every N events.", min=0)] = 0,
     model_id: Annotated[str, typer.Option(help="Model id (the Kafka key).")] = "demo-model",
     model_version: Annotated[str, typer.Option()] = "1",
     seed: Annotated[int, typer.Option()] = 0,
@@ -163,9 +151,7 @@ def produce(
 @cli.command()
 def alerts(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep waiting for new alerts.")] = True,
-    since: Annotated[
-        float, typer.Option(help="Only alerts from the last SECONDS (0 = the whole topic).", min=0)
-    ] = 0.0,
+    since: Annotated[float, typer.Option(help="Only alerts from the last SECONDS (0 = the whole topic).", min=0)] = 0.0,
     model_id: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
 ) -> None:
     """Print alerts from the alerts topic as readable lines."""

@@ -16,6 +16,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Largest checkpoint message (the monitor's state of one partition, compressed).
+CHECKPOINT_MAX_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -24,6 +27,13 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    max_message_bytes: int | None = None
+
+    def configs(self) -> dict[str, str]:
+        configs = {"cleanup.policy": "compact"} if self.compacted else {}
+        if self.max_message_bytes:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
+        return configs
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,10 @@ class Topics:
     def monitor_status(self) -> str:
         return f"{self.prefix}monitor-status"
 
+    @property
+    def monitor_state(self) -> str:
+        return f"{self.prefix}monitor-state"
+
     def specs(self, partitions: int) -> list[TopicSpec]:
         """Every topic with its partition count.
 
@@ -74,6 +88,7 @@ class Topics:
             TopicSpec(self.retrain_commands, 1),
             TopicSpec(self.models, 1, compacted=False),
             TopicSpec(self.monitor_status, 1, compacted=True),
+            TopicSpec(self.monitor_state, 1, compacted=True, max_message_bytes=CHECKPOINT_MAX_BYTES),
         ]
 
 
@@ -98,9 +113,12 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     state_dir: Path = Path(".driftwarden")
-    metrics_host: str = Field(
-        default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container."
+    monitor_config: Path | None = Field(default=None, description="TOML monitoring config (defaults if unset).")
+    profiles_dir: Path | None = Field(
+        default=None, description="Reference profiles as PROFILES_DIR/<model_id>/<model_version>.json."
     )
+    checkpoint_interval_s: float = Field(default=5.0, gt=0, description="How often detector state is saved.")
+    metrics_host: str = Field(default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property

@@ -71,9 +71,7 @@ async def _run(settings: Settings, clock: Clock, n_events: int, rate: float) -> 
         f"a malformed message every {malformed_every:,}"
     )
     tail = asyncio.create_task(_print_alerts(settings, clock))
-    producer = ScenarioProducer(
-        settings, scenario, batch_size=100, rate=rate, malformed_every=malformed_every
-    )
+    producer = ScenarioProducer(settings, scenario, batch_size=100, rate=rate, malformed_every=malformed_every)
     report = await producer.run()
     clock.say(f"produced everything in {report.seconds:.1f} s; waiting for the monitor to catch up")
     total = report.predictions + report.malformed
@@ -95,19 +93,12 @@ async def _print_alerts(settings: Settings, clock: Clock) -> None:
 
 async def _summary(settings: Settings, scenario: Scenario, report: ProduceReport) -> None:
     status = await wait_for_status(settings, MODEL_ID, lambda s: True, timeout_s=10)
-    alerts = [
-        Alert.model_validate_json(v) for v in await records_for(settings, settings.topics.alerts, MODEL_ID)
-    ]
+    alerts = [Alert.model_validate_json(v) for v in await records_for(settings, settings.topics.alerts, MODEL_ID)]
     dead = [
-        DeadLetter.model_validate_json(v)
-        for v in await records_for(settings, settings.topics.dead_letters, MODEL_ID)
+        DeadLetter.model_validate_json(v) for v in await records_for(settings, settings.topics.dead_letters, MODEL_ID)
     ]
     truth = scenario.ground_truth()
-    index = {
-        event_id: chunk.start + i
-        for chunk in generate(scenario)
-        for i, event_id in enumerate(chunk.event_ids)
-    }
+    index = {event_id: chunk.start + i for chunk in generate(scenario) for i, event_id in enumerate(chunk.event_ids)}
     delays = ", ".join(
         f"{a.subject} after {index[a.trigger_event_id] - scenario.onset:,} events"
         for a in alerts

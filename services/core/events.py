@@ -98,7 +98,17 @@ class LabelBatch(EventBatch):
     events: Annotated[list[LabelEvent], Field(min_length=1, max_length=100_000)]
 
 
-AlertKind = Literal["data_drift"]
+AlertKind = Literal[
+    "data_drift",
+    "prediction_drift",
+    "multivariate_drift",
+    "performance_drift",
+    "estimated_performance",
+    "segment_performance",
+    "data_quality",
+    "latency",
+    "cost",
+]
 
 
 def is_model_id(text: str) -> bool:
@@ -148,9 +158,7 @@ def format_alert(alert: Alert) -> str:
     2026-01-01T00:00:00Z FIRING  warning  data_drift [adwin] amount mean moved from 1 to 2
     """
     when = datetime.fromtimestamp(alert.ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (
-        f"{when} {alert.state.upper():<7} {alert.severity:<8} {alert.kind} [{alert.detector}] {alert.summary}"
-    )
+    return f"{when} {alert.state.upper():<7} {alert.severity:<8} {alert.kind} [{alert.detector}] {alert.summary}"
 
 
 class TrainingWindow(Event):
@@ -209,6 +217,10 @@ class MonitorStatus(Event):
     events_processed: Annotated[int, Field(ge=0)]
     events_dead_lettered: Annotated[int, Field(ge=0)]
     alerts_fired: Annotated[int, Field(ge=0)]
+    labels_received: Annotated[int, Field(ge=0)] | None = None
+    retrain_commands: Annotated[int, Field(ge=0)] | None = None
+    performance: dict[str, float | None] | None = None
+    label_joins: dict[str, Annotated[int, Field(ge=0)]] | None = None
 
 
 #: Schema file name -> the model that mirrors it.

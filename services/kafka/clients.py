@@ -53,8 +53,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec], timeout_s: f
         missing = [spec for spec in specs if spec.name not in existing]
         created = []
         for spec in missing:
-            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
-            topic = NewTopic(spec.name, spec.partitions, replication_factor=1, topic_configs=configs)
+            topic = NewTopic(spec.name, spec.partitions, replication_factor=1, topic_configs=spec.configs())
             try:
                 await admin.create_topics([topic])
                 created.append(spec.name)

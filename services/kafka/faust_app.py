@@ -23,7 +23,7 @@ def faust_credentials(settings: Settings) -> Any:
     return options.get("ssl_context")
 
 
-def create_faust_app(app_id: str, settings: Settings) -> faust.App:
+def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
     """A Faust app tuned for driftwarden (and for the embedded broker's quirks).
 
     * ``topic_disable_leader``: without it, fetches stall 1.5 s on the idle leader-election topic;
@@ -45,4 +45,5 @@ def create_faust_app(app_id: str, settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
         store="memory://",
+        **overrides,
     )

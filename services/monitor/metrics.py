@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS_PROCESSED = Counter(
-    "driftwarden_events_processed", "Prediction events validated and fed to the detectors.", ["model_id"]
+EVENTS_PROCESSED = Gauge(
+    "driftwarden_events_processed",
+    "Prediction events validated and fed to the detectors (cumulative).",
+    ["model_id"],
 )
 EVENTS_DEAD_LETTERED = Counter(
     "driftwarden_events_dead_lettered", "Inputs written to the dead-letter topic.", ["source_topic"]
 )
-ALERTS_FIRED = Counter("driftwarden_alerts_fired", "Alerts published.", ["model_id", "kind", "severity"])
+ALERTS_FIRED = Counter(
+    "driftwarden_alerts", "Alert events published (firing and resolved).", ["model_id", "kind", "severity"]
+)
+RETRAIN_COMMANDS = Counter("driftwarden_retrain_commands", "Retrain commands published.", ["model_id"])
+DRIFT_STATISTIC = Gauge(
+    "driftwarden_drift_statistic",
+    "Latest window statistic per subject (normed Wasserstein, JS distance, Mahalanobis distance, rates, ...).",
+    ["model_id", "kind", "subject", "statistic"],
+)
+CONSUMER_LAG = Gauge("driftwarden_consumer_lag", "Messages behind the high-water mark.", ["topic", "partition"])
+PENDING_JOINS = Gauge(
+    "driftwarden_pending_label_joins", "Predictions or labels waiting for their match.", ["model_id", "side"]
+)
+CHECKPOINT_BYTES = Gauge("driftwarden_checkpoint_bytes", "Size of the latest state checkpoint of a partition.")
 BATCH_SECONDS = Histogram(
     "driftwarden_batch_seconds",
     "Time to process one batch of Kafka messages, decode to publish.",

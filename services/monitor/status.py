@@ -30,9 +30,7 @@ async def wait_for_status(
         if status is not None and done(status):
             return status
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(
-                f"monitor status for {model_id!r} did not get there in {timeout_s:.0f} s: {status}"
-            )
+            raise TimeoutError(f"monitor status for {model_id!r} did not get there in {timeout_s:.0f} s: {status}")
         await asyncio.sleep(0.5)
 
 

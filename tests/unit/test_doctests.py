@@ -11,9 +11,7 @@ import pytest
 import driftwarden
 
 MODULES = sorted(
-    m.name
-    for m in pkgutil.walk_packages(driftwarden.__path__, "driftwarden.")
-    if not m.name.endswith("__main__")
+    m.name for m in pkgutil.walk_packages(driftwarden.__path__, "driftwarden.") if not m.name.endswith("__main__")
 )
 
 

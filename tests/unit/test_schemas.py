@@ -15,9 +15,7 @@ from driftwarden.core.events import CONTRACTS
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMAS = {p.name: json.loads(p.read_text()) for p in sorted(SCHEMA_DIR.glob("*.json"))}
-REGISTRY = Registry().with_resources(
-    (schema["$id"], Resource.from_contents(schema)) for schema in SCHEMAS.values()
-)
+REGISTRY = Registry().with_resources((schema["$id"], Resource.from_contents(schema)) for schema in SCHEMAS.values())
 
 UUID_A = "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11"
 PREDICTION = {

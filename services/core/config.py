@@ -1,0 +1,159 @@
+"""Monitoring configuration: sensible defaults, optional TOML file, precise errors naming the key.
+
+A file holds ``[defaults]`` for every model and ``[models.<model_id>]`` overrides; any key may be
+left out. ``[models.<id>.retrain]`` overrides single keys of the retrain policy.
+
+>>> config = MonitoringConfig.from_toml('''
+... [defaults]
+... window_size = 3000
+... [models.fraud]
+... features = { amount = "numeric", country = "categorical" }
+... [models.fraud.retrain]
+... min_drifted_features = 2
+... ''')
+>>> fraud = config.for_model("fraud")
+>>> fraud.window_size, fraud.retrain.min_drifted_features, fraud.retrain.on_performance_drift
+(3000, 2, True)
+>>> MonitoringConfig.from_toml("[models.fraud]\\nwindow_size = -1")
+Traceback (most recent call last):
+...
+driftwarden.core.config.ConfigError: models.fraud.window_size: Input should be greater than or equal to 100
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from driftwarden.errors import DriftwardenError
+
+ErrorDetector = Literal["adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "none"]
+
+
+class ConfigError(DriftwardenError):
+    """An invalid monitoring configuration; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrainPolicyConfig(Strict):
+    """When to ask the trainer for a challenger."""
+
+    on_performance_drift: bool = True
+    min_drifted_features: int = Field(default=3, ge=1, description="Open data-drift alerts that trigger a retrain.")
+    cooldown_s: float = Field(default=3600.0, ge=0, description="Event time between two commands of a model.")
+    training_window_s: float = Field(default=7 * 86400.0, gt=0, description="Longest data window to train on.")
+
+
+class ModelMonitorConfig(Strict):
+    """Everything tunable about monitoring one model. The defaults need no file."""
+
+    # Reference and windows
+    reference_size: int = Field(default=5000, ge=100, description="Events of a new version forming its reference.")
+    window_size: int = Field(default=2000, ge=100, description="Events per tumbling test window.")
+    features: dict[str, Literal["numeric", "categorical"]] = Field(
+        default_factory=dict, description="Feature types; inferred from the reference when absent."
+    )
+    ignore_features: list[str] = Field(default_factory=list)
+    segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
+    # Streaming detector
+    adwin_delta: float = Field(default=1e-5, gt=0, lt=1)
+    # Window tests and false-alarm control
+    fdr_q: float = Field(default=0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
+    psi_threshold: float = Field(default=0.2, gt=0)
+    wasserstein_threshold: float = Field(default=0.15, gt=0)
+    js_threshold: float = Field(default=0.05, gt=0, le=1)
+    multivariate: bool = True
+    # Data quality (rates are shares of a window)
+    unseen_category_rate: float = Field(default=0.01, gt=0, le=1)
+    missing_rate_increase: float = Field(default=0.05, gt=0, le=1)
+    out_of_range_rate: float = Field(default=0.05, gt=0, le=1)
+    type_violation_rate: float = Field(default=0.001, gt=0, le=1)
+    # Performance with labels
+    label_window: int = Field(default=1000, ge=50, description="Joined labels per performance window.")
+    accuracy_drop: float = Field(default=0.05, gt=0, le=1, description="Smallest accuracy drop to alert on.")
+    error_increase: float = Field(default=0.2, gt=0, description="Regression: relative MAE increase to alert on.")
+    error_detector: ErrorDetector = "adwin"
+    label_ttl_s: float = Field(default=86400.0, gt=0, description="Event time a prediction waits for its label.")
+    max_pending: int = Field(default=200_000, ge=1, description="Unjoined predictions/labels kept per model.")
+    estimated_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
+    segment_min_labels: int = Field(default=200, ge=10)
+    segment_accuracy_gap: float = Field(default=0.1, gt=0, le=1)
+    # Operations
+    latency_p99_budget_ms: float | None = Field(default=None, gt=0)
+    cost_per_1k_budget: float | None = Field(default=None, gt=0)
+    latency_change_ratio: float = Field(default=2.0, gt=1)
+    cost_change_ratio: float = Field(default=1.5, gt=1)
+    # Alert lifecycle
+    resolve_after_windows: int = Field(default=2, ge=1)
+    cooldown_s: float = Field(default=3600.0, ge=0, description="Event time before a resolved alert may fire again.")
+    retrain: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
+
+
+class MonitoringConfig(Strict):
+    """Defaults plus per-model overrides."""
+
+    defaults: ModelMonitorConfig = Field(default_factory=ModelMonitorConfig)
+    models: dict[str, ModelMonitorConfig] = Field(default_factory=dict)
+
+    def for_model(self, model_id: str) -> ModelMonitorConfig:
+        return self.models.get(model_id, self.defaults)
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "") -> MonitoringConfig:
+        prefix = f"{source}: " if source else ""
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{prefix}not valid TOML: {exc}") from None
+        return cls.from_dict(document, prefix)
+
+    @classmethod
+    def from_file(cls, path: Path) -> MonitoringConfig:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read monitoring config {path}: {exc.strerror}") from None
+        return cls.from_toml(text, str(path))
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any], prefix: str = "") -> MonitoringConfig:
+        unknown = set(document) - {"defaults", "models"}
+        if unknown:
+            raise ConfigError(f"{prefix}{sorted(unknown)[0]}: unknown section (expected [defaults] or [models.<id>])")
+        defaults = _validate(ModelMonitorConfig, document.get("defaults", {}), "defaults", prefix)
+        models_section = document.get("models", {})
+        if not isinstance(models_section, dict):
+            raise ConfigError(f"{prefix}models: expected a table of [models.<model_id>] sections")
+        models = {}
+        for model_id, overrides in models_section.items():
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"{prefix}models.{model_id}: expected a table")
+            merged = _merge(defaults.model_dump(), overrides)
+            models[model_id] = _validate(ModelMonitorConfig, merged, f"models.{model_id}", prefix)
+        return cls(defaults=defaults, models=models)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key == "retrain":
+            merged[key] = {**base[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(model: type[Strict], data: Any, where: str, prefix: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join([where, *(str(part) for part in error["loc"])])
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        raise ConfigError(f"{prefix}{loc}: {message}") from None

@@ -1,0 +1,124 @@
+"""Join label events to their predictions by ``event_id``, whatever order they arrive in.
+
+Predictions and labels of a model share a partition (both keyed by ``model_id``), so the join is
+local to one worker. A label may arrive after its prediction (the usual case), before it (held until
+the prediction comes), twice (the duplicate is counted and ignored) or never (the prediction expires
+after ``ttl_s`` of event time and is counted). Memory is bounded by ``max_pending`` per side: the
+oldest entries are evicted, and counted, first.
+
+>>> joiner = LabelJoiner(ttl_s=60, max_pending=1000)
+>>> joiner.add_prediction("a", 10.0, ("1", 1.0, 0.9, ())) is None
+True
+>>> joiner.add_label("a", 1.0, 20.0).label, joiner.add_label("a", 1.0, 21.0)
+(1.0, None)
+>>> joiner.add_label("b", 0.0, 22.0) is None, joiner.add_prediction("b", 22.5, ("1", 0.0, 0.8, ())).label
+(True, 0.0)
+>>> joiner.add_prediction("c", 30.0, ("1", 1.0, 0.7, ())); joiner.expire(100.0); joiner.counts()["expired_predictions"]
+1
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+#: How many joined event ids are remembered to recognise duplicate labels.
+RECENTLY_JOINED = 10_000
+
+#: What the monitor keeps of a prediction until its label comes:
+#: (model_version, prediction, confidence or NaN, segment values as a tuple of (field, value)).
+PredictionRecord = tuple[str, Any, float, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class Joined:
+    event_id: str
+    ts: float  # the prediction's event time
+    model_version: str
+    prediction: Any
+    label: Any
+    confidence: float
+    segment: tuple[tuple[str, str], ...]
+
+
+class LabelJoiner:
+    def __init__(self, ttl_s: float, max_pending: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_pending = max_pending
+        self.predictions: OrderedDict[str, tuple[float, PredictionRecord]] = OrderedDict()
+        self.early_labels: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self.recently_joined: OrderedDict[str, float] = OrderedDict()
+        self.joined = 0
+        self.early = 0
+        self.duplicates = 0
+        self.expired_predictions = 0
+        self.expired_labels = 0
+        self.evicted = 0
+
+    def add_prediction(self, event_id: str, ts: float, record: PredictionRecord) -> Joined | None:
+        waiting = self.early_labels.pop(event_id, None)
+        if waiting is not None:
+            return self._join(event_id, ts, record, waiting[1])
+        if event_id in self.predictions or event_id in self.recently_joined:
+            self.duplicates += 1
+            return None
+        self.predictions[event_id] = (ts, record)
+        self._bound(self.predictions)
+        return None
+
+    def add_label(self, event_id: str, label: Any, ts: float) -> Joined | None:
+        pending = self.predictions.pop(event_id, None)
+        if pending is not None:
+            return self._join(event_id, pending[0], pending[1], label)
+        if event_id in self.recently_joined or event_id in self.early_labels:
+            self.duplicates += 1
+            return None
+        self.early += 1
+        self.early_labels[event_id] = (ts, label)
+        self._bound(self.early_labels)
+        return None
+
+    def expire(self, watermark_ts: float) -> None:
+        """Drop what waited longer than the TTL, in event time."""
+        horizon = watermark_ts - self.ttl_s
+        self.expired_predictions += _drop_older(self.predictions, horizon)
+        self.expired_labels += _drop_older(self.early_labels, horizon)
+        _drop_older(self.recently_joined, horizon)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "joined": self.joined,
+            "early_labels": self.early,
+            "duplicate_labels": self.duplicates,
+            "expired_predictions": self.expired_predictions,
+            "expired_labels": self.expired_labels,
+            "evicted": self.evicted,
+            "pending_predictions": len(self.predictions),
+            "pending_labels": len(self.early_labels),
+        }
+
+    def _join(self, event_id: str, ts: float, record: PredictionRecord, label: Any) -> Joined:
+        self.joined += 1
+        self.recently_joined[event_id] = ts
+        while len(self.recently_joined) > RECENTLY_JOINED:
+            self.recently_joined.popitem(last=False)
+        version, prediction, confidence, segment = record
+        return Joined(event_id, ts, version, prediction, label, confidence, segment)
+
+    def _bound(self, entries: OrderedDict[str, Any]) -> None:
+        while len(entries) > self.max_pending:
+            entries.popitem(last=False)
+            self.evicted += 1
+
+
+def _drop_older(entries: OrderedDict[str, Any], horizon: float) -> int:
+    dropped = 0
+    while entries:
+        value = next(iter(entries.values()))
+        ts = value[0] if isinstance(value, tuple) else value
+        if ts >= horizon:
+            break
+        entries.popitem(last=False)
+        dropped += 1
+    return dropped

@@ -1,0 +1,138 @@
+"""Two-sample statistics of a current window against a reference, vectorized with numpy/scipy.
+
+Every function takes plain arrays and returns plain numbers, so detectors stay small and testable.
+
+>>> rng = np.random.default_rng(0)
+>>> reference, same, shifted = rng.normal(0, 1, 5000), rng.normal(0, 1, 2000), rng.normal(0.5, 1, 2000)
+>>> edges = quantile_edges(reference, bins=10)
+>>> psi(bin_proportions(reference, edges), bin_proportions(shifted, edges)) > 0.2
+True
+>>> round(wasserstein_normed(np.sort(reference), shifted, reference.std()), 1)
+0.5
+>>> ks_test(np.sort(reference), same)[1] > 0.01, ks_test(np.sort(reference), shifted)[1] < 1e-10
+(True, True)
+>>> benjamini_hochberg(np.array([0.001, 0.2, 0.004, 0.9]), q=0.01).tolist()
+[True, False, True, False]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as scipy_stats
+from scipy.spatial.distance import jensenshannon
+
+EPSILON = 1e-4  # floor for empty bins in PSI
+
+
+def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
+    """Inner bin edges at the reference's quantiles (duplicates dropped for discrete features)."""
+    probabilities = np.linspace(0, 1, bins + 1)[1:-1]
+    return np.unique(np.quantile(reference, probabilities))
+
+
+def bin_proportions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of ``values`` in each bin defined by ``edges`` (len(edges) + 1 bins)."""
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    return counts / max(len(values), 1)
+
+
+def psi(reference_props: np.ndarray, current_props: np.ndarray) -> float:
+    """Population stability index; < 0.1 is commonly read as stable, > 0.25 as a major shift."""
+    p = np.maximum(reference_props, EPSILON)
+    q = np.maximum(current_props, EPSILON)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def ks_test(reference_sorted: np.ndarray, current: np.ndarray, reference_n: int | None = None) -> tuple[float, float]:
+    """Kolmogorov–Smirnov statistic and asymptotic p-value.
+
+    ``reference_sorted`` may be a quantile summary of a larger reference; pass that reference's true
+    size as ``reference_n`` only if the summary is exact, otherwise the summary's own length is used,
+    which makes the p-value conservative.
+    """
+    current_sorted = np.sort(current)
+    grid = np.concatenate([reference_sorted, current_sorted])
+    cdf_reference = np.searchsorted(reference_sorted, grid, side="right") / len(reference_sorted)
+    cdf_current = np.searchsorted(current_sorted, grid, side="right") / len(current_sorted)
+    statistic = float(np.max(np.abs(cdf_reference - cdf_current)))
+    n, m = reference_n or len(reference_sorted), len(current_sorted)
+    effective = n * m / (n + m)
+    p_value = float(scipy_stats.kstwobign.sf(statistic * np.sqrt(effective)))
+    return statistic, p_value
+
+
+def wasserstein_normed(reference_sorted: np.ndarray, current: np.ndarray, reference_std: float) -> float:
+    """Earth mover's distance between the distributions, in reference standard deviations."""
+    if reference_std <= 0:
+        return 0.0 if np.allclose(current, reference_sorted[0]) else float("inf")
+    return float(scipy_stats.wasserstein_distance(reference_sorted, current) / reference_std)
+
+
+def category_test(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float, float]:
+    """Chi-square test of homogeneity and Jensen–Shannon distance of two category count vectors.
+
+    Returns (chi-square statistic, p-value, JS distance in [0, 1]). Categories seen in neither sample
+    are dropped; a single remaining category means no evidence of change.
+    """
+    keep = (reference_counts + current_counts) > 0
+    ref, cur = reference_counts[keep], current_counts[keep]
+    if len(ref) < 2 or cur.sum() == 0 or ref.sum() == 0:
+        return 0.0, 1.0, 0.0
+    chi2, p_value, _, _ = scipy_stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    distance = float(jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2))
+    return float(chi2), float(p_value), distance
+
+
+def hotelling_t2(
+    window_mean: np.ndarray,
+    n: int,
+    reference_mean: np.ndarray,
+    reference_precision: np.ndarray,
+    reference_n: int,
+) -> tuple[float, float]:
+    """Two-sample Hotelling's T² of a window mean against the reference mean (covariance inverse given).
+
+    Under no drift T² follows (approximately, for large samples) a chi-square distribution with as
+    many degrees of freedom as features, so a small shift spread over many features adds up even when
+    no single feature stands out. Both means are estimates, hence the effective size n·m/(n+m).
+    """
+    diff = window_mean - reference_mean
+    effective_n = n * reference_n / (n + reference_n)
+    t2 = float(effective_n * diff @ reference_precision @ diff)
+    return t2, float(scipy_stats.chi2.sf(t2, df=len(diff)))
+
+
+def two_proportion_z(reference_rate: float, reference_n: int, current_rate: float, current_n: int) -> float:
+    """One-sided p-value that the current rate is larger than the reference rate."""
+    pooled = (reference_rate * reference_n + current_rate * current_n) / (reference_n + current_n)
+    variance = pooled * (1 - pooled) * (1 / reference_n + 1 / current_n)
+    if variance <= 0:
+        return 1.0 if current_rate <= reference_rate else 0.0
+    z = (current_rate - reference_rate) / np.sqrt(variance)
+    return float(scipy_stats.norm.sf(z))
+
+
+def mean_increase_z(reference_mean: float, reference_std: float, reference_n: int, current: np.ndarray) -> float:
+    """One-sided p-value that the mean of ``current`` is above the reference mean (Welch-style z)."""
+    if len(current) < 2:
+        return 1.0
+    variance = reference_std**2 / reference_n + float(np.var(current, ddof=1)) / len(current)
+    if variance <= 0:
+        return 1.0 if float(np.mean(current)) <= reference_mean else 0.0
+    z = (float(np.mean(current)) - reference_mean) / np.sqrt(variance)
+    return float(scipy_stats.norm.sf(z))
+
+
+def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
+    """Which hypotheses to reject at false discovery rate ``q`` (Benjamini–Hochberg step-up)."""
+    m = len(p_values)
+    if m == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p_values)
+    thresholds = q * np.arange(1, m + 1) / m
+    passed = p_values[order] <= thresholds
+    reject = np.zeros(m, dtype=bool)
+    if passed.any():
+        last = int(np.max(np.nonzero(passed)[0]))
+        reject[order[: last + 1]] = True
+    return reject
