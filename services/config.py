@@ -118,6 +118,7 @@ class Settings(BaseSettings):
         default=None, description="Reference profiles as PROFILES_DIR/<model_id>/<model_version>.json."
     )
     checkpoint_interval_s: float = Field(default=5.0, gt=0, description="How often detector state is saved.")
+    commit_interval_s: float = Field(default=2.8, gt=0, description="How often consumed offsets are committed.")
     metrics_host: str = Field(default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -40,6 +40,7 @@ def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> faust
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
         datadir=str(settings.state_dir / app_id),
         web_enabled=False,

@@ -215,10 +215,12 @@ class MonitorService:
         if self._checkpoints is None:
             self._checkpoints = {}
             async for record in read_topic(self.settings, self.topics.monitor_state, idle_timeout_s=0.2):
-                if record.key is not None and record.value is not None:
-                    self._checkpoints[int(record.key)] = record.value
+                group, _, number = (record.key or b"").decode().rpartition("/")
+                if group == self.settings.monitor_group and record.value is not None:
+                    self._checkpoints[int(number)] = record.value
         raw = self._checkpoints.get(partition)
         if raw is None:
+            self.last_checkpoint = 0.0  # first sight of this partition: checkpoint after this batch
             return
         snapshot = pickle.loads(zlib.decompress(raw))  # written by this service only (see docs/operations.md)
         models = self.core.restore(snapshot["models"])
@@ -238,7 +240,8 @@ class MonitorService:
                 "models": self.core.export(self.partition_models.get(partition, set())),
             }
             value = zlib.compress(pickle.dumps(snapshot, pickle.HIGHEST_PROTOCOL), 1)
-            pending.append(await self.state.send(key=str(partition).encode(), value=value))
+            key = f"{self.settings.monitor_group}/{partition}".encode()
+            pending.append(await self.state.send(key=key, value=value))
             metrics.CHECKPOINT_BYTES.set(len(value))
         await asyncio.gather(*pending)
         self.dirty -= chosen
