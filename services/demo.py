@@ -85,6 +85,10 @@ async def _run(settings: Settings, clock: Clock, n_events: int, rate: float) -> 
     await _summary(settings, scenario, report)
 
 
+def _kinds(pairs: set[tuple[str, str]] | frozenset[tuple[str, str]]) -> str:
+    return ", ".join(f"{kind} on {subject}" for kind, subject in sorted(pairs))
+
+
 async def _print_alerts(settings: Settings, clock: Clock) -> None:
     async for record in read_topic(settings, settings.topics.alerts, follow=True):
         if record.key == MODEL_ID.encode():
@@ -102,16 +106,17 @@ async def _summary(settings: Settings, scenario: Scenario, report: ProduceReport
     delays = ", ".join(
         f"{a.subject} after {index[a.trigger_event_id] - scenario.onset:,} events"
         for a in alerts
-        if a.trigger_event_id in index
+        if a.kind == "data_drift" and a.trigger_event_id in index
     )
     accounted = status.events_processed + len(dead) == report.predictions + report.malformed
-    right_alerts = sorted(a.subject for a in alerts) == sorted(truth.drifting_features)
+    found = {(a.kind, a.subject) for a in alerts if a.state == "firing"}
+    right_alerts = found == truth.expected_alerts
     rows = [
         ("events produced", f"{report.predictions:,} (+{report.malformed} malformed messages)"),
         ("events processed", f"{status.events_processed:,}"),
         ("dead-lettered", f"{len(dead)} ({dead[0].reason})" if dead else "0"),
-        ("alerts", f"{len(alerts)} on {', '.join(sorted(a.subject for a in alerts)) or 'nothing'}"),
-        ("expected alerts on", ", ".join(truth.drifting_features)),
+        ("alerts", f"{len(alerts)}: {_kinds(found) or 'none'}"),
+        ("expected", _kinds(truth.expected_alerts)),
         ("detection delay", delays or "-"),
         ("accounting", "produced = processed + dead-lettered" if accounted else "MISMATCH"),
     ]

@@ -75,13 +75,21 @@ class MeanShiftDetector(Serializable):
 
     name = "adwin"
 
-    def __init__(self, delta: float = 1e-5, reference_size: int = 1_000, recent_size: int = 512) -> None:
+    def __init__(
+        self,
+        delta: float = 1e-5,
+        reference_size: int = 1_000,
+        recent_size: int = 512,
+        reference: tuple[float, float] | None = None,
+    ) -> None:
+        """``reference=(mean, std)`` gives the reference directly (from a profile): no warm-up needed."""
         if not 0 < delta < 1:
             raise ValueError("delta must be between 0 and 1")
-        if reference_size < 2:
+        if reference is None and reference_size < 2:
             raise ValueError("reference_size must be at least 2")
         self.delta = delta
-        self.reference_size = reference_size
+        self.reference_size = 0 if reference is not None else reference_size
+        self._known_reference = reference
         self.n_seen = 0
         self.drift_detected = False
         self._adwin = drift.ADWIN(delta=delta)
@@ -98,11 +106,11 @@ class MeanShiftDetector(Serializable):
 
     @property
     def reference_mean(self) -> float:
-        return self._reference.mean.get()
+        return self._known_reference[0] if self._known_reference else self._reference.mean.get()
 
     @property
     def reference_std(self) -> float:
-        return math.sqrt(self._reference.get())
+        return self._known_reference[1] if self._known_reference else math.sqrt(self._reference.get())
 
     def change_point(self) -> int:
         """How many of the most recent values came after the most likely change of mean."""

@@ -118,11 +118,13 @@ class ModelMonitor:
 
     def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
         self.profile = profile
+        delta = self.config.adwin_delta
         self.streaming = {
-            name: MeanShiftDetector(self.config.adwin_delta, reference_size=2) for name in profile.numeric
+            name: MeanShiftDetector(delta, reference=(p.mean, p.std)) for name, p in profile.numeric.items()
         }
         if profile.signal is not None:
-            self.streaming["\0signal"] = MeanShiftDetector(self.config.adwin_delta, reference_size=2)
+            signal = profile.signal
+            self.streaming["\0signal"] = MeanShiftDetector(delta, reference=(signal.mean, signal.std))
         if reference_columns is not None:  # warm the streaming detectors up on the reference itself
             self._feed_streaming(reference_columns, lambda *_: None)
         self.window_detectors = window_detectors(profile, self.config)

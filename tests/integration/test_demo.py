@@ -24,8 +24,9 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     assert result.returncode == 0, out + result.stderr
     assert "result               OK" in out
     assert re.search(r"events processed\s+12,000", out)
-    assert re.search(r"alerts\s+2 on num_00, num_01", out)
-    assert out.count("ALERT ") == 2
+    expected = "data_drift on num_00, data_drift on num_01, multivariate_drift on numeric_features, prediction_drift on score"
+    assert re.search(rf"alerts\s+4: {expected}", out)
+    assert out.count("ALERT ") == 4
 
     monitor_pid = int(re.search(r"monitor worker started \(pid (\d+)\)", out).group(1))
     with pytest.raises(ProcessLookupError):

@@ -12,7 +12,7 @@ from conftest import Worker, produce, unique_model
 
 from driftwarden.config import Settings
 from driftwarden.core.decoding import PREDICTIONS
-from driftwarden.core.events import Alert, DeadLetter
+from driftwarden.core.events import Alert, DeadLetter, RetrainCommand
 from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.monitor.status import records_for, wait_for_status
 
@@ -53,12 +53,23 @@ def test_abrupt_shift_on_two_features_alerts_exactly_those_two_soon_after_onset(
     assert status.alerts_fired == len(alerts)
 
 
-def test_stable_stream_raises_no_alert(kafka, monitor_worker):
-    scenario = Scenario(name="stable", n_events=30_000, seed=11, model_id=unique_model("stable"))
-    produce(kafka, scenario, batch_size=500)
-    status = wait_processed(kafka, scenario.model_id, 30_000)
-    assert status.events_processed == 30_000
-    assert alerts_for(kafka, scenario.model_id) == []
+@pytest.mark.parametrize("name", ["stable", "abrupt-shift", "gradual-shift", "categorical-shift", "concept-drift"])
+def test_each_scenario_raises_exactly_the_expected_alert_kinds_and_subjects(kafka, monitor_worker, name):
+    scenario = Scenario(name=name, n_events=50_000, onset=20_000, seed=21, model_id=unique_model(name))
+    report = produce(kafka, scenario, batch_size=250, label_delay=400)
+    assert report.labels == 50_000
+    status = wait_processed(kafka, scenario.model_id, 50_000)
+    assert status.events_processed == 50_000
+    alerts = alerts_for(kafka, scenario.model_id)
+    assert {(a.kind, a.subject) for a in alerts if a.state == "firing"} == scenario.ground_truth().expected_alerts
+    commands = asyncio.run(records_for(kafka, kafka.topics.retrain_commands, scenario.model_id))
+    if name == "concept-drift":
+        (command,) = [RetrainCommand.model_validate_json(c) for c in commands]
+        assert command.reasons == [a.fingerprint for a in alerts if a.kind == "performance_drift"]
+        final = wait_processed(kafka, scenario.model_id, 50_000)
+        assert final.performance["accuracy"] < 0.6 and final.label_joins["joined"] >= 49_000
+    else:
+        assert commands == []
 
 
 def test_malformed_events_are_dead_lettered_with_reasons_and_nothing_is_lost(kafka, monitor_worker: Worker):
