@@ -23,6 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from driftwarden.core.detectors import Serializable
+
 #: How many joined event ids are remembered to recognise duplicate labels.
 RECENTLY_JOINED = 10_000
 
@@ -42,7 +44,7 @@ class Joined:
     segment: tuple[tuple[str, str], ...]
 
 
-class LabelJoiner:
+class LabelJoiner(Serializable):
     def __init__(self, ttl_s: float, max_pending: int) -> None:
         self.ttl_s = ttl_s
         self.max_pending = max_pending

@@ -134,12 +134,7 @@ class ModelMonitor:
         numeric_names = list(self.profile.numeric) if self.profile else []
         for name, detector in self.streaming.items():
             values = columns.signal if name == "\0signal" else columns.numeric[:, numeric_names.index(name)]
-            update = detector.update
-            for i, value in enumerate(values.tolist()):
-                if value == value:  # skip NaN (missing)
-                    update(value)
-                    if detector.drift_detected:
-                        on_drift(name, detector, i)
+            detector.update_many(values.tolist(), lambda i, name=name, detector=detector: on_drift(name, detector, i))
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []

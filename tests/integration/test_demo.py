@@ -24,7 +24,9 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     assert result.returncode == 0, out + result.stderr
     assert "result               OK" in out
     assert re.search(r"events processed\s+12,000", out)
-    expected = "data_drift on num_00, data_drift on num_01, multivariate_drift on numeric_features, prediction_drift on score"
+    expected = (
+        "data_drift on num_00, data_drift on num_01, multivariate_drift on numeric_features, prediction_drift on score"
+    )
     assert re.search(rf"alerts\s+4: {expected}", out)
     assert out.count("ALERT ") == 4
 

@@ -86,3 +86,69 @@ def test_settings_round_trip_through_the_environment(monkeypatch):
     for name, value in original.to_env().items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[defaults]\nwindow_sise = 500", "defaults.window_sise: unknown key"),
+        ("[defaults]\nwindow_size = 10", "defaults.window_size: Input should be greater than or equal to 100"),
+        ("[models.fraud]\nfdr_q = 2", "models.fraud.fdr_q: Input should be less than 1"),
+        ("[models.fraud.retrain]\ncooldown_s = -5", "models.fraud.retrain.cooldown_s: Input should be greater"),
+        ('[models.fraud]\nfeatures = { amount = "text" }', "models.fraud.features.amount: Input should be 'numeric'"),
+        ("[models.fraud]\nerror_detector = 'kswin'", "models.fraud.error_detector: Input should be 'adwin'"),
+        ("[alerting]\nx = 1", "alerting: unknown section"),
+        ("[defaults\n", "not valid TOML: Expected ']'"),
+    ],
+)
+def test_config_errors_name_the_file_and_the_key(monkeypatch, capsys, tmp_path, toml, message):
+    path = tmp_path / "monitoring.toml"
+    path.write_text(toml)
+    exit_code, _, err = run_cli(monkeypatch, capsys, "config", "check", str(path))
+    assert exit_code == 1
+    assert err.startswith(f"driftwarden: error: {path}: {message}"), err
+    assert err.count("\n") == 1
+
+
+def test_config_check_prints_the_effective_settings_of_a_model(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "monitoring.toml"
+    path.write_text("[defaults]\nwindow_size = 3000\n[models.fraud]\nlabel_window = 400\n")
+    monkeypatch.setattr(sys, "argv", ["driftwarden", "config", "check", str(path), "--model-id", "fraud"])
+    main()
+    out = capsys.readouterr().out
+    assert "valid (1 model sections)" in out
+    assert '"window_size": 3000' in out and '"label_window": 400' in out
+
+
+def test_missing_config_file_is_one_line(monkeypatch, capsys, tmp_path):
+    exit_code, _, err = run_cli(monkeypatch, capsys, "config", "check", str(tmp_path / "nope.toml"))
+    assert exit_code == 1 and "cannot read monitoring config" in err and err.count("\n") == 1
+
+
+def test_profile_build_writes_a_profile_the_monitor_can_load(monkeypatch, capsys, tmp_path):
+    import orjson
+
+    from driftwarden.core.profile import ReferenceProfile
+    from driftwarden.load.scenarios import Scenario, generate
+    from driftwarden.monitor.service import profile_loader
+
+    events = next(generate(Scenario(n_events=600), chunk_size=600)).prediction_events()
+    dataset = tmp_path / "reference.jsonl"
+    dataset.write_bytes(b"\n".join([*(orjson.dumps(e) for e in events[:500]), b"{broken", orjson.dumps(events[500])]))
+    args = ["profile", "build", "--input", str(dataset), "--model-id", "demo-model", "--model-version", "1"]
+    monkeypatch.setattr(sys, "argv", ["driftwarden", *args, "--output", str(tmp_path / "profiles")])
+    main()
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "501 events" in captured.out and "1 lines skipped" in captured.out
+    assert "reference.jsonl:501: skipped: not valid JSON" in captured.err
+    profile = profile_loader(tmp_path / "profiles")("demo-model", "1")
+    assert isinstance(profile, ReferenceProfile) and profile.n_events == 501 and len(profile.numeric) == 16
+    assert profile_loader(tmp_path / "profiles")("demo-model", "2") is None
+
+
+def test_profile_build_with_too_few_events_is_one_line(monkeypatch, capsys, tmp_path):
+    dataset = tmp_path / "tiny.jsonl"
+    dataset.write_text("")
+    exit_code, _, err = run_cli(monkeypatch, capsys, "profile", "build", "--input", str(dataset), "--model-id", "m",
+                                "--model-version", "1", "--output", str(tmp_path))  # fmt: skip
+    assert exit_code == 1 and "0 events of m v1; need at least 100" in err
