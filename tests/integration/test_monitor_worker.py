@@ -128,11 +128,19 @@ def test_single_event_messages_are_processed_like_batches(kafka, monitor_worker)
     assert wait_processed(kafka, scenario.model_id, 1_500).events_processed == 1_500
 
 
-def test_metrics_endpoint_counts_processed_events(kafka, monitor_worker):
-    scenario = Scenario(name="stable", n_events=2_000, model_id=unique_model("metrics"))
-    produce(kafka, scenario)
-    wait_processed(kafka, scenario.model_id, 2_000)
+def test_metrics_endpoint_exposes_counts_statistics_lag_and_joins(kafka, monitor_worker):
+    scenario = Scenario(name="stable", n_events=8_000, model_id=unique_model("metrics"))
+    produce(kafka, scenario, label_delay=1_000)
+    wait_processed(kafka, scenario.model_id, 8_000)
     with urllib.request.urlopen(f"http://127.0.0.1:{monitor_worker.metrics_port}/metrics", timeout=5) as response:
         body = response.read().decode()
-    assert f'driftwarden_events_processed{{model_id="{scenario.model_id}"}} 2000.0' in body
+    model = f'model_id="{scenario.model_id}"'
+    assert f"driftwarden_events_processed{{{model}}} 8000.0" in body
+    # One window was tested after the 5,000-event reference: its statistics are exposed per subject.
+    assert (
+        f'driftwarden_drift_statistic{{kind="data_drift",{model},statistic="wasserstein_normed",subject="num_00"}}'
+        in body
+    )
+    assert f'driftwarden_pending_label_joins{{{model},side="predictions"}}' in body
+    assert 'driftwarden_consumer_lag{partition="' in body
     assert "driftwarden_batch_seconds_count" in body
