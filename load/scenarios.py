@@ -159,6 +159,14 @@ class Chunk:
             )
         return events
 
+    def training_examples(self) -> list[dict[str, Any]]:
+        """The chunk as joined, labelled examples (``schemas/training-example.v1.json``)."""
+        keep = ("event_id", "model_id", "model_version", "ts", "features", "prediction")
+        return [
+            {**{k: prediction[k] for k in keep}, "label": label["label"]}
+            for prediction, label in zip(self.prediction_events(), self.label_events(), strict=True)
+        ]
+
     def label_events(self) -> list[dict[str, Any]]:
         """The chunk's ground truth as label events (``schemas/label.v1.json``)."""
         s = self.scenario

@@ -35,6 +35,7 @@ Scalar = bool | int | float | str | None
 
 PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"
 LABEL_BATCH_SCHEMA = "label-batch.v1"
+TRAINING_EXAMPLE_BATCH_SCHEMA = "training-example-batch.v1"
 
 
 class Event(BaseModel):
@@ -82,6 +83,16 @@ class EventBatch(Event):
     events: Sequence[KeyedEvent]
 
 
+class TrainingExample(KeyedEvent):
+    """A prediction joined with its label (``schemas/training-example.v1.json``)."""
+
+    model_version: ModelId
+    ts: Timestamp
+    features: dict[str, FeatureValue]
+    prediction: float | str
+    label: float | str
+
+
 class PredictionBatch(EventBatch):
     """Many predictions of one model in one Kafka message (``schemas/prediction-batch.v1.json``)."""
 
@@ -96,6 +107,14 @@ class LabelBatch(EventBatch):
     schema_: Literal["label-batch.v1"] = Field(alias="schema")
     model_id: ModelId
     events: Annotated[list[LabelEvent], Field(min_length=1, max_length=100_000)]
+
+
+class TrainingExampleBatch(EventBatch):
+    """Many training examples of one model (``schemas/training-example-batch.v1.json``)."""
+
+    schema_: Literal["training-example-batch.v1"] = Field(alias="schema")
+    model_id: ModelId
+    events: Annotated[list[TrainingExample], Field(min_length=1, max_length=100_000)]
 
 
 AlertKind = Literal[
@@ -234,4 +253,6 @@ CONTRACTS: dict[str, type[Event]] = {
     "model-published.v1.json": ModelPublished,
     "dead-letter.v1.json": DeadLetter,
     "monitor-status.v1.json": MonitorStatus,
+    "training-example.v1.json": TrainingExample,
+    "training-example-batch.v1.json": TrainingExampleBatch,
 }

@@ -76,6 +76,9 @@ DEAD = {
     "reason": "not JSON",
     "payload_b64": "eyJ9",
 }
+EXAMPLE = {k: PREDICTION[k] for k in ("event_id", "model_id", "model_version", "ts", "features", "prediction")} | {
+    "label": 1
+}
 STATUS = {"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, "alerts_fired": 0}
 
 
@@ -167,6 +170,19 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("dead-letter.v1.json", with_(DEAD, source_offset=1.5), False),
     ("dead-letter.v1.json", with_(DEAD, reason=""), False),
     ("dead-letter.v1.json", with_(DEAD, payload_b64=...), False),
+    ("training-example.v1.json", EXAMPLE, True),
+    ("training-example.v1.json", with_(EXAMPLE, label=...), False),
+    ("training-example.v1.json", with_(EXAMPLE, scores={"1": 0.5}), False),
+    (
+        "training-example-batch.v1.json",
+        {"schema": "training-example-batch.v1", "model_id": "fraud", "events": [EXAMPLE]},
+        True,
+    ),
+    (
+        "training-example-batch.v1.json",
+        {"schema": "training-example-batch.v1", "model_id": "fraud", "events": [LABEL]},
+        False,
+    ),
     ("monitor-status.v1.json", STATUS, True),
     ("monitor-status.v1.json", with_(STATUS, events_processed=-1), False),
     ("monitor-status.v1.json", with_(STATUS, alerts_fired=...), False),
