@@ -192,6 +192,38 @@ def topics_create() -> None:
     typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
 
 
+@cli.command()
+def trainer(
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    model_family: Annotated[
+        str, typer.Option(help="logistic_regression or gradient_boosting.")
+    ] = "logistic_regression",
+    promotion_margin: Annotated[float, typer.Option(help="Accuracy a challenger must gain to be promoted.")] = 0.01,
+    min_examples: Annotated[int, typer.Option(help="Fewest labelled examples to train on.", min=10)] = 500,
+    seed: Annotated[int, typer.Option()] = 0,
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on PORT (0 disables).", min=0, max=65535)] = 9465,
+) -> None:
+    """Run the trainer worker: retrain commands in, validated ONNX models and verdicts out."""
+    from prometheus_client import start_http_server
+
+    from driftwarden.trainer.model import TrainerConfig
+    from driftwarden.trainer.service import run_trainer
+
+    if model_family not in ("logistic_regression", "gradient_boosting"):
+        raise DriftwardenError(f"unknown model family {model_family!r}: logistic_regression or gradient_boosting")
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if metrics_port:
+        start_http_server(metrics_port, addr=config.metrics_host)
+    trainer_config = TrainerConfig(
+        model_family=model_family,  # type: ignore[arg-type]
+        seed=seed,
+        promotion_margin=promotion_margin,
+        min_examples=min_examples,
+    )
+    run_trainer(config, trainer_config)
+
+
 @config_cli.command("check")
 def config_check(
     path: Annotated[Path, typer.Argument(help="The TOML file.")],

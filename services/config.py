@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Largest checkpoint message (the monitor's state of one partition, compressed).
 CHECKPOINT_MAX_BYTES = 64 * 1024 * 1024
+#: How long labelled training examples are kept (the longest window a retrain can use).
+TRAINING_RETENTION_MS = 14 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,14 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
     max_message_bytes: int | None = None
+    retention_ms: int | None = None
 
     def configs(self) -> dict[str, str]:
         configs = {"cleanup.policy": "compact"} if self.compacted else {}
         if self.max_message_bytes:
             configs["max.message.bytes"] = str(self.max_message_bytes)
+        if self.retention_ms:
+            configs["retention.ms"] = str(self.retention_ms)
         return configs
 
 
@@ -74,6 +79,10 @@ class Topics:
     def monitor_state(self) -> str:
         return f"{self.prefix}monitor-state"
 
+    @property
+    def training_examples(self) -> str:
+        return f"{self.prefix}training-examples"
+
     def specs(self, partitions: int) -> list[TopicSpec]:
         """Every topic with its partition count.
 
@@ -89,6 +98,7 @@ class Topics:
             TopicSpec(self.models, 1, compacted=False),
             TopicSpec(self.monitor_status, 1, compacted=True),
             TopicSpec(self.monitor_state, 1, compacted=True, max_message_bytes=CHECKPOINT_MAX_BYTES),
+            TopicSpec(self.training_examples, partitions, retention_ms=TRAINING_RETENTION_MS),
         ]
 
 
@@ -117,6 +127,7 @@ class Settings(BaseSettings):
     profiles_dir: Path | None = Field(
         default=None, description="Reference profiles as PROFILES_DIR/<model_id>/<model_version>.json."
     )
+    registry_dir: Path = Field(default=Path(".driftwarden/registry"), description="Model registry root.")
     checkpoint_interval_s: float = Field(default=5.0, gt=0, description="How often detector state is saved.")
     commit_interval_s: float = Field(default=2.8, gt=0, description="How often consumed offsets are committed.")
     metrics_host: str = Field(default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container.")

@@ -48,6 +48,9 @@ class RetrainPolicyConfig(Strict):
     min_drifted_features: int = Field(default=3, ge=1, description="Open data-drift alerts that trigger a retrain.")
     cooldown_s: float = Field(default=3600.0, ge=0, description="Event time between two commands of a model.")
     training_window_s: float = Field(default=7 * 86400.0, gt=0, description="Longest data window to train on.")
+    min_examples: int = Field(
+        default=2000, ge=1, description="Labelled examples after the drift started before the command goes out."
+    )
 
 
 class ModelMonitorConfig(Strict):

@@ -28,6 +28,7 @@ import pickle
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 import numpy as np
 
@@ -49,10 +50,13 @@ ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 class Outputs:
     alerts: list[Alert] = field(default_factory=list)
     commands: list[RetrainCommand] = field(default_factory=list)
+    #: Joined, labelled examples (``schemas/training-example.v1.json`` documents) for the trainer.
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def __iadd__(self, other: Outputs) -> Outputs:
         self.alerts += other.alerts
         self.commands += other.commands
+        self.examples += other.examples
         return self
 
 
@@ -107,7 +111,8 @@ class ModelMonitor:
             rest = merged.slice(self.config.window_size, len(merged))
             self.pending, self.pending_events = ([rest] if len(rest) else []), len(rest)
             fired += self._evaluate_window(window, now)
-        return self._with_commands(fired, float(columns.ts[-1]), now)
+        self.policy.evaluate(self.book, fired, float(columns.ts[-1]))
+        return Outputs(fired)
 
     def _build_reference(self) -> None:
         events, self.reference_events = self.reference_events, []
@@ -221,10 +226,8 @@ class ModelMonitor:
             alert = self.book.report(finding, item.event_id, item.ts, now)
             if alert is not None:
                 fired.append(alert)
-        return self._with_commands(fired, max(j.ts for j in joined), now)
-
-    def _with_commands(self, fired: list[Alert], event_ts: float, now: float) -> Outputs:
-        command = self.policy.evaluate(self.book, fired, event_ts, now)
+        self.policy.evaluate(self.book, fired, max(j.ts for j in joined))
+        command = self.policy.on_labels([j.ts for j in joined], now)
         return Outputs(fired, [command] if command else [])
 
 
@@ -295,7 +298,7 @@ class Monitor:
             assert state.joiner is not None
             for event in batch:
                 record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
-                          tuple(sorted((event.segment or {}).items())))  # fmt: skip
+                          tuple(sorted((event.segment or {}).items())), event.features)  # fmt: skip
                 match = state.joiner.add_prediction(event.event_id, event.ts, record)
                 if match is not None:
                     joined.append(match)
@@ -320,6 +323,11 @@ class Monitor:
         outputs = Outputs()
         for version, run in groupby(joined, key=lambda j: j.model_version):
             outputs += self.model(model_id, version).observe_joined(list(run), now)
+        outputs.examples += [
+            {"event_id": j.event_id, "model_id": model_id, "model_version": j.model_version, "ts": j.ts,
+             "features": j.features, "prediction": j.prediction, "label": j.label}
+            for j in joined
+        ]  # fmt: skip
         return outputs
 
     def _count(self, outputs: Outputs) -> None:

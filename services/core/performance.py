@@ -63,6 +63,7 @@ class PerformanceMonitor(Serializable):
             detector_name = "adwin"
         self.detector = error_detector(detector_name, config.adwin_delta)
         self.recent_errors: deque[float] = deque(maxlen=config.label_window)
+        self.recent_ts: deque[float] = deque(maxlen=config.label_window)
 
     def update(self, joined: list[Joined]) -> list[tuple[Finding, Joined]]:
         """Feed joined labels; return findings, each with the joined event that triggered it."""
@@ -72,6 +73,7 @@ class PerformanceMonitor(Serializable):
             if error is None:
                 continue
             self.recent_errors.append(error)
+            self.recent_ts.append(item.ts)
             self.window.append(item)
             if self.reference is not None and self.detector is not None:
                 self.detector.update(error)
@@ -169,10 +171,13 @@ class PerformanceMonitor(Serializable):
     def _detector_finding(self) -> Finding:
         reference = self.reference or {}
         recent = float(np.mean(self.recent_errors))
+        # ADWIN keeps the values since the change it found: their first one dates the drift.
+        width = int(getattr(self.detector, "width", len(self.recent_ts)) or len(self.recent_ts))
         evidence: dict[str, Scalar] = {
             "reference_error": reference.get("error"),
             "recent_error": recent,
             "recent_labels": len(self.recent_errors),
+            "window_start_ts": self.recent_ts[-min(width, len(self.recent_ts))],
         }
         summary = f"{self.detector_name} saw the error rate rise from {reference.get('error', 0):.3f} to {recent:.3f}"
         return Finding("performance_drift", self.subject, self.detector_name, True, evidence, summary)

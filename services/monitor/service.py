@@ -17,7 +17,6 @@ the same alert.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import logging
 import os
@@ -25,18 +24,27 @@ import pickle
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP, EventT
 
 from driftwarden.config import CHECKPOINT_MAX_BYTES, Settings
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
-from driftwarden.core.events import DeadLetter, KeyedEvent, LabelEvent, PredictionEvent, is_model_id
+from driftwarden.core.events import (
+    TRAINING_EXAMPLE_BATCH_SCHEMA,
+    KeyedEvent,
+    LabelEvent,
+    PredictionEvent,
+    is_model_id,
+)
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
+from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import create_faust_app
 from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor import metrics
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Exit code when even the dead-letter topic cannot be written: exit without committing offsets.
 EXIT_CANNOT_PUBLISH = 75
+#: Training examples per message on the training topic.
+EXAMPLES_PER_MESSAGE = 500
 #: How long to wait for a seek back to a checkpoint's offset before accepting a real gap.
 SEEK_PATIENCE_S = 10.0
 
@@ -85,6 +95,7 @@ class MonitorService:
         self.dead_letters = self.app.topic(topics.dead_letters, **raw)
         self.status = self.app.topic(topics.monitor_status, **raw)
         self.state = self.app.topic(topics.monitor_state, **raw)
+        self.training = self.app.topic(topics.training_examples, **raw)
         self.partition_models: dict[int, set[str]] = {}
         self.next_offset: dict[TP, int] = {}
         self.initialized: set[int] = set()
@@ -142,12 +153,31 @@ class MonitorService:
             pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
             metrics.ALERTS_FIRED.labels(alert.model_id, alert.kind, alert.severity).inc()
             log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
+        examples = await self._send_examples(outputs.examples)
+        if outputs.commands:  # the trainer reads a command's examples as soon as it gets it: land them first
+            await asyncio.gather(*examples)
         for command in outputs.commands:
             pending.append(await self.commands.send(key=command.model_id.encode(), value=command.to_json()))
             metrics.RETRAIN_COMMANDS.labels(command.model_id).inc()
             log.warning("RETRAIN %s v%s: %s", command.model_id, command.model_version, command.idempotency_key)
-        await asyncio.gather(*pending)
+        await asyncio.gather(*pending, *examples)
         self._observe_metrics(batch)
+
+    async def _send_examples(self, examples: list[dict[str, Any]]) -> list[Awaitable[Any]]:
+        """Joined, labelled examples for the trainer, as batch envelopes per model."""
+        pending = []
+        for model_id, run in groupby(examples, key=lambda e: e["model_id"]):
+            items = list(run)
+            for i in range(0, len(items), EXAMPLES_PER_MESSAGE):
+                value = orjson.dumps(
+                    {
+                        "schema": TRAINING_EXAMPLE_BATCH_SCHEMA,
+                        "model_id": model_id,
+                        "events": items[i : i + EXAMPLES_PER_MESSAGE],
+                    }
+                )
+                pending.append(await self.training.send(key=model_id.encode(), value=value))
+        return pending
 
     def _track(self, partition: int, events: list[KeyedEvent], key: bytes | None) -> None:
         models = {e.model_id for e in events}
@@ -271,16 +301,7 @@ class MonitorService:
         return text if is_model_id(text) else ""
 
     async def _send_dead_letter(self, message: Any, rejection: Rejection) -> Awaitable[Any]:
-        letter = DeadLetter(
-            ts=time.time(),
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-            batch_index=rejection.batch_index,
-            key=message.key.decode("utf-8", "replace") if message.key else None,
-            reason=rejection.reason,
-            payload_b64=base64.b64encode(rejection.payload).decode(),
-        )
+        letter = dead_letter(message, rejection.reason, rejection.payload, rejection.batch_index)
         metrics.EVENTS_DEAD_LETTERED.labels(message.topic).inc()
         model_id = self._model_of_key(message.key)
         if model_id:

@@ -1,0 +1,135 @@
+"""The trainer on the real broker: monitor -> retrain command -> trainer -> registry and verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from conftest import produce, unique_model
+
+from driftwarden.config import Settings
+from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
+from driftwarden.kafka.broker import free_port
+from driftwarden.kafka.clients import client_options
+from driftwarden.load.scenarios import Scenario, generate
+from driftwarden.monitor.status import records_for
+from driftwarden.processes import spawn, terminate
+from driftwarden.trainer.model import TrainerConfig
+from driftwarden.trainer.registry import ModelRegistry
+from driftwarden.trainer.retrain import retrain
+from driftwarden.trainer.service import read_examples
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trainer(kafka: Settings, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("trainer")
+    settings = kafka.model_copy(update={"registry_dir": directory / "registry", "state_dir": directory})
+    process = spawn(["trainer", "--metrics-port", str(free_port())], settings, directory / "trainer.log")
+    yield ModelRegistry(settings.registry_dir)
+    terminate(process)
+
+
+def bootstrap_champion(registry: ModelRegistry, model_id: str) -> None:
+    """v1, trained on the original concept: what was serving before the drift."""
+    data = [e | {"model_id": model_id} for chunk in generate(Scenario(n_events=4_000, seed=7))
+            for e in chunk.training_examples()]  # fmt: skip
+    command = RetrainCommand(
+        command_id=str(uuid.uuid4()), idempotency_key="bootstrap", model_id=model_id, model_version="1", ts=0,
+        reasons=["bootstrap"], window=TrainingWindow(start_ts=0, end_ts=1),
+    )  # fmt: skip
+    assert retrain(command, data, registry, TrainerConfig()).status == "promoted"
+
+
+def verdicts(kafka: Settings, model_id: str) -> list[ModelPublished]:
+    return [
+        ModelPublished.model_validate_json(v) for v in asyncio.run(records_for(kafka, kafka.topics.models, model_id))
+    ]
+
+
+def wait_for_verdicts(kafka: Settings, model_id: str, n: int, timeout_s: float = 120) -> list[ModelPublished]:
+    async def poll() -> list[ModelPublished]:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            found = [
+                ModelPublished.model_validate_json(v) for v in await records_for(kafka, kafka.topics.models, model_id)
+            ]
+            if len(found) >= n or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(1)
+
+    return asyncio.run(poll())
+
+
+async def send(kafka: Settings, topic: str, key: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(**client_options(kafka))
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value, key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_concept_drift_leads_to_a_promoted_challenger_and_a_duplicate_command_trains_nothing(
+    kafka, monitor_worker, trainer
+):
+    model_id = unique_model("loop")
+    bootstrap_champion(trainer, model_id)
+    scenario = Scenario(name="concept-drift", n_events=40_000, onset=20_000, model_id=model_id, seed=8)
+    produce(kafka, scenario, batch_size=250, label_delay=300)
+
+    (published,) = wait_for_verdicts(kafka, model_id, 1)
+    (raw_command,) = asyncio.run(records_for(kafka, kafka.topics.retrain_commands, model_id))
+    command = RetrainCommand.model_validate_json(raw_command)
+    assert published.command_id == command.command_id
+    assert published.status == "promoted", published.reason
+    assert (published.model_version, published.parent_version) == ("2", "1")
+    assert published.metrics["accuracy"] > published.metrics["champion_accuracy"] + 0.2
+    assert published.metrics["parity_error"] < 1e-4
+    assert trainer.champion(model_id).version == "2"
+
+    asyncio.run(send(kafka, kafka.topics.retrain_commands, model_id, [raw_command]))  # the same command again
+    again = wait_for_verdicts(kafka, model_id, 2)
+    assert len(again) == 2 and again[1].model_version == "2" and again[1].sha256 == published.sha256
+    assert trainer.versions(model_id) == ["1", "2"]
+
+
+def example_batches(model_id: str, examples: list[dict]) -> list[bytes]:
+    return [
+        orjson.dumps({"schema": "training-example-batch.v1", "model_id": model_id, "events": examples[i : i + 300]})
+        for i in range(0, len(examples), 300)
+    ]
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_stays(kafka, trainer):
+    model_id = unique_model("worse")
+    bootstrap_champion(trainer, model_id)
+    rng = np.random.default_rng(1)
+    noisy = [e | {"model_id": model_id, "label": int(rng.integers(0, 2))}
+             for chunk in generate(Scenario(n_events=3_000, seed=9)) for e in chunk.training_examples()]  # fmt: skip
+    asyncio.run(send(kafka, kafka.topics.training_examples, model_id, example_batches(model_id, noisy)))
+    command = RetrainCommand(command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:noise", model_id=model_id,
+                             model_version="1", ts=1, reasons=["0123456789abcdef"],
+                             window=TrainingWindow(start_ts=0, end_ts=2e9))  # fmt: skip
+    asyncio.run(send(kafka, kafka.topics.retrain_commands, model_id, [command.to_json()]))
+    (published,) = wait_for_verdicts(kafka, model_id, 1)
+    assert published.status == "rejected" and "below the required" in published.reason
+    assert trainer.champion(model_id).version == "1"
+
+
+def test_the_training_window_is_read_completely(kafka):
+    model_id = unique_model("window")
+    examples = [e | {"model_id": model_id} for chunk in generate(Scenario(n_events=5_000, seed=10))
+                for e in chunk.training_examples()]  # fmt: skip
+    asyncio.run(send(kafka, kafka.topics.training_examples, model_id, example_batches(model_id, examples)))
+    start, end = examples[1_000]["ts"], examples[3_344]["ts"]
+    window = asyncio.run(read_examples(kafka, model_id, start, end))
+    assert len(window) == 2_345
+    assert {e["event_id"] for e in window} == {e["event_id"] for e in examples[1_000:3_345]}
