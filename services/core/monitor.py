@@ -102,15 +102,21 @@ class ModelMonitor:
                 return Outputs()
         assert self.profile is not None
         columns = to_columns(events, schema_of(self.profile))
-        fired = self._stream(columns, now)
-        self.pending.append(columns)
-        self.pending_events += len(columns)
-        while self.pending_events >= self.config.window_size:
-            merged = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
-            window = merged.slice(0, self.config.window_size)
-            rest = merged.slice(self.config.window_size, len(merged))
-            self.pending, self.pending_events = ([rest] if len(rest) else []), len(rest)
-            fired += self._evaluate_window(window, now)
+        fired: list[Alert] = []
+        # Walk the batch in stream order, one window at a time, so that results do not depend on how
+        # events were batched (a replay after a restart comes in much larger batches).
+        start = 0
+        while start < len(columns):
+            stop = min(len(columns), start + self.config.window_size - self.pending_events)
+            segment = columns.slice(start, stop)
+            fired += self._stream(segment, now)
+            self.pending.append(segment)
+            self.pending_events += len(segment)
+            if self.pending_events == self.config.window_size:
+                window = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
+                self.pending, self.pending_events = [], 0
+                fired += self._evaluate_window(window, now)
+            start = stop
         self.policy.evaluate(self.book, fired, float(columns.ts[-1]))
         return Outputs(fired)
 

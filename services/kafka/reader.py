@@ -22,13 +22,20 @@ async def read_topic(
     follow: bool = False,
     since_ts: float | None = None,
     idle_timeout_s: float = 1.0,
+    max_record_bytes: int = 1024 * 1024,
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Yield every record of ``topic`` (those produced at or after ``since_ts`` if given).
 
     Without ``follow`` it stops once every partition is read up to its high-water mark and nothing new
     arrived for ``idle_timeout_s``; with ``follow`` it runs until cancelled.
     """
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=max_record_bytes,
+        fetch_max_bytes=max(max_record_bytes, 50 * 1024 * 1024),
+    )
     await consumer.start()
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or ())

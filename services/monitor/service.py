@@ -245,7 +245,10 @@ class MonitorService:
         self.initialized.add(partition)
         if self._checkpoints is None:
             self._checkpoints = {}
-            async for record in read_topic(self.settings, self.topics.monitor_state, idle_timeout_s=0.2):
+            state_topic = self.topics.monitor_state
+            async for record in read_topic(
+                self.settings, state_topic, idle_timeout_s=0.2, max_record_bytes=CHECKPOINT_MAX_BYTES
+            ):
                 group, _, number = (record.key or b"").decode().rpartition("/")
                 if group == self.settings.monitor_group and record.value is not None:
                     self._checkpoints[int(number)] = record.value

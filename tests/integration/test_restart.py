@@ -27,9 +27,10 @@ def test_kill_9_mid_drift_loses_nothing_and_alerts_once(kafka: Settings, tmp_pat
     run = uuid.uuid4().hex[:8]
     settings = kafka.model_copy(update={
         "topic_prefix": f"dwrestart-{run}.", "monitor_group": f"dwrestart-{run}", "state_dir": tmp_path,
-        # Offsets are committed far more often than state is saved, so the group's committed offsets are
-        # ahead of the checkpoint when the worker dies: the restart must seek back to the checkpoint.
-        "checkpoint_interval_s": 4.0, "commit_interval_s": 0.2,
+        # State is saved once (after a partition's first batch) while offsets are committed every 0.2 s, so
+        # the group's committed offsets are far ahead of the checkpoint when the worker dies: the restart
+        # must seek back and replay the whole drift onset, in large catch-up batches.
+        "checkpoint_interval_s": 3600.0, "commit_interval_s": 0.2,
     })  # fmt: skip
     asyncio.run(ensure_topics(settings, settings.topics.specs(settings.partitions)))
 
