@@ -253,16 +253,24 @@ class MonitorService:
                 if group == self.settings.monitor_group and record.value is not None:
                     self._checkpoints[int(number)] = record.value
         raw = self._checkpoints.get(partition)
+        offsets: dict[str, int] = {}
         if raw is None:
             self.last_checkpoint = 0.0  # first sight of this partition: checkpoint after this batch
-            return
-        snapshot = pickle.loads(zlib.decompress(raw))  # written by this service only (see docs/operations.md)
-        models = self.core.restore(snapshot["models"])
-        self.partition_models[partition] = set(models)
-        for topic, offset in snapshot["offsets"].items():
+        else:
+            snapshot = pickle.loads(zlib.decompress(raw))  # written by this service only (see docs/operations.md)
+            models = self.core.restore(snapshot["models"])
+            self.partition_models[partition] = set(models)
+            self.changed_models |= set(models)
+            offsets = snapshot["offsets"]
+            log.info("partition %d: restored %d models, offsets %s", partition, len(models), offsets)
+        # The state holds nothing of an input the checkpoint has no offset for: that input is replayed
+        # from its first retained message, whatever offset the group committed.
+        uncovered = [TP(t, partition) for t in (self.topics.predictions, self.topics.labels) if t not in offsets]
+        earliest = await self.app.consumer.earliest_offsets(*uncovered) if uncovered else {}
+        for topic, offset in offsets.items():
             self.next_offset[TP(topic, partition)] = offset
-        self.changed_models |= set(models)
-        log.info("partition %d: restored %d models, offsets %s", partition, len(models), snapshot["offsets"])
+        for tp in uncovered:
+            self.next_offset[tp] = earliest.get(tp) or 0
 
     async def checkpoint(self, partitions: set[int] | None = None) -> None:
         """Write the state of the (changed) partitions with the offsets it covers; wait for the acks."""

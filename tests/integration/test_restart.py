@@ -57,6 +57,10 @@ def test_kill_9_mid_drift_loses_nothing_and_alerts_once(kafka: Settings, tmp_pat
                 wait_for_status(settings, scenario.model_id, lambda s: s.events_processed >= 60_000, timeout_s=120)
             )
             assert status.events_processed == 60_000  # exactly: no event lost, none counted twice
+            status = asyncio.run(
+                wait_for_status(settings, scenario.model_id, lambda s: s.labels_received >= 60_000, 60)
+            )
+            assert status.labels_received == 60_000 and status.label_joins["joined"] == 60_000
             assert second.poll() is None
             log = (tmp_path / "second.log").read_text()
             assert "restored" in log and "seeking back" in log
