@@ -224,6 +224,67 @@ def trainer(
     run_trainer(config, trainer_config)
 
 
+@cli.command()
+def serve(
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8080,
+    token: Annotated[
+        str | None, typer.Option(envvar="DRIFTWARDEN_SERVING_TOKEN", help="Require 'Authorization: Bearer TOKEN'.")
+    ] = None,
+    max_batch_rows: Annotated[int, typer.Option(help="Rows per micro-batch at most.", min=1)] = 256,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.", min=0)] = 2.0,
+    cost_per_request: Annotated[float, typer.Option(help="Cost model: fixed cost of one prediction.", min=0)] = 0.0,
+    cost_per_ms: Annotated[float, typer.Option(help="Cost model: cost per millisecond of latency.", min=0)] = 0.0,
+) -> None:
+    """Serve the registry's champions over HTTP (ONNX Runtime); predictions go back to the stream."""
+    from driftwarden.serving.server import ServingConfig, run_server
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token)
+    typer.echo(f"serving {config.registry_dir} on http://{host}:{port}")
+    run_server(config, serving, host, port)
+
+
+@cli.command()
+def rollback(
+    model_id: Annotated[str, typer.Option(help="The model to roll back.")],
+    to: Annotated[str | None, typer.Option(help="Version to restore (default: the one before the champion).")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Restore an earlier promoted version and announce it, so every server swaps back."""
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.core.events import ModelPublished
+    from driftwarden.kafka.clients import client_options
+    from driftwarden.trainer.registry import ModelRegistry
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    models = ModelRegistry(config.registry_dir)
+    previous = models.champion(model_id)
+    manifest = models.rollback(model_id, to)
+    event = ModelPublished(
+        model_id=model_id, model_version=manifest.version, status="promoted", ts=time.time(),
+        command_id=str(uuid.uuid4()), reason=f"rollback from v{previous.version if previous else '?'}",
+        artifact_uri=models.uri(model_id, manifest.version), sha256=manifest.sha256,
+        parent_version=manifest.parent_version, metrics=manifest.metrics,
+    )  # fmt: skip
+
+    async def announce() -> None:
+        producer = AIOKafkaProducer(**client_options(config), acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(config.topics.models, event.to_json(), key=model_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(announce())
+    typer.echo(f"{model_id}: champion is v{manifest.version} again (was v{previous.version if previous else '?'})")
+
+
 @config_cli.command("check")
 def config_check(
     path: Annotated[Path, typer.Argument(help="The TOML file.")],

@@ -60,6 +60,7 @@ class Manifest(BaseModel):
     model_family: str | None = None
     numeric_features: list[str] = []
     categorical_features: list[str] = []
+    classes: list[str] = []  # column order of the model's ``probabilities`` output
     reason: str | None = None
 
 
@@ -148,6 +149,25 @@ class ModelRegistry:
         if hashlib.sha256(data).hexdigest() != manifest.sha256:
             raise RegistryError(f"{model_id} v{version}: {MODEL_FILE} does not match the sha256 in its manifest")
         return data
+
+    def rollback(self, model_id: str, to: str | None = None) -> Manifest:
+        """Make an earlier promoted version champion again (by default the one before the champion)."""
+        champion = self.champion(model_id)
+        if champion is None:
+            raise RegistryError(f"{model_id} has no champion to roll back from")
+        promoted = [m.version for m in self.manifests(model_id) if m.status == "promoted"]
+        if to is None:
+            earlier = promoted[: promoted.index(champion.version)]
+            if not earlier:
+                raise RegistryError(
+                    f"{model_id} v{champion.version} is the first promoted version; nothing to roll back to"
+                )
+            to = earlier[-1]
+        elif to not in promoted:
+            raise RegistryError(f"{model_id} v{to} was never promoted; promoted versions: {', '.join(promoted)}")
+        self.load(model_id, to)  # refuse a corrupt target before switching
+        self.set_champion(model_id, to)
+        return self.manifest(model_id, to)
 
     def uri(self, model_id: str, version: str) -> str:
         return (self._model_dir(model_id) / version / MODEL_FILE).resolve().as_uri()

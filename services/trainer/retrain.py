@@ -95,6 +95,7 @@ def retrain(
         model_family=config.model_family,
         numeric_features=list(dataset.schema.numeric),
         categorical_features=list(dataset.schema.categorical),
+        classes=[str(c) for c in pipeline.classes_],
         reason=reason,
     )
     log.info("command %s: %s v%s %s (%s)", command.command_id, manifest.model_id, manifest.version,

@@ -1,0 +1,215 @@
+"""ONNX serving on real processes: scoring, write-back to the stream, errors, hot swap, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from conftest import unique_model
+
+from driftwarden.config import Settings
+from driftwarden.core.decoding import PREDICTIONS
+from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
+from driftwarden.kafka.broker import free_port
+from driftwarden.load.scenarios import Scenario, generate
+from driftwarden.monitor.status import records_for, wait_for_status
+from driftwarden.processes import spawn, terminate
+from driftwarden.trainer.model import TrainerConfig
+from driftwarden.trainer.registry import ModelRegistry
+from driftwarden.trainer.retrain import retrain, verdict
+
+pytestmark = pytest.mark.integration
+TOKEN = "s3cret-token"
+
+
+@dataclass
+class Serving:
+    url: str
+    registry: ModelRegistry
+    model_id: str
+    settings: Settings
+    log: Path
+
+
+def train_version(registry: ModelRegistry, model_id: str, name: str, seed: int) -> RetrainCommand:
+    data = [e | {"model_id": model_id} for chunk in generate(Scenario(name=name, n_events=3_000, onset=0, seed=seed))
+            for e in chunk.training_examples()]  # fmt: skip
+    command = RetrainCommand(
+        command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:{seed}", model_id=model_id, model_version="1",
+        ts=0, reasons=["0123456789abcdef"], window=TrainingWindow(start_ts=0, end_ts=1),
+    )  # fmt: skip
+    published = retrain(command, data, registry, TrainerConfig())
+    assert published.status == "promoted", published.reason
+    return command
+
+
+@pytest.fixture(scope="module")
+def serving(kafka: Settings, tmp_path_factory) -> Serving:
+    directory = tmp_path_factory.mktemp("serving")
+    registry = ModelRegistry(directory / "registry")
+    model_id = unique_model("served")
+    train_version(registry, model_id, "stable", seed=1)
+    port = free_port()
+    settings = kafka.model_copy(update={"registry_dir": registry.root, "state_dir": directory})
+    process = spawn(["serve", "--port", str(port), "--token", TOKEN], settings, directory / "serving.log")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            terminate(process)
+            raise RuntimeError((directory / "serving.log").read_text())
+        time.sleep(0.2)
+    yield Serving(url, registry, model_id, settings, directory / "serving.log")
+    terminate(process)
+
+
+def instances(n: int, seed: int = 0) -> list[dict]:
+    events = next(generate(Scenario(n_events=n, seed=seed), chunk_size=n)).prediction_events()
+    return [{"features": e["features"]} for e in events]
+
+
+def post(serving: Serving, body: object, token: str | None = TOKEN, model_id: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{serving.url}/v1/models/{model_id or serving.model_id}/predict", data=orjson.dumps(body), method="POST",
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def publish(kafka: Settings, event: ModelPublished) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.kafka.clients import client_options
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(kafka))
+        await producer.start()
+        try:
+            await producer.send_and_wait(kafka.topics.models, event.to_json(), key=event.model_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def test_predictions_are_scored_and_written_back_to_the_stream(kafka, monitor_worker, serving):
+    status, body = post(serving, {"instances": instances(300)})
+    assert status == 200 and body["model_version"] == "1"
+    assert len(body["predictions"]) == 300
+    first = body["predictions"][0]
+    assert first["label"] in {"0", "1"} and abs(sum(first["scores"].values()) - 1) < 1e-5
+    written = []
+    for value in asyncio.run(records_for(kafka, kafka.topics.predictions, serving.model_id)):
+        decoded = PREDICTIONS.decode(value)
+        assert decoded.rejections == []
+        written += decoded.events
+    assert {e.event_id for e in written} >= {p["event_id"] for p in body["predictions"]}
+    assert all(e.model_version == "1" and e.latency_ms is not None and e.cost is not None for e in written)
+    status = asyncio.run(wait_for_status(kafka, serving.model_id, lambda s: s.events_processed >= 300, 60))
+    assert status.model_version == "1"  # the monitor sees serving's predictions without any glue
+
+
+@pytest.mark.parametrize(
+    ("body", "token", "code", "message"),
+    [
+        ({"instances": instances(2)}, None, 401, "bearer token"),
+        ({"instances": instances(2)}, "wrong", 401, "bearer token"),
+        ({"instances": []}, TOKEN, 400, "non-empty 'instances' list"),
+        ({"rows": []}, TOKEN, 400, "non-empty 'instances' list"),
+        ({"instances": [{"features": {"num_00": 1.0}}]}, TOKEN, 400, "instances[0].features.num_01: missing"),
+        ({"instances": [instances(1)[0], {"features": {**instances(1)[0]["features"], "num_03": "high"}}]}, TOKEN,
+         400, "instances[1].features.num_03: expected a number, got 'high'"),
+        ({"instances": [{"features": {**instances(1)[0]["features"], "cat_00": [1]}}]}, TOKEN, 400,
+         "instances[0].features.cat_00: expected a category"),
+        ({"instances": ["x"]}, TOKEN, 400, "instances[0]: expected an object"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_a_precise_4xx(serving, body, token, code, message):
+    status, response = post(serving, body, token=token)
+    assert status == code and message in response["error"]
+
+
+def test_unknown_model_is_404(serving):
+    status, response = post(serving, {"instances": instances(1)}, model_id="nobody")
+    assert status == 404 and "'nobody' is not served" in response["error"]
+
+
+def test_hot_swap_under_load_never_fails_a_request_and_refuses_a_corrupt_model(kafka, serving):
+    command = train_version(serving.registry, serving.model_id, "concept-drift", seed=2)  # v2, champion on disk
+    v2 = verdict(serving.registry.champion(serving.model_id), command, serving.registry)
+    assert v2.model_version == "2"
+    statuses, versions = [], []
+
+    async def load(stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            body = orjson.dumps({"instances": instances(8)})
+
+            async def client() -> None:
+                while not stop.is_set():
+                    url = f"{serving.url}/v1/models/{serving.model_id}/predict"
+                    async with session.post(url, data=body) as response:
+                        statuses.append(response.status)
+                        versions.append((await response.json())["model_version"])
+
+            await asyncio.gather(*(client() for _ in range(8)))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        clients = asyncio.create_task(load(stop))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(publish, kafka, v2)
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            if versions and versions[-1] == "2":
+                break
+        await asyncio.sleep(0.5)
+        stop.set()
+        await clients
+
+    asyncio.run(scenario())
+    assert statuses and set(statuses) == {200}
+    assert versions[0] == "1" and versions[-1] == "2" and set(versions) == {"1", "2"}
+
+    # A promoted v3 whose file is corrupt is refused; v2 keeps serving.
+    command3 = train_version(serving.registry, serving.model_id, "stable", seed=3)
+    model_file = serving.registry.root / serving.model_id / "3" / "model.onnx"
+    model_file.write_bytes(b"not a model")
+    publish(kafka, verdict(serving.registry.manifest(serving.model_id, "3"), command3, serving.registry))
+    time.sleep(3)
+    assert post(serving, {"instances": instances(2)})[1]["model_version"] == "2"
+    assert "refusing" in serving.log.read_text()
+
+
+def test_rollback_restores_the_previous_version_everywhere(serving):
+    serving.registry.set_champion(serving.model_id, "2")
+    env = {**serving.settings.to_env(), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "driftwarden", "rollback", "--model-id", serving.model_id, "--to", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "champion is v1 again (was v2)" in result.stdout
+    deadline = time.monotonic() + 30
+    while post(serving, {"instances": instances(1)})[1]["model_version"] != "1":
+        assert time.monotonic() < deadline, "serving did not roll back"
+        time.sleep(0.3)
