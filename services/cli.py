@@ -230,7 +230,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8080,
     token: Annotated[
-        str | None, typer.Option(envvar="DRIFTWARDEN_SERVING_TOKEN", help="Require 'Authorization: Bearer TOKEN'.")
+        str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' (or DRIFTWARDEN_SERVING_TOKEN).")
     ] = None,
     max_batch_rows: Annotated[int, typer.Option(help="Rows per micro-batch at most.", min=1)] = 256,
     max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.", min=0)] = 2.0,
@@ -242,6 +242,8 @@ def serve(
 
     config = settings().model_copy(update={"registry_dir": registry} if registry else {})
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if token is None and config.serving_token is not None:
+        token = config.serving_token.get_secret_value()
     serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token)
     typer.echo(f"serving {config.registry_dir} on http://{host}:{port}")
     run_server(config, serving, host, port)

@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     profiles_dir: Path | None = Field(
         default=None, description="Reference profiles as PROFILES_DIR/<model_id>/<model_version>.json."
     )
+    serving_token: SecretStr | None = Field(default=None, description="Bearer token the serving API requires.")
     registry_dir: Path = Field(default=Path(".driftwarden/registry"), description="Model registry root.")
     checkpoint_interval_s: float = Field(default=5.0, gt=0, description="How often detector state is saved.")
     commit_interval_s: float = Field(default=2.8, gt=0, description="How often consumed offsets are committed.")

@@ -28,7 +28,7 @@ def test_compose_file_follows_the_compose_specification():
 
 def test_compose_has_kafka_in_kraft_mode_prometheus_and_grafana():
     services = COMPOSE["services"]
-    assert {"kafka", "monitor", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "monitor", "trainer", "serving", "prometheus", "grafana"} <= set(services)
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
 
 
@@ -48,7 +48,7 @@ def test_driftwarden_settings_in_compose_are_real_settings():
     assert used and used <= known
 
 
-@pytest.mark.parametrize("service", ["topics", "monitor"])
+@pytest.mark.parametrize("service", ["topics", "monitor", "trainer", "serving"])
 def test_compose_commands_are_real_cli_commands(service):
     from typer.main import get_command
 
