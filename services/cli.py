@@ -355,11 +355,17 @@ def demo(
     events: Annotated[int, typer.Option(help="Predictions to produce.", min=2_000)] = 60_000,
     rate: Annotated[float, typer.Option(help="Events per second.", min=100)] = 3_000.0,
     work_dir: Annotated[Path, typer.Option(help="Logs and state of the demo.")] = Path(".driftwarden/demo"),
+    loop_events: Annotated[
+        int, typer.Option(help="Requests sent to serving in the retraining loop.", min=15_000)
+    ] = 36_000,
 ) -> None:
-    """Run everything on this machine: broker, monitor, a drifting load; print alerts and a summary."""
+    """Run everything on this machine: broker, monitor, trainer, serving, drifting load; print a summary."""
+    import shutil
+
     from driftwarden.demo import run_demo
 
-    run_demo(work_dir, n_events=events, rate=rate)
+    shutil.rmtree(work_dir / "registry", ignore_errors=True)  # each demo starts from a fresh registry
+    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events)
 
 
 def main() -> None:

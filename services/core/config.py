@@ -49,7 +49,7 @@ class RetrainPolicyConfig(Strict):
     cooldown_s: float = Field(default=3600.0, ge=0, description="Event time between two commands of a model.")
     training_window_s: float = Field(default=7 * 86400.0, gt=0, description="Longest data window to train on.")
     min_examples: int = Field(
-        default=2000, ge=1, description="Labelled examples after the drift started before the command goes out."
+        default=5000, ge=1, description="Labelled examples after the drift started before the command goes out."
     )
 
 
@@ -66,6 +66,9 @@ class ModelMonitorConfig(Strict):
     segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
     # Streaming detector
     adwin_delta: float = Field(default=1e-5, gt=0, lt=1)
+    adwin_min_shift_sigma: float = Field(
+        default=0.1, ge=0, description="An ADWIN detection alerts only if the located shift is at least this large."
+    )
     # Window tests and false-alarm control
     fdr_q: float = Field(default=0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from driftwarden.core.events import ModelPublished, RetrainCommand
+from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
 from driftwarden.trainer.model import (
     Dataset,
     OnnxModel,
@@ -115,3 +116,19 @@ def _evaluate_champion(registry: ModelRegistry, champion: Manifest, holdout: Dat
     except RegistryError as exc:
         log.warning("champion v%s cannot be loaded: %s", champion.version, exc)
         return None
+
+
+def bootstrap(
+    registry: ModelRegistry, model_id: str, examples: Sequence[dict[str, Any]], config: TrainerConfig
+) -> ModelPublished:
+    """Train and register a model's first version (no champion yet), as a retrain with its own command."""
+    command = RetrainCommand(
+        command_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"driftwarden-bootstrap:{model_id}")),
+        idempotency_key=f"{model_id}:bootstrap",
+        model_id=model_id,
+        model_version="0",
+        ts=time.time(),
+        reasons=["bootstrap"],
+        window=TrainingWindow(start_ts=min(e["ts"] for e in examples), end_ts=max(e["ts"] for e in examples)),
+    )
+    return retrain(command, examples, registry, config)

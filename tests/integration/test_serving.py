@@ -42,6 +42,7 @@ class Serving:
 
 
 def train_version(registry: ModelRegistry, model_id: str, name: str, seed: int) -> RetrainCommand:
+    """Register a new version trained on a scenario's data; promoted unless it is no better."""
     data = [e | {"model_id": model_id} for chunk in generate(Scenario(name=name, n_events=3_000, onset=0, seed=seed))
             for e in chunk.training_examples()]  # fmt: skip
     command = RetrainCommand(

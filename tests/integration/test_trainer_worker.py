@@ -20,7 +20,7 @@ from driftwarden.monitor.status import records_for
 from driftwarden.processes import spawn, terminate
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.registry import ModelRegistry
-from driftwarden.trainer.retrain import retrain
+from driftwarden.trainer.retrain import bootstrap
 from driftwarden.trainer.service import read_examples
 
 pytestmark = pytest.mark.integration
@@ -39,11 +39,7 @@ def bootstrap_champion(registry: ModelRegistry, model_id: str) -> None:
     """v1, trained on the original concept: what was serving before the drift."""
     data = [e | {"model_id": model_id} for chunk in generate(Scenario(n_events=4_000, seed=7))
             for e in chunk.training_examples()]  # fmt: skip
-    command = RetrainCommand(
-        command_id=str(uuid.uuid4()), idempotency_key="bootstrap", model_id=model_id, model_version="1", ts=0,
-        reasons=["bootstrap"], window=TrainingWindow(start_ts=0, end_ts=1),
-    )  # fmt: skip
-    assert retrain(command, data, registry, TrainerConfig()).status == "promoted"
+    assert bootstrap(registry, model_id, data, TrainerConfig()).status == "promoted"
 
 
 def verdicts(kafka: Settings, model_id: str) -> list[ModelPublished]:
