@@ -350,6 +350,22 @@ def bench_core(
     typer.echo(run_core_benchmark(events, batch_size).as_text())
 
 
+@bench_cli.command("serving")
+def bench_serving(
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated rows per request.")] = "1,32,256",
+    requests: Annotated[int, typer.Option(help="Requests per batch size.", min=10)] = 2_000,
+    concurrency: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 16,
+) -> None:
+    """Predictions/s and p50/p99 latency of `driftwarden serve` over HTTP, write-back included."""
+    from driftwarden.serving.bench import run_serving_benchmark
+
+    sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
+    typer.echo(f"| rows/request | requests | predictions/s | p50 ms | p99 ms |  ({concurrency} clients)")
+    typer.echo("|---|---|---|---|---|")
+    for result in run_serving_benchmark(sizes, requests, concurrency):
+        typer.echo(result.as_row())
+
+
 @cli.command()
 def demo(
     events: Annotated[int, typer.Option(help="Predictions to produce.", min=2_000)] = 60_000,
