@@ -236,6 +236,9 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.", min=0)] = 2.0,
     cost_per_request: Annotated[float, typer.Option(help="Cost model: fixed cost of one prediction.", min=0)] = 0.0,
     cost_per_ms: Annotated[float, typer.Option(help="Cost model: cost per millisecond of latency.", min=0)] = 0.0,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Also answer requests from the inference-requests topic.")
+    ] = True,
 ) -> None:
     """Serve the registry's champions over HTTP (ONNX Runtime); predictions go back to the stream."""
     from driftwarden.serving.server import ServingConfig, run_server
@@ -244,7 +247,7 @@ def serve(
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
     if token is None and config.serving_token is not None:
         token = config.serving_token.get_secret_value()
-    serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token)
+    serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token, stream)
     typer.echo(f"serving {config.registry_dir} on http://{host}:{port}")
     run_server(config, serving, host, port)
 

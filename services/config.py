@@ -80,6 +80,14 @@ class Topics:
         return f"{self.prefix}monitor-state"
 
     @property
+    def inference_requests(self) -> str:
+        return f"{self.prefix}inference-requests"
+
+    @property
+    def inference_responses(self) -> str:
+        return f"{self.prefix}inference-responses"
+
+    @property
     def training_examples(self) -> str:
         return f"{self.prefix}training-examples"
 
@@ -99,6 +107,8 @@ class Topics:
             TopicSpec(self.monitor_status, 1, compacted=True),
             TopicSpec(self.monitor_state, 1, compacted=True, max_message_bytes=CHECKPOINT_MAX_BYTES),
             TopicSpec(self.training_examples, partitions, retention_ms=TRAINING_RETENTION_MS),
+            TopicSpec(self.inference_requests, partitions),
+            TopicSpec(self.inference_responses, partitions),
         ]
 
 

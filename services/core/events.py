@@ -242,6 +242,36 @@ class MonitorStatus(Event):
     label_joins: dict[str, Annotated[int, Field(ge=0)]] | None = None
 
 
+class InferenceInstance(Event):
+    features: dict[str, FeatureValue]
+    event_id: EventId | None = None
+
+
+class InferenceRequest(Event):
+    """A stream-mode scoring request (``schemas/inference-request.v1.json``)."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=200)]
+    model_id: ModelId
+    instances: Annotated[list[InferenceInstance], Field(min_length=1, max_length=10_000)]
+
+
+class ServedPrediction(Event):
+    event_id: EventId
+    label: str
+    scores: dict[str, Probability]
+
+
+class InferenceResponse(Event):
+    """The answer to an inference request (``schemas/inference-response.v1.json``)."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=200)]
+    model_id: ModelId
+    ts: Timestamp
+    model_version: ModelId | None = None
+    error: str | None = None
+    predictions: list[ServedPrediction] | None = None
+
+
 #: Schema file name -> the model that mirrors it.
 CONTRACTS: dict[str, type[Event]] = {
     "prediction.v1.json": PredictionEvent,
@@ -255,4 +285,6 @@ CONTRACTS: dict[str, type[Event]] = {
     "monitor-status.v1.json": MonitorStatus,
     "training-example.v1.json": TrainingExample,
     "training-example-batch.v1.json": TrainingExampleBatch,
+    "inference-request.v1.json": InferenceRequest,
+    "inference-response.v1.json": InferenceResponse,
 }

@@ -19,12 +19,21 @@ from typing import Any
 import orjson
 import pandas as pd
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import ValidationError
 
 from driftwarden.config import Settings
-from driftwarden.core.events import PREDICTION_BATCH_SCHEMA, ModelPublished
+from driftwarden.core.decoding import describe
+from driftwarden.core.events import (
+    PREDICTION_BATCH_SCHEMA,
+    InferenceRequest,
+    InferenceResponse,
+    ModelPublished,
+    ServedPrediction,
+)
 from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.reader import read_topic
 from driftwarden.serving.models import ActiveModels, BadRequestError, ServedModel
 from driftwarden.trainer.registry import ModelRegistry, RegistryError
@@ -47,6 +56,7 @@ class ServingConfig:
     cost_per_request: float = 0.0
     cost_per_ms: float = 0.0
     token: str | None = None
+    stream: bool = True  # also answer requests from the inference-requests topic
 
 
 @dataclass
@@ -142,6 +152,11 @@ class PredictionWriter:
         if self.producer is not None:
             await self.producer.stop()
 
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Any other record (stream-mode responses, dead letters), acknowledged before returning."""
+        assert self.producer is not None
+        await self.producer.send_and_wait(topic, value, key=key)
+
     async def write(self, served: ServedModel, events: list[dict[str, Any]]) -> None:
         """Publish and wait for the broker's acknowledgement (concurrent requests share producer batches)."""
         assert self.producer is not None
@@ -195,7 +210,56 @@ class ServingApp:
         self.models.load_champions()
         await self.writer.start()
         self.background.append(asyncio.create_task(self._follow_models(time.time())))
+        if self.config.stream:
+            self.background.append(asyncio.create_task(self._consume_requests()))
         self.ready = True
+
+    async def _consume_requests(self) -> None:
+        """Stream mode: answer inference requests from the requests topic on the responses topic."""
+        topics = self.settings.topics
+        consumer = AIOKafkaConsumer(
+            topics.inference_requests,
+            **client_options(self.settings),
+            group_id=f"{self.settings.topic_prefix}serving",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
+        )
+        await consumer.start()
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=500)
+                records = [record for batch in fetched.values() for record in batch]
+                if records:  # concurrently, so that the micro-batcher can merge them; commit once all answered
+                    await asyncio.gather(*(self._serve_record(record) for record in records))
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    async def _serve_record(self, record: Any) -> None:
+        topics = self.settings.topics
+        try:
+            request = InferenceRequest.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            letter = dead_letter(record, f"invalid inference request: {describe(exc.errors())}")
+            await self.writer.publish(topics.dead_letters, record.key, letter.to_json())
+            return
+        instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
+        response = InferenceResponse(request_id=request.request_id, model_id=request.model_id, ts=time.time())
+        try:
+            served, labels, scores, latency_ms = await self.batcher.submit(request.model_id, instances)
+        except (BadRequestError, LookupError) as exc:
+            response = response.model_copy(update={"error": str(exc)})
+            REQUESTS.labels(request.model_id, "stream-error").inc()
+        else:
+            events = self.writer.events(served, instances, labels, scores, latency_ms)
+            await self.writer.write(served, events)
+            predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
+                           for e in events]  # fmt: skip
+            response = response.model_copy(update={"model_version": served.version, "predictions": predictions})
+            REQUESTS.labels(request.model_id, "stream").inc()
+        await self.writer.publish(topics.inference_responses, request.request_id.encode(), response.to_json())
 
     async def _cleanup(self, _: web.Application) -> None:
         for task in [*self.background, *self.batcher.workers.values()]:

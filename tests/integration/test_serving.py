@@ -214,3 +214,49 @@ def test_rollback_restores_the_previous_version_everywhere(serving):
     while post(serving, {"instances": instances(1)})[1]["model_version"] != "1":
         assert time.monotonic() < deadline, "serving did not roll back"
         time.sleep(0.3)
+
+
+def test_stream_mode_answers_requests_from_the_topic(kafka, serving):
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.core.events import DeadLetter, InferenceResponse
+    from driftwarden.kafka.clients import client_options
+
+    good = {"request_id": f"good-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": instances(5)}
+    event_id = str(uuid.uuid4())
+    good["instances"][0]["event_id"] = event_id  # callers may bring their own ids
+    bad = {"request_id": f"bad-{uuid.uuid4().hex}", "model_id": serving.model_id,
+           "instances": [{"features": {"num_00": 1.0}}]}  # fmt: skip
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(kafka))
+        await producer.start()
+        try:
+            for value in (orjson.dumps(good), orjson.dumps(bad), b"{not json"):
+                await producer.send(kafka.topics.inference_requests, value, key=serving.model_id.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+    async def responses() -> dict[str, InferenceResponse]:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            found = {}
+            for request_id in (good["request_id"], bad["request_id"]):
+                values = await records_for(kafka, kafka.topics.inference_responses, request_id)
+                if values:
+                    found[request_id] = InferenceResponse.model_validate_json(values[0])
+            if len(found) == 2 or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+
+    answers = asyncio.run(responses())
+    answer = answers[good["request_id"]]
+    assert answer.error is None and answer.model_version is not None and len(answer.predictions) == 5
+    assert answer.predictions[0].event_id == event_id
+    assert "instances[0].features.num_01: missing" in answers[bad["request_id"]].error
+    letters = [DeadLetter.model_validate_json(v)
+               for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, serving.model_id))]  # fmt: skip
+    assert any(letter.reason.startswith("invalid inference request") for letter in letters)
