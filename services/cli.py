@@ -200,6 +200,8 @@ def trainer(
     ] = "logistic_regression",
     promotion_margin: Annotated[float, typer.Option(help="Accuracy a challenger must gain to be promoted.")] = 0.01,
     min_examples: Annotated[int, typer.Option(help="Fewest labelled examples to train on.", min=10)] = 500,
+    rollout: Annotated[str, typer.Option(help="How a winner goes live: direct, canary or shadow.")] = "direct",
+    canary_fraction: Annotated[float, typer.Option(help="Share of requests a canary answers.", min=0, max=1)] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
     metrics_port: Annotated[int, typer.Option(help="Serve /metrics on PORT (0 disables).", min=0, max=65535)] = 9465,
 ) -> None:
@@ -209,6 +211,8 @@ def trainer(
     from driftwarden.trainer.model import TrainerConfig
     from driftwarden.trainer.service import run_trainer
 
+    if rollout not in ("direct", "canary", "shadow"):
+        raise DriftwardenError(f"unknown rollout {rollout!r}: direct, canary or shadow")
     if model_family not in ("logistic_regression", "gradient_boosting"):
         raise DriftwardenError(f"unknown model family {model_family!r}: logistic_regression or gradient_boosting")
     config = settings().model_copy(update={"registry_dir": registry} if registry else {})
@@ -220,6 +224,8 @@ def trainer(
         seed=seed,
         promotion_margin=promotion_margin,
         min_examples=min_examples,
+        rollout=rollout,  # type: ignore[arg-type]
+        canary_fraction=canary_fraction,
     )
     run_trainer(config, trainer_config)
 
@@ -252,13 +258,8 @@ def serve(
     run_server(config, serving, host, port)
 
 
-@cli.command()
-def rollback(
-    model_id: Annotated[str, typer.Option(help="The model to roll back.")],
-    to: Annotated[str | None, typer.Option(help="Version to restore (default: the one before the champion).")] = None,
-    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
-) -> None:
-    """Restore an earlier promoted version and announce it, so every server swaps back."""
+def _announce(config: Settings, model_id: str, version: str, status: str, reason: str) -> None:
+    """Publish a model-published event for a registered version, so every server acts on it."""
     import uuid
 
     from aiokafka import AIOKafkaProducer
@@ -267,18 +268,15 @@ def rollback(
     from driftwarden.kafka.clients import client_options
     from driftwarden.trainer.registry import ModelRegistry
 
-    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
     models = ModelRegistry(config.registry_dir)
-    previous = models.champion(model_id)
-    manifest = models.rollback(model_id, to)
+    manifest = models.manifest(model_id, version)
     event = ModelPublished(
-        model_id=model_id, model_version=manifest.version, status="promoted", ts=time.time(),
-        command_id=str(uuid.uuid4()), reason=f"rollback from v{previous.version if previous else '?'}",
-        artifact_uri=models.uri(model_id, manifest.version), sha256=manifest.sha256,
-        parent_version=manifest.parent_version, metrics=manifest.metrics,
+        model_id=model_id, model_version=version, status=status, ts=time.time(),  # type: ignore[arg-type]
+        command_id=str(uuid.uuid4()), reason=reason, artifact_uri=models.uri(model_id, version),
+        sha256=manifest.sha256, parent_version=manifest.parent_version, metrics=manifest.metrics,
     )  # fmt: skip
 
-    async def announce() -> None:
+    async def send() -> None:
         producer = AIOKafkaProducer(**client_options(config), acks="all")
         await producer.start()
         try:
@@ -286,8 +284,45 @@ def rollback(
         finally:
             await producer.stop()
 
-    asyncio.run(announce())
-    typer.echo(f"{model_id}: champion is v{manifest.version} again (was v{previous.version if previous else '?'})")
+    asyncio.run(send())
+
+
+@cli.command()
+def rollback(
+    model_id: Annotated[str, typer.Option(help="The model to roll back.")],
+    to: Annotated[str | None, typer.Option(help="Version to restore (default: the one before the champion).")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Restore an earlier promoted version and announce it, so every server swaps back."""
+    from driftwarden.trainer.registry import ModelRegistry
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    models = ModelRegistry(config.registry_dir)
+    previous = models.champion(model_id)
+    manifest = models.rollback(model_id, to)
+    was = previous.version if previous else "?"
+    _announce(config, model_id, manifest.version, "promoted", f"rollback from v{was}")
+    typer.echo(f"{model_id}: champion is v{manifest.version} again (was v{was})")
+
+
+@cli.command()
+def promote(
+    model_id: Annotated[str, typer.Option(help="The model.")],
+    version: Annotated[str, typer.Option(help="The version to make champion (e.g. a canary that did well).")],
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Make a registered version the champion and announce it (ends a canary or shadow rollout)."""
+    from driftwarden.trainer.registry import ModelRegistry
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    models = ModelRegistry(config.registry_dir)
+    models.load(model_id, version)  # refuse a missing or corrupt version before switching
+    previous = models.champion(model_id)
+    models.set_champion(model_id, version)
+    _announce(
+        config, model_id, version, "promoted", f"promoted by an operator (was v{previous.version if previous else '?'})"
+    )
+    typer.echo(f"{model_id}: champion is v{version}")
 
 
 @config_cli.command("check")

@@ -204,13 +204,14 @@ class ModelPublished(Event):
 
     model_id: ModelId
     model_version: ModelId
-    status: Literal["promoted", "rejected"]
+    status: Literal["promoted", "canary", "shadow", "rejected"]
     ts: Timestamp
     command_id: EventId
     reason: str | None = None
     artifact_uri: str | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     parent_version: ModelId | None = None
+    traffic_fraction: Probability | None = None
     metrics: dict[str, float]
 
 

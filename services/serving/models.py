@@ -71,16 +71,36 @@ class ServedModel:
         return list(labels), [dict(zip(classes, map(float, row), strict=True)) for row in probabilities.tolist()]
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """A version tried beside the champion: ``shadow`` scores all traffic silently, ``canary`` answers
+    ``fraction`` of the requests."""
+
+    served: ServedModel
+    mode: str
+    fraction: float
+
+
 class ActiveModels:
-    """The version being served per model, swappable while requests are in flight."""
+    """The version being served per model (and an optional challenger), swappable while requests are in flight."""
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self._active: dict[str, ServedModel] = {}
+        self._challengers: dict[str, Challenger] = {}
         self._lock = threading.Lock()
 
     def get(self, model_id: str) -> ServedModel | None:
         return self._active.get(model_id)
+
+    def challenger(self, model_id: str) -> Challenger | None:
+        return self._challengers.get(model_id)
+
+    def set_challenger(self, challenger: Challenger) -> None:
+        with self._lock:
+            self._challengers[challenger.served.manifest.model_id] = challenger
+        log.info("%s: %s v%s beside the champion", challenger.served.manifest.model_id, challenger.mode,
+                 challenger.served.version)  # fmt: skip
 
     def models(self) -> dict[str, str]:
         return {model_id: served.version for model_id, served in self._active.items()}
@@ -104,6 +124,7 @@ class ActiveModels:
         """Atomically make ``served`` the active version (the old one finishes what it started)."""
         with self._lock:
             self._active[served.manifest.model_id] = served
+            self._challengers.pop(served.manifest.model_id, None)  # a promotion decides any rollout
         log.info("serving %s v%s", served.manifest.model_id, served.version)
 
     def load_champions(self) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -35,7 +36,7 @@ from driftwarden.core.events import (
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.reader import read_topic
-from driftwarden.serving.models import ActiveModels, BadRequestError, ServedModel
+from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel
 from driftwarden.trainer.registry import ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,23 @@ class ServingConfig:
     stream: bool = True  # also answer requests from the inference-requests topic
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One request's predictions from one model version, with how it was deployed when a challenger runs."""
+
+    served: ServedModel
+    labels: list[str]
+    scores: list[dict[str, float]]
+    deployment: str | None = None  # "primary" or "canary" (answered); "shadow" or "baseline" (not answered)
+    other: Scored | None = None  # the other version's predictions for the same rows
+    latency_ms: float = 0.0
+
+
 @dataclass
 class _Pending:
     instances: list[Any]
     enqueued: float
-    future: asyncio.Future[tuple[ServedModel, list[str], list[dict[str, float]], float]]
+    future: asyncio.Future[Scored]
 
 
 @dataclass
@@ -75,9 +88,7 @@ class MicroBatcher:
     queues: dict[str, asyncio.Queue[_Pending]] = field(default_factory=dict)
     workers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def submit(
-        self, model_id: str, instances: list[Any]
-    ) -> tuple[ServedModel, list[str], list[dict[str, float]], float]:
+    async def submit(self, model_id: str, instances: list[Any]) -> Scored:
         future = asyncio.get_running_loop().create_future()
         if model_id not in self.queues:
             self.queues[model_id] = asyncio.Queue()
@@ -105,6 +116,7 @@ class MicroBatcher:
 
     async def _score(self, model_id: str, batch: list[_Pending]) -> None:
         served = self.models.get(model_id)  # one version for the whole micro-batch, even mid-swap
+        challenger = self.models.challenger(model_id)
         if served is None:
             for item in batch:
                 item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
@@ -118,10 +130,12 @@ class MicroBatcher:
                 item.future.set_exception(exc)
         if not accepted:
             return
+        loop = asyncio.get_running_loop()
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         BATCH_ROWS.observe(len(frame))
         try:
-            labels, scores = await asyncio.get_running_loop().run_in_executor(None, served.score, frame)
+            labels, scores = await loop.run_in_executor(None, served.score, frame)
+            tried = await self._score_challenger(challenger, accepted)
         except Exception as exc:  # the model failed: every request of the batch gets a 500
             for item in accepted:
                 item.future.set_exception(exc)
@@ -130,10 +144,32 @@ class MicroBatcher:
         start = 0
         for item in accepted:
             stop = start + len(item.instances)
-            latency_ms = (done - item.enqueued) * 1000
-            item.future.set_result((served, labels[start:stop], scores[start:stop], latency_ms))
+            champion = Scored(served, labels[start:stop], scores[start:stop])
+            result = champion
+            if tried is not None and challenger is not None:
+                other = Scored(challenger.served, tried[0][start:stop], tried[1][start:stop])
+                if challenger.mode == "shadow":
+                    result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
+                elif random.random() < challenger.fraction:
+                    result = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
+                else:
+                    result = replace(champion, deployment="primary")
+            item.future.set_result(replace(result, latency_ms=(done - item.enqueued) * 1000))
             start = stop
         ROWS.labels(model_id, served.version).inc(len(frame))
+
+    async def _score_challenger(
+        self, challenger: Challenger | None, items: list[_Pending]
+    ) -> tuple[list[str], list[dict[str, float]]] | None:
+        """The challenger's predictions for the same rows (None if there is none or it cannot score them)."""
+        if challenger is None:
+            return None
+        try:
+            frame = pd.concat([challenger.served.frame(item.instances) for item in items], ignore_index=True)
+            return await asyncio.get_running_loop().run_in_executor(None, challenger.served.score, frame)
+        except Exception as exc:  # the challenger must never fail a request the champion can answer
+            log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
+            return None
 
 
 class PredictionWriter:
@@ -165,25 +201,38 @@ class PredictionWriter:
         # Answer only once the prediction is on the stream: a served prediction is never missing from it.
         await self.producer.send_and_wait(self.settings.topics.predictions, value, key=model_id.encode())
 
-    def events(self, served: ServedModel, instances: list[Any], labels: list[str], scores: list[dict[str, float]],
-               latency_ms: float) -> list[dict[str, Any]]:  # fmt: skip
-        inputs = served.onnx.numeric + served.onnx.categorical
+    def events(self, scored: Scored, instances: list[Any]) -> list[dict[str, Any]]:
+        """Prediction events for a request: the answering version's, then the other version's, tagged."""
+        inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
         now = time.time()
-        cost = self.config.cost_per_request + self.config.cost_per_ms * latency_ms
-        return [
-            {
+        cost = self.config.cost_per_request + self.config.cost_per_ms * scored.latency_ms
+        events = []
+        for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
+            event = {
                 "event_id": instance.get("event_id") or str(uuid.uuid4()),
-                "model_id": served.manifest.model_id,
-                "model_version": served.version,
+                "model_id": scored.served.manifest.model_id,
+                "model_version": scored.served.version,
                 "ts": now,
                 "features": {name: instance["features"][name] for name in inputs},
                 "prediction": label,
                 "scores": score,
-                "latency_ms": latency_ms,
+                "latency_ms": scored.latency_ms,
                 "cost": cost,
             }
-            for instance, label, score in zip(instances, labels, scores, strict=True)
-        ]
+            if scored.deployment:
+                event["segment"] = {"deployment": scored.deployment}
+            events.append(event)
+        if scored.other is not None and scored.other.deployment:
+            tag = scored.other.deployment
+            for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
+                events.append(event | {
+                    "event_id": str(uuid.uuid5(uuid.UUID(event["event_id"]), tag)),
+                    "model_version": scored.other.served.version,
+                    "prediction": label,
+                    "scores": score,
+                    "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
+                })  # fmt: skip
+        return events
 
 
 class ServingApp:
@@ -248,16 +297,16 @@ class ServingApp:
         instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
         response = InferenceResponse(request_id=request.request_id, model_id=request.model_id, ts=time.time())
         try:
-            served, labels, scores, latency_ms = await self.batcher.submit(request.model_id, instances)
+            scored = await self.batcher.submit(request.model_id, instances)
         except (BadRequestError, LookupError) as exc:
             response = response.model_copy(update={"error": str(exc)})
             REQUESTS.labels(request.model_id, "stream-error").inc()
         else:
-            events = self.writer.events(served, instances, labels, scores, latency_ms)
-            await self.writer.write(served, events)
+            events = self.writer.events(scored, instances)
+            await self.writer.write(scored.served, events)
             predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
-                           for e in events]  # fmt: skip
-            response = response.model_copy(update={"model_version": served.version, "predictions": predictions})
+                           for e in events[: len(instances)]]  # fmt: skip
+            response = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
             REQUESTS.labels(request.model_id, "stream").inc()
         await self.writer.publish(topics.inference_responses, request.request_id.encode(), response.to_json())
 
@@ -275,7 +324,7 @@ class ServingApp:
             except ValueError:
                 log.warning("ignoring an invalid model-published event at offset %d", record.offset)
                 continue
-            if event.status == "promoted":
+            if event.status in ("promoted", "canary", "shadow"):
                 await self.swap(event)
 
     async def swap(self, event: ModelPublished) -> None:
@@ -289,8 +338,11 @@ class ServingApp:
             log.error("refusing %s v%s, still serving %s: %s", event.model_id, event.model_version,
                       self.models.models().get(event.model_id), exc)  # fmt: skip
             return
-        self.models.activate(served)
-        SWAPS.labels(event.model_id, "activated").inc()
+        if event.status == "promoted":
+            self.models.activate(served)
+        else:
+            self.models.set_challenger(Challenger(served, event.status, event.traffic_fraction or 0.0))
+        SWAPS.labels(event.model_id, event.status).inc()
 
     def _authorized(self, request: web.Request) -> bool:
         if not self.config.token:
@@ -315,17 +367,18 @@ class ServingApp:
             return _error(404, f"model {model_id!r} is not served (serving: {sorted(self.models.models())})", model_id)
         started = time.perf_counter()
         try:
-            served, labels, scores, latency_ms = await self.batcher.submit(model_id, instances)
+            scored = await self.batcher.submit(model_id, instances)
         except BadRequestError as exc:
             return _error(400, str(exc), model_id)
         except LookupError as exc:
             return _error(404, str(exc), model_id)
-        events = self.writer.events(served, instances, labels, scores, latency_ms)
-        await self.writer.write(served, events)
+        events = self.writer.events(scored, instances)
+        await self.writer.write(scored.served, events)
         LATENCY.labels(model_id).observe(time.perf_counter() - started)
         REQUESTS.labels(model_id, "200").inc()
-        predictions = [{"event_id": e["event_id"], "label": e["prediction"], "scores": e["scores"]} for e in events]
-        payload = {"model_id": model_id, "model_version": served.version, "predictions": predictions}
+        answered = events[: len(instances)]
+        predictions = [{"event_id": e["event_id"], "label": e["prediction"], "scores": e["scores"]} for e in answered]
+        payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": predictions}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     async def healthz(self, _: web.Request) -> web.Response:

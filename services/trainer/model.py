@@ -52,6 +52,8 @@ class TrainerConfig:
     min_examples: int = 500
     promotion_margin: float = 0.01  # challenger accuracy must beat the champion's by this much
     parity_tolerance: float = 1e-4  # largest |P_onnx - P_sklearn| accepted on the holdout
+    rollout: Literal["direct", "canary", "shadow"] = "direct"  # how a winning challenger goes live
+    canary_fraction: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class Manifest(BaseModel):
     version: str
     sha256: str
     created_ts: float
-    status: Literal["promoted", "rejected"]
+    status: Literal["promoted", "canary", "shadow", "rejected"]
     command_id: str | None = None
     parent_version: str | None = None
     training_window: dict[str, float] | None = None

@@ -28,9 +28,12 @@ from driftwarden.trainer.registry import Manifest, ModelRegistry, RegistryError
 log = logging.getLogger(__name__)
 
 
-def verdict(manifest: Manifest, command: RetrainCommand, registry: ModelRegistry) -> ModelPublished:
+def verdict(
+    manifest: Manifest, command: RetrainCommand, registry: ModelRegistry, traffic_fraction: float | None = None
+) -> ModelPublished:
     """The model-published event for a registered challenger."""
     return ModelPublished(
+        traffic_fraction=traffic_fraction if manifest.status == "canary" else None,
         model_id=manifest.model_id,
         model_version=manifest.version,
         status=manifest.status,
@@ -51,7 +54,7 @@ def retrain(
     earlier = registry.find_command(command.model_id, command.command_id)
     if earlier is not None:
         log.info("command %s already produced %s v%s", command.command_id, earlier.model_id, earlier.version)
-        return verdict(earlier, command, registry)
+        return verdict(earlier, command, registry, config.canary_fraction)
     started = time.perf_counter()
     try:
         dataset = Dataset.from_examples(examples)
@@ -87,7 +90,7 @@ def retrain(
     manifest = registry.save(
         command.model_id,
         onnx_bytes,
-        status="promoted" if promote else "rejected",
+        status=("promoted" if config.rollout == "direct" else config.rollout) if promote else "rejected",
         command_id=command.command_id,
         parent_version=champion.version if champion else command.model_version,
         training_window={"start_ts": float(dataset.ts.min()), "end_ts": float(dataset.ts.max())},
@@ -101,7 +104,7 @@ def retrain(
     )
     log.info("command %s: %s v%s %s (%s)", command.command_id, manifest.model_id, manifest.version,
              manifest.status, reason)  # fmt: skip
-    return verdict(manifest, command, registry)
+    return verdict(manifest, command, registry, config.canary_fraction)
 
 
 def _evaluate_champion(registry: ModelRegistry, champion: Manifest, holdout: Dataset) -> dict[str, float] | None:

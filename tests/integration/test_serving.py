@@ -260,3 +260,64 @@ def test_stream_mode_answers_requests_from_the_topic(kafka, serving):
     letters = [DeadLetter.model_validate_json(v)
                for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, serving.model_id))]  # fmt: skip
     assert any(letter.reason.startswith("invalid inference request") for letter in letters)
+
+
+def test_shadow_then_canary_then_promotion(kafka, serving):
+    from driftwarden.trainer.model import TrainerConfig as Config
+
+    data = [e | {"model_id": serving.model_id}
+            for chunk in generate(Scenario(name="concept-drift", n_events=3_000, onset=0, seed=21))
+            for e in chunk.training_examples()]  # fmt: skip
+    command = RetrainCommand(
+        command_id=str(uuid.uuid4()), idempotency_key=f"{serving.model_id}:staged", model_id=serving.model_id,
+        model_version="1", ts=0, reasons=["0123456789abcdef"], window=TrainingWindow(start_ts=0, end_ts=1),
+    )  # fmt: skip
+    shadow = retrain(command, data, serving.registry, Config(rollout="shadow"))
+    champion = serving.registry.champion(serving.model_id).version
+    assert shadow.status == "shadow" and shadow.model_version != champion
+    publish(kafka, shadow)
+
+    def written_for(event_ids: set[str]) -> list:
+        events = []
+        for value in asyncio.run(records_for(kafka, kafka.topics.predictions, serving.model_id)):
+            for event in PREDICTIONS.decode(value).events:
+                if event.event_id in event_ids or (event.segment or {}).get("answered_event_id") in event_ids:
+                    events.append(event)
+        return events
+
+    def wait_for(predicate, what: str):
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = post(serving, {"instances": instances(4)})
+            assert status == 200
+            if predicate(body):
+                return body
+            assert time.monotonic() < deadline, what
+            time.sleep(0.3)
+
+    # Shadow: the champion answers; the challenger's predictions for the same rows are published, tagged.
+    body = wait_for(lambda b: written_for({p["event_id"] for p in b["predictions"]}).__len__() == 8, "no shadow")
+    assert body["model_version"] == champion
+    versions = {
+        (e.model_version, e.segment["deployment"]) for e in written_for({p["event_id"] for p in body["predictions"]})
+    }
+    assert versions == {(champion, "primary"), (shadow.model_version, "shadow")}
+
+    # Canary answering every request: the challenger answers, the champion's predictions are the baseline.
+    publish(kafka, shadow.model_copy(update={"status": "canary", "traffic_fraction": 1.0}))
+    body = wait_for(lambda b: b["model_version"] == shadow.model_version, "no canary")
+    versions = {
+        (e.model_version, e.segment["deployment"]) for e in written_for({p["event_id"] for p in body["predictions"]})
+    }
+    assert versions == {(shadow.model_version, "canary"), (champion, "baseline")}
+
+    # Promotion ends the rollout: one version, no tags.
+    env = {**serving.settings.to_env(), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "driftwarden", "promote", "--model-id", serving.model_id, "--version",
+         shadow.model_version], env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    body = wait_for(lambda b: len(written_for({p["event_id"] for p in b["predictions"]})) == 4, "still staged")
+    assert body["model_version"] == shadow.model_version
+    assert all(e.segment is None for e in written_for({p["event_id"] for p in body["predictions"]}))

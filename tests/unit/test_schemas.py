@@ -162,6 +162,8 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("model-published.v1.json", PUBLISHED, True),
     ("model-published.v1.json", with_(PUBLISHED, status="rejected", reason="worse", sha256=...), True),
     ("model-published.v1.json", with_(PUBLISHED, status="maybe"), False),
+    ("model-published.v1.json", with_(PUBLISHED, status="canary", traffic_fraction=0.1), True),
+    ("model-published.v1.json", with_(PUBLISHED, status="canary", traffic_fraction=1.5), False),
     ("model-published.v1.json", with_(PUBLISHED, sha256="abc"), False),
     ("model-published.v1.json", with_(PUBLISHED, metrics={"accuracy": "high"}), False),
     ("dead-letter.v1.json", DEAD, True),

@@ -133,3 +133,12 @@ def test_onnx_model_scores_raw_feature_values(registry, champion):
     labels, probabilities = model.predict(frame)
     assert set(labels) <= {"0", "1"} and probabilities.shape == (50, 2)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rollout", ["canary", "shadow"])
+def test_a_staged_rollout_registers_the_winner_without_making_it_champion(registry, champion, rollout):
+    config = TrainerConfig(rollout=rollout, canary_fraction=0.25)
+    published = retrain(command(rollout), examples("concept-drift", 4_000, onset=0, seed=6), registry, config)
+    assert published.status == rollout and published.model_version == "2"
+    assert published.traffic_fraction == (0.25 if rollout == "canary" else None)
+    assert registry.champion("demo-model").version == "1"
