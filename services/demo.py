@@ -20,7 +20,6 @@ import contextlib
 import time
 from pathlib import Path
 
-import aiohttp
 import typer
 
 from driftwarden.config import Settings
@@ -33,6 +32,7 @@ from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.load.serving_load import ServedStream, drive_serving
 from driftwarden.monitor.status import probe_monitor, records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
+from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.registry import ModelRegistry
 from driftwarden.trainer.retrain import bootstrap
@@ -90,7 +90,7 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
 
 async def _run(settings: Settings, clock: Clock, n_events: int, rate: float, loop_events: int, url: str) -> None:
     await probe_monitor(settings, timeout_s=60)
-    await _wait_ready(url, timeout_s=60)
+    await wait_until_ready(url, timeout_s=60)
     clock.say("monitor and serving ready")
     drift = Scenario(
         name="abrupt-shift", n_events=n_events, onset=n_events // 3, model_id=MODEL_ID, start_ts=time.time(),
@@ -122,19 +122,6 @@ async def _run(settings: Settings, clock: Clock, n_events: int, rate: float, loo
         with contextlib.suppress(asyncio.CancelledError):
             await tail
     await _summary(settings, drift, report, loop, served)
-
-
-async def _wait_ready(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise DemoFailedError(f"serving at {url} did not become ready; see serving.log")
-            await asyncio.sleep(0.2)
 
 
 async def _print_alerts(settings: Settings, clock: Clock) -> None:

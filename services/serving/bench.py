@@ -21,6 +21,7 @@ from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.processes import spawn, terminate
+from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.registry import ModelRegistry
 from driftwarden.trainer.retrain import bootstrap
@@ -90,21 +91,7 @@ def run_serving_benchmark(batch_sizes: list[int], requests: int, concurrency: in
             server = spawn(["serve", "--port", str(port)], settings, work / "serving.log")
             try:
                 url = f"http://127.0.0.1:{port}"
-                asyncio.run(_wait(url))
+                asyncio.run(wait_until_ready(url, timeout_s=60, process=server))
                 return [asyncio.run(_load(url, size, requests, concurrency)) for size in batch_sizes]
             finally:
                 terminate(server)
-
-
-async def _wait(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise DriftwardenError(f"the benchmark's server at {url} did not become ready")

@@ -9,9 +9,6 @@ hop is checked on the topics.
 from __future__ import annotations
 
 import asyncio
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 from conftest import unique_model
@@ -23,23 +20,10 @@ from driftwarden.load.scenarios import Scenario
 from driftwarden.load.serving_load import drive_serving
 from driftwarden.monitor.status import records_for
 from driftwarden.processes import spawn, terminate
+from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.trainer.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
-
-
-def wait_ready(url: str, process, log, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError(log.read_text())
-        time.sleep(0.2)
 
 
 def test_drift_is_detected_retrained_promoted_and_served_without_a_failed_request(kafka, monitor_worker, tmp_path):
@@ -52,7 +36,7 @@ def test_drift_is_detected_retrained_promoted_and_served_without_a_failed_reques
     serving = spawn(["serve", "--port", str(port)], settings, tmp_path / "serving.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, serving, tmp_path / "serving.log")
+        asyncio.run(wait_until_ready(url, timeout_s=30, process=serving))
         scenario = Scenario(name="concept-drift", n_events=36_000, onset=12_000, model_id=model_id, seed=12)
         stream = asyncio.run(drive_serving(settings, scenario, url, rate=2_500, batch_size=100, label_delay=300))
     finally:

@@ -24,6 +24,7 @@ from driftwarden.kafka.broker import free_port
 from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.monitor.status import records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
+from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.registry import ModelRegistry
 from driftwarden.trainer.retrain import retrain, verdict
@@ -64,18 +65,11 @@ def serving(kafka: Settings, tmp_path_factory) -> Serving:
     settings = kafka.model_copy(update={"registry_dir": registry.root, "state_dir": directory})
     process = spawn(["serve", "--port", str(port), "--token", TOKEN], settings, directory / "serving.log")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            terminate(process)
-            raise RuntimeError((directory / "serving.log").read_text())
-        time.sleep(0.2)
+    try:
+        asyncio.run(wait_until_ready(url, timeout_s=30, process=process))
+    except Exception:
+        terminate(process)
+        raise RuntimeError((directory / "serving.log").read_text()) from None
     yield Serving(url, registry, model_id, settings, directory / "serving.log")
     terminate(process)
 
@@ -196,6 +190,9 @@ def test_hot_swap_under_load_never_fails_a_request_and_refuses_a_corrupt_model(k
     model_file = serving.registry.root / serving.model_id / "3" / "model.onnx"
     model_file.write_bytes(b"not a model")
     publish(kafka, verdict(serving.registry.manifest(serving.model_id, "3"), command3, serving.registry))
+    # A rejected challenger is announced but never served.
+    rejected = verdict(serving.registry.manifest(serving.model_id, "3"), command3, serving.registry)
+    publish(kafka, rejected.model_copy(update={"status": "rejected", "reason": "worse than the champion"}))
     time.sleep(3)
     assert post(serving, {"instances": instances(2)})[1]["model_version"] == "2"
     assert "refusing" in serving.log.read_text()
