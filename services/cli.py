@@ -404,6 +404,26 @@ def bench_serving(
         typer.echo(result.as_row())
 
 
+@bench_cli.command("throughput")
+def bench_throughput(
+    batch_sizes: Annotated[
+        str, typer.Option(help="Comma-separated events per message (1 = single events).")
+    ] = "1,100,1000",
+    events: Annotated[int, typer.Option(help="Events per run with batch envelopes.", min=1_000)] = 500_000,
+    single_events: Annotated[int, typer.Option(help="Events per run with single-event messages.", min=1_000)] = 60_000,
+) -> None:
+    """Monitor events/s against raw aiokafka and an empty Faust agent, on one embedded broker."""
+    from driftwarden.monitor.throughput import run_throughput_benchmark
+
+    sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
+    typer.echo(
+        "| events/message | events | raw aiokafka+orjson | empty Faust agent | monitor | monitor/raw | monitor/Faust |"
+    )
+    typer.echo("|---|---|---|---|---|---|---|")
+    for result in run_throughput_benchmark(sizes, events, single_events):
+        typer.echo(result.as_row())
+
+
 @cli.command()
 def demo(
     events: Annotated[int, typer.Option(help="Predictions to produce.", min=2_000)] = 60_000,

@@ -28,3 +28,12 @@ def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, caps
     rows = re.findall(r"^\| (\d+) \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.MULTILINE)
     assert [r[0] for r in rows] == ["1", "8"]
     assert all(float(r[1].replace(",", "")) > 0 and float(r[2]) <= float(r[3]) for r in rows)
+
+
+def test_bench_throughput_compares_the_monitor_with_both_ceilings(monkeypatch, capsys):
+    args = ["throughput", "--batch-sizes", "1,100", "--events", "8000", "--single-events", "1000"]
+    out = run(monkeypatch, capsys, *args)
+    rows = re.findall(r"^\| (\d+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", out,
+                      re.MULTILINE)  # fmt: skip
+    assert [(r[0], r[1]) for r in rows] == [("1", "1,000"), ("100", "8,000")]
+    assert all(float(value.replace(",", "")) > 0 for row in rows for value in row[2:5])  # the three rates
