@@ -60,7 +60,6 @@ class AlertBook:
     open: dict[tuple[str, str], Alert] = field(default_factory=dict)
     clean_streak: dict[tuple[str, str], int] = field(default_factory=dict)
     resolved_at: dict[tuple[str, str], float] = field(default_factory=dict)
-    fired: int = 0
     suppressed: int = 0
 
     def report(self, finding: Finding, trigger_event_id: str, event_ts: float, now: float) -> Alert | None:
@@ -77,7 +76,6 @@ class AlertBook:
                 return None
             alert = self._alert(finding, "firing", trigger_event_id, now)
             self.open[key] = alert
-            self.fired += 1
             return alert
         if key not in self.open:
             return None

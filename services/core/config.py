@@ -69,6 +69,9 @@ class ModelMonitorConfig(Strict):
     adwin_min_shift_sigma: float = Field(
         default=0.1, ge=0, description="An ADWIN detection alerts only if the located shift is at least this large."
     )
+    adwin_min_change_z: float = Field(
+        default=5.0, ge=0, description="...and only if the located change is this many standard errors clear."
+    )
     # Window tests and false-alarm control
     fdr_q: float = Field(default=0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)

@@ -241,6 +241,7 @@ class MonitorStatus(Event):
     retrain_commands: Annotated[int, Field(ge=0)] | None = None
     performance: dict[str, float | None] | None = None
     label_joins: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    alerts_suppressed: Annotated[int, Field(ge=0)] | None = None
 
 
 class InferenceInstance(Event):

@@ -55,7 +55,6 @@ class PerformanceMonitor(Serializable):
         self.config = config
         self.reference: dict[str, float] | None = None
         self.window: list[Joined] = []
-        self.windows_tested = 0
         self.metrics: dict[str, float | None] = {}
         self.detector_name = config.error_detector
         detector_name = config.error_detector
@@ -126,7 +125,6 @@ class PerformanceMonitor(Serializable):
                 "n": float(len(errors)),
             }
             return []
-        self.windows_tested += 1
         findings = [self._window_finding(errors, metrics, window)]
         findings += self._segment_findings(window)
         return findings

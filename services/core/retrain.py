@@ -44,7 +44,6 @@ class PendingRetrain:
 class RetrainPolicy:
     config: RetrainPolicyConfig
     last_command_ts: float | None = None
-    commands: int = 0
     pending: PendingRetrain | None = field(default=None)
 
     def evaluate(self, book: AlertBook, fired: list[Alert], event_ts: float) -> None:
@@ -79,7 +78,6 @@ class RetrainPolicy:
             return None
         self.pending = None
         self.last_command_ts = pending.latest_ts
-        self.commands += 1
         digest = hashlib.blake2b("/".join(pending.reasons).encode(), digest_size=6).hexdigest()
         key = f"{pending.model_id}:{pending.model_version}:{digest}"
         return RetrainCommand(

@@ -281,3 +281,11 @@ def test_results_do_not_depend_on_how_events_are_batched():
         outcomes.append(sorted((a.alert_id, a.state) for a in alerts))  # order within a batch may vary
     assert outcomes[0] and outcomes[0] == outcomes[1] == outcomes[2]
     assert all(state == "firing" for _, state in outcomes[0])
+
+
+def test_repeated_detections_of_one_problem_stay_one_open_alert_and_are_counted():
+    scenario = Scenario(name="abrupt-shift", n_events=30_000, onset=10_000, magnitude=3.0, drift_features=("num_05",))
+    alerts, _, _, monitor = run_scenario(scenario, labels=False)
+    feature_alerts = [a for a in alerts if a.kind == "data_drift"]
+    assert [(a.subject, a.state, a.severity) for a in feature_alerts] == [("num_05", "firing", "critical")]
+    assert monitor.status("demo-model", 0).alerts_suppressed > 0  # later detections were counted, not re-sent
