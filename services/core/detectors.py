@@ -14,7 +14,7 @@ import math
 import pickle
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import numpy as np
 from river import drift, stats
@@ -188,10 +188,13 @@ class MeanShiftDetector(Serializable):
 
 
 class WindowDetector(Serializable):
-    """Base of the window detectors: one subject, one verdict per window."""
+    """Base of the window detectors: one subject, one verdict per window.
 
-    kind: ClassVar[str]
-    name: ClassVar[str]
+    ``kind`` is the alert kind its findings raise, ``name`` the detector named in them.
+    """
+
+    kind: str
+    name: str
 
     def __init__(self, subject: str) -> None:
         self.subject = subject
@@ -260,7 +263,7 @@ class NumericDriftDetector(WindowDetector):
         self.psi_threshold = psi_threshold
         self.wasserstein_threshold = wasserstein_threshold
         if signal:
-            self.kind = "prediction_drift"  # type: ignore[misc]
+            self.kind = "prediction_drift"
 
     def _values(self, window: Columns) -> np.ndarray:
         values = window.signal if self.signal else window.numeric[:, self.column]
@@ -410,13 +413,9 @@ class RateCheck(WindowDetector):
 
     def __init__(self, subject: str, check: str, limit: float, reference_rate: float = 0.0) -> None:
         super().__init__(subject)
-        self.check = check
+        self.name = check
         self.limit = limit
         self.reference_rate = reference_rate
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.check
 
     def rate(self, window: Columns) -> float | None:
         raise NotImplementedError
@@ -429,7 +428,7 @@ class RateCheck(WindowDetector):
             None,
             rate - self.reference_rate > self.limit,
             {
-                "check": self.check,
+                "check": self.name,
                 "rate": rate,
                 "reference_rate": self.reference_rate,
                 "limit": self.limit,
@@ -544,14 +543,11 @@ class BudgetDetector(WindowDetector):
 
     def __init__(self, kind: str, reference: float | None, budget: float | None, change_ratio: float) -> None:
         super().__init__("p99_ms" if kind == "latency" else "per_1k_requests")
-        self.kind = kind  # type: ignore[misc]
+        self.kind = kind
+        self.name = "budget" if budget is not None else "change"
         self.reference = reference
         self.budget = budget
         self.change_ratio = change_ratio
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return "budget" if self.budget is not None else "change"
 
     def _test(self, window: Columns) -> tuple[float | None, bool, dict[str, Scalar]] | None:
         values = window.latency_ms if self.kind == "latency" else window.cost

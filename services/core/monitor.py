@@ -263,9 +263,9 @@ class ModelCounters:
 class ModelState:
     """Everything the monitor knows about one model_id: the unit of checkpoints."""
 
+    joiner: LabelJoiner
     counters: ModelCounters = field(default_factory=ModelCounters)
     versions: dict[str, ModelMonitor] = field(default_factory=dict)
-    joiner: LabelJoiner | None = None
     watermark: float = 0.0
 
 
@@ -304,7 +304,6 @@ class Monitor:
             state.counters.latest_version = key[1]
             state.watermark = max(state.watermark, batch[-1].ts)
             joined = []
-            assert state.joiner is not None
             for event in batch:
                 record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
                           tuple(sorted((event.segment or {}).items())), event.features)  # fmt: skip
@@ -322,7 +321,6 @@ class Monitor:
             batch = list(run)
             state = self.state(model_id)
             state.counters.labels += len(batch)
-            assert state.joiner is not None
             joined = [j for label in batch if (j := state.joiner.add_label(label.event_id, label.label, label.ts))]
             outputs += self._route_joined(model_id, joined, now)
         self._count(outputs)
@@ -370,7 +368,7 @@ class Monitor:
             labels_received=counters.labels,
             retrain_commands=counters.commands,
             performance=performance,
-            label_joins=state.joiner.counts() if state.joiner else {},
+            label_joins=state.joiner.counts(),
             alerts_suppressed=sum(m.book.suppressed for m in state.versions.values()),
         )
 

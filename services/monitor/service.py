@@ -189,23 +189,19 @@ class MonitorService:
         self.dirty.add(partition)
 
     def _observe_metrics(self, batch: Sequence[EventT]) -> None:
-        for event in batch:
-            message = event.message
-            tp = TP(message.topic, message.partition)
+        last_offsets = {TP(e.message.topic, e.message.partition): e.message.offset for e in batch}
+        for tp, offset in last_offsets.items():  # once per partition, not per message
             highwater = self.app.consumer.highwater(tp) if self.app.consumer else None
             if highwater is not None:
-                metrics.CONSUMER_LAG.labels(message.topic, str(message.partition)).set(
-                    max(0, highwater - message.offset - 1)
-                )
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
         for model_id in self.changed_models:
             state = self.core.models.get(model_id)
             if state is None:
                 continue
             metrics.EVENTS_PROCESSED.labels(model_id).set(state.counters.processed)
-            if state.joiner is not None:
-                counts = state.joiner.counts()
-                metrics.PENDING_JOINS.labels(model_id, "predictions").set(counts["pending_predictions"])
-                metrics.PENDING_JOINS.labels(model_id, "labels").set(counts["pending_labels"])
+            counts = state.joiner.counts()
+            metrics.PENDING_JOINS.labels(model_id, "predictions").set(counts["pending_predictions"])
+            metrics.PENDING_JOINS.labels(model_id, "labels").set(counts["pending_labels"])
             version = state.counters.latest_version
             monitor = state.versions.get(version) if version else None
             if monitor is not None:
