@@ -424,6 +424,58 @@ def bench_throughput(
         typer.echo(result.as_row())
 
 
+@bench_cli.command("detection")
+def bench_detection(
+    out: Annotated[Path, typer.Option(help="Directory for results.md, results.json and the plots.")] = Path(
+        "docs/detection-benchmark"
+    ),
+    seeds: Annotated[int, typer.Option(help="Seeds per concept stream and for the stable stream.", min=1)] = 3,
+    concepts: Annotated[int, typer.Option(help="Concepts per concept stream.", min=2)] = 10,
+    concept_length: Annotated[int, typer.Option(help="Events per concept.", min=500)] = 5_000,
+    gradual_width: Annotated[int, typer.Option(help="Events a gradual change takes.", min=2)] = 1_000,
+    shift_seeds: Annotated[int, typer.Option(help="Seeds per feature-shift stream.", min=1)] = 10,
+    shift_events: Annotated[int, typer.Option(help="Events per feature-shift stream.", min=10_000)] = 40_000,
+    stable_events: Annotated[
+        int, typer.Option(help="Events per stable stream (false alarms).", min=10_000)
+    ] = 1_000_000,
+    workers: Annotated[int, typer.Option(help="Processes (0: one per core).", min=0)] = 0,
+) -> None:
+    """Detection quality (delay, misses, false alarms) against River's detectors and dummy baselines."""
+    from driftwarden.load.detection import (
+        Settings,
+        as_json,
+        markdown,
+        pooled,
+        run_detection_benchmark,
+        summary_table,
+    )
+    from driftwarden.load.detection_plots import plot_run
+
+    if gradual_width > concept_length:
+        raise typer.BadParameter("--gradual-width must not exceed --concept-length")
+    settings = Settings(
+        seeds=seeds,
+        n_concepts=concepts,
+        concept_length=concept_length,
+        gradual_width=gradual_width,
+        shift_seeds=shift_seeds,
+        shift_events=shift_events,
+        shift_onset=shift_events // 2,
+        stable_events=stable_events,
+    )
+    runs = run_detection_benchmark(settings, workers)
+    rows = pooled(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    report = f"{summary_table(rows)}\n{markdown(rows, settings)}"
+    (out / "results.md").write_text(report)
+    (out / "results.json").write_bytes(as_json(runs, rows, settings))
+    for run in runs:
+        if run.seed == 0:
+            plot_run(run, out / f"{run.stream.replace('/', '-')}.png")
+    typer.echo(report)
+    typer.echo(f"wrote {out}/results.md, results.json and one plot per stream")
+
+
 @cli.command()
 def demo(
     events: Annotated[int, typer.Option(help="Predictions to produce.", min=2_000)] = 60_000,
