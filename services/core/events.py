@@ -30,7 +30,9 @@ EventId = Annotated[
 Timestamp = Annotated[float, Field(ge=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
-FeatureValue = bool | float | str | None
+# Strict types: each JSON value can match one member only, so trying them in order (commonest
+# first) gives the same result as pydantic's "smart" union at a fraction of the cost.
+FeatureValue = Annotated[float | str | bool | None, Field(union_mode="left_to_right")]
 Scalar = bool | int | float | str | None
 
 PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"

@@ -192,24 +192,31 @@ def _category(value: Any) -> str | None:
     return str(value)
 
 
+def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """(values, missing, type violations), each (events, names). Vectorized when all are numbers."""
+    n, k = len(features), len(names)
+    flat = [f.get(name) for f in features for name in names]
+    types = set(map(type, flat))
+    if types <= {float}:  # the common case: one conversion, no per-value Python work
+        numeric = np.array(flat, dtype=float).reshape(n, k) if flat else np.full((n, k), np.nan)
+        return numeric, np.zeros((n, k), dtype=bool), np.zeros((n, k), dtype=bool)
+    values = np.array(flat, dtype=object).reshape(n, k)
+    missing = np.equal(values, None)
+    is_number = np.vectorize(lambda v: type(v) is float, otypes=[bool])(values) if values.size else missing
+    numeric = np.where(is_number, values, np.nan).astype(float)
+    return numeric, missing, ~(is_number | missing)
+
+
 def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Columns:
     """Events as columns. A number where a category is expected is a category (its text); anything
     other than a number where a number is expected is a type violation (and not a value)."""
     n = len(events)
-    numeric = np.full((n, len(schema.numeric)), np.nan)
-    missing = np.zeros((n, len(schema.numeric)), dtype=bool)
-    violations = np.zeros((n, len(schema.numeric)), dtype=bool)
-    for j, name in enumerate(schema.numeric):
-        column = numeric[:, j]
-        for i, event in enumerate(events):
-            value = event.features.get(name)
-            if type(value) is float:
-                column[i] = value
-            elif value is None:
-                missing[i, j] = True
-            else:
-                violations[i, j] = True
-    categorical = [[_category(e.features.get(name)) for e in events] for name in schema.categorical]
+    features = [e.features for e in events]
+    numeric, missing, violations = _numeric_columns(features, schema.numeric)
+    categorical = []
+    for name in schema.categorical:
+        values = [f.get(name) for f in features]
+        categorical.append(values if set(map(type, values)) <= {str} else [_category(v) for v in values])
     positive = schema.positive_class
     signal = np.full(n, np.nan)
     confidence = np.full(n, np.nan)

@@ -11,6 +11,7 @@ import pytest
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import LabelEvent, PredictionEvent
 from driftwarden.core.monitor import Monitor
+from driftwarden.core.profile import FeatureSchema, to_columns
 from driftwarden.load.scenarios import NUMERIC_FEATURES, Scenario, generate
 
 
@@ -289,3 +290,18 @@ def test_repeated_detections_of_one_problem_stay_one_open_alert_and_are_counted(
     feature_alerts = [a for a in alerts if a.kind == "data_drift"]
     assert [(a.subject, a.state, a.severity) for a in feature_alerts] == [("num_05", "firing", "critical")]
     assert monitor.status("demo-model", 0).alerts_suppressed > 0  # later detections were counted, not re-sent
+
+
+def test_columns_separate_numbers_missing_values_and_type_violations():
+    base = {"event_id": "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11", "model_id": "m", "model_version": "1", "ts": 1.0,
+            "prediction": 0}  # fmt: skip
+    rows = [{"x": 1.5, "y": 2.0, "c": "a"}, {"x": None, "y": True, "c": 3.0}, {"y": "high", "c": None}]
+    events = [PredictionEvent.model_validate(base | {"features": f}) for f in rows]
+    schema = FeatureSchema(numeric=["x", "y"], categorical=["c"], task="classification", positive_class=None)
+    columns = to_columns(events, schema)
+    assert np.array_equal(columns.numeric, [[1.5, 2.0], [np.nan, np.nan], [np.nan, np.nan]], equal_nan=True)
+    assert columns.numeric_missing.tolist() == [[False, False], [True, False], [True, False]]
+    assert columns.type_violations.tolist() == [[False, False], [False, True], [False, True]]
+    assert columns.categorical == [["a", "3.0", None]]
+    clean = to_columns(events[:1] * 3, schema)  # all numbers: the vectorized path
+    assert clean.numeric.tolist() == [[1.5, 2.0]] * 3 and not clean.numeric_missing.any()

@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 from referencing import Registry, Resource
 
+from driftwarden.core.decoding import LABELS, PREDICTIONS
 from driftwarden.core.events import CONTRACTS
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -250,6 +251,10 @@ def test_json_schema_and_pydantic_agree(schema_name: str, document: Any, expecte
     except ValidationError:
         model_ok = False
     assert (schema_ok, model_ok) == (expected, expected)
+    decoder = {"prediction.v1.json": PREDICTIONS, "label.v1.json": LABELS}.get(schema_name)
+    if decoder is not None:  # what the monitor accepts (hot path or event by event) is the contract
+        decoded = decoder.decode(json.dumps(document).encode())
+        assert (len(decoded.events), len(decoded.rejections)) == ((1, 0) if expected else (0, 1))
 
 
 @pytest.mark.parametrize("schema_name", sorted(SCHEMAS))

@@ -109,3 +109,25 @@ def test_monitor_export_and_restore_continue_identically():
             alerts += monitor.observe_labels(labels[i : i + 400], now=1.0).alerts
         outputs.append(([a.alert_id for a in alerts], monitor.status("demo-model", 0).model_dump(exclude={"ts"})))
     assert outputs[0][0] and outputs[0] == outputs[1]
+
+
+def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detections():
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.normal(0, 1, 2_000), rng.normal(3, 1, 1_500), rng.normal(-2, 1, 1_500)])
+    values[rng.choice(len(values), 300, replace=False)] = np.nan
+    one = MeanShiftDetector(delta=0.002, reference=(0.0, 1.0))
+    hits_one, evidence_one = [], []
+    for i, x in enumerate(values.tolist()):
+        if x == x:
+            one.update(x)
+            if one.drift_detected:
+                hits_one.append(i)
+                evidence_one.append(one.evidence())
+    many = MeanShiftDetector(delta=0.002, reference=(0.0, 1.0))
+    hits_many, evidence_many = [], []
+    for lo, hi in ((0, 700), (700, 2_001), (2_001, 2_002), (2_002, 5_000)):  # uneven batches, as replays give
+        many.update_many(values[lo:hi].tolist(), lambda i, lo=lo: (hits_many.append(lo + i),
+                                                                   evidence_many.append(many.evidence())))  # fmt: skip
+    assert len(hits_one) >= 2 and hits_one == hits_many
+    assert evidence_one == evidence_many
+    assert (many.n_seen, list(many._recent)) == (one.n_seen, list(one._recent))
