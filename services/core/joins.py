@@ -7,13 +7,13 @@ after ``ttl_s`` of event time and is counted). Memory is bounded by ``max_pendin
 oldest entries are evicted, and counted, first.
 
 >>> joiner = LabelJoiner(ttl_s=60, max_pending=1000)
->>> joiner.add_prediction("a", 10.0, ("1", 1.0, 0.9, (), {})) is None
+>>> joiner.add_prediction("a", 10.0, ("1", 1.0, 0.9, (), b"{}")) is None
 True
 >>> joiner.add_label("a", 1.0, 20.0).label, joiner.add_label("a", 1.0, 21.0)
 (1.0, None)
->>> joiner.add_label("b", 0.0, 22.0) is None, joiner.add_prediction("b", 22.5, ("1", 0.0, 0.8, (), {})).label
+>>> joiner.add_label("b", 0.0, 22.0) is None, joiner.add_prediction("b", 22.5, ("1", 0.0, 0.8, (), b"{}")).label
 (True, 0.0)
->>> joiner.add_prediction("c", 30.0, ("1", 1.0, 0.7, (), {}))
+>>> joiner.add_prediction("c", 30.0, ("1", 1.0, 0.7, (), b"{}"))
 >>> joiner.expire(100.0)
 >>> joiner.counts()["expired_predictions"]
 1
@@ -25,14 +25,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from driftwarden.core.detectors import Serializable
 
 #: How many joined event ids are remembered to recognise duplicate labels.
 RECENTLY_JOINED = 10_000
 
 #: What the monitor keeps of a prediction until its label comes: (model_version, prediction,
-#: confidence or NaN, segment values as a tuple of (field, value), the features for training).
-PredictionRecord = tuple[str, Any, float, tuple[tuple[str, str], ...], dict[str, Any]]
+#: confidence or NaN, segment values as a tuple of (field, value), the features for training as
+#: JSON: a fraction of a dict's memory, and checkpoints pickle bytes much faster than dicts).
+PredictionRecord = tuple[str, Any, float, tuple[tuple[str, str], ...], bytes]
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class LabelJoiner(Serializable):
         while len(self.recently_joined) > RECENTLY_JOINED:
             self.recently_joined.popitem(last=False)
         version, prediction, confidence, segment, features = record
-        return Joined(event_id, ts, version, prediction, label, confidence, segment, features)
+        return Joined(event_id, ts, version, prediction, label, confidence, segment, orjson.loads(features))
 
     def _bound(self, entries: OrderedDict[str, Any]) -> None:
         while len(entries) > self.max_pending:

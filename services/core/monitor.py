@@ -31,6 +31,7 @@ from itertools import groupby
 from typing import Any
 
 import numpy as np
+import orjson
 
 from driftwarden.core.alerting import AlertBook, Finding
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
@@ -306,7 +307,7 @@ class Monitor:
             joined = []
             for event in batch:
                 record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
-                          tuple(sorted((event.segment or {}).items())), event.features)  # fmt: skip
+                          tuple(sorted((event.segment or {}).items())), orjson.dumps(event.features))  # fmt: skip
                 match = state.joiner.add_prediction(event.event_id, event.ts, record)
                 if match is not None:
                     joined.append(match)

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 EXIT_CANNOT_PUBLISH = 75
 #: Training examples per message on the training topic.
 EXAMPLES_PER_MESSAGE = 500
+#: Checkpoints are spaced at least this many times their own duration apart.
+CHECKPOINT_TIME_SHARE_INVERSE = 10
 #: How long to wait for a seek back to a checkpoint's offset before accepting a real gap.
 SEEK_PATIENCE_S = 10.0
 
@@ -103,6 +105,8 @@ class MonitorService:
         self.dirty: set[int] = set()
         self.changed_models: set[str] = set()
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_due_s = settings.checkpoint_interval_s
+        self._writing: asyncio.Future[None] | None = None
         self._checkpoints: dict[int, bytes] | None = None
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
@@ -120,8 +124,9 @@ class MonitorService:
                     except Exception as exc:  # a bug in our code must not lose the batch: keep it whole
                         log.exception("processing a batch of %d messages failed; dead-lettering it", len(batch))
                         await self._dead_letter_batch(batch, f"internal error: {exc!r}")
-                if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-                    await self.checkpoint()
+                writing = self._writing is not None and not self._writing.done()
+                if not writing and time.monotonic() - self.last_checkpoint >= self.checkpoint_due_s:
+                    await self.checkpoint(wait=False)
             yield None
 
     async def process(self, batch: Sequence[EventT]) -> None:
@@ -268,22 +273,47 @@ class MonitorService:
         for tp in uncovered:
             self.next_offset[tp] = earliest.get(tp) or 0
 
-    async def checkpoint(self, partitions: set[int] | None = None) -> None:
-        """Write the state of the (changed) partitions with the offsets it covers; wait for the acks."""
+    async def checkpoint(self, partitions: set[int] | None = None, wait: bool = True) -> None:
+        """Snapshot the (changed) partitions' state with the offsets it covers, then compress and write
+        it; ``wait=False`` lets the worker go on while that happens (zlib releases the GIL)."""
+        started = time.monotonic()
         chosen = self.dirty if partitions is None else self.dirty & partitions
-        pending = []
+        snapshots = []
         for partition in sorted(chosen):
             snapshot = {
                 "offsets": {tp.topic: offset for tp, offset in self.next_offset.items() if tp.partition == partition},
                 "models": self.core.export(self.partition_models.get(partition, set())),
             }
-            value = zlib.compress(pickle.dumps(snapshot, pickle.HIGHEST_PROTOCOL), 1)
-            key = f"{self.settings.monitor_group}/{partition}".encode()
-            pending.append(await self.state.send(key=key, value=value))
-            metrics.CHECKPOINT_BYTES.set(len(value))
-        await asyncio.gather(*pending)
+            snapshots.append((partition, pickle.dumps(snapshot, pickle.HIGHEST_PROTOCOL)))
         self.dirty -= chosen
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint = started
+        self._writing = asyncio.ensure_future(self._write_checkpoints(snapshots, self._writing, started))
+        if wait:
+            await self._writing
+
+    async def _write_checkpoints(
+        self, snapshots: list[tuple[int, bytes]], previous: asyncio.Future[None] | None, started: float
+    ) -> None:
+        if previous is not None:  # checkpoints of a partition land in the order they were taken
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            pending = []
+            for partition, raw in snapshots:
+                value = await asyncio.to_thread(zlib.compress, raw, 1)
+                key = f"{self.settings.monitor_group}/{partition}".encode()
+                pending.append(await self.state.send(key=key, value=value))
+                metrics.CHECKPOINT_BYTES.set(len(value))
+            await asyncio.gather(*pending)
+        except Exception:  # the previous checkpoint stands: a restart replays a little more
+            written = sorted(partition for partition, _ in snapshots)
+            log.exception("writing the checkpoint of partitions %s failed; the next one retries", written)
+            self.dirty |= {p for p in written if p in self.partition_models}  # still ours: save again
+            return
+        # A large state (e.g. many predictions waiting for labels) is saved less often, so that
+        # checkpoints take at most about a tenth of the worker's time.
+        self.checkpoint_due_s = max(
+            self.settings.checkpoint_interval_s, CHECKPOINT_TIME_SHARE_INVERSE * (time.monotonic() - started)
+        )
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Save what we have of revoked partitions, then forget it: the next owner restores it."""

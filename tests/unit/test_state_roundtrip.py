@@ -80,7 +80,7 @@ def test_performance_monitor_and_label_joiner_round_trip():
     performance = PerformanceMonitor("classification", "1", ModelMonitorConfig(label_window=100))
     joiner = LabelJoiner(ttl_s=1e9, max_pending=10_000)
     for e in events:
-        joiner.add_prediction(e.event_id, e.ts, (e.model_version, e.prediction, max(e.scores.values()), (), {}))
+        joiner.add_prediction(e.event_id, e.ts, (e.model_version, e.prediction, max(e.scores.values()), (), b"{}"))
     first = [joiner.add_label(label["event_id"], label["label"], label["ts"]) for label in labels[:400]]
     performance.update([j for j in first if j])
     copies = (PerformanceMonitor.from_bytes(performance.to_bytes()), LabelJoiner.from_bytes(joiner.to_bytes()))
