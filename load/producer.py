@@ -76,7 +76,10 @@ class ScenarioProducer:
         label_delay: int = 500,
         label_fraction: float = 1.0,
         malformed_every: int = 0,
+        stamp: dict[str, float] | None = None,
     ) -> None:
+        """``stamp``: give each prediction its wall-clock send time as ``ts`` (as a model server
+        does) and record it there by event_id, to measure end-to-end latency."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 <= label_fraction <= 1.0:
@@ -90,6 +93,7 @@ class ScenarioProducer:
         self.label_delay = label_delay
         self.label_fraction = label_fraction
         self.malformed_every = malformed_every
+        self.stamp = stamp
         self.report = ProduceReport()
         self._pending_labels: deque[dict[str, Any]] = deque()
         self._label_rng = np.random.default_rng(scenario.seed + 1)
@@ -123,6 +127,11 @@ class ScenarioProducer:
         return self.report
 
     async def _send_predictions(self, producer: AIOKafkaProducer, events: list[dict[str, Any]]) -> None:
+        if self.stamp is not None:
+            now = time.time()
+            for event in events:
+                event["ts"] = now
+                self.stamp[event["event_id"]] = now
         await producer.send(
             self._topics.predictions, envelope(PREDICTION_BATCH_SCHEMA, self.scenario.model_id, events),
             key=self._key,

@@ -411,17 +411,38 @@ def bench_throughput(
     ] = "1,100,1000",
     events: Annotated[int, typer.Option(help="Events per run with batch envelopes.", min=1_000)] = 500_000,
     single_events: Annotated[int, typer.Option(help="Events per run with single-event messages.", min=1_000)] = 60_000,
+    latency_rate: Annotated[float, typer.Option(help="Steady events/s for the latency run (0: skip).", min=0)] = 5_000,
+    latency_models: Annotated[int, typer.Option(help="Model servers sharing that rate.", min=1)] = 25,
+    latency_events: Annotated[
+        int, typer.Option(help="Events per model in the latency run (drift at 2/3).", min=9_000)
+    ] = 12_000,
+    memory_events: Annotated[int, typer.Option(help="Events of the memory run (0: skip).", min=0)] = 5_000_000,
+    scaling_events: Annotated[int, typer.Option(help="Events of the 1-vs-2-workers run (0: skip).", min=0)] = 400_000,
 ) -> None:
-    """Monitor events/s against raw aiokafka and an empty Faust agent, on one embedded broker."""
-    from driftwarden.monitor.throughput import run_throughput_benchmark
+    """Monitor events/s against raw aiokafka and an empty Faust agent, latency, memory and scaling."""
+    from driftwarden.monitor.loadtests import run_latency, run_memory, run_scaling
+    from driftwarden.monitor.throughput import bench_broker, bench_settings, run_throughput_benchmark
 
     sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
-    typer.echo(
-        "| events/message | events | raw aiokafka+orjson | empty Faust agent | monitor | monitor/raw | monitor/Faust |"
-    )
-    typer.echo("|---|---|---|---|---|---|---|")
-    for result in run_throughput_benchmark(sizes, events, single_events):
-        typer.echo(result.as_row())
+    with bench_broker() as (base, work):
+        if sizes:
+            typer.echo(
+                "| events/message | events | raw aiokafka+orjson | empty Faust agent | monitor | monitor/raw "
+                "| monitor/Faust |\n|---|---|---|---|---|---|---|"
+            )
+        for result in run_throughput_benchmark(base, work, sizes, events, single_events):
+            typer.echo(result.as_row())
+        if latency_rate:
+            settings = bench_settings(base, work, "latency")
+            typer.echo(run_latency(settings, work, latency_rate, latency_models, latency_events).as_text())
+        if scaling_events:
+            rates = run_scaling(bench_settings(base, work, "scaling", partitions=2), work, scaling_events)
+            typer.echo(
+                f"2 partitions, {scaling_events:,} events: 1 worker {rates[1]:,.0f} events/s, 2 workers "
+                f"{rates[2]:,.0f} events/s ({rates[2] / rates[1]:.2f}x)"
+            )
+        if memory_events:
+            typer.echo(run_memory(bench_settings(base, work, "memory"), work, memory_events).as_text())
 
 
 @bench_cli.command("detection")

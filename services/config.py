@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         default=6.0, gt=0, description="Consumer group session timeout; Tansu waits ~half of it per join."
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=60_000,
+        description="Longest a consumer fetch waits for data. The embedded broker answers only when it expires, "
+        "even if data is there, so it adds to every hop's latency; Kafka answers as soon as data arrives.",
+    )
     state_dir: Path = Path(".driftwarden")
     monitor_config: Path | None = Field(default=None, description="TOML monitoring config (defaults if unset).")
     profiles_dir: Path | None = Field(

@@ -73,7 +73,7 @@ class ModelMonitorConfig(Strict):
         default=5.0, ge=0, description="...and only if the located change is this many standard errors clear."
     )
     # Window tests and false-alarm control
-    fdr_q: float = Field(default=0.01, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
+    fdr_q: float = Field(default=0.001, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)
     wasserstein_threshold: float = Field(default=0.15, gt=0)
     js_threshold: float = Field(default=0.05, gt=0, le=1)

@@ -35,6 +35,7 @@ async def read_topic(
         enable_auto_commit=False,
         max_partition_fetch_bytes=max_record_bytes,
         fetch_max_bytes=max(max_record_bytes, 50 * 1024 * 1024),
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     await consumer.start()
     try:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftwarden.config import Settings
+from driftwarden.core.events import MonitorStatus
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.clients import client_options, ensure_topics
@@ -89,47 +92,73 @@ def _empty_faust_rate(settings: Settings, messages: int, events: int, log: Path)
     return events / max(float(found.group(2)) - float(found.group(1)), 1e-9)
 
 
-def _monitor_rate(settings: Settings, model_id: str, events: int, work: Path) -> float:
-    monitor = spawn(["monitor", "--metrics-port", str(free_port())], settings, work / "monitor.log")
+def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers: int = 1) -> float:
+    """Events/s of ``workers`` monitor processes (one consumer group) over models and their event counts.
+
+    Each model's rate runs from its first to its last status report (start-up and group joins are
+    excluded); the models' rates add up, as their spans overlap.
+    """
+    processes = [
+        spawn(["monitor", "--metrics-port", str(free_port())],
+              settings.model_copy(update={"state_dir": work / f"{settings.monitor_group}-{k}"}),
+              work / f"{settings.monitor_group}-{k}.log")
+        for k in range(workers)
+    ]  # fmt: skip
     try:
-        first = last = None
+        first: dict[str, MonitorStatus] = {}
+        last: dict[str, MonitorStatus] = {}
         deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            status = asyncio.run(latest_status(settings, model_id))
-            if status is not None:
-                first = first or status
-                last = status
-                if status.events_processed >= events:
-                    break
+        while time.monotonic() < deadline and any(
+            m not in last or last[m].events_processed < n for m, n in events.items()
+        ):
+            for model_id in events:
+                status = asyncio.run(latest_status(settings, model_id))
+                if status is not None:
+                    first.setdefault(model_id, status)
+                    last[model_id] = status
             time.sleep(0.5)
-        if first is None or last is None or last.events_processed < events:
-            raise DriftwardenError(f"the monitor did not process the events; see {work / 'monitor.log'}")
-        if last.ts <= first.ts:  # everything fitted between two reports: a lower bound
-            return float(events)
-        return (last.events_processed - first.events_processed) / (last.ts - first.ts)
+        if any(m not in last or last[m].events_processed < n for m, n in events.items()):
+            raise DriftwardenError(f"the monitor did not process the events; see the logs in {work}")
+        rates = []
+        for model_id, n in events.items():
+            span = last[model_id].ts - first[model_id].ts
+            done = last[model_id].events_processed - first[model_id].events_processed
+            rates.append(done / span if span > 0 else float(n))  # all between two reports: a lower bound
+        return sum(rates)
     finally:
-        terminate(monitor)
+        for process in processes:
+            terminate(process)
 
 
-def run_throughput_benchmark(batch_sizes: list[int], events: int, single_events: int) -> list[ThroughputResult]:
-    results = []
+def bench_settings(base: Settings, work: Path, name: str, partitions: int = 1) -> Settings:
+    """Settings for one benchmark run: topics and consumer group of its own, on the same broker."""
+    settings = base.model_copy(update={
+        "topic_prefix": f"{name}.", "monitor_group": f"{name}-monitor", "state_dir": work / name,
+        "partitions": partitions,
+    })  # fmt: skip
+    asyncio.run(ensure_topics(settings, settings.topics.specs(settings.partitions)))
+    return settings
+
+
+@contextmanager
+def bench_broker() -> Iterator[tuple[Settings, Path]]:
+    """An embedded broker and a scratch directory for one benchmark session."""
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
         with EmbeddedBroker(work / "broker.log") as broker:
-            for batch_size in batch_sizes:
-                n = single_events if batch_size == 1 else events
-                prefix = f"bench{batch_size}."
-                settings = broker.settings.model_copy(update={
-                    "topic_prefix": prefix, "monitor_group": f"bench{batch_size}-monitor", "state_dir": work / prefix,
-                    "partitions": 1,
-                })  # fmt: skip
-                asyncio.run(ensure_topics(settings, settings.topics.specs(settings.partitions)))
-                scenario = Scenario(name="stable", n_events=n, model_id=f"bench-{batch_size}")
-                report = asyncio.run(
-                    ScenarioProducer(settings, scenario, batch_size=batch_size, label_fraction=0.0).run()
-                )
-                raw = asyncio.run(_raw_rate(settings, report.prediction_messages))
-                empty = _empty_faust_rate(settings, report.prediction_messages, n, work / f"empty-{batch_size}.log")
-                monitor = _monitor_rate(settings, scenario.model_id, n, work)
-                results.append(ThroughputResult(batch_size, n, raw, empty, monitor))
-    return results
+            yield broker.settings, work
+
+
+def run_throughput_benchmark(
+    base: Settings, work: Path, batch_sizes: list[int], events: int, single_events: int
+) -> Iterator[ThroughputResult]:
+    """Rates (a), (b), (c) per message size, on the same pre-produced events each."""
+    for batch_size in batch_sizes:
+        n = single_events if batch_size == 1 else events
+        settings = bench_settings(base, work, f"bench{batch_size}")
+        scenario = Scenario(name="stable", n_events=n, model_id=f"bench-{batch_size}")
+        report = asyncio.run(ScenarioProducer(settings, scenario, batch_size=batch_size, label_fraction=0.0).run())
+        raw = asyncio.run(_raw_rate(settings, report.prediction_messages))
+        empty = _empty_faust_rate(settings, report.prediction_messages, n, work / f"empty-{batch_size}.log")
+        monitor = monitor_rate(settings, {scenario.model_id: n}, work)
+        yield ThroughputResult(batch_size, n, raw, empty, monitor)

@@ -274,6 +274,7 @@ class ServingApp:
             auto_offset_reset="earliest",
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         await consumer.start()
         try:

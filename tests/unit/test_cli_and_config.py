@@ -152,3 +152,20 @@ def test_profile_build_with_too_few_events_is_one_line(monkeypatch, capsys, tmp_
     exit_code, _, err = run_cli(monkeypatch, capsys, "profile", "build", "--input", str(dataset), "--model-id", "m",
                                 "--model-version", "1", "--output", str(tmp_path))  # fmt: skip
     assert exit_code == 1 and "0 events of m v1; need at least 100" in err
+
+
+def test_faust_workers_use_the_configured_fetch_wait():
+    import asyncio
+
+    from driftwarden.config import Settings
+    from driftwarden.kafka.faust_app import create_faust_app
+
+    async def fetch_wait_of_a_worker_consumer() -> int:
+        app = create_faust_app("fetch-wait-test", Settings(kafka_bootstrap="127.0.0.1:1", fetch_max_wait_ms=25))
+        ignore = lambda *_: None  # noqa: E731
+        consumer = app.transport.create_consumer(callback=ignore, on_partitions_revoked=ignore,
+                                                 on_partitions_assigned=ignore)  # fmt: skip
+        thread = consumer._new_consumer_thread()
+        return thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
+
+    assert asyncio.run(fetch_wait_of_a_worker_consumer()) == 25  # Faust alone would use 1,500 ms
