@@ -38,6 +38,11 @@ RECENTLY_JOINED = 10_000
 PredictionRecord = tuple[str, Any, float, tuple[tuple[str, str], ...], bytes]
 
 
+def compact_json(value: Any) -> bytes:
+    """JSON bytes of exactly their size, to keep: orjson's own buffers hold ~8 KB however short."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 @dataclass(frozen=True)
 class Joined:
     event_id: str

@@ -31,13 +31,12 @@ from itertools import groupby
 from typing import Any
 
 import numpy as np
-import orjson
 
 from driftwarden.core.alerting import AlertBook, Finding
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.detectors import MeanShiftDetector, WindowDetector, window_detectors
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand
-from driftwarden.core.joins import Joined, LabelJoiner
+from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
 from driftwarden.core.retrain import RetrainPolicy
@@ -307,7 +306,7 @@ class Monitor:
             joined = []
             for event in batch:
                 record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
-                          tuple(sorted((event.segment or {}).items())), orjson.dumps(event.features))  # fmt: skip
+                          tuple(sorted((event.segment or {}).items())), compact_json(event.features))  # fmt: skip
                 match = state.joiner.add_prediction(event.event_id, event.ts, record)
                 if match is not None:
                     joined.append(match)

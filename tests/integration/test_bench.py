@@ -31,9 +31,19 @@ def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, caps
 
 
 def test_bench_throughput_compares_the_monitor_with_both_ceilings(monkeypatch, capsys):
-    args = ["throughput", "--batch-sizes", "1,100", "--events", "8000", "--single-events", "1000"]
+    args = ["throughput", "--batch-sizes", "1,100", "--events", "8000", "--single-events", "1000", "--latency-rate",
+            "6000", "--latency-models", "2", "--latency-events", "9000", "--memory-events", "20000",
+            "--scaling-events", "20000"]  # fmt: skip
     out = run(monkeypatch, capsys, *args)
     rows = re.findall(r"^\| (\d+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", out,
                       re.MULTILINE)  # fmt: skip
     assert [(r[0], r[1]) for r in rows] == [("1", "1,000"), ("100", "8,000")]
     assert all(float(value.replace(",", "")) > 0 for row in rows for value in row[2:5])  # the three rates
+    # Every firing alert of the two drifting models is timed from its trigger event's send time.
+    latency = re.search(r"latency at [\d,]+ events/s \(2 models, (\d+) alerts\): p50 (\d+) ms, p99 (\d+) ms", out)
+    assert latency and int(latency.group(1)) >= 4 and 0 < int(latency.group(2)) <= int(latency.group(3))
+    scaling = re.search(r"2 partitions, 20,000 events: 1 worker ([\d,]+) events/s, 2 workers ([\d,]+) events/s", out)
+    assert scaling and all(int(rate.replace(",", "")) > 0 for rate in scaling.groups())
+    samples = re.findall(r"^\| ([\d,]+) \| (\d+) \|$", out, re.MULTILINE)
+    assert samples and samples[-1][0] == "20,000" and all(int(rss) > 50 for _, rss in samples)
+    assert re.search(r"peak RSS \d+ MB over 20,000 events", out)

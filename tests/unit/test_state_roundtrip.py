@@ -4,6 +4,7 @@ it behaves as if it had never stopped (the basis of restart-safe checkpoints).""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig
@@ -131,3 +132,17 @@ def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detectio
     assert len(hits_one) >= 2 and hits_one == hits_many
     assert evidence_one == evidence_many
     assert (many.n_seen, list(many._recent)) == (one.n_seen, list(one._recent))
+
+
+def test_kept_json_costs_its_length_not_a_serializer_buffer():
+    import tracemalloc
+
+    from driftwarden.core.joins import compact_json
+
+    features = {f"num_{i:02d}": 1.2345 * i for i in range(16)}
+    tracemalloc.start()
+    kept = [compact_json(features) for _ in range(1_000)]
+    per_item = tracemalloc.get_traced_memory()[0] / len(kept)
+    tracemalloc.stop()
+    assert orjson.loads(kept[0]) == features
+    assert per_item < 2 * len(kept[0])  # orjson.dumps alone keeps ~8 KB per item
