@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,27 @@ def envelope(schema: str, model_id: str, events: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"schema": schema, "model_id": model_id, "events": events})
 
 
+@asynccontextmanager
+async def shared_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer for one or many :class:`ScenarioProducer` s.
+
+    Many model servers behind one producer (a gateway, a log shipper) put their messages into the
+    same record batches; the embedded broker reads many tiny batches slowly, Kafka does not mind.
+    """
+    producer = AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        linger_ms=5,
+        max_request_size=MAX_REQUEST_BYTES,
+        max_batch_size=MAX_REQUEST_BYTES,
+    )
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
 class ScenarioProducer:
     """Sends one scenario's stream; ``run()`` returns a :class:`ProduceReport`."""
 
@@ -100,15 +122,11 @@ class ScenarioProducer:
         self._key = scenario.model_id.encode()
         self._topics = settings.topics
 
-    async def run(self) -> ProduceReport:
-        producer = AIOKafkaProducer(
-            **client_options(self.settings),
-            acks="all",
-            linger_ms=5,
-            max_request_size=MAX_REQUEST_BYTES,
-            max_batch_size=MAX_REQUEST_BYTES,
-        )
-        await producer.start()
+    async def run(self, producer: AIOKafkaProducer | None = None) -> ProduceReport:
+        """Send everything; with ``producer`` (see :func:`shared_producer`) share its connection and batches."""
+        if producer is None:
+            async with shared_producer(self.settings) as own:
+                return await self.run(own)
         started = time.perf_counter()
         try:
             for chunk in generate(self.scenario, chunk_size=max(self.batch_size, 1_000)):
@@ -120,9 +138,8 @@ class ScenarioProducer:
                     await self._send_due_labels(producer, keep=self.label_delay)
                     await self._pace(started)
             await self._send_due_labels(producer, keep=0)
-            await producer.flush()
         finally:
-            await producer.stop()
+            await producer.flush()
         self.report.seconds = time.perf_counter() - started
         return self.report
 

@@ -4,8 +4,9 @@ Parts of ``driftwarden bench throughput``, each on the benchmark's embedded brok
 own and real ``driftwarden monitor`` processes:
 
 * latency: ``models`` model servers together send ``rate`` events/s, each event stamped with its
-  wall-clock send time; every model's features shift at a known event. Latency is the time from the
-  alert's trigger event being sent to the alert being read from the alerts topic;
+  wall-clock send time, and their labels ~5 s later; every model's features shift at a known event.
+  Latency is the time from the alert's trigger event being sent to the alert being read from the
+  alerts topic;
 * memory: one worker reads a long stable stream; its resident set size (``/proc``) is sampled with
   the events processed so far. The state is bounded (detectors, windows, at most ``max_pending``
   predictions waiting for labels), so RSS must level off;
@@ -28,13 +29,14 @@ from driftwarden.core.events import Alert
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import client_options
-from driftwarden.load.producer import ScenarioProducer
+from driftwarden.load.producer import ScenarioProducer, shared_producer
 from driftwarden.load.scenarios import Scenario
 from driftwarden.monitor.status import latest_status, probe_monitor, wait_for_status
 from driftwarden.monitor.throughput import monitor_rate
 from driftwarden.processes import spawn, terminate
 
 LATENCY_BATCH = 10  # events per envelope from each model server (a few ms of batching at the source)
+LABEL_DELAY = 1_000  # each label follows its prediction by this many predictions of the same model (5 s)
 
 
 @dataclass
@@ -99,11 +101,12 @@ async def _latency_run(settings: Settings, rate: float, models: int, events_per_
     producers = [
         ScenarioProducer(settings, Scenario(name="abrupt-shift", n_events=events_per_model, onset=onset, seed=k,
                                             model_id=f"latency-{k:02d}"),
-                         batch_size=LATENCY_BATCH, rate=rate / models, label_fraction=0.0, stamp=stamp)
+                         batch_size=LATENCY_BATCH, rate=rate / models, label_delay=LABEL_DELAY, stamp=stamp)
         for k in range(models)
     ]  # fmt: skip
     started = time.perf_counter()
-    await asyncio.gather(*(p.run() for p in producers))
+    async with shared_producer(settings) as producer:
+        await asyncio.gather(*(p.run(producer) for p in producers))
     achieved = models * events_per_model / (time.perf_counter() - started)
     for producer in producers:
         model_id = producer.scenario.model_id
