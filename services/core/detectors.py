@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -24,10 +24,9 @@ from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile
 from driftwarden.core.stats import (
     bin_proportions,
     category_test,
+    compare_distributions,
     hotelling_t2,
-    ks_test,
     psi,
-    wasserstein_normed,
 )
 
 MIN_VALUES = 30  # fewer finite values in a window than this: no verdict
@@ -278,9 +277,8 @@ class NumericDriftDetector(WindowDetector):
         values = self._values(window)
         if len(values) < MIN_VALUES:
             return None
-        statistic, p_value = ks_test(self.reference, values)
+        statistic, p_value, distance = compare_distributions(self.reference, values, self.std)
         population_stability = psi(self.proportions, bin_proportions(values, self.edges))
-        distance = wasserstein_normed(self.reference, values, self.std)
         effect = population_stability >= self.psi_threshold or distance >= self.wasserstein_threshold
         return (
             p_value,
@@ -327,10 +325,9 @@ class CategoricalDriftDetector(WindowDetector):
         values = [v for v in window.categorical[self.column] if v is not None]
         if len(values) < MIN_VALUES:
             return None
-        index = {c: i for i, c in enumerate(self.categories)}
-        counts = np.zeros(len(self.categories) + 1)  # last slot: categories unseen in the reference
-        for value in values:
-            counts[index.get(value, len(self.categories))] += 1
+        seen = Counter(values)
+        counts = np.array([seen.pop(c, 0) for c in self.categories] + [sum(seen.values())], dtype=float)
+        # (the last slot counts the categories unseen in the reference)
         chi2, p_value, distance = category_test(np.append(self.reference_counts, 0.0), counts)
         top_reference = self.categories[int(np.argmax(self.reference_counts))] if self.categories else None
         current_share = counts[:-1] / counts.sum()

@@ -7,10 +7,9 @@ Every function takes plain arrays and returns plain numbers, so detectors stay s
 >>> edges = quantile_edges(reference, bins=10)
 >>> psi(bin_proportions(reference, edges), bin_proportions(shifted, edges)) > 0.2
 True
->>> round(wasserstein_normed(np.sort(reference), shifted, reference.std()), 1)
-0.5
->>> ks_test(np.sort(reference), same)[1] > 0.01, ks_test(np.sort(reference), shifted)[1] < 1e-10
-(True, True)
+>>> statistic, p_value, wasserstein = compare_distributions(np.sort(reference), shifted, reference.std())
+>>> round(wasserstein, 1), p_value < 1e-10, compare_distributions(np.sort(reference), same, 1.0)[1] > 0.01
+(0.5, True, True)
 >>> benjamini_hochberg(np.array([0.001, 0.2, 0.004, 0.9]), q=0.01).tolist()
 [True, False, True, False]
 """
@@ -43,29 +42,34 @@ def psi(reference_props: np.ndarray, current_props: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def ks_test(reference_sorted: np.ndarray, current: np.ndarray, reference_n: int | None = None) -> tuple[float, float]:
-    """Kolmogorov–Smirnov statistic and asymptotic p-value.
+def _cdf_gaps(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|F_reference - F_current| between consecutive points of the merged sample, and those steps."""
+    grid = np.sort(np.concatenate([reference_sorted, current_sorted]))
+    cdf_reference = np.searchsorted(reference_sorted, grid[:-1], side="right") / len(reference_sorted)
+    cdf_current = np.searchsorted(current_sorted, grid[:-1], side="right") / len(current_sorted)
+    return np.abs(cdf_reference - cdf_current), np.diff(grid)
+
+
+def compare_distributions(
+    reference_sorted: np.ndarray, current: np.ndarray, reference_std: float, reference_n: int | None = None
+) -> tuple[float, float, float]:
+    """(KS statistic, KS asymptotic p-value, normed Wasserstein distance) from one sort of ``current``.
 
     ``reference_sorted`` may be a quantile summary of a larger reference; pass that reference's true
     size as ``reference_n`` only if the summary is exact, otherwise the summary's own length is used,
-    which makes the p-value conservative.
+    which makes the p-value conservative. The Wasserstein (earth mover's) distance is expressed in
+    reference standard deviations.
     """
     current_sorted = np.sort(current)
-    grid = np.concatenate([reference_sorted, current_sorted])
-    cdf_reference = np.searchsorted(reference_sorted, grid, side="right") / len(reference_sorted)
-    cdf_current = np.searchsorted(current_sorted, grid, side="right") / len(current_sorted)
-    statistic = float(np.max(np.abs(cdf_reference - cdf_current)))
+    gaps, steps = _cdf_gaps(reference_sorted, current_sorted)
+    statistic = float(gaps.max()) if len(gaps) else 0.0
     n, m = reference_n or len(reference_sorted), len(current_sorted)
-    effective = n * m / (n + m)
-    p_value = float(scipy_stats.kstwobign.sf(statistic * np.sqrt(effective)))
-    return statistic, p_value
-
-
-def wasserstein_normed(reference_sorted: np.ndarray, current: np.ndarray, reference_std: float) -> float:
-    """Earth mover's distance between the distributions, in reference standard deviations."""
+    p_value = float(scipy_stats.kstwobign.sf(statistic * np.sqrt(n * m / (n + m))))
     if reference_std <= 0:
-        return 0.0 if np.allclose(current, reference_sorted[0]) else float("inf")
-    return float(scipy_stats.wasserstein_distance(reference_sorted, current) / reference_std)
+        distance = 0.0 if np.allclose(current, reference_sorted[0]) else float("inf")
+    else:
+        distance = float(np.dot(gaps, steps) / reference_std)
+    return statistic, p_value, distance
 
 
 def category_test(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float, float]:

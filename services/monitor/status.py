@@ -20,6 +20,16 @@ async def latest_status(settings: Settings, model_id: str) -> MonitorStatus | No
     return latest
 
 
+async def status_history(settings: Settings, model_ids: set[str]) -> dict[str, list[MonitorStatus]]:
+    """Every status the monitor published for these models, oldest first."""
+    history: dict[str, list[MonitorStatus]] = {m: [] for m in model_ids}
+    async for record in read_topic(settings, settings.topics.monitor_status, idle_timeout_s=0.2):
+        model_id = (record.key or b"").decode()
+        if model_id in history:
+            history[model_id].append(MonitorStatus.model_validate_json(record.value or b""))
+    return history
+
+
 async def wait_for_status(
     settings: Settings, model_id: str, done: Callable[[MonitorStatus], bool], timeout_s: float
 ) -> MonitorStatus:

@@ -29,13 +29,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftwarden.config import Settings
-from driftwarden.core.events import MonitorStatus
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.clients import client_options, ensure_topics
 from driftwarden.load.producer import ScenarioProducer
 from driftwarden.load.scenarios import Scenario
-from driftwarden.monitor.status import latest_status
+from driftwarden.monitor.status import status_history, wait_for_status
 from driftwarden.processes import spawn, terminate
 
 
@@ -95,8 +94,8 @@ def _empty_faust_rate(settings: Settings, messages: int, events: int, log: Path)
 def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers: int = 1) -> float:
     """Events/s of ``workers`` monitor processes (one consumer group) over models and their event counts.
 
-    Each model's rate runs from its first to its last status report (start-up and group joins are
-    excluded); the models' rates add up, as their spans overlap.
+    From the status history: events processed between the first report (of any model) and the last,
+    over that time, so start-up and group joins are excluded.
     """
     processes = [
         spawn(["monitor", "--metrics-port", str(free_port())],
@@ -105,29 +104,22 @@ def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers
         for k in range(workers)
     ]  # fmt: skip
     try:
-        first: dict[str, MonitorStatus] = {}
-        last: dict[str, MonitorStatus] = {}
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and any(
-            m not in last or last[m].events_processed < n for m, n in events.items()
-        ):
-            for model_id in events:
-                status = asyncio.run(latest_status(settings, model_id))
-                if status is not None:
-                    first.setdefault(model_id, status)
-                    last[model_id] = status
-            time.sleep(0.5)
-        if any(m not in last or last[m].events_processed < n for m, n in events.items()):
-            raise DriftwardenError(f"the monitor did not process the events; see the logs in {work}")
-        rates = []
         for model_id, n in events.items():
-            span = last[model_id].ts - first[model_id].ts
-            done = last[model_id].events_processed - first[model_id].events_processed
-            rates.append(done / span if span > 0 else float(n))  # all between two reports: a lower bound
-        return sum(rates)
+            done = lambda status, n=n: status.events_processed >= n  # noqa: E731
+            try:
+                asyncio.run(wait_for_status(settings, model_id, done, timeout_s=900))
+            except TimeoutError as exc:
+                raise DriftwardenError(f"the monitor did not process the events ({exc}); logs in {work}") from None
     finally:
         for process in processes:
             terminate(process)
+    history = asyncio.run(status_history(settings, set(events)))
+    start = min(h[0].ts for h in history.values())
+    end = max(next(r.ts for r in history[m] if r.events_processed >= n) for m, n in events.items())
+    before = sum(h[0].events_processed for h in history.values() if h[0].ts == start)
+    if end <= start:  # everything between two reports: a lower bound
+        return float(sum(events.values()))
+    return (sum(events.values()) - before) / (end - start)
 
 
 def bench_settings(base: Settings, work: Path, name: str, partitions: int = 1) -> Settings:

@@ -305,3 +305,17 @@ def test_columns_separate_numbers_missing_values_and_type_violations():
     assert columns.categorical == [["a", "3.0", None]]
     clean = to_columns(events[:1] * 3, schema)  # all numbers: the vectorized path
     assert clean.numeric.tolist() == [[1.5, 2.0]] * 3 and not clean.numeric_missing.any()
+
+
+def test_distribution_comparison_matches_scipy():
+    from scipy import stats
+
+    from driftwarden.core.stats import compare_distributions
+
+    rng = np.random.default_rng(4)
+    reference, current = np.sort(rng.normal(0, 2, 3_000)), rng.normal(0.3, 2.5, 1_500)
+    statistic, p_value, distance = compare_distributions(reference, current, reference_std=2.0)
+    expected = stats.ks_2samp(reference, current, method="asymp")
+    assert statistic == pytest.approx(expected.statistic, abs=1e-12)
+    assert p_value == pytest.approx(expected.pvalue, rel=0.25)  # plain Kolmogorov limit (scipy corrects for n)
+    assert distance == pytest.approx(stats.wasserstein_distance(reference, current) / 2.0, rel=1e-9)
