@@ -94,9 +94,10 @@ def _empty_faust_rate(settings: Settings, messages: int, events: int, log: Path)
 def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers: int = 1) -> float:
     """Events/s of ``workers`` monitor processes (one consumer group) over models and their event counts.
 
-    From the status history: events processed between the first report (of any model) and the last,
-    over that time, so start-up and group joins are excluded.
+    From this run's status reports: the events processed between the first report (of any model) and
+    the report of each model's last event, over that time, so start-up and group joins are excluded.
     """
+    spawned = time.time()  # reports of earlier runs on the same topics do not count
     processes = [
         spawn(["monitor", "--metrics-port", str(free_port())],
               settings.model_copy(update={"state_dir": work / f"{settings.monitor_group}-{k}"}),
@@ -105,7 +106,7 @@ def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers
     ]  # fmt: skip
     try:
         for model_id, n in events.items():
-            done = lambda status, n=n: status.events_processed >= n  # noqa: E731
+            done = lambda status, n=n: status.ts >= spawned and status.events_processed >= n  # noqa: E731
             try:
                 asyncio.run(wait_for_status(settings, model_id, done, timeout_s=900))
             except TimeoutError as exc:
@@ -113,7 +114,10 @@ def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers
     finally:
         for process in processes:
             terminate(process)
-    history = asyncio.run(status_history(settings, set(events)))
+    history = {
+        model_id: [r for r in reports if r.ts >= spawned]
+        for model_id, reports in asyncio.run(status_history(settings, set(events))).items()
+    }
     start = min(h[0].ts for h in history.values())
     end = max(next(r.ts for r in history[m] if r.events_processed >= n) for m, n in events.items())
     before = sum(h[0].events_processed for h in history.values() if h[0].ts == start)
