@@ -247,6 +247,8 @@ class MonitorService:
         if self._checkpoints is None:
             self._checkpoints = {}
             state_topic = self.topics.monitor_state
+            # Read until quiet, not just to the end seen at start: restoring at once, before Faust's
+            # own start-up seeks have settled, left seeks back unanswered (tests/integration/test_restart.py).
             async for record in read_topic(
                 self.settings, state_topic, idle_timeout_s=0.2, max_record_bytes=CHECKPOINT_MAX_BYTES
             ):

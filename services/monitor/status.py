@@ -14,7 +14,7 @@ from driftwarden.kafka.reader import read_topic
 async def latest_status(settings: Settings, model_id: str) -> MonitorStatus | None:
     """The newest status the monitor published for ``model_id``, if any."""
     latest = None
-    async for record in read_topic(settings, settings.topics.monitor_status, idle_timeout_s=0.2):
+    async for record in read_topic(settings, settings.topics.monitor_status):
         if record.key == model_id.encode():
             latest = MonitorStatus.model_validate_json(record.value or b"")
     return latest
@@ -23,7 +23,7 @@ async def latest_status(settings: Settings, model_id: str) -> MonitorStatus | No
 async def status_history(settings: Settings, model_ids: set[str]) -> dict[str, list[MonitorStatus]]:
     """Every status the monitor published for these models, oldest first."""
     history: dict[str, list[MonitorStatus]] = {m: [] for m in model_ids}
-    async for record in read_topic(settings, settings.topics.monitor_status, idle_timeout_s=0.2):
+    async for record in read_topic(settings, settings.topics.monitor_status):
         model_id = (record.key or b"").decode()
         if model_id in history:
             history[model_id].append(MonitorStatus.model_validate_json(record.value or b""))
@@ -46,11 +46,7 @@ async def wait_for_status(
 
 async def records_for(settings: Settings, topic: str, model_id: str) -> list[bytes]:
     """Values of every record on ``topic`` whose key is ``model_id``, in partition order."""
-    return [
-        record.value or b""
-        async for record in read_topic(settings, topic, idle_timeout_s=0.2)
-        if record.key == model_id.encode()
-    ]
+    return [record.value or b"" async for record in read_topic(settings, topic) if record.key == model_id.encode()]
 
 
 async def probe_monitor(settings: Settings, timeout_s: float) -> None:

@@ -37,7 +37,7 @@ RUN_SECONDS = Histogram("driftwarden_trainer_run_seconds", "Time to handle one r
 async def read_examples(settings: Settings, model_id: str, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
     """Every training example of ``model_id`` with event time in [start_ts, end_ts], read to the high-water mark."""
     examples: list[dict[str, Any]] = []
-    async for record in read_topic(settings, settings.topics.training_examples, idle_timeout_s=0.5):
+    async for record in read_topic(settings, settings.topics.training_examples):
         if record.key != model_id.encode() or record.value is None:
             continue
         batch = TrainingExampleBatch.model_validate_json(record.value)
