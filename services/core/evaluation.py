@@ -128,7 +128,8 @@ def score_alarms(drifts: Sequence[Drift], alarms: Iterable[int], n_events: int, 
     for alarm in alarm_list:
         inside = next((k for k, (lo, hi) in enumerate(windows) if lo <= alarm < hi), None)
         if inside is not None:
-            first_alarm[inside] = alarm if first_alarm[inside] is None else first_alarm[inside]
+            if first_alarm[inside] is None:
+                first_alarm[inside] = alarm
         elif not any(lo <= alarm < hi for lo, hi in about):
             false_alarms += 1
     delays = [a - lo for a, (lo, _) in zip(first_alarm, windows, strict=True) if a is not None]

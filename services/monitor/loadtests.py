@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from driftwarden.config import Settings
 from driftwarden.core.events import Alert
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import free_port
-from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.reader import read_topic
 from driftwarden.load.producer import ScenarioProducer, shared_producer
 from driftwarden.load.scenarios import Scenario
 from driftwarden.monitor.status import latest_status, probe_monitor, wait_for_status
@@ -75,28 +75,17 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-async def _collect(settings: Settings, topic: str, stop: asyncio.Event, out: list[tuple[float, bytes]]) -> None:
-    """Read ``topic`` from the start until ``stop``, noting when each record arrived."""
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        while not stop.is_set():
-            for records in (await consumer.getmany(timeout_ms=50)).values():
-                arrived = time.time()
-                out += [(arrived, record.value or b"") for record in records]
-    finally:
-        await consumer.stop()
+async def _collect(settings: Settings, topic: str, out: list[tuple[float, bytes]]) -> None:
+    """Follow ``topic`` from the start until cancelled, noting when each record arrived."""
+    async for record in read_topic(settings, topic, follow=True):
+        out.append((time.time(), record.value or b""))
 
 
 async def _latency_run(settings: Settings, rate: float, models: int, events_per_model: int) -> LatencyResult:
     await probe_monitor(settings, timeout_s=60)  # the worker has joined and reads live
     stamp: dict[str, float] = {}
-    stop, received = asyncio.Event(), []
-    collector = asyncio.create_task(_collect(settings, settings.topics.alerts, stop, received))
+    received: list[tuple[float, bytes]] = []
+    collector = asyncio.create_task(_collect(settings, settings.topics.alerts, received))
     onset = events_per_model * 2 // 3
     producers = [
         ScenarioProducer(settings, Scenario(name="abrupt-shift", n_events=events_per_model, onset=onset, seed=k,
@@ -112,8 +101,9 @@ async def _latency_run(settings: Settings, rate: float, models: int, events_per_
         model_id = producer.scenario.model_id
         await wait_for_status(settings, model_id, lambda s: s.events_processed >= events_per_model, timeout_s=120)
     await asyncio.sleep(1.0)  # alerts of the last batch
-    stop.set()
-    await collector
+    collector.cancel()
+    with suppress(asyncio.CancelledError):
+        await collector
     latencies = []
     for arrived, raw in received:
         alert = Alert.model_validate_json(raw)

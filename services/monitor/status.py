@@ -13,21 +13,14 @@ from driftwarden.kafka.reader import read_topic
 
 async def latest_status(settings: Settings, model_id: str) -> MonitorStatus | None:
     """The newest status the monitor published for ``model_id``, if any."""
-    latest = None
-    async for record in read_topic(settings, settings.topics.monitor_status):
-        if record.key == model_id.encode():
-            latest = MonitorStatus.model_validate_json(record.value or b"")
-    return latest
+    values = await records_for(settings, settings.topics.monitor_status, model_id)
+    return MonitorStatus.model_validate_json(values[-1]) if values else None
 
 
-async def status_history(settings: Settings, model_ids: set[str]) -> dict[str, list[MonitorStatus]]:
-    """Every status the monitor published for these models, oldest first."""
-    history: dict[str, list[MonitorStatus]] = {m: [] for m in model_ids}
-    async for record in read_topic(settings, settings.topics.monitor_status):
-        model_id = (record.key or b"").decode()
-        if model_id in history:
-            history[model_id].append(MonitorStatus.model_validate_json(record.value or b""))
-    return history
+async def status_history(settings: Settings, model_id: str) -> list[MonitorStatus]:
+    """Every status the monitor published for ``model_id``, oldest first."""
+    return [MonitorStatus.model_validate_json(v) for v in await records_for(settings, settings.topics.monitor_status,
+                                                                            model_id)]  # fmt: skip
 
 
 async def wait_for_status(

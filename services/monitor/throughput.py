@@ -114,10 +114,7 @@ def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers
     finally:
         for process in processes:
             terminate(process)
-    history = {
-        model_id: [r for r in reports if r.ts >= spawned]
-        for model_id, reports in asyncio.run(status_history(settings, set(events))).items()
-    }
+    history = {m: [r for r in asyncio.run(status_history(settings, m)) if r.ts >= spawned] for m in events}
     start = min(h[0].ts for h in history.values())
     end = max(next(r.ts for r in history[m] if r.events_processed >= n) for m, n in events.items())
     before = sum(h[0].events_processed for h in history.values() if h[0].ts == start)
