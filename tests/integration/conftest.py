@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from driftwarden.config import Settings
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.clients import ensure_topics
-from driftwarden.load.producer import ProduceReport, ScenarioProducer
-from driftwarden.load.scenarios import Scenario
 from driftwarden.monitor.status import probe_monitor
 from driftwarden.processes import spawn, terminate
+from driftwarden.settings import Settings
+from driftwarden_load.producer import ProduceReport, ScenarioProducer
+from driftwarden_load.scenarios import Scenario
 
 pytestmark = pytest.mark.integration
 

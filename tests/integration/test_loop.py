@@ -16,12 +16,12 @@ from test_serving import train_version
 
 from driftwarden.core.events import Alert, ModelPublished, RetrainCommand
 from driftwarden.kafka.broker import free_port
-from driftwarden.load.scenarios import Scenario
-from driftwarden.load.serving_load import drive_serving
 from driftwarden.monitor.status import records_for
 from driftwarden.processes import spawn, terminate
+from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.readiness import wait_until_ready
-from driftwarden.trainer.registry import ModelRegistry
+from driftwarden_load.scenarios import Scenario
+from driftwarden_load.serving_load import drive_serving
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import orjson
 import pytest
 from conftest import Worker, produce, unique_model
 
-from driftwarden.config import Settings
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import Alert, DeadLetter, RetrainCommand
-from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.monitor.status import records_for, wait_for_status
+from driftwarden.settings import Settings
+from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ from collections import defaultdict
 import pytest
 from conftest import produce
 
-from driftwarden.config import Settings
 from driftwarden.core.events import Alert
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import ensure_topics
-from driftwarden.load.scenarios import Scenario
 from driftwarden.monitor.status import latest_status, probe_monitor, records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
+from driftwarden.settings import Settings
+from driftwarden_load.scenarios import Scenario
 
 pytestmark = pytest.mark.integration
 

@@ -17,17 +17,17 @@ import orjson
 import pytest
 from conftest import unique_model
 
-from driftwarden.config import Settings
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
 from driftwarden.kafka.broker import free_port
-from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.monitor.status import records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
+from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.readiness import wait_until_ready
+from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
-from driftwarden.trainer.registry import ModelRegistry
-from driftwarden.trainer.retrain import retrain, verdict
+from driftwarden.trainer.workflow import retrain, verdict
+from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"

@@ -11,17 +11,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from conftest import produce, unique_model
 
-from driftwarden.config import Settings
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import client_options
-from driftwarden.load.scenarios import Scenario, generate
 from driftwarden.monitor.status import records_for
 from driftwarden.processes import spawn, terminate
+from driftwarden.registry.store import ModelRegistry
+from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
-from driftwarden.trainer.registry import ModelRegistry
-from driftwarden.trainer.retrain import bootstrap
 from driftwarden.trainer.service import read_examples
+from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from driftwarden.cli import main
-from driftwarden.config import Settings
 from driftwarden.kafka.clients import KafkaNotConfiguredError, client_options
 from driftwarden.kafka.faust_app import faust_credentials
+from driftwarden.settings import Settings
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -129,8 +129,8 @@ def test_profile_build_writes_a_profile_the_monitor_can_load(monkeypatch, capsys
     import orjson
 
     from driftwarden.core.profile import ReferenceProfile
-    from driftwarden.load.scenarios import Scenario, generate
     from driftwarden.monitor.service import profile_loader
+    from driftwarden_load.scenarios import Scenario, generate
 
     events = next(generate(Scenario(n_events=600), chunk_size=600)).prediction_events()
     dataset = tmp_path / "reference.jsonl"
@@ -157,8 +157,8 @@ def test_profile_build_with_too_few_events_is_one_line(monkeypatch, capsys, tmp_
 def test_faust_workers_use_the_configured_fetch_wait():
     import asyncio
 
-    from driftwarden.config import Settings
     from driftwarden.kafka.faust_app import create_faust_app
+    from driftwarden.settings import Settings
 
     async def fetch_wait_of_a_worker_consumer() -> int:
         app = create_faust_app("fetch-wait-test", Settings(kafka_bootstrap="127.0.0.1:1", fetch_max_wait_ms=25))

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from driftwarden.core.decoding import LABELS, PREDICTIONS
-from driftwarden.load.producer import envelope, malformed_message
-from driftwarden.load.scenarios import Scenario, generate
+from driftwarden_load.producer import envelope, malformed_message
+from driftwarden_load.scenarios import Scenario, generate
 
 EVENTS = next(generate(Scenario(n_events=10), chunk_size=10)).prediction_events()
 GOOD = EVENTS[0]

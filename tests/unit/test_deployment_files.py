@@ -12,7 +12,7 @@ from jsonschema.validators import validator_for
 from ruamel.yaml import YAML
 
 from driftwarden.cli import cli
-from driftwarden.config import Settings
+from driftwarden.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())

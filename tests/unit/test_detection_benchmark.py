@@ -8,10 +8,10 @@ import numpy as np
 import orjson
 import pytest
 
+from driftwarden.bench.detection import DRIFTWARDEN, Settings, run_feature_stream
+from driftwarden.bench.detection_streams import concept_stream, feature_stream
+from driftwarden.bench.evaluation import Drift, combine, score_alarms
 from driftwarden.cli import main
-from driftwarden.core.evaluation import Drift, combine, score_alarms
-from driftwarden.load.detection import DRIFTWARDEN, Settings, run_feature_stream
-from driftwarden.load.detection_streams import concept_stream, feature_stream
 
 # River's three STAGGER concepts (documented in river.datasets.synth.STAGGER).
 STAGGER_RULES = (

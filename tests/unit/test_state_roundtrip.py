@@ -14,7 +14,7 @@ from driftwarden.core.joins import LabelJoiner
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import build_profile, schema_of, to_columns
-from driftwarden.load.scenarios import Scenario, generate
+from driftwarden_load.scenarios import Scenario, generate
 
 
 def scenario_events(name: str, n: int, seed: int = 0, **kw) -> list[PredictionEvent]:

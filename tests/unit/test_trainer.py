@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from driftwarden.core.events import RetrainCommand, TrainingWindow
-from driftwarden.load.scenarios import Scenario, generate
+from driftwarden.registry.store import ModelRegistry, RegistryError
 from driftwarden.trainer.model import OnnxModel, TrainerConfig
-from driftwarden.trainer.registry import ModelRegistry, RegistryError
-from driftwarden.trainer.retrain import retrain
+from driftwarden.trainer.workflow import retrain
+from driftwarden_load.scenarios import Scenario, generate
 
 
 def examples(name: str, n: int, onset: int = 0, seed: int = 0) -> list[dict]:

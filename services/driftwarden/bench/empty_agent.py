@@ -1,0 +1,42 @@
+"""An empty Faust agent: the framework's own ceiling for ``driftwarden bench throughput``.
+
+Run as ``python -m driftwarden.bench.empty_agent TOPIC EXPECTED_MESSAGES``: it consumes the topic
+in batches exactly as the monitor does (``take_events``), does nothing with the messages, and prints
+``first=<t> last=<t> messages=<n>`` (wall-clock seconds) once it has seen them all, then exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import faust
+
+from driftwarden.kafka.faust_app import create_faust_app
+from driftwarden.settings import Settings
+
+
+def main() -> None:
+    topic_name, expected = sys.argv[1], int(sys.argv[2])
+    settings = Settings()
+    app = create_faust_app(f"{settings.topic_prefix}empty-agent", settings)
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    seen = {"n": 0, "first": 0.0}
+
+    @app.agent(topic, name="empty")
+    async def empty(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(500, within=0.05):
+            if not seen["n"]:
+                seen["first"] = time.time()
+            seen["n"] += len(batch)
+            if seen["n"] >= expected:
+                print(f"first={seen['first']} last={time.time()} messages={seen['n']}", flush=True)
+                os._exit(0)
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,539 @@
+"""The ``driftwarden`` command line. Errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from driftwarden.core.config import MonitoringConfig
+from driftwarden.core.events import Alert, format_alert
+from driftwarden.errors import DriftwardenError
+from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.clients import ensure_topics
+from driftwarden.kafka.reader import read_topic
+from driftwarden.settings import Settings
+from driftwarden_load.producer import ScenarioProducer
+from driftwarden_load.scenarios import SCENARIOS, Scenario
+
+cli = typer.Typer(
+    name="driftwarden",
+    help="Event-driven monitoring of ML models on Kafka: drift, performance, alerts, retraining.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+topics_cli = typer.Typer(help="Manage the project's Kafka topics.", no_args_is_help=True)
+cli.add_typer(topics_cli, name="topics")
+config_cli = typer.Typer(help="Check monitoring configuration files.", no_args_is_help=True)
+cli.add_typer(config_cli, name="config")
+profile_cli = typer.Typer(help="Build reference profiles offline.", no_args_is_help=True)
+cli.add_typer(profile_cli, name="profile")
+bench_cli = typer.Typer(help="Benchmarks (results go to docs/benchmarks.md).", no_args_is_help=True)
+cli.add_typer(bench_cli, name="bench")
+
+#: Errors a user can cause and fix; reported as one line.
+USER_ERRORS = (
+    DriftwardenError,
+    KafkaError,
+    LookupError,
+    OSError,
+    TimeoutError,
+    ValueError,
+    ValidationError,
+)
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+@cli.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 9092,
+    log_file: Annotated[Path, typer.Option(help="Where the broker's own log goes.")] = Path(".driftwarden/broker.log"),
+    partitions: Annotated[int, typer.Option(help="Partitions of the predictions/labels topics.", min=1)] = 4,
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
+    config = settings().model_copy(update={"partitions": partitions})
+    embedded = EmbeddedBroker(log_file, port=port or None, settings=config)
+    embedded.start()
+    typer.echo(f"broker ready; in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    try:
+        _wait_for_signal(lambda: embedded.running)
+    finally:
+        embedded.stop()
+    if not embedded.running:
+        typer.echo("broker stopped")
+
+
+def _wait_for_signal(alive: object) -> None:
+    """Block until SIGINT/SIGTERM or until ``alive()`` turns false."""
+    stop = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop and alive():  # type: ignore[operator]
+        time.sleep(0.2)
+
+
+@cli.command()
+def monitor(
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus /metrics on PORT (0 disables).", min=0, max=65535)
+    ] = 9464,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Monitoring config (TOML); defaults need none.")
+    ] = None,
+    profiles_dir: Annotated[
+        Path | None, typer.Option(help="Reference profiles as DIR/<model_id>/<model_version>.json.")
+    ] = None,
+) -> None:
+    """Run the monitor worker (Faust): predictions and labels in; alerts, retrain commands, dead letters out."""
+    from prometheus_client import start_http_server
+
+    from driftwarden.monitor.service import run_worker
+
+    updates = {"monitor_config": config_file, "profiles_dir": profiles_dir}
+    config = settings().model_copy(update={k: v for k, v in updates.items() if v is not None})
+    if config.monitor_config:
+        MonitoringConfig.from_file(config.monitor_config)  # fail fast, with the key, before starting
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if metrics_port:
+        start_http_server(metrics_port, addr=config.metrics_host)
+    run_worker(config)
+
+
+@cli.command()
+def produce(
+    scenario: Annotated[str, typer.Option(help=f"One of: {', '.join(SCENARIOS)}.")] = "abrupt-shift",
+    events: Annotated[int, typer.Option(help="Number of predictions.", min=1)] = 30_000,
+    onset: Annotated[int, typer.Option(help="Event index where the drift starts.", min=0)] = 10_000,
+    drift_features: Annotated[str, typer.Option(help="Comma-separated numeric features to shift.")] = ("num_00,num_01"),
+    magnitude: Annotated[float, typer.Option(help="Shift in standard deviations.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Events per Kafka message (1 = single events).", min=1)] = 200,
+    rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).", min=0)] = 0.0,
+    label_delay: Annotated[int, typer.Option(help="Labels trail their predictions by this many.", min=0)] = 500,
+    label_fraction: Annotated[float, typer.Option(help="Share of predictions that get a label.")] = 1.0,
+    malformed_every: Annotated[int, typer.Option(help="Inject a malformed message every N events.", min=0)] = 0,
+    model_id: Annotated[str, typer.Option(help="Model id (the Kafka key).")] = "demo-model",
+    model_version: Annotated[str, typer.Option()] = "1",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Produce a synthetic scored stream with a known drift (the load generator)."""
+    chosen = Scenario(
+        name=scenario,  # type: ignore[arg-type]  # validated by Scenario itself
+        n_events=events,
+        onset=onset,
+        drift_features=tuple(f.strip() for f in drift_features.split(",") if f.strip()),
+        magnitude=magnitude,
+        seed=seed,
+        model_id=model_id,
+        model_version=model_version,
+        start_ts=time.time(),
+        events_per_second=rate or 1_000.0,
+    )
+    producer = ScenarioProducer(
+        settings(),
+        chosen,
+        batch_size=batch_size,
+        rate=rate,
+        label_delay=label_delay,
+        label_fraction=label_fraction,
+        malformed_every=malformed_every,
+    )
+    report = asyncio.run(producer.run())
+    truth = chosen.ground_truth()
+    typer.echo(
+        f"produced {report.predictions} predictions in {report.prediction_messages} messages, "
+        f"{report.labels} labels, {report.malformed} malformed, in {report.seconds:.1f} s "
+        f"({report.rate:,.0f} events/s); drift: {', '.join(truth.drifting_features) or 'none'}"
+        + (f" from event {truth.onset}" if truth.onset is not None else "")
+    )
+
+
+@cli.command()
+def alerts(
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep waiting for new alerts.")] = True,
+    since: Annotated[float, typer.Option(help="Only alerts from the last SECONDS (0 = the whole topic).", min=0)] = 0.0,
+    model_id: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
+) -> None:
+    """Print alerts from the alerts topic as readable lines."""
+    config = settings()
+
+    async def tail() -> None:
+        since_ts = time.time() - since if since else None
+        async for record in read_topic(config, config.topics.alerts, follow=follow, since_ts=since_ts):
+            alert = Alert.model_validate_json(record.value or b"")
+            if model_id is None or alert.model_id == model_id:
+                typer.echo(format_alert(alert))
+
+    asyncio.run(tail())
+
+
+@topics_cli.command("create")
+def topics_create() -> None:
+    """Create the project's topics on the configured cluster (existing ones are left alone)."""
+    config = settings()
+    created = asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+
+
+@cli.command()
+def trainer(
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    model_family: Annotated[
+        str, typer.Option(help="logistic_regression or gradient_boosting.")
+    ] = "logistic_regression",
+    promotion_margin: Annotated[float, typer.Option(help="Accuracy a challenger must gain to be promoted.")] = 0.01,
+    min_examples: Annotated[int, typer.Option(help="Fewest labelled examples to train on.", min=10)] = 500,
+    rollout: Annotated[str, typer.Option(help="How a winner goes live: direct, canary or shadow.")] = "direct",
+    canary_fraction: Annotated[float, typer.Option(help="Share of requests a canary answers.", min=0, max=1)] = 0.1,
+    seed: Annotated[int, typer.Option()] = 0,
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on PORT (0 disables).", min=0, max=65535)] = 9465,
+    monitoring_config: Annotated[
+        Path | None, typer.Option("--config", help="Monitoring TOML: its declared feature types are honoured.")
+    ] = None,
+) -> None:
+    """Run the trainer worker: retrain commands in, validated ONNX models and verdicts out."""
+    from prometheus_client import start_http_server
+
+    from driftwarden.trainer.model import TrainerConfig
+    from driftwarden.trainer.service import run_trainer
+
+    if rollout not in ("direct", "canary", "shadow"):
+        raise DriftwardenError(f"unknown rollout {rollout!r}: direct, canary or shadow")
+    if model_family not in ("logistic_regression", "gradient_boosting"):
+        raise DriftwardenError(f"unknown model family {model_family!r}: logistic_regression or gradient_boosting")
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if metrics_port:
+        start_http_server(metrics_port, addr=config.metrics_host)
+    trainer_config = TrainerConfig(
+        model_family=model_family,  # type: ignore[arg-type]
+        seed=seed,
+        promotion_margin=promotion_margin,
+        min_examples=min_examples,
+        rollout=rollout,  # type: ignore[arg-type]
+        canary_fraction=canary_fraction,
+        monitoring=MonitoringConfig.from_file(monitoring_config) if monitoring_config else MonitoringConfig(),
+    )
+    run_trainer(config, trainer_config)
+
+
+@cli.command()
+def serve(
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8080,
+    token: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' (or DRIFTWARDEN_SERVING_TOKEN).")
+    ] = None,
+    max_batch_rows: Annotated[int, typer.Option(help="Rows per micro-batch at most.", min=1)] = 256,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.", min=0)] = 2.0,
+    cost_per_request: Annotated[float, typer.Option(help="Cost model: fixed cost of one prediction.", min=0)] = 0.0,
+    cost_per_ms: Annotated[float, typer.Option(help="Cost model: cost per millisecond of latency.", min=0)] = 0.0,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Also answer requests from the inference-requests topic.")
+    ] = True,
+) -> None:
+    """Serve the registry's champions over HTTP (ONNX Runtime); predictions go back to the stream."""
+    from driftwarden.serving.server import ServingConfig, run_server
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if token is None and config.serving_token is not None:
+        token = config.serving_token.get_secret_value()
+    serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token, stream)
+    typer.echo(f"serving {config.registry_dir} on http://{host}:{port}")
+    run_server(config, serving, host, port)
+
+
+def _announce(config: Settings, model_id: str, version: str, status: str, reason: str) -> None:
+    """Publish a model-published event for a registered version, so every server acts on it."""
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.core.events import ModelPublished
+    from driftwarden.kafka.clients import client_options
+    from driftwarden.registry.store import ModelRegistry
+
+    models = ModelRegistry(config.registry_dir)
+    manifest = models.manifest(model_id, version)
+    event = ModelPublished(
+        model_id=model_id, model_version=version, status=status, ts=time.time(),  # type: ignore[arg-type]
+        command_id=str(uuid.uuid4()), reason=reason, artifact_uri=models.uri(model_id, version),
+        sha256=manifest.sha256, parent_version=manifest.parent_version, metrics=manifest.metrics,
+    )  # fmt: skip
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(config), acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(config.topics.models, event.to_json(), key=model_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+@cli.command()
+def rollback(
+    model_id: Annotated[str, typer.Option(help="The model to roll back.")],
+    to: Annotated[str | None, typer.Option(help="Version to restore (default: the one before the champion).")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Restore an earlier promoted version and announce it, so every server swaps back."""
+    from driftwarden.registry.store import ModelRegistry
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    models = ModelRegistry(config.registry_dir)
+    previous = models.champion(model_id)
+    manifest = models.rollback(model_id, to)
+    was = previous.version if previous else "?"
+    _announce(config, model_id, manifest.version, "promoted", f"rollback from v{was}")
+    typer.echo(f"{model_id}: champion is v{manifest.version} again (was v{was})")
+
+
+@cli.command()
+def promote(
+    model_id: Annotated[str, typer.Option(help="The model.")],
+    version: Annotated[str, typer.Option(help="The version to make champion (e.g. a canary that did well).")],
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Make a registered version the champion and announce it (ends a canary or shadow rollout)."""
+    from driftwarden.registry.store import ModelRegistry
+
+    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
+    models = ModelRegistry(config.registry_dir)
+    models.load(model_id, version)  # refuse a missing or corrupt version before switching
+    previous = models.champion(model_id)
+    models.set_champion(model_id, version)
+    _announce(
+        config, model_id, version, "promoted", f"promoted by an operator (was v{previous.version if previous else '?'})"
+    )
+    typer.echo(f"{model_id}: champion is v{version}")
+
+
+@config_cli.command("check")
+def config_check(
+    path: Annotated[Path, typer.Argument(help="The TOML file.")],
+    model_id: Annotated[str | None, typer.Option(help="Print the effective settings of this model.")] = None,
+) -> None:
+    """Validate a monitoring config; print the effective settings of a model (or the defaults)."""
+    config = MonitoringConfig.from_file(path)
+    effective = config.for_model(model_id) if model_id else config.defaults
+    typer.echo(f"{path}: valid ({len(config.models)} model sections)")
+    typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
+
+
+@profile_cli.command("build")
+def profile_build(
+    input_file: Annotated[Path, typer.Option("--input", help="JSON lines of prediction events or batch envelopes.")],
+    model_id: Annotated[str, typer.Option(help="Model the profile is for.")],
+    model_version: Annotated[str, typer.Option(help="Model version the profile is for.")],
+    output_dir: Annotated[Path, typer.Option("--output", help="Profiles directory (the monitor's --profiles-dir).")],
+    config_file: Annotated[Path | None, typer.Option("--config", help="Monitoring config for feature types.")] = None,
+) -> None:
+    """Build a reference profile from a dataset instead of a version's first events."""
+    from driftwarden.core.decoding import PREDICTIONS
+    from driftwarden.core.profile import build_profile
+
+    model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
+    events, rejected = [], 0
+    try:
+        lines = input_file.read_bytes().splitlines()
+    except OSError as exc:
+        raise DriftwardenError(f"cannot read {input_file}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        decoded = PREDICTIONS.decode(line)
+        events += [e for e in decoded.events if (e.model_id, e.model_version) == (model_id, model_version)]
+        for rejection in decoded.rejections:
+            rejected += 1
+            typer.echo(f"{input_file}:{number}: skipped: {rejection.reason}", err=True)
+    if len(events) < 100:
+        raise DriftwardenError(f"{input_file}: {len(events)} events of {model_id} v{model_version}; need at least 100")
+    profile = build_profile(model_id, model_version, events, dict(model_config.features), model_config.ignore_features)
+    target = output_dir / model_id / f"{model_version}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_bytes(profile.to_json())
+    temporary.replace(target)
+    typer.echo(
+        f"wrote {target}: {len(events)} events, {len(profile.numeric)} numeric and {len(profile.categorical)} "
+        f"categorical features, task {profile.task}" + (f"; {rejected} lines skipped" if rejected else "")
+    )
+
+
+@bench_cli.command("core")
+def bench_core(
+    events: Annotated[int, typer.Option(help="Events to push through the core.", min=10_000)] = 200_000,
+    batch_size: Annotated[int, typer.Option(help="Events per batch envelope.", min=1)] = 500,
+) -> None:
+    """Events/s of decode + the default detector set, 20 features, no Kafka (the worker's hot path)."""
+    from driftwarden.bench.core import run_core_benchmark
+
+    typer.echo(run_core_benchmark(events, batch_size).as_text())
+
+
+@bench_cli.command("serving")
+def bench_serving(
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated rows per request.")] = "1,32,256",
+    requests: Annotated[int, typer.Option(help="Requests per batch size.", min=10)] = 2_000,
+    concurrency: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 16,
+) -> None:
+    """Predictions/s and p50/p99 latency of `driftwarden serve` over HTTP, write-back included."""
+    from driftwarden.bench.serving import run_serving_benchmark
+
+    sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
+    typer.echo(f"| rows/request | requests | predictions/s | p50 ms | p99 ms |  ({concurrency} clients)")
+    typer.echo("|---|---|---|---|---|")
+    for result in run_serving_benchmark(sizes, requests, concurrency):
+        typer.echo(result.as_row())
+
+
+@bench_cli.command("throughput")
+def bench_throughput(
+    batch_sizes: Annotated[
+        str, typer.Option(help="Comma-separated events per message (1 = single events).")
+    ] = "1,100,1000",
+    events: Annotated[int, typer.Option(help="Events per run with batch envelopes.", min=1_000)] = 500_000,
+    single_events: Annotated[int, typer.Option(help="Events per run with single-event messages.", min=1_000)] = 60_000,
+    latency_rate: Annotated[float, typer.Option(help="Steady events/s for the latency run (0: skip).", min=0)] = 5_000,
+    latency_models: Annotated[int, typer.Option(help="Model servers sharing that rate.", min=1)] = 25,
+    latency_events: Annotated[
+        int, typer.Option(help="Events per model in the latency run (drift at 2/3).", min=9_000)
+    ] = 12_000,
+    memory_events: Annotated[int, typer.Option(help="Events of the memory run (0: skip).", min=0)] = 5_000_000,
+    scaling_events: Annotated[int, typer.Option(help="Events of the 1-vs-2-workers run (0: skip).", min=0)] = 400_000,
+) -> None:
+    """Monitor events/s against raw aiokafka and an empty Faust agent, latency, memory and scaling."""
+    from driftwarden.bench.loadtests import run_latency, run_memory, run_scaling
+    from driftwarden.bench.throughput import bench_broker, bench_settings, run_throughput_benchmark
+
+    sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
+    with bench_broker() as (base, work):
+        if sizes:
+            typer.echo(
+                "| events/message | events | raw aiokafka+orjson | empty Faust agent | monitor | monitor/raw "
+                "| monitor/Faust |\n|---|---|---|---|---|---|---|"
+            )
+        for result in run_throughput_benchmark(base, work, sizes, events, single_events):
+            typer.echo(result.as_row())
+        if latency_rate:
+            settings = bench_settings(base, work, "latency")
+            typer.echo(run_latency(settings, work, latency_rate, latency_models, latency_events).as_text())
+        if scaling_events:
+            rates = run_scaling(bench_settings(base, work, "scaling", partitions=2), work, scaling_events)
+            typer.echo(
+                f"2 partitions, {scaling_events:,} events: 1 worker {rates[1]:,.0f} events/s, 2 workers "
+                f"{rates[2]:,.0f} events/s ({rates[2] / rates[1]:.2f}x)"
+            )
+        if memory_events:
+            typer.echo(run_memory(bench_settings(base, work, "memory"), work, memory_events).as_text())
+
+
+@bench_cli.command("detection")
+def bench_detection(
+    out: Annotated[Path, typer.Option(help="Directory for results.md, results.json and the plots.")] = Path(
+        "docs/detection-benchmark"
+    ),
+    seeds: Annotated[int, typer.Option(help="Seeds per concept stream and for the stable stream.", min=1)] = 3,
+    concepts: Annotated[int, typer.Option(help="Concepts per concept stream.", min=2)] = 10,
+    concept_length: Annotated[int, typer.Option(help="Events per concept.", min=500)] = 5_000,
+    gradual_width: Annotated[int, typer.Option(help="Events a gradual change takes.", min=2)] = 1_000,
+    shift_seeds: Annotated[int, typer.Option(help="Seeds per feature-shift stream.", min=1)] = 10,
+    shift_events: Annotated[int, typer.Option(help="Events per feature-shift stream.", min=10_000)] = 40_000,
+    stable_events: Annotated[
+        int, typer.Option(help="Events per stable stream (false alarms).", min=10_000)
+    ] = 1_000_000,
+    workers: Annotated[int, typer.Option(help="Processes (0: one per core).", min=0)] = 0,
+) -> None:
+    """Detection quality (delay, misses, false alarms) against River's detectors and dummy baselines."""
+    from driftwarden.bench.detection import (
+        Settings,
+        as_json,
+        markdown,
+        pooled,
+        run_detection_benchmark,
+        summary_table,
+    )
+    from driftwarden.bench.detection_plots import plot_run
+
+    if gradual_width > concept_length:
+        raise typer.BadParameter("--gradual-width must not exceed --concept-length")
+    settings = Settings(
+        seeds=seeds,
+        n_concepts=concepts,
+        concept_length=concept_length,
+        gradual_width=gradual_width,
+        shift_seeds=shift_seeds,
+        shift_events=shift_events,
+        shift_onset=shift_events // 2,
+        stable_events=stable_events,
+    )
+    runs = run_detection_benchmark(settings, workers)
+    rows = pooled(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    report = f"{summary_table(rows)}\n{markdown(rows, settings)}"
+    (out / "results.md").write_text(report)
+    (out / "results.json").write_bytes(as_json(runs, rows, settings))
+    for run in runs:
+        if run.seed == 0:
+            plot_run(run, out / f"{run.stream.replace('/', '-')}.png")
+    typer.echo(report)
+    typer.echo(f"wrote {out}/results.md, results.json and one plot per stream")
+
+
+@cli.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Predictions to produce.", min=2_000)] = 60_000,
+    rate: Annotated[float, typer.Option(help="Events per second.", min=100)] = 3_000.0,
+    work_dir: Annotated[Path, typer.Option(help="Logs and state of the demo.")] = Path(".driftwarden/demo"),
+    loop_events: Annotated[
+        int, typer.Option(help="Requests sent to serving in the retraining loop.", min=15_000)
+    ] = 36_000,
+) -> None:
+    """Run everything on this machine: broker, monitor, trainer, serving, drifting load; print a summary."""
+    import shutil
+
+    from driftwarden.demo import run_demo
+
+    shutil.rmtree(work_dir / "registry", ignore_errors=True)  # each demo starts from a fresh registry
+    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected errors into one line on stderr."""
+    try:
+        cli(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: bad option, unknown command, ...
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"driftwarden: error: {message}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except USER_ERRORS as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, ValidationError):
+            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"driftwarden: error: {message}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,389 @@
+"""The monitor's core: events and labels in, alerts and retrain commands out. Pure and synchronous.
+
+The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, model_version) a
+:class:`ModelMonitor` collects the version's reference (or loads a profile), then runs
+
+* streaming ADWIN detectors on every numeric feature and on the prediction signal (fast path);
+* every ``window_size`` events, the window detectors (distribution tests, multivariate, data
+  quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values;
+* on joined labels, the performance monitor (window tests, a River error detector, segments);
+
+and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and retrain policy.
+
+>>> from driftwarden_load.scenarios import Scenario, generate
+>>> from driftwarden.core.events import PredictionEvent
+>>> scenario = Scenario(name="abrupt-shift", n_events=12_000, onset=7_000, drift_features=("num_03",))
+>>> monitor = Monitor()
+>>> alerts = []
+>>> for chunk in generate(scenario):
+...     events = [PredictionEvent.model_validate(e) for e in chunk.prediction_events()]
+...     alerts += monitor.observe(events, now=0.0).alerts
+>>> sorted({(a.kind, a.subject) for a in alerts if a.state == "firing"})
+[('data_drift', 'num_03'), ('multivariate_drift', 'numeric_features')]
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+import numpy as np
+
+from driftwarden.core.alerting import AlertBook, Finding
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.detectors import MeanShiftDetector, WindowDetector, window_detectors
+from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand
+from driftwarden.core.joins import Joined, LabelJoiner, compact_json
+from driftwarden.core.performance import PerformanceMonitor
+from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
+from driftwarden.core.retrain_policy import RetrainPolicy
+from driftwarden.core.stats import benjamini_hochberg
+
+CRITICAL_SHIFT_SIGMA = 2.0
+ProfileLoader = Callable[[str, str], ReferenceProfile | None]
+
+
+@dataclass
+class Outputs:
+    alerts: list[Alert] = field(default_factory=list)
+    commands: list[RetrainCommand] = field(default_factory=list)
+    #: Joined, labelled examples (``schemas/training-example.v1.json`` documents) for the trainer.
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def __iadd__(self, other: Outputs) -> Outputs:
+        self.alerts += other.alerts
+        self.commands += other.commands
+        self.examples += other.examples
+        return self
+
+
+class ModelMonitor:
+    """Detectors, alerts and retrain policy of one (model_id, model_version)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        model_version: str,
+        config: ModelMonitorConfig,
+        profile: ReferenceProfile | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.model_version = model_version
+        self.config = config
+        self.profile: ReferenceProfile | None = None
+        self.reference_events: list[PredictionEvent] = []
+        self.streaming: dict[str, MeanShiftDetector] = {}
+        self.window_detectors: list[WindowDetector] = []
+        self.pending: list[Columns] = []
+        self.pending_events = 0
+        self.windows = 0
+        self.book = AlertBook(model_id, model_version, config.resolve_after_windows, config.cooldown_s)
+        self.policy = RetrainPolicy(config.retrain)
+        self.performance: PerformanceMonitor | None = None
+        self.latest_window: dict[str, float] = {}
+        if profile is not None:
+            self._use_profile(profile, reference_columns=None)
+
+    # -- predictions -----------------------------------------------------------------------------
+
+    def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
+        if self.profile is None:
+            needed = self.config.reference_size - len(self.reference_events)
+            self.reference_events += events[:needed]
+            events = events[needed:]
+            if len(self.reference_events) >= self.config.reference_size:
+                self._build_reference()
+            if not events:
+                return Outputs()
+        assert self.profile is not None
+        columns = to_columns(events, schema_of(self.profile))
+        fired: list[Alert] = []
+        # Walk the batch in stream order, one window at a time, so that results do not depend on how
+        # events were batched (a replay after a restart comes in much larger batches).
+        start = 0
+        while start < len(columns):
+            stop = min(len(columns), start + self.config.window_size - self.pending_events)
+            segment = columns.slice(start, stop)
+            fired += self._stream(segment, now)
+            self.pending.append(segment)
+            self.pending_events += len(segment)
+            if self.pending_events == self.config.window_size:
+                window = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
+                self.pending, self.pending_events = [], 0
+                fired += self._evaluate_window(window, now)
+            start = stop
+        self.policy.evaluate(self.book, fired, float(columns.ts[-1]))
+        return Outputs(fired)
+
+    def _build_reference(self) -> None:
+        events, self.reference_events = self.reference_events, []
+        profile = build_profile(
+            self.model_id, self.model_version, events, dict(self.config.features), self.config.ignore_features
+        )
+        self._use_profile(profile, to_columns(events, schema_of(profile)))
+
+    def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
+        self.profile = profile
+        delta = self.config.adwin_delta
+        self.streaming = {
+            name: MeanShiftDetector(delta, reference=(p.mean, p.std)) for name, p in profile.numeric.items()
+        }
+        if profile.signal is not None:
+            signal = profile.signal
+            self.streaming["\0signal"] = MeanShiftDetector(delta, reference=(signal.mean, signal.std))
+        if reference_columns is not None:  # warm the streaming detectors up on the reference itself
+            self._feed_streaming(reference_columns, lambda *_: None)
+        self.window_detectors = window_detectors(profile, self.config)
+        self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
+
+    def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, MeanShiftDetector, int], None]) -> None:
+        numeric_names = list(self.profile.numeric) if self.profile else []
+        for name, detector in self.streaming.items():
+            values = columns.signal if name == "\0signal" else columns.numeric[:, numeric_names.index(name)]
+            detector.update_many(values.tolist(), lambda i, name=name, detector=detector: on_drift(name, detector, i))
+
+    def _stream(self, columns: Columns, now: float) -> list[Alert]:
+        fired: list[Alert] = []
+
+        def on_drift(name: str, detector: MeanShiftDetector, i: int) -> None:
+            evidence = detector.evidence()
+            shift = evidence["shift_sigma"]
+            clarity = evidence["change_z"]
+            noise = isinstance(clarity, float) and clarity < self.config.adwin_min_change_z
+            if noise or (isinstance(shift, float) and abs(shift) < self.config.adwin_min_shift_sigma):
+                self.book.suppressed += 1  # not a clear, material change: the window tests will judge it
+                return
+            is_signal = name == "\0signal"
+            subject = (
+                ("score" if self.profile and self.profile.task == "classification" else "prediction")
+                if is_signal
+                else name
+            )
+            shift_text = f" ({shift:+.2f} σ of reference)" if isinstance(shift, float) else ""
+            finding = Finding(
+                "prediction_drift" if is_signal else "data_drift",
+                subject,
+                detector.name,
+                True,
+                evidence,
+                f"{subject} mean moved from {evidence['reference_mean']:.4g} to {evidence['current_mean']:.4g}"
+                f"{shift_text} on {self.model_id} v{self.model_version}",
+                "critical" if isinstance(shift, float) and abs(shift) >= CRITICAL_SHIFT_SIGMA else "warning",
+            )
+            alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
+            if alert is not None:
+                fired.append(alert)
+
+        self._feed_streaming(columns, on_drift)
+        return fired
+
+    def _evaluate_window(self, window: Columns, now: float) -> list[Alert]:
+        self.windows += 1
+        tested = [d for d in self.window_detectors if d.update(window)]
+        with_p = [d for d in tested if d.p_value is not None]
+        rejected = benjamini_hochberg(np.array([d.p_value for d in with_p]), self.config.fdr_q)
+        significant = {id(d) for d, r in zip(with_p, rejected, strict=True) if r}
+        trigger, event_ts = window.event_ids[-1], float(window.ts[-1])
+        fired = []
+        for detector in tested:
+            drifted = detector.effect_exceeded and (detector.p_value is None or id(detector) in significant)
+            evidence = detector.evidence() | {
+                "window": self.windows,
+                "window_start_ts": float(window.ts[0]),
+                "fdr_q": self.config.fdr_q if detector.p_value is not None else None,
+            }
+            self._remember_window_statistic(detector, evidence)
+            summary = detector.summary(self.model_id, self.model_version) if drifted else ""
+            finding = Finding(
+                detector.kind,
+                detector.subject,
+                detector.name,
+                drifted,
+                evidence,
+                summary,
+                _severity(evidence),
+            )  # type: ignore[arg-type]
+            alert = self.book.report(finding, trigger, event_ts, now)
+            if alert is not None:
+                fired.append(alert)
+        return fired
+
+    def _remember_window_statistic(self, detector: WindowDetector, evidence: dict[str, object]) -> None:
+        for key in (
+            "wasserstein_normed",
+            "js_distance",
+            "mahalanobis_distance",
+            "estimated_accuracy",
+            "rate",
+            "current",
+        ):
+            value = evidence.get(key)
+            if isinstance(value, float):
+                self.latest_window[f"{detector.kind}:{detector.subject}:{key}"] = value
+                return
+
+    # -- labels ----------------------------------------------------------------------------------
+
+    def observe_joined(self, joined: list[Joined], now: float) -> Outputs:
+        if self.performance is None or not joined:
+            return Outputs()
+        fired = []
+        for finding, item in self.performance.update(joined):
+            alert = self.book.report(finding, item.event_id, item.ts, now)
+            if alert is not None:
+                fired.append(alert)
+        self.policy.evaluate(self.book, fired, max(j.ts for j in joined))
+        command = self.policy.on_labels([j.ts for j in joined], now)
+        return Outputs(fired, [command] if command else [])
+
+
+def _severity(evidence: dict[str, object]) -> str:
+    big = (
+        (evidence.get("psi") or 0) >= 0.5  # type: ignore[operator]
+        or (evidence.get("wasserstein_normed") or 0) >= 1.0  # type: ignore[operator]
+        or (evidence.get("js_distance") or 0) >= 0.2  # type: ignore[operator]
+    )
+    return "critical" if big else "warning"
+
+
+@dataclass
+class ModelCounters:
+    processed: int = 0
+    dead_lettered: int = 0
+    labels: int = 0
+    alerts: int = 0
+    commands: int = 0
+    latest_version: str | None = None
+
+
+@dataclass
+class ModelState:
+    """Everything the monitor knows about one model_id: the unit of checkpoints."""
+
+    joiner: LabelJoiner
+    counters: ModelCounters = field(default_factory=ModelCounters)
+    versions: dict[str, ModelMonitor] = field(default_factory=dict)
+    watermark: float = 0.0
+
+
+class Monitor:
+    """All monitored models. A new model version gets fresh detectors and a new reference."""
+
+    def __init__(self, config: MonitoringConfig | None = None, load_profile: ProfileLoader | None = None) -> None:
+        self.config = config or MonitoringConfig()
+        self.load_profile = load_profile
+        self.models: dict[str, ModelState] = {}
+
+    def state(self, model_id: str) -> ModelState:
+        state = self.models.get(model_id)
+        if state is None:
+            config = self.config.for_model(model_id)
+            state = self.models[model_id] = ModelState(joiner=LabelJoiner(config.label_ttl_s, config.max_pending))
+        return state
+
+    def model(self, model_id: str, model_version: str) -> ModelMonitor:
+        state = self.state(model_id)
+        monitor = state.versions.get(model_version)
+        if monitor is None:
+            profile = self.load_profile(model_id, model_version) if self.load_profile else None
+            monitor = ModelMonitor(model_id, model_version, self.config.for_model(model_id), profile)
+            state.versions[model_version] = monitor
+        return monitor
+
+    def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
+        """Feed predictions (any mix of models, in stream order); return what they raise."""
+        outputs = Outputs()
+        for key, run in groupby(events, key=lambda e: (e.model_id, e.model_version)):
+            batch = list(run)
+            state = self.state(key[0])
+            outputs += self.model(*key).observe(batch, now)
+            state.counters.processed += len(batch)
+            state.counters.latest_version = key[1]
+            state.watermark = max(state.watermark, batch[-1].ts)
+            joined = []
+            for event in batch:
+                record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
+                          tuple(sorted((event.segment or {}).items())), compact_json(event.features))  # fmt: skip
+                match = state.joiner.add_prediction(event.event_id, event.ts, record)
+                if match is not None:
+                    joined.append(match)
+            outputs += self._route_joined(key[0], joined, now)
+            state.joiner.expire(state.watermark)
+        self._count(outputs)
+        return outputs
+
+    def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
+        outputs = Outputs()
+        for model_id, run in groupby(labels, key=lambda e: e.model_id):
+            batch = list(run)
+            state = self.state(model_id)
+            state.counters.labels += len(batch)
+            joined = [j for label in batch if (j := state.joiner.add_label(label.event_id, label.label, label.ts))]
+            outputs += self._route_joined(model_id, joined, now)
+        self._count(outputs)
+        return outputs
+
+    def _route_joined(self, model_id: str, joined: list[Joined], now: float) -> Outputs:
+        outputs = Outputs()
+        for version, run in groupby(joined, key=lambda j: j.model_version):
+            outputs += self.model(model_id, version).observe_joined(list(run), now)
+        outputs.examples += [
+            {"event_id": j.event_id, "model_id": model_id, "model_version": j.model_version, "ts": j.ts,
+             "features": j.features, "prediction": j.prediction, "label": j.label}
+            for j in joined
+        ]  # fmt: skip
+        return outputs
+
+    def _count(self, outputs: Outputs) -> None:
+        for alert in outputs.alerts:
+            self.state(alert.model_id).counters.alerts += 1
+        for command in outputs.commands:
+            self.state(command.model_id).counters.commands += 1
+
+    def count_dead_letters(self, model_id: str, n: int) -> None:
+        self.state(model_id).counters.dead_lettered += n
+
+    def status(self, model_id: str, now: float) -> MonitorStatus:
+        state = self.state(model_id)
+        counters = state.counters
+        performance: dict[str, float | None] = {}
+        version = counters.latest_version
+        monitor = state.versions.get(version) if version else None
+        if monitor is not None:
+            if monitor.performance is not None:
+                performance.update(monitor.performance.metrics)
+            for key, value in monitor.latest_window.items():
+                if key.startswith("estimated_performance"):
+                    performance["estimated_accuracy"] = value
+        return MonitorStatus(
+            model_id=model_id,
+            ts=now,
+            model_version=version,
+            events_processed=counters.processed,
+            events_dead_lettered=counters.dead_lettered,
+            alerts_fired=counters.alerts,
+            labels_received=counters.labels,
+            retrain_commands=counters.commands,
+            performance=performance,
+            label_joins=state.joiner.counts(),
+            alerts_suppressed=sum(m.book.suppressed for m in state.versions.values()),
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def export(self, model_ids: Iterable[str]) -> bytes:
+        """The complete state of these models, as bytes (see :meth:`restore`)."""
+        return pickle.dumps({m: self.models[m] for m in model_ids if m in self.models}, pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, raw: bytes) -> list[str]:
+        """Load models exported by :meth:`export`, replacing what is in memory; return their ids."""
+        states: dict[str, ModelState] = pickle.loads(raw)  # our own checkpoint topic (see docs/operations.md)
+        self.models.update(states)
+        return list(states)
+
+    def forget(self, model_ids: Iterable[str]) -> None:
+        for model_id in model_ids:
+            self.models.pop(model_id, None)

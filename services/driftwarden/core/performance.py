@@ -1,0 +1,224 @@
+"""Model performance once labels arrive: rolling metrics, degradation tests, per-segment bias.
+
+The first ``label_window`` joined labels of a version are its performance reference; every later
+window of ``label_window`` joined labels is tested against it (one-sided: only degradation alerts).
+A River detector also watches the per-event error stream for a faster signal, and per-segment
+accuracy is compared with the rest of the traffic in each window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+from river import drift
+
+from driftwarden.core.alerting import Finding
+from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.detectors import Serializable
+from driftwarden.core.events import Scalar
+from driftwarden.core.features import value_text
+from driftwarden.core.joins import Joined
+from driftwarden.core.stats import benjamini_hochberg, mean_increase_z, two_proportion_z
+
+MAX_SEGMENT_VALUES = 50
+
+
+def _normalized(value: Any) -> str:
+    """Labels and predictions compare by :func:`driftwarden.core.features.value_text` (1, 1.0 and "1" match)."""
+    return value_text(value) or ""
+
+
+def error_detector(name: str, delta: float) -> Any:
+    """A River concept-drift detector for the error stream, by name (None for "none")."""
+    factories = {
+        "adwin": lambda: drift.ADWIN(delta=delta),
+        "ddm": drift.binary.DDM,
+        "eddm": drift.binary.EDDM,
+        "hddm_a": drift.binary.HDDMA,
+        "hddm_w": drift.binary.HDDMW,
+        "page_hinkley": drift.PageHinkley,
+    }
+    return factories[name]() if name in factories else None
+
+
+class PerformanceMonitor(Serializable):
+    """Performance of one (model, version) from joined labels."""
+
+    def __init__(self, task: str, positive_class: str | None, config: ModelMonitorConfig) -> None:
+        self.task = task
+        self.positive_class = positive_class
+        self.config = config
+        self.reference: dict[str, float] | None = None
+        self.window: list[Joined] = []
+        self.metrics: dict[str, float | None] = {}
+        self.detector_name = config.error_detector
+        detector_name = config.error_detector
+        if task == "classification" and detector_name in ("page_hinkley",):
+            detector_name = "adwin"
+        self.detector = error_detector(detector_name, config.adwin_delta)
+        self.recent_errors: deque[float] = deque(maxlen=config.label_window)
+        self.recent_ts: deque[float] = deque(maxlen=config.label_window)
+
+    def update(self, joined: list[Joined]) -> list[tuple[Finding, Joined]]:
+        """Feed joined labels; return findings, each with the joined event that triggered it."""
+        findings: list[tuple[Finding, Joined]] = []
+        for item in joined:
+            error = self._error(item)
+            if error is None:
+                continue
+            self.recent_errors.append(error)
+            self.recent_ts.append(item.ts)
+            self.window.append(item)
+            if self.reference is not None and self.detector is not None:
+                self.detector.update(error)
+                if self.detector.drift_detected and float(np.mean(self.recent_errors)) > self.reference["error"]:
+                    findings.append((self._detector_finding(), item))
+            if len(self.window) >= self.config.label_window:
+                findings += [(f, item) for f in self._close_window()]
+        return findings
+
+    def _error(self, item: Joined) -> float | None:
+        if self.task == "classification":
+            return float(_normalized(item.prediction) != _normalized(item.label))
+        if isinstance(item.prediction, float) and isinstance(item.label, float):
+            return abs(item.prediction - item.label)
+        return None
+
+    @property
+    def subject(self) -> str:
+        return "accuracy" if self.task == "classification" else "mae"
+
+    def _window_metrics(self, window: list[Joined]) -> dict[str, float | None]:
+        errors = np.array([self._error(j) for j in window], dtype=float)
+        if self.task == "regression":
+            return {
+                "mae": float(errors.mean()),
+                "error_std": float(errors.std()),
+                "labels": float(len(errors)),
+            }
+        metrics: dict[str, float | None] = {
+            "accuracy": float(1 - errors.mean()),
+            "labels": float(len(errors)),
+        }
+        if self.positive_class is not None:
+            predicted = np.array([_normalized(j.prediction) == self.positive_class for j in window])
+            actual = np.array([_normalized(j.label) == self.positive_class for j in window])
+            tp = float(np.sum(predicted & actual))
+            denominator = 2 * tp + float(np.sum(predicted & ~actual)) + float(np.sum(~predicted & actual))
+            metrics["f1"] = 2 * tp / denominator if denominator else None
+        return metrics
+
+    def _close_window(self) -> list[Finding]:
+        window, self.window = self.window, []
+        metrics = self._window_metrics(window)
+        self.metrics = metrics
+        errors = np.array([self._error(j) for j in window], dtype=float)
+        if self.reference is None:
+            self.reference = {
+                "error": float(errors.mean()),
+                "std": float(errors.std()),
+                "n": float(len(errors)),
+            }
+            return []
+        findings = [self._window_finding(errors, metrics, window)]
+        findings += self._segment_findings(window)
+        return findings
+
+    def _window_finding(self, errors: np.ndarray, metrics: dict[str, float | None], window: list[Joined]) -> Finding:
+        reference = self.reference or {}
+        current = float(errors.mean())
+        n = len(errors)
+        if self.task == "classification":
+            p_value = two_proportion_z(reference["error"], int(reference["n"]), current, n)
+            degradation = current - reference["error"]
+            drifted = p_value < self.config.fdr_q and degradation >= self.config.accuracy_drop
+            threshold = self.config.accuracy_drop
+        else:
+            p_value = mean_increase_z(reference["error"], reference["std"], int(reference["n"]), errors)
+            degradation = (current - reference["error"]) / reference["error"] if reference["error"] else 0.0
+            drifted = p_value < self.config.fdr_q and degradation >= self.config.error_increase
+            threshold = self.config.error_increase
+        evidence: dict[str, Scalar] = {
+            "statistic": "two_proportion_z" if self.task == "classification" else "mean_z",
+            "p_value": p_value,
+            f"reference_{self.subject}": 1 - reference["error"]
+            if self.task == "classification"
+            else reference["error"],
+            self.subject: metrics.get(self.subject),
+            "degradation": degradation,
+            "threshold": threshold,
+            "window_labels": n,
+            "window_start_ts": min(j.ts for j in window),
+        }
+        if "f1" in metrics:
+            evidence["f1"] = metrics["f1"]
+        severity = "critical" if degradation >= 2 * threshold else "warning"
+        summary = (
+            f"{self.subject} fell from {evidence[f'reference_{self.subject}']:.3f} to {evidence[self.subject]:.3f} "
+            f"over the last {n} labels (p={p_value:.2g})"
+            if self.task == "classification"
+            else f"MAE rose from {reference['error']:.4g} to {current:.4g} over the last {n} labels (p={p_value:.2g})"
+        )
+        return Finding("performance_drift", self.subject, "window", drifted, evidence, summary, severity)
+
+    def _detector_finding(self) -> Finding:
+        reference = self.reference or {}
+        recent = float(np.mean(self.recent_errors))
+        # ADWIN keeps the values since the change it found: their first one dates the drift.
+        width = int(getattr(self.detector, "width", len(self.recent_ts)) or len(self.recent_ts))
+        evidence: dict[str, Scalar] = {
+            "reference_error": reference.get("error"),
+            "recent_error": recent,
+            "recent_labels": len(self.recent_errors),
+            "window_start_ts": self.recent_ts[-min(width, len(self.recent_ts))],
+        }
+        summary = f"{self.detector_name} saw the error rate rise from {reference.get('error', 0):.3f} to {recent:.3f}"
+        return Finding("performance_drift", self.subject, self.detector_name, True, evidence, summary)
+
+    def _segment_findings(self, window: list[Joined]) -> list[Finding]:
+        if self.task != "classification":
+            return []
+        errors = np.array([self._error(j) for j in window], dtype=float)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, item in enumerate(window):
+            for field, value in item.segment:
+                if not self.config.segments or field in self.config.segments:
+                    groups.setdefault((field, value), []).append(i)
+        per_field: dict[str, int] = {}
+        for field, _ in groups:
+            per_field[field] = per_field.get(field, 0) + 1
+        tested = [
+            (key, idx)
+            for key, idx in sorted(groups.items())
+            if len(idx) >= self.config.segment_min_labels
+            and len(window) - len(idx) >= self.config.segment_min_labels
+            and per_field[key[0]] <= MAX_SEGMENT_VALUES
+        ]
+        if not tested:
+            return []
+        stats = []
+        for _, idx in tested:
+            mask = np.zeros(len(window), dtype=bool)
+            mask[idx] = True
+            segment_error, rest_error = float(errors[mask].mean()), float(errors[~mask].mean())
+            p_value = two_proportion_z(rest_error, int((~mask).sum()), segment_error, int(mask.sum()))
+            stats.append((segment_error, rest_error, p_value, int(mask.sum())))
+        reject = benjamini_hochberg(np.array([s[2] for s in stats]), self.config.fdr_q)
+        findings = []
+        for ((field, value), _), (seg_err, rest_err, p_value, n), rejected in zip(tested, stats, reject, strict=True):
+            gap = seg_err - rest_err
+            drifted = bool(rejected) and gap >= self.config.segment_accuracy_gap
+            evidence: dict[str, Scalar] = {
+                "segment_accuracy": 1 - seg_err,
+                "rest_accuracy": 1 - rest_err,
+                "gap": gap,
+                "p_value": p_value,
+                "segment_labels": n,
+            }
+            summary = f"accuracy of segment {field}={value} is {1 - seg_err:.3f} against {1 - rest_err:.3f} elsewhere"
+            findings.append(
+                Finding("segment_performance", f"{field}={value}", "two_proportion_z", drifted, evidence, summary)
+            )
+        return findings

@@ -1,0 +1,299 @@
+"""Reference profiles: what "normal" looks like for one (model_id, model_version).
+
+A profile is built from the first ``reference_size`` events of a version (the default) or offline
+from a dataset (``driftwarden profile build``). It is plain data, saved as JSON, and holds per
+numeric feature a quantile summary, PSI bins, moments, range and missing rate; per categorical
+feature the category counts; the prediction signal (P(positive class), top-class confidence or the
+regression output); the mean and precision matrix for the multivariate test; and latency/cost.
+
+>>> from driftwarden_load.scenarios import Scenario, generate
+>>> from driftwarden.core.events import PredictionEvent
+>>> events = [PredictionEvent.model_validate(e) for e in next(generate(Scenario(), 2000)).prediction_events()]
+>>> profile = build_profile("demo-model", "1", events)
+>>> len(profile.numeric), len(profile.categorical), profile.task, profile.positive_class
+(16, 4, 'classification', '1')
+>>> ReferenceProfile.from_json(profile.to_json()) == profile
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from driftwarden.core.events import PredictionEvent
+from driftwarden.core.features import infer_types, value_text
+from driftwarden.core.stats import bin_proportions, quantile_edges
+
+QUANTILE_POINTS = 1000
+PSI_BINS = 10
+Task = Literal["classification", "regression"]
+
+
+@dataclass
+class NumericProfile:
+    quantiles: list[float]  # sorted summary of the reference values
+    edges: list[float]  # inner PSI bin edges
+    proportions: list[float]  # reference share per PSI bin
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+    missing_rate: float
+    n: int
+
+    @classmethod
+    def of(cls, values: np.ndarray, missing_rate: float) -> NumericProfile:
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            finite = np.zeros(1)
+        points = min(QUANTILE_POINTS, len(finite))
+        edges = quantile_edges(finite, PSI_BINS)
+        return cls(
+            quantiles=np.quantile(finite, np.linspace(0, 1, points)).tolist(),
+            edges=edges.tolist(),
+            proportions=bin_proportions(finite, edges).tolist(),
+            mean=float(finite.mean()),
+            std=float(finite.std()),
+            minimum=float(finite.min()),
+            maximum=float(finite.max()),
+            missing_rate=missing_rate,
+            n=len(finite),
+        )
+
+
+@dataclass
+class CategoricalProfile:
+    counts: dict[str, int]
+    missing_rate: float
+
+
+@dataclass
+class ReferenceProfile:
+    model_id: str
+    model_version: str
+    n_events: int
+    task: Task
+    positive_class: str | None
+    numeric: dict[str, NumericProfile]
+    categorical: dict[str, CategoricalProfile]
+    signal: NumericProfile | None
+    confidence_mean: float | None
+    multivariate_features: list[str] = field(default_factory=list)
+    mean_vector: list[float] = field(default_factory=list)
+    precision_matrix: list[list[float]] = field(default_factory=list)
+    latency_p99_ms: float | None = None
+    cost_per_1k: float | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ReferenceProfile:
+        data: dict[str, Any] = orjson.loads(raw)
+        data["numeric"] = {k: NumericProfile(**v) for k, v in data["numeric"].items()}
+        data["categorical"] = {k: CategoricalProfile(**v) for k, v in data["categorical"].items()}
+        data["signal"] = NumericProfile(**data["signal"]) if data["signal"] else None
+        return cls(**data)
+
+
+@dataclass
+class FeatureSchema:
+    """A profile's columns: which features are numeric or categorical (as
+    :func:`driftwarden.core.features.infer_types` finds them), and how to read the prediction signal."""
+
+    numeric: list[str]
+    categorical: list[str]
+    task: Task
+    positive_class: str | None
+
+
+@dataclass
+class Columns:
+    """A run of events, column-wise: the unit every window test works on."""
+
+    event_ids: list[str]
+    ts: np.ndarray
+    numeric: np.ndarray  # (n, len(schema.numeric)); NaN = missing or wrong type
+    numeric_missing: np.ndarray  # (n, len(schema.numeric)) bool: value absent or null
+    categorical: list[list[str | None]]  # per categorical feature, its values
+    type_violations: np.ndarray  # (n, len(schema.numeric)) bool: a value that is not a number
+    signal: np.ndarray  # prediction signal per event (NaN when unavailable)
+    confidence: np.ndarray  # top-class probability (NaN without scores)
+    latency_ms: np.ndarray
+    cost: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def slice(self, start: int, stop: int) -> Columns:
+        return Columns(
+            event_ids=self.event_ids[start:stop],
+            ts=self.ts[start:stop],
+            numeric=self.numeric[start:stop],
+            numeric_missing=self.numeric_missing[start:stop],
+            categorical=[values[start:stop] for values in self.categorical],
+            type_violations=self.type_violations[start:stop],
+            signal=self.signal[start:stop],
+            confidence=self.confidence[start:stop],
+            latency_ms=self.latency_ms[start:stop],
+            cost=self.cost[start:stop],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[Columns]) -> Columns:
+        return Columns(
+            event_ids=[i for p in parts for i in p.event_ids],
+            ts=np.concatenate([p.ts for p in parts]),
+            numeric=np.vstack([p.numeric for p in parts]),
+            numeric_missing=np.vstack([p.numeric_missing for p in parts]),
+            categorical=[[v for p in parts for v in p.categorical[j]] for j in range(len(parts[0].categorical))],
+            type_violations=np.vstack([p.type_violations for p in parts]),
+            signal=np.concatenate([p.signal for p in parts]),
+            confidence=np.concatenate([p.confidence for p in parts]),
+            latency_ms=np.concatenate([p.latency_ms for p in parts]),
+            cost=np.concatenate([p.cost for p in parts]),
+        )
+
+
+def infer_schema(events: Sequence[PredictionEvent], declared: dict[str, str], ignored: Sequence[str]) -> FeatureSchema:
+    """Feature types from the config, else from the values (:func:`driftwarden.core.features.infer_types`)."""
+    types = infer_types((e.features for e in events), declared, ignored)
+    with_scores = [e for e in events if e.scores]
+    classes = sorted({c for e in with_scores for c in e.scores or {}})
+    is_classification = bool(with_scores) or any(isinstance(e.prediction, str) for e in events)
+    positive = None
+    if len(classes) == 2:
+        positive = "true" if set(classes) == {"false", "true"} else classes[1]
+    return FeatureSchema(
+        numeric=list(types.numeric),
+        categorical=list(types.categorical),
+        task="classification" if is_classification else "regression",
+        positive_class=positive,
+    )
+
+
+def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """(values, missing, type violations), each (events, names). Vectorized when all are numbers."""
+    n, k = len(features), len(names)
+    flat = [f.get(name) for f in features for name in names]
+    types = set(map(type, flat))
+    if types <= {float}:  # the common case: one conversion, no per-value Python work
+        numeric = np.array(flat, dtype=float).reshape(n, k) if flat else np.full((n, k), np.nan)
+        return numeric, np.zeros((n, k), dtype=bool), np.zeros((n, k), dtype=bool)
+    values = np.array(flat, dtype=object).reshape(n, k)
+    missing = np.equal(values, None)
+    is_number = np.vectorize(lambda v: type(v) is float, otypes=[bool])(values) if values.size else missing
+    numeric = np.where(is_number, values, np.nan).astype(float)
+    return numeric, missing, ~(is_number | missing)
+
+
+def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Columns:
+    """Events as columns. A number where a category is expected is a category (its text); anything
+    other than a number where a number is expected is a type violation (and not a value)."""
+    n = len(events)
+    features = [e.features for e in events]
+    numeric, missing, violations = _numeric_columns(features, schema.numeric)
+    categorical = []
+    for name in schema.categorical:
+        values = [f.get(name) for f in features]
+        categorical.append(values if set(map(type, values)) <= {str} else [value_text(v) for v in values])
+    positive = schema.positive_class
+    signal = np.full(n, np.nan)
+    confidence = np.full(n, np.nan)
+    for i, event in enumerate(events):
+        if event.scores:
+            confidence[i] = max(event.scores.values())
+            signal[i] = event.scores.get(positive, np.nan) if positive else confidence[i]
+        elif type(event.prediction) is float and schema.task == "regression":
+            signal[i] = event.prediction
+    return Columns(
+        event_ids=[e.event_id for e in events],
+        ts=np.fromiter((e.ts for e in events), dtype=float, count=n),
+        numeric=numeric,
+        numeric_missing=missing,
+        categorical=categorical,
+        type_violations=violations,
+        signal=signal,
+        confidence=confidence,
+        latency_ms=np.array([np.nan if e.latency_ms is None else e.latency_ms for e in events], dtype=float),
+        cost=np.array([np.nan if e.cost is None else e.cost for e in events], dtype=float),
+    )
+
+
+def _nan_quantile(values: np.ndarray, q: float) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(np.quantile(finite, q)) if len(finite) else None
+
+
+def build_profile(
+    model_id: str,
+    model_version: str,
+    events: Sequence[PredictionEvent],
+    declared: dict[str, str] | None = None,
+    ignored: Sequence[str] = (),
+) -> ReferenceProfile:
+    """The reference profile of ``events`` (typically a new version's first events)."""
+    schema = infer_schema(events, declared or {}, ignored)
+    columns = to_columns(events, schema)
+    n = max(len(events), 1)
+    numeric = {
+        name: NumericProfile.of(columns.numeric[:, j], float(columns.numeric_missing[:, j].mean()))
+        for j, name in enumerate(schema.numeric)
+    }
+    categorical = {}
+    for name, values in zip(schema.categorical, columns.categorical, strict=True):
+        present = [v for v in values if v is not None]
+        counts: dict[str, int] = {}
+        for value in present:
+            counts[value] = counts.get(value, 0) + 1
+        categorical[name] = CategoricalProfile(dict(sorted(counts.items())), 1 - len(present) / n)
+    finite_signal = columns.signal[np.isfinite(columns.signal)]
+    mean_vector, precision, multivariate = _multivariate(columns, schema)
+    cost = columns.cost[np.isfinite(columns.cost)]
+    confidence = columns.confidence[np.isfinite(columns.confidence)]
+    return ReferenceProfile(
+        model_id=model_id,
+        model_version=model_version,
+        n_events=len(events),
+        task=schema.task,
+        positive_class=schema.positive_class,
+        numeric=numeric,
+        categorical=categorical,
+        signal=NumericProfile.of(finite_signal, 0.0) if len(finite_signal) else None,
+        confidence_mean=float(confidence.mean()) if len(confidence) else None,
+        multivariate_features=multivariate,
+        mean_vector=mean_vector,
+        precision_matrix=precision,
+        latency_p99_ms=_nan_quantile(columns.latency_ms, 0.99),
+        cost_per_1k=float(cost.mean() * 1000) if len(cost) else None,
+    )
+
+
+def _multivariate(columns: Columns, schema: FeatureSchema) -> tuple[list[float], list[list[float]], list[str]]:
+    """Mean and (pseudo-)inverse covariance over complete rows of the non-constant numeric features."""
+    complete = columns.numeric[~np.isnan(columns.numeric).any(axis=1)]
+    if len(schema.numeric) < 2 or len(complete) <= len(schema.numeric) * 5:
+        return [], [], []
+    keep = complete.std(axis=0) > 0
+    data = complete[:, keep]
+    precision = np.linalg.pinv(np.cov(data, rowvar=False))
+    names = [name for name, k in zip(schema.numeric, keep, strict=True) if k]
+    mean = data.mean(axis=0)
+    if not np.all(np.isfinite(precision)) or not math.isfinite(float(mean.sum())):
+        return [], [], []
+    return mean.tolist(), precision.tolist(), names
+
+
+def schema_of(profile: ReferenceProfile) -> FeatureSchema:
+    return FeatureSchema(
+        numeric=list(profile.numeric),
+        categorical=list(profile.categorical),
+        task=profile.task,
+        positive_class=profile.positive_class,
+    )

@@ -1,0 +1,81 @@
+"""Read a topic from the beginning (or from a time) without a consumer group: for tails and audits.
+
+Without ``follow`` a read covers what the topic held when the read began: each partition is read up
+to the first fetch high-water mark (``highwater()``) the broker reports for it. The embedded broker
+reports end offsets wrongly, but its high-water marks right. Records that keep arriving during the
+read do not keep it going (a trainer reading its window while traffic flows still finishes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from driftwarden.kafka.clients import client_options
+from driftwarden.settings import Settings
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    follow: bool = False,
+    since_ts: float | None = None,
+    idle_timeout_s: float | None = None,
+    max_record_bytes: int = 1024 * 1024,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Yield every record of ``topic`` (those produced at or after ``since_ts`` if given).
+
+    Without ``follow`` it stops at the end the topic had when the read began, or, with
+    ``idle_timeout_s``, once caught up and nothing new arrived for that long; with ``follow`` it runs
+    until cancelled.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=max_record_bytes,
+        fetch_max_bytes=max(max_record_bytes, 50 * 1024 * 1024),
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise LookupError(f"topic {topic!r} does not exist")
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        since_ms = None if since_ts is None else int(since_ts * 1000)
+        ends: dict[TopicPartition, int] = {}
+        idle_since = asyncio.get_running_loop().time()
+        while True:
+            fetched = await consumer.getmany(timeout_ms=200, max_records=5_000)
+            for records in fetched.values():
+                for record in records:
+                    if since_ms is None or record.timestamp >= since_ms:
+                        yield record
+            if follow:
+                continue
+            if idle_timeout_s is None:
+                if await _reached(consumer, assigned, ends):
+                    return
+                continue
+            now = asyncio.get_running_loop().time()
+            if any(fetched.values()):
+                idle_since = now
+            elif now - idle_since >= idle_timeout_s and await _reached(consumer, assigned, {}):
+                return
+    finally:
+        await consumer.stop()
+
+
+async def _reached(consumer: AIOKafkaConsumer, assigned: list[TopicPartition], ends: dict[TopicPartition, int]) -> bool:
+    """Every partition read up to the first high-water mark seen for it (kept in ``ends``; pass a new
+    dict for the current mark)."""
+    for tp in assigned:
+        if tp not in ends and (highwater := consumer.highwater(tp)) is not None:
+            ends[tp] = highwater
+    return len(ends) == len(assigned) and all([await consumer.position(tp) >= ends[tp] for tp in assigned])

@@ -1,0 +1,36 @@
+"""Start and stop driftwarden's own services as child processes (for the demo and the tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from driftwarden.settings import Settings
+
+
+def spawn(args: list[str], settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """Run ``driftwarden ARGS...`` with ``settings`` in its environment, output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")} | settings.to_env()
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "driftwarden", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def terminate(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
+    """Stop gracefully (SIGTERM), then kill if it does not exit in time; return the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

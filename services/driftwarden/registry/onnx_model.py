@@ -1,0 +1,52 @@
+"""The ONNX classifier wrapper shared by the trainer (parity checks, champion scoring) and serving.
+
+Only numpy and onnxruntime: serving imports this, never scikit-learn. A model has one ``[N, 1]``
+input per feature (``tensor(float)`` for numeric, ``tensor(string)`` for categorical features) and
+outputs ``label`` and ``probabilities``. Inputs are given as columns: any mapping of feature name to a
+sequence of values (a dict of numpy arrays, or a pandas DataFrame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnxruntime
+
+from driftwarden.core.features import MISSING_CATEGORY, value_text
+
+Columns = Mapping[str, Any]
+
+
+def _number_column(values: Any) -> np.ndarray:
+    column = np.asarray(values, dtype=np.float32)
+    return np.where(np.isnan(column), np.float32(0.0), column).reshape(-1, 1)
+
+
+def _category_column(values: Any) -> np.ndarray:
+    texts = [value_text(v) for v in np.asarray(values, dtype=object).tolist()]
+    return np.array([MISSING_CATEGORY if t is None else t for t in texts], dtype=object).reshape(-1, 1)
+
+
+class OnnxModel:
+    """An ONNX classifier exported by the trainer, run with onnxruntime on the CPU."""
+
+    def __init__(self, onnx_bytes: bytes) -> None:
+        self.session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        self.numeric = tuple(i.name for i in inputs if i.type == "tensor(float)")
+        self.categorical = tuple(i.name for i in inputs if i.type == "tensor(string)")
+        if len(self.numeric) + len(self.categorical) != len(inputs):
+            raise ValueError("not a driftwarden model: inputs must be float or string tensors")
+
+    def feeds(self, columns: Columns) -> dict[str, np.ndarray]:
+        """The model's inputs: missing numbers become 0, categories their normalized text."""
+        feeds = {n: _number_column(columns[n]) for n in self.numeric}
+        feeds |= {n: _category_column(columns[n]) for n in self.categorical}
+        return feeds
+
+    def predict(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted labels (text) and class probabilities (columns in ``classes`` order)."""
+        labels, probabilities = self.session.run(None, self.feeds(columns))
+        return np.array([value_text(v) for v in labels.tolist()], dtype=object), probabilities

@@ -1,0 +1,147 @@
+"""Serving-side models: request validation, scoring, and an atomically swappable active version.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from driftwarden.registry.store import ModelRegistry
+>>> registry = ModelRegistry(Path(tempfile.mkdtemp()))
+>>> ActiveModels(registry).get("fraud") is None
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from driftwarden.core.features import is_number, value_text
+from driftwarden.errors import DriftwardenError
+from driftwarden.registry.onnx_model import OnnxModel
+from driftwarden.registry.store import Manifest, ModelRegistry, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+class BadRequestError(DriftwardenError):
+    """The request cannot be scored; the message says exactly which instance and field."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version. Immutable: a swap replaces the whole object, in-flight work keeps its own."""
+
+    manifest: Manifest
+    onnx: OnnxModel
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
+        """Validate raw feature dicts against the model's inputs and build its input columns."""
+        numeric = {name: np.empty(len(instances), dtype=np.float32) for name in self.onnx.numeric}
+        categorical: dict[str, list[str | None]] = {name: [] for name in self.onnx.categorical}
+        for i, instance in enumerate(instances):
+            features = instance.get("features") if isinstance(instance, dict) else None
+            if not isinstance(features, dict):
+                raise BadRequestError(f"instances[{i}]: expected an object with a 'features' object")
+            for name, column in numeric.items():
+                value = features.get(name)
+                if value is None:
+                    raise BadRequestError(f"instances[{i}].features.{name}: missing (model v{self.version} needs it)")
+                if not is_number(value):
+                    raise BadRequestError(f"instances[{i}].features.{name}: expected a number, got {value!r}")
+                column[i] = value
+            for name, values in categorical.items():
+                value = features.get(name)
+                if value is None:
+                    raise BadRequestError(f"instances[{i}].features.{name}: missing (model v{self.version} needs it)")
+                if isinstance(value, (dict, list)):
+                    raise BadRequestError(f"instances[{i}].features.{name}: expected a category, got {value!r}")
+                values.append(value_text(value))
+        return {**numeric, **{name: np.array(values, dtype=object) for name, values in categorical.items()}}
+
+    def score(self, frame: dict[str, np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
+        """Predicted labels and, per row, class -> probability."""
+        labels, probabilities = self.onnx.predict(frame)
+        classes = self.manifest.classes
+        return list(labels), [dict(zip(classes, map(float, row), strict=True)) for row in probabilities.tolist()]
+
+
+def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The input columns of several requests, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A version tried beside the champion: ``shadow`` scores all traffic silently, ``canary`` answers
+    ``fraction`` of the requests."""
+
+    served: ServedModel
+    mode: str
+    fraction: float
+
+
+class ActiveModels:
+    """The version being served per model (and an optional challenger), swappable while requests are in flight."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self._active: dict[str, ServedModel] = {}
+        self._challengers: dict[str, Challenger] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> ServedModel | None:
+        return self._active.get(model_id)
+
+    def challenger(self, model_id: str) -> Challenger | None:
+        return self._challengers.get(model_id)
+
+    def set_challenger(self, challenger: Challenger) -> None:
+        with self._lock:
+            self._challengers[challenger.served.manifest.model_id] = challenger
+        log.info("%s: %s v%s beside the champion", challenger.served.manifest.model_id, challenger.mode,
+                 challenger.served.version)  # fmt: skip
+
+    def models(self) -> dict[str, str]:
+        return {model_id: served.version for model_id, served in self._active.items()}
+
+    def load(self, model_id: str, version: str, expected_sha256: str | None = None) -> ServedModel:
+        """Load and verify a version without activating it (raises RegistryError if unusable)."""
+        manifest = self.registry.manifest(model_id, version)
+        if not manifest.classes:
+            raise RegistryError(f"{model_id} v{version}: the manifest lists no classes; not a servable classifier")
+        if expected_sha256 is not None and expected_sha256 != manifest.sha256:
+            raise RegistryError(f"{model_id} v{version}: event sha256 does not match the registry's manifest")
+        try:
+            onnx = OnnxModel(self.registry.load(model_id, version))
+        except RegistryError:
+            raise
+        except Exception as exc:  # onnxruntime refuses the bytes
+            raise RegistryError(f"{model_id} v{version}: cannot load the ONNX model: {exc}") from None
+        return ServedModel(manifest, onnx)
+
+    def activate(self, served: ServedModel) -> None:
+        """Atomically make ``served`` the active version (the old one finishes what it started)."""
+        with self._lock:
+            self._active[served.manifest.model_id] = served
+            self._challengers.pop(served.manifest.model_id, None)  # a promotion decides any rollout
+        log.info("serving %s v%s", served.manifest.model_id, served.version)
+
+    def load_champions(self) -> None:
+        """Activate every model's champion found in the registry (at start)."""
+        if not self.registry.root.is_dir():
+            return
+        for directory in sorted(self.registry.root.iterdir()):
+            try:
+                champion = self.registry.champion(directory.name)
+                if champion is not None:
+                    self.activate(self.load(directory.name, champion.version))
+            except RegistryError as exc:
+                log.error("not serving %s: %s", directory.name, exc)

@@ -1,0 +1,407 @@
+"""ONNX serving: an HTTP API that micro-batches requests, hot-swaps promoted models and writes every
+prediction back to the predictions topic (so monitoring sees serving without any glue).
+
+Endpoints: ``POST /v1/models/{model_id}/predict`` with ``{"instances": [{"features": {...}}, ...]}``,
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``. With a token configured, predict requires
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import ValidationError
+
+from driftwarden.core.decoding import describe
+from driftwarden.core.events import (
+    PREDICTION_BATCH_SCHEMA,
+    InferenceRequest,
+    InferenceResponse,
+    ModelPublished,
+    ServedPrediction,
+)
+from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.dead_letters import dead_letter
+from driftwarden.kafka.reader import read_topic
+from driftwarden.registry.store import ModelRegistry, RegistryError
+from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel, concat_columns
+from driftwarden.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANCES = 10_000
+REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
+ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "model_version"])
+LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))  # fmt: skip
+BATCH_ROWS = Histogram("driftwarden_serving_batch_rows", "Rows per micro-batch.", buckets=(1, 8, 32, 128, 512, 2048))
+SWAPS = Counter("driftwarden_serving_swaps", "Model versions activated or refused.", ["model_id", "outcome"])
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    max_batch_rows: int = 256
+    max_wait_s: float = 0.002
+    cost_per_request: float = 0.0
+    cost_per_ms: float = 0.0
+    token: str | None = None
+    stream: bool = True  # also answer requests from the inference-requests topic
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's predictions from one model version, with how it was deployed when a challenger runs."""
+
+    served: ServedModel
+    labels: list[str]
+    scores: list[dict[str, float]]
+    deployment: str | None = None  # "primary" or "canary" (answered); "shadow" or "baseline" (not answered)
+    other: Scored | None = None  # the other version's predictions for the same rows
+    latency_ms: float = 0.0
+
+
+@dataclass
+class _Pending:
+    instances: list[Any]
+    enqueued: float
+    future: asyncio.Future[Scored]
+
+
+@dataclass
+class MicroBatcher:
+    """Collects requests per model for up to ``max_wait_s`` or ``max_batch_rows`` rows, scores once."""
+
+    models: ActiveModels
+    config: ServingConfig
+    queues: dict[str, asyncio.Queue[_Pending]] = field(default_factory=dict)
+    workers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def submit(self, model_id: str, instances: list[Any]) -> Scored:
+        future = asyncio.get_running_loop().create_future()
+        if model_id not in self.queues:
+            self.queues[model_id] = asyncio.Queue()
+            self.workers[model_id] = asyncio.create_task(self._work(model_id))
+        await self.queues[model_id].put(_Pending(instances, time.perf_counter(), future))
+        return await future
+
+    async def _work(self, model_id: str) -> None:
+        queue = self.queues[model_id]
+        while True:
+            batch = [await queue.get()]
+            rows = len(batch[0].instances)
+            deadline = time.perf_counter() + self.config.max_wait_s
+            while rows < self.config.max_batch_rows:
+                timeout = deadline - time.perf_counter()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    break
+                batch.append(item)
+                rows += len(item.instances)
+            await self._score(model_id, batch)
+
+    async def _score(self, model_id: str, batch: list[_Pending]) -> None:
+        served = self.models.get(model_id)  # one version for the whole micro-batch, even mid-swap
+        challenger = self.models.challenger(model_id)
+        if served is None:
+            for item in batch:
+                item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
+            return
+        frames, accepted = [], []
+        for item in batch:
+            try:
+                frames.append(served.frame(item.instances))
+                accepted.append(item)
+            except BadRequestError as exc:
+                item.future.set_exception(exc)
+        if not accepted:
+            return
+        loop = asyncio.get_running_loop()
+        frame = concat_columns(frames)
+        rows = sum(len(item.instances) for item in accepted)
+        BATCH_ROWS.observe(rows)
+        try:
+            labels, scores = await loop.run_in_executor(None, served.score, frame)
+            tried = await self._score_challenger(challenger, accepted)
+        except Exception as exc:  # the model failed: every request of the batch gets a 500
+            for item in accepted:
+                item.future.set_exception(exc)
+            return
+        done = time.perf_counter()
+        start = 0
+        for item in accepted:
+            stop = start + len(item.instances)
+            champion = Scored(served, labels[start:stop], scores[start:stop])
+            result = champion
+            if tried is not None and challenger is not None:
+                other = Scored(challenger.served, tried[0][start:stop], tried[1][start:stop])
+                if challenger.mode == "shadow":
+                    result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
+                elif random.random() < challenger.fraction:
+                    result = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
+                else:
+                    result = replace(champion, deployment="primary")
+            item.future.set_result(replace(result, latency_ms=(done - item.enqueued) * 1000))
+            start = stop
+        ROWS.labels(model_id, served.version).inc(rows)
+
+    async def _score_challenger(
+        self, challenger: Challenger | None, items: list[_Pending]
+    ) -> tuple[list[str], list[dict[str, float]]] | None:
+        """The challenger's predictions for the same rows (None if there is none or it cannot score them)."""
+        if challenger is None:
+            return None
+        try:
+            frame = concat_columns([challenger.served.frame(item.instances) for item in items])
+            return await asyncio.get_running_loop().run_in_executor(None, challenger.served.score, frame)
+        except Exception as exc:  # the challenger must never fail a request the champion can answer
+            log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
+            return None
+
+
+class PredictionWriter:
+    """Writes served predictions to the predictions topic as batch envelopes (keyed by model_id)."""
+
+    def __init__(self, settings: Settings, config: ServingConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=5)
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Any other record (stream-mode responses, dead letters), acknowledged before returning."""
+        assert self.producer is not None
+        await self.producer.send_and_wait(topic, value, key=key)
+
+    async def write(self, served: ServedModel, events: list[dict[str, Any]]) -> None:
+        """Publish and wait for the broker's acknowledgement (concurrent requests share producer batches)."""
+        assert self.producer is not None
+        model_id = served.manifest.model_id
+        value = orjson.dumps({"schema": PREDICTION_BATCH_SCHEMA, "model_id": model_id, "events": events})
+        # Answer only once the prediction is on the stream: a served prediction is never missing from it.
+        await self.producer.send_and_wait(self.settings.topics.predictions, value, key=model_id.encode())
+
+    def events(self, scored: Scored, instances: list[Any]) -> list[dict[str, Any]]:
+        """Prediction events for a request: the answering version's, then the other version's, tagged."""
+        inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
+        now = time.time()
+        cost = self.config.cost_per_request + self.config.cost_per_ms * scored.latency_ms
+        events = []
+        for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
+            event = {
+                "event_id": instance.get("event_id") or str(uuid.uuid4()),
+                "model_id": scored.served.manifest.model_id,
+                "model_version": scored.served.version,
+                "ts": now,
+                "features": {name: instance["features"][name] for name in inputs},
+                "prediction": label,
+                "scores": score,
+                "latency_ms": scored.latency_ms,
+                "cost": cost,
+            }
+            if scored.deployment:
+                event["segment"] = {"deployment": scored.deployment}
+            events.append(event)
+        if scored.other is not None and scored.other.deployment:
+            tag = scored.other.deployment
+            for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
+                events.append(event | {
+                    "event_id": str(uuid.uuid5(uuid.UUID(event["event_id"]), tag)),
+                    "model_version": scored.other.served.version,
+                    "prediction": label,
+                    "scores": score,
+                    "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
+                })  # fmt: skip
+        return events
+
+
+class ServingApp:
+    def __init__(self, settings: Settings, config: ServingConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.models = ActiveModels(ModelRegistry(settings.registry_dir))
+        self.batcher = MicroBatcher(self.models, config)
+        self.writer = PredictionWriter(settings, config)
+        self.ready = False
+        self.background: list[asyncio.Task[None]] = []
+
+    def web_app(self) -> web.Application:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post("/v1/models/{model_id}/predict", self.predict)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.on_startup.append(self._startup)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _startup(self, _: web.Application) -> None:
+        self.models.load_champions()
+        await self.writer.start()
+        self.background.append(asyncio.create_task(self._follow_models(time.time())))
+        if self.config.stream:
+            self.background.append(asyncio.create_task(self._consume_requests()))
+        self.ready = True
+
+    async def _consume_requests(self) -> None:
+        """Stream mode: answer inference requests from the requests topic on the responses topic."""
+        topics = self.settings.topics
+        consumer = AIOKafkaConsumer(
+            topics.inference_requests,
+            **client_options(self.settings),
+            group_id=f"{self.settings.topic_prefix}serving",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+        )
+        await consumer.start()
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=500)
+                records = [record for batch in fetched.values() for record in batch]
+                if records:  # concurrently, so that the micro-batcher can merge them; commit once all answered
+                    await asyncio.gather(*(self._serve_record(record) for record in records))
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    async def _serve_record(self, record: Any) -> None:
+        topics = self.settings.topics
+        try:
+            request = InferenceRequest.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            letter = dead_letter(record, f"invalid inference request: {describe(exc.errors())}")
+            await self.writer.publish(topics.dead_letters, record.key, letter.to_json())
+            return
+        instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
+        response = InferenceResponse(request_id=request.request_id, model_id=request.model_id, ts=time.time())
+        try:
+            scored = await self.batcher.submit(request.model_id, instances)
+        except (BadRequestError, LookupError) as exc:
+            response = response.model_copy(update={"error": str(exc)})
+            REQUESTS.labels(request.model_id, "stream-error").inc()
+        else:
+            events = self.writer.events(scored, instances)
+            await self.writer.write(scored.served, events)
+            predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
+                           for e in events[: len(instances)]]  # fmt: skip
+            response = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
+            REQUESTS.labels(request.model_id, "stream").inc()
+        await self.writer.publish(topics.inference_responses, request.request_id.encode(), response.to_json())
+
+    async def _cleanup(self, _: web.Application) -> None:
+        for task in [*self.background, *self.batcher.workers.values()]:
+            task.cancel()
+        await self.writer.stop()
+
+    async def _follow_models(self, since_ts: float) -> None:
+        """Hot-swap on every promoted model published from now on."""
+        topic = self.settings.topics.models
+        async for record in read_topic(self.settings, topic, follow=True, since_ts=since_ts):
+            try:
+                event = ModelPublished.model_validate_json(record.value or b"")
+            except ValueError:
+                log.warning("ignoring an invalid model-published event at offset %d", record.offset)
+                continue
+            if event.status in ("promoted", "canary", "shadow"):
+                await self.swap(event)
+
+    async def swap(self, event: ModelPublished) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            served = await loop.run_in_executor(
+                None, self.models.load, event.model_id, event.model_version, event.sha256
+            )
+        except RegistryError as exc:
+            SWAPS.labels(event.model_id, "refused").inc()
+            log.error("refusing %s v%s, still serving %s: %s", event.model_id, event.model_version,
+                      self.models.models().get(event.model_id), exc)  # fmt: skip
+            return
+        if event.status == "promoted":
+            self.models.activate(served)
+        else:
+            self.models.set_challenger(Challenger(served, event.status, event.traffic_fraction or 0.0))
+        SWAPS.labels(event.model_id, event.status).inc()
+
+    def _authorized(self, request: web.Request) -> bool:
+        if not self.config.token:
+            return True
+        header = request.headers.get("Authorization", "")
+        return hmac.compare_digest(header.encode(), f"Bearer {self.config.token}".encode())
+
+    async def predict(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token", model_id)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"body is not valid JSON: {exc}", model_id)
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list) or not instances:
+            return _error(400, "body must be an object with a non-empty 'instances' list", model_id)
+        if len(instances) > MAX_INSTANCES:
+            return _error(400, f"at most {MAX_INSTANCES} instances per request, got {len(instances)}", model_id)
+        if self.models.get(model_id) is None:
+            return _error(404, f"model {model_id!r} is not served (serving: {sorted(self.models.models())})", model_id)
+        started = time.perf_counter()
+        try:
+            scored = await self.batcher.submit(model_id, instances)
+        except BadRequestError as exc:
+            return _error(400, str(exc), model_id)
+        except LookupError as exc:
+            return _error(404, str(exc), model_id)
+        events = self.writer.events(scored, instances)
+        await self.writer.write(scored.served, events)
+        LATENCY.labels(model_id).observe(time.perf_counter() - started)
+        REQUESTS.labels(model_id, "200").inc()
+        answered = events[: len(instances)]
+        predictions = [{"event_id": e["event_id"], "label": e["prediction"], "scores": e["scores"]} for e in answered]
+        payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": predictions}
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        served = self.models.models()
+        status = 200 if self.ready and served else 503
+        return web.json_response({"ready": status == 200, "models": served}, status=status)
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _error(status: int, message: str, model_id: str) -> web.Response:
+    REQUESTS.labels(model_id if status != 404 else "unknown", str(status)).inc()
+    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
+
+
+def run_server(settings: Settings, config: ServingConfig, host: str, port: int) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+    )
+    app = ServingApp(settings, config)
+    web.run_app(app.web_app(), host=host, port=port, print=lambda *_: None, access_log=None)
