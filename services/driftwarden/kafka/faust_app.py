@@ -1,12 +1,16 @@
-"""Faust application settings shared by every driftwarden worker."""
+"""Faust application settings shared by every driftwarden worker, and the only place that touches
+Faust's internals (pinned to faust-streaming 0.15.3; ``tests/unit/test_state_protocol.py`` fails
+loudly when the pinned version changes)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from driftwarden.kafka.clients import bootstrap_of, client_options
 from driftwarden.settings import Settings
@@ -79,3 +83,14 @@ def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> Drift
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     return app
+
+
+async def commit_offsets(app: faust.App, offsets: Mapping[tuple[str, int], int]) -> bool:
+    """Commit exactly these offsets ({(topic, partition): next offset}) for the app's consumer group.
+
+    Faust's public ``commit()`` only commits what its streams acknowledged; the monitor acknowledges
+    nothing and commits the offsets of durable checkpoints instead. ``Consumer._commit`` is the
+    driver-level commit under ``commit()``: it drops partitions no longer assigned and returns False
+    when the group rebalanced meanwhile (then nothing is committed, which is safe).
+    """
+    return bool(await app.consumer._commit({TP(topic, partition): o for (topic, partition), o in offsets.items()}))

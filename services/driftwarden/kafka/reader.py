@@ -79,3 +79,29 @@ async def _reached(consumer: AIOKafkaConsumer, assigned: list[TopicPartition], e
         if tp not in ends and (highwater := consumer.highwater(tp)) is not None:
             ends[tp] = highwater
     return len(ends) == len(assigned) and all([await consumer.position(tp) >= ends[tp] for tp in assigned])
+
+
+async def watermarks(
+    settings: Settings, partitions: list[tuple[str, int]], timeout_s: float = 10.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low-water, high-water) mark of each (topic, partition), the high one from a fetch response
+    (the embedded broker reports end offsets wrongly, high-water marks right)."""
+    wait_ms = settings.fetch_max_wait_ms
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=wait_ms
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for topic, p in partitions]
+        consumer.assign(assigned)
+        lows = await consumer.beginning_offsets(assigned)
+        for tp in assigned:
+            consumer.seek(tp, lows[tp])
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in assigned):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no fetch response for {assigned} in {timeout_s:.0f} s")
+            await consumer.getmany(*assigned, timeout_ms=100, max_records=1)
+        return {(tp.topic, tp.partition): (lows[tp], consumer.highwater(tp) or 0) for tp in assigned}
+    finally:
+        await consumer.stop()

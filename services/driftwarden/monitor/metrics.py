@@ -31,3 +31,11 @@ BATCH_SECONDS = Histogram(
     "Time to process one batch of Kafka messages, decode to publish.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+CHECKPOINTS_REFUSED = Counter(
+    "driftwarden_checkpoints_refused",
+    "Checkpoints refused (never restored or saved): malformed, version, checksum, identity, foreign_log, payload.",
+    ["reason"],
+)
+OFFSET_GAPS = Counter(
+    "driftwarden_offset_gaps", "Times an input partition skipped offsets that never arrived.", ["topic"]
+)

@@ -6,12 +6,12 @@ messages it decodes (bad input goes to the dead-letter topic with the reason and
 bytes), feeds the core in stream order, publishes alerts and retrain commands, and waits until the
 broker acknowledged all of it before the batch counts as done: at-least-once, nothing lost.
 
-Restart safety: every ``checkpoint_interval_s`` the core's state of each partition is written to a
-compacted topic together with the offsets it covers (a bounded rate, not one write per event). A
-worker that takes over a partition restores that checkpoint, skips messages the checkpoint already
-includes and, if the group committed offsets beyond it, seeks back so that every event after the
-checkpoint is processed again. Alert ids are deterministic, so an alert re-raised by that replay is
-the same alert.
+Restart safety (the protocol is :mod:`driftwarden.monitor.state`): every ``checkpoint_interval_s``
+the core's state of each changed partition is written to a compacted topic with the offsets of both
+inputs it covers, and only once the broker acknowledged it are those offsets committed; Faust commits
+nothing of the inputs. A worker that takes over a partition is positioned by the committed offsets (at
+or behind the checkpoint), restores the checkpoint and skips what it covers: no seek. Alert ids are
+deterministic, so an alert re-raised by that replay is the same alert.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
-import pickle
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -44,9 +43,18 @@ from driftwarden.core.events import (
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
-from driftwarden.kafka.faust_app import create_faust_app
-from driftwarden.kafka.reader import read_topic
+from driftwarden.kafka.faust_app import commit_offsets, create_faust_app
+from driftwarden.kafka.reader import read_topic, watermarks
 from driftwarden.monitor import metrics
+from driftwarden.monitor.state import (
+    Admission,
+    Checkpoint,
+    CheckpointLine,
+    CheckpointRefused,
+    OffsetLedger,
+    check_within_log,
+    partition_of_key,
+)
 from driftwarden.settings import CHECKPOINT_MAX_BYTES, Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +65,6 @@ EXIT_CANNOT_PUBLISH = 75
 EXAMPLES_PER_MESSAGE = 500
 #: Checkpoints are spaced at least this many times their own duration apart.
 CHECKPOINT_TIME_SHARE_INVERSE = 10
-#: How long to wait for a seek back to a checkpoint's offset before accepting a real gap.
-SEEK_PATIENCE_S = 10.0
 
 
 def profile_loader(profiles_dir: Path | None) -> ProfileLoader | None:
@@ -91,7 +97,10 @@ class MonitorService:
         self.topics = topics = settings.topics
         self.app = create_faust_app(settings.monitor_group, settings, producer_max_request_size=CHECKPOINT_MAX_BYTES)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.inputs = self.app.topic(topics.predictions, topics.labels, partitions=settings.partitions, **raw)
+        # acks=False: Faust never commits these topics; the checkpoint line commits them (monitor/state.py).
+        self.inputs = self.app.topic(
+            topics.predictions, topics.labels, partitions=settings.partitions, acks=False, **raw
+        )
         self.alerts = self.app.topic(topics.alerts, **raw)
         self.commands = self.app.topic(topics.retrain_commands, **raw)
         self.dead_letters = self.app.topic(topics.dead_letters, **raw)
@@ -99,15 +108,15 @@ class MonitorService:
         self.state = self.app.topic(topics.monitor_state, **raw)
         self.training = self.app.topic(topics.training_examples, **raw)
         self.partition_models: dict[int, set[str]] = {}
-        self.next_offset: dict[TP, int] = {}
+        self.ledger = OffsetLedger()
+        self.line = CheckpointLine(self._write_checkpoints, self._commit)
         self.initialized: set[int] = set()
-        self.seeking: dict[TP, float] = {}
         self.dirty: set[int] = set()
         self.changed_models: set[str] = set()
         self.last_checkpoint = time.monotonic()
         self.checkpoint_due_s = settings.checkpoint_interval_s
-        self._writing: asyncio.Future[None] | None = None
         self._checkpoints: dict[int, bytes] | None = None
+        self._input_watermarks: dict[tuple[str, int], tuple[int, int]] = {}
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
@@ -124,8 +133,7 @@ class MonitorService:
                     except Exception as exc:  # a bug in our code must not lose the batch: keep it whole
                         log.exception("processing a batch of %d messages failed; dead-lettering it", len(batch))
                         await self._dead_letter_batch(batch, f"internal error: {exc!r}")
-                writing = self._writing is not None and not self._writing.done()
-                if not writing and time.monotonic() - self.last_checkpoint >= self.checkpoint_due_s:
+                if not self.line.busy and time.monotonic() - self.last_checkpoint >= self.checkpoint_due_s:
                     await self.checkpoint(wait=False)
             yield None
 
@@ -135,9 +143,10 @@ class MonitorService:
         outputs = Outputs()
         now = time.time()
         predictions: list[PredictionEvent] = []
+        assignment = self.app.consumer.assignment()
         for event in batch:
             message = event.message
-            if not await self._accept(message):
+            if not await self._accept(message, assignment):
                 continue
             is_label = message.topic == self.topics.labels
             decoded = (LABELS if is_label else PREDICTIONS).decode(message.value)
@@ -214,102 +223,106 @@ class MonitorService:
                     kind, subject, statistic = name.split(":", 2)
                     metrics.DRIFT_STATISTIC.labels(model_id, kind, subject, statistic).set(value)
 
-    # -- offsets and checkpoints ---------------------------------------------------------------------
+    # -- offsets and checkpoints (the protocol itself is driftwarden.monitor.state) ------------------
 
-    async def _accept(self, message: Any) -> bool:
-        """Whether to process a message, given the offsets the restored checkpoint already covers."""
-        tp = TP(message.topic, message.partition)
-        if message.partition not in self.initialized:
-            await self._initialize(message.partition)
-        expected = self.next_offset.get(tp)
-        if expected is None or message.offset == expected:
-            self.next_offset[tp] = message.offset + 1
-            self.seeking.pop(tp, None)
-            return True
-        if message.offset < expected:
-            return False  # already part of the restored state
-        started = self.seeking.get(tp)
-        if started is None:
-            log.info("%s: resuming at %d, checkpoint covers up to %d: seeking back", tp, message.offset, expected)
-            self.seeking[tp] = time.monotonic()
-            await self.app.consumer.seek(tp, expected)
+    async def _accept(self, message: Any, assignment: set[TP]) -> bool:
+        """Whether to process a message: its partition is ours and its state does not include it yet."""
+        if TP(message.topic, message.partition) not in assignment:
+            return False  # fetched before a rebalance took the partition away: its new owner reads it
+        partition = message.partition
+        if partition not in self.initialized:
+            await self._initialize(partition)
+        admission = self.ledger.admit(message.topic, partition, message.offset)
+        if admission is Admission.COVERED:
+            expected = self.ledger.expected(message.topic, partition) or 0
+            highwater = self.app.consumer.highwater(TP(message.topic, partition))
+            if highwater is not None and expected > highwater:
+                self._drop_foreign_state(partition, f"{message.topic}: state covers up to {expected}, log ends at "
+                                                    f"{highwater}")  # fmt: skip
+                return await self._accept(message, assignment)
             return False
-        if time.monotonic() - started < SEEK_PATIENCE_S:
-            return False  # still draining messages fetched before the seek
-        log.warning("%s: offsets %d..%d are gone from the topic; continuing", tp, expected, message.offset - 1)
-        self.next_offset[tp] = message.offset + 1
-        self.seeking.pop(tp, None)
+        if admission is Admission.GAP:
+            metrics.OFFSET_GAPS.labels(message.topic).inc()
+            log.warning("%s/%d: offsets before %d never arrived (deleted by retention?); continuing at %d",
+                        message.topic, partition, message.offset, message.offset)  # fmt: skip
         return True
 
     async def _initialize(self, partition: int) -> None:
-        """Restore the partition's latest checkpoint, if any, before its first message is processed."""
+        """Restore the partition's latest checkpoint, if any and valid, before its first message."""
         self.initialized.add(partition)
         if self._checkpoints is None:
-            self._checkpoints = {}
-            state_topic = self.topics.monitor_state
-            # Read until quiet, not just to the end seen at start: restoring at once, before Faust's
-            # own start-up seeks have settled, left seeks back unanswered (tests/integration/test_restart.py).
-            async for record in read_topic(
-                self.settings, state_topic, idle_timeout_s=0.2, max_record_bytes=CHECKPOINT_MAX_BYTES
-            ):
-                group, _, number = (record.key or b"").decode().rpartition("/")
-                if group == self.settings.monitor_group and record.value is not None:
-                    self._checkpoints[int(number)] = record.value
+            self._checkpoints = await self._read_checkpoints()
         raw = self._checkpoints.get(partition)
-        offsets: dict[str, int] = {}
+        # First sight of this partition: checkpoint after this batch (not 0.0: the monotonic clock starts
+        # near 0 at boot, and 0.0 postponed a first checkpoint by up to an interval, an hour in test_restart).
+        self.last_checkpoint = -math.inf
         if raw is None:
-            self.last_checkpoint = 0.0  # first sight of this partition: checkpoint after this batch
-        else:
-            snapshot = pickle.loads(zlib.decompress(raw))  # written by this service only (see docs/operations.md)
-            models = self.core.restore(snapshot["models"])
-            self.partition_models[partition] = set(models)
-            self.changed_models |= set(models)
-            offsets = snapshot["offsets"]
-            log.info("partition %d: restored %d models, offsets %s", partition, len(models), offsets)
-        # The state holds nothing of an input the checkpoint has no offset for: that input is replayed
-        # from its first retained message, whatever offset the group committed.
-        uncovered = [TP(t, partition) for t in (self.topics.predictions, self.topics.labels) if t not in offsets]
-        earliest = await self.app.consumer.earliest_offsets(*uncovered) if uncovered else {}
-        for topic, offset in offsets.items():
-            self.next_offset[TP(topic, partition)] = offset
-        for tp in uncovered:
-            self.next_offset[tp] = earliest.get(tp) or 0
+            log.info("partition %d: no checkpoint; starting where the group's consumer starts", partition)
+            return
+        try:
+            checkpoint = Checkpoint.decode(raw, self.settings.monitor_group, partition)
+            check_within_log(checkpoint.offsets, self._marks_of(partition, self._input_watermarks))
+            models = self.core.restore(checkpoint.state)
+        except CheckpointRefused as refused:
+            self._refuse(partition, refused)
+            return
+        except Exception as exc:  # the payload passed its checksum but is not a state this core reads
+            self._refuse(partition, CheckpointRefused("payload", repr(exc)))
+            return
+        self.ledger.start(partition, checkpoint.offsets)
+        self.partition_models[partition] = set(models)
+        self.changed_models |= set(models)
+        log.info("partition %d: restored %d models, offsets %s", partition, len(models), dict(checkpoint.offsets))
+
+    async def _read_checkpoints(self) -> dict[int, bytes]:
+        """The newest checkpoint of each partition, then the watermarks of the inputs (read after the
+        checkpoints, so that every checkpoint read lies within them when it belongs to this log)."""
+        checkpoints: dict[int, bytes] = {}
+        async for record in read_topic(self.settings, self.topics.monitor_state, max_record_bytes=CHECKPOINT_MAX_BYTES):
+            partition = partition_of_key(record.key, self.settings.monitor_group)
+            if partition is not None and record.value is not None:
+                checkpoints[partition] = record.value
+        inputs = [(t, p) for t in (self.topics.predictions, self.topics.labels) for p in sorted(checkpoints)]
+        self._input_watermarks = await watermarks(self.settings, inputs) if inputs else {}
+        return checkpoints
+
+    @staticmethod
+    def _marks_of(partition: int, marks: dict[tuple[str, int], tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        return {topic: pair for (topic, p), pair in marks.items() if p == partition}
+
+    def _refuse(self, partition: int, refused: CheckpointRefused) -> None:
+        metrics.CHECKPOINTS_REFUSED.labels(refused.reason).inc()
+        log.error("partition %d: checkpoint REFUSED (%s); this state is neither restored nor saved: the partition "
+                  "starts from scratch where the group's consumer starts it (committed offsets, or earliest)",
+                  partition, refused)  # fmt: skip
+
+    def _drop_foreign_state(self, partition: int, detail: str) -> None:
+        """State of another incarnation of the log (e.g. the broker restarted empty): never save it."""
+        self._refuse(partition, CheckpointRefused("foreign_log", detail))
+        self.core.forget(self.partition_models.pop(partition, set()))
+        self.ledger.forget({partition})
+        self.dirty.discard(partition)
 
     async def checkpoint(self, partitions: set[int] | None = None, wait: bool = True) -> None:
-        """Snapshot the (changed) partitions' state with the offsets it covers, then compress and write
-        it; ``wait=False`` lets the worker go on while that happens (zlib releases the GIL)."""
+        """Snapshot the (changed) partitions' state with the offsets it covers and hand it to the
+        checkpoint line, which compresses, writes and then commits it; ``wait=False`` goes on meanwhile."""
         started = time.monotonic()
         chosen = self.dirty if partitions is None else self.dirty & partitions
-        snapshots = []
-        for partition in sorted(chosen):
-            snapshot = {
-                "offsets": {tp.topic: offset for tp, offset in self.next_offset.items() if tp.partition == partition},
-                "models": self.core.export(self.partition_models.get(partition, set())),
-            }
-            snapshots.append((partition, pickle.dumps(snapshot, pickle.HIGHEST_PROTOCOL)))
+        group = self.settings.monitor_group
+        snapshots = [
+            Checkpoint(group, p, self.ledger.covered(p), self.core.export(self.partition_models.get(p, set())))
+            for p in sorted(chosen)
+        ]
         self.dirty -= chosen
         self.last_checkpoint = started
-        self._writing = asyncio.ensure_future(self._write_checkpoints(snapshots, self._writing, started))
+        done = self.line.submit(snapshots)
+        done.add_done_callback(lambda future: self._after_checkpoint(future, chosen, started))
         if wait:
-            await self._writing
+            await done
 
-    async def _write_checkpoints(
-        self, snapshots: list[tuple[int, bytes]], previous: asyncio.Future[None] | None, started: float
-    ) -> None:
-        if previous is not None:  # checkpoints of a partition land in the order they were taken
-            await asyncio.gather(previous, return_exceptions=True)
-        try:
-            pending = []
-            for partition, raw in snapshots:
-                value = await asyncio.to_thread(zlib.compress, raw, 1)
-                key = f"{self.settings.monitor_group}/{partition}".encode()
-                pending.append(await self.state.send(key=key, value=value))
-                metrics.CHECKPOINT_BYTES.set(len(value))
-            await asyncio.gather(*pending)
-        except Exception:  # the previous checkpoint stands: a restart replays a little more
-            written = sorted(partition for partition, _ in snapshots)
-            log.exception("writing the checkpoint of partitions %s failed; the next one retries", written)
-            self.dirty |= {p for p in written if p in self.partition_models}  # still ours: save again
+    def _after_checkpoint(self, done: asyncio.Future[bool], partitions: set[int], started: float) -> None:
+        if not done.result():  # still ours: save again next time
+            self.dirty |= {p for p in partitions if p in self.partition_models}
             return
         # A large state (e.g. many predictions waiting for labels) is saved less often, so that
         # checkpoints take at most about a tenth of the worker's time.
@@ -317,19 +330,46 @@ class MonitorService:
             self.settings.checkpoint_interval_s, CHECKPOINT_TIME_SHARE_INVERSE * (time.monotonic() - started)
         )
 
+    async def _write_checkpoints(self, encoded: list[tuple[bytes, bytes]]) -> None:
+        pending = [await self.state.send(key=key, value=value) for key, value in encoded]
+        await asyncio.gather(*pending)
+        if encoded:
+            metrics.CHECKPOINT_BYTES.set(len(encoded[-1][1]))
+
+    async def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not await commit_offsets(self.app, offsets):
+            log.info("offsets %s not committed (rebalanced meanwhile); the checkpoint covers them", offsets)
+
     async def on_partitions_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
-        """Save what we have of revoked partitions, then forget it: the next owner restores it."""
-        partitions = {tp.partition for tp in revoked}
+        """Save what we have of revoked partitions (unless it belongs to another incarnation of the
+        log), then forget it: the next owner restores it."""
+        partitions = {tp.partition for tp in revoked if tp.topic in (self.topics.predictions, self.topics.labels)}
         async with self._lock:
             try:
+                await self._drop_states_of_other_logs(partitions & self.dirty)
                 await self.checkpoint(partitions)
+                await self.line.drain()
             except Exception:  # the next owner replays from the previous checkpoint instead
                 log.exception("checkpoint of revoked partitions %s failed", sorted(partitions))
             for partition in partitions:
                 self.core.forget(self.partition_models.pop(partition, set()))
                 self.initialized.discard(partition)
-            self.next_offset = {tp: o for tp, o in self.next_offset.items() if tp.partition not in partitions}
+            self.ledger.forget(partitions)
             self._checkpoints = None
+
+    async def _drop_states_of_other_logs(self, partitions: set[int]) -> None:
+        """Compare the states about to be saved with fresh watermarks of the inputs (a revoke follows
+        e.g. a broker restart; the fetch positions seen before it may be from the previous log)."""
+        inputs = [(topic, p) for p in sorted(partitions) for topic in self.ledger.covered(p)]
+        # Only the high-water mark: a live state behind the low-water mark lost events to retention
+        # (logged as a gap when it reads on), it does not belong to another log.
+        marks = await watermarks(self.settings, inputs) if inputs else {}
+        current = {tp: (0, high) for tp, (_, high) in marks.items()}
+        for partition in sorted(partitions):
+            try:
+                check_within_log(self.ledger.covered(partition), self._marks_of(partition, current))
+            except CheckpointRefused as refused:
+                self._drop_foreign_state(partition, refused.detail)
 
     # -- dead letters and status ---------------------------------------------------------------------
 
