@@ -1,0 +1,330 @@
+"""Monitor kill trials: ``kill -9`` of real monitor workers at random moments under live load.
+
+One run = a fresh set of topics and consumer group on a real broker, a few models produced at a steady
+rate (with late labels and malformed messages), one or two monitor workers, and ``kills`` trials: a
+worker is killed with SIGKILL at a random moment (seeded) while events keep arriving, and restarted after
+a random pause, so it comes back to a backlog; with two workers the survivor takes over meanwhile. A
+dashboard scrapes every live worker's ``/metrics`` every 0.25 s throughout.
+
+After the run, from the topics alone: every produced event was processed or dead-lettered exactly once
+(status counters, and distinct dead letters on the dead-letter topic), every label counted once, every
+expected alert fired with one id (a replay re-raises the same alert, never a new one), and every worker
+is alive. Used by ``tests/faults/test_monitor_kills.py`` and by ``driftwarden faults``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.partitioner import murmur2
+
+from driftwarden.core.events import Alert, DeadLetter, MonitorStatus
+from driftwarden.kafka.broker import EmbeddedBroker, free_port
+from driftwarden.monitor.status import latest_status, records_for
+from driftwarden.processes import spawn, terminate
+from driftwarden.settings import Settings
+from driftwarden_load.producer import ProduceReport, ScenarioProducer
+from driftwarden_load.scenarios import Scenario
+
+#: Longest wait for a (re)started worker to get to work, and for the final count to settle.
+PROGRESS_TIMEOUT_S = 90.0
+#: A worker has processed batches since it started.
+BATCHES = re.compile(r"^driftwarden_batch_seconds_count [1-9]", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class KillRun:
+    """What one run does. A kill comes ``kill_after_s`` after the workers were last seen at work, the
+    restart ``restart_after_s`` after the kill (uniform). Two workers get a model on every partition
+    (each holds some); the load stays ``rate`` events/s in all, long enough for every kill to meet a
+    backlog."""
+
+    seed: int
+    kills: int
+    workers: int = 1
+    rate: float = 1_000.0
+    kill_after_s: tuple[float, float] = (0.3, 2.5)
+    restart_after_s: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def models(self) -> int:
+        return 2 * self.workers
+
+    @property
+    def events_per_model(self) -> int:
+        """Enough for ~12 s of paced load per kill (a restart takes 5-10 s on a busy machine); what
+        is left when the kills are over is sent at full speed."""
+        return max(9_000, int(self.rate / self.models * 12 * self.kills))
+
+
+@dataclass
+class RunResult:
+    """The invariants checked after one run; ``problems`` is empty when all of them hold."""
+
+    run: KillRun
+    kills: int = 0
+    produced: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    dead_letters_on_topic: int = 0
+    alerts: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    HEADER = (
+        "| seed | workers | kills | produced | processed | dead-lettered (status / topic) | alerts | seconds "
+        "| result |\n|---|---|---|---|---|---|---|---|---|"
+    )
+
+    def as_row(self) -> str:
+        verdict = "ok" if self.ok else "FAILED: " + "; ".join(self.problems)
+        return (
+            f"| {self.run.seed} | {self.run.workers} | {self.kills} | {self.produced:,} | {self.processed:,} "
+            f"| {self.dead_lettered:,} / {self.dead_letters_on_topic:,} | {self.alerts} | {self.seconds:.0f} "
+            f"| {verdict} |"
+        )
+
+
+@contextmanager
+def trial_broker(work: Path) -> Iterator[Settings]:
+    """The cluster of ``DRIFTWARDEN_KAFKA_BOOTSTRAP`` if set, else an embedded broker logging to ``work``."""
+    base = Settings()
+    if base.kafka_bootstrap:
+        yield base
+        return
+    with EmbeddedBroker(work / "broker.log", settings=base) as broker:
+        yield broker.settings
+
+
+def run_settings(base: Settings, work: Path, name: str) -> Settings:
+    """Topics and consumer group of this run only; a short session so a killed member leaves quickly."""
+    return base.model_copy(update={
+        "topic_prefix": f"{name}.", "monitor_group": f"{name}-monitor", "state_dir": work / name,
+        "session_timeout_s": 3.0, "heartbeat_interval_s": 0.5, "checkpoint_interval_s": 2.0,
+    })  # fmt: skip
+
+
+def model_ids(name: str, count: int, partitions: int) -> list[str]:
+    """``count`` model ids on distinct partitions (as the producer's partitioner places them), so that
+    each of two workers holds some of them."""
+    chosen: dict[int, str] = {}
+    candidate = 0
+    while len(chosen) < min(count, partitions):
+        model_id = f"{name}-m{candidate}"
+        chosen.setdefault((murmur2(model_id.encode()) & 0x7FFFFFFF) % partitions, model_id)
+        candidate += 1
+    return list(chosen.values())
+
+
+class Workers:
+    """The run's monitor processes, restartable by slot, scraped like a dashboard would."""
+
+    def __init__(self, settings: Settings, work: Path, count: int) -> None:
+        self.settings = settings
+        self.work = work
+        self.started = 0
+        self.slots: list[tuple[subprocess.Popen[bytes], int]] = [self._spawn() for _ in range(count)]
+        self._stop = threading.Event()
+        self._scraper = threading.Thread(target=self._scrape, daemon=True)
+        self._scraper.start()
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        self.started += 1
+        log = self.work / f"worker-{self.started}.log"
+        return spawn(["monitor", "--metrics-port", str(port)], self.settings, log), port
+
+    def kill(self, slot: int) -> None:
+        process, _ = self.slots[slot]
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def restart(self, slot: int) -> None:
+        self.slots[slot] = self._spawn()
+
+    def dead(self) -> list[int]:
+        return [process.pid for process, _ in self.slots if process.poll() is not None]
+
+    def wait_back(self, slot: int) -> None:
+        """Until the worker in ``slot`` has processed batches (restored its partitions, read on)."""
+        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+        while BATCHES.search(self.metrics(self.slots[slot][1])) is None:
+            if self.slots[slot][0].poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.slots[slot][0].pid} did not get to work; see {self.work}")
+            time.sleep(0.2)
+
+    @staticmethod
+    def metrics(port: int) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                return str(response.read().decode())
+        except OSError:
+            return ""  # not up yet, or just killed
+
+    def _scrape(self) -> None:
+        while not self._stop.wait(0.25):
+            for _, port in list(self.slots):
+                self.metrics(port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._scraper.join(5)
+        for process, _ in self.slots:
+            terminate(process)
+
+
+def run_kills(base: Settings, work: Path, run: KillRun, name: str) -> RunResult:
+    """One run on the broker of ``base`` (its topics must be creatable); see the module docstring."""
+    from driftwarden.bench.throughput import bench_settings
+
+    started = time.monotonic()
+    rng = random.Random(run.seed)
+    settings = run_settings(bench_settings(base, work, name, partitions=base.partitions), work, name)
+    n = run.events_per_model
+    scenarios = [
+        Scenario(name="abrupt-shift", n_events=n, onset=n // 3, seed=run.seed, model_id=model_id)
+        for model_id in model_ids(name, run.models, settings.partitions)
+    ]
+    producers = [
+        ScenarioProducer(settings, s, batch_size=100, rate=run.rate / len(scenarios), label_delay=1_000,
+                         malformed_every=1_000)
+        for s in scenarios
+    ]  # fmt: skip
+    reports: list[ProduceReport] = []
+    producing = threading.Thread(target=lambda: reports.extend(asyncio.run(_produce(producers))))
+    result = RunResult(run)
+    workers = Workers(settings, work / name, run.workers)
+    try:
+        producing.start()
+        for slot in range(run.workers):
+            workers.wait_back(slot)
+        for _ in range(run.kills):
+            result.kills += _one_kill(workers, rng, run)
+        for producer in producers:
+            producer.rate = 0.0  # the rest of the stream at full speed: the kills are over
+        producing.join(PROGRESS_TIMEOUT_S * 2)
+        _check(settings, scenarios, reports, workers, result)
+    finally:
+        producing.join(PROGRESS_TIMEOUT_S * 2)
+        workers.stop()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def run_all(base: Settings, work: Path, runs: list[KillRun]) -> list[RunResult]:
+    """The runs side by side (each has its own topics, group and workers); results in run order."""
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        return list(pool.map(lambda run: run_kills(base, work, run, f"kills{run.seed}"), runs))
+
+
+async def _produce(producers: list[ScenarioProducer]) -> list[ProduceReport]:
+    return list(await asyncio.gather(*(p.run() for p in producers)))
+
+
+def _one_kill(workers: Workers, rng: random.Random, run: KillRun) -> int:
+    """Kill a worker at a random moment, restart it after a pause; 1 once it is back at work."""
+    slot = rng.randrange(len(workers.slots))
+    time.sleep(rng.uniform(*run.kill_after_s))
+    workers.kill(slot)
+    time.sleep(rng.uniform(*run.restart_after_s))
+    workers.restart(slot)
+    workers.wait_back(slot)
+    return 1
+
+
+def _progress(settings: Settings, scenarios: list[Scenario]) -> dict[str, int]:
+    statuses = asyncio.run(_statuses(settings, scenarios))
+    return {m: s.events_processed + s.events_dead_lettered for m, s in statuses.items() if s is not None}
+
+
+async def _statuses(settings: Settings, scenarios: list[Scenario]) -> dict[str, MonitorStatus | None]:
+    return {s.model_id: await latest_status(settings, s.model_id) for s in scenarios}
+
+
+def _check(
+    settings: Settings, scenarios: list[Scenario], reports: list[ProduceReport], workers: Workers, result: RunResult
+) -> None:
+    """Wait until every produced input is accounted for, then check the invariants of the run."""
+    if len(reports) != len(scenarios):
+        result.problems.append("the producer failed")
+        return
+    expected = {s.model_id: r.predictions + r.malformed for s, r in zip(scenarios, reports, strict=True)}
+    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+    progress = _progress(settings, scenarios)
+    while any(progress.get(m, 0) < n for m, n in expected.items()):
+        if time.monotonic() > deadline:
+            result.problems.append(f"not all inputs processed or dead-lettered in time: {progress}")
+            break
+        time.sleep(0.5)
+        progress = _progress(settings, scenarios)
+    statuses = asyncio.run(_statuses(settings, scenarios))
+    for scenario, report in zip(scenarios, reports, strict=True):
+        status = statuses[scenario.model_id]
+        if status is None:
+            result.problems.append(f"{scenario.model_id}: no status")
+            continue
+        result.produced += report.predictions + report.malformed
+        result.processed += status.events_processed
+        result.dead_lettered += status.events_dead_lettered
+        result.problems += _model_problems(settings, scenario, report, status, result)
+    if dead := workers.dead():
+        result.problems.append(f"workers {dead} died")
+
+
+def _model_problems(
+    settings: Settings, scenario: Scenario, report: ProduceReport, status: MonitorStatus, result: RunResult
+) -> list[str]:
+    model = scenario.model_id
+    problems = []
+    if (status.events_processed, status.events_dead_lettered) != (report.predictions, report.malformed):
+        problems.append(
+            f"{model}: produced {report.predictions:,} + {report.malformed} malformed, status says "
+            f"{status.events_processed:,} processed + {status.events_dead_lettered} dead-lettered"
+        )
+    if status.labels_received != report.labels:
+        problems.append(f"{model}: {report.labels:,} labels produced, {status.labels_received:,} counted")
+    letters = [DeadLetter.model_validate_json(v) for v in _records(settings, settings.topics.dead_letters, model)]
+    distinct = {(d.source_topic, d.source_partition, d.source_offset, d.batch_index) for d in letters}
+    result.dead_letters_on_topic += len(distinct)
+    if len(distinct) != report.malformed:
+        problems.append(f"{model}: {report.malformed} malformed produced, {len(distinct)} distinct dead letters")
+    alerts = [Alert.model_validate_json(v) for v in _records(settings, settings.topics.alerts, model)]
+    ids: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for alert in alerts:
+        ids[(alert.fingerprint, alert.state)].add(alert.alert_id)
+    result.alerts += len(ids)
+    if duplicated := {k: v for k, v in ids.items() if len(v) > 1}:
+        problems.append(f"{model}: alerts raised again under new ids: {duplicated}")
+    fired = {(a.kind, a.subject) for a in alerts if a.state == "firing"}
+    if fired != scenario.ground_truth().expected_alerts:
+        problems.append(f"{model}: alerts {sorted(fired)}, expected {sorted(scenario.ground_truth().expected_alerts)}")
+    return problems
+
+
+def _records(settings: Settings, topic: str, model_id: str) -> list[bytes]:
+    return asyncio.run(records_for(settings, topic, model_id))
+
+
+def default_runs(trials: int, seed: int) -> list[KillRun]:
+    """Runs of up to 6 kills adding up to ``trials`` kills, alternating one and two workers."""
+    runs = []
+    while (done := sum(r.kills for r in runs)) < trials:
+        runs.append(KillRun(seed=seed + len(runs), kills=min(6, trials - done), workers=1 + len(runs) % 2))
+    return runs

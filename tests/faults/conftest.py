@@ -1,0 +1,23 @@
+"""Fault trials: real brokers and real worker processes, faults injected from outside (kill -9, ...).
+
+Fixtures of the monitor kill trials are prefixed ``monitor_``; other trials keep their fixtures apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driftwarden.monitor.kill_trials import trial_broker
+from driftwarden.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def monitor_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
+    """One broker for every monitor kill run (each run has topics and a group of its own), and a
+    directory for the runs' worker logs."""
+    work = tmp_path_factory.mktemp("monitor-kills")
+    with trial_broker(work) as settings:
+        yield settings, work
