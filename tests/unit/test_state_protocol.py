@@ -99,12 +99,15 @@ def test_offsets_outside_the_log_belong_to_another_incarnation_of_it():
 # -- the ledger --------------------------------------------------------------------------------------
 
 
-def test_ledger_skips_what_the_state_covers_and_flags_gaps():
+def test_ledger_admits_each_offset_once_and_in_order():
     ledger = OffsetLedger()
     ledger.start(0, {"p": 5})
-    assert [ledger.admit("p", 0, o) for o in (0, 4, 5, 6, 9, 9)] == [
-        Admission.COVERED, Admission.COVERED, Admission.PROCESS, Admission.PROCESS, Admission.GAP, Admission.COVERED,
+    assert [ledger.admit("p", 0, o) for o in (0, 4, 5, 6, 9, 9, 7)] == [
+        Admission.COVERED, Admission.COVERED, Admission.PROCESS, Admission.PROCESS, Admission.GAP, Admission.GAP,
+        Admission.PROCESS,
     ]  # fmt: skip
+    ledger.resume_at("p", 0, 9)  # 8 deleted by retention
+    assert ledger.admit("p", 0, 9) is Admission.PROCESS
     assert ledger.admit("l", 0, 40) is Admission.PROCESS  # an input the checkpoint does not cover: as it comes
     assert ledger.covered(0) == {"l": 41, "p": 10}
     ledger.start(1, {"p": 2})

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,9 +65,9 @@ class KillRun:
 
     @property
     def events_per_model(self) -> int:
-        """Enough for ~12 s of paced load per kill (a restart takes 5-10 s on a busy machine); what
-        is left when the kills are over is sent at full speed."""
-        return max(9_000, int(self.rate / self.models * 12 * self.kills))
+        """Enough for 20 s of paced load per kill (a kill and restart take 5-15 s on a busy machine);
+        what is left when the kills are over is sent at full speed."""
+        return max(9_000, int(self.rate / self.models * 20 * self.kills))
 
 
 @dataclass
@@ -162,10 +162,11 @@ class Workers:
     def dead(self) -> list[int]:
         return [process.pid for process, _ in self.slots if process.poll() is not None]
 
-    def wait_back(self, slot: int) -> None:
-        """Until the worker in ``slot`` has processed batches (restored its partitions, read on)."""
+    def wait_back(self, slot: int, nothing_left: Callable[[], bool]) -> None:
+        """Until the worker in ``slot`` has processed batches (restored its partitions, read on), or
+        ``nothing_left()`` says no new input will come (then it may have nothing to do)."""
         deadline = time.monotonic() + PROGRESS_TIMEOUT_S
-        while BATCHES.search(self.metrics(self.slots[slot][1])) is None:
+        while BATCHES.search(self.metrics(self.slots[slot][1])) is None and not nothing_left():
             if self.slots[slot][0].poll() is not None or time.monotonic() > deadline:
                 raise TimeoutError(f"worker {self.slots[slot][0].pid} did not get to work; see {self.work}")
             time.sleep(0.2)
@@ -213,10 +214,14 @@ def run_kills(base: Settings, work: Path, run: KillRun, name: str) -> RunResult:
     workers = Workers(settings, work / name, run.workers)
     try:
         producing.start()
+
+        def nothing_left() -> bool:
+            return not producing.is_alive()
+
         for slot in range(run.workers):
-            workers.wait_back(slot)
+            workers.wait_back(slot, nothing_left)
         for _ in range(run.kills):
-            result.kills += _one_kill(workers, rng, run)
+            result.kills += _one_kill(workers, rng, run, nothing_left)
         for producer in producers:
             producer.rate = 0.0  # the rest of the stream at full speed: the kills are over
         producing.join(PROGRESS_TIMEOUT_S * 2)
@@ -238,15 +243,16 @@ async def _produce(producers: list[ScenarioProducer]) -> list[ProduceReport]:
     return list(await asyncio.gather(*(p.run() for p in producers)))
 
 
-def _one_kill(workers: Workers, rng: random.Random, run: KillRun) -> int:
-    """Kill a worker at a random moment, restart it after a pause; 1 once it is back at work."""
+def _one_kill(workers: Workers, rng: random.Random, run: KillRun, nothing_left: Callable[[], bool]) -> int:
+    """Kill a worker at a random moment, restart it after a pause; 1 once it is back at work (with
+    input still arriving, so that every kill leaves a backlog)."""
     slot = rng.randrange(len(workers.slots))
     time.sleep(rng.uniform(*run.kill_after_s))
     workers.kill(slot)
     time.sleep(rng.uniform(*run.restart_after_s))
     workers.restart(slot)
-    workers.wait_back(slot)
-    return 1
+    workers.wait_back(slot, nothing_left)
+    return 0 if nothing_left() else 1
 
 
 def _progress(settings: Settings, scenarios: list[Scenario]) -> dict[str, int]:

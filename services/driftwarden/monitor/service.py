@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: Exit code when even the dead-letter topic cannot be written: exit without committing offsets.
 EXIT_CANNOT_PUBLISH = 75
+#: Exit code when input arrives out of order (see MonitorService._skip_deleted_offsets).
+EXIT_OUT_OF_ORDER = 76
 #: Training examples per message on the training topic.
 EXAMPLES_PER_MESSAGE = 500
 #: Checkpoints are spaced at least this many times their own duration apart.
@@ -110,6 +112,7 @@ class MonitorService:
         self.partition_models: dict[int, set[str]] = {}
         self.ledger = OffsetLedger()
         self.line = CheckpointLine(self._write_checkpoints, self._commit)
+        self.owned: set[int] = set()  # partitions assigned to this worker (none during a rebalance)
         self.initialized: set[int] = set()
         self.dirty: set[int] = set()
         self.changed_models: set[str] = set()
@@ -121,6 +124,7 @@ class MonitorService:
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
         self.app.on_partitions_revoked.connect(self.on_partitions_revoked)
+        self.app.on_partitions_assigned.connect(self.on_partitions_assigned)
 
     # -- the agent ---------------------------------------------------------------------------------
 
@@ -143,10 +147,9 @@ class MonitorService:
         outputs = Outputs()
         now = time.time()
         predictions: list[PredictionEvent] = []
-        assignment = self.app.consumer.assignment()
         for event in batch:
             message = event.message
-            if not await self._accept(message, assignment):
+            if not await self._accept(message):
                 continue
             is_label = message.topic == self.topics.labels
             decoded = (LABELS if is_label else PREDICTIONS).decode(message.value)
@@ -225,11 +228,11 @@ class MonitorService:
 
     # -- offsets and checkpoints (the protocol itself is driftwarden.monitor.state) ------------------
 
-    async def _accept(self, message: Any, assignment: set[TP]) -> bool:
+    async def _accept(self, message: Any) -> bool:
         """Whether to process a message: its partition is ours and its state does not include it yet."""
-        if TP(message.topic, message.partition) not in assignment:
-            return False  # fetched before a rebalance took the partition away: its new owner reads it
         partition = message.partition
+        if partition not in self.owned:
+            return False  # fetched before a rebalance took the partition away: its owner reads it from a checkpoint
         if partition not in self.initialized:
             await self._initialize(partition)
         admission = self.ledger.admit(message.topic, partition, message.offset)
@@ -239,13 +242,32 @@ class MonitorService:
             if highwater is not None and expected > highwater:
                 self._drop_foreign_state(partition, f"{message.topic}: state covers up to {expected}, log ends at "
                                                     f"{highwater}")  # fmt: skip
-                return await self._accept(message, assignment)
+                return await self._accept(message)
             return False
         if admission is Admission.GAP:
-            metrics.OFFSET_GAPS.labels(message.topic).inc()
-            log.warning("%s/%d: offsets before %d never arrived (deleted by retention?); continuing at %d",
-                        message.topic, partition, message.offset, message.offset)  # fmt: skip
+            await self._skip_deleted_offsets(message)
         return True
+
+    async def _skip_deleted_offsets(self, message: Any) -> None:
+        """A message beyond the next expected offset: go on only if retention deleted the offsets in
+        between. Otherwise they are on the topic but were not delivered in order; processing on would
+        lose them, and seeking back does not work under Faust: exit without committing anything more,
+        and the restarted worker replays from the last checkpoint."""
+        tp = TP(message.topic, message.partition)
+        expected = self.ledger.expected(tp.topic, tp.partition) or 0
+        low = (await self.app.consumer.earliest_offsets(tp)).get(tp)
+        if low is not None and low > expected:
+            metrics.OFFSET_GAPS.labels(tp.topic).inc()
+            log.warning("%s/%d: offsets %d..%d were deleted (retention) before this worker read them; continuing",
+                        tp.topic, tp.partition, expected, low - 1)  # fmt: skip
+            self.ledger.resume_at(tp.topic, tp.partition, message.offset)
+            self.ledger.admit(tp.topic, tp.partition, message.offset)
+            return
+        log.critical("%s/%d: offset %d delivered while %d..%d are still on the topic (out of order); exiting "
+                     "without committing: a restart replays from the last checkpoint",
+                     tp.topic, tp.partition, message.offset, expected, message.offset - 1)  # fmt: skip
+        logging.shutdown()
+        os._exit(EXIT_OUT_OF_ORDER)
 
     async def _initialize(self, partition: int) -> None:
         """Restore the partition's latest checkpoint, if any and valid, before its first message."""
@@ -340,10 +362,14 @@ class MonitorService:
         if not await commit_offsets(self.app, offsets):
             log.info("offsets %s not committed (rebalanced meanwhile); the checkpoint covers them", offsets)
 
+    async def on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        self.owned = {tp.partition for tp in assigned if tp.topic in (self.topics.predictions, self.topics.labels)}
+
     async def on_partitions_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Save what we have of revoked partitions (unless it belongs to another incarnation of the
         log), then forget it: the next owner restores it."""
         partitions = {tp.partition for tp in revoked if tp.topic in (self.topics.predictions, self.topics.labels)}
+        self.owned -= partitions  # from now on, batches fetched before the rebalance are dropped
         async with self._lock:
             try:
                 await self._drop_states_of_other_logs(partitions & self.dirty)

@@ -8,9 +8,11 @@ durable checkpoint.** Three rules make it so:
 2. The only code that commits is :meth:`CheckpointLine._write`, and it commits exactly the offsets of
    checkpoints the broker has just acknowledged, in the order they were taken. A partition that never
    had a checkpoint is never committed (a fresh group replays it from the start, which is correct).
-3. :class:`OffsetLedger` admits each input message exactly once against the offsets the restored
-   state covers: a message the state already includes is skipped, never processed twice, and nothing
-   seeks against the framework. A restarted worker is positioned by the committed offsets, which are
+3. :class:`OffsetLedger` admits each input message exactly once and in order against the offsets the
+   restored state covers: a message the state already includes is skipped, never processed twice; a
+   message beyond the next expected offset is never processed over a hole (the worker exits and a
+   restart replays from the checkpoint), unless retention deleted the hole; nothing seeks against the
+   framework. A restarted worker is positioned by the committed offsets, which are
    at or behind its checkpoint, so it reads forward and skips what the checkpoint covers.
 
 A checkpoint is a versioned envelope (:class:`Checkpoint`): a JSON header (format, version, group,
@@ -166,7 +168,10 @@ class Admission(enum.Enum):
 
     PROCESS = "process"  #: the next message of its partition
     COVERED = "covered"  #: already part of the state: skip it
-    GAP = "gap"  #: later than expected (the offsets in between never arrived): process it, loudly
+    #: later than expected; not admitted. Only the log's retention may explain it (the offsets in
+    #: between are gone: :meth:`OffsetLedger.resume_at` this one); anything else is out-of-order
+    #: delivery, and processing on would lose the offsets in between.
+    GAP = "gap"
 
 
 @dataclass
@@ -178,7 +183,7 @@ class OffsetLedger:
     >>> [ledger.admit("p", 0, o).value for o in (3, 5, 6, 9)]
     ['covered', 'process', 'process', 'gap']
     >>> ledger.covered(0)
-    {'p': 10}
+    {'p': 7}
     """
 
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -193,8 +198,14 @@ class OffsetLedger:
         expected = self.next_offsets.get(key)
         if expected is not None and offset < expected:
             return Admission.COVERED
+        if expected is not None and offset > expected:
+            return Admission.GAP
         self.next_offsets[key] = offset + 1
-        return Admission.GAP if expected is not None and offset > expected else Admission.PROCESS
+        return Admission.PROCESS
+
+    def resume_at(self, topic: str, partition: int, offset: int) -> None:
+        """Expect ``offset`` next: the offsets before it are gone from the log (retention)."""
+        self.next_offsets[(topic, partition)] = offset
 
     def expected(self, topic: str, partition: int) -> int | None:
         return self.next_offsets.get((topic, partition))
