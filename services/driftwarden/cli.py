@@ -502,6 +502,29 @@ def bench_detection(
 
 
 @cli.command()
+def faults(
+    trials: Annotated[int, typer.Option(help="kill -9 trials in all (runs of up to 6 kills).", min=1)] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the first run (each run adds one).")] = 1,
+    parallel: Annotated[int, typer.Option(help="Runs side by side (each with its own topics).", min=1)] = 3,
+    work_dir: Annotated[Path, typer.Option(help="Broker and worker logs.")] = Path(".driftwarden/faults"),
+) -> None:
+    """Soak: kill -9 monitor workers at random moments under live load; one row per run (exit 1 on a failure)."""
+    from driftwarden.monitor.kill_trials import RunResult, default_runs, run_all, trial_broker
+
+    runs = default_runs(trials, seed)
+    failed = False
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with trial_broker(work_dir) as base:
+        typer.echo(RunResult.HEADER)
+        for i in range(0, len(runs), parallel):
+            for result in run_all(base, work_dir, runs[i : i + parallel]):
+                typer.echo(result.as_row())
+                failed |= not result.ok
+    if failed:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def demo(
     events: Annotated[int, typer.Option(help="Predictions to produce.", min=2_000)] = 60_000,
     rate: Annotated[float, typer.Option(help="Events per second.", min=100)] = 3_000.0,

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,33 +41,31 @@ from driftwarden_load.scenarios import Scenario
 
 #: Longest wait for a (re)started worker to get to work, and for the final count to settle.
 PROGRESS_TIMEOUT_S = 90.0
-#: A worker has processed batches since it started.
-BATCHES = re.compile(r"^driftwarden_batch_seconds_count [1-9]", re.MULTILINE)
+#: What a monitor worker logs when it got its partitions (driftwarden.monitor.service).
+JOINED = b"partitions assigned:"
 
 
 @dataclass(frozen=True)
 class KillRun:
-    """What one run does. A kill comes ``kill_after_s`` after the workers were last seen at work, the
-    restart ``restart_after_s`` after the kill (uniform). Two workers get a model on every partition
-    (each holds some); the load stays ``rate`` events/s in all, long enough for every kill to meet a
-    backlog."""
+    """What one run does. A kill comes ``kill_after_s`` after the killed worker joined the group (with
+    two workers: the slot killed is drawn at random), the restart ``restart_after_s`` after the kill
+    (uniform). Two models, on the first and the last partition (with two workers, each worker holds
+    one under range and round-robin assignment), get ``rate`` events/s each, for about
+    ``seconds_per_kill`` per kill; the drift starts after 6,000 events (past the 5,000-event reference)."""
 
     seed: int
     kills: int
     workers: int = 1
-    rate: float = 1_000.0
+    rate: float = 300.0
+    seconds_per_kill: float = 12.0
     kill_after_s: tuple[float, float] = (0.3, 2.5)
     restart_after_s: tuple[float, float] = (0.0, 1.0)
-
-    @property
-    def models(self) -> int:
-        return 2 * self.workers
+    models: int = 2
 
     @property
     def events_per_model(self) -> int:
-        """Enough for 20 s of paced load per kill (a kill and restart take 5-15 s on a busy machine);
-        what is left when the kills are over is sent at full speed."""
-        return max(9_000, int(self.rate / self.models * 20 * self.kills))
+        """Paced load for the kills; what is left when they are over is sent at full speed."""
+        return max(9_000, int(self.rate * self.seconds_per_kill * self.kills))
 
 
 @dataclass
@@ -121,16 +119,17 @@ def run_settings(base: Settings, work: Path, name: str) -> Settings:
     })  # fmt: skip
 
 
-def model_ids(name: str, count: int, partitions: int) -> list[str]:
-    """``count`` model ids on distinct partitions (as the producer's partitioner places them), so that
-    each of two workers holds some of them."""
+def model_ids(name: str, partitions: int) -> list[str]:
+    """Two model ids, on the first and the last partition as the producer's partitioner places them."""
     chosen: dict[int, str] = {}
     candidate = 0
-    while len(chosen) < min(count, partitions):
+    while len(chosen) < 2:
         model_id = f"{name}-m{candidate}"
-        chosen.setdefault((murmur2(model_id.encode()) & 0x7FFFFFFF) % partitions, model_id)
+        partition = (murmur2(model_id.encode()) & 0x7FFFFFFF) % partitions
+        if partition in (0, partitions - 1):
+            chosen.setdefault(partition, model_id)
         candidate += 1
-    return list(chosen.values())
+    return [chosen[p] for p in sorted(chosen)]
 
 
 class Workers:
@@ -140,19 +139,19 @@ class Workers:
         self.settings = settings
         self.work = work
         self.started = 0
-        self.slots: list[tuple[subprocess.Popen[bytes], int]] = [self._spawn() for _ in range(count)]
+        self.slots: list[tuple[subprocess.Popen[bytes], int, Path]] = [self._spawn() for _ in range(count)]
         self._stop = threading.Event()
         self._scraper = threading.Thread(target=self._scrape, daemon=True)
         self._scraper.start()
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], int, Path]:
         port = free_port()
         self.started += 1
         log = self.work / f"worker-{self.started}.log"
-        return spawn(["monitor", "--metrics-port", str(port)], self.settings, log), port
+        return spawn(["monitor", "--metrics-port", str(port)], self.settings, log), port, log
 
     def kill(self, slot: int) -> None:
-        process, _ = self.slots[slot]
+        process = self.slots[slot][0]
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
@@ -160,15 +159,15 @@ class Workers:
         self.slots[slot] = self._spawn()
 
     def dead(self) -> list[int]:
-        return [process.pid for process, _ in self.slots if process.poll() is not None]
+        return [process.pid for process, _, _ in self.slots if process.poll() is not None]
 
-    def wait_back(self, slot: int, nothing_left: Callable[[], bool]) -> None:
-        """Until the worker in ``slot`` has processed batches (restored its partitions, read on), or
-        ``nothing_left()`` says no new input will come (then it may have nothing to do)."""
+    def wait_back(self, slot: int) -> None:
+        """Until the worker in ``slot`` has joined the group and got its partitions (its own log says so)."""
+        process, _, log = self.slots[slot]
         deadline = time.monotonic() + PROGRESS_TIMEOUT_S
-        while BATCHES.search(self.metrics(self.slots[slot][1])) is None and not nothing_left():
-            if self.slots[slot][0].poll() is not None or time.monotonic() > deadline:
-                raise TimeoutError(f"worker {self.slots[slot][0].pid} did not get to work; see {self.work}")
+        while JOINED not in log.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"worker {process.pid} did not join its group; see {log}")
             time.sleep(0.2)
 
     @staticmethod
@@ -181,13 +180,13 @@ class Workers:
 
     def _scrape(self) -> None:
         while not self._stop.wait(0.25):
-            for _, port in list(self.slots):
+            for _, port, _ in list(self.slots):
                 self.metrics(port)
 
     def stop(self) -> None:
         self._stop.set()
         self._scraper.join(5)
-        for process, _ in self.slots:
+        for process, _, _ in self.slots:
             terminate(process)
 
 
@@ -200,12 +199,11 @@ def run_kills(base: Settings, work: Path, run: KillRun, name: str) -> RunResult:
     settings = run_settings(bench_settings(base, work, name, partitions=base.partitions), work, name)
     n = run.events_per_model
     scenarios = [
-        Scenario(name="abrupt-shift", n_events=n, onset=n // 3, seed=run.seed, model_id=model_id)
-        for model_id in model_ids(name, run.models, settings.partitions)
+        Scenario(name="abrupt-shift", n_events=n, onset=6_000, seed=run.seed, model_id=model_id)
+        for model_id in model_ids(name, settings.partitions)
     ]
     producers = [
-        ScenarioProducer(settings, s, batch_size=100, rate=run.rate / len(scenarios), label_delay=1_000,
-                         malformed_every=1_000)
+        ScenarioProducer(settings, s, batch_size=100, rate=run.rate, label_delay=1_000, malformed_every=1_000)
         for s in scenarios
     ]  # fmt: skip
     reports: list[ProduceReport] = []
@@ -214,14 +212,10 @@ def run_kills(base: Settings, work: Path, run: KillRun, name: str) -> RunResult:
     workers = Workers(settings, work / name, run.workers)
     try:
         producing.start()
-
-        def nothing_left() -> bool:
-            return not producing.is_alive()
-
         for slot in range(run.workers):
-            workers.wait_back(slot, nothing_left)
+            workers.wait_back(slot)
         for _ in range(run.kills):
-            result.kills += _one_kill(workers, rng, run, nothing_left)
+            result.kills += _one_kill(workers, rng, run)
         for producer in producers:
             producer.rate = 0.0  # the rest of the stream at full speed: the kills are over
         producing.join(PROGRESS_TIMEOUT_S * 2)
@@ -236,23 +230,22 @@ def run_kills(base: Settings, work: Path, run: KillRun, name: str) -> RunResult:
 def run_all(base: Settings, work: Path, runs: list[KillRun]) -> list[RunResult]:
     """The runs side by side (each has its own topics, group and workers); results in run order."""
     with ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        return list(pool.map(lambda run: run_kills(base, work, run, f"kills{run.seed}"), runs))
+        return list(pool.map(lambda run: run_kills(base, work, run, f"kills{run.seed}-{uuid.uuid4().hex[:6]}"), runs))
 
 
 async def _produce(producers: list[ScenarioProducer]) -> list[ProduceReport]:
     return list(await asyncio.gather(*(p.run() for p in producers)))
 
 
-def _one_kill(workers: Workers, rng: random.Random, run: KillRun, nothing_left: Callable[[], bool]) -> int:
-    """Kill a worker at a random moment, restart it after a pause; 1 once it is back at work (with
-    input still arriving, so that every kill leaves a backlog)."""
+def _one_kill(workers: Workers, rng: random.Random, run: KillRun) -> int:
+    """Kill a worker at a random moment, restart it after a pause; 1 once it is back in its group."""
     slot = rng.randrange(len(workers.slots))
     time.sleep(rng.uniform(*run.kill_after_s))
     workers.kill(slot)
     time.sleep(rng.uniform(*run.restart_after_s))
     workers.restart(slot)
-    workers.wait_back(slot, nothing_left)
-    return 0 if nothing_left() else 1
+    workers.wait_back(slot)
+    return 1
 
 
 def _progress(settings: Settings, scenarios: list[Scenario]) -> dict[str, int]:

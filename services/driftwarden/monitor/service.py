@@ -364,6 +364,7 @@ class MonitorService:
 
     async def on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self.owned = {tp.partition for tp in assigned if tp.topic in (self.topics.predictions, self.topics.labels)}
+        log.info("partitions assigned: %s", sorted(self.owned))
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Save what we have of revoked partitions (unless it belongs to another incarnation of the
