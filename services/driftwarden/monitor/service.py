@@ -343,7 +343,7 @@ class MonitorService:
             await done
 
     def _after_checkpoint(self, done: asyncio.Future[bool], partitions: set[int], started: float) -> None:
-        if not done.result():  # still ours: save again next time
+        if done.cancelled() or not done.result():  # still ours: save again next time
             self.dirty |= {p for p in partitions if p in self.partition_models}
             return
         # A large state (e.g. many predictions waiting for labels) is saved less often, so that
