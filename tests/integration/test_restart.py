@@ -15,12 +15,18 @@ from conftest import produce
 from driftwarden.core.events import Alert
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import ensure_topics
+from driftwarden.monitor.kill_trials import wait_counts
 from driftwarden.monitor.status import latest_status, probe_monitor, records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import Scenario
 
 pytestmark = pytest.mark.integration
+
+
+def processed(settings: Settings, model_id: str) -> int:
+    status = asyncio.run(latest_status(settings, model_id))
+    return status.events_processed if status else 0
 
 
 def test_kill_9_mid_drift_loses_nothing_and_alerts_once(kafka: Settings, tmp_path):
@@ -53,9 +59,10 @@ def test_kill_9_mid_drift_loses_nothing_and_alerts_once(kafka: Settings, tmp_pat
         second = start_worker("second")
         try:
             producer.join(60)
-            status = asyncio.run(
-                wait_for_status(settings, scenario.model_id, lambda s: s.events_processed >= 60_000, timeout_s=240)
-            )
+            # Bounded by progress, not by the clock: on a loaded machine the replay is slow, not stuck.
+            wait_counts(lambda: {"processed": processed(settings, scenario.model_id)}, {"processed": 60_000}, 180)
+            status = asyncio.run(latest_status(settings, scenario.model_id))
+            assert status is not None
             assert status.events_processed == 60_000  # exactly: no event lost, none counted twice
             status = asyncio.run(
                 wait_for_status(settings, scenario.model_id, lambda s: s.labels_received >= 60_000, 60)
@@ -63,7 +70,7 @@ def test_kill_9_mid_drift_loses_nothing_and_alerts_once(kafka: Settings, tmp_pat
             assert status.labels_received == 60_000 and status.label_joins["joined"] == 60_000
             assert second.poll() is None
             log = (tmp_path / "second.log").read_text()
-            assert "restored" in log and "REFUSED" not in log and "never arrived" not in log
+            assert "restored" in log and "REFUSED" not in log and "[CRITICAL]" not in log
         finally:
             terminate(second)
     finally:

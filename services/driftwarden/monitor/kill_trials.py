@@ -23,7 +23,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -257,6 +257,21 @@ async def _statuses(settings: Settings, scenarios: list[Scenario]) -> dict[str, 
     return {s.model_id: await latest_status(settings, s.model_id) for s in scenarios}
 
 
+def wait_counts(
+    read: Callable[[], dict[str, int]], expected: dict[str, int], stall_s: float = PROGRESS_TIMEOUT_S
+) -> None:
+    """Poll ``read()`` until every count reached its expected value. Bounded by progress, not by the
+    clock (a loaded machine is slow, not stuck): TimeoutError once no count moved for ``stall_s``."""
+    counts, moved_at = read(), time.monotonic()
+    while any(counts.get(key, 0) < n for key, n in expected.items()):
+        if time.monotonic() - moved_at > stall_s:
+            raise TimeoutError(f"counts stuck for {stall_s:.0f} s at {counts}, expected {expected}")
+        time.sleep(0.5)
+        previous, counts = counts, read()
+        if counts != previous:
+            moved_at = time.monotonic()
+
+
 def _check(
     settings: Settings, scenarios: list[Scenario], reports: list[ProduceReport], workers: Workers, result: RunResult
 ) -> None:
@@ -265,14 +280,10 @@ def _check(
         result.problems.append("the producer failed")
         return
     expected = {s.model_id: r.predictions + r.malformed for s, r in zip(scenarios, reports, strict=True)}
-    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
-    progress = _progress(settings, scenarios)
-    while any(progress.get(m, 0) < n for m, n in expected.items()):
-        if time.monotonic() > deadline:
-            result.problems.append(f"not all inputs processed or dead-lettered in time: {progress}")
-            break
-        time.sleep(0.5)
-        progress = _progress(settings, scenarios)
+    try:
+        wait_counts(lambda: _progress(settings, scenarios), expected)
+    except TimeoutError as exc:
+        result.problems.append(str(exc))
     statuses = asyncio.run(_statuses(settings, scenarios))
     for scenario, report in zip(scenarios, reports, strict=True):
         status = statuses[scenario.model_id]
