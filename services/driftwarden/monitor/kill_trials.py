@@ -183,6 +183,14 @@ class Workers:
             for _, port, _ in list(self.slots):
                 self.metrics(port)
 
+    def settle(self) -> float:
+        """Stop every worker gracefully and start one fresh worker; return its start (wall clock)."""
+        for process, _, _ in self.slots:
+            terminate(process)
+        started = time.time()
+        self.slots = [self._spawn()]
+        return started
+
     def stop(self) -> None:
         self._stop.set()
         self._scraper.join(5)
@@ -248,13 +256,25 @@ def _one_kill(workers: Workers, rng: random.Random, run: KillRun) -> int:
     return 1
 
 
-def _progress(settings: Settings, scenarios: list[Scenario]) -> dict[str, int]:
-    statuses = asyncio.run(_statuses(settings, scenarios))
+def _progress(settings: Settings, scenarios: list[Scenario], since: float) -> dict[str, int]:
+    statuses = asyncio.run(_statuses(settings, scenarios, since))
     return {m: s.events_processed + s.events_dead_lettered for m, s in statuses.items() if s is not None}
 
 
-async def _statuses(settings: Settings, scenarios: list[Scenario]) -> dict[str, MonitorStatus | None]:
-    return {s.model_id: await latest_status(settings, s.model_id) for s in scenarios}
+async def _statuses(settings: Settings, scenarios: list[Scenario], since: float) -> dict[str, MonitorStatus | None]:
+    """The latest status of each model, if published at or after ``since`` (wall clock)."""
+    latest = {s.model_id: await latest_status(settings, s.model_id) for s in scenarios}
+    return {m: s if s is not None and s.ts >= since else None for m, s in latest.items()}
+
+
+async def _last_events(settings: Settings, scenarios: list[Scenario]) -> list[ProduceReport]:
+    """One more prediction per model (fresh event ids), so that a fresh worker reads every model's
+    partition, restores it and publishes its status."""
+    return [
+        await ScenarioProducer(settings, Scenario(n_events=1, seed=s.seed + 1_000_003, model_id=s.model_id),
+                               label_fraction=0.0).run()
+        for s in scenarios
+    ]  # fmt: skip
 
 
 def wait_counts(
@@ -275,16 +295,24 @@ def wait_counts(
 def _check(
     settings: Settings, scenarios: list[Scenario], reports: list[ProduceReport], workers: Workers, result: RunResult
 ) -> None:
-    """Wait until every produced input is accounted for, then check the invariants of the run."""
+    """Check the invariants of the run on the state that outlives its workers: once every worker is
+    checked alive, all are stopped and one fresh worker restores every partition from its checkpoint
+    and the committed offsets (no rebalance can move a partition to an older checkpoint meanwhile);
+    its counts must come to exactly what was produced."""
     if len(reports) != len(scenarios):
         result.problems.append("the producer failed")
         return
+    if dead := workers.dead():
+        result.problems.append(f"workers {dead} died")
+    since = workers.settle()
+    for report, last in zip(reports, asyncio.run(_last_events(settings, scenarios)), strict=True):
+        report.predictions += last.predictions
     expected = {s.model_id: r.predictions + r.malformed for s, r in zip(scenarios, reports, strict=True)}
     try:
-        wait_counts(lambda: _progress(settings, scenarios), expected)
+        wait_counts(lambda: _progress(settings, scenarios, since), expected)
     except TimeoutError as exc:
         result.problems.append(str(exc))
-    statuses = asyncio.run(_statuses(settings, scenarios))
+    statuses = asyncio.run(_statuses(settings, scenarios, since))
     for scenario, report in zip(scenarios, reports, strict=True):
         status = statuses[scenario.model_id]
         if status is None:
@@ -295,7 +323,7 @@ def _check(
         result.dead_lettered += status.events_dead_lettered
         result.problems += _model_problems(settings, scenario, report, status, result)
     if dead := workers.dead():
-        result.problems.append(f"workers {dead} died")
+        result.problems.append(f"the fresh worker {dead} died")
 
 
 def _model_problems(
