@@ -41,6 +41,8 @@ from driftwarden.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000
+# Namespace of the ids minted for the non-answering version's predictions (shadow, canary).
+SHADOW_NAMESPACE = uuid.UUID("bc41b74d-c4e1-459f-9d3f-21d5a658b8e0")
 REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
 ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "model_version"])
 LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
@@ -206,7 +208,7 @@ class PredictionWriter:
         inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
         now = time.time()
         cost = self.config.cost_per_request + self.config.cost_per_ms * scored.latency_ms
-        events = []
+        events: list[dict[str, Any]] = []
         for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
             event = {
                 "event_id": instance.get("event_id") or str(uuid.uuid4()),
@@ -226,13 +228,28 @@ class PredictionWriter:
             tag = scored.other.deployment
             for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
                 events.append(event | {
-                    "event_id": str(uuid.uuid5(uuid.UUID(event["event_id"]), tag)),
+                    "event_id": shadow_event_id(event["event_id"], tag),
                     "model_version": scored.other.served.version,
                     "prediction": label,
                     "scores": score,
                     "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
                 })  # fmt: skip
         return events
+
+
+def shadow_event_id(event_id: str, deployment: str) -> str:
+    """The event id of the other version's answer to the same instance: stable, and a valid ``event_id``.
+
+    Producers' ids are any string (not only UUIDs), so the id is derived by name in a fixed namespace.
+
+    >>> shadow_event_id("req-7f3a", "shadow") == shadow_event_id("req-7f3a", "shadow")
+    True
+    >>> shadow_event_id("req-7f3a", "shadow") != shadow_event_id("req-7f3b", "shadow")
+    True
+    >>> len(shadow_event_id("01JD9Y0ZQ8K3M2N4P5R6S7T8V9", "canary"))
+    36
+    """
+    return str(uuid.uuid5(SHADOW_NAMESPACE, f"{event_id}\x1f{deployment}"))
 
 
 class ServingApp:
