@@ -1,4 +1,19 @@
-"""Dead letters: what every service writes when it cannot use an input, so nothing is lost."""
+"""Dead letters: what every service writes when it cannot use an input, so nothing is lost.
+
+A dead letter keeps where the input came from and its exact bytes (base64), with the reason:
+
+>>> from types import SimpleNamespace
+>>> message = SimpleNamespace(topic="driftwarden.predictions", partition=3, offset=41, key=b"fraud", value=b"{oops")
+>>> letter = dead_letter(message, "not valid JSON")
+>>> letter.source_topic, letter.source_partition, letter.source_offset, letter.key, letter.payload_b64
+('driftwarden.predictions', 3, 41, 'fraud', 'e29vcHM=')
+
+One bad event of a batch envelope keeps its own bytes and its index in the batch:
+
+>>> letter = dead_letter(message, "ts: Input should be a valid number", payload=b'{"ts": "x"}', batch_index=2)
+>>> base64.b64decode(letter.payload_b64), letter.batch_index
+(b'{"ts": "x"}', 2)
+"""
 
 from __future__ import annotations
 
