@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint typecheck format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,16 +15,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftwarden demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy on the package and the load generator (settings in pyproject.toml).
+# TEMPORARY: core/ (made strict by the core work) and monitor/ (reworked by the state-protocol work)
+# are type-checked silently until those branches land; drop the two options then.
+typecheck: $(STAMP)
+	$(BIN)/mypy --exclude '^services/driftwarden/(core|monitor)/' --follow-imports=silent
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .driftwarden .pytest_cache .ruff_cache
+	rm -rf $(VENV) .driftwarden .pytest_cache .ruff_cache .mypy_cache

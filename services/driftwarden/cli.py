@@ -6,8 +6,9 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import orjson
 import typer
@@ -76,7 +77,26 @@ def broker(
         typer.echo("broker stopped")
 
 
-def _wait_for_signal(alive: object) -> None:
+Choice = TypeVar("Choice", bound=str)
+
+
+def one_of(value: str, choices: tuple[Choice, ...], what: str) -> Choice:
+    """``value`` as one of ``choices`` (the members of a ``Literal``), or an error naming them.
+
+    >>> one_of("canary", ("direct", "canary", "shadow"), "rollout")
+    'canary'
+    >>> one_of("blue-green", ("direct", "canary", "shadow"), "rollout")
+    Traceback (most recent call last):
+    ...
+    driftwarden.errors.DriftwardenError: unknown rollout 'blue-green': direct, canary or shadow
+    """
+    for choice in choices:
+        if choice == value:
+            return choice
+    raise DriftwardenError(f"unknown {what} {value!r}: {', '.join(choices[:-1])} or {choices[-1]}")
+
+
+def _wait_for_signal(alive: Callable[[], bool]) -> None:
     """Block until SIGINT/SIGTERM or until ``alive()`` turns false."""
     stop = False
 
@@ -86,7 +106,7 @@ def _wait_for_signal(alive: object) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    while not stop and alive():  # type: ignore[operator]
+    while not stop and alive():
         time.sleep(0.2)
 
 
@@ -135,7 +155,7 @@ def produce(
 ) -> None:
     """Produce a synthetic scored stream with a known drift (the load generator)."""
     chosen = Scenario(
-        name=scenario,  # type: ignore[arg-type]  # validated by Scenario itself
+        name=one_of(scenario, SCENARIOS, "scenario"),
         n_events=events,
         onset=onset,
         drift_features=tuple(f.strip() for f in drift_features.split(",") if f.strip()),
@@ -211,23 +231,20 @@ def trainer(
     """Run the trainer worker: retrain commands in, validated ONNX models and verdicts out."""
     from prometheus_client import start_http_server
 
-    from driftwarden.trainer.model import TrainerConfig
+    from driftwarden.trainer.model import MODEL_FAMILIES, ROLLOUTS, TrainerConfig
     from driftwarden.trainer.service import run_trainer
 
-    if rollout not in ("direct", "canary", "shadow"):
-        raise DriftwardenError(f"unknown rollout {rollout!r}: direct, canary or shadow")
-    if model_family not in ("logistic_regression", "gradient_boosting"):
-        raise DriftwardenError(f"unknown model family {model_family!r}: logistic_regression or gradient_boosting")
+    family, chosen_rollout = one_of(model_family, MODEL_FAMILIES, "model family"), one_of(rollout, ROLLOUTS, "rollout")
     config = settings().model_copy(update={"registry_dir": registry} if registry else {})
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
     if metrics_port:
         start_http_server(metrics_port, addr=config.metrics_host)
     trainer_config = TrainerConfig(
-        model_family=model_family,  # type: ignore[arg-type]
+        model_family=family,
         seed=seed,
         promotion_margin=promotion_margin,
         min_examples=min_examples,
-        rollout=rollout,  # type: ignore[arg-type]
+        rollout=chosen_rollout,
         canary_fraction=canary_fraction,
         monitoring=MonitoringConfig.from_file(monitoring_config) if monitoring_config else MonitoringConfig(),
     )
@@ -262,8 +279,8 @@ def serve(
     run_server(config, serving, host, port)
 
 
-def _announce(config: Settings, model_id: str, version: str, status: str, reason: str) -> None:
-    """Publish a model-published event for a registered version, so every server acts on it."""
+def _announce_promotion(config: Settings, model_id: str, version: str, reason: str) -> None:
+    """Publish that a registered version is promoted, so every server swaps to it."""
     import uuid
 
     from aiokafka import AIOKafkaProducer
@@ -275,7 +292,7 @@ def _announce(config: Settings, model_id: str, version: str, status: str, reason
     models = ModelRegistry(config.registry_dir)
     manifest = models.manifest(model_id, version)
     event = ModelPublished(
-        model_id=model_id, model_version=version, status=status, ts=time.time(),  # type: ignore[arg-type]
+        model_id=model_id, model_version=version, status="promoted", ts=time.time(),
         command_id=str(uuid.uuid4()), reason=reason, artifact_uri=models.uri(model_id, version),
         sha256=manifest.sha256, parent_version=manifest.parent_version, metrics=manifest.metrics,
     )  # fmt: skip
@@ -305,7 +322,7 @@ def rollback(
     previous = models.champion(model_id)
     manifest = models.rollback(model_id, to)
     was = previous.version if previous else "?"
-    _announce(config, model_id, manifest.version, "promoted", f"rollback from v{was}")
+    _announce_promotion(config, model_id, manifest.version, f"rollback from v{was}")
     typer.echo(f"{model_id}: champion is v{manifest.version} again (was v{was})")
 
 
@@ -323,8 +340,8 @@ def promote(
     models.load(model_id, version)  # refuse a missing or corrupt version before switching
     previous = models.champion(model_id)
     models.set_champion(model_id, version)
-    _announce(
-        config, model_id, version, "promoted", f"promoted by an operator (was v{previous.version if previous else '?'})"
+    _announce_promotion(
+        config, model_id, version, f"promoted by an operator (was v{previous.version if previous else '?'})"
     )
     typer.echo(f"{model_id}: champion is v{version}")
 

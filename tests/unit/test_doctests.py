@@ -51,7 +51,6 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.bench.loadtests": BENCHMARK,
     "driftwarden.bench.serving": BENCHMARK,
     "driftwarden.bench.throughput": BENCHMARK,
-    "driftwarden.cli": "the command line: run by tests/unit/test_cli_and_config.py and the integration tests",
     "driftwarden.demo": "the demo: run by tests/integration/test_demo.py",
     "driftwarden.errors": "one exception base class, nothing to compute",
     "driftwarden.kafka.broker": NEEDS_FILES,

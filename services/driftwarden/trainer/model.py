@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,10 @@ from driftwarden.errors import DriftwardenError
 from driftwarden.registry.onnx_model import OnnxModel
 
 ModelFamily = Literal["logistic_regression", "gradient_boosting"]
+MODEL_FAMILIES: tuple[ModelFamily, ...] = get_args(ModelFamily)
+#: How a winning challenger goes live.
+Rollout = Literal["direct", "canary", "shadow"]
+ROLLOUTS: tuple[Rollout, ...] = get_args(Rollout)
 ONNX_OPSET = 17
 
 
@@ -56,7 +60,7 @@ class TrainerConfig:
     min_examples: int = 500
     promotion_margin: float = 0.01  # challenger accuracy must beat the champion's by this much
     parity_tolerance: float = 1e-4  # largest |P_onnx - P_sklearn| accepted on the holdout
-    rollout: Literal["direct", "canary", "shadow"] = "direct"  # how a winning challenger goes live
+    rollout: Rollout = "direct"
     canary_fraction: float = 0.1
     # Declared feature types come from the monitoring config's ``features``; inferred when absent.
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
