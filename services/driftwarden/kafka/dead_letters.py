@@ -19,12 +19,29 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import Protocol
 
 from driftwarden.core.events import DeadLetter
 
 
-def dead_letter(message: Any, reason: str, payload: bytes | None = None, batch_index: int | None = None) -> DeadLetter:
+class ConsumedMessage(Protocol):
+    """What a dead letter needs of a consumed message: a Faust ``Message`` or an aiokafka ``ConsumerRecord``."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def dead_letter(
+    message: ConsumedMessage, reason: str, payload: bytes | None = None, batch_index: int | None = None
+) -> DeadLetter:
     """A dead letter for a consumed Kafka message (or one event of it: ``payload`` and ``batch_index``)."""
     return DeadLetter(
         ts=time.time(),
