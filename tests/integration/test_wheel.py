@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,19 +82,28 @@ class Install:
         return self.python("-m", "pip", "show", "--quiet", distribution, check=False).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def full(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Install:
-    return Install(tmp_path_factory.mktemp("full"), wheel, "trainer,serving,embedded,bench")
+def installed_with(extras: str, wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    """An install for the tests of this module, removed afterwards (a full one weighs ~700 MB)."""
+    directory = tmp_path_factory.mktemp("install")
+    try:
+        yield Install(directory, wheel, extras)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def serving_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Install:
-    return Install(tmp_path_factory.mktemp("serving"), wheel, "serving")
+def full(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    yield from installed_with("trainer,serving,embedded,bench", wheel, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def monitor_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Install:
-    return Install(tmp_path_factory.mktemp("monitor"), wheel, "")
+def serving_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    yield from installed_with("serving", wheel, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def monitor_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    yield from installed_with("", wheel, tmp_path_factory)
 
 
 def test_the_wheel_holds_every_source_file(wheel: Path):
