@@ -127,5 +127,5 @@ def test_the_training_window_is_read_completely(kafka):
     asyncio.run(send(kafka, kafka.topics.training_examples, model_id, example_batches(model_id, examples)))
     start, end = examples[1_000]["ts"], examples[3_344]["ts"]
     window = asyncio.run(read_examples(kafka, model_id, start, end))
-    assert len(window) == 2_345
-    assert {e["event_id"] for e in window} == {e["event_id"] for e in examples[1_000:3_345]}
+    assert len(window.examples) == 2_345 and window.invalid_records == 0
+    assert {e["event_id"] for e in window.examples} == {e["event_id"] for e in examples[1_000:3_345]}
