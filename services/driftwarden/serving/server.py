@@ -39,6 +39,7 @@ from driftwarden.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000
+REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream mode reads
 REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
 ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "model_version"])
 LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
@@ -277,6 +278,8 @@ class ServingApp:
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=REQUEST_MESSAGE_BYTES,  # 10,000 instances of 20 features: ~3.4 MB
+            fetch_max_bytes=4 * REQUEST_MESSAGE_BYTES,
         )
         await consumer.start()
         started()
