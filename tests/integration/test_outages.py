@@ -90,7 +90,7 @@ def test_serving_through_a_broker_outage(tmp_path):
         time.sleep(3)  # the time in which aiokafka used to log ~170 connection errors
         log = log_path.read_text()
         assert log.count("the Kafka broker is UNREACHABLE") == 1, log[-3000:]
-        assert "Unable connect" not in log and "Unable to update metadata" not in log
+        assert [line for line in log.splitlines() if "[ERROR] aiokafka" in line] == []
 
         broker.start()  # the same port
         wait_until(lambda: get(f"{url}/readyz")[0] == 200, "serving is ready again", timeout_s=90)

@@ -34,8 +34,17 @@ from driftwarden.settings import Settings
 log = logging.getLogger(__name__)
 
 REACHABLE = Gauge("driftwarden_broker_reachable", "1 while the broker answers, 0 while it does not.", ["service"])
-# The per-attempt lines aiokafka logs while it cannot reach the cluster (aiokafka 0.14 client.py).
-CONNECTION_ERRORS = ("Unable connect to", "Unable to update metadata", "Unable to request metadata")
+# What aiokafka 0.14 logs per attempt while it cannot reach the cluster (client, fetcher, coordinator).
+CONNECTION_ERRORS = (
+    "Unable connect to",
+    "Unable to update metadata",
+    "Unable to request metadata",
+    "NodeNotReadyError",
+    "KafkaConnectionError",
+    "Connect call failed",
+    "GroupCoordinatorNotAvailable",
+    "Marking the coordinator dead",
+)
 
 
 class BrokerState:
@@ -85,7 +94,7 @@ class ConnectionErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if not message.startswith(CONNECTION_ERRORS):
+        if not any(marker in message for marker in CONNECTION_ERRORS):
             return True
         self.state.suppressed += 1
         self.state.down(message)
