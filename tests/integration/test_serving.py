@@ -488,3 +488,29 @@ def copy_of_version(registry: ModelRegistry, model_id: str, version: str) -> Mod
     manifest = registry.save(model_id, registry.load(model_id, version), status="shadow",
                              command_id=command.command_id, **fields)  # fmt: skip
     return verdict(manifest, command, registry).model_copy(update={"status": "promoted"})
+
+
+def test_stream_mode_dead_letters_an_undecodable_batch_by_coordinates_and_answers_the_next_request(kafka, serving):
+    from test_undecodable import produce_corrupt_batch
+
+    from driftwarden.core.events import DeadLetter
+
+    produce_corrupt_batch(kafka, kafka.topics.inference_requests, 0, serving.model_id, 2)
+    after = {"request_id": f"after-corrupt-{uuid.uuid4().hex}", "model_id": serving.model_id,
+             "instances": instances(2)}  # fmt: skip
+    send_requests(kafka, serving.model_id, [orjson.dumps(after)])
+    assert wait_for_responses(kafka, [after["request_id"]])[after["request_id"]].error is None
+
+    def undecodable() -> list[DeadLetter]:
+        letters = [DeadLetter.model_validate_json(record.value)
+                   for record in asyncio.run(all_records(kafka, kafka.topics.dead_letters))]  # fmt: skip
+        return [letter for letter in letters if letter.reason.startswith("undecodable record batch")]
+
+    letters = undecodable()
+    assert len(letters) == 2 and {letter.source_topic for letter in letters} == {kafka.topics.inference_requests}
+    assert letters[1].source_offset == letters[0].source_offset + 1
+    assert asyncio.run(uncommitted_requests(kafka)) == 0
+
+
+async def all_records(kafka: Settings, topic: str) -> list:
+    return [record async for record in read_topic(kafka, topic)]

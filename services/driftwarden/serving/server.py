@@ -30,6 +30,7 @@ from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.outages import BrokerProbe, BrokerState, quiet_connection_errors
 from driftwarden.kafka.reader import read_topic
+from driftwarden.kafka.undecodable import GuardedFetch
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel, concat_columns
 from driftwarden.serving.supervisor import Supervisor
@@ -283,12 +284,16 @@ class ServingApp:
         )
         await consumer.start()
         started()
+        fetch = GuardedFetch(consumer, grouped=True)
         try:
             while True:
-                fetched = await consumer.getmany(timeout_ms=200, max_records=500)
-                records = [record for batch in fetched.values() for record in batch]
+                records, undecodable = await fetch.getmany(timeout_ms=200, max_records=500)
+                letters = [letter.to_json() for letter in undecodable]
+                if letters:
+                    await self.writer.publish(topics.dead_letters, None, letters)
                 if records:  # concurrently, so that the micro-batcher can merge them; commit once all answered
                     await asyncio.gather(*(self._serve_record(record) for record in records))
+                if records or letters:
                     await consumer.commit()
         finally:
             try:
