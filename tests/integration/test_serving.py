@@ -395,20 +395,10 @@ def test_stream_mode_survives_a_huge_request_and_float32_overflow_and_commits_pa
 
 async def uncommitted_requests(kafka: Settings) -> int:
     """Requests on the topic beyond serving's committed offsets."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from driftwarden.kafka.clients import client_options
-
     ends: dict[int, int] = {}
     async for record in read_topic(kafka, kafka.topics.inference_requests):
         ends[record.partition] = record.offset + 1
-    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=f"{kafka.topic_prefix}serving")
-    await consumer.start()
-    try:
-        topic = kafka.topics.inference_requests
-        return sum([end - (await consumer.committed(TopicPartition(topic, p)) or 0) for p, end in ends.items()])
-    finally:
-        await consumer.stop()
+    return sum([end - await committed_offset(kafka, partition) for partition, end in ends.items()])
 
 
 def test_http_predict_up_to_the_documented_limit_is_answered_and_written_and_above_it_is_413(kafka, serving):
@@ -509,7 +499,20 @@ def test_stream_mode_dead_letters_an_undecodable_batch_by_coordinates_and_answer
     letters = undecodable()
     assert len(letters) == 2 and {letter.source_topic for letter in letters} == {kafka.topics.inference_requests}
     assert letters[1].source_offset == letters[0].source_offset + 1
-    assert asyncio.run(uncommitted_requests(kafka)) == 0
+    assert asyncio.run(committed_offset(kafka, 0)) > letters[1].source_offset
+
+
+async def committed_offset(kafka: Settings, partition: int) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from driftwarden.kafka.clients import client_options
+
+    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=f"{kafka.topic_prefix}serving")
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(kafka.topics.inference_requests, partition)) or 0
+    finally:
+        await consumer.stop()
 
 
 async def all_records(kafka: Settings, topic: str) -> list:

@@ -96,8 +96,8 @@ class ConnectionErrorFilter(logging.Filter):
         message = record.getMessage()
         if not any(marker in message for marker in CONNECTION_ERRORS):
             return True
-        self.state.suppressed += 1
         self.state.down(message)
+        self.state.suppressed += 1
         return False
 
 
