@@ -22,7 +22,7 @@ from driftwarden.core.decoding import describe
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingExampleBatch
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import create_faust_app
-from driftwarden.kafka.outages import BrokerProbe, BrokerState, quiet_connection_errors
+from driftwarden.kafka.outages import BrokerProbe, BrokerState, exit_if_stuck, quiet_connection_errors
 from driftwarden.kafka.reader import read_topic
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.settings import Settings
@@ -30,6 +30,8 @@ from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.workflow import rejection, retrain
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 10.0  # after SIGTERM, the worker exits within this even when the broker is down
 
 DEAD_LETTERS = Counter("driftwarden_trainer_dead_letters", "Commands dead-lettered, by reason.", ["reason"])
 RUNS = Counter("driftwarden_trainer_runs", "Retrain commands handled.", ["model_id", "outcome"])
@@ -131,5 +133,6 @@ def run_trainer(settings: Settings, config: TrainerConfig) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     service = TrainerService(settings, config)
     quiet_connection_errors(service.broker)
+    exit_if_stuck(service.app, SHUTDOWN_TIMEOUT_S)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
