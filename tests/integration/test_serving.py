@@ -372,11 +372,14 @@ def test_stream_mode_survives_a_huge_request_and_float32_overflow_and_commits_pa
     nan = {"request_id": f"nan-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": overflow}
     stranger = {"request_id": f"who-{uuid.uuid4().hex}", "model_id": f"nobody-{uuid.uuid4().hex[:6]}",
                 "instances": instances(1)}  # fmt: skip
+    huge = {"request_id": f"huge-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": instances(10_000)}
     after = {"request_id": f"after-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": instances(2)}
-    send_requests(kafka, serving.model_id, [orjson.dumps(r) for r in (big, nan, stranger, after)])
+    requests = (big, nan, stranger, huge, after)
+    send_requests(kafka, serving.model_id, [orjson.dumps(r) for r in requests])
 
-    answers = wait_for_responses(kafka, [r["request_id"] for r in (big, nan, stranger, after)])
+    answers = wait_for_responses(kafka, [r["request_id"] for r in requests])
     assert answers[big["request_id"]].error is None and len(answers[big["request_id"]].predictions) == 5_000
+    assert "over the 983040-byte message limit: send fewer instances" in answers[huge["request_id"]].error
     assert "instances[1].features.num_02: 1e+39 is outside the float32 range" in answers[nan["request_id"]].error
     assert "is not served" in answers[stranger["request_id"]].error
     assert answers[after["request_id"]].error is None  # the consumer lives on after both
@@ -386,6 +389,8 @@ def test_stream_mode_survives_a_huge_request_and_float32_overflow_and_commits_pa
                for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, serving.model_id))]  # fmt: skip
     assert any("outside the float32 range" in letter.reason for letter in letters)
     assert any("is not served" in letter.reason for letter in letters)
+    assert any("over the 983040-byte message limit" in letter.reason and "payload truncated" in letter.reason
+               for letter in letters)  # the 3.4 MB request, kept in part with its digest  # fmt: skip
 
     deadline = time.monotonic() + 30
     while (lag := asyncio.run(uncommitted_requests(kafka))) != 0:
