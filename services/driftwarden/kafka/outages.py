@@ -167,3 +167,13 @@ def exit_if_stuck(app: Any, timeout_s: float) -> None:
         timer.start()
 
     app.on_before_shutdown.connect(arm, weak=False)
+
+
+def watch_broker(app: Any, settings: Settings, service: str, shutdown_timeout_s: float) -> BrokerState:
+    """Everything a Faust worker needs for broker outages: state lines instead of aiokafka's flood, a probe
+    that notices the broker coming back, and SIGTERM honoured within ``shutdown_timeout_s``."""
+    state = BrokerState(service)
+    quiet_connection_errors(state)
+    app.task(BrokerProbe(settings, state).run)
+    exit_if_stuck(app, shutdown_timeout_s)
+    return state

@@ -22,7 +22,7 @@ from driftwarden.core.decoding import describe
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingExampleBatch
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import create_faust_app
-from driftwarden.kafka.outages import BrokerProbe, BrokerState, exit_if_stuck, quiet_connection_errors
+from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.settings import Settings
@@ -78,8 +78,6 @@ class TrainerService:
         self.models = self.app.topic(settings.topics.models, **raw)
         self.dead_letters = self.app.topic(settings.topics.dead_letters, **raw)
         self.app.agent(self.commands, name="trainer")(self.consume)
-        self.broker = BrokerState("trainer")
-        self.app.task(BrokerProbe(settings, self.broker).run)
 
     async def consume(self, stream: faust.StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
@@ -132,7 +130,6 @@ class TrainerService:
 def run_trainer(settings: Settings, config: TrainerConfig) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     service = TrainerService(settings, config)
-    quiet_connection_errors(service.broker)
-    exit_if_stuck(service.app, SHUTDOWN_TIMEOUT_S)
+    watch_broker(service.app, settings, "trainer", SHUTDOWN_TIMEOUT_S)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
