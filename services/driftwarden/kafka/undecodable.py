@@ -15,8 +15,11 @@ own dead letter. What is not possible: the bytes of the broken batch (aiokafka n
 knowing which partition failed without rewinding them all. A consumer without a group starts each
 partition it has not handed anything out from at the beginning (driftwarden consumers use ``earliest``).
 
-Faust consumers (the monitor, the trainer's commands) call aiokafka's ``getmany`` inside Faust's
-consumer thread; there the same :class:`GuardedFetch` must wrap that call.
+Faust consumers (the monitor, the trainer's commands) fetch inside Faust's consumer thread
+(``AIOKafkaConsumerThread._fetch_records`` calls the fetcher directly); the adapter there can fetch
+through ``GuardedFetch(consumer, grouped=True).getmany(*active_partitions, ...)`` instead, and hand the
+dead letters to the service. Faust commits past the skipped offsets by itself: it records a gap when a
+partition's next message is more than one offset after the last one read.
 """
 
 from __future__ import annotations
@@ -69,16 +72,19 @@ class GuardedFetch:
         self.careful: dict[TopicPartition, int] = {}  # read one record at a time up to this offset
         self._assignment: set[TopicPartition] = set()
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
-        """The next records, and dead letters for the offsets that had to be skipped."""
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None
+    ) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
+        """The next records (of ``partitions``, default all assigned), and dead letters for the offsets that
+        had to be skipped. Like ``AIOKafkaConsumer.getmany``, whose arguments these are."""
         if self.consumer.assignment() != self._assignment:  # a rebalance: positions come from the group again
             self._assignment = set(self.consumer.assignment())
             self.delivered = {}
             self.careful = {}
         if self.careful:
-            return await self._one_at_a_time(timeout_ms)
+            return await self._one_at_a_time(timeout_ms, set(partitions))
         try:
-            fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            fetched = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
         except UNDECODABLE as exc:
             log.error("a record batch cannot be decoded (%s: %s); re-reading record by record",
                       type(exc).__name__, exc)  # fmt: skip
@@ -110,10 +116,14 @@ class GuardedFetch:
                 self.delivered[tp] = committed
             self.careful[tp] = max(self.consumer.highwater(tp) or 0, self.delivered[tp] + 1)
 
-    async def _one_at_a_time(self, timeout_ms: int) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
+    async def _one_at_a_time(
+        self, timeout_ms: int, partitions: set[TopicPartition]
+    ) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
         records: list[ConsumerRecord] = []
         letters: list[DeadLetter] = []
         for tp, until in list(self.careful.items()):
+            if partitions and tp not in partitions:
+                continue
             offset = self.delivered[tp]
             try:
                 fetched = await self.consumer.getmany(tp, timeout_ms=timeout_ms, max_records=1)
