@@ -355,6 +355,9 @@ def config_check(
     config = MonitoringConfig.from_file(path)
     effective = config.for_model(model_id) if model_id else config.defaults
     typer.echo(f"{path}: valid ({len(config.models)} model sections)")
+    if model_id and model_id not in config.models:
+        known = ", ".join(sorted(config.models)) or "none"
+        typer.echo(f"{model_id}: no [models.{model_id}] section (sections: {known}); the [defaults] apply", err=True)
     typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
 
 

@@ -63,6 +63,7 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.processes": NEEDS_FILES,
     "driftwarden.registry.onnx_model": NEEDS_FILES,
     "driftwarden.serving.readiness": NEEDS_FILES,
+    "driftwarden.serving.supervisor": "restarts asyncio tasks: shown by tests/unit/test_supervision.py",
     "driftwarden.trainer.service": NEEDS_BROKER,
     "driftwarden.trainer.workflow": NEEDS_FILES,
 }
