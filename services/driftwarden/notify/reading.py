@@ -1,0 +1,128 @@
+"""What the person on call reads: alerts from a point in time, the latest status of every model.
+
+``--since`` seeks each partition of the alerts topic to the first record at or after that time with
+Kafka's ListOffsets-by-timestamp (aiokafka ``offsets_for_times``) instead of scanning the topic from
+the start; a partition with nothing that recent is skipped. The embedded broker (Tansu 0.6) answers
+these requests, ``tests/integration/test_oncall.py`` proves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from driftwarden.core.events import Alert, MonitorStatus, format_alert
+from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.reader import read_topic
+from driftwarden.notify.delivery import OpenAlerts
+from driftwarden.settings import Settings
+
+
+async def alerts_since(settings: Settings, since_ts: float, *, follow: bool = False) -> AsyncIterator[Alert]:
+    """Alerts produced at or after ``since_ts`` (unix seconds), read from offsets found by timestamp."""
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
+    await consumer.start()
+    try:
+        topic = settings.topics.alerts
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise LookupError(f"topic {topic!r} does not exist")
+        since_ms = int(since_ts * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        start = {tp: hit.offset for tp, hit in found.items() if hit is not None}
+        if not start and not follow:
+            return
+        consumer.assign(list(start) if not follow else partitions)
+        for tp in partitions:
+            if tp in start:
+                consumer.seek(tp, start[tp])
+            elif follow:
+                await consumer.seek_to_end(tp)
+        async for alert in _drain(consumer, list(start), since_ms, follow):
+            yield alert
+    finally:
+        await consumer.stop()
+
+
+async def _drain(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int, follow: bool
+) -> AsyncIterator[Alert]:
+    """Alerts from the assigned positions; without ``follow`` up to the first high-water mark seen."""
+    ends: dict[TopicPartition, int] = {}
+    while True:
+        fetched = await consumer.getmany(timeout_ms=200, max_records=5_000)
+        for records in fetched.values():
+            for record in records:
+                if record.timestamp >= since_ms:
+                    yield Alert.model_validate_json(record.value or b"")
+        if follow:
+            continue
+        for tp in partitions:
+            if tp not in ends and (highwater := consumer.highwater(tp)) is not None:
+                ends[tp] = highwater
+        if len(ends) == len(partitions) and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+            return
+
+
+@dataclass
+class ModelOverview:
+    """What ``driftwarden status`` shows for one model."""
+
+    status: MonitorStatus
+    open_alerts: list[Alert] = field(default_factory=list)
+
+    def as_text(self) -> str:
+        """A header line of counters, then one line per open alert."""
+        s = self.status
+        parts = [f"{s.model_id} v{s.model_version or '?'}", f"processed {s.events_processed:,}",
+                 f"dead-lettered {s.events_dead_lettered:,}",
+                 f"alerts fired {s.alerts_fired:,} ({len(self.open_alerts)} open)"]  # fmt: skip
+        if s.labels_received is not None:
+            parts.append(f"labels {s.labels_received:,}")
+        for name, value in sorted((s.performance or {}).items()):
+            parts.append(f"{name} {'n/a' if value is None else f'{value:.4g}'}")
+        if s.label_joins:
+            parts.append("joins " + " ".join(f"{k}={v:,}" for k, v in sorted(s.label_joins.items())))
+        parts.append(f"as of {datetime.fromtimestamp(s.ts, UTC):%Y-%m-%dT%H:%M:%SZ}")
+        return "\n".join(["  ".join(parts), *(f"  open: {format_alert(a)}" for a in self.open_alerts)])
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **self.status.model_dump(exclude_none=True),
+            "open_alerts": [a.model_dump(exclude_none=True) for a in self.open_alerts],
+        }
+
+
+async def overview(settings: Settings, model_id: str | None = None) -> list[ModelOverview]:
+    """The latest status of every model (or one) with its open alerts, ordered by model id."""
+    statuses, book = await asyncio.gather(_latest_statuses(settings), open_alerts_on_topic(settings))
+    models = {m: ModelOverview(s) for m, s in statuses.items() if model_id in (None, m)}
+    for alert in book.firing.values():
+        if alert.model_id in models:
+            models[alert.model_id].open_alerts.append(alert)
+    return [models[m] for m in sorted(models)]
+
+
+async def _latest_statuses(settings: Settings) -> dict[str, MonitorStatus]:
+    latest: dict[str, MonitorStatus] = {}
+    async for record in read_topic(settings, settings.topics.monitor_status):
+        status = MonitorStatus.model_validate_json(record.value or b"")
+        latest[status.model_id] = status
+    return latest
+
+
+async def open_alerts_on_topic(settings: Settings) -> OpenAlerts:
+    """The alerts firing now, from the whole alerts topic (malformed records are skipped)."""
+    book = OpenAlerts()
+    async for record in read_topic(settings, settings.topics.alerts):
+        try:
+            book.observe(Alert.model_validate_json(record.value or b""))
+        except ValidationError:
+            continue
+    return book
