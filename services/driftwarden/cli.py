@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -195,8 +194,9 @@ def produce(
 def alerts(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep waiting for new alerts.")] = True,
     since: Annotated[
-        float, typer.Option(help="Only alerts from the last SECONDS, found by timestamp (0 = the whole topic).", min=0)
-    ] = 0.0,
+        str | None,
+        typer.Option(help="Only alerts since SECONDS ago or an ISO-8601 time, found by timestamp, not by a scan."),
+    ] = None,
     model_id: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only alerts of this kind (e.g. data_drift).")] = None,
     severity: Annotated[str | None, typer.Option(help="Only this severity: info, warning or critical.")] = None,
@@ -205,8 +205,9 @@ def alerts(
     """Print alerts from the alerts topic as readable lines (or JSON lines)."""
     from typing import get_args
 
+    from driftwarden.core.decoding import describe
     from driftwarden.core.events import AlertKind
-    from driftwarden.notify.reading import alerts_since
+    from driftwarden.notify.reading import records_since, since_timestamp
 
     if kind is not None and kind not in get_args(AlertKind):
         raise DriftwardenError(f"unknown kind {kind!r}: {', '.join(get_args(AlertKind))}")
@@ -214,14 +215,21 @@ def alerts(
         raise DriftwardenError(f"unknown severity {severity!r}: info, warning or critical")
     config = settings()
     wanted = {"model_id": model_id, "kind": kind, "severity": severity}
-
-    async def everything() -> AsyncIterator[Alert]:
-        async for record in read_topic(config, config.topics.alerts, follow=follow):
-            yield Alert.model_validate_json(record.value or b"")
+    since_ts = None if since is None else since_timestamp(since, time.time())
 
     async def tail() -> None:
-        source = alerts_since(config, time.time() - since, follow=follow) if since else everything()
-        async for alert in source:
+        topic = config.topics.alerts
+        if since_ts is not None:
+            source = records_since(config, topic, since_ts, follow=follow)
+        else:
+            source = read_topic(config, topic, follow=follow)
+        async for record in source:
+            try:
+                alert = Alert.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                typer.echo(f"driftwarden: skipped malformed record {where}: {describe(exc.errors())}", err=True)
+                continue
             if all(value is None or getattr(alert, key) == value for key, value in wanted.items()):
                 typer.echo(alert.to_json().decode() if as_json else format_alert(alert))
 

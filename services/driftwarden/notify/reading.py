@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from driftwarden.core.events import Alert, MonitorStatus, format_alert
@@ -23,13 +23,35 @@ from driftwarden.notify.delivery import OpenAlerts
 from driftwarden.settings import Settings
 
 
-async def alerts_since(settings: Settings, since_ts: float, *, follow: bool = False) -> AsyncIterator[Alert]:
-    """Alerts produced at or after ``since_ts`` (unix seconds), read from offsets found by timestamp."""
+def since_timestamp(text: str, now: float) -> float:
+    """``--since``: seconds before ``now`` (``600``) or a point in time (``2026-01-01T03:12:00Z``).
+
+    >>> since_timestamp("600", 1767225600.0), since_timestamp("2026-01-01T00:00:00Z", 0.0)
+    (1767225000.0, 1767225600.0)
+    >>> since_timestamp("yesterday", 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: --since 'yesterday': give seconds (600) or an ISO-8601 time (2026-01-01T03:12:00Z)
+    """
+    try:
+        return now - float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give seconds (600) or an ISO-8601 time (2026-01-01T03:12:00Z)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+async def records_since(
+    settings: Settings, topic: str, since_ts: float, *, follow: bool = False
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Records of ``topic`` produced at or after ``since_ts`` (unix seconds), read from offsets found by time."""
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
     await consumer.start()
     try:
-        topic = settings.topics.alerts
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             raise LookupError(f"topic {topic!r} does not exist")
@@ -38,29 +60,29 @@ async def alerts_since(settings: Settings, since_ts: float, *, follow: bool = Fa
         start = {tp: hit.offset for tp, hit in found.items() if hit is not None}
         if not start and not follow:
             return
-        consumer.assign(list(start) if not follow else partitions)
+        consumer.assign(partitions if follow else list(start))
         for tp in partitions:
             if tp in start:
                 consumer.seek(tp, start[tp])
             elif follow:
                 await consumer.seek_to_end(tp)
-        async for alert in _drain(consumer, list(start), since_ms, follow):
-            yield alert
+        async for record in _drain(consumer, list(start), since_ms, follow):
+            yield record
     finally:
         await consumer.stop()
 
 
 async def _drain(
     consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int, follow: bool
-) -> AsyncIterator[Alert]:
-    """Alerts from the assigned positions; without ``follow`` up to the first high-water mark seen."""
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Records from the assigned positions; without ``follow`` up to the first high-water mark seen."""
     ends: dict[TopicPartition, int] = {}
     while True:
         fetched = await consumer.getmany(timeout_ms=200, max_records=5_000)
         for records in fetched.values():
             for record in records:
                 if record.timestamp >= since_ms:
-                    yield Alert.model_validate_json(record.value or b"")
+                    yield record
         if follow:
             continue
         for tp in partitions:

@@ -57,6 +57,10 @@ class NotifyService:
         self.open_alerts = OpenAlerts()
         self.receivers = {r.name: r for r in config.receivers}
         self.last_resend: dict[str, float] = {}
+        for receiver in config.receivers:  # series exist from the start, so increase() sees the first one
+            DEAD_LETTERED.labels(receiver.name)
+            for result in ("delivered", "retry", "reject"):
+                DELIVERIES.labels(receiver.name, result)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set."""
