@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,6 +76,15 @@ models = ["deadend-*"]
 """
 
 
+def spawn_notify(kafka: Settings, config: Path, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``driftwarden notify`` with the webhook secret in its environment (only there)."""
+    os.environ[SECRET_ENV] = SECRET
+    try:
+        return spawn(["notify", "--config", str(config), "--metrics-port", str(metrics_port)], kafka, log)
+    finally:
+        del os.environ[SECRET_ENV]
+
+
 @pytest.fixture(scope="module")
 def stack(kafka: Settings, monitor_worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Alertmanager, a webhook receiver (503 once, then 204), notify, a trainer and Prometheus scraping them."""
@@ -91,12 +101,7 @@ def stack(kafka: Settings, monitor_worker: Worker, tmp_path_factory: pytest.Temp
         config.write_text(NOTIFY_CONFIG.format(group=group, alertmanager=alertmanager.url, hook=hook.url,
                                                secret_env=SECRET_ENV, closed_port=free_port()))  # fmt: skip
         notify_port, trainer_port = free_port(), free_port()
-        os.environ[SECRET_ENV] = SECRET
-        try:
-            notify = spawn(["notify", "--config", str(config), "--metrics-port", str(notify_port)], kafka,
-                           work / "notify.log")  # fmt: skip
-        finally:
-            del os.environ[SECRET_ENV]
+        notify = spawn_notify(kafka, config, notify_port, work / "notify.log")
         children.append(notify)
         trainer_settings = kafka.model_copy(update={"registry_dir": work / "registry", "state_dir": work})
         children.append(spawn(["trainer", "--metrics-port", str(trainer_port)], trainer_settings, work / "trainer.log"))
@@ -373,3 +378,43 @@ def test_cli_status_shows_counters_accuracy_and_the_same_open_alerts_as_alertman
     assert {a["annotations"]["fingerprint"] for a in in_alertmanager} == open_alerts
     text = run_cli(kafka, "status", "--model-id", streams.concept)
     assert text.startswith(f"{streams.concept} v1  processed 30,000") and "  open: " in text
+
+
+def test_an_alert_in_flight_when_notify_dies_is_delivered_after_the_restart(kafka, stack: Stack, tmp_path):
+    receiver = WebhookReceiver(SECRET.encode(), fail_first=10_000)  # down until told otherwise
+    config = tmp_path / "notify.toml"
+    config.write_text(f"""
+group = "{kafka.topic_prefix}notify-restart"
+[retry]
+attempts = 20
+initial_s = 0.5
+max_s = 2
+timeout_s = 2
+[[receivers]]
+name = "flaky"
+type = "webhook"
+url = "{receiver.url}"
+secret_env = "{SECRET_ENV}"
+models = ["restart-*"]
+""")
+
+    def retrying(process: subprocess.Popen[bytes]) -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"notify exited: {(tmp_path / 'notify.log').read_text()[-2000:]}")
+        return receiver.signed_deliveries >= 2
+
+    alert = made_alert(unique_model("restart"), "firing")
+    publish(kafka, (alert.model_id, alert.to_json()))
+    process = spawn_notify(kafka, config, 0, tmp_path / "notify.log")
+    try:
+        poll(lambda: retrying(process), 90, "notify retrying the alert")
+        process.kill()  # no goodbye: whatever it committed is all the next one knows
+        process.wait(15)
+        assert receiver.events == {}
+        receiver.fail_first = 0
+        process = spawn_notify(kafka, config, 0, tmp_path / "notify.log")
+        event = poll(lambda: receiver.events.get(alert.alert_id), 90, "the alert after the restart")
+        assert Alert.model_validate(event["data"]) == alert
+    finally:
+        terminate(process)
+        receiver.stop()
