@@ -241,7 +241,7 @@ def status(
     model_id: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of text.")] = False,
 ) -> None:
-    """Per model: counters, accuracy, label joins and open alerts, from the monitor's status topic."""
+    """Per model: counters, accuracy, label joins and open alerts (status and alerts topics), monitor lag."""
     from driftwarden.notify.reading import overview
 
     models = asyncio.run(overview(settings(), model_id))

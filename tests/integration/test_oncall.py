@@ -27,7 +27,7 @@ from driftwarden.core.events import PREDICTION_BATCH_SCHEMA, Alert, DeadLetter, 
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.reader import read_topic
-from driftwarden.monitor.status import records_for, wait_for_status
+from driftwarden.monitor.status import probe_monitor, records_for, wait_for_status
 from driftwarden.notify.delivery import alertname
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
@@ -378,6 +378,10 @@ def test_cli_status_shows_counters_accuracy_and_the_same_open_alerts_as_alertman
     assert {a["annotations"]["fingerprint"] for a in in_alertmanager} == open_alerts
     text = run_cli(kafka, "status", "--model-id", streams.concept)
     assert text.startswith(f"{streams.concept} v1  processed 30,000") and "  open: " in text
+    # Everything was processed: once the monitor committed, its lag on the model's partition is 0.
+    poll(lambda: json.loads(run_cli(kafka, "status", "--json", "--model-id", streams.concept))["lag"] == 0, 60,
+         "the monitor's committed lag reaching 0")  # fmt: skip
+    asyncio.run(probe_monitor(kafka, timeout_s=60))  # reading the group's offsets left the monitor working
 
 
 def test_an_alert_in_flight_when_notify_dies_is_delivered_after_the_restart(kafka, stack: Stack, tmp_path):

@@ -1,4 +1,4 @@
-"""What the person on call reads: alerts from a point in time, the latest status of every model.
+"""What the person on call reads: alerts from a point in time, the latest status of every model, lag.
 
 ``--since`` seeks each partition of the alerts topic to the first record at or after that time with
 Kafka's ListOffsets-by-timestamp (aiokafka ``offsets_for_times``) instead of scanning the topic from
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from driftwarden.core.events import Alert, MonitorStatus, format_alert
@@ -92,12 +93,50 @@ async def _drain(
             return
 
 
+#: How long ``driftwarden status`` waits to learn a partition's high-water mark.
+HIGHWATER_PATIENCE_S = 5.0
+
+
+async def monitor_lag(settings: Settings, model_ids: list[str]) -> dict[str, int | None]:
+    """Per model: predictions on its partition the monitor group has not committed yet (``None``: unknown).
+
+    A model's partition is where the default (murmur2) partitioner puts its key. The high-water mark
+    comes from a fetch (the embedded broker reports end offsets wrongly); committed offsets from
+    ``committed()`` without joining the group.
+    """
+    topic = settings.topics.predictions
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=settings.monitor_group,
+                                enable_auto_commit=False, max_partition_fetch_bytes=1024,
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
+    await consumer.start()
+    try:
+        numbers = sorted(consumer.partitions_for_topic(topic) or ())
+        partitions = [TopicPartition(topic, p) for p in numbers]
+        consumer.assign(partitions)
+        committed = {tp: await consumer.committed(tp) or 0 for tp in partitions}
+        for tp in partitions:
+            consumer.seek(tp, max(0, committed[tp] - 1))  # a record to fetch, so the fetch reports the mark
+        deadline = asyncio.get_running_loop().time() + HIGHWATER_PATIENCE_S
+        while any(consumer.highwater(tp) is None for tp in partitions) and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(timeout_ms=200, max_records=len(partitions))
+        lag = {tp.partition: _behind(consumer.highwater(tp), committed[tp]) for tp in partitions}
+    finally:
+        await consumer.stop()
+    partitioner = DefaultPartitioner()
+    return {m: lag.get(partitioner(m.encode(), numbers, numbers)) if numbers else None for m in model_ids}
+
+
+def _behind(highwater: int | None, committed: int) -> int | None:
+    return None if highwater is None else max(0, highwater - committed)
+
+
 @dataclass
 class ModelOverview:
     """What ``driftwarden status`` shows for one model."""
 
     status: MonitorStatus
     open_alerts: list[Alert] = field(default_factory=list)
+    lag: int | None = None
 
     def as_text(self) -> str:
         """A header line of counters, then one line per open alert."""
@@ -111,12 +150,14 @@ class ModelOverview:
             parts.append(f"{name} {'n/a' if value is None else f'{value:.4g}'}")
         if s.label_joins:
             parts.append("joins " + " ".join(f"{k}={v:,}" for k, v in sorted(s.label_joins.items())))
+        parts.append(f"lag {'?' if self.lag is None else f'{self.lag:,}'}")
         parts.append(f"as of {datetime.fromtimestamp(s.ts, UTC):%Y-%m-%dT%H:%M:%SZ}")
         return "\n".join(["  ".join(parts), *(f"  open: {format_alert(a)}" for a in self.open_alerts)])
 
     def as_dict(self) -> dict[str, object]:
         return {
             **self.status.model_dump(exclude_none=True),
+            "lag": self.lag,
             "open_alerts": [a.model_dump(exclude_none=True) for a in self.open_alerts],
         }
 
@@ -128,6 +169,8 @@ async def overview(settings: Settings, model_id: str | None = None) -> list[Mode
     for alert in book.firing.values():
         if alert.model_id in models:
             models[alert.model_id].open_alerts.append(alert)
+    for name, lag in (await monitor_lag(settings, list(models))).items():
+        models[name].lag = lag
     return [models[m] for m in sorted(models)]
 
 
