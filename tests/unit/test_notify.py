@@ -144,6 +144,7 @@ def test_retry_schedule_is_exponential_bounded_and_finite():
          "retry budget"),
         ('[[receivers]]\nname = "a"\ntype = "alertmanager"\nurl = "http://x"\npassword = "x"', "unknown key"),
         ("[[receivers]", "not valid TOML"),
+        ('[[receivers]]\nname = "a"\ntype = "alertmanager"\nurl = "http://u:pw@x"', "no credentials in the URL"),
     ],
 )  # fmt: skip
 def test_bad_config_names_the_key(text, message):

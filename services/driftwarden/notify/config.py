@@ -84,6 +84,8 @@ class Receiver(Strict):
     def _webhooks_are_signed(self) -> Receiver:
         if self.type == "webhook" and not self.secret_env:
             raise ValueError("a webhook receiver needs secret_env (the variable holding its HMAC key)")
+        if self.url.username or self.url.password:  # the URL appears in logs and dead letters
+            raise ValueError("no credentials in the URL: name a variable in bearer_token_env instead")
         return self
 
 
