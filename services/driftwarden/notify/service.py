@@ -21,6 +21,8 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -66,7 +68,20 @@ class NotifyService:
         """Deliver until ``stop`` is set."""
         await self._rebuild_open_alerts()
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
-        consumer = AIOKafkaConsumer(
+        consumer = self._consumer()
+        await producer.start()
+        await consumer.start()
+        timeout = aiohttp.ClientTimeout(total=self.config.retry.timeout_s)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                await _first_to_finish(self._consume(consumer, producer, session), self._resend_loop(session),
+                                       stop.wait())  # fmt: skip
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             self.settings.topics.alerts,
             **client_options(self.settings),
             group_id=self.config.group,
@@ -76,19 +91,6 @@ class NotifyService:
             heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
-        timeout = aiohttp.ClientTimeout(total=self.config.retry.timeout_s)
-        await producer.start()
-        await consumer.start()
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                resender = asyncio.create_task(self._resend_loop(session, stop))
-                try:
-                    await self._consume(consumer, producer, session, stop)
-                finally:
-                    resender.cancel()
-        finally:
-            await consumer.stop()
-            await producer.stop()
 
     async def _rebuild_open_alerts(self) -> None:
         self.open_alerts = await open_alerts_on_topic(self.settings)
@@ -96,10 +98,9 @@ class NotifyService:
         log.info("notify: %d open alerts on the topic", len(self.open_alerts.firing))
 
     async def _consume(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, session: aiohttp.ClientSession,
-        stop: asyncio.Event,
-    ) -> None:  # fmt: skip
-        while not stop.is_set():
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, session: aiohttp.ClientSession
+    ) -> None:
+        while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=100)
             for tp, records in fetched.items():
                 for record in records:
@@ -163,10 +164,10 @@ class NotifyService:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return "retry", f"{type(exc).__name__}: {exc}"
 
-    async def _resend_loop(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+    async def _resend_loop(self, session: aiohttp.ClientSession) -> None:
         """Refresh open alerts in Alertmanager before their endsAt; a failed refresh waits for the next tick."""
         once = self.config.retry.model_copy(update={"attempts": 1})
-        while not stop.is_set():
+        while True:
             await asyncio.sleep(RESEND_TICK_S)
             now = time.time()
             for receiver in self.config.receivers:
@@ -176,6 +177,22 @@ class NotifyService:
                 request = self.open_alerts.resend(self.config, receiver, now)
                 if request is None or await self._deliver(session, request, once) is None:
                     self.last_resend[receiver.name] = now
+
+
+async def _first_to_finish(*work: Coroutine[Any, Any, object]) -> None:
+    """Run ``work`` until one finishes, then cancel the rest; re-raise what the finished one raised.
+
+    A delivery cut short this way is not committed, so it is delivered again after a restart.
+    """
+    tasks = [asyncio.create_task(w) for w in work]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
