@@ -27,15 +27,17 @@ from typing import Any
 
 import orjson
 
-from driftwarden.core.detectors import Serializable
+from driftwarden.core.state import State, StateError, Stateful, StateReader, pack_array, pack_float
 
 #: How many joined event ids are remembered to recognise duplicate labels.
 RECENTLY_JOINED = 10_000
 
+#: A prediction or a label value (schemas: a number or a string).
+Value = float | str
 #: What the monitor keeps of a prediction until its label comes: (model_version, prediction,
 #: confidence or NaN, segment values as a tuple of (field, value), the features for training as
-#: JSON: a fraction of a dict's memory, and checkpoints pickle bytes much faster than dicts).
-PredictionRecord = tuple[str, Any, float, tuple[tuple[str, str], ...], bytes]
+#: JSON: a fraction of a dict's memory, and checkpoints write text much faster than dicts).
+PredictionRecord = tuple[str, Value, float, tuple[tuple[str, str], ...], bytes]
 
 
 def compact_json(value: Any) -> bytes:
@@ -48,19 +50,47 @@ class Joined:
     event_id: str
     ts: float  # the prediction's event time
     model_version: str
-    prediction: Any
-    label: Any
+    prediction: Value
+    label: Value
     confidence: float
     segment: tuple[tuple[str, str], ...]
     features: dict[str, Any]
 
+    def state(self) -> State:
+        return {
+            "event_id": self.event_id,
+            "ts": self.ts,
+            "model_version": self.model_version,
+            "prediction": self.prediction,
+            "label": self.label,
+            "confidence": pack_float(self.confidence),
+            "segment": [list(pair) for pair in self.segment],
+            "features": compact_json(self.features).decode(),
+        }
 
-class LabelJoiner(Serializable):
+    @classmethod
+    def from_state(cls, state: StateReader) -> Joined:
+        prediction = _value(state.raw("prediction"), f"{state.where}.prediction")
+        label = _value(state.raw("label"), f"{state.where}.label")
+        segment = _segment(state.raw("segment"), f"{state.where}.segment")
+        try:
+            features = orjson.loads(state.str("features"))
+        except orjson.JSONDecodeError:
+            raise StateError(f"{state.where}.features: not JSON") from None
+        if not isinstance(features, dict):
+            raise StateError(f"{state.where}.features: expected an object")
+        return cls(
+            state.str("event_id"), state.float("ts"), state.str("model_version"), prediction, label,
+            state.float("confidence"), segment, features,
+        )  # fmt: skip
+
+
+class LabelJoiner(Stateful):
     def __init__(self, ttl_s: float, max_pending: int) -> None:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
         self.predictions: OrderedDict[str, tuple[float, PredictionRecord]] = OrderedDict()
-        self.early_labels: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self.early_labels: OrderedDict[str, tuple[float, Value]] = OrderedDict()
         self.recently_joined: OrderedDict[str, float] = OrderedDict()
         self.joined = 0
         self.early = 0
@@ -80,7 +110,7 @@ class LabelJoiner(Serializable):
         self._bound(self.predictions)
         return None
 
-    def add_label(self, event_id: str, label: Any, ts: float) -> Joined | None:
+    def add_label(self, event_id: str, label: Value, ts: float) -> Joined | None:
         pending = self.predictions.pop(event_id, None)
         if pending is not None:
             return self._join(event_id, pending[0], pending[1], label)
@@ -111,7 +141,7 @@ class LabelJoiner(Serializable):
             "pending_labels": len(self.early_labels),
         }
 
-    def _join(self, event_id: str, ts: float, record: PredictionRecord, label: Any) -> Joined:
+    def _join(self, event_id: str, ts: float, record: PredictionRecord, label: Value) -> Joined:
         self.joined += 1
         self.recently_joined[event_id] = ts
         while len(self.recently_joined) > RECENTLY_JOINED:
@@ -123,6 +153,89 @@ class LabelJoiner(Serializable):
         while len(entries) > self.max_pending:
             entries.popitem(last=False)
             self.evicted += 1
+
+    # -- state: column-wise, so 200k pending predictions write fast -----------------------------
+
+    COUNTERS = ("joined", "early", "duplicates", "expired_predictions", "expired_labels", "evicted")
+
+    def state(self) -> State:
+        records = [record for _, record in self.predictions.values()]
+        return {
+            "ttl_s": self.ttl_s,
+            "max_pending": self.max_pending,
+            **{name: getattr(self, name) for name in self.COUNTERS},
+            "predictions": {
+                "event_ids": list(self.predictions),
+                "ts": pack_array([ts for ts, _ in self.predictions.values()]),
+                "versions": [r[0] for r in records],
+                "predictions": [r[1] for r in records],
+                "confidence": pack_array([r[2] for r in records]),
+                "segments": [[list(pair) for pair in r[3]] for r in records],
+                "features": [r[4].decode() for r in records],
+            },
+            "early_labels": {
+                "event_ids": list(self.early_labels),
+                "ts": pack_array([ts for ts, _ in self.early_labels.values()]),
+                "labels": [label for _, label in self.early_labels.values()],
+            },
+            "recently_joined": {
+                "event_ids": list(self.recently_joined),
+                "ts": pack_array(list(self.recently_joined.values())),
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> LabelJoiner:
+        joiner = cls(state.float("ttl_s"), state.int("max_pending", minimum=1))
+        for name in cls.COUNTERS:
+            setattr(joiner, name, state.int(name))
+        predictions = state.child("predictions")
+        ids, ts = _keyed(predictions)
+        columns = zip(
+            predictions.strs("versions"),
+            [_value(v, f"{predictions.where}.predictions") for v in predictions.list("predictions")],
+            predictions.array("confidence").tolist(),
+            [_segment(pairs, f"{predictions.where}.segments") for pairs in predictions.list("segments")],
+            (text.encode() for text in predictions.strs("features")),
+            strict=True,
+        )
+        try:
+            joiner.predictions = OrderedDict(zip(ids, zip(ts, columns, strict=True), strict=True))
+            labels = state.child("early_labels")
+            label_ids, label_ts = _keyed(labels)
+            joiner.early_labels = OrderedDict(
+                zip(
+                    label_ids,
+                    zip(label_ts, [_value(v, f"{labels.where}.labels") for v in labels.list("labels")], strict=True),
+                    strict=True,
+                )
+            )
+            joined_ids, joined_ts = _keyed(state.child("recently_joined"))
+            joiner.recently_joined = OrderedDict(zip(joined_ids, joined_ts, strict=True))
+        except ValueError:
+            raise StateError(f"{state.where}: columns of different lengths") from None
+        return joiner
+
+
+def _keyed(state: StateReader) -> tuple[list[str], list[float]]:
+    return state.strs("event_ids"), state.array("ts").tolist()
+
+
+def _value(value: object, where: str) -> Value:
+    """A prediction or label from a state."""
+    if isinstance(value, float | str):
+        return value
+    raise StateError(f"{where}: expected a number or a string, got {value!r:.40}")
+
+
+def _segment(pairs: object, where: str) -> tuple[tuple[str, str], ...]:
+    """Segment values ``[[field, value], ...]`` from a state."""
+    segment: list[tuple[str, str]] = []
+    for pair in pairs if isinstance(pairs, list) else [None]:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str)):
+            raise StateError(f"{where}: expected [field, value] pairs")
+        segment.append((pair[0], pair[1]))
+    return tuple(segment)
 
 
 def _drop_older(entries: OrderedDict[str, Any], horizon: float) -> int:

@@ -28,6 +28,7 @@ import orjson
 
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.features import infer_types, value_text
+from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float, pack_optional_float
 from driftwarden.core.stats import bin_proportions, quantile_edges
 
 QUANTILE_POINTS = 1000
@@ -66,11 +67,36 @@ class NumericProfile:
             n=len(finite),
         )
 
+    def state(self) -> State:
+        return {
+            "quantiles": pack_array(self.quantiles),
+            "edges": pack_array(self.edges),
+            "proportions": pack_array(self.proportions),
+            **{key: pack_float(getattr(self, key)) for key in ("mean", "std", "minimum", "maximum", "missing_rate")},
+            "n": self.n,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> NumericProfile:
+        arrays = {key: state.array(key).tolist() for key in ("quantiles", "edges", "proportions")}
+        floats = {key: state.float(key) for key in ("mean", "std", "minimum", "maximum", "missing_rate")}
+        if not arrays["quantiles"] or len(arrays["proportions"]) != len(arrays["edges"]) + 1:
+            raise StateError(f"{state.where}: quantiles empty or PSI bins inconsistent")
+        return cls(**arrays, **floats, n=state.int("n"))
+
 
 @dataclass
 class CategoricalProfile:
     counts: dict[str, int]
     missing_rate: float
+
+    def state(self) -> State:
+        return {"counts": dict(self.counts), "missing_rate": pack_float(self.missing_rate)}
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> CategoricalProfile:
+        counts = state.child("counts")
+        return cls({name: counts.int(name) for name in counts.data}, state.float("missing_rate"))
 
 
 @dataclass
@@ -92,6 +118,49 @@ class ReferenceProfile:
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    def state(self) -> State:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "n_events": self.n_events,
+            "task": self.task,
+            "positive_class": self.positive_class,
+            "numeric": {name: p.state() for name, p in self.numeric.items()},
+            "categorical": {name: p.state() for name, p in self.categorical.items()},
+            "signal": None if self.signal is None else self.signal.state(),
+            "confidence_mean": pack_optional_float(self.confidence_mean),
+            "multivariate_features": list(self.multivariate_features),
+            "mean_vector": list(self.mean_vector),
+            "precision_matrix": [list(row) for row in self.precision_matrix],
+            "latency_p99_ms": pack_optional_float(self.latency_p99_ms),
+            "cost_per_1k": pack_optional_float(self.cost_per_1k),
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> ReferenceProfile:
+        task = state.str("task")
+        if task not in ("classification", "regression"):
+            raise StateError(f"{state.where}.task: expected classification or regression")
+        signal = state.optional_child("signal")
+        rows = state.list("precision_matrix")
+        precision = [StateReader({"row": row}, f"{state.where}.precision_matrix").floats("row") for row in rows]
+        return cls(
+            model_id=state.str("model_id"),
+            model_version=state.str("model_version"),
+            n_events=state.int("n_events"),
+            task="classification" if task == "classification" else "regression",
+            positive_class=state.optional_str("positive_class"),
+            numeric={k: NumericProfile.from_state(v) for k, v in state.mapping("numeric").items()},
+            categorical={k: CategoricalProfile.from_state(v) for k, v in state.mapping("categorical").items()},
+            signal=None if signal is None else NumericProfile.from_state(signal),
+            confidence_mean=state.optional_float("confidence_mean"),
+            multivariate_features=state.strs("multivariate_features"),
+            mean_vector=state.floats("mean_vector"),
+            precision_matrix=precision,
+            latency_p99_ms=state.optional_float("latency_p99_ms"),
+            cost_per_1k=state.optional_float("cost_per_1k"),
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ReferenceProfile:
@@ -131,6 +200,40 @@ class Columns:
     def __len__(self) -> int:
         return len(self.event_ids)
 
+    def state(self) -> State:
+        return {
+            "event_ids": list(self.event_ids),
+            "categorical": [list(values) for values in self.categorical],
+            **{name: pack_array(getattr(self, name).ravel()) for name in _ARRAYS},
+            **{name: pack_array(getattr(self, name).ravel()) for name in _MATRICES},
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> Columns:
+        n = len(event_ids := state.strs("event_ids"))
+        categorical = []
+        for i, values in enumerate(state.list("categorical")):
+            if not isinstance(values, list) or len(values) != n or not all(v is None or type(v) is str for v in values):
+                raise StateError(f"{state.where}.categorical[{i}]: expected {n} strings or nulls")
+            categorical.append(list(values))
+        arrays = {name: state.array(name) for name in _ARRAYS}
+        matrices = {name: state.array(name) for name in _MATRICES}
+        width = len(matrices["numeric"]) // n if n else 0
+        if any(len(a) != n for a in arrays.values()) or any(len(m) != n * width for m in matrices.values()):
+            raise StateError(f"{state.where}: columns of different lengths")
+        return cls(
+            event_ids=event_ids,
+            ts=arrays["ts"],
+            numeric=matrices["numeric"].reshape(n, width),
+            numeric_missing=matrices["numeric_missing"].reshape(n, width).astype(bool),
+            categorical=categorical,
+            type_violations=matrices["type_violations"].reshape(n, width).astype(bool),
+            signal=arrays["signal"],
+            confidence=arrays["confidence"],
+            latency_ms=arrays["latency_ms"],
+            cost=arrays["cost"],
+        )
+
     def slice(self, start: int, stop: int) -> Columns:
         return Columns(
             event_ids=self.event_ids[start:stop],
@@ -159,6 +262,10 @@ class Columns:
             latency_ms=np.concatenate([p.latency_ms for p in parts]),
             cost=np.concatenate([p.cost for p in parts]),
         )
+
+
+_ARRAYS = ("ts", "signal", "confidence", "latency_ms", "cost")
+_MATRICES = ("numeric", "numeric_missing", "type_violations")
 
 
 def infer_schema(events: Sequence[PredictionEvent], declared: dict[str, str], ignored: Sequence[str]) -> FeatureSchema:
