@@ -23,11 +23,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
-from driftwarden.core.state import State, StateError, Stateful, StateReader, pack_array, pack_float
+from driftwarden.core.state import (
+    State,
+    StateError,
+    Stateful,
+    StateReader,
+    pack_array,
+    pack_blobs,
+    pack_codes,
+    pack_float,
+)
 
 #: How many joined event ids are remembered to recognise duplicate labels.
 RECENTLY_JOINED = 10_000
@@ -159,19 +169,21 @@ class LabelJoiner(Stateful):
     COUNTERS = ("joined", "early", "duplicates", "expired_predictions", "expired_labels", "evicted")
 
     def state(self) -> State:
-        records = [record for _, record in self.predictions.values()]
+        pending = list(self.predictions.values())
+        ts, records = list(map(itemgetter(0), pending)), list(map(itemgetter(1), pending))
+        versions, predictions, confidence, segments, features = (list(map(itemgetter(k), records)) for k in range(5))
         return {
             "ttl_s": self.ttl_s,
             "max_pending": self.max_pending,
             **{name: getattr(self, name) for name in self.COUNTERS},
             "predictions": {
                 "event_ids": list(self.predictions),
-                "ts": pack_array([ts for ts, _ in self.predictions.values()]),
-                "versions": [r[0] for r in records],
-                "predictions": [r[1] for r in records],
-                "confidence": pack_array([r[2] for r in records]),
-                "segments": [[list(pair) for pair in r[3]] for r in records],
-                "features": [r[4].decode() for r in records],
+                "ts": pack_array(ts),
+                "versions": pack_codes(versions),
+                "predictions": predictions,
+                "confidence": pack_array(confidence),
+                "segments": pack_codes(segments),  # (tuples are written as JSON lists)
+                "features": pack_blobs(features),
             },
             "early_labels": {
                 "event_ids": list(self.early_labels),
@@ -189,26 +201,25 @@ class LabelJoiner(Stateful):
         joiner = cls(state.float("ttl_s"), state.int("max_pending", minimum=1))
         for name in cls.COUNTERS:
             setattr(joiner, name, state.int(name))
-        predictions = state.child("predictions")
+        predictions, labels = state.child("predictions"), state.child("early_labels")
         ids, ts = _keyed(predictions)
+        label_ids, label_ts = _keyed(labels)
+        versions, version_codes = predictions.codes("versions")
+        segments, segment_codes = predictions.codes("segments")
+        checked_versions = [_value(v, f"{predictions.where}.versions") for v in versions]
+        checked_segments = [_segment(s, f"{predictions.where}.segments") for s in segments]
         columns = zip(
-            predictions.strs("versions"),
-            [_value(v, f"{predictions.where}.predictions") for v in predictions.list("predictions")],
+            map(checked_versions.__getitem__, version_codes),
+            _values(predictions, "predictions"),
             predictions.array("confidence").tolist(),
-            [_segment(pairs, f"{predictions.where}.segments") for pairs in predictions.list("segments")],
-            (text.encode() for text in predictions.strs("features")),
+            map(checked_segments.__getitem__, segment_codes),
+            predictions.blobs("features"),
             strict=True,
         )
         try:
             joiner.predictions = OrderedDict(zip(ids, zip(ts, columns, strict=True), strict=True))
-            labels = state.child("early_labels")
-            label_ids, label_ts = _keyed(labels)
             joiner.early_labels = OrderedDict(
-                zip(
-                    label_ids,
-                    zip(label_ts, [_value(v, f"{labels.where}.labels") for v in labels.list("labels")], strict=True),
-                    strict=True,
-                )
+                zip(label_ids, zip(label_ts, _values(labels, "labels"), strict=True), strict=True)
             )
             joined_ids, joined_ts = _keyed(state.child("recently_joined"))
             joiner.recently_joined = OrderedDict(zip(joined_ids, joined_ts, strict=True))
@@ -219,6 +230,14 @@ class LabelJoiner(Stateful):
 
 def _keyed(state: StateReader) -> tuple[list[str], list[float]]:
     return state.strs("event_ids"), state.array("ts").tolist()
+
+
+def _values(state: StateReader, key: str) -> list[Value]:
+    """Predictions or labels from a state (checked at C speed: there may be 100,000s)."""
+    values = state.list(key)
+    if not set(map(type, values)) <= {float, str}:
+        raise StateError(f"{state.where}.{key}: expected numbers and strings")
+    return values  # type: ignore[return-value]  # (every item checked above)
 
 
 def _value(value: object, where: str) -> Value:

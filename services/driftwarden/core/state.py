@@ -27,7 +27,6 @@ driftwarden.core.state.StateError: Example state: version 2 is not supported (th
 from __future__ import annotations
 
 import abc
-import base64
 import binascii
 import math
 from collections.abc import Mapping, Sequence
@@ -45,6 +44,7 @@ State = dict[str, JsonValue]
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _ARRAY_DTYPE = np.dtype("<f8")
+_INT_DTYPE = np.dtype("<i8")
 
 
 class StateError(DriftwardenError, ValueError):
@@ -75,7 +75,28 @@ def pack_scalars(values: Mapping[str, Scalar]) -> State:
 
 def pack_array(values: np.ndarray | Sequence[float]) -> str:
     """A float array as base64 of its little-endian float64 bytes (NaN-safe, ~4x smaller than JSON)."""
-    return base64.b64encode(np.ascontiguousarray(values, dtype=_ARRAY_DTYPE).tobytes()).decode("ascii")
+    return _b64(np.ascontiguousarray(values, dtype=_ARRAY_DTYPE).tobytes())
+
+
+def pack_ints(values: np.ndarray | Sequence[int]) -> str:
+    """An integer array as base64 of its little-endian int64 bytes."""
+    return _b64(np.ascontiguousarray(values, dtype=_INT_DTYPE).tobytes())
+
+
+def pack_blobs(blobs: Sequence[bytes]) -> State:
+    """Many byte strings as one base64 blob and their lengths (fast for 100,000s of small ones)."""
+    return {"data": _b64(b"".join(blobs)), "lengths": pack_ints(list(map(len, blobs)))}
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def pack_codes(values: Sequence[JsonValue]) -> State:
+    """A column with few distinct values (hashable JSON values) as those values and one code per row."""
+    index: dict[JsonValue, int] = {}
+    codes = [index.setdefault(value, len(index)) for value in values]
+    return {"values": list(index), "codes": pack_ints(codes)}
 
 
 def encode(kind: str, version: int, state: State) -> bytes:
@@ -154,20 +175,46 @@ class StateReader:
 
     def strs(self, key: str) -> list[str]:
         values = self.list(key)
-        if not all(type(v) is str for v in values):
+        if not set(map(type, values)) <= {str}:
             raise self._error(key, "a list of strings")
-        return [str(v) for v in values]
+        return values  # type: ignore[return-value]  # (every item is a str: checked at C speed above)
 
     def array(self, key: str) -> np.ndarray:
         """A float64 array written by :func:`pack_array`."""
-        text = self.str(key)
+        return np.frombuffer(self._base64(key, _ARRAY_DTYPE.itemsize), dtype=_ARRAY_DTYPE).astype(float)
+
+    def ints(self, key: str, minimum: int = 0) -> np.ndarray:
+        """An int64 array written by :func:`pack_ints`, every value at least ``minimum``."""
+        values = np.frombuffer(self._base64(key, _INT_DTYPE.itemsize), dtype=_INT_DTYPE).astype(np.int64)
+        if len(values) and int(values.min()) < minimum:
+            raise self._error(key, f"integers >= {minimum}")
+        return values
+
+    def _base64(self, key: str, itemsize: int) -> bytes:
         try:
-            data = base64.b64decode(text, validate=True)
+            data = binascii.a2b_base64(self.str(key), strict_mode=True)
         except (binascii.Error, ValueError):
-            raise self._error(key, "base64 float64 data") from None
-        if len(data) % _ARRAY_DTYPE.itemsize:
-            raise self._error(key, "a whole number of float64 values")
-        return np.frombuffer(data, dtype=_ARRAY_DTYPE).astype(float)
+            raise self._error(key, "base64 data") from None
+        if len(data) % itemsize:
+            raise self._error(key, f"a whole number of {itemsize}-byte values")
+        return data
+
+    def blobs(self, key: str) -> list[bytes]:
+        """Byte strings written by :func:`pack_blobs`."""
+        packed = self.child(key)
+        data, lengths = packed._base64("data", 1), packed.ints("lengths")
+        if int(lengths.sum()) != len(data):
+            raise packed._error("lengths", f"lengths adding up to {len(data)}")
+        ends = np.cumsum(lengths).tolist()
+        return [data[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+    def codes(self, key: str) -> tuple[list[object], list[int]]:
+        """``(distinct values, code per row)`` written by :func:`pack_codes`, codes checked in range."""
+        packed = self.child(key)
+        values, codes = packed.list("values"), packed.ints("codes")
+        if len(codes) and int(codes.max()) >= len(values):
+            raise packed._error("codes", f"codes below {len(values)}")
+        return values, codes.tolist()
 
     def list(self, key: str) -> list[object]:
         value = self.raw(key)
