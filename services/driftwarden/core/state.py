@@ -116,7 +116,7 @@ def decode(raw: bytes, kind: str, version: int) -> StateReader:
     found = header.int("version")
     if found != version:
         raise StateError(f"{kind} state: version {found} is not supported (this build reads version {version})")
-    return header.child("state")
+    return StateReader(header.raw("state"), f"{kind} state")
 
 
 class StateReader:

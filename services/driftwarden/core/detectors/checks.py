@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import ClassVar, Literal, Self
 
@@ -35,9 +36,9 @@ class RateCheck(WindowDetector):
         self.column = column
         self.limit = limit
 
+    @abc.abstractmethod
     def rated(self, window: Columns) -> np.ndarray:
         """One boolean per value rated: whether it counts against the budget."""
-        raise NotImplementedError
 
     def _test(self, window: Columns) -> TestResult | None:
         rated = self.rated(window)

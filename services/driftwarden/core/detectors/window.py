@@ -8,6 +8,7 @@ window is :func:`decide`'s, in one place, with Benjamini–Hochberg across every
 
 from __future__ import annotations
 
+import abc
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -64,8 +65,9 @@ class WindowDetector(Detector):
     def _conclude(self, significant: bool) -> None:
         self._drift_detected = self.effect_exceeded and significant
 
+    @abc.abstractmethod
     def _test(self, window: Columns) -> TestResult | None:
-        raise NotImplementedError
+        """(p-value or None, effect crossed its floor, evidence), or None when the window is too small."""
 
     def evidence(self) -> dict[str, Scalar]:
         return dict(self._evidence)
