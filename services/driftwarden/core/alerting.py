@@ -126,11 +126,11 @@ class AlertBook:
     @classmethod
     def from_state(cls, state: StateReader) -> AlertBook:
         book = cls(
-            state.str("model_id"),
-            state.str("model_version"),
-            state.int("resolve_after", minimum=1),
-            state.float("cooldown_s"),
-            suppressed=state.int("suppressed"),
+            state.text("model_id"),
+            state.text("model_version"),
+            state.integer("resolve_after", minimum=1),
+            state.number("cooldown_s"),
+            suppressed=state.integer("suppressed"),
         )
         for kind, subject, document in _keyed_rows(state, "open"):
             try:
@@ -138,16 +138,16 @@ class AlertBook:
             except ValueError as exc:
                 raise StateError(f"{state.where}.open: not a valid alert ({exc})") from None
         for kind, subject, n in _keyed_rows(state, "clean_streak"):
-            book.clean_streak[(kind, subject)] = StateReader({"n": n}, f"{state.where}.clean_streak").int("n")
+            book.clean_streak[(kind, subject)] = StateReader({"n": n}, f"{state.where}.clean_streak").integer("n")
         for kind, subject, ts in _keyed_rows(state, "resolved_at"):
-            book.resolved_at[(kind, subject)] = StateReader({"ts": ts}, f"{state.where}.resolved_at").float("ts")
+            book.resolved_at[(kind, subject)] = StateReader({"ts": ts}, f"{state.where}.resolved_at").number("ts")
         return book
 
 
 def _keyed_rows(state: StateReader, key: str) -> list[tuple[str, str, object]]:
     """Rows ``[kind, subject, value]`` of an AlertBook table."""
     rows = []
-    for row in state.list(key):
+    for row in state.items(key):
         if not (isinstance(row, list) and len(row) == 3 and type(row[0]) is str and type(row[1]) is str):
             raise StateError(f"{state.where}.{key}: expected [kind, subject, value] rows")
         rows.append((row[0], row[1], row[2]))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -42,6 +42,7 @@ from driftwarden.core.state import (
 #: How many joined event ids are remembered to recognise duplicate labels.
 RECENTLY_JOINED = 10_000
 
+T = TypeVar("T")
 #: A prediction or a label value (schemas: a number or a string).
 Value = float | str
 #: What the monitor keeps of a prediction until its label comes: (model_version, prediction,
@@ -50,7 +51,7 @@ Value = float | str
 PredictionRecord = tuple[str, Value, float, tuple[tuple[str, str], ...], bytes]
 
 
-def compact_json(value: Any) -> bytes:
+def compact_json(value: object) -> bytes:
     """JSON bytes of exactly their size, to keep: orjson's own buffers hold ~8 KB however short."""
     return bytes(memoryview(orjson.dumps(value)))
 
@@ -84,14 +85,14 @@ class Joined:
         label = _value(state.raw("label"), f"{state.where}.label")
         segment = _segment(state.raw("segment"), f"{state.where}.segment")
         try:
-            features = orjson.loads(state.str("features"))
+            features = orjson.loads(state.text("features"))
         except orjson.JSONDecodeError:
             raise StateError(f"{state.where}.features: not JSON") from None
         if not isinstance(features, dict):
             raise StateError(f"{state.where}.features: expected an object")
         return cls(
-            state.str("event_id"), state.float("ts"), state.str("model_version"), prediction, label,
-            state.float("confidence"), segment, features,
+            state.text("event_id"), state.number("ts"), state.text("model_version"), prediction, label,
+            state.number("confidence"), segment, features,
         )  # fmt: skip
 
 
@@ -159,7 +160,7 @@ class LabelJoiner(Stateful):
         version, prediction, confidence, segment, features = record
         return Joined(event_id, ts, version, prediction, label, confidence, segment, orjson.loads(features))
 
-    def _bound(self, entries: OrderedDict[str, Any]) -> None:
+    def _bound(self, entries: OrderedDict[str, T]) -> None:
         while len(entries) > self.max_pending:
             entries.popitem(last=False)
             self.evicted += 1
@@ -198,15 +199,17 @@ class LabelJoiner(Stateful):
 
     @classmethod
     def from_state(cls, state: StateReader) -> LabelJoiner:
-        joiner = cls(state.float("ttl_s"), state.int("max_pending", minimum=1))
+        joiner = cls(state.number("ttl_s"), state.integer("max_pending", minimum=1))
         for name in cls.COUNTERS:
-            setattr(joiner, name, state.int(name))
+            setattr(joiner, name, state.integer(name))
         predictions, labels = state.child("predictions"), state.child("early_labels")
         ids, ts = _keyed(predictions)
         label_ids, label_ts = _keyed(labels)
         versions, version_codes = predictions.codes("versions")
         segments, segment_codes = predictions.codes("segments")
-        checked_versions = [_value(v, f"{predictions.where}.versions") for v in versions]
+        checked_versions = [v for v in versions if isinstance(v, str)]
+        if len(checked_versions) != len(versions):
+            raise StateError(f"{predictions.where}.versions: expected strings")
         checked_segments = [_segment(s, f"{predictions.where}.segments") for s in segments]
         columns = zip(
             map(checked_versions.__getitem__, version_codes),
@@ -229,15 +232,15 @@ class LabelJoiner(Stateful):
 
 
 def _keyed(state: StateReader) -> tuple[list[str], list[float]]:
-    return state.strs("event_ids"), state.array("ts").tolist()
+    return state.texts("event_ids"), state.array("ts").tolist()
 
 
 def _values(state: StateReader, key: str) -> list[Value]:
     """Predictions or labels from a state (checked at C speed: there may be 100,000s)."""
-    values = state.list(key)
+    values = state.items(key)
     if not set(map(type, values)) <= {float, str}:
         raise StateError(f"{state.where}.{key}: expected numbers and strings")
-    return values  # type: ignore[return-value]  # (every item checked above)
+    return cast("list[Value]", values)  # (every item checked above)
 
 
 def _value(value: object, where: str) -> Value:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import groupby
 from typing import Any
 
@@ -44,7 +45,7 @@ from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
 from driftwarden.core.retrain_policy import PendingRetrain, RetrainPolicy
-from driftwarden.core.state import State, StateError, StateReader, decode, encode, pack_optional_float
+from driftwarden.core.state import JsonValue, State, StateError, StateReader, decode, encode, pack_optional_float
 
 #: The streaming detector of the prediction signal (a name no feature can have).
 SIGNAL = "\0signal"
@@ -163,7 +164,7 @@ class ModelMonitor:
         numeric_names = list(self.profile.numeric) if self.profile else []
         for name, detector in self.streaming.items():
             values = columns.signal if name == SIGNAL else columns.numeric[:, numeric_names.index(name)]
-            detector.update_many(values.tolist(), lambda i, name=name, detector=detector: on_drift(name, detector, i))
+            detector.update_many(values.tolist(), partial(on_drift, name, detector))
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
@@ -280,18 +281,18 @@ class ModelMonitor:
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelMonitor:
-        monitor = cls(state.str("model_id"), state.str("model_version"), model_config_from_state(state, "config"))
+        monitor = cls(state.text("model_id"), state.text("model_version"), model_config_from_state(state, "config"))
         profile = state.optional_child("profile")
         monitor.profile = None if profile is None else ReferenceProfile.from_state(profile)
         try:
-            monitor.reference_events = [PredictionEvent.model_validate(e) for e in state.list("reference_events")]
+            monitor.reference_events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
             raise StateError(f"{state.where}.reference_events: not valid events ({exc})") from None
         monitor.streaming = {k: MeanShiftDetector.from_state(v) for k, v in state.mapping("streaming").items()}
         monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
         monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
         monitor.pending_events = sum(len(columns) for columns in monitor.pending)
-        monitor.windows = state.int("windows")
+        monitor.windows = state.integer("windows")
         monitor.book = AlertBook.from_state(state.child("book"))
         monitor.policy = _policy_from_state(state.child("policy"))
         performance = state.optional_child("performance")
@@ -301,7 +302,7 @@ class ModelMonitor:
 
 
 def _window_detector(item: StateReader) -> WindowDetector:
-    cls = DETECTOR_CLASSES.get(item.str("class"))
+    cls = DETECTOR_CLASSES.get(item.text("class"))
     if cls is None or not issubclass(cls, WindowDetector):
         raise StateError(f"{item.where}.class: {item.raw('class')!r} is not a window detector")
     return cls.from_state(item.child("state"))
@@ -309,10 +310,10 @@ def _window_detector(item: StateReader) -> WindowDetector:
 
 def _statistics(state: StateReader) -> dict[StatisticKey, float]:
     statistics = {}
-    for row in state.list("latest_window"):
+    for row in state.items("latest_window"):
         if not (isinstance(row, list) and len(row) == 4 and all(isinstance(part, str) for part in row[:3])):
             raise StateError(f"{state.where}.latest_window: expected [kind, subject, statistic, value] rows")
-        value = StateReader({"value": row[3]}, f"{state.where}.latest_window").float("value")
+        value = StateReader({"value": row[3]}, f"{state.where}.latest_window").number("value")
         statistics[StatisticKey(str(row[0]), str(row[1]), str(row[2]))] = value
     return statistics
 
@@ -343,16 +344,16 @@ def _policy_from_state(state: StateReader) -> RetrainPolicy:
     pending = state.optional_child("pending")
     return RetrainPolicy(
         config,
-        state.optional_float("last_command_ts"),
+        state.optional_number("last_command_ts"),
         None
         if pending is None
         else PendingRetrain(
-            pending.str("model_id"),
-            pending.str("model_version"),
-            pending.float("start_ts"),
-            pending.strs("reasons"),
-            pending.int("examples"),
-            pending.float("latest_ts"),
+            pending.text("model_id"),
+            pending.text("model_version"),
+            pending.number("start_ts"),
+            pending.texts("reasons"),
+            pending.integer("examples"),
+            pending.number("latest_ts"),
         ),
     )
 
@@ -373,8 +374,8 @@ class ModelCounters:
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelCounters:
-        counts = {name: state.int(name) for name in cls.COUNTS}
-        return cls(**counts, latest_version=state.optional_str("latest_version"))
+        counts = {name: state.integer(name) for name in cls.COUNTS}
+        return cls(**counts, latest_version=state.optional_text("latest_version"))
 
 
 @dataclass
@@ -400,7 +401,7 @@ class ModelState:
             joiner=LabelJoiner.from_state(state.child("joiner")),
             counters=ModelCounters.from_state(state.child("counters")),
             versions={v: ModelMonitor.from_state(m) for v, m in state.mapping("versions").items()},
-            watermark=state.float("watermark"),
+            watermark=state.number("watermark"),
         )
 
 
@@ -511,7 +512,7 @@ class Monitor:
 
     def export(self, model_ids: Iterable[str]) -> bytes:
         """The complete state of these models, as versioned JSON bytes (see :mod:`driftwarden.core.state`)."""
-        models = {m: self.models[m].state() for m in model_ids if m in self.models}
+        models: dict[str, JsonValue] = {m: self.models[m].state() for m in model_ids if m in self.models}
         return encode(STATE_FORMAT, STATE_VERSION, {"models": models})
 
     def restore(self, raw: bytes) -> list[str]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from river import drift
-from river.base import DriftDetector
 
-from driftwarden.core.alerting import Finding
+from driftwarden.core.alerting import Finding, Severity
 from driftwarden.core.config import ModelMonitorConfig, model_config_from_state
 from driftwarden.core.events import Scalar
 from driftwarden.core.features import value_text
@@ -33,9 +32,18 @@ def _normalized(value: Value) -> str:
     return value_text(value) or ""
 
 
-def error_detector(name: str, delta: float) -> DriftDetector | None:
+class ErrorStreamDetector(Protocol):
+    """A River detector watching the error stream (``ModelMonitorConfig.error_detector``)."""
+
+    @property
+    def drift_detected(self) -> bool: ...
+
+    def update(self, x: float) -> None: ...
+
+
+def error_detector(name: str, delta: float) -> ErrorStreamDetector | None:
     """A River concept-drift detector for the error stream, by name (None for "none")."""
-    factories: dict[str, Callable[[], DriftDetector]] = {
+    factories: dict[str, Callable[[], ErrorStreamDetector]] = {
         "adwin": lambda: drift.ADWIN(delta=delta),
         "ddm": drift.binary.DDM,
         "eddm": drift.binary.EDDM,
@@ -158,7 +166,7 @@ class PerformanceMonitor(Stateful):
         }
         if "f1" in metrics:
             evidence["f1"] = metrics["f1"]
-        severity = "critical" if degradation >= 2 * threshold else "warning"
+        severity: Severity = "critical" if degradation >= 2 * threshold else "warning"
         summary = (
             f"{self.subject} fell from {evidence[f'reference_{self.subject}']:.3f} to {evidence[self.subject]:.3f} "
             f"over the last {n} labels (p={p_value:.2g})"
@@ -244,26 +252,27 @@ class PerformanceMonitor(Stateful):
 
     @classmethod
     def from_state(cls, state: StateReader) -> PerformanceMonitor:
-        task = state.str("task")
+        task = state.text("task")
         if task not in ("classification", "regression"):
             raise StateError(f"{state.where}.task: expected classification or regression")
         config = model_config_from_state(state, "config")
         monitor = cls(
-            "classification" if task == "classification" else "regression", state.optional_str("positive_class"), config
+            "classification" if task == "classification" else "regression",
+            state.optional_text("positive_class"),
+            config,
         )
         reference = state.optional_child("reference")
         if reference is not None:
-            monitor.reference = {key: reference.float(key) for key in ("error", "std", "n")}
+            monitor.reference = {key: reference.number(key) for key in ("error", "std", "n")}
         monitor.window = [Joined.from_state(item) for item in state.children("window")]
         metrics = state.child("metrics")
-        monitor.metrics = {key: metrics.optional_float(key) for key in metrics.data}
+        monitor.metrics = {key: metrics.optional_number(key) for key in metrics.data}
         detector = state.optional_child("detector")
-        monitor.detector = None if detector is None else river_from_state(detector)
-        if (monitor.detector is None) != (detector is None) or (
-            detector is not None
-            and type(monitor.detector) is not type(error_detector(monitor.detector_name_used, config.adwin_delta))
-        ):
+        fresh = monitor.detector
+        restored = None if detector is None else river_from_state(detector)
+        if type(restored) is not type(fresh):
             raise StateError(f"{state.where}.detector: not the detector the config names")
+        monitor.detector = restored  # (of the type just checked)
         monitor.recent_errors.extend(state.array("recent_errors").tolist())
         monitor.recent_ts.extend(state.array("recent_ts").tolist())
         return monitor

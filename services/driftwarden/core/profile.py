@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import orjson
@@ -78,11 +78,13 @@ class NumericProfile:
 
     @classmethod
     def from_state(cls, state: StateReader) -> NumericProfile:
-        arrays = {key: state.array(key).tolist() for key in ("quantiles", "edges", "proportions")}
-        floats = {key: state.float(key) for key in ("mean", "std", "minimum", "maximum", "missing_rate")}
-        if not arrays["quantiles"] or len(arrays["proportions"]) != len(arrays["edges"]) + 1:
+        quantiles, edges, proportions = (state.array(key).tolist() for key in ("quantiles", "edges", "proportions"))
+        if not quantiles or len(proportions) != len(edges) + 1:
             raise StateError(f"{state.where}: quantiles empty or PSI bins inconsistent")
-        return cls(**arrays, **floats, n=state.int("n"))
+        mean, std, minimum, maximum, missing_rate = (
+            state.number(key) for key in ("mean", "std", "minimum", "maximum", "missing_rate")
+        )
+        return cls(quantiles, edges, proportions, mean, std, minimum, maximum, missing_rate, state.integer("n"))
 
 
 @dataclass
@@ -96,7 +98,7 @@ class CategoricalProfile:
     @classmethod
     def from_state(cls, state: StateReader) -> CategoricalProfile:
         counts = state.child("counts")
-        return cls({name: counts.int(name) for name in counts.data}, state.float("missing_rate"))
+        return cls({name: counts.integer(name) for name in counts.data}, state.number("missing_rate"))
 
 
 @dataclass
@@ -139,27 +141,27 @@ class ReferenceProfile:
 
     @classmethod
     def from_state(cls, state: StateReader) -> ReferenceProfile:
-        task = state.str("task")
+        task = state.text("task")
         if task not in ("classification", "regression"):
             raise StateError(f"{state.where}.task: expected classification or regression")
         signal = state.optional_child("signal")
-        rows = state.list("precision_matrix")
-        precision = [StateReader({"row": row}, f"{state.where}.precision_matrix").floats("row") for row in rows]
+        rows = state.items("precision_matrix")
+        precision = [StateReader({"row": row}, f"{state.where}.precision_matrix").numbers("row") for row in rows]
         return cls(
-            model_id=state.str("model_id"),
-            model_version=state.str("model_version"),
-            n_events=state.int("n_events"),
+            model_id=state.text("model_id"),
+            model_version=state.text("model_version"),
+            n_events=state.integer("n_events"),
             task="classification" if task == "classification" else "regression",
-            positive_class=state.optional_str("positive_class"),
+            positive_class=state.optional_text("positive_class"),
             numeric={k: NumericProfile.from_state(v) for k, v in state.mapping("numeric").items()},
             categorical={k: CategoricalProfile.from_state(v) for k, v in state.mapping("categorical").items()},
             signal=None if signal is None else NumericProfile.from_state(signal),
-            confidence_mean=state.optional_float("confidence_mean"),
-            multivariate_features=state.strs("multivariate_features"),
-            mean_vector=state.floats("mean_vector"),
+            confidence_mean=state.optional_number("confidence_mean"),
+            multivariate_features=state.texts("multivariate_features"),
+            mean_vector=state.numbers("mean_vector"),
             precision_matrix=precision,
-            latency_p99_ms=state.optional_float("latency_p99_ms"),
-            cost_per_1k=state.optional_float("cost_per_1k"),
+            latency_p99_ms=state.optional_number("latency_p99_ms"),
+            cost_per_1k=state.optional_number("cost_per_1k"),
         )
 
     @classmethod
@@ -210,9 +212,9 @@ class Columns:
 
     @classmethod
     def from_state(cls, state: StateReader) -> Columns:
-        n = len(event_ids := state.strs("event_ids"))
+        n = len(event_ids := state.texts("event_ids"))
         categorical = []
-        for i, values in enumerate(state.list("categorical")):
+        for i, values in enumerate(state.items("categorical")):
             if not isinstance(values, list) or len(values) != n or not all(v is None or type(v) is str for v in values):
                 raise StateError(f"{state.where}.categorical[{i}]: expected {n} strings or nulls")
             categorical.append(list(values))
@@ -294,7 +296,7 @@ def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tu
         numeric = np.array(flat, dtype=float).reshape(n, k) if flat else np.full((n, k), np.nan)
         return numeric, np.zeros((n, k), dtype=bool), np.zeros((n, k), dtype=bool)
     values = np.array(flat, dtype=object).reshape(n, k)
-    missing = np.equal(values, None)
+    missing = np.equal(values, np.array(None))
     is_number = np.vectorize(lambda v: type(v) is float, otypes=[bool])(values) if values.size else missing
     numeric = np.where(is_number, values, np.nan).astype(float)
     return numeric, missing, ~(is_number | missing)
@@ -309,7 +311,8 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
     categorical = []
     for name in schema.categorical:
         values = [f.get(name) for f in features]
-        categorical.append(values if set(map(type, values)) <= {str} else [value_text(v) for v in values])
+        texts = cast("list[str | None]", values) if set(map(type, values)) <= {str} else list(map(value_text, values))
+        categorical.append(texts)
     positive = schema.positive_class
     signal = np.full(n, np.nan)
     confidence = np.full(n, np.nan)

@@ -25,13 +25,14 @@ import base64
 import binascii
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol, cast
 
-from river import drift, stats
+from river import base, drift, stats
 from river._river_rust.drift import AdaptiveWindowing
 from river._river_rust.stats import RsEWMean
 from river.drift.binary.hddm_w import SampleInfo
 
+from driftwarden.core.events import Scalar
 from driftwarden.core.state import JsonValue, State, StateError, StateReader, pack_float, pack_scalar
 
 #: The River version whose internals this module was written and tested against.
@@ -54,6 +55,17 @@ ALLOWED: dict[str, type] = {
     )
 }
 RUST_ALLOWED: dict[str, type] = {cls.__name__: cls for cls in (AdaptiveWindowing, RsEWMean)}
+
+
+class _RustState(Protocol):
+    """What River's Rust-backed objects offer for their state (plain values and bytes)."""
+
+    def __getnewargs__(self) -> tuple[Scalar, ...]: ...
+
+    def __getstate__(self) -> object: ...
+
+    def __setstate__(self, state: bytes, /) -> None: ...
+
 
 # -- ADWIN's fast path ---------------------------------------------------------------------------
 
@@ -92,9 +104,9 @@ def river_state(obj: object) -> State:
     return {"class": name, "params": _params(obj), "attributes": attributes}
 
 
-def river_from_state(state: StateReader) -> Any:
+def river_from_state(state: StateReader) -> object:
     """Rebuild what :func:`river_state` wrote, checking class, parameters and every attribute type."""
-    name = state.str("class")
+    name = state.text("class")
     cls = ALLOWED.get(name)
     if cls is None:
         raise StateError(f"{state.where}.class: {name!r} is not a River class this build restores")
@@ -114,7 +126,9 @@ def river_from_state(state: StateReader) -> Any:
 def _params(obj: object) -> State:
     if isinstance(obj, SampleInfo):  # (not a River estimator: no _get_params)
         return {"lambd": pack_float(obj._lambd_sq**0.5)}
-    params: dict[str, Any] = obj._get_params()  # type: ignore[attr-defined]  # (every River base.Base has it)
+    if not isinstance(obj, base.Base):
+        raise StateError(f"no state format for {type(obj).__name__}")
+    params = obj._get_params()
     return {key: pack_scalar(value) for key, value in params.items()}
 
 
@@ -125,10 +139,13 @@ def _value_state(value: object) -> JsonValue:
         return {"float": pack_float(value)}
     rust = type(value).__name__
     if RUST_ALLOWED.get(rust) is type(value):
+        raw = cast(_RustState, value).__getstate__()
+        if not isinstance(raw, bytes):
+            raise StateError(f"River's {rust} state is no longer bytes: see PINNED_RIVER_VERSION")
         return {
             "rust": rust,
-            "args": [pack_scalar(arg) for arg in value.__getnewargs__()],  # type: ignore[attr-defined]
-            "bytes": base64.b64encode(value.__getstate__()).decode("ascii"),
+            "args": [pack_scalar(arg) for arg in cast(_RustState, value).__getnewargs__()],
+            "bytes": base64.b64encode(raw).decode("ascii"),
         }
     return {"river": river_state(value)}
 
@@ -139,7 +156,7 @@ def _value_from_state(attributes: StateReader, key: str, fresh: object) -> objec
     if isinstance(value, dict):
         packed = attributes.child(key)
         if "float" in value:
-            value = packed.float("float")
+            value = packed.number("float")
         elif "rust" in value:
             value = _rust_from_state(packed)
         else:
@@ -157,19 +174,19 @@ def _kind(value: object) -> type:
 
 
 def _rust_from_state(state: StateReader) -> object:
-    name = state.str("rust")
+    name = state.text("rust")
     cls = RUST_ALLOWED.get(name)
     if cls is None:
         raise StateError(f"{state.where}.rust: {name!r} is not a Rust class this build restores")
     try:
-        raw = base64.b64decode(state.str("bytes"), validate=True)
+        raw = base64.b64decode(state.text("bytes"), validate=True)
     except (binascii.Error, ValueError):
         raise StateError(f"{state.where}.bytes: not base64") from None
-    args = [StateReader({"arg": arg}, f"{state.where}.args").scalar("arg") for arg in state.list("args")]
+    args = [StateReader({"arg": arg}, f"{state.where}.args").scalar("arg") for arg in state.items("args")]
     try:
         obj = cls(*args)
-        obj.__setstate__(raw)  # type: ignore[attr-defined]
-        same = obj.__getstate__() == raw  # type: ignore[attr-defined]
+        obj.__setstate__(raw)
+        same = obj.__getstate__() == raw
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # River's Rust code panics (pyo3's PanicException) on bad bytes

@@ -7,12 +7,12 @@ and writes it with orjson; :func:`decode` refuses anything else with a :class:`S
 garbage or a forged state raises, it never runs code.
 
 JSON has no NaN or infinity: a float that may be one is written by :func:`pack_float` (as the text
-``"nan"``, ``"inf"`` or ``"-inf"``) and read back by :meth:`StateReader.float`; a value of mixed type
+``"nan"``, ``"inf"`` or ``"-inf"``) and read back by :meth:`StateReader.number`; a value of mixed type
 (evidence) by :func:`pack_scalar`.
 
 >>> raw = encode("Example", 1, {"n": 3, "mean": pack_float(float("nan")), "xs": pack_array(np.arange(3.0))})
 >>> reader = decode(raw, "Example", 1)
->>> reader.int("n"), reader.float("mean"), reader.array("xs").tolist()
+>>> reader.integer("n"), reader.number("mean"), reader.array("xs").tolist()
 (3, nan, [0.0, 1.0, 2.0])
 >>> decode(b"\\x80\\x04garbage", "Example", 1)
 Traceback (most recent call last):
@@ -30,7 +30,7 @@ import abc
 import binascii
 import math
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Self
+from typing import ClassVar, Self, cast
 
 import numpy as np
 import orjson
@@ -113,7 +113,7 @@ def decode(raw: bytes, kind: str, version: int) -> StateReader:
     header = StateReader(document, f"{kind} state")
     if header.raw("format") != kind:
         raise StateError(f"{kind} state: format is {header.raw('format')!r}, expected {kind!r}")
-    found = header.int("version")
+    found = header.integer("version")
     if found != version:
         raise StateError(f"{kind} state: version {found} is not supported (this build reads version {version})")
     return StateReader(header.raw("state"), f"{kind} state")
@@ -136,48 +136,48 @@ class StateReader:
             raise StateError(f"{self.where}.{key}: missing")
         return self.data[key]
 
-    def int(self, key: str, minimum: int | None = 0) -> int:
+    def integer(self, key: str, minimum: int | None = 0) -> int:
         value = self.raw(key)
         if type(value) is not int or (minimum is not None and value < minimum):
             raise self._error(key, "an integer" if minimum is None else f"an integer >= {minimum}")
         return value
 
-    def bool(self, key: str) -> bool:
+    def flag(self, key: str) -> bool:
         value = self.raw(key)
         if type(value) is not bool:
             raise self._error(key, "true or false")
         return value
 
-    def str(self, key: str) -> str:
+    def text(self, key: str) -> str:
         value = self.raw(key)
         if type(value) is not str:
             raise self._error(key, "a string")
         return value
 
-    def optional_str(self, key: str) -> str | None:
-        return None if self.raw(key) is None else self.str(key)
+    def optional_text(self, key: str) -> str | None:
+        return None if self.raw(key) is None else self.text(key)
 
-    def float(self, key: str) -> float:
+    def number(self, key: str) -> float:
         value = _as_float(self.raw(key))
         if value is None:
             raise self._error(key, "a number")
         return value
 
-    def optional_float(self, key: str) -> float | None:
-        return None if self.raw(key) is None else self.float(key)
+    def optional_number(self, key: str) -> float | None:
+        return None if self.raw(key) is None else self.number(key)
 
-    def floats(self, key: str) -> list[float]:
-        values = self.list(key)
+    def numbers(self, key: str) -> list[float]:
+        values = self.items(key)
         parsed = [_as_float(v) for v in values]
         if any(v is None for v in parsed):
             raise self._error(key, "a list of numbers")
         return [float(v) for v in parsed if v is not None]
 
-    def strs(self, key: str) -> list[str]:
-        values = self.list(key)
+    def texts(self, key: str) -> list[str]:
+        values = self.items(key)
         if not set(map(type, values)) <= {str}:
             raise self._error(key, "a list of strings")
-        return values  # type: ignore[return-value]  # (every item is a str: checked at C speed above)
+        return cast("list[str]", values)  # (every item is a str: checked at C speed above)
 
     def array(self, key: str) -> np.ndarray:
         """A float64 array written by :func:`pack_array`."""
@@ -192,7 +192,7 @@ class StateReader:
 
     def _base64(self, key: str, itemsize: int) -> bytes:
         try:
-            data = binascii.a2b_base64(self.str(key), strict_mode=True)
+            data = binascii.a2b_base64(self.text(key), strict_mode=True)
         except (binascii.Error, ValueError):
             raise self._error(key, "base64 data") from None
         if len(data) % itemsize:
@@ -211,12 +211,12 @@ class StateReader:
     def codes(self, key: str) -> tuple[list[object], list[int]]:
         """``(distinct values, code per row)`` written by :func:`pack_codes`, codes checked in range."""
         packed = self.child(key)
-        values, codes = packed.list("values"), packed.ints("codes")
+        values, codes = packed.items("values"), packed.ints("codes")
         if len(codes) and int(codes.max()) >= len(values):
             raise packed._error("codes", f"codes below {len(values)}")
         return values, codes.tolist()
 
-    def list(self, key: str) -> list[object]:
+    def items(self, key: str) -> list[object]:
         value = self.raw(key)
         if not isinstance(value, list):
             raise self._error(key, "a list")
@@ -229,7 +229,7 @@ class StateReader:
         return None if self.raw(key) is None else self.child(key)
 
     def children(self, key: str) -> list[StateReader]:
-        return [StateReader(item, f"{self.where}.{key}[{i}]") for i, item in enumerate(self.list(key))]
+        return [StateReader(item, f"{self.where}.{key}[{i}]") for i, item in enumerate(self.items(key))]
 
     def mapping(self, key: str) -> dict[str, StateReader]:
         """A dict of states by name."""

@@ -73,7 +73,7 @@ class RateCheck(WindowDetector):
 
 
 def _rate_args(params: StateReader) -> tuple[str, int, float, int]:
-    return params.str("feature"), params.int("column"), params.float("limit"), params.int("min_values")
+    return params.text("feature"), params.integer("column"), params.number("limit"), params.integer("min_values")
 
 
 class MissingRateCheck(RateCheck):
@@ -107,7 +107,7 @@ class MissingRateCheck(RateCheck):
     def from_params(cls, params: StateReader) -> Self:
         feature, column, limit, min_values = _rate_args(params)
         return build(
-            cls, params, feature, column, limit, params.bool("categorical"), params.float("reference_rate"), min_values
+            cls, params, feature, column, limit, params.flag("categorical"), params.number("reference_rate"), min_values
         )
 
 
@@ -126,7 +126,8 @@ class OutOfRangeCheck(RateCheck):
     def rated(self, window: Columns) -> np.ndarray:
         values = window.numeric[:, self.column]
         values = values[np.isfinite(values)]
-        return (values < self.low) | (values > self.high)
+        outside: np.ndarray = (values < self.low) | (values > self.high)
+        return outside
 
     def params(self) -> State:
         return super().params() | {"low": self.low, "high": self.high}
@@ -134,7 +135,7 @@ class OutOfRangeCheck(RateCheck):
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
         feature, column, limit, min_values = _rate_args(params)
-        return build(cls, params, feature, column, limit, params.float("low"), params.float("high"), min_values)
+        return build(cls, params, feature, column, limit, params.number("low"), params.number("high"), min_values)
 
 
 class TypeViolationCheck(RateCheck):
@@ -169,7 +170,7 @@ class UnseenCategoryCheck(RateCheck):
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
         feature, column, limit, min_values = _rate_args(params)
-        return build(cls, params, feature, column, limit, params.strs("known"), min_values)
+        return build(cls, params, feature, column, limit, params.texts("known"), min_values)
 
 
 class EstimatedAccuracyDetector(WindowDetector):
@@ -226,7 +227,9 @@ class EstimatedAccuracyDetector(WindowDetector):
 
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
-        return build(cls, params, params.float("reference_confidence"), params.float("drop"), params.int("min_values"))
+        return build(
+            cls, params, params.number("reference_confidence"), params.number("drop"), params.integer("min_values")
+        )
 
 
 class BudgetDetector(WindowDetector):
@@ -296,15 +299,15 @@ class BudgetDetector(WindowDetector):
 
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
-        measure = params.str("measure")
+        measure = params.text("measure")
         if measure not in ("latency", "cost"):
             raise StateError(f"{params.where}.measure: expected latency or cost")
         return build(
             cls,
             params,
             measure,
-            params.optional_float("reference"),
-            params.optional_float("budget"),
-            params.float("change_ratio"),
-            params.int("min_values"),
+            params.optional_number("reference"),
+            params.optional_number("budget"),
+            params.number("change_ratio"),
+            params.integer("min_values"),
         )

@@ -13,7 +13,7 @@ from river import drift, stats
 from driftwarden.core.detectors.base import Detector
 from driftwarden.core.events import Scalar
 from driftwarden.core.river_adapter import adwin_mark_drift, adwin_reset, adwin_stepper, river_from_state, river_state
-from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float
+from driftwarden.core.state import JsonValue, State, StateError, StateReader, pack_array, pack_float
 
 
 class MeanShiftDetector(Detector):
@@ -200,7 +200,7 @@ class MeanShiftDetector(Detector):
     # -- state ---------------------------------------------------------------------------------
 
     def params(self) -> State:
-        reference = None if self._known_reference is None else [pack_float(v) for v in self._known_reference]
+        reference: JsonValue = None if self._known_reference is None else [pack_float(v) for v in self._known_reference]
         return {
             "delta": self.delta,
             "reference_size": self.requested_reference_size,
@@ -213,17 +213,17 @@ class MeanShiftDetector(Detector):
     def from_params(cls, params: StateReader) -> Self:
         reference = None
         if params.raw("reference") is not None:
-            values = params.floats("reference")
+            values = params.numbers("reference")
             if len(values) != 2:
                 raise StateError(f"{params.where}.reference: expected [mean, std]")
             reference = (values[0], values[1])
         try:
             return cls(
-                params.float("delta"),
-                params.int("reference_size"),
-                params.int("recent_size"),
+                params.number("delta"),
+                params.integer("reference_size"),
+                params.integer("recent_size"),
                 reference,
-                params.int("min_segment"),
+                params.integer("min_segment"),
             )
         except ValueError as exc:
             raise StateError(f"{params.where}: {exc}") from None
@@ -244,7 +244,7 @@ class MeanShiftDetector(Detector):
         recent = state.array("recent")
         if len(recent) > self.recent_size:
             raise StateError(f"{state.where}.recent: more than recent_size={self.recent_size} values")
-        self.n_seen = state.int("n_seen")
-        self._drift_detected = state.bool("drift_detected")
+        self.n_seen = state.integer("n_seen")
+        self._drift_detected = state.flag("drift_detected")
         self._adwin, self._reference = adwin, reference
         self._recent.extend(recent.tolist())

@@ -17,7 +17,7 @@ from typing import ClassVar, Self
 import numpy as np
 
 from driftwarden.core.detectors.base import Detector, build
-from driftwarden.core.events import Scalar
+from driftwarden.core.events import AlertKind, Scalar
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile
 from driftwarden.core.state import State, StateError, StateReader, pack_optional_float, pack_scalars
 from driftwarden.core.stats import (
@@ -41,7 +41,7 @@ class WindowDetector(Detector):
     ``kind`` is the alert kind its findings raise, ``name`` the detector named in them.
     """
 
-    kind: str
+    kind: AlertKind
 
     def __init__(self, subject: str, min_values: int = MIN_VALUES) -> None:
         super().__init__()
@@ -84,9 +84,9 @@ class WindowDetector(Detector):
         }
 
     def load_dynamic_state(self, state: StateReader) -> None:
-        self._drift_detected = state.bool("drift_detected")
-        self.p_value = state.optional_float("p_value")
-        self.effect_exceeded = state.bool("effect_exceeded")
+        self._drift_detected = state.flag("drift_detected")
+        self.p_value = state.optional_number("p_value")
+        self.effect_exceeded = state.flag("effect_exceeded")
         self._evidence = state.scalars("evidence")
 
 
@@ -154,7 +154,7 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
        Problems of Information Transmission 5(3), 47-52.
     """
 
-    kind = "data_drift"
+    kind: AlertKind = "data_drift"
     EVIDENCE_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"reference_mean", "current_mean", "psi", "wasserstein_normed", "p_value"}
     )
@@ -185,7 +185,8 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
 
     def _values(self, window: Columns) -> np.ndarray:
         values = window.signal if self.signal else window.numeric[:, self.column]
-        return values[np.isfinite(values)]
+        finite: np.ndarray = values[np.isfinite(values)]
+        return finite
 
     def _test(self, window: Columns) -> TestResult | None:
         values = self._values(window)
@@ -239,14 +240,14 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
         return build(
             cls,
             params,
-            params.str("subject"),
-            params.int("column", minimum=-1),
+            params.text("subject"),
+            params.integer("column", minimum=-1),
             NumericProfile.from_state(params.child("profile")),
-            params.float("psi_threshold"),
-            params.float("wasserstein_threshold"),
-            params.bool("signal"),
-            params.strs("tests"),
-            params.int("min_values"),
+            params.number("psi_threshold"),
+            params.number("wasserstein_threshold"),
+            params.flag("signal"),
+            params.texts("tests"),
+            params.integer("min_values"),
         )
 
 
@@ -336,12 +337,12 @@ tests=['chi2', 'js'])
         return build(
             cls,
             params,
-            params.str("subject"),
-            params.int("column"),
+            params.text("subject"),
+            params.integer("column"),
             CategoricalProfile.from_state(params.child("profile")),
-            params.float("js_threshold"),
-            params.strs("tests"),
-            params.int("min_values"),
+            params.number("js_threshold"),
+            params.texts("tests"),
+            params.integer("min_values"),
         )
 
 
@@ -426,20 +427,20 @@ precision=[[1.0, 0.0], [0.0, 1.0]], reference_n=5000, columns=[0, 1], distance_t
 
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
-        rows = params.list("precision")
+        rows = params.items("precision")
         precision = [
-            StateReader({"row": row}, f"{params.where}.precision[{i}]").floats("row") for i, row in enumerate(rows)
+            StateReader({"row": row}, f"{params.where}.precision[{i}]").numbers("row") for i, row in enumerate(rows)
         ]
-        columns = params.list("columns")
+        columns = params.items("columns")
         if not all(type(c) is int and c >= 0 for c in columns):
             raise StateError(f"{params.where}.columns: expected column numbers")
         return build(
             cls,
             params,
-            params.floats("mean"),
+            params.numbers("mean"),
             precision,
-            params.int("reference_n", minimum=1),
+            params.integer("reference_n", minimum=1),
             columns,
-            params.float("distance_threshold"),
-            params.int("min_values"),
+            params.number("distance_threshold"),
+            params.integer("min_values"),
         )
