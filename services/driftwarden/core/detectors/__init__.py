@@ -9,6 +9,12 @@ with the reference profile and are judged together by :func:`decide`
 
 :data:`DETECTOR_CLASSES` lists every concrete detector class: the contract suite runs over it and
 fails when a detector class is missing from it.
+
+>>> from driftwarden.core.profile import NumericProfile, ReferenceProfile
+>>> amount = NumericProfile([0.0, 1.0], [0.5], [0.5, 0.5], 0.5, 0.5, 0.0, 1.0, 0.0, 100)
+>>> profile = ReferenceProfile("fraud", "1", 100, "regression", None, {"amount": amount}, {}, None, None)
+>>> [repr(d).split(" (")[0] for d in window_detectors(profile, ModelMonitorConfig())]
+['NumericDriftDetector', 'MissingRateCheck', 'OutOfRangeCheck', 'TypeViolationCheck']
 """
 
 from __future__ import annotations

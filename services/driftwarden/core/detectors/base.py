@@ -7,6 +7,10 @@ whole state round-trips through :meth:`Detector.state` / :meth:`Detector.from_st
 see :mod:`driftwarden.core.state`). Every concrete detector class is listed in
 :data:`driftwarden.core.detectors.DETECTOR_CLASSES`; the contract suite
 (``tests/unit/test_detector_contract.py``) runs over all of them.
+
+>>> key = StatisticKey("data_drift", "a:b", "psi")  # a feature name may hold any character
+>>> key.subject, key == ("data_drift", "a:b", "psi")
+('a:b', True)
 """
 
 from __future__ import annotations
