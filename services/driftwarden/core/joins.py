@@ -34,9 +34,9 @@ from driftwarden.core.state import (
     Stateful,
     StateReader,
     pack_array,
-    pack_blobs,
     pack_codes,
     pack_float,
+    pack_utf8_blobs,
 )
 
 #: How many joined event ids are remembered to recognise duplicate labels.
@@ -184,7 +184,7 @@ class LabelJoiner(Stateful):
                 "predictions": predictions,
                 "confidence": pack_array(confidence),
                 "segments": pack_codes(segments),  # (tuples are written as JSON lists)
-                "features": pack_blobs(features),
+                "features": pack_utf8_blobs(features),
             },
             "early_labels": {
                 "event_ids": list(self.early_labels),
@@ -216,7 +216,7 @@ class LabelJoiner(Stateful):
             _values(predictions, "predictions"),
             predictions.array("confidence").tolist(),
             map(checked_segments.__getitem__, segment_codes),
-            predictions.blobs("features"),
+            predictions.utf8_blobs("features"),
             strict=True,
         )
         try:

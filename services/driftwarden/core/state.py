@@ -83,9 +83,12 @@ def pack_ints(values: np.ndarray | Sequence[int]) -> str:
     return _b64(np.ascontiguousarray(values, dtype=_INT_DTYPE).tobytes())
 
 
-def pack_blobs(blobs: Sequence[bytes]) -> State:
-    """Many byte strings as one base64 blob and their lengths (fast for 100,000s of small ones)."""
-    return {"data": _b64(b"".join(blobs)), "lengths": pack_ints(list(map(len, blobs)))}
+def pack_utf8_blobs(blobs: Sequence[bytes]) -> State:
+    """Many UTF-8 byte strings (e.g. JSON documents) as one text and their lengths in bytes.
+
+    Fast for 100,000s of small ones: one join and one string for orjson, no base64.
+    """
+    return {"text": b"".join(blobs).decode("utf-8"), "lengths": pack_ints(list(map(len, blobs)))}
 
 
 def _b64(data: bytes) -> str:
@@ -199,10 +202,10 @@ class StateReader:
             raise self._error(key, f"a whole number of {itemsize}-byte values")
         return data
 
-    def blobs(self, key: str) -> list[bytes]:
-        """Byte strings written by :func:`pack_blobs`."""
+    def utf8_blobs(self, key: str) -> list[bytes]:
+        """Byte strings written by :func:`pack_utf8_blobs`."""
         packed = self.child(key)
-        data, lengths = packed._base64("data", 1), packed.ints("lengths")
+        data, lengths = packed.text("text").encode("utf-8"), packed.ints("lengths")
         if int(lengths.sum()) != len(data):
             raise packed._error("lengths", f"lengths adding up to {len(data)}")
         ends = np.cumsum(lengths).tolist()
