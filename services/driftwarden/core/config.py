@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -65,6 +65,9 @@ class LocatedError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+S = TypeVar("S", bound=Strict)
 
 
 class RetrainPolicyConfig(Strict):
@@ -193,27 +196,18 @@ class MonitoringConfig(Strict):
 
     @classmethod
     def from_toml(cls, text: str, source: str = "") -> MonitoringConfig:
-        prefix = f"{source}: " if source else ""
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{prefix}not valid TOML: {exc}") from None
-        return cls.from_dict(document, prefix)
+        return cls.from_dict(parse_toml(text, source), source_prefix(source))
 
     @classmethod
     def from_file(cls, path: Path) -> MonitoringConfig:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read monitoring config {path}: {exc.strerror}") from None
-        return cls.from_toml(text, str(path))
+        return cls.from_toml(read_config_file(path, "monitoring config"), str(path))
 
     @classmethod
     def from_dict(cls, document: dict[str, Any], prefix: str = "") -> MonitoringConfig:
         unknown = set(document) - {"defaults", "models"}
         if unknown:
             raise ConfigError(f"{prefix}{sorted(unknown)[0]}: unknown section (expected [defaults] or [models.<id>])")
-        defaults = _validate(ModelMonitorConfig, document.get("defaults", {}), "defaults", prefix)
+        defaults = validate_section(ModelMonitorConfig, document.get("defaults", {}), "defaults", prefix)
         models_section = document.get("models", {})
         if not isinstance(models_section, dict):
             raise ConfigError(f"{prefix}models: expected a table of [models.<model_id>] sections")
@@ -222,7 +216,7 @@ class MonitoringConfig(Strict):
             if not isinstance(overrides, dict):
                 raise ConfigError(f"{prefix}models.{model_id}: expected a table")
             merged = _merge(defaults.model_dump(), overrides)
-            models[model_id] = _validate(ModelMonitorConfig, merged, f"models.{model_id}", prefix)
+            models[model_id] = validate_section(ModelMonitorConfig, merged, f"models.{model_id}", prefix)
         return cls(defaults=defaults, models=models)
 
 
@@ -246,7 +240,29 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _validate(model: type[Strict], data: Any, where: str, prefix: str) -> Any:
+def source_prefix(source: str) -> str:
+    """How errors name the file they come from (``"monitoring.toml: "``)."""
+    return f"{source}: " if source else ""
+
+
+def parse_toml(text: str, source: str = "") -> dict[str, Any]:
+    """A TOML document; a syntax error is a :class:`ConfigError` naming the source."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source_prefix(source)}not valid TOML: {exc}") from None
+
+
+def read_config_file(path: Path, what: str) -> str:
+    """A config file's text; an unreadable file is a one-line :class:`ConfigError`."""
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def validate_section(model: type[S], data: Any, where: str, prefix: str) -> S:
+    """``data`` as ``model``; the first error is a :class:`ConfigError` naming file, key and problem."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -23,13 +23,19 @@ read by :func:`load_secrets` when the service starts.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, HttpUrl, SecretStr, model_validator
 
-from driftwarden.core.config import ConfigError, Strict, _validate
+from driftwarden.core.config import (
+    ConfigError,
+    Strict,
+    parse_toml,
+    read_config_file,
+    source_prefix,
+    validate_section,
+)
 
 Severity = Literal["info", "warning", "critical"]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -103,20 +109,11 @@ class NotifyConfig(Strict):
 
     @classmethod
     def from_toml(cls, text: str, source: str = "") -> NotifyConfig:
-        prefix = f"{source}: " if source else ""
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{prefix}not valid TOML: {exc}") from None
-        return _validate(cls, document, "notify", prefix)  # type: ignore[no-any-return]
+        return validate_section(cls, parse_toml(text, source), "notify", source_prefix(source))
 
     @classmethod
     def from_file(cls, path: Path) -> NotifyConfig:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read notify config {path}: {exc.strerror}") from None
-        return cls.from_toml(text, str(path))
+        return cls.from_toml(read_config_file(path, "notify config"), str(path))
 
 
 def load_secrets(config: NotifyConfig, environ: dict[str, str] | None = None) -> dict[str, SecretStr]:
