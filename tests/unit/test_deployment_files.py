@@ -52,9 +52,17 @@ def test_driftwarden_settings_in_compose_are_real_settings():
     assert used and used <= known
 
 
-DRIFTWARDEN_SERVICES = ["topics", "monitor", "trainer", "serving"]
+# The services built from the Dockerfile; every other one runs a pinned third-party image.
+DRIFTWARDEN_SERVICES = sorted(name for name, service in COMPOSE["services"].items() if "build" in service)
 # The Dockerfile's EXTRAS per service: each installs what it needs, the monitor image nothing more.
-EXPECTED_EXTRAS = {"topics": "", "monitor": "", "trainer": "trainer", "serving": "serving"}
+EXPECTED_EXTRAS = {"topics": "", "monitor": "", "notify": "", "trainer": "trainer", "serving": "serving"}
+
+
+def test_every_service_is_built_here_or_runs_a_pinned_image():
+    assert set(DRIFTWARDEN_SERVICES) == set(EXPECTED_EXTRAS)
+    for name, service in COMPOSE["services"].items():
+        if name not in EXPECTED_EXTRAS:
+            assert re.fullmatch(r"[a-z]+/[a-z-]+:v?\d[\w.]*", service["image"]), name
 
 
 def parse_strictly(command, words: list[str], name: str = "driftwarden", parent=None):
