@@ -1,0 +1,101 @@
+"""Broker kill -9 and restart on the same port: the durable broker loses nothing, the memory broker everything.
+
+Durable trials share one SeaweedFS-backed broker; each trial uses its own topic and group, kills
+tansu, weed or both with SIGKILL, restarts on the same ports and checks that every acknowledged
+record and every committed group offset is back, and that new records append after the old ones.
+Run with ``-s`` to see the measured rates and restart times (docs/embedded-broker.md).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from aiokafka import TopicPartition
+from fault_brokers import (
+    commit_offsets,
+    committed_offsets,
+    create_topic,
+    embedded_broker,
+    kill_hard,
+    produce_acknowledged,
+    read_values,
+    topic_names,
+)
+
+from driftwarden.kafka.broker import EmbeddedBroker
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+RECORDS = 50_000
+PARTITIONS = 3
+
+
+@pytest.fixture(scope="module")
+def durable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    with embedded_broker(tmp_path_factory.mktemp("durable"), durable=True) as broker:
+        yield broker
+
+
+def _timed(label: str, count: int, step: Callable[[], T]) -> T:
+    started = time.monotonic()
+    result = step()
+    elapsed = time.monotonic() - started
+    print(f"{label}: {count} in {elapsed:.2f} s = {count / elapsed:,.0f}/s" if count else f"{label}: {elapsed:.2f} s")
+    return result
+
+
+def _group_offsets(topic: str) -> dict[TopicPartition, int]:
+    """Offsets a worker could have committed: distinct per partition, inside what was produced."""
+    return {TopicPartition(topic, p): 1_000 + 17 * p for p in range(PARTITIONS)}
+
+
+@pytest.mark.parametrize("victims", [("tansu",), ("weed",), ("tansu", "weed")], ids="+".join)
+def test_durable_broker_keeps_acknowledged_records_and_offsets_across_kill_9(
+    durable_broker: EmbeddedBroker, victims: tuple[str, ...]
+) -> None:
+    settings, topic, group = durable_broker.settings, f"durable-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    create_topic(settings, topic, PARTITIONS)
+    acknowledged = _timed("produce (acks=all)", RECORDS, lambda: produce_acknowledged(settings, topic, RECORDS))
+    assert len(acknowledged) == RECORDS
+    commit_offsets(settings, group, _group_offsets(topic))
+    port_before = durable_broker.port
+
+    kill_hard(durable_broker, victims)
+    _timed(f"restart after kill -9 of {'+'.join(victims)}", 0, durable_broker.restart)
+
+    assert durable_broker.port == port_before
+    values = _timed("read back", RECORDS, lambda: read_values(settings, topic))
+    assert set(values) == acknowledged, "acknowledged records lost (or foreign ones) after the restart"
+    assert len(values) == RECORDS, "records duplicated by the restart"
+    assert committed_offsets(settings, group, list(_group_offsets(topic))) == _group_offsets(topic)
+
+    more = produce_acknowledged(settings, topic, 1_000)
+    after = read_values(settings, topic)
+    assert len(after) == RECORDS + 1_000, "new records must append after the old ones, not overwrite them"
+    assert set(after) == acknowledged | more
+
+
+def test_memory_broker_restart_loses_topics_records_and_group_offsets(tmp_path: Path) -> None:
+    """What a client sees after the in-memory broker restarts: its topic, records and offsets are gone."""
+    with embedded_broker(tmp_path, durable=False) as broker:
+        settings, topic, group = broker.settings, f"memory-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+        create_topic(settings, topic, PARTITIONS)
+        assert len(produce_acknowledged(settings, topic, 5_000)) == 5_000
+        commit_offsets(settings, group, _group_offsets(topic))
+        assert committed_offsets(settings, group, list(_group_offsets(topic))) == _group_offsets(topic)
+
+        kill_hard(broker, ("tansu",))
+        broker.restart()
+
+        assert topic not in topic_names(settings), "the memory broker kept a topic across a restart"
+        assert {spec.name for spec in settings.topics.specs(settings.partitions)} <= topic_names(settings)
+        assert committed_offsets(settings, group, list(_group_offsets(topic))) == dict.fromkeys(_group_offsets(topic))
+        create_topic(settings, topic, PARTITIONS)
+        assert read_values(settings, topic) == []
