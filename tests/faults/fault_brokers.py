@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,8 @@ def embedded_broker(work: Path, *, durable: bool, settings: Settings | None = No
         broker.stop()
 
 
-def _dead(pid: int) -> bool:
+def dead(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts: it no longer runs)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith(("Z", "X"))
     except (FileNotFoundError, IndexError):
@@ -51,7 +53,7 @@ def kill_hard(broker: EmbeddedBroker, parts: tuple[str, ...], timeout_s: float =
     for part in parts:
         os.kill(pids[part], signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
-    while not all(_dead(pids[part]) for part in parts):
+    while not all(dead(pids[part]) for part in parts):
         assert time.monotonic() < deadline, f"{parts} still alive {timeout_s} s after SIGKILL"
         time.sleep(0.05)
 
@@ -135,3 +137,21 @@ async def _topics(settings: Settings) -> set[str]:
 
 def topic_names(settings: Settings) -> set[str]:
     return asyncio.run(asyncio.wait_for(_topics(settings), STEP_TIMEOUT_S))
+
+
+def children(pid: int) -> dict[str, int]:
+    """The direct child processes of ``pid`` by program name (``tansu``, ``weed``)."""
+    listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {
+        Path(Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode()).name: int(child) for child in listed
+    }
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = STEP_TIMEOUT_S) -> None:
+    """Wait until ``text`` appears in ``log``; fail with the log if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while text not in (log.read_text(errors="replace") if log.exists() else ""):
+        content = log.read_text(errors="replace") if log.exists() else ""
+        assert process.poll() is None, f"exited with {process.returncode} before {text!r}:\n{content}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n{content}"
+        time.sleep(0.1)

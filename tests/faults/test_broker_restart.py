@@ -8,6 +8,8 @@ Run with ``-s`` to see the measured rates and restart times (docs/embedded-broke
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,17 +19,24 @@ from typing import TypeVar
 import pytest
 from aiokafka import TopicPartition
 from fault_brokers import (
+    STEP_TIMEOUT_S,
+    children,
     commit_offsets,
     committed_offsets,
     create_topic,
+    dead,
     embedded_broker,
     kill_hard,
     produce_acknowledged,
     read_values,
     topic_names,
+    wait_for_line,
 )
 
 from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.object_store import free_low_port
+from driftwarden.processes import spawn, terminate
+from driftwarden.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +108,36 @@ def test_memory_broker_restart_loses_topics_records_and_group_offsets(tmp_path: 
         assert committed_offsets(settings, group, list(_group_offsets(topic))) == dict.fromkeys(_group_offsets(topic))
         create_topic(settings, topic, PARTITIONS)
         assert read_values(settings, topic) == []
+
+
+def test_broker_command_with_data_keeps_everything_across_runs_and_reports_a_crashed_store(tmp_path: Path) -> None:
+    """``driftwarden broker --data DIR``: stop (SIGTERM), start again on the same directory, kill -9 its weed."""
+    port, log, log_again = free_low_port(), tmp_path / "cli.log", tmp_path / "cli-again.log"
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}")
+    args = ["broker", "--port", str(port), "--data", str(tmp_path / "data"), "--log-file", str(tmp_path / "broker.log")]
+
+    first = spawn(args, settings, log)
+    try:
+        wait_for_line(log, "broker ready", first)
+        create_topic(settings, "cli-topic", PARTITIONS)
+        acknowledged = produce_acknowledged(settings, "cli-topic", 10_000)
+        commit_offsets(settings, "cli-group", _group_offsets("cli-topic"))
+    finally:
+        code = terminate(first, timeout_s=60)
+    assert code == 0 and "broker stopped" in log.read_text(), log.read_text()
+
+    second = spawn(args, settings, log_again)
+    try:
+        wait_for_line(log_again, "broker ready (data in", second)
+        assert set(read_values(settings, "cli-topic")) == acknowledged
+        offsets = _group_offsets("cli-topic")
+        assert committed_offsets(settings, "cli-group", list(offsets)) == offsets
+        parts = children(second.pid)
+        os.kill(parts["weed"], signal.SIGKILL)
+        assert second.wait(STEP_TIMEOUT_S) == 1
+    finally:
+        terminate(second)
+    assert "the broker's storage (SeaweedFS weed) exited with code -9" in log_again.read_text()
+    if not dead(parts["tansu"]):
+        os.kill(parts["tansu"], signal.SIGKILL)
+        pytest.fail("the broker command left tansu running after its store crashed")
