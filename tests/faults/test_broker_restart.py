@@ -123,12 +123,12 @@ def test_broker_command_with_data_keeps_everything_across_runs_and_reports_a_cra
         acknowledged = produce_acknowledged(settings, "cli-topic", 10_000)
         commit_offsets(settings, "cli-group", _group_offsets("cli-topic"))
     finally:
-        code = terminate(first, timeout_s=60)
+        code = _timed("clean stop of the broker command (SIGTERM)", 0, lambda: terminate(first, timeout_s=60))
     assert code == 0 and "broker stopped" in log.read_text(), log.read_text()
 
     second = spawn(args, settings, log_again)
     try:
-        wait_for_line(log_again, "broker ready (data in", second)
+        _timed("start on the same data", 0, lambda: wait_for_line(log_again, "broker ready (data in", second))
         assert set(read_values(settings, "cli-topic")) == acknowledged
         offsets = _group_offsets("cli-topic")
         assert committed_offsets(settings, "cli-group", list(offsets)) == offsets

@@ -268,6 +268,7 @@ def predict_bodies(features: dict[str, Any]) -> st.SearchStrategy[bytes]:
     return st.one_of(fuzzed, scored_bodies(features), scored_bodies(features))
 
 
+@pytest.mark.integration
 def test_predict_endpoint_answers_every_body_with_a_result_or_a_clear_4xx(live_serving: LiveServing) -> None:
     statuses: Counter[int] = Counter()
 

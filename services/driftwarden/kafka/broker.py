@@ -58,7 +58,7 @@ class EmbeddedBroker:
     Without ``data_dir`` Tansu keeps everything in memory (fast; a restart loses all topics, records
     and group offsets). With ``data_dir`` it stores them in S3 on a SeaweedFS server started and
     stopped with it (:mod:`driftwarden.kafka.object_store`), so they survive restarts and kill -9.
-    ``restart()`` brings both back on the same ports. Usage::
+    ``restart()`` brings back what stopped, on the same ports. Usage::
 
         with EmbeddedBroker(Path("broker.log"), data_dir=Path("broker-data")) as broker:
             print(broker.bootstrap)  # 127.0.0.1:PORT
@@ -158,16 +158,27 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop Tansu, then the store: SIGTERM each, SIGKILL after ``timeout_s``."""
-        process, self._process = self._process, None
-        if process is not None:
-            terminate(process, timeout_s)
+        self._stop_tansu(timeout_s)
         if self.store is not None:
             self.store.stop(timeout_s)
 
+    def _stop_tansu(self, timeout_s: float) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            terminate(process, timeout_s)
+
     def restart(self, timeout_s: float = 60.0) -> None:
-        """Stop whatever still runs and start again on the same ports (and the same data, if durable)."""
-        self.stop()
-        self.start(timeout_s)
+        """Start again on the same ports: Tansu always, the store only if it is not running (its data
+        stays either way). For a full restart call ``stop()`` and ``start()``."""
+        self._stop_tansu(timeout_s)
+        try:
+            if self.store is not None and not self.store.running:
+                self.store.stop()  # reaps a crashed weed
+                self.store.start(timeout_s)
+            self._start_tansu(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

@@ -167,6 +167,10 @@ class SeaweedFS:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def exit_code(self) -> int | None:
         """The exit code if ``weed`` was started and has exited since, else None."""
         return self._process.poll() if self._process is not None else None
@@ -237,7 +241,7 @@ class SeaweedFS:
     def _attempt(step: Callable[[], bool]) -> bool:
         try:
             return step()
-        except OSError:
+        except (OSError, http.client.HTTPException, ValueError):  # not up yet, or answering half-started
             return False
 
     def _registered_volumes(self) -> int:
