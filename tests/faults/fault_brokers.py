@@ -40,20 +40,28 @@ def embedded_broker(work: Path, *, durable: bool, settings: Settings | None = No
 
 
 def dead(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie counts: it no longer runs)."""
+    """True once ``pid`` (any process, not only a child) is gone or a zombie."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith(("Z", "X"))
     except (FileNotFoundError, IndexError):
         return True
 
 
+def _child_exited(pid: int) -> bool:
+    """True once our child ``pid`` has exited completely, without reaping it (its owner's Popen does).
+
+    Not /proc: a killed multi-threaded process (weed is Go) shows a zombie leader while its threads
+    still exit, and until they have, ``Popen.poll()`` still says it runs."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
 def kill_hard(broker: EmbeddedBroker, parts: tuple[str, ...], timeout_s: float = 30.0) -> None:
-    """``kill -9`` the named parts (``tansu``, ``weed``) and wait until each is dead."""
+    """``kill -9`` the named parts (``tansu``, ``weed``) and wait until each has exited."""
     pids = broker.pids
     for part in parts:
         os.kill(pids[part], signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
-    while not all(dead(pids[part]) for part in parts):
+    while not all(_child_exited(pids[part]) for part in parts):
         assert time.monotonic() < deadline, f"{parts} still alive {timeout_s} s after SIGKILL"
         time.sleep(0.05)
 

@@ -283,3 +283,13 @@ class SeaweedFS:
         process, self._process = self._process, None
         if process is not None:
             terminate(process, timeout_s)
+            self._remove_grpc_sockets()
+
+    def _remove_grpc_sockets(self) -> None:
+        """``weed`` puts a unix socket per gRPC port in /tmp whatever TMPDIR says, and leaves it behind."""
+        p = self.ports
+        for kind, port in (("master", p.master_grpc), ("volume", p.volume_grpc), ("filer", p.filer_grpc),
+                           ("s3", p.s3_grpc)):  # fmt: skip
+            path = Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock")
+            if path.is_socket():
+                path.unlink(missing_ok=True)
