@@ -1,4 +1,4 @@
-"""The ``driftwarden`` command line. Errors are one line on stderr, never a traceback."""
+"""The ``driftwarden`` command line. Errors are one line on stderr; ``--debug`` shows their traceback."""
 
 from __future__ import annotations
 
@@ -51,6 +51,31 @@ USER_ERRORS = (
     ValueError,
     ValidationError,
 )
+
+
+class Options:
+    """Global options (``--debug``), set by the callback before any command runs."""
+
+    debug: bool = False
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"driftwarden {version('driftwarden')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def global_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of any error.")] = False,
+) -> None:
+    """Event-driven monitoring of ML models on Kafka: drift, performance, alerts, retraining."""
+    Options.debug = debug
 
 
 def settings() -> Settings:
@@ -178,20 +203,82 @@ def produce(
 @cli.command()
 def alerts(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep waiting for new alerts.")] = True,
-    since: Annotated[float, typer.Option(help="Only alerts from the last SECONDS (0 = the whole topic).", min=0)] = 0.0,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only alerts since SECONDS ago or an ISO-8601 time, found by timestamp, not by a scan."),
+    ] = None,
     model_id: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only alerts of this kind (e.g. data_drift).")] = None,
+    severity: Annotated[str | None, typer.Option(help="Only this severity: info, warning or critical.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One alert.v1 JSON document per line.")] = False,
 ) -> None:
-    """Print alerts from the alerts topic as readable lines."""
+    """Print alerts from the alerts topic as readable lines (or JSON lines)."""
+    from typing import get_args
+
+    from driftwarden.core.decoding import describe
+    from driftwarden.core.events import AlertKind
+    from driftwarden.notify.reading import records_since, since_timestamp
+
+    if kind is not None and kind not in get_args(AlertKind):
+        raise DriftwardenError(f"unknown kind {kind!r}: {', '.join(get_args(AlertKind))}")
+    if severity not in (None, "info", "warning", "critical"):
+        raise DriftwardenError(f"unknown severity {severity!r}: info, warning or critical")
     config = settings()
+    wanted = {"model_id": model_id, "kind": kind, "severity": severity}
+    since_ts = None if since is None else since_timestamp(since, time.time())
 
     async def tail() -> None:
-        since_ts = time.time() - since if since else None
-        async for record in read_topic(config, config.topics.alerts, follow=follow, since_ts=since_ts):
-            alert = Alert.model_validate_json(record.value or b"")
-            if model_id is None or alert.model_id == model_id:
-                typer.echo(format_alert(alert))
+        topic = config.topics.alerts
+        if since_ts is not None:
+            source = records_since(config, topic, since_ts, follow=follow)
+        else:
+            source = read_topic(config, topic, follow=follow)
+        async for record in source:
+            try:
+                alert = Alert.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                typer.echo(f"driftwarden: skipped malformed record {where}: {describe(exc.errors())}", err=True)
+                continue
+            if all(value is None or getattr(alert, key) == value for key, value in wanted.items()):
+                typer.echo(alert.to_json().decode() if as_json else format_alert(alert))
 
     asyncio.run(tail())
+
+
+@cli.command()
+def status(
+    model_id: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of text.")] = False,
+) -> None:
+    """Per model: counters, accuracy, label joins and open alerts (status and alerts topics), monitor lag."""
+    from driftwarden.notify.reading import overview
+
+    models = asyncio.run(overview(settings(), model_id))
+    if not models:
+        raise DriftwardenError(f"no status for model {model_id!r} yet" if model_id else "no model status yet")
+    for model in models:
+        typer.echo(orjson.dumps(model.as_dict()).decode() if as_json else model.as_text())
+
+
+@cli.command()
+def notify(
+    config_file: Annotated[Path, typer.Option("--config", help="Receivers and routes (TOML, see deploy/notify).")],
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on PORT (0 disables).", min=0, max=65535)] = 9466,
+) -> None:
+    """Deliver alerts to Alertmanager and signed webhooks, at least once; failures are dead-lettered."""
+    from prometheus_client import start_http_server
+
+    from driftwarden.notify.config import NotifyConfig, load_secrets
+    from driftwarden.notify.service import run_notify
+
+    notify_config = NotifyConfig.from_file(config_file)
+    secrets = load_secrets(notify_config)  # fail fast, naming the variable, before connecting
+    config = settings()
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if metrics_port:
+        start_http_server(metrics_port, addr=config.metrics_host)
+    run_notify(config, notify_config, secrets)
 
 
 @topics_cli.command("create")
@@ -348,6 +435,9 @@ def config_check(
     config = MonitoringConfig.from_file(path)
     effective = config.for_model(model_id) if model_id else config.defaults
     typer.echo(f"{path}: valid ({len(config.models)} model sections)")
+    if model_id and model_id not in config.models:
+        known = ", ".join(sorted(config.models)) or "none"
+        typer.echo(f"{model_id}: no [models.{model_id}] section (sections: {known}); the [defaults] apply", err=True)
     typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
 
 
@@ -540,6 +630,8 @@ def main() -> None:
         typer.echo(f"driftwarden: error: {message}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
     except USER_ERRORS as exc:
+        if Options.debug:
+            raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, ValidationError):
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

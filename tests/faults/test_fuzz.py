@@ -70,8 +70,6 @@ REQUEST = {"request_id": "r1", "model_id": "m", "instances": [{"features": {"x":
 #: Numbers that break naive code: beyond float32, beyond float64 (JSON allows the literal), tiny, huge ints.
 EXTREME_NUMBERS = [b"1e39", b"-3.5e38", b"1e400", b"-1e400", b"5e-324", b"1e-400", b"18446744073709551616",
                    b"-9223372036854775809", b"0", b"-0.0"]  # fmt: skip
-#: Those serving can take today: numbers beyond float32 hit a known bug, see test_predict_refuses_...float32.
-FLOAT32_SAFE_NUMBERS = [b"3.4e38", b"-3.4e38", b"1e400", b"5e-324", b"18446744073709551616", b"0"]
 
 json_values = st.recursive(
     st.none()
@@ -95,7 +93,7 @@ def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
     return found
 
 
-_EXTREME_MARK = "\x00extreme\x00"
+_EXTREME_MARK = "__driftwarden_fuzz_extreme_number__"
 
 
 def _replace(document: Any, path: tuple[Any, ...], value: Any, delete: bool) -> Any:
@@ -110,28 +108,34 @@ def _replace(document: Any, path: tuple[Any, ...], value: Any, delete: bool) -> 
     return copy
 
 
+def _with_number_literal(document: Any, path: tuple[Any, ...], literal: bytes) -> bytes:
+    """``document`` as JSON with the value at ``path`` written as ``literal`` (which orjson would refuse)."""
+    raw = orjson.dumps(_replace(document, path, _EXTREME_MARK, delete=False))
+    return raw.replace(f'"{_EXTREME_MARK}"'.encode(), literal)
+
+
 @st.composite
-def mutated(draw: st.DrawFn, base: Any, extremes: list[bytes]) -> bytes:
+def mutated(draw: st.DrawFn, base: Any) -> bytes:
     """``base`` with one value dropped, replaced by any JSON value, or by an extreme number literal."""
     path = draw(st.sampled_from(_paths(base)))
     how = draw(st.sampled_from(["drop", "replace", "extreme"]))
-    value = draw(json_values) if how == "replace" else _EXTREME_MARK
-    raw = orjson.dumps(_replace(base, path, value, delete=how == "drop"))
-    return raw.replace(f'"{_EXTREME_MARK}"'.encode(), draw(st.sampled_from(extremes)))
+    if how == "extreme":
+        return _with_number_literal(base, path, draw(st.sampled_from(EXTREME_NUMBERS)))
+    return orjson.dumps(_replace(base, path, draw(json_values) if how == "replace" else None, delete=how == "drop"))
 
 
 def _truncated_or_padded(raw: bytes) -> st.SearchStrategy[bytes]:
     return st.sampled_from([raw, raw[: len(raw) // 2], raw + b"}"])
 
 
-def inputs(*bases: Any, extremes: list[bytes] = EXTREME_NUMBERS) -> st.SearchStrategy[bytes]:
+def inputs(*bases: Any) -> st.SearchStrategy[bytes]:
     """Raw bytes, arbitrary JSON, valid documents, and valid documents with one part mutated."""
     return st.one_of(
         st.binary(max_size=200),
         json_values.map(orjson.dumps),
         st.sampled_from([orjson.dumps(base) for base in bases]),
-        *[mutated(base, extremes) for base in bases],
-        *[mutated(base, extremes).flatmap(_truncated_or_padded) for base in bases],
+        *[mutated(base) for base in bases],
+        *[mutated(base).flatmap(_truncated_or_padded) for base in bases],
     )
 
 
@@ -260,14 +264,16 @@ def live_serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
             yield LiveServing(client, loop, "fuzzed", examples[0]["features"])
         finally:
             loop.run_until_complete(client.close())
-            loop.run_until_complete(asyncio.gather(*app.background, return_exceptions=True))
+            leftovers = asyncio.all_tasks(loop)  # tasks the app cancelled without waiting for them
+            if leftovers:
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.close()
 
 
 @st.composite
 def scored_bodies(draw: st.DrawFn, features: dict[str, Any]) -> bytes:
-    """Well-formed requests whose numbers are any finite float32 (float64 beyond it: a known bug, below)."""
-    numbers = st.floats(allow_nan=False, allow_infinity=False, width=32)
+    """Well-formed requests whose numbers are any finite float64 (many beyond float32's range)."""
+    numbers = st.floats(allow_nan=False, allow_infinity=False)
     instances = [
         {"features": {name: draw(numbers) if is_number(value) else value
                       for name, value in features.items()}}
@@ -279,8 +285,7 @@ def scored_bodies(draw: st.DrawFn, features: dict[str, Any]) -> bytes:
 def predict_bodies(features: dict[str, Any]) -> st.SearchStrategy[bytes]:
     instance = {"features": features, "event_id": EVENT_ID}
     valid = {"instances": [instance, {"features": features}]}
-    fuzzed = inputs(valid, {"instances": [instance]}, extremes=FLOAT32_SAFE_NUMBERS)
-    return st.one_of(fuzzed, scored_bodies(features), scored_bodies(features))
+    return st.one_of(inputs(valid, {"instances": [instance]}), scored_bodies(features), scored_bodies(features))
 
 
 @pytest.mark.integration
@@ -299,7 +304,7 @@ def test_predict_endpoint_answers_every_body_with_a_result_or_a_clear_4xx(live_s
             for prediction in document["predictions"]:
                 assert all(0.0 <= p <= 1.0 for p in prediction["scores"].values()), f"bad scores for {body!r}"
         else:
-            assert status in (400, 401, 404, 413) and document["error"].strip(), f"HTTP {status} {answer!r}"
+            assert 400 <= status < 500 and document["error"].strip(), f"HTTP {status} {answer!r}"
 
     served, unknown = st.just(live_serving.model_id), st.from_regex(MODEL_ID_PATTERN)
     model_ids = st.integers(0, 9).flatmap(lambda i: unknown if i == 0 else served)
@@ -332,10 +337,8 @@ BEYOND_FLOAT32 = (
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="serving bug found by the fuzz: features beyond float32 can be scored as "
-                   "NaN and answered 200 with null scores (and written to the predictions topic)")  # fmt: skip
 def test_predict_never_answers_scores_that_are_not_probabilities(live_serving: LiveServing) -> None:
-    """Either refused (400 naming the feature) or scored with probabilities; today: ``"scores": {"0": null, ...}``."""
+    """Either refused (400 naming the feature) or scored with probabilities (it was 200 with null scores)."""
     status, answer = live_serving.post(f"/v1/models/{live_serving.model_id}/predict", BEYOND_FLOAT32)
     if status == 400:
         assert "num_1" in orjson.loads(answer)["error"], answer
@@ -348,3 +351,4 @@ def test_predict_never_answers_scores_that_are_not_probabilities(live_serving: L
 def test_paths_and_mutation_helpers_reach_nested_values() -> None:
     assert ("instances", 0, "features") in _paths(REQUEST)
     assert _replace(REQUEST, ("instances", 0, "features"), None, delete=True)["instances"][0] == {"event_id": EVENT_ID}
+    assert b'"features":{"x":1e400}' in _with_number_literal(REQUEST, ("instances", 0, "features", "x"), b"1e400")
