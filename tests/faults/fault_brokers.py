@@ -70,13 +70,13 @@ def create_topic(settings: Settings, topic: str, partitions: int) -> None:
     asyncio.run(asyncio.wait_for(ensure_topics(settings, [TopicSpec(topic, partitions)]), STEP_TIMEOUT_S))
 
 
-async def _produce(settings: Settings, topic: str, count: int) -> set[bytes]:
+async def _produce(settings: Settings, topic: str, count: int, prefix: str) -> set[bytes]:
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
     await producer.start()
     acknowledged: set[bytes] = set()
     try:
         for start in range(0, count, 5_000):
-            values = [f"m{i:08d}".encode() for i in range(start, min(start + 5_000, count))]
+            values = [f"{prefix}{i:08d}".encode() for i in range(start, min(start + 5_000, count))]
             futures = [await producer.send(topic, value, key=value) for value in values]
             for value, future in zip(values, futures, strict=True):
                 await future  # raises unless the broker acknowledged the record
@@ -86,9 +86,9 @@ async def _produce(settings: Settings, topic: str, count: int) -> set[bytes]:
     return acknowledged
 
 
-def produce_acknowledged(settings: Settings, topic: str, count: int) -> set[bytes]:
-    """Produce ``count`` distinct records with acks=all; return those the broker acknowledged."""
-    return asyncio.run(asyncio.wait_for(_produce(settings, topic, count), STEP_TIMEOUT_S))
+def produce_acknowledged(settings: Settings, topic: str, count: int, prefix: str = "m") -> set[bytes]:
+    """Produce ``count`` distinct records (``PREFIX00000000``...) with acks=all; return those acknowledged."""
+    return asyncio.run(asyncio.wait_for(_produce(settings, topic, count, prefix), STEP_TIMEOUT_S))
 
 
 async def _read_values(settings: Settings, topic: str) -> list[bytes]:

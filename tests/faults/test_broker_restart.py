@@ -85,7 +85,7 @@ def test_durable_broker_keeps_acknowledged_records_and_offsets_across_kill_9(
     assert len(values) == RECORDS, "records duplicated by the restart"
     assert committed_offsets(settings, group, list(_group_offsets(topic))) == _group_offsets(topic)
 
-    more = produce_acknowledged(settings, topic, 1_000)
+    more = produce_acknowledged(settings, topic, 1_000, prefix="after-restart-")
     after = read_values(settings, topic)
     assert len(after) == RECORDS + 1_000, "new records must append after the old ones, not overwrite them"
     assert set(after) == acknowledged | more
