@@ -8,6 +8,7 @@ Run with ``-s`` to see the measured rates and restart times (docs/embedded-broke
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fault_brokers import (
     STEP_TIMEOUT_S,
     children,
@@ -34,6 +35,7 @@ from fault_brokers import (
 )
 
 from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.object_store import free_low_port
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
@@ -141,3 +143,42 @@ def test_broker_command_with_data_keeps_everything_across_runs_and_reports_a_cra
     if not dead(parts["tansu"]):
         os.kill(parts["tansu"], signal.SIGKILL)
         pytest.fail("the broker command left tansu running after its store crashed")
+
+
+async def _clients_across_a_restart(broker: EmbeddedBroker, topic: str, records: int) -> tuple[int, list[bytes], int]:
+    """A producer and a consumer (caught up at ``records``) that live through a kill -9 and restart of Tansu.
+
+    Returns the offset the producer's next record gets, what the consumer receives until its fetches
+    report the new log's high-water mark, and the consumer's position then.
+    """
+    loop, tp = asyncio.get_running_loop(), TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(**client_options(broker.settings), acks="all")
+    consumer = AIOKafkaConsumer(**client_options(broker.settings), enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < records:
+            await consumer.getmany(timeout_ms=200)
+        await loop.run_in_executor(None, kill_hard, broker, ("tansu",))
+        await loop.run_in_executor(None, broker.restart)
+        offset = (await producer.send_and_wait(topic, b"after the restart")).offset
+        received: list[bytes] = []
+        while consumer.highwater(tp) != offset + 1:
+            received += [r.value for rs in (await consumer.getmany(timeout_ms=200)).values() for r in rs if r.value]
+        return offset, received, await consumer.position(tp)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def test_clients_living_through_a_memory_broker_restart_reuse_offsets_and_skip_silently(tmp_path: Path) -> None:
+    """The new log starts at offset 0 (the producer's topic is auto-created again); a consumer that had
+    read up to N waits at N in a log that ends at 1: no error, no reset, nothing delivered."""
+    with embedded_broker(tmp_path, durable=False) as broker:
+        create_topic(broker.settings, "survivors", 1)
+        produce_acknowledged(broker.settings, "survivors", 1_000)
+        trial = _clients_across_a_restart(broker, "survivors", 1_000)
+        offset, received, position = asyncio.run(asyncio.wait_for(trial, STEP_TIMEOUT_S))
+    assert (offset, received, position) == (0, [], 1_000)
