@@ -93,6 +93,44 @@ def test_durable_broker_keeps_acknowledged_records_and_offsets_across_kill_9(
     assert set(after) == acknowledged | more
 
 
+async def _clients_across_a_restart(broker: EmbeddedBroker, topic: str, records: int) -> tuple[int, list[bytes], int]:
+    """A producer and a consumer (caught up at ``records``) that live through a kill -9 and restart of Tansu.
+
+    Returns the offset the producer's next record gets, what the consumer receives until its fetches
+    report the new log's high-water mark, and the consumer's position then.
+    """
+    loop, tp = asyncio.get_running_loop(), TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(**client_options(broker.settings), acks="all")
+    consumer = AIOKafkaConsumer(**client_options(broker.settings), enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < records:
+            await consumer.getmany(timeout_ms=200)
+        await loop.run_in_executor(None, kill_hard, broker, ("tansu",))
+        await loop.run_in_executor(None, broker.restart)
+        offset = (await producer.send_and_wait(topic, b"after the restart")).offset
+        received: list[bytes] = []
+        while consumer.highwater(tp) != offset + 1:
+            received += [r.value for rs in (await consumer.getmany(timeout_ms=200)).values() for r in rs if r.value]
+        return offset, received, await consumer.position(tp)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def test_clients_living_through_a_durable_broker_restart_carry_on(durable_broker: EmbeddedBroker) -> None:
+    """With ``--data`` the log continues: the producer's next record gets offset N, the consumer receives it."""
+    topic = f"survivors-{uuid.uuid4().hex[:8]}"
+    create_topic(durable_broker.settings, topic, 1)
+    produce_acknowledged(durable_broker.settings, topic, 1_000)
+    trial = _clients_across_a_restart(durable_broker, topic, 1_000)
+    offset, received, position = asyncio.run(asyncio.wait_for(trial, STEP_TIMEOUT_S))
+    assert (offset, received, position) == (1_000, [b"after the restart"], 1_001)
+
+
 def test_memory_broker_restart_loses_topics_records_and_group_offsets(tmp_path: Path) -> None:
     """What a client sees after the in-memory broker restarts: its topic, records and offsets are gone."""
     with embedded_broker(tmp_path, durable=False) as broker:
@@ -143,34 +181,6 @@ def test_broker_command_with_data_keeps_everything_across_runs_and_reports_a_cra
     if not dead(parts["tansu"]):
         os.kill(parts["tansu"], signal.SIGKILL)
         pytest.fail("the broker command left tansu running after its store crashed")
-
-
-async def _clients_across_a_restart(broker: EmbeddedBroker, topic: str, records: int) -> tuple[int, list[bytes], int]:
-    """A producer and a consumer (caught up at ``records``) that live through a kill -9 and restart of Tansu.
-
-    Returns the offset the producer's next record gets, what the consumer receives until its fetches
-    report the new log's high-water mark, and the consumer's position then.
-    """
-    loop, tp = asyncio.get_running_loop(), TopicPartition(topic, 0)
-    producer = AIOKafkaProducer(**client_options(broker.settings), acks="all")
-    consumer = AIOKafkaConsumer(**client_options(broker.settings), enable_auto_commit=False)
-    await producer.start()
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < records:
-            await consumer.getmany(timeout_ms=200)
-        await loop.run_in_executor(None, kill_hard, broker, ("tansu",))
-        await loop.run_in_executor(None, broker.restart)
-        offset = (await producer.send_and_wait(topic, b"after the restart")).offset
-        received: list[bytes] = []
-        while consumer.highwater(tp) != offset + 1:
-            received += [r.value for rs in (await consumer.getmany(timeout_ms=200)).values() for r in rs if r.value]
-        return offset, received, await consumer.position(tp)
-    finally:
-        await producer.stop()
-        await consumer.stop()
 
 
 def test_clients_living_through_a_memory_broker_restart_reuse_offsets_and_skip_silently(tmp_path: Path) -> None:
