@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.events import Alert, format_alert
 from driftwarden.errors import DriftwardenError
-from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
 from driftwarden.kafka.clients import ensure_topics
 from driftwarden.kafka.reader import read_topic
 from driftwarden.settings import Settings
@@ -88,18 +88,28 @@ def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 9092,
     log_file: Annotated[Path, typer.Option(help="Where the broker's own log goes.")] = Path(".driftwarden/broker.log"),
     partitions: Annotated[int, typer.Option(help="Partitions of the predictions/labels topics.", min=1)] = 4,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep topics and group offsets in this directory across restarts (SeaweedFS S3 storage). "
+            "Without it the broker keeps everything in memory and a restart loses it."
+        ),
+    ] = None,
 ) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
+    """Run the embedded Kafka-protocol broker (Tansu; in memory, or durable with --data) until Ctrl-C."""
     config = settings().model_copy(update={"partitions": partitions})
-    embedded = EmbeddedBroker(log_file, port=port or None, settings=config)
+    embedded = EmbeddedBroker(log_file, port=port or None, settings=config, data_dir=data)
     embedded.start()
-    typer.echo(f"broker ready; in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    storage = f"data in {data}" if data is not None else "in memory: a restart loses everything"
+    typer.echo(f"broker ready ({storage}); in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
     try:
         _wait_for_signal(lambda: embedded.running)
+        failure = embedded.failure()
     finally:
         embedded.stop()
-    if not embedded.running:
-        typer.echo("broker stopped")
+    if failure:
+        raise BrokerError(failure)
+    typer.echo("broker stopped")
 
 
 Choice = TypeVar("Choice", bound=str)
