@@ -399,8 +399,9 @@ class ServingApp:
     def _authorized(self, request: web.Request) -> bool:
         if not self.config.token:
             return True
-        header = request.headers.get("Authorization", "")
-        return hmac.compare_digest(header.encode(), f"Bearer {self.config.token}".encode())
+        # aiohttp decodes headers with surrogate escapes: a header that is not UTF-8 must not raise.
+        header = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(header, f"Bearer {self.config.token}".encode())
 
     async def predict(self, request: web.Request) -> web.Response:
         model_id = request.match_info["model_id"]
