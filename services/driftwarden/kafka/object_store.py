@@ -105,7 +105,13 @@ def _hmac(key: bytes, message: str) -> bytes:
 def sigv4_headers(
     method: str, host: str, path: str, body: bytes, credentials: Credentials, now: datetime
 ) -> dict[str, str]:
-    """Headers that authenticate one S3 request (AWS Signature V4, no query string)."""
+    """Headers that authenticate one S3 request (AWS Signature V4, no query string).
+
+    >>> headers = sigv4_headers("GET", "127.0.0.1:8333", "/driftwarden/x", b"", Credentials("dwkey", "secret"),
+    ...                         datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    >>> headers["x-amz-date"], headers["Authorization"].split(", ")[0]
+    ('20260102T030405Z', 'AWS4-HMAC-SHA256 Credential=dwkey/20260102/us-east-1/s3/aws4_request')
+    """
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     payload_hash = hashlib.sha256(body).hexdigest()
     signed = "host;x-amz-content-sha256;x-amz-date"
