@@ -1,5 +1,9 @@
-# The driftwarden services image (monitor now; trainer and serving join it as they land).
+# The driftwarden services image. One image per install kind, chosen by the build argument EXTRAS
+# (docker-compose.yml passes it per service): "" for the monitor and `topics create` (no scikit-learn,
+# no onnxruntime), "trainer" for the trainer, "serving" for ONNX serving.
 FROM python:3.11-slim
+
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -10,7 +14,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY load ./load
-RUN pip install --no-cache-dir . \
+# A regular (not editable) install of the package with the extras this service needs.
+RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
     && useradd --system --uid 10001 driftwarden \
     && mkdir -p /var/lib/driftwarden \
     && chown driftwarden /var/lib/driftwarden

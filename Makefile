@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint typecheck format clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,16 +15,36 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftwarden demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck prometheus-tools
 	$(BIN)/python -m pytest
+
+# The on-call tests run Debian's Prometheus 2.42 and Alertmanager 0.25 on free loopback ports. Install
+# them when missing and we are root on Debian; the packages' own services are stopped and disabled so
+# nothing listens on the default ports.
+PROMETHEUS_TOOLS := prometheus promtool prometheus-alertmanager amtool
+prometheus-tools:
+	@missing=""; for tool in $(PROMETHEUS_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make test needs$$missing: run it as root on Debian, or install the Debian packages" \
+	    "prometheus and prometheus-alertmanager yourself" >&2; exit 1; fi; \
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	  prometheus prometheus-alertmanager; \
+	if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-alertmanager || true; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy on the package and the load generator (settings in pyproject.toml; driftwarden.core strictly).
+# TEMPORARY: monitor/ (reworked by the state-protocol work) is type-checked silently until that branch
+# lands (two Faust typing errors: use kafka.faust_app.take_events); drop the two options then.
+typecheck: $(STAMP)
+	$(BIN)/mypy --exclude '^services/driftwarden/monitor/' --follow-imports=silent
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .driftwarden .pytest_cache .ruff_cache
+	rm -rf $(VENV) .driftwarden .pytest_cache .ruff_cache .mypy_cache

@@ -45,7 +45,21 @@ class ProduceReport:
 
 
 def malformed_message(kind: int, good: dict[str, Any]) -> bytes:
-    """One of several kinds of broken input, built from a good event (kind is taken modulo 5)."""
+    """One of several kinds of broken input, built from a good event (kind is taken modulo 5).
+
+    Each kind is refused by the monitor's decoder, with a reason for its dead letter:
+
+    >>> from driftwarden.core.decoding import PREDICTIONS
+    >>> good = {"event_id": "req-1", "model_id": "m", "model_version": "1", "ts": 1.0,
+    ...         "features": {"num_00": 0.5}, "prediction": 1}
+    >>> for kind in range(5):
+    ...     print(PREDICTIONS.decode(malformed_message(kind, good)).rejections[0].reason)
+    not valid JSON: ...
+    event_id: Field required
+    ts: Input should be a valid number
+    features.num_00...: Input should be a valid number; ...: Input should be a valid boolean
+    prediction...: Input should be a valid number; ...: Input should be a valid string
+    """
     variants: list[Callable[[], bytes]] = [
         lambda: b"\x00not json at all",
         lambda: orjson.dumps({k: v for k, v in good.items() if k != "event_id"}),
@@ -58,7 +72,13 @@ def malformed_message(kind: int, good: dict[str, Any]) -> bytes:
 
 
 def envelope(schema: str, model_id: str, events: list[dict[str, Any]]) -> bytes:
-    """One Kafka message value: a single event, or a batch envelope when there are several."""
+    """One Kafka message value: a single event, or a batch envelope when there are several.
+
+    >>> envelope("label-batch.v1", "m", [{"event_id": "a", "label": 1}])
+    b'{"event_id":"a","label":1}'
+    >>> orjson.loads(envelope("label-batch.v1", "m", [{"event_id": "a"}, {"event_id": "b"}]))["schema"]
+    'label-batch.v1'
+    """
     if len(events) == 1:
         return orjson.dumps(events[0])
     return orjson.dumps({"schema": schema, "model_id": model_id, "events": events})

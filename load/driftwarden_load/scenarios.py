@@ -113,10 +113,10 @@ class Scenario:
                 expected.add(("prediction_drift", "score"))
             return GroundTruth(self.name, self.onset, self.drift_features, expected_alerts=frozenset(expected))
         if self.name == "categorical-shift":
-            expected = frozenset({("data_drift", self.categorical_feature)})
-            return GroundTruth(self.name, self.onset, (self.categorical_feature,), expected_alerts=expected)
-        expected = frozenset({("performance_drift", "accuracy")})
-        return GroundTruth(self.name, self.onset, concept_drift=True, expected_alerts=expected)
+            shifted = frozenset({("data_drift", self.categorical_feature)})
+            return GroundTruth(self.name, self.onset, (self.categorical_feature,), expected_alerts=shifted)
+        concept = frozenset({("performance_drift", "accuracy")})
+        return GroundTruth(self.name, self.onset, concept_drift=True, expected_alerts=concept)
 
 
 @dataclass

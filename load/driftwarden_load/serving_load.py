@@ -32,6 +32,14 @@ class ServedStream:
     failed_requests: int = 0
 
     def accuracy(self, start: int, stop: int, version: str | None = None) -> float | None:
+        """Share of correct answers to the requests that began in events ``[start, stop)``.
+
+        >>> stream = ServedStream(requests=[(0, "1", 90, 100), (100, "1", 40, 100), (100, "2", 95, 100)])
+        >>> stream.accuracy(0, 200), stream.accuracy(100, 200, version="2"), stream.accuracy(500, 600)
+        (0.75, 0.95, None)
+        >>> stream.versions()
+        ['1', '2']
+        """
         hits = rows = 0
         for index, served_version, correct, n in self.requests:
             if start <= index < stop and (version is None or served_version == version):

@@ -1,4 +1,4 @@
-"""The ``driftwarden`` command line. Errors are one line on stderr, never a traceback."""
+"""The ``driftwarden`` command line. Errors are one line on stderr; ``--debug`` shows their traceback."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import orjson
 import typer
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.events import Alert, format_alert
 from driftwarden.errors import DriftwardenError
-from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
 from driftwarden.kafka.clients import ensure_topics
 from driftwarden.kafka.reader import read_topic
 from driftwarden.settings import Settings
@@ -53,6 +54,31 @@ USER_ERRORS = (
 )
 
 
+class Options:
+    """Global options (``--debug``), set by the callback before any command runs."""
+
+    debug: bool = False
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"driftwarden {version('driftwarden')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def global_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of any error.")] = False,
+) -> None:
+    """Event-driven monitoring of ML models on Kafka: drift, performance, alerts, retraining."""
+    Options.debug = debug
+
+
 def settings() -> Settings:
     return Settings()
 
@@ -62,21 +88,50 @@ def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 9092,
     log_file: Annotated[Path, typer.Option(help="Where the broker's own log goes.")] = Path(".driftwarden/broker.log"),
     partitions: Annotated[int, typer.Option(help="Partitions of the predictions/labels topics.", min=1)] = 4,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep topics and group offsets in this directory across restarts (SeaweedFS S3 storage). "
+            "Without it the broker keeps everything in memory and a restart loses it."
+        ),
+    ] = None,
 ) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
+    """Run the embedded Kafka-protocol broker (Tansu; in memory, or durable with --data) until Ctrl-C."""
     config = settings().model_copy(update={"partitions": partitions})
-    embedded = EmbeddedBroker(log_file, port=port or None, settings=config)
+    embedded = EmbeddedBroker(log_file, port=port or None, settings=config, data_dir=data)
     embedded.start()
-    typer.echo(f"broker ready; in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    storage = f"data in {data}" if data is not None else "in memory: a restart loses everything"
+    typer.echo(f"broker ready ({storage}); in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
     try:
         _wait_for_signal(lambda: embedded.running)
+        failure = embedded.failure()
     finally:
         embedded.stop()
-    if not embedded.running:
-        typer.echo("broker stopped")
+    if failure:
+        raise BrokerError(failure)
+    typer.echo("broker stopped")
 
 
-def _wait_for_signal(alive: object) -> None:
+Choice = TypeVar("Choice", bound=str)
+
+
+def one_of(value: str, choices: tuple[Choice, ...], what: str) -> Choice:
+    """``value`` as one of ``choices`` (the members of a ``Literal``), or an error naming them.
+
+    >>> one_of("canary", ("direct", "canary", "shadow"), "rollout")
+    'canary'
+    >>> one_of("blue-green", ("direct", "canary", "shadow"), "rollout")
+    Traceback (most recent call last):
+    ...
+    driftwarden.errors.DriftwardenError: unknown rollout 'blue-green': direct, canary or shadow
+    """
+    for choice in choices:
+        if choice == value:
+            return choice
+    raise DriftwardenError(f"unknown {what} {value!r}: {', '.join(choices[:-1])} or {choices[-1]}")
+
+
+def _wait_for_signal(alive: Callable[[], bool]) -> None:
     """Block until SIGINT/SIGTERM or until ``alive()`` turns false."""
     stop = False
 
@@ -86,7 +141,7 @@ def _wait_for_signal(alive: object) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    while not stop and alive():  # type: ignore[operator]
+    while not stop and alive():
         time.sleep(0.2)
 
 
@@ -135,7 +190,7 @@ def produce(
 ) -> None:
     """Produce a synthetic scored stream with a known drift (the load generator)."""
     chosen = Scenario(
-        name=scenario,  # type: ignore[arg-type]  # validated by Scenario itself
+        name=one_of(scenario, SCENARIOS, "scenario"),
         n_events=events,
         onset=onset,
         drift_features=tuple(f.strip() for f in drift_features.split(",") if f.strip()),
@@ -168,20 +223,82 @@ def produce(
 @cli.command()
 def alerts(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep waiting for new alerts.")] = True,
-    since: Annotated[float, typer.Option(help="Only alerts from the last SECONDS (0 = the whole topic).", min=0)] = 0.0,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only alerts since SECONDS ago or an ISO-8601 time, found by timestamp, not by a scan."),
+    ] = None,
     model_id: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only alerts of this kind (e.g. data_drift).")] = None,
+    severity: Annotated[str | None, typer.Option(help="Only this severity: info, warning or critical.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One alert.v1 JSON document per line.")] = False,
 ) -> None:
-    """Print alerts from the alerts topic as readable lines."""
+    """Print alerts from the alerts topic as readable lines (or JSON lines)."""
+    from typing import get_args
+
+    from driftwarden.core.decoding import describe
+    from driftwarden.core.events import AlertKind
+    from driftwarden.notify.reading import records_since, since_timestamp
+
+    if kind is not None and kind not in get_args(AlertKind):
+        raise DriftwardenError(f"unknown kind {kind!r}: {', '.join(get_args(AlertKind))}")
+    if severity not in (None, "info", "warning", "critical"):
+        raise DriftwardenError(f"unknown severity {severity!r}: info, warning or critical")
     config = settings()
+    wanted = {"model_id": model_id, "kind": kind, "severity": severity}
+    since_ts = None if since is None else since_timestamp(since, time.time())
 
     async def tail() -> None:
-        since_ts = time.time() - since if since else None
-        async for record in read_topic(config, config.topics.alerts, follow=follow, since_ts=since_ts):
-            alert = Alert.model_validate_json(record.value or b"")
-            if model_id is None or alert.model_id == model_id:
-                typer.echo(format_alert(alert))
+        topic = config.topics.alerts
+        if since_ts is not None:
+            source = records_since(config, topic, since_ts, follow=follow)
+        else:
+            source = read_topic(config, topic, follow=follow)
+        async for record in source:
+            try:
+                alert = Alert.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                typer.echo(f"driftwarden: skipped malformed record {where}: {describe(exc.errors())}", err=True)
+                continue
+            if all(value is None or getattr(alert, key) == value for key, value in wanted.items()):
+                typer.echo(alert.to_json().decode() if as_json else format_alert(alert))
 
     asyncio.run(tail())
+
+
+@cli.command()
+def status(
+    model_id: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of text.")] = False,
+) -> None:
+    """Per model: counters, accuracy, label joins and open alerts (status and alerts topics), monitor lag."""
+    from driftwarden.notify.reading import overview
+
+    models = asyncio.run(overview(settings(), model_id))
+    if not models:
+        raise DriftwardenError(f"no status for model {model_id!r} yet" if model_id else "no model status yet")
+    for model in models:
+        typer.echo(orjson.dumps(model.as_dict()).decode() if as_json else model.as_text())
+
+
+@cli.command()
+def notify(
+    config_file: Annotated[Path, typer.Option("--config", help="Receivers and routes (TOML, see deploy/notify).")],
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on PORT (0 disables).", min=0, max=65535)] = 9466,
+) -> None:
+    """Deliver alerts to Alertmanager and signed webhooks, at least once; failures are dead-lettered."""
+    from prometheus_client import start_http_server
+
+    from driftwarden.notify.config import NotifyConfig, load_secrets
+    from driftwarden.notify.service import run_notify
+
+    notify_config = NotifyConfig.from_file(config_file)
+    secrets = load_secrets(notify_config)  # fail fast, naming the variable, before connecting
+    config = settings()
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if metrics_port:
+        start_http_server(metrics_port, addr=config.metrics_host)
+    run_notify(config, notify_config, secrets)
 
 
 @topics_cli.command("create")
@@ -211,23 +328,20 @@ def trainer(
     """Run the trainer worker: retrain commands in, validated ONNX models and verdicts out."""
     from prometheus_client import start_http_server
 
-    from driftwarden.trainer.model import TrainerConfig
+    from driftwarden.trainer.model import MODEL_FAMILIES, ROLLOUTS, TrainerConfig
     from driftwarden.trainer.service import run_trainer
 
-    if rollout not in ("direct", "canary", "shadow"):
-        raise DriftwardenError(f"unknown rollout {rollout!r}: direct, canary or shadow")
-    if model_family not in ("logistic_regression", "gradient_boosting"):
-        raise DriftwardenError(f"unknown model family {model_family!r}: logistic_regression or gradient_boosting")
+    family, chosen_rollout = one_of(model_family, MODEL_FAMILIES, "model family"), one_of(rollout, ROLLOUTS, "rollout")
     config = settings().model_copy(update={"registry_dir": registry} if registry else {})
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
     if metrics_port:
         start_http_server(metrics_port, addr=config.metrics_host)
     trainer_config = TrainerConfig(
-        model_family=model_family,  # type: ignore[arg-type]
+        model_family=family,
         seed=seed,
         promotion_margin=promotion_margin,
         min_examples=min_examples,
-        rollout=rollout,  # type: ignore[arg-type]
+        rollout=chosen_rollout,
         canary_fraction=canary_fraction,
         monitoring=MonitoringConfig.from_file(monitoring_config) if monitoring_config else MonitoringConfig(),
     )
@@ -262,8 +376,8 @@ def serve(
     run_server(config, serving, host, port)
 
 
-def _announce(config: Settings, model_id: str, version: str, status: str, reason: str) -> None:
-    """Publish a model-published event for a registered version, so every server acts on it."""
+def _announce_promotion(config: Settings, model_id: str, version: str, reason: str) -> None:
+    """Publish that a registered version is promoted, so every server swaps to it."""
     import uuid
 
     from aiokafka import AIOKafkaProducer
@@ -275,7 +389,7 @@ def _announce(config: Settings, model_id: str, version: str, status: str, reason
     models = ModelRegistry(config.registry_dir)
     manifest = models.manifest(model_id, version)
     event = ModelPublished(
-        model_id=model_id, model_version=version, status=status, ts=time.time(),  # type: ignore[arg-type]
+        model_id=model_id, model_version=version, status="promoted", ts=time.time(),
         command_id=str(uuid.uuid4()), reason=reason, artifact_uri=models.uri(model_id, version),
         sha256=manifest.sha256, parent_version=manifest.parent_version, metrics=manifest.metrics,
     )  # fmt: skip
@@ -305,7 +419,7 @@ def rollback(
     previous = models.champion(model_id)
     manifest = models.rollback(model_id, to)
     was = previous.version if previous else "?"
-    _announce(config, model_id, manifest.version, "promoted", f"rollback from v{was}")
+    _announce_promotion(config, model_id, manifest.version, f"rollback from v{was}")
     typer.echo(f"{model_id}: champion is v{manifest.version} again (was v{was})")
 
 
@@ -323,8 +437,8 @@ def promote(
     models.load(model_id, version)  # refuse a missing or corrupt version before switching
     previous = models.champion(model_id)
     models.set_champion(model_id, version)
-    _announce(
-        config, model_id, version, "promoted", f"promoted by an operator (was v{previous.version if previous else '?'})"
+    _announce_promotion(
+        config, model_id, version, f"promoted by an operator (was v{previous.version if previous else '?'})"
     )
     typer.echo(f"{model_id}: champion is v{version}")
 
@@ -338,6 +452,9 @@ def config_check(
     config = MonitoringConfig.from_file(path)
     effective = config.for_model(model_id) if model_id else config.defaults
     typer.echo(f"{path}: valid ({len(config.models)} model sections)")
+    if model_id and model_id not in config.models:
+        known = ", ".join(sorted(config.models)) or "none"
+        typer.echo(f"{model_id}: no [models.{model_id}] section (sections: {known}); the [defaults] apply", err=True)
     typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
 
 
@@ -553,6 +670,8 @@ def main() -> None:
         typer.echo(f"driftwarden: error: {message}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
     except USER_ERRORS as exc:
+        if Options.debug:
+            raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, ValidationError):
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

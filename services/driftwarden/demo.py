@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import typer
@@ -144,7 +145,7 @@ def _describe(verdict: ModelPublished) -> str:
     )
 
 
-def _kinds(pairs: set[tuple[str, str]] | frozenset[tuple[str, str]]) -> str:
+def _kinds(pairs: AbstractSet[tuple[str, str]]) -> str:
     return ", ".join(f"{kind} on {subject}" for kind, subject in sorted(pairs))
 
 

@@ -1,7 +1,8 @@
 """Runtime settings, read from ``DRIFTWARDEN_*`` environment variables.
 
-With ``DRIFTWARDEN_KAFKA_BOOTSTRAP`` unset, commands that need Kafka start the embedded broker; set it
-(plus the SASL/TLS settings below) to use an external Apache Kafka cluster instead. Nothing else changes.
+Services need ``DRIFTWARDEN_KAFKA_BOOTSTRAP`` (and the SASL/TLS settings below for a secured Apache
+Kafka cluster); without it they stop with a one-line error. Only ``driftwarden demo``, the benchmarks
+and the tests start the embedded broker by themselves (``driftwarden broker`` runs one by hand).
 
 >>> Settings(kafka_bootstrap="127.0.0.1:9092").topics.predictions
 'driftwarden.predictions'
@@ -118,7 +119,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTWARDEN_", extra="ignore")
 
     kafka_bootstrap: str | None = Field(
-        default=None, description="host:port[,host:port]; unset means start the embedded broker."
+        default=None, description="host:port[,host:port] of the cluster; services refuse to start without it."
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -47,7 +47,9 @@ def test_drift_is_detected_retrained_promoted_and_served_without_a_failed_reques
     assert stream.versions() == ["1", "2"]
     before = stream.accuracy(0, scenario.onset)
     degraded = stream.accuracy(scenario.onset, scenario.n_events, version="1")
-    recovered = stream.accuracy(scenario.n_events - 10_000, scenario.n_events)
+    # What v2 answered after the drift (by version, not by position: on a busy machine the retrain
+    # lands later in the stream, which says nothing about the loop's correctness).
+    recovered = stream.accuracy(scenario.onset, scenario.n_events, version="2")
     assert before > 0.85 and degraded < 0.6
     assert recovered >= before - 0.05, (before, degraded, recovered)
 

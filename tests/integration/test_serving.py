@@ -20,6 +20,7 @@ from conftest import unique_model
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
 from driftwarden.kafka.broker import free_port
+from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor.status import records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
 from driftwarden.registry.store import ModelRegistry
@@ -79,13 +80,15 @@ def instances(n: int, seed: int = 0) -> list[dict]:
     return [{"features": e["features"]} for e in events]
 
 
-def post(serving: Serving, body: object, token: str | None = TOKEN, model_id: str | None = None) -> tuple[int, dict]:
+def post(
+    serving: Serving, body: object, token: str | None = TOKEN, model_id: str | None = None, timeout: float = 10
+) -> tuple[int, dict]:
     request = urllib.request.Request(
         f"{serving.url}/v1/models/{model_id or serving.model_id}/predict", data=orjson.dumps(body), method="POST",
         headers={"Authorization": f"Bearer {token}"} if token else {},
     )  # fmt: skip
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, orjson.loads(error.read())
@@ -318,3 +321,204 @@ def test_shadow_then_canary_then_promotion(kafka, serving):
     body = wait_for(lambda b: len(written_for({p["event_id"] for p in b["predictions"]})) == 4, "still staged")
     assert body["model_version"] == shadow.model_version
     assert all(e.segment is None for e in written_for({p["event_id"] for p in body["predictions"]}))
+
+
+def send_requests(kafka: Settings, key: str, values: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.kafka.clients import client_options
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(kafka), max_request_size=8 * 1024 * 1024)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send(kafka.topics.inference_requests, value, key=key.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def wait_for_responses(kafka: Settings, request_ids: list[str], timeout_s: float = 90) -> dict:
+    from driftwarden.core.events import InferenceResponse
+
+    async def poll() -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            found = {}
+            for record in [r async for r in read_topic(kafka, kafka.topics.inference_responses)]:
+                if record.key is not None and record.key.decode() in request_ids:
+                    found[record.key.decode()] = InferenceResponse.model_validate_json(record.value)
+            if len(found) == len(request_ids) or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+
+    return asyncio.run(poll())
+
+
+def written_events(kafka: Settings, model_id: str) -> list:
+    return [e for v in asyncio.run(records_for(kafka, kafka.topics.predictions, model_id))
+            for e in PREDICTIONS.decode(v).events]  # fmt: skip
+
+
+def test_stream_mode_survives_a_huge_request_and_float32_overflow_and_commits_past_them(kafka, serving):
+    from driftwarden.core.events import DeadLetter
+
+    big = {"request_id": f"big-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": instances(5_000)}
+    overflow = instances(3)
+    overflow[1]["features"]["num_02"] = 1e39
+    nan = {"request_id": f"nan-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": overflow}
+    stranger = {"request_id": f"who-{uuid.uuid4().hex}", "model_id": f"nobody-{uuid.uuid4().hex[:6]}",
+                "instances": instances(1)}  # fmt: skip
+    huge = {"request_id": f"huge-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": instances(10_000)}
+    after = {"request_id": f"after-{uuid.uuid4().hex}", "model_id": serving.model_id, "instances": instances(2)}
+    requests = (big, nan, stranger, huge, after)
+    send_requests(kafka, serving.model_id, [orjson.dumps(r) for r in requests])
+
+    answers = wait_for_responses(kafka, [r["request_id"] for r in requests])
+    assert answers[big["request_id"]].error is None and len(answers[big["request_id"]].predictions) == 5_000
+    assert "over the 983040-byte message limit: send fewer instances" in answers[huge["request_id"]].error
+    assert "instances[1].features.num_02: 1e+39 is outside the float32 range" in answers[nan["request_id"]].error
+    assert "is not served" in answers[stranger["request_id"]].error
+    assert answers[after["request_id"]].error is None  # the consumer lives on after both
+    ids = {p.event_id for p in answers[big["request_id"]].predictions}
+    assert len(ids & {e.event_id for e in written_events(kafka, serving.model_id)}) == 5_000  # split write-back
+    letters = [DeadLetter.model_validate_json(v)
+               for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, serving.model_id))]  # fmt: skip
+    assert any("outside the float32 range" in letter.reason for letter in letters)
+    assert any("is not served" in letter.reason for letter in letters)
+    assert any("over the 983040-byte message limit" in letter.reason and "payload truncated" in letter.reason
+               for letter in letters)  # the 3.4 MB request, kept in part with its digest  # fmt: skip
+
+    deadline = time.monotonic() + 30
+    while (lag := asyncio.run(uncommitted_requests(kafka))) != 0:
+        assert time.monotonic() < deadline, f"{lag} requests never committed past"
+        time.sleep(0.5)
+
+
+async def uncommitted_requests(kafka: Settings) -> int:
+    """Requests on the topic beyond serving's committed offsets."""
+    ends: dict[int, int] = {}
+    async for record in read_topic(kafka, kafka.topics.inference_requests):
+        ends[record.partition] = record.offset + 1
+    return sum([end - await committed_offset(kafka, partition) for partition, end in ends.items()])
+
+
+def test_http_predict_up_to_the_documented_limit_is_answered_and_written_and_above_it_is_413(kafka, serving):
+    rows = instances(10_000, seed=4)
+    status, body = post(serving, {"instances": rows}, timeout=120)
+    assert status == 200, body
+    assert len(body["predictions"]) == 10_000
+    ids = {p["event_id"] for p in body["predictions"]}
+    assert len(ids & {e.event_id for e in written_events(kafka, serving.model_id)}) == 10_000
+    status, body = post(serving, {"instances": rows + rows[:1]}, timeout=120)
+    assert status == 413 and "at most 10000 instances per request, got 10001" in body["error"]
+
+
+def test_features_beyond_float32_are_refused_before_anything_is_written(kafka, serving):
+    rows = instances(2)
+    rows[0]["features"]["num_05"] = -1e300
+    status, body = post(serving, {"instances": rows})
+    assert status == 400 and "instances[0].features.num_05: -1e+300 is outside the float32 range" in body["error"]
+
+
+def test_unknown_or_unauthenticated_model_ids_create_no_metric_series(serving):
+    strangers = [f"stranger-{uuid.uuid4().hex[:8]}" for _ in range(20)]
+    for model_id in strangers[:10]:
+        assert post(serving, {"instances": instances(1)}, token=None, model_id=model_id)[0] == 401
+    for model_id in strangers[10:]:
+        assert post(serving, {"instances": instances(1)}, model_id=model_id)[0] == 404
+    with urllib.request.urlopen(f"{serving.url}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert not [name for name in strangers if name in metrics]
+    assert 'model_id="unknown",status="401"' in metrics and 'model_id="unknown",status="404"' in metrics
+
+
+def test_a_body_that_never_finishes_arriving_gets_a_408(serving):
+    import socket
+
+    host, port = serving.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /v1/models/{serving.model_id}/predict HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n{{\"inst".encode())  # fmt: skip
+        started = time.monotonic()
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and "did not arrive within 10 s" in answer
+    assert time.monotonic() - started < 25
+
+
+def test_the_follower_refuses_bad_announcements_one_by_one_and_keeps_following(kafka, serving):
+    registry, model_id = serving.registry, serving.model_id
+    before = post(serving, {"instances": instances(1)})[1]["model_version"]
+    corrupt, rejected, mismatch, fine = (copy_of_version(registry, model_id, before) for _ in range(4))
+    (registry.root / model_id / corrupt.model_version / "manifest.json").write_text("{ not json")
+    manifest_path = registry.root / model_id / rejected.model_version / "manifest.json"
+    manifest_path.write_text(manifest_path.read_text().replace('"status": "shadow"', '"status": "rejected"'))
+    publish(kafka, corrupt)
+    publish(kafka, rejected)
+    publish(kafka, mismatch.model_copy(update={"sha256": "0" * 64}))
+    publish(kafka, fine)  # and then a good one
+    deadline = time.monotonic() + 30
+    while post(serving, {"instances": instances(1)})[1]["model_version"] != fine.model_version:
+        assert time.monotonic() < deadline, "the follower stopped following"
+        time.sleep(0.3)
+    log = serving.log.read_text()
+    assert f"refusing {model_id} v{corrupt.model_version}" in log and "manifest.json is unreadable or corrupt" in log
+    assert "its manifest says 'rejected'" in log
+    assert f"v{mismatch.model_version}: event sha256 does not match" in log
+    with urllib.request.urlopen(f"{serving.url}/readyz", timeout=10) as response:
+        assert orjson.loads(response.read())["problems"] == {}
+
+
+def copy_of_version(registry: ModelRegistry, model_id: str, version: str) -> ModelPublished:
+    """A new version with the same model as ``version``, registered (not champion) and its announcement."""
+    source = registry.manifest(model_id, version)
+    fields = source.model_dump(exclude={"model_id", "version", "sha256", "created_ts", "status", "command_id"})
+    command = RetrainCommand(
+        command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:copy", model_id=model_id, model_version=version,
+        ts=0, reasons=["0123456789abcdef"], window=TrainingWindow(start_ts=0, end_ts=1),
+    )  # fmt: skip
+    manifest = registry.save(model_id, registry.load(model_id, version), status="shadow",
+                             command_id=command.command_id, **fields)  # fmt: skip
+    return verdict(manifest, command, registry).model_copy(update={"status": "promoted"})
+
+
+def test_stream_mode_dead_letters_an_undecodable_batch_by_coordinates_and_answers_the_next_request(kafka, serving):
+    from test_undecodable import produce_corrupt_batch
+
+    from driftwarden.core.events import DeadLetter
+
+    produce_corrupt_batch(kafka, kafka.topics.inference_requests, 0, serving.model_id, 2)
+    after = {"request_id": f"after-corrupt-{uuid.uuid4().hex}", "model_id": serving.model_id,
+             "instances": instances(2)}  # fmt: skip
+    send_requests(kafka, serving.model_id, [orjson.dumps(after)])
+    assert wait_for_responses(kafka, [after["request_id"]])[after["request_id"]].error is None
+
+    def undecodable() -> list[DeadLetter]:
+        letters = [DeadLetter.model_validate_json(record.value)
+                   for record in asyncio.run(all_records(kafka, kafka.topics.dead_letters))]  # fmt: skip
+        return [letter for letter in letters if letter.reason.startswith("undecodable record batch")]
+
+    letters = sorted(undecodable(), key=lambda letter: letter.source_offset)  # unkeyed: on any partition
+    assert len(letters) == 2 and {letter.source_topic for letter in letters} == {kafka.topics.inference_requests}
+    assert letters[1].source_offset == letters[0].source_offset + 1
+    assert asyncio.run(committed_offset(kafka, 0)) > letters[1].source_offset
+
+
+async def committed_offset(kafka: Settings, partition: int) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from driftwarden.kafka.clients import client_options
+
+    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=f"{kafka.topic_prefix}serving")
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(kafka.topics.inference_requests, partition)) or 0
+    finally:
+        await consumer.stop()
+
+
+async def all_records(kafka: Settings, topic: str) -> list:
+    return [record async for record in read_topic(kafka, topic)]

@@ -127,5 +127,31 @@ def test_the_training_window_is_read_completely(kafka):
     asyncio.run(send(kafka, kafka.topics.training_examples, model_id, example_batches(model_id, examples)))
     start, end = examples[1_000]["ts"], examples[3_344]["ts"]
     window = asyncio.run(read_examples(kafka, model_id, start, end))
-    assert len(window) == 2_345
-    assert {e["event_id"] for e in window} == {e["event_id"] for e in examples[1_000:3_345]}
+    assert len(window.examples) == 2_345 and window.invalid_records == 0
+    assert {e["event_id"] for e in window.examples} == {e["event_id"] for e in examples[1_000:3_345]}
+
+
+def test_poison_inputs_get_a_verdict_or_a_dead_letter_and_the_trainer_lives_on(kafka, trainer):
+    from driftwarden.core.events import DeadLetter
+
+    model_id = unique_model("poison")
+    bootstrap_champion(trainer, model_id)
+    (trainer.root / model_id / "1" / "manifest.json").write_text("{ corrupt")  # a corrupt champion manifest
+    data = [e | {"model_id": model_id, "features": e["features"] | {"odd.name-1 x": 1.0}}
+            for chunk in generate(Scenario(n_events=2_000, seed=12)) for e in chunk.training_examples()]  # fmt: skip
+    for example in data[:7]:
+        example["features"]["num_00"] = 1e39  # beyond float32
+    records = [b"{not a training record", *example_batches(model_id, data)]
+    asyncio.run(send(kafka, kafka.topics.training_examples, model_id, records))
+    command = RetrainCommand(command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:poison", model_id=model_id,
+                             model_version="1", ts=1, reasons=["0123456789abcdef"],
+                             window=TrainingWindow(start_ts=0, end_ts=2e9))  # fmt: skip
+    asyncio.run(send(kafka, kafka.topics.retrain_commands, model_id, [b'{"command_id": 42}', command.to_json()]))
+
+    (published,) = wait_for_verdicts(kafka, model_id, 1)
+    assert published.status == "promoted" and published.reason == "no champion yet"
+    assert published.metrics["dropped_examples"] == 7 and published.metrics["invalid_records"] == 1
+    assert "odd.name-1 x" in trainer.manifest(model_id, published.model_version).numeric_features
+    letters = [DeadLetter.model_validate_json(v)
+               for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, model_id))]  # fmt: skip
+    assert [letter.reason.split(":")[0] for letter in letters] == ["invalid retrain command"]

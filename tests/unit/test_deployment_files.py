@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 from jsonschema.validators import validator_for
 from ruamel.yaml import YAML
+from typer import TyperException
+from typer.core import TyperGroup
+from typer.main import get_command
 
 from driftwarden.cli import cli
 from driftwarden.settings import Settings
@@ -48,11 +52,81 @@ def test_driftwarden_settings_in_compose_are_real_settings():
     assert used and used <= known
 
 
-@pytest.mark.parametrize("service", ["topics", "monitor", "trainer", "serving"])
-def test_compose_commands_are_real_cli_commands(service):
-    from typer.main import get_command
+# The services built from the Dockerfile; every other one runs a pinned third-party image.
+DRIFTWARDEN_SERVICES = sorted(name for name, service in COMPOSE["services"].items() if "build" in service)
+# The Dockerfile's EXTRAS per service: each installs what it needs, the monitor image nothing more.
+EXPECTED_EXTRAS = {"topics": "", "monitor": "", "notify": "", "trainer": "trainer", "serving": "serving"}
 
-    command = get_command(cli)
+
+def test_every_service_is_built_here_or_runs_a_pinned_image():
+    assert set(DRIFTWARDEN_SERVICES) == set(EXPECTED_EXTRAS)
+    for name, service in COMPOSE["services"].items():
+        if name not in EXPECTED_EXTRAS:
+            assert re.fullmatch(r"[a-z]+/[a-z-]+:v?\d[\w.]*", service["image"]), name
+
+
+def parse_strictly(command, words: list[str], name: str = "driftwarden", parent=None):
+    """Parse a command line as the CLI would (every option checked) without running it; the leaf context."""
+    ctx = command.make_context(name, list(words), parent=parent)
+    if not isinstance(command, TyperGroup):
+        return ctx
+    sub_name, sub, rest = command.resolve_command(ctx, list(words))
+    assert sub_name is not None and sub is not None
+    return parse_strictly(sub, rest, sub_name, ctx)
+
+
+@pytest.mark.parametrize("service", DRIFTWARDEN_SERVICES)
+def test_compose_commands_are_real_cli_commands(service):
     words = COMPOSE["services"][service]["command"]
-    ctx = command.make_context("driftwarden", list(words), resilient_parsing=True)
-    assert command.resolve_command(ctx, list(words))[1] is not None
+    ctx = parse_strictly(get_command(cli), words)
+    assert ctx.info_name == words[1 if service == "topics" else 0]
+
+
+@pytest.mark.parametrize(
+    ("words", "error"),
+    [
+        (["monitor", "--metrics-prot", "9464"], "No such option: --metrics-prot"),
+        (["monitr", "--metrics-port", "9464"], "No such command 'monitr'"),
+        (["topics", "creat"], "No such command 'creat'"),
+        (["serve", "--port", "eighty"], "Invalid value for '--port'"),
+    ],
+)
+def test_a_typo_in_a_compose_command_fails(words, error):
+    with pytest.raises(TyperException) as raised:
+        parse_strictly(get_command(cli), words)
+    assert error in raised.value.format_message()
+
+
+@pytest.mark.parametrize("service", DRIFTWARDEN_SERVICES)
+def test_every_service_keeps_the_shared_environment(service):
+    shared = COMPOSE["x-driftwarden-env"]
+    environment = COMPOSE["services"][service]["environment"]
+    assert environment.items() >= shared.items()
+    assert environment["DRIFTWARDEN_SESSION_TIMEOUT_S"] == "30"  # real Kafka, not the embedded broker's 6 s
+
+
+def test_serving_adds_its_token_to_the_shared_environment():
+    environment = COMPOSE["services"]["serving"]["environment"]
+    assert set(environment) - set(COMPOSE["x-driftwarden-env"]) == {"DRIFTWARDEN_SERVING_TOKEN"}
+
+
+@pytest.mark.parametrize("service", DRIFTWARDEN_SERVICES)
+def test_each_service_image_installs_the_extras_it_needs(service):
+    build = COMPOSE["services"][service]["build"]
+    extras = build["args"]["EXTRAS"]
+    assert extras == EXPECTED_EXTRAS[service]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras == "" or extras in declared
+
+
+def test_an_image_name_always_means_the_same_install_kind():
+    services = [COMPOSE["services"][name] for name in DRIFTWARDEN_SERVICES]
+    kinds = {(service["image"], service["build"]["args"]["EXTRAS"]) for service in services}
+    assert len(kinds) == len({image for image, _ in kinds}) == len(set(EXPECTED_EXTRAS.values()))
+
+
+def test_dockerfile_installs_the_extras_named_by_its_build_argument():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG EXTRAS=\"\"$", dockerfile, re.MULTILINE)
+    install = re.search(r"^RUN pip install (.*)$", dockerfile, re.MULTILINE)
+    assert install and '".${EXTRAS:+[$EXTRAS]}"' in install.group(1)

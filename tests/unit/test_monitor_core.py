@@ -319,3 +319,21 @@ def test_distribution_comparison_matches_scipy():
     assert statistic == pytest.approx(expected.statistic, abs=1e-12)
     assert p_value == pytest.approx(expected.pvalue, rel=0.25)  # plain Kolmogorov limit (scipy corrects for n)
     assert distance == pytest.approx(stats.wasserstein_distance(reference, current) / 2.0, rel=1e-9)
+
+
+def test_a_feature_named_with_a_colon_works_end_to_end():
+    """Statistics are keyed by (kind, subject, statistic), never by a joined string split again later."""
+    from driftwarden.core.detectors import StatisticKey
+
+    rng = np.random.default_rng(9)
+    events = make_events(
+        3_000, rng, features=lambda r, i: {"a:b": float(r.normal(3.0 if i >= 2_000 else 0.0)), "c": "a"}
+    )
+    monitor = Monitor(small_config())
+    alerts = observe_all(monitor, events)
+    assert ("data_drift", "a:b") in firing(alerts)
+    latest = monitor.model("hand", "1").latest_window
+    assert latest[StatisticKey("data_drift", "a:b", "wasserstein_normed")] > 1.0
+    restored = Monitor(small_config())
+    restored.restore(monitor.export(["hand"]))
+    assert restored.model("hand", "1").latest_window == latest

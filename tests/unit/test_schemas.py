@@ -83,6 +83,12 @@ EXAMPLE = {k: PREDICTION[k] for k in ("event_id", "model_id", "model_version", "
 STATUS = {"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, "alerts_fired": 0}
 
 
+# What producers use as ids (UUID, ULID, request id, number as a string, unicode, the longest allowed),
+# and what is refused (empty, one character too long, not a string).
+PRODUCER_IDS = [UUID_A, "01JD9Y0ZQ8K3M2N4P5R6S7T8V9", "req-7f3a9c", "1234567890", "anfrage/ä:1", "x" * 128]
+NOT_EVENT_IDS = ["", "x" * 129, 42, None]
+
+
 def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A copy of ``base`` with fields replaced; a value of ``...`` removes the field."""
     out = {**base, **changes}
@@ -97,7 +103,13 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("prediction.v1.json", with_(PREDICTION, latency_ms=None), True),
     ("prediction.v1.json", with_(PREDICTION, features={}), True),
     ("prediction.v1.json", with_(PREDICTION, event_id=...), False),
-    ("prediction.v1.json", with_(PREDICTION, event_id="not-a-uuid"), False),
+    # event_id is the producer's own id: any non-empty string of at most 128 characters.
+    *[("prediction.v1.json", with_(PREDICTION, event_id=i), True) for i in PRODUCER_IDS],
+    *[("label.v1.json", with_(LABEL, event_id=i), True) for i in PRODUCER_IDS],
+    *[("training-example.v1.json", with_(EXAMPLE, event_id=i), True) for i in PRODUCER_IDS],
+    *[("prediction.v1.json", with_(PREDICTION, event_id=i), False) for i in NOT_EVENT_IDS],
+    *[("label.v1.json", with_(LABEL, event_id=i), False) for i in NOT_EVENT_IDS],
+    *[("training-example.v1.json", with_(EXAMPLE, event_id=i), False) for i in NOT_EVENT_IDS],
     ("prediction.v1.json", with_(PREDICTION, model_id=""), False),
     ("prediction.v1.json", with_(PREDICTION, model_id="../etc"), False),
     ("prediction.v1.json", with_(PREDICTION, model_id=7), False),
@@ -149,6 +161,9 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("label-batch.v1.json", {"schema": "label-batch.v1", "model_id": "fraud", "events": [PREDICTION]}, False),
     ("alert.v1.json", ALERT, True),
     ("alert.v1.json", with_(ALERT, trigger_event_id=...), True),
+    ("alert.v1.json", with_(ALERT, trigger_event_id="req-7f3a9c"), True),
+    ("alert.v1.json", with_(ALERT, trigger_event_id=""), False),
+    ("alert.v1.json", with_(ALERT, alert_id="req-7f3a9c"), False),  # ids driftwarden mints are UUIDs
     ("alert.v1.json", with_(ALERT, state="open"), False),
     ("alert.v1.json", with_(ALERT, severity="page"), False),
     ("alert.v1.json", with_(ALERT, kind="vibes"), False),
@@ -157,6 +172,7 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("alert.v1.json", with_(ALERT, subject=""), False),
     ("retrain-command.v1.json", RETRAIN, True),
     ("retrain-command.v1.json", with_(RETRAIN, reasons=[]), False),
+    ("retrain-command.v1.json", with_(RETRAIN, command_id="cmd-1"), False),
     ("retrain-command.v1.json", with_(RETRAIN, window={"start_ts": 1}), False),
     ("retrain-command.v1.json", with_(RETRAIN, window={"start_ts": 1, "end_ts": 2, "x": 3}), False),
     ("retrain-command.v1.json", with_(RETRAIN, idempotency_key=""), False),
@@ -225,6 +241,28 @@ CORPUS: list[tuple[str, Any, bool]] = [
         },
         False,
     ),
+    *[
+        (
+            "inference-request.v1.json",
+            {"request_id": "r1", "model_id": "fraud", "instances": [{"event_id": i, "features": {}}]},
+            i in PRODUCER_IDS,
+        )
+        for i in PRODUCER_IDS[1:3] + NOT_EVENT_IDS[:3]
+    ],
+    *[
+        (
+            "inference-response.v1.json",
+            {
+                "request_id": "r1",
+                "model_id": "fraud",
+                "ts": 1,
+                "model_version": "2",
+                "predictions": [{"event_id": i, "label": "1", "scores": {}}],
+            },
+            i in PRODUCER_IDS,
+        )
+        for i in PRODUCER_IDS[1:3] + NOT_EVENT_IDS[:3]
+    ],
     ("monitor-status.v1.json", STATUS, True),
     ("monitor-status.v1.json", with_(STATUS, events_processed=-1), False),
     ("monitor-status.v1.json", with_(STATUS, alerts_fired=...), False),

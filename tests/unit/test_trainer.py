@@ -142,3 +142,51 @@ def test_a_staged_rollout_registers_the_winner_without_making_it_champion(regist
     assert published.status == rollout and published.model_version == "2"
     assert published.traffic_fraction == (0.25 if rollout == "canary" else None)
     assert registry.champion("demo-model").version == "1"
+
+
+@pytest.mark.parametrize("name", ["a.b", "a-b", "a b", "1st"])
+def test_feature_names_that_are_not_identifiers_train_and_score_by_their_own_name(registry, name):
+    data = [e | {"features": e["features"] | {name: float(i % 7)}} for i, e in enumerate(examples("stable", 1_000))]
+    published = retrain(command(name), data, registry, TrainerConfig())
+    assert published.status == "promoted", published.reason
+    model = OnnxModel(registry.load("demo-model", "1"))
+    assert name in model.numeric
+    labels, _ = model.predict(
+        {n: [d["features"].get(n, 0.0) for d in data[:5]] for n in model.numeric + model.categorical}
+    )
+    assert len(labels) == 5
+
+
+def test_examples_with_a_number_beyond_float32_are_left_out_and_counted(registry):
+    data = examples("stable", 1_000)
+    for example in data[:10]:
+        example["features"]["num_00"] = 1e39
+    published = retrain(command("overflow"), data, registry, TrainerConfig())
+    assert published.status == "promoted" and published.metrics["dropped_examples"] == 10
+    assert published.metrics["train_examples"] + published.metrics["holdout_examples"] == 990
+
+
+def test_a_window_of_only_overflowing_numbers_is_rejected_with_the_reason(registry):
+    data = [e | {"features": e["features"] | {"num_00": -1e300}} for e in examples("stable", 600)]
+    published = retrain(command("all-overflow"), data, registry, TrainerConfig())
+    assert published.status == "rejected" and "600 more left out: a number beyond float32" in published.reason
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"model_id": "demo-model"}', b"\xff\xfe"])
+def test_a_corrupt_champion_manifest_is_refused_and_a_challenger_still_gets_a_verdict(registry, champion, content):
+    (registry.root / "demo-model" / "1" / "manifest.json").write_bytes(content)
+    with pytest.raises(RegistryError, match="corrupt"):
+        registry.champion("demo-model")
+    published = retrain(command("after-corruption"), examples("stable", 1_000, seed=3), registry, TrainerConfig())
+    assert (published.status, published.model_version, published.reason) == ("promoted", "2", "no champion yet")
+    assert "champion_accuracy" not in published.metrics
+
+
+def test_a_manifest_for_another_version_is_refused(registry, champion):
+    (registry.root / "demo-model" / "2").mkdir()
+    source = registry.root / "demo-model" / "1" / "manifest.json"
+    (registry.root / "demo-model" / "2" / "manifest.json").write_bytes(source.read_bytes())
+    with pytest.raises(RegistryError, match="describes demo-model v1"):
+        registry.manifest("demo-model", "2")
+    with pytest.raises(RegistryError, match="invalid version"):
+        registry.manifest("demo-model", "../1")

@@ -23,6 +23,7 @@ import statistics
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -131,7 +132,7 @@ def _baselines(period: int) -> dict[str, Callable[[], ErrorDetector]]:
 
 def error_stream_configurations(period: int) -> dict[str, Callable[[], ErrorDetector]]:
     configurations: dict[str, Callable[[], ErrorDetector]] = {DRIFTWARDEN: DriftwardenPerformance}
-    configurations |= {name: (lambda f=factory: RiverAlarm(f)) for name, factory in RIVER_DETECTORS.items()}
+    configurations |= {name: partial(RiverAlarm, factory) for name, factory in RIVER_DETECTORS.items()}
     return configurations | _baselines(period)
 
 
@@ -240,24 +241,25 @@ def run_feature_stream(name: FeatureStreamName, seed: int, settings: Settings) -
     return run
 
 
-def _task(task: tuple[str, str, int, Settings]) -> StreamRun:
-    family, name, seed, settings = task
-    if family == "concept":
-        generator, change = name.split("/")
-        return run_concept_stream(generator, change, seed, settings)  # type: ignore[arg-type]
-    return run_feature_stream(name, seed, settings)  # type: ignore[arg-type]
+def _run(task: Callable[[], StreamRun]) -> StreamRun:
+    return task()
 
 
 def run_detection_benchmark(settings: Settings, workers: int = 0) -> list[StreamRun]:
     """Every (stream, seed), in parallel over ``workers`` processes (0: one per core)."""
-    tasks = [("concept", f"{g}/{c}", seed, settings) for g in settings.generators
-             for c in ("abrupt", "gradual") for seed in range(settings.seeds)]  # fmt: skip
+    changes: tuple[Change, ...] = ("abrupt", "gradual")
+    concept = [partial(run_concept_stream, g, c, seed, settings) for g in settings.generators
+               for c in changes for seed in range(settings.seeds)]  # fmt: skip
+    stable: list[Callable[[], StreamRun]] = []
+    shifted: list[Callable[[], StreamRun]] = []
     for name in settings.feature_streams:
         seeds = settings.seeds if name == "stable" else settings.shift_seeds
-        tasks += [("feature", name, seed, settings) for seed in range(seeds)]
-    tasks.sort(key=lambda t: t[1] != "stable")  # the longest first
+        (stable if name == "stable" else shifted).extend(
+            partial(run_feature_stream, name, seed, settings) for seed in range(seeds)
+        )
+    tasks = [*stable, *concept, *shifted]  # the longest first
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(_task, tasks))
+        return list(pool.map(_run, tasks))
 
 
 # -- results -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 from river.datasets import synth
 
 from driftwarden.bench.evaluation import Drift
-from driftwarden_load.scenarios import NUMERIC_FEATURES, NUMERIC_MEAN, Chunk, Scenario, generate
+from driftwarden_load.scenarios import NUMERIC_FEATURES, NUMERIC_MEAN, Chunk, Scenario, ScenarioName, generate
 
 Change = Literal["abrupt", "gradual"]
 Sample = tuple[dict[Any, Any], Any]
@@ -105,13 +105,14 @@ class FeatureStream:
 
 def feature_stream(name: FeatureStreamName, seed: int, n_events: int, onset: int) -> FeatureStream:
     """A 20-feature stream: two numeric features change at ``onset`` (or a categorical one, or nothing)."""
-    kind = {"categorical": "categorical-shift", "stable": "stable"}.get(name, "abrupt-shift")
+    kinds: dict[str, ScenarioName] = {"categorical": "categorical-shift", "stable": "stable"}
+    kind = kinds.get(name, "abrupt-shift")
     magnitude = float(name.removeprefix("mean-").removesuffix("σ")) if name.startswith("mean-") else 0.0
-    scenario = Scenario(name=kind, n_events=n_events, onset=onset, magnitude=magnitude, seed=seed)  # type: ignore[arg-type]
+    scenario = Scenario(name=kind, n_events=n_events, onset=onset, magnitude=magnitude, seed=seed)
     chunks = list(generate(scenario, chunk_size=2_000))
     if name.startswith("variance-"):
         factor = float(name.removeprefix("variance-").removesuffix("x"))
-        columns = [NUMERIC_FEATURES.index(f) for f in scenario.drift_features]
+        columns = np.array([NUMERIC_FEATURES.index(f) for f in scenario.drift_features], dtype=np.intp)
         for chunk in chunks:
             after = np.arange(chunk.start, chunk.start + len(chunk)) >= onset
             block = chunk.numeric[np.ix_(after, columns)]

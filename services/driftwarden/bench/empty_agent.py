@@ -13,7 +13,7 @@ import time
 
 import faust
 
-from driftwarden.kafka.faust_app import create_faust_app
+from driftwarden.kafka.faust_app import create_faust_app, take_events
 from driftwarden.settings import Settings
 
 
@@ -25,8 +25,8 @@ def main() -> None:
     seen = {"n": 0, "first": 0.0}
 
     @app.agent(topic, name="empty")
-    async def empty(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(500, within=0.05):
+    async def empty(stream: faust.StreamT[bytes]) -> None:
+        async for batch in take_events(stream, 500, within=0.05):
             if not seen["n"]:
                 seen["first"] = time.time()
             seen["n"] += len(batch)

@@ -148,7 +148,7 @@ def run_memory(settings: Settings, work: Path, events: int, every_s: float = 2.0
 
 def models_on_partitions(partitions: int) -> list[str]:
     """One model id per partition (by the producers' default key hashing)."""
-    partitioner, chosen = DefaultPartitioner(), {}
+    partitioner, chosen = DefaultPartitioner(), dict[int, str]()
     k = 0
     while len(chosen) < partitions:
         model_id = f"scale-{k}"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from driftwarden.core.events import Alert, AlertKind, Scalar, alert_fingerprint
+from driftwarden.core.state import State, StateError, StateReader
 
 ALERT_NAMESPACE = uuid.UUID("8f0b7a52-63a4-4b8e-9d0e-6c1c3f0f1d2a")
 Severity = Literal["info", "warning", "critical"]
@@ -107,3 +108,47 @@ class AlertBook:
             trigger_event_id=trigger,
             evidence=finding.evidence,
         )
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state(self) -> State:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "resolve_after": self.resolve_after,
+            "cooldown_s": self.cooldown_s,
+            "open": [[*key, alert.model_dump(mode="json", exclude_none=True)] for key, alert in self.open.items()],
+            "clean_streak": [[*key, n] for key, n in self.clean_streak.items()],
+            "resolved_at": [[*key, ts] for key, ts in self.resolved_at.items()],
+            "suppressed": self.suppressed,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> AlertBook:
+        book = cls(
+            state.text("model_id"),
+            state.text("model_version"),
+            state.integer("resolve_after", minimum=1),
+            state.number("cooldown_s"),
+            suppressed=state.integer("suppressed"),
+        )
+        for kind, subject, document in _keyed_rows(state, "open"):
+            try:
+                book.open[(kind, subject)] = Alert.model_validate(document)
+            except ValueError as exc:
+                raise StateError(f"{state.where}.open: not a valid alert ({exc})") from None
+        for kind, subject, n in _keyed_rows(state, "clean_streak"):
+            book.clean_streak[(kind, subject)] = StateReader({"n": n}, f"{state.where}.clean_streak").integer("n")
+        for kind, subject, ts in _keyed_rows(state, "resolved_at"):
+            book.resolved_at[(kind, subject)] = StateReader({"ts": ts}, f"{state.where}.resolved_at").number("ts")
+        return book
+
+
+def _keyed_rows(state: StateReader, key: str) -> list[tuple[str, str, object]]:
+    """Rows ``[kind, subject, value]`` of an AlertBook table."""
+    rows = []
+    for row in state.items(key):
+        if not (isinstance(row, list) and len(row) == 3 and type(row[0]) is str and type(row[1]) is str):
+            raise StateError(f"{state.where}.{key}: expected [kind, subject, value] rows")
+        rows.append((row[0], row[1], row[2]))
+    return rows

@@ -14,6 +14,20 @@ left out. ``[models.<id>.retrain]`` overrides single keys of the retrain policy.
 >>> fraud = config.for_model("fraud")
 >>> fraud.window_size, fraud.retrain.min_drifted_features, fraud.retrain.on_performance_drift
 (3000, 2, True)
+>>> chosen = MonitoringConfig.from_toml('''
+... [defaults]
+... features = { amount = { type = "numeric", tests = ["ks", "psi"] }, country = "categorical" }
+... ''')
+>>> chosen.defaults.features, chosen.defaults.tests_for("amount", "numeric")
+({'amount': 'numeric', 'country': 'categorical'}, ('ks', 'psi'))
+>>> MonitoringConfig.from_toml('''
+... [models.fraud]
+... features = { country = { type = "categorical", tests = ["ks"] } }
+... ''', "monitoring.toml")
+Traceback (most recent call last):
+...
+driftwarden.core.config.ConfigError: monitoring.toml: models.fraud.features.country.tests: 'ks' is not a test for \
+categorical features (choose from: chi2, js)
 >>> MonitoringConfig.from_toml("[models.fraud]\\nwindow_size = -1")
 Traceback (most recent call last):
 ...
@@ -24,10 +38,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from driftwarden.core.features import FeatureType
+from driftwarden.core.state import StateError, StateReader
+from driftwarden.core.stattests import DEFAULT_TESTS, check_tests
 from driftwarden.errors import DriftwardenError
 
 ErrorDetector = Literal["adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "none"]
@@ -37,8 +54,20 @@ class ConfigError(DriftwardenError):
     """An invalid monitoring configuration; the message names the file and the key."""
 
 
+class LocatedError(ValueError):
+    """A validation error inside a field, with the path below the model (``features.amount.tests``)."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+S = TypeVar("S", bound=Strict)
 
 
 class RetrainPolicyConfig(Strict):
@@ -59,8 +88,13 @@ class ModelMonitorConfig(Strict):
     # Reference and windows
     reference_size: int = Field(default=5000, ge=100, description="Events of a new version forming its reference.")
     window_size: int = Field(default=2000, ge=100, description="Events per tumbling test window.")
-    features: dict[str, Literal["numeric", "categorical"]] = Field(
-        default_factory=dict, description="Feature types; inferred from the reference when absent."
+    features: dict[str, FeatureType] = Field(
+        default_factory=dict,
+        description="Feature types; inferred from the reference when absent. A feature may also be given as "
+        '{ type = "numeric", tests = ["ks", "psi"] } to choose its drift tests (driftwarden.core.stattests).',
+    )
+    feature_tests: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="Drift tests per feature (from the long form of features)."
     )
     ignore_features: list[str] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
@@ -72,12 +106,22 @@ class ModelMonitorConfig(Strict):
     adwin_min_change_z: float = Field(
         default=5.0, ge=0, description="...and only if the located change is this many standard errors clear."
     )
+    adwin_recent_size: int = Field(default=512, ge=20, description="Recent values kept to locate a change point.")
+    adwin_min_segment: int = Field(default=10, ge=1, description="Fewest values on either side of a change point.")
+    critical_shift_sigma: float = Field(default=2.0, gt=0, description="A streaming shift this large is critical.")
     # Window tests and false-alarm control
     fdr_q: float = Field(default=0.001, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)
     wasserstein_threshold: float = Field(default=0.15, gt=0)
     js_threshold: float = Field(default=0.05, gt=0, le=1)
     multivariate: bool = True
+    multivariate_distance_threshold: float = Field(
+        default=0.1, gt=0, description="Mahalanobis distance the joint mean must move (Hotelling T² effect floor)."
+    )
+    min_window_values: int = Field(default=30, ge=2, description="Fewer values in a window: no verdict.")
+    critical_psi: float = Field(default=0.5, gt=0, description="A window drift with this PSI is critical.")
+    critical_wasserstein: float = Field(default=1.0, gt=0, description="...or with this Wasserstein distance (σ).")
+    critical_js: float = Field(default=0.2, gt=0, le=1, description="...or with this Jensen-Shannon distance.")
     # Data quality (rates are shares of a window)
     unseen_category_rate: float = Field(default=0.01, gt=0, le=1)
     missing_rate_increase: float = Field(default=0.05, gt=0, le=1)
@@ -93,6 +137,7 @@ class ModelMonitorConfig(Strict):
     estimated_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
     segment_min_labels: int = Field(default=200, ge=10)
     segment_accuracy_gap: float = Field(default=0.1, gt=0, le=1)
+    segment_max_values: int = Field(default=50, ge=1, description="Segment fields with more values are skipped.")
     # Operations
     latency_p99_budget_ms: float | None = Field(default=None, gt=0)
     cost_per_1k_budget: float | None = Field(default=None, gt=0)
@@ -102,6 +147,42 @@ class ModelMonitorConfig(Strict):
     resolve_after_windows: int = Field(default=2, ge=1)
     cooldown_s: float = Field(default=3600.0, ge=0, description="Event time before a resolved alert may fire again.")
     retrain: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_feature_specs(cls, data: Any) -> Any:
+        """``features`` entries of the long form ``{type, tests}`` give a type and their tests."""
+        if not isinstance(data, dict) or not isinstance(data.get("features"), dict):
+            return data
+        types: dict[str, object] = {}
+        tests: dict[str, object] = dict(data.get("feature_tests") or {})
+        for name, spec in data["features"].items():
+            if isinstance(spec, dict):
+                unknown = set(spec) - {"type", "tests"}
+                if unknown or "type" not in spec:
+                    raise LocatedError(("features", name), "expected { type = ..., tests = [...] }")
+                types[name] = spec["type"]
+                if "tests" in spec:
+                    tests[name] = spec["tests"]
+            else:
+                types[name] = spec
+        return {**data, "features": types, "feature_tests": tests}
+
+    @model_validator(mode="after")
+    def _check_feature_tests(self) -> Self:
+        for name, tests in self.feature_tests.items():
+            feature_type = self.features.get(name)
+            if feature_type is None:
+                raise LocatedError(("features", name), "tests need the feature's type")
+            try:
+                check_tests(feature_type, tests)
+            except ValueError as exc:
+                raise LocatedError(("features", name, "tests"), str(exc)) from None
+        return self
+
+    def tests_for(self, feature: str, feature_type: FeatureType) -> tuple[str, ...]:
+        """The drift tests of a feature: as configured, else the default of its type."""
+        return self.feature_tests.get(feature, DEFAULT_TESTS[feature_type])
 
 
 class MonitoringConfig(Strict):
@@ -115,27 +196,18 @@ class MonitoringConfig(Strict):
 
     @classmethod
     def from_toml(cls, text: str, source: str = "") -> MonitoringConfig:
-        prefix = f"{source}: " if source else ""
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{prefix}not valid TOML: {exc}") from None
-        return cls.from_dict(document, prefix)
+        return cls.from_dict(parse_toml(text, source), source_prefix(source))
 
     @classmethod
     def from_file(cls, path: Path) -> MonitoringConfig:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read monitoring config {path}: {exc.strerror}") from None
-        return cls.from_toml(text, str(path))
+        return cls.from_toml(read_config_file(path, "monitoring config"), str(path))
 
     @classmethod
     def from_dict(cls, document: dict[str, Any], prefix: str = "") -> MonitoringConfig:
         unknown = set(document) - {"defaults", "models"}
         if unknown:
             raise ConfigError(f"{prefix}{sorted(unknown)[0]}: unknown section (expected [defaults] or [models.<id>])")
-        defaults = _validate(ModelMonitorConfig, document.get("defaults", {}), "defaults", prefix)
+        defaults = validate_section(ModelMonitorConfig, document.get("defaults", {}), "defaults", prefix)
         models_section = document.get("models", {})
         if not isinstance(models_section, dict):
             raise ConfigError(f"{prefix}models: expected a table of [models.<model_id>] sections")
@@ -144,8 +216,16 @@ class MonitoringConfig(Strict):
             if not isinstance(overrides, dict):
                 raise ConfigError(f"{prefix}models.{model_id}: expected a table")
             merged = _merge(defaults.model_dump(), overrides)
-            models[model_id] = _validate(ModelMonitorConfig, merged, f"models.{model_id}", prefix)
+            models[model_id] = validate_section(ModelMonitorConfig, merged, f"models.{model_id}", prefix)
         return cls(defaults=defaults, models=models)
+
+
+def model_config_from_state(state: StateReader, key: str) -> ModelMonitorConfig:
+    """A ``ModelMonitorConfig`` saved in a state (``model_dump(mode="json")``), validated again."""
+    try:
+        return ModelMonitorConfig.model_validate(state.child(key).data)
+    except ValidationError as exc:
+        raise StateError(f"{state.where}.{key}: not a valid config ({exc.errors()[0]['msg']})") from None
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -153,16 +233,44 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict) and key == "retrain":
             merged[key] = {**base[key], **value}
+        elif key == "features" and "feature_tests" not in overrides:
+            merged[key], merged["feature_tests"] = value, {}  # the model's own features, with their own tests
         else:
             merged[key] = value
     return merged
 
 
-def _validate(model: type[Strict], data: Any, where: str, prefix: str) -> Any:
+def source_prefix(source: str) -> str:
+    """How errors name the file they come from (``"monitoring.toml: "``)."""
+    return f"{source}: " if source else ""
+
+
+def parse_toml(text: str, source: str = "") -> dict[str, Any]:
+    """A TOML document; a syntax error is a :class:`ConfigError` naming the source."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source_prefix(source)}not valid TOML: {exc}") from None
+
+
+def read_config_file(path: Path, what: str) -> str:
+    """A config file's text; an unreadable file is a one-line :class:`ConfigError`."""
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def validate_section(model: type[S], data: Any, where: str, prefix: str) -> S:
+    """``data`` as ``model``; the first error is a :class:`ConfigError` naming file, key and problem."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        loc = ".".join([where, *(str(part) for part in error["loc"])])
+        located = error.get("ctx", {}).get("error")
+        parts = located.loc if isinstance(located, LocatedError) else error["loc"]
+        loc = ".".join([where, *(str(part) for part in parts)])
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if isinstance(located, LocatedError):
+            message = located.message
         raise ConfigError(f"{prefix}{loc}: {message}") from None

@@ -24,9 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
-EventId = Annotated[
-    str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-]
+# The producer's own id of a prediction: any non-empty string up to EVENT_ID_MAX_LENGTH characters
+# (UUIDs, ULIDs, request ids, numbers as strings). Ids driftwarden mints itself are UUIDs.
+EVENT_ID_MAX_LENGTH = 128
+EventId = Annotated[str, Field(min_length=1, max_length=EVENT_ID_MAX_LENGTH)]
+Uuid = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 Timestamp = Annotated[float, Field(ge=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -154,7 +156,7 @@ def alert_fingerprint(model_id: str, model_version: str, kind: str, subject: str
 class Alert(Event):
     """A monitoring finding (``schemas/alert.v1.json``)."""
 
-    alert_id: EventId
+    alert_id: Uuid
     fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
     state: Literal["firing", "resolved"]
     severity: Literal["info", "warning", "critical"]
@@ -192,7 +194,7 @@ class TrainingWindow(Event):
 class RetrainCommand(Event):
     """Asks the trainer for a challenger (``schemas/retrain-command.v1.json``)."""
 
-    command_id: EventId
+    command_id: Uuid
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)]
     model_id: ModelId
     model_version: ModelId
@@ -208,7 +210,7 @@ class ModelPublished(Event):
     model_version: ModelId
     status: Literal["promoted", "canary", "shadow", "rejected"]
     ts: Timestamp
-    command_id: EventId
+    command_id: Uuid
     reason: str | None = None
     artifact_uri: str | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None

@@ -24,25 +24,42 @@ and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and re
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import groupby
 from typing import Any
 
-import numpy as np
-
-from driftwarden.core.alerting import AlertBook, Finding
-from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
-from driftwarden.core.detectors import MeanShiftDetector, WindowDetector, window_detectors
-from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand
+from driftwarden.core.alerting import AlertBook, Finding, Severity
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
+from driftwarden.core.detectors import (
+    DETECTOR_CLASSES,
+    MeanShiftDetector,
+    StatisticKey,
+    WindowDetector,
+    decide,
+    window_detectors,
+)
+from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
-from driftwarden.core.retrain_policy import RetrainPolicy
-from driftwarden.core.stats import benjamini_hochberg
+from driftwarden.core.retrain_policy import PendingRetrain, RetrainPolicy
+from driftwarden.core.state import JsonValue, State, StateError, StateReader, decode, encode, pack_optional_float
 
-CRITICAL_SHIFT_SIGMA = 2.0
+#: The streaming detector of the prediction signal (a name no feature can have).
+SIGNAL = "\0signal"
+#: Window statistics kept for metrics: the first of these in a detector's evidence.
+WINDOW_STATISTICS = (
+    "wasserstein_normed",
+    "js_distance",
+    "mahalanobis_distance",
+    "estimated_accuracy",
+    "rate",
+    "current",
+)
+STATE_FORMAT = "driftwarden.monitor-state"
+STATE_VERSION = 1
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 
 
@@ -83,7 +100,7 @@ class ModelMonitor:
         self.book = AlertBook(model_id, model_version, config.resolve_after_windows, config.cooldown_s)
         self.policy = RetrainPolicy(config.retrain)
         self.performance: PerformanceMonitor | None = None
-        self.latest_window: dict[str, float] = {}
+        self.latest_window: dict[StatisticKey, float] = {}
         if profile is not None:
             self._use_profile(profile, reference_columns=None)
 
@@ -127,23 +144,27 @@ class ModelMonitor:
 
     def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
         self.profile = profile
-        delta = self.config.adwin_delta
-        self.streaming = {
-            name: MeanShiftDetector(delta, reference=(p.mean, p.std)) for name, p in profile.numeric.items()
-        }
-        if profile.signal is not None:
-            signal = profile.signal
-            self.streaming["\0signal"] = MeanShiftDetector(delta, reference=(signal.mean, signal.std))
+        streams = dict(profile.numeric) | ({SIGNAL: profile.signal} if profile.signal is not None else {})
+        self.streaming = {name: self._streaming_detector(p.mean, p.std) for name, p in streams.items()}
         if reference_columns is not None:  # warm the streaming detectors up on the reference itself
             self._feed_streaming(reference_columns, lambda *_: None)
         self.window_detectors = window_detectors(profile, self.config)
         self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
 
+    def _streaming_detector(self, mean: float, std: float) -> MeanShiftDetector:
+        config = self.config
+        return MeanShiftDetector(
+            config.adwin_delta,
+            reference=(mean, std),
+            recent_size=config.adwin_recent_size,
+            min_segment=config.adwin_min_segment,
+        )
+
     def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, MeanShiftDetector, int], None]) -> None:
         numeric_names = list(self.profile.numeric) if self.profile else []
         for name, detector in self.streaming.items():
-            values = columns.signal if name == "\0signal" else columns.numeric[:, numeric_names.index(name)]
-            detector.update_many(values.tolist(), lambda i, name=name, detector=detector: on_drift(name, detector, i))
+            values = columns.signal if name == SIGNAL else columns.numeric[:, numeric_names.index(name)]
+            detector.update_many(values.tolist(), partial(on_drift, name, detector))
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
@@ -156,22 +177,21 @@ class ModelMonitor:
             if noise or (isinstance(shift, float) and abs(shift) < self.config.adwin_min_shift_sigma):
                 self.book.suppressed += 1  # not a clear, material change: the window tests will judge it
                 return
-            is_signal = name == "\0signal"
+            is_signal = name == SIGNAL
             subject = (
                 ("score" if self.profile and self.profile.task == "classification" else "prediction")
                 if is_signal
                 else name
             )
-            shift_text = f" ({shift:+.2f} σ of reference)" if isinstance(shift, float) else ""
+            critical = isinstance(shift, float) and abs(shift) >= self.config.critical_shift_sigma
             finding = Finding(
                 "prediction_drift" if is_signal else "data_drift",
                 subject,
                 detector.name,
                 True,
                 evidence,
-                f"{subject} mean moved from {evidence['reference_mean']:.4g} to {evidence['current_mean']:.4g}"
-                f"{shift_text} on {self.model_id} v{self.model_version}",
-                "critical" if isinstance(shift, float) and abs(shift) >= CRITICAL_SHIFT_SIGMA else "warning",
+                f"{subject} {detector.summary(self.model_id, self.model_version)}",
+                "critical" if critical else "warning",
             )
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
             if alert is not None:
@@ -183,13 +203,11 @@ class ModelMonitor:
     def _evaluate_window(self, window: Columns, now: float) -> list[Alert]:
         self.windows += 1
         tested = [d for d in self.window_detectors if d.update(window)]
-        with_p = [d for d in tested if d.p_value is not None]
-        rejected = benjamini_hochberg(np.array([d.p_value for d in with_p]), self.config.fdr_q)
-        significant = {id(d) for d, r in zip(with_p, rejected, strict=True) if r}
+        decide(tested, self.config.fdr_q)
         trigger, event_ts = window.event_ids[-1], float(window.ts[-1])
         fired = []
         for detector in tested:
-            drifted = detector.effect_exceeded and (detector.p_value is None or id(detector) in significant)
+            drifted = detector.drift_detected
             evidence = detector.evidence() | {
                 "window": self.windows,
                 "window_start_ts": float(window.ts[0]),
@@ -204,26 +222,29 @@ class ModelMonitor:
                 drifted,
                 evidence,
                 summary,
-                _severity(evidence),
-            )  # type: ignore[arg-type]
+                self._severity(evidence),
+            )
             alert = self.book.report(finding, trigger, event_ts, now)
             if alert is not None:
                 fired.append(alert)
         return fired
 
-    def _remember_window_statistic(self, detector: WindowDetector, evidence: dict[str, object]) -> None:
-        for key in (
-            "wasserstein_normed",
-            "js_distance",
-            "mahalanobis_distance",
-            "estimated_accuracy",
-            "rate",
-            "current",
-        ):
+    def _remember_window_statistic(self, detector: WindowDetector, evidence: dict[str, Scalar]) -> None:
+        for key in WINDOW_STATISTICS:
             value = evidence.get(key)
             if isinstance(value, float):
-                self.latest_window[f"{detector.kind}:{detector.subject}:{key}"] = value
+                self.latest_window[StatisticKey(detector.kind, detector.subject, key)] = value
                 return
+
+    def _severity(self, evidence: dict[str, Scalar]) -> Severity:
+        config = self.config
+        floors = {
+            "psi": config.critical_psi,
+            "wasserstein_normed": config.critical_wasserstein,
+            "js_distance": config.critical_js,
+        }
+        big = any(isinstance(v := evidence.get(key), float) and v >= floor for key, floor in floors.items())
+        return "critical" if big else "warning"
 
     # -- labels ----------------------------------------------------------------------------------
 
@@ -239,14 +260,102 @@ class ModelMonitor:
         command = self.policy.on_labels([j.ts for j in joined], now)
         return Outputs(fired, [command] if command else [])
 
+    # -- state -----------------------------------------------------------------------------------
 
-def _severity(evidence: dict[str, object]) -> str:
-    big = (
-        (evidence.get("psi") or 0) >= 0.5  # type: ignore[operator]
-        or (evidence.get("wasserstein_normed") or 0) >= 1.0  # type: ignore[operator]
-        or (evidence.get("js_distance") or 0) >= 0.2  # type: ignore[operator]
+    def state(self) -> State:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "config": self.config.model_dump(mode="json"),
+            "profile": None if self.profile is None else self.profile.state(),
+            "reference_events": [e.model_dump(mode="json", exclude_none=True) for e in self.reference_events],
+            "streaming": {name: d.state() for name, d in self.streaming.items()},
+            "window_detectors": [{"class": type(d).__name__, "state": d.state()} for d in self.window_detectors],
+            "pending": [columns.state() for columns in self.pending],
+            "windows": self.windows,
+            "book": self.book.state(),
+            "policy": _policy_state(self.policy),
+            "performance": None if self.performance is None else self.performance.state(),
+            "latest_window": [[*key, value] for key, value in self.latest_window.items()],
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> ModelMonitor:
+        monitor = cls(state.text("model_id"), state.text("model_version"), model_config_from_state(state, "config"))
+        profile = state.optional_child("profile")
+        monitor.profile = None if profile is None else ReferenceProfile.from_state(profile)
+        try:
+            monitor.reference_events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
+        except ValueError as exc:
+            raise StateError(f"{state.where}.reference_events: not valid events ({exc})") from None
+        monitor.streaming = {k: MeanShiftDetector.from_state(v) for k, v in state.mapping("streaming").items()}
+        monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
+        monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
+        monitor.pending_events = sum(len(columns) for columns in monitor.pending)
+        monitor.windows = state.integer("windows")
+        monitor.book = AlertBook.from_state(state.child("book"))
+        monitor.policy = _policy_from_state(state.child("policy"))
+        performance = state.optional_child("performance")
+        monitor.performance = None if performance is None else PerformanceMonitor.from_state(performance)
+        monitor.latest_window = _statistics(state)
+        return monitor
+
+
+def _window_detector(item: StateReader) -> WindowDetector:
+    cls = DETECTOR_CLASSES.get(item.text("class"))
+    if cls is None or not issubclass(cls, WindowDetector):
+        raise StateError(f"{item.where}.class: {item.raw('class')!r} is not a window detector")
+    return cls.from_state(item.child("state"))
+
+
+def _statistics(state: StateReader) -> dict[StatisticKey, float]:
+    statistics = {}
+    for row in state.items("latest_window"):
+        if not (isinstance(row, list) and len(row) == 4 and all(isinstance(part, str) for part in row[:3])):
+            raise StateError(f"{state.where}.latest_window: expected [kind, subject, statistic, value] rows")
+        value = StateReader({"value": row[3]}, f"{state.where}.latest_window").number("value")
+        statistics[StatisticKey(str(row[0]), str(row[1]), str(row[2]))] = value
+    return statistics
+
+
+def _policy_state(policy: RetrainPolicy) -> State:
+    pending = policy.pending
+    return {
+        "config": policy.config.model_dump(mode="json"),
+        "last_command_ts": pack_optional_float(policy.last_command_ts),
+        "pending": None
+        if pending is None
+        else {
+            "model_id": pending.model_id,
+            "model_version": pending.model_version,
+            "start_ts": pending.start_ts,
+            "reasons": list(pending.reasons),
+            "examples": pending.examples,
+            "latest_ts": pending.latest_ts,
+        },
+    }
+
+
+def _policy_from_state(state: StateReader) -> RetrainPolicy:
+    try:
+        config = RetrainPolicyConfig.model_validate(state.child("config").data)
+    except ValueError as exc:
+        raise StateError(f"{state.where}.config: not a valid retrain config ({exc})") from None
+    pending = state.optional_child("pending")
+    return RetrainPolicy(
+        config,
+        state.optional_number("last_command_ts"),
+        None
+        if pending is None
+        else PendingRetrain(
+            pending.text("model_id"),
+            pending.text("model_version"),
+            pending.number("start_ts"),
+            pending.texts("reasons"),
+            pending.integer("examples"),
+            pending.number("latest_ts"),
+        ),
     )
-    return "critical" if big else "warning"
 
 
 @dataclass
@@ -258,6 +367,16 @@ class ModelCounters:
     commands: int = 0
     latest_version: str | None = None
 
+    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands")
+
+    def state(self) -> State:
+        return {**{name: getattr(self, name) for name in self.COUNTS}, "latest_version": self.latest_version}
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> ModelCounters:
+        counts = {name: state.integer(name) for name in cls.COUNTS}
+        return cls(**counts, latest_version=state.optional_text("latest_version"))
+
 
 @dataclass
 class ModelState:
@@ -267,6 +386,23 @@ class ModelState:
     counters: ModelCounters = field(default_factory=ModelCounters)
     versions: dict[str, ModelMonitor] = field(default_factory=dict)
     watermark: float = 0.0
+
+    def state(self) -> State:
+        return {
+            "joiner": self.joiner.state(),
+            "counters": self.counters.state(),
+            "versions": {version: monitor.state() for version, monitor in self.versions.items()},
+            "watermark": self.watermark,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> ModelState:
+        return cls(
+            joiner=LabelJoiner.from_state(state.child("joiner")),
+            counters=ModelCounters.from_state(state.child("counters")),
+            versions={v: ModelMonitor.from_state(m) for v, m in state.mapping("versions").items()},
+            watermark=state.number("watermark"),
+        )
 
 
 class Monitor:
@@ -356,7 +492,7 @@ class Monitor:
             if monitor.performance is not None:
                 performance.update(monitor.performance.metrics)
             for key, value in monitor.latest_window.items():
-                if key.startswith("estimated_performance"):
+                if key.kind == "estimated_performance":
                     performance["estimated_accuracy"] = value
         return MonitorStatus(
             model_id=model_id,
@@ -375,12 +511,18 @@ class Monitor:
     # -- checkpoints -----------------------------------------------------------------------------
 
     def export(self, model_ids: Iterable[str]) -> bytes:
-        """The complete state of these models, as bytes (see :meth:`restore`)."""
-        return pickle.dumps({m: self.models[m] for m in model_ids if m in self.models}, pickle.HIGHEST_PROTOCOL)
+        """The complete state of these models, as versioned JSON bytes (see :mod:`driftwarden.core.state`)."""
+        models: dict[str, JsonValue] = {m: self.models[m].state() for m in model_ids if m in self.models}
+        return encode(STATE_FORMAT, STATE_VERSION, {"models": models})
 
     def restore(self, raw: bytes) -> list[str]:
-        """Load models exported by :meth:`export`, replacing what is in memory; return their ids."""
-        states: dict[str, ModelState] = pickle.loads(raw)  # our own checkpoint topic (see docs/operations.md)
+        """Load models exported by :meth:`export`, replacing what is in memory; return their ids.
+
+        Every field is checked: bytes that are not such a state raise :class:`StateError` (nothing in
+        memory changes then), they never run code.
+        """
+        models = decode(raw, STATE_FORMAT, STATE_VERSION).mapping("models")
+        states = {model_id: ModelState.from_state(state) for model_id, state in models.items()}
         self.models.update(states)
         return list(states)
 

@@ -9,30 +9,41 @@ accuracy is compared with the rest of the traffic in each window.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 import numpy as np
 from river import drift
 
-from driftwarden.core.alerting import Finding
-from driftwarden.core.config import ModelMonitorConfig
-from driftwarden.core.detectors import Serializable
+from driftwarden.core.alerting import Finding, Severity
+from driftwarden.core.config import ModelMonitorConfig, model_config_from_state
 from driftwarden.core.events import Scalar
 from driftwarden.core.features import value_text
-from driftwarden.core.joins import Joined
+from driftwarden.core.joins import Joined, Value
+from driftwarden.core.river_adapter import river_from_state, river_state
+from driftwarden.core.state import State, StateError, Stateful, StateReader, pack_array, pack_float
 from driftwarden.core.stats import benjamini_hochberg, mean_increase_z, two_proportion_z
 
-MAX_SEGMENT_VALUES = 50
+Task = Literal["classification", "regression"]
 
 
-def _normalized(value: Any) -> str:
+def _normalized(value: Value) -> str:
     """Labels and predictions compare by :func:`driftwarden.core.features.value_text` (1, 1.0 and "1" match)."""
     return value_text(value) or ""
 
 
-def error_detector(name: str, delta: float) -> Any:
+class ErrorStreamDetector(Protocol):
+    """A River detector watching the error stream (``ModelMonitorConfig.error_detector``)."""
+
+    @property
+    def drift_detected(self) -> bool: ...
+
+    def update(self, x: float) -> None: ...
+
+
+def error_detector(name: str, delta: float) -> ErrorStreamDetector | None:
     """A River concept-drift detector for the error stream, by name (None for "none")."""
-    factories = {
+    factories: dict[str, Callable[[], ErrorStreamDetector]] = {
         "adwin": lambda: drift.ADWIN(delta=delta),
         "ddm": drift.binary.DDM,
         "eddm": drift.binary.EDDM,
@@ -43,10 +54,10 @@ def error_detector(name: str, delta: float) -> Any:
     return factories[name]() if name in factories else None
 
 
-class PerformanceMonitor(Serializable):
+class PerformanceMonitor(Stateful):
     """Performance of one (model, version) from joined labels."""
 
-    def __init__(self, task: str, positive_class: str | None, config: ModelMonitorConfig) -> None:
+    def __init__(self, task: Task, positive_class: str | None, config: ModelMonitorConfig) -> None:
         self.task = task
         self.positive_class = positive_class
         self.config = config
@@ -54,10 +65,11 @@ class PerformanceMonitor(Serializable):
         self.window: list[Joined] = []
         self.metrics: dict[str, float | None] = {}
         self.detector_name = config.error_detector
-        detector_name = config.error_detector
-        if task == "classification" and detector_name in ("page_hinkley",):
-            detector_name = "adwin"
-        self.detector = error_detector(detector_name, config.adwin_delta)
+        # (Page-Hinkley watches a mean: for a classifier's 0/1 errors ADWIN does that job)
+        self.detector_name_used = (
+            "adwin" if task == "classification" and self.detector_name == "page_hinkley" else self.detector_name
+        )
+        self.detector = error_detector(self.detector_name_used, config.adwin_delta)
         self.recent_errors: deque[float] = deque(maxlen=config.label_window)
         self.recent_ts: deque[float] = deque(maxlen=config.label_window)
 
@@ -154,7 +166,7 @@ class PerformanceMonitor(Serializable):
         }
         if "f1" in metrics:
             evidence["f1"] = metrics["f1"]
-        severity = "critical" if degradation >= 2 * threshold else "warning"
+        severity: Severity = "critical" if degradation >= 2 * threshold else "warning"
         summary = (
             f"{self.subject} fell from {evidence[f'reference_{self.subject}']:.3f} to {evidence[self.subject]:.3f} "
             f"over the last {n} labels (p={p_value:.2g})"
@@ -194,7 +206,7 @@ class PerformanceMonitor(Serializable):
             for key, idx in sorted(groups.items())
             if len(idx) >= self.config.segment_min_labels
             and len(window) - len(idx) >= self.config.segment_min_labels
-            and per_field[key[0]] <= MAX_SEGMENT_VALUES
+            and per_field[key[0]] <= self.config.segment_max_values
         ]
         if not tested:
             return []
@@ -222,3 +234,45 @@ class PerformanceMonitor(Serializable):
                 Finding("segment_performance", f"{field}={value}", "two_proportion_z", drifted, evidence, summary)
             )
         return findings
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state(self) -> State:
+        return {
+            "task": self.task,
+            "positive_class": self.positive_class,
+            "config": self.config.model_dump(mode="json"),
+            "reference": None if self.reference is None else {k: pack_float(v) for k, v in self.reference.items()},
+            "window": [j.state() for j in self.window],
+            "metrics": {k: None if v is None else pack_float(v) for k, v in self.metrics.items()},
+            "detector": None if self.detector is None else river_state(self.detector),
+            "recent_errors": pack_array(list(self.recent_errors)),
+            "recent_ts": pack_array(list(self.recent_ts)),
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> PerformanceMonitor:
+        task = state.text("task")
+        if task not in ("classification", "regression"):
+            raise StateError(f"{state.where}.task: expected classification or regression")
+        config = model_config_from_state(state, "config")
+        monitor = cls(
+            "classification" if task == "classification" else "regression",
+            state.optional_text("positive_class"),
+            config,
+        )
+        reference = state.optional_child("reference")
+        if reference is not None:
+            monitor.reference = {key: reference.number(key) for key in ("error", "std", "n")}
+        monitor.window = [Joined.from_state(item) for item in state.children("window")]
+        metrics = state.child("metrics")
+        monitor.metrics = {key: metrics.optional_number(key) for key in metrics.data}
+        detector = state.optional_child("detector")
+        fresh = monitor.detector
+        restored = None if detector is None else river_from_state(detector)
+        if type(restored) is not type(fresh):
+            raise StateError(f"{state.where}.detector: not the detector the config names")
+        monitor.detector = restored  # (of the type just checked)
+        monitor.recent_errors.extend(state.array("recent_errors").tolist())
+        monitor.recent_ts.extend(state.array("recent_ts").tolist())
+        return monitor

@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import orjson
 
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.features import infer_types, value_text
+from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float, pack_optional_float
 from driftwarden.core.stats import bin_proportions, quantile_edges
 
 QUANTILE_POINTS = 1000
@@ -66,11 +67,38 @@ class NumericProfile:
             n=len(finite),
         )
 
+    def state(self) -> State:
+        return {
+            "quantiles": pack_array(self.quantiles),
+            "edges": pack_array(self.edges),
+            "proportions": pack_array(self.proportions),
+            **{key: pack_float(getattr(self, key)) for key in ("mean", "std", "minimum", "maximum", "missing_rate")},
+            "n": self.n,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> NumericProfile:
+        quantiles, edges, proportions = (state.array(key).tolist() for key in ("quantiles", "edges", "proportions"))
+        if not quantiles or len(proportions) != len(edges) + 1:
+            raise StateError(f"{state.where}: quantiles empty or PSI bins inconsistent")
+        mean, std, minimum, maximum, missing_rate = (
+            state.number(key) for key in ("mean", "std", "minimum", "maximum", "missing_rate")
+        )
+        return cls(quantiles, edges, proportions, mean, std, minimum, maximum, missing_rate, state.integer("n"))
+
 
 @dataclass
 class CategoricalProfile:
     counts: dict[str, int]
     missing_rate: float
+
+    def state(self) -> State:
+        return {"counts": dict(self.counts), "missing_rate": pack_float(self.missing_rate)}
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> CategoricalProfile:
+        counts = state.child("counts")
+        return cls({name: counts.integer(name) for name in counts.data}, state.number("missing_rate"))
 
 
 @dataclass
@@ -92,6 +120,49 @@ class ReferenceProfile:
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    def state(self) -> State:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "n_events": self.n_events,
+            "task": self.task,
+            "positive_class": self.positive_class,
+            "numeric": {name: p.state() for name, p in self.numeric.items()},
+            "categorical": {name: p.state() for name, p in self.categorical.items()},
+            "signal": None if self.signal is None else self.signal.state(),
+            "confidence_mean": pack_optional_float(self.confidence_mean),
+            "multivariate_features": list(self.multivariate_features),
+            "mean_vector": list(self.mean_vector),
+            "precision_matrix": [list(row) for row in self.precision_matrix],
+            "latency_p99_ms": pack_optional_float(self.latency_p99_ms),
+            "cost_per_1k": pack_optional_float(self.cost_per_1k),
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> ReferenceProfile:
+        task = state.text("task")
+        if task not in ("classification", "regression"):
+            raise StateError(f"{state.where}.task: expected classification or regression")
+        signal = state.optional_child("signal")
+        rows = state.items("precision_matrix")
+        precision = [StateReader({"row": row}, f"{state.where}.precision_matrix").numbers("row") for row in rows]
+        return cls(
+            model_id=state.text("model_id"),
+            model_version=state.text("model_version"),
+            n_events=state.integer("n_events"),
+            task="classification" if task == "classification" else "regression",
+            positive_class=state.optional_text("positive_class"),
+            numeric={k: NumericProfile.from_state(v) for k, v in state.mapping("numeric").items()},
+            categorical={k: CategoricalProfile.from_state(v) for k, v in state.mapping("categorical").items()},
+            signal=None if signal is None else NumericProfile.from_state(signal),
+            confidence_mean=state.optional_number("confidence_mean"),
+            multivariate_features=state.texts("multivariate_features"),
+            mean_vector=state.numbers("mean_vector"),
+            precision_matrix=precision,
+            latency_p99_ms=state.optional_number("latency_p99_ms"),
+            cost_per_1k=state.optional_number("cost_per_1k"),
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ReferenceProfile:
@@ -131,6 +202,40 @@ class Columns:
     def __len__(self) -> int:
         return len(self.event_ids)
 
+    def state(self) -> State:
+        return {
+            "event_ids": list(self.event_ids),
+            "categorical": [list(values) for values in self.categorical],
+            **{name: pack_array(getattr(self, name).ravel()) for name in _ARRAYS},
+            **{name: pack_array(getattr(self, name).ravel()) for name in _MATRICES},
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> Columns:
+        n = len(event_ids := state.texts("event_ids"))
+        categorical = []
+        for i, values in enumerate(state.items("categorical")):
+            if not isinstance(values, list) or len(values) != n or not all(v is None or type(v) is str for v in values):
+                raise StateError(f"{state.where}.categorical[{i}]: expected {n} strings or nulls")
+            categorical.append(list(values))
+        arrays = {name: state.array(name) for name in _ARRAYS}
+        matrices = {name: state.array(name) for name in _MATRICES}
+        width = len(matrices["numeric"]) // n if n else 0
+        if any(len(a) != n for a in arrays.values()) or any(len(m) != n * width for m in matrices.values()):
+            raise StateError(f"{state.where}: columns of different lengths")
+        return cls(
+            event_ids=event_ids,
+            ts=arrays["ts"],
+            numeric=matrices["numeric"].reshape(n, width),
+            numeric_missing=matrices["numeric_missing"].reshape(n, width).astype(bool),
+            categorical=categorical,
+            type_violations=matrices["type_violations"].reshape(n, width).astype(bool),
+            signal=arrays["signal"],
+            confidence=arrays["confidence"],
+            latency_ms=arrays["latency_ms"],
+            cost=arrays["cost"],
+        )
+
     def slice(self, start: int, stop: int) -> Columns:
         return Columns(
             event_ids=self.event_ids[start:stop],
@@ -161,6 +266,10 @@ class Columns:
         )
 
 
+_ARRAYS = ("ts", "signal", "confidence", "latency_ms", "cost")
+_MATRICES = ("numeric", "numeric_missing", "type_violations")
+
+
 def infer_schema(events: Sequence[PredictionEvent], declared: dict[str, str], ignored: Sequence[str]) -> FeatureSchema:
     """Feature types from the config, else from the values (:func:`driftwarden.core.features.infer_types`)."""
     types = infer_types((e.features for e in events), declared, ignored)
@@ -187,7 +296,7 @@ def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tu
         numeric = np.array(flat, dtype=float).reshape(n, k) if flat else np.full((n, k), np.nan)
         return numeric, np.zeros((n, k), dtype=bool), np.zeros((n, k), dtype=bool)
     values = np.array(flat, dtype=object).reshape(n, k)
-    missing = np.equal(values, None)
+    missing = np.equal(values, np.array(None))
     is_number = np.vectorize(lambda v: type(v) is float, otypes=[bool])(values) if values.size else missing
     numeric = np.where(is_number, values, np.nan).astype(float)
     return numeric, missing, ~(is_number | missing)
@@ -202,7 +311,8 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
     categorical = []
     for name in schema.categorical:
         values = [f.get(name) for f in features]
-        categorical.append(values if set(map(type, values)) <= {str} else [value_text(v) for v in values])
+        texts = cast("list[str | None]", values) if set(map(type, values)) <= {str} else list(map(value_text, values))
+        categorical.append(texts)
     positive = schema.positive_class
     signal = np.full(n, np.nan)
     confidence = np.full(n, np.nan)

@@ -61,7 +61,7 @@ class RetrainPolicy:
             reasons = data
         else:
             return
-        starts = [float(a.evidence.get("window_start_ts") or event_ts) for a in reasons]  # type: ignore[arg-type]
+        starts = [float(a.evidence.get("window_start_ts") or event_ts) for a in reasons]
         start = max(min(starts), event_ts - self.config.training_window_s)
         fingerprints = sorted(a.fingerprint for a in reasons)
         self.pending = PendingRetrain(book.model_id, book.model_version, start, fingerprints)

@@ -1,4 +1,17 @@
-"""Kafka client options and topic administration shared by every service."""
+"""Kafka client options and topic administration shared by every service.
+
+Every aiokafka client gets its connection and security options from the settings:
+
+>>> options = client_options(Settings(kafka_bootstrap="kafka-1:9092,kafka-2:9092",
+...     kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+...     kafka_sasl_username="monitor", kafka_sasl_password="s3cret"))
+>>> options["bootstrap_servers"], options["sasl_mechanism"], options["sasl_plain_password"]
+('kafka-1:9092,kafka-2:9092', 'SCRAM-SHA-512', 's3cret')
+>>> bootstrap_of(Settings(kafka_bootstrap=None))
+Traceback (most recent call last):
+...
+driftwarden.kafka.clients.KafkaNotConfiguredError: no Kafka bootstrap address: ...
+"""
 
 from __future__ import annotations
 

@@ -4,13 +4,13 @@ loudly when the pinned version changes)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, EventT
 
 from driftwarden.kafka.clients import bootstrap_of, client_options
 from driftwarden.settings import Settings
@@ -29,11 +29,24 @@ def faust_credentials(settings: Settings) -> Any:
     return options.get("ssl_context")
 
 
+def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGenerator[Sequence[EventT[Any]], None]:
+    """Batches of up to ``max_`` events (each with its message) from an agent's stream.
+
+    ``Stream.take_events`` is public Faust API, but ``StreamT``, the type an agent is given, does not
+    declare it; this checks the stream really is a ``faust.Stream`` once, so callers stay type-checked.
+    """
+    if not isinstance(stream, faust.Stream):
+        raise TypeError(f"expected a faust.Stream, got {type(stream).__name__}")
+    return stream.take_events(max_, within=within)
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
+        app = self.app
+        assert isinstance(app, DriftwardenApp)  # only a DriftwardenApp builds this transport
         # Faust hard-codes a 1.5 s fetch wait; aiokafka reads this when start() builds the fetcher.
-        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
         return consumer
 
 

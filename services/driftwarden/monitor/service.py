@@ -222,8 +222,7 @@ class MonitorService:
             version = state.counters.latest_version
             monitor = state.versions.get(version) if version else None
             if monitor is not None:
-                for name, value in monitor.latest_window.items():
-                    kind, subject, statistic = name.split(":", 2)
+                for (kind, subject, statistic), value in monitor.latest_window.items():
                     metrics.DRIFT_STATISTIC.labels(model_id, kind, subject, statistic).set(value)
 
     # -- offsets and checkpoints (the protocol itself is driftwarden.monitor.state) ------------------

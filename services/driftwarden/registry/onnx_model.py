@@ -8,15 +8,18 @@ sequence of values (a dict of numpy arrays, or a pandas DataFrame).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime
 
 from driftwarden.core.features import MISSING_CATEGORY, value_text
 
-Columns = Mapping[str, Any]
+
+class Columns(Protocol):
+    """The values of each feature by name: a dict of arrays or lists, or a pandas DataFrame."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
 
 
 def _number_column(values: Any) -> np.ndarray:

@@ -22,6 +22,7 @@ sha256 recorded in the manifest.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -36,6 +37,8 @@ from driftwarden.errors import DriftwardenError
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 CHAMPION_FILE = "champion"
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(DriftwardenError):
@@ -85,24 +88,48 @@ class ModelRegistry:
         return str(max(numbers, default=0) + 1)
 
     def manifest(self, model_id: str, version: str) -> Manifest:
+        if not is_model_id(version):
+            raise RegistryError(f"{model_id}: invalid version {version!r}")
         path = self._model_dir(model_id) / version / MANIFEST_FILE
         try:
-            return Manifest.model_validate_json(path.read_bytes())
+            manifest = Manifest.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             raise RegistryError(f"{model_id} has no version {version!r} in {self.root}") from None
+        except (OSError, ValueError) as exc:  # unreadable, not JSON, or not a manifest
+            raise RegistryError(f"{model_id} v{version}: {MANIFEST_FILE} is unreadable or corrupt: {exc}") from None
+        if (manifest.model_id, manifest.version) != (model_id, version):
+            raise RegistryError(f"{model_id} v{version}: {MANIFEST_FILE} describes {manifest.model_id} "
+                                f"v{manifest.version}")  # fmt: skip
+        return manifest
 
     def manifests(self, model_id: str) -> list[Manifest]:
+        """Every version's manifest (raises RegistryError if one is corrupt)."""
         return [self.manifest(model_id, v) for v in self.versions(model_id)]
+
+    def readable_manifests(self, model_id: str) -> list[Manifest]:
+        """Every version's manifest that can be read; a corrupt one is logged and left out."""
+        found = []
+        for version in self.versions(model_id):
+            try:
+                found.append(self.manifest(model_id, version))
+            except RegistryError as exc:
+                log.error("skipping a version: %s", exc)
+        return found
 
     def find_command(self, model_id: str, command_id: str) -> Manifest | None:
         """The model an earlier run of this retrain command produced (commands are idempotent)."""
-        return next((m for m in self.manifests(model_id) if m.command_id == command_id), None)
+        return next((m for m in self.readable_manifests(model_id) if m.command_id == command_id), None)
 
     def champion(self, model_id: str) -> Manifest | None:
+        """The champion's manifest (None if there is none; RegistryError if it is corrupt)."""
         pointer = self._model_dir(model_id) / CHAMPION_FILE
         if not pointer.is_file():
             return None
-        return self.manifest(model_id, pointer.read_text().strip())
+        try:
+            version = pointer.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"{model_id}: the champion pointer is unreadable: {exc}") from None
+        return self.manifest(model_id, version)
 
     def save(self, model_id: str, onnx_bytes: bytes, **fields: Any) -> Manifest:
         """Store a new version (the next number); promote it to champion if its status says so."""

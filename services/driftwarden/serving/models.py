@@ -17,12 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from driftwarden.core.events import ModelPublished
 from driftwarden.core.features import is_number, value_text
 from driftwarden.errors import DriftwardenError
 from driftwarden.registry.onnx_model import OnnxModel
 from driftwarden.registry.store import Manifest, ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SERVABLE = ("promoted", "canary", "shadow")  # a version whose manifest says "rejected" is never served
 
 
 class BadRequestError(DriftwardenError):
@@ -54,6 +58,9 @@ class ServedModel:
                     raise BadRequestError(f"instances[{i}].features.{name}: missing (model v{self.version} needs it)")
                 if not is_number(value):
                     raise BadRequestError(f"instances[{i}].features.{name}: expected a number, got {value!r}")
+                if not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # also refuses NaN
+                    raise BadRequestError(f"instances[{i}].features.{name}: {value!r} is outside the float32 range "
+                                          f"the model takes (±{FLOAT32_MAX:.4g})")  # fmt: skip
                 column[i] = value
             for name, values in categorical.items():
                 value = features.get(name)
@@ -126,6 +133,17 @@ class ActiveModels:
         except Exception as exc:  # onnxruntime refuses the bytes
             raise RegistryError(f"{model_id} v{version}: cannot load the ONNX model: {exc}") from None
         return ServedModel(manifest, onnx)
+
+    def load_announced(self, event: ModelPublished) -> ServedModel:
+        """Load a version announced on the models topic: its manifest must say it may be served and its
+        sha256 must be the announced one (raises RegistryError otherwise)."""
+        if event.sha256 is None:
+            raise RegistryError(f"{event.model_id} v{event.model_version}: the announcement carries no sha256")
+        manifest = self.registry.manifest(event.model_id, event.model_version)
+        if manifest.status not in SERVABLE:
+            raise RegistryError(f"{event.model_id} v{event.model_version}: its manifest says {manifest.status!r}; "
+                                f"only {', '.join(SERVABLE)} versions are served")  # fmt: skip
+        return self.load(event.model_id, event.model_version, event.sha256)
 
     def activate(self, served: ServedModel) -> None:
         """Atomically make ``served`` the active version (the old one finishes what it started)."""

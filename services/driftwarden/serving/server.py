@@ -14,33 +14,35 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
 from driftwarden.core.decoding import describe
-from driftwarden.core.events import (
-    PREDICTION_BATCH_SCHEMA,
-    InferenceRequest,
-    InferenceResponse,
-    ModelPublished,
-    ServedPrediction,
-)
+from driftwarden.core.events import InferenceRequest, InferenceResponse, ModelPublished, ServedPrediction
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.dead_letters import dead_letter
+from driftwarden.kafka.outages import BrokerProbe, BrokerState, quiet_connection_errors
 from driftwarden.kafka.reader import read_topic
-from driftwarden.registry.store import ModelRegistry, RegistryError
+from driftwarden.kafka.undecodable import GuardedFetch
+from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel, concat_columns
+from driftwarden.serving.supervisor import Supervisor
+from driftwarden.serving.writer import ENVELOPE_BYTES, PredictionWriter, UnservableError, WriteError
 from driftwarden.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000
+REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream mode reads
+# Namespace of the ids minted for the non-answering version's predictions (shadow, canary).
+SHADOW_NAMESPACE = uuid.UUID("bc41b74d-c4e1-459f-9d3f-21d5a658b8e0")
 REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
 ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "model_version"])
 LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
@@ -57,6 +59,9 @@ class ServingConfig:
     cost_per_ms: float = 0.0
     token: str | None = None
     stream: bool = True  # also answer requests from the inference-requests topic
+    body_timeout_s: float = 10.0  # reading a request body takes at most this long
+    write_timeout_s: float = 10.0  # the broker acknowledges a write-back within this, or the request fails
+    shutdown_timeout_s: float = 5.0  # after SIGTERM, in-flight work gets this long (the broker may be down)
 
 
 @dataclass(frozen=True)
@@ -98,20 +103,31 @@ class MicroBatcher:
     async def _work(self, model_id: str) -> None:
         queue = self.queues[model_id]
         while True:
-            batch = [await queue.get()]
-            rows = len(batch[0].instances)
-            deadline = time.perf_counter() + self.config.max_wait_s
-            while rows < self.config.max_batch_rows:
-                timeout = deadline - time.perf_counter()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
-                    break
-                batch.append(item)
-                rows += len(item.instances)
-            await self._score(model_id, batch)
+            batch = await self._collect(queue)
+            try:
+                await self._score(model_id, batch)
+            except Exception as exc:  # never leave a request waiting, never let the worker die
+                log.exception("scoring a micro-batch of %s failed", model_id)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+    async def _collect(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
+        """The next micro-batch: the first request and whatever arrives within ``max_wait_s``."""
+        batch = [await queue.get()]
+        rows = len(batch[0].instances)
+        deadline = time.perf_counter() + self.config.max_wait_s
+        while rows < self.config.max_batch_rows:
+            timeout = deadline - time.perf_counter()
+            if timeout <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                break
+            batch.append(item)
+            rows += len(item.instances)
+        return batch
 
     async def _score(self, model_id: str, batch: list[_Pending]) -> None:
         served = self.models.get(model_id)  # one version for the whole micro-batch, even mid-swap
@@ -172,67 +188,53 @@ class MicroBatcher:
             return None
 
 
-class PredictionWriter:
-    """Writes served predictions to the predictions topic as batch envelopes (keyed by model_id)."""
-
-    def __init__(self, settings: Settings, config: ServingConfig) -> None:
-        self.settings = settings
-        self.config = config
-        self.producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        self.producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=5)
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
-
-    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Any other record (stream-mode responses, dead letters), acknowledged before returning."""
-        assert self.producer is not None
-        await self.producer.send_and_wait(topic, value, key=key)
-
-    async def write(self, served: ServedModel, events: list[dict[str, Any]]) -> None:
-        """Publish and wait for the broker's acknowledgement (concurrent requests share producer batches)."""
-        assert self.producer is not None
-        model_id = served.manifest.model_id
-        value = orjson.dumps({"schema": PREDICTION_BATCH_SCHEMA, "model_id": model_id, "events": events})
-        # Answer only once the prediction is on the stream: a served prediction is never missing from it.
-        await self.producer.send_and_wait(self.settings.topics.predictions, value, key=model_id.encode())
-
-    def events(self, scored: Scored, instances: list[Any]) -> list[dict[str, Any]]:
-        """Prediction events for a request: the answering version's, then the other version's, tagged."""
-        inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
-        now = time.time()
-        cost = self.config.cost_per_request + self.config.cost_per_ms * scored.latency_ms
-        events = []
-        for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
-            event = {
-                "event_id": instance.get("event_id") or str(uuid.uuid4()),
-                "model_id": scored.served.manifest.model_id,
-                "model_version": scored.served.version,
-                "ts": now,
-                "features": {name: instance["features"][name] for name in inputs},
+def prediction_events(scored: Scored, instances: list[Any], config: ServingConfig) -> list[dict[str, Any]]:
+    """Prediction events for a request: the answering version's, then the other version's, tagged."""
+    inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
+    now = time.time()
+    cost = config.cost_per_request + config.cost_per_ms * scored.latency_ms
+    events: list[dict[str, Any]] = []
+    for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
+        event = {
+            "event_id": instance.get("event_id") or str(uuid.uuid4()),
+            "model_id": scored.served.manifest.model_id,
+            "model_version": scored.served.version,
+            "ts": now,
+            "features": {name: instance["features"][name] for name in inputs},
+            "prediction": label,
+            "scores": score,
+            "latency_ms": scored.latency_ms,
+            "cost": cost,
+        }
+        if scored.deployment:
+            event["segment"] = {"deployment": scored.deployment}
+        events.append(event)
+    if scored.other is not None and scored.other.deployment:
+        tag = scored.other.deployment
+        for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
+            events.append(event | {
+                "event_id": shadow_event_id(event["event_id"], tag),
+                "model_version": scored.other.served.version,
                 "prediction": label,
                 "scores": score,
-                "latency_ms": scored.latency_ms,
-                "cost": cost,
-            }
-            if scored.deployment:
-                event["segment"] = {"deployment": scored.deployment}
-            events.append(event)
-        if scored.other is not None and scored.other.deployment:
-            tag = scored.other.deployment
-            for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
-                events.append(event | {
-                    "event_id": str(uuid.uuid5(uuid.UUID(event["event_id"]), tag)),
-                    "model_version": scored.other.served.version,
-                    "prediction": label,
-                    "scores": score,
-                    "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
-                })  # fmt: skip
-        return events
+                "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
+            })  # fmt: skip
+    return events
+
+
+def shadow_event_id(event_id: str, deployment: str) -> str:
+    """The event id of the other version's answer to the same instance: stable, and a valid ``event_id``.
+
+    Producers' ids are any string (not only UUIDs), so the id is derived by name in a fixed namespace.
+
+    >>> shadow_event_id("req-7f3a", "shadow") == shadow_event_id("req-7f3a", "shadow")
+    True
+    >>> shadow_event_id("req-7f3a", "shadow") != shadow_event_id("req-7f3b", "shadow")
+    True
+    >>> len(shadow_event_id("01JD9Y0ZQ8K3M2N4P5R6S7T8V9", "canary"))
+    36
+    """
+    return str(uuid.uuid5(SHADOW_NAMESPACE, f"{event_id}\x1f{deployment}"))
 
 
 class ServingApp:
@@ -241,9 +243,10 @@ class ServingApp:
         self.config = config
         self.models = ActiveModels(ModelRegistry(settings.registry_dir))
         self.batcher = MicroBatcher(self.models, config)
-        self.writer = PredictionWriter(settings, config)
-        self.ready = False
-        self.background: list[asyncio.Task[None]] = []
+        self.broker = BrokerState("serving")
+        self.writer = PredictionWriter(settings, self.broker, config.write_timeout_s)
+        self.supervisor = Supervisor()
+        self.started = False
 
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
@@ -258,13 +261,31 @@ class ServingApp:
     async def _startup(self, _: web.Application) -> None:
         self.models.load_champions()
         await self.writer.start()
-        self.background.append(asyncio.create_task(self._follow_models(time.time())))
+        since_ts = time.time()
+        self.supervisor.start("broker-probe", self._probe_broker)
+        self.supervisor.start("model-follower", lambda started: self._follow_models(since_ts, started))
         if self.config.stream:
-            self.background.append(asyncio.create_task(self._consume_requests()))
-        self.ready = True
+            self.supervisor.start("stream-consumer", self._consume_requests)
+        self.started = True
 
-    async def _consume_requests(self) -> None:
-        """Stream mode: answer inference requests from the requests topic on the responses topic."""
+    async def _cleanup(self, _: web.Application) -> None:
+        for task in self.batcher.workers.values():
+            task.cancel()
+        await self.supervisor.stop(self.config.shutdown_timeout_s)
+        await self.writer.stop(self.config.shutdown_timeout_s)
+
+    async def _probe_broker(self, started: Callable[[], None]) -> None:
+        started()
+        await BrokerProbe(self.settings, self.broker).run()
+
+    def _metric_label(self, model_id: str) -> str:
+        """Only served models get their own metric series (URLs are caller-controlled)."""
+        return model_id if self.models.get(model_id) is not None else "unknown"
+
+    async def _consume_requests(self, started: Callable[[], None]) -> None:
+        """Stream mode: answer inference requests from the requests topic on the responses topic.
+
+        Every request is answered or refused (error response and dead letter) and committed past."""
         topics = self.settings.topics
         consumer = AIOKafkaConsumer(
             topics.inference_requests,
@@ -275,67 +296,97 @@ class ServingApp:
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=REQUEST_MESSAGE_BYTES,  # 10,000 instances of 20 features: ~3.4 MB
+            fetch_max_bytes=4 * REQUEST_MESSAGE_BYTES,
         )
         await consumer.start()
+        started()
+        fetch = GuardedFetch(consumer, grouped=True)
         try:
             while True:
-                fetched = await consumer.getmany(timeout_ms=200, max_records=500)
-                records = [record for batch in fetched.values() for record in batch]
+                records, undecodable = await fetch.getmany(timeout_ms=200, max_records=500)
+                letters = [letter.to_json() for letter in undecodable]
+                if letters:
+                    await self.writer.publish(topics.dead_letters, None, letters)
                 if records:  # concurrently, so that the micro-batcher can merge them; commit once all answered
                     await asyncio.gather(*(self._serve_record(record) for record in records))
+                if records or letters:
                     await consumer.commit()
         finally:
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), self.config.shutdown_timeout_s)
+            except TimeoutError:
+                log.warning("the stream consumer did not stop within %.0f s", self.config.shutdown_timeout_s)
 
     async def _serve_record(self, record: Any) -> None:
-        topics = self.settings.topics
+        """Answer one request, or refuse it with an error response and a dead letter (raises only when
+        the broker cannot take the answer: the request is then not committed and comes again)."""
         try:
             request = InferenceRequest.model_validate_json(record.value or b"")
         except ValidationError as exc:
-            letter = dead_letter(record, f"invalid inference request: {describe(exc.errors())}")
-            await self.writer.publish(topics.dead_letters, record.key, letter.to_json())
+            await self._refuse_record(record, f"invalid inference request: {describe(exc.errors())}")
             return
-        instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
         response = InferenceResponse(request_id=request.request_id, model_id=request.model_id, ts=time.time())
+        label = self._metric_label(request.model_id)
         try:
-            scored = await self.batcher.submit(request.model_id, instances)
-        except (BadRequestError, LookupError) as exc:
+            response = await self._answer(request, response)
+        except (BadRequestError, LookupError, UnservableError) as exc:
+            REQUESTS.labels(label, "stream-error").inc()
             response = response.model_copy(update={"error": str(exc)})
-            REQUESTS.labels(request.model_id, "stream-error").inc()
+            await self._refuse_record(record, f"inference request refused: {exc}")
+        except WriteError:
+            raise
+        except Exception as exc:  # an internal failure: refused, never a dead consumer
+            log.exception("stream request %s failed", request.request_id)
+            REQUESTS.labels(label, "stream-error").inc()
+            response = response.model_copy(update={"error": f"internal error: {type(exc).__name__}: {exc}"})
+            await self._refuse_record(record, f"inference request failed: {type(exc).__name__}: {exc}")
         else:
-            events = self.writer.events(scored, instances)
-            await self.writer.write(scored.served, events)
-            predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
-                           for e in events[: len(instances)]]  # fmt: skip
-            response = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
-            REQUESTS.labels(request.model_id, "stream").inc()
-        await self.writer.publish(topics.inference_responses, request.request_id.encode(), response.to_json())
+            REQUESTS.labels(label, "stream").inc()
+        responses = self.settings.topics.inference_responses
+        await self.writer.publish(responses, request.request_id.encode(), [response.to_json()])
 
-    async def _cleanup(self, _: web.Application) -> None:
-        for task in [*self.background, *self.batcher.workers.values()]:
-            task.cancel()
-        await self.writer.stop()
+    async def _answer(self, request: InferenceRequest, response: InferenceResponse) -> InferenceResponse:
+        if self.models.get(request.model_id) is None:
+            raise LookupError(f"model {request.model_id!r} is not served")
+        instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
+        scored = await self.batcher.submit(request.model_id, instances)
+        events = prediction_events(scored, instances, self.config)
+        predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
+                       for e in events[: len(instances)]]  # fmt: skip
+        answered = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
+        size = len(answered.to_json())
+        if size > ENVELOPE_BYTES:
+            raise UnservableError(f"the response would be {size} bytes, over the {ENVELOPE_BYTES}-byte message "
+                                  f"limit: send fewer instances per request")  # fmt: skip
+        await self.writer.write(request.model_id, events)
+        return answered
 
-    async def _follow_models(self, since_ts: float) -> None:
-        """Hot-swap on every promoted model published from now on."""
+    async def _refuse_record(self, record: Any, reason: str) -> None:
+        letter = dead_letter(record, reason)
+        await self.writer.publish(self.settings.topics.dead_letters, record.key, [letter.to_json()])
+
+    async def _follow_models(self, since_ts: float, started: Callable[[], None]) -> None:
+        """Hot-swap on every promoted model published from now on; one bad event affects only itself."""
         topic = self.settings.topics.models
+        started()
         async for record in read_topic(self.settings, topic, follow=True, since_ts=since_ts):
             try:
                 event = ModelPublished.model_validate_json(record.value or b"")
             except ValueError:
+                SWAPS.labels("unknown", "invalid-event").inc()
                 log.warning("ignoring an invalid model-published event at offset %d", record.offset)
                 continue
             if event.status in ("promoted", "canary", "shadow"):
                 await self.swap(event)
 
     async def swap(self, event: ModelPublished) -> None:
+        """Activate the announced version if its manifest allows it and its sha256 matches the event."""
         loop = asyncio.get_running_loop()
         try:
-            served = await loop.run_in_executor(
-                None, self.models.load, event.model_id, event.model_version, event.sha256
-            )
-        except RegistryError as exc:
-            SWAPS.labels(event.model_id, "refused").inc()
+            served = await loop.run_in_executor(None, self.models.load_announced, event)
+        except Exception as exc:  # RegistryError, or anything unexpected: only this version is refused
+            SWAPS.labels(self._metric_label(event.model_id), "refused").inc()
             log.error("refusing %s v%s, still serving %s: %s", event.model_id, event.model_version,
                       self.models.models().get(event.model_id), exc)  # fmt: skip
             return
@@ -348,33 +399,49 @@ class ServingApp:
     def _authorized(self, request: web.Request) -> bool:
         if not self.config.token:
             return True
-        header = request.headers.get("Authorization", "")
-        return hmac.compare_digest(header.encode(), f"Bearer {self.config.token}".encode())
+        # aiohttp decodes headers with surrogate escapes: a header that is not UTF-8 must not raise.
+        header = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(header, f"Bearer {self.config.token}".encode())
 
     async def predict(self, request: web.Request) -> web.Response:
         model_id = request.match_info["model_id"]
         if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token", model_id)
+            return _error(401, "missing or wrong bearer token")
+        label = self._metric_label(model_id)
         try:
-            body = orjson.loads(await request.read())
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
+        except TimeoutError:
+            return _error(408, f"the request body did not arrive within {self.config.body_timeout_s:.0f} s", label)
+        try:
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return _error(400, f"body is not valid JSON: {exc}", model_id)
+            return _error(400, f"body is not valid JSON: {exc}", label)
         instances = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(instances, list) or not instances:
-            return _error(400, "body must be an object with a non-empty 'instances' list", model_id)
+            return _error(400, "body must be an object with a non-empty 'instances' list", label)
         if len(instances) > MAX_INSTANCES:
-            return _error(400, f"at most {MAX_INSTANCES} instances per request, got {len(instances)}", model_id)
+            return _error(413, f"at most {MAX_INSTANCES} instances per request, got {len(instances)}", label)
         if self.models.get(model_id) is None:
-            return _error(404, f"model {model_id!r} is not served (serving: {sorted(self.models.models())})", model_id)
-        started = time.perf_counter()
+            return _error(404, f"model {model_id!r} is not served (serving: {sorted(self.models.models())})")
         try:
-            scored = await self.batcher.submit(model_id, instances)
+            return await self._predict(model_id, instances)
         except BadRequestError as exc:
-            return _error(400, str(exc), model_id)
+            return _error(400, str(exc), label)
         except LookupError as exc:
-            return _error(404, str(exc), model_id)
-        events = self.writer.events(scored, instances)
-        await self.writer.write(scored.served, events)
+            return _error(404, str(exc), label)
+        except UnservableError as exc:
+            return _error(422, f"refused: {exc}", label)
+        except WriteError as exc:
+            return _error(503, f"not answered: the prediction could not be written to the stream: {exc}", label)
+        except Exception as exc:
+            log.exception("predict for %s failed", model_id)
+            return _error(500, f"internal error: {type(exc).__name__}: {exc}", label)
+
+    async def _predict(self, model_id: str, instances: list[Any]) -> web.Response:
+        started = time.perf_counter()
+        scored = await self.batcher.submit(model_id, instances)
+        events = prediction_events(scored, instances, self.config)
+        await self.writer.write(model_id, events)  # answer only once the predictions are on the stream
         LATENCY.labels(model_id).observe(time.perf_counter() - started)
         REQUESTS.labels(model_id, "200").inc()
         answered = events[: len(instances)]
@@ -386,16 +453,24 @@ class ServingApp:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, _: web.Request) -> web.Response:
+        """200 only when models are served, every background component runs and the broker answers."""
         served = self.models.models()
-        status = 200 if self.ready and served else 503
-        return web.json_response({"ready": status == 200, "models": served}, status=status)
+        problems = self.supervisor.problems()
+        if not self.broker.reachable:
+            problems["kafka"] = f"writes cannot be acknowledged: the broker is {self.broker.describe()}"
+        if not served:
+            problems["models"] = "no model is served"
+        if not self.started:
+            problems["startup"] = "not started"
+        status = 503 if problems else 200
+        return web.json_response({"ready": status == 200, "models": served, "problems": problems}, status=status)
 
     async def metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _error(status: int, message: str, model_id: str) -> web.Response:
-    REQUESTS.labels(model_id if status != 404 else "unknown", str(status)).inc()
+def _error(status: int, message: str, label: str = "unknown") -> web.Response:
+    REQUESTS.labels(label, str(status)).inc()
     return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
 
 
@@ -404,4 +479,6 @@ def run_server(settings: Settings, config: ServingConfig, host: str, port: int) 
         level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
     )
     app = ServingApp(settings, config)
-    web.run_app(app.web_app(), host=host, port=port, print=lambda *_: None, access_log=None)
+    quiet_connection_errors(app.broker)
+    web.run_app(app.web_app(), host=host, port=port, print=lambda *_: None, access_log=None,
+                shutdown_timeout=config.shutdown_timeout_s)  # fmt: skip

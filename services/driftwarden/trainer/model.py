@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,10 @@ from driftwarden.errors import DriftwardenError
 from driftwarden.registry.onnx_model import OnnxModel
 
 ModelFamily = Literal["logistic_regression", "gradient_boosting"]
+MODEL_FAMILIES: tuple[ModelFamily, ...] = get_args(ModelFamily)
+#: How a winning challenger goes live.
+Rollout = Literal["direct", "canary", "shadow"]
+ROLLOUTS: tuple[Rollout, ...] = get_args(Rollout)
 ONNX_OPSET = 17
 
 
@@ -56,7 +60,7 @@ class TrainerConfig:
     min_examples: int = 500
     promotion_margin: float = 0.01  # challenger accuracy must beat the champion's by this much
     parity_tolerance: float = 1e-4  # largest |P_onnx - P_sklearn| accepted on the holdout
-    rollout: Literal["direct", "canary", "shadow"] = "direct"  # how a winning challenger goes live
+    rollout: Rollout = "direct"
     canary_fraction: float = 0.1
     # Declared feature types come from the monitoring config's ``features``; inferred when absent.
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
@@ -79,6 +83,7 @@ class Dataset:
     labels: np.ndarray  # label text per row ("0"/"1", "spam", ...)
     ts: np.ndarray
     schema: FeatureTypes
+    dropped: int = 0  # examples left out: a number beyond float32
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -90,31 +95,47 @@ class Dataset:
         ordered = sorted(examples, key=lambda e: e["ts"])
         schema = infer_types((e["features"] for e in ordered), declared or {})
         columns: dict[str, Any] = {}
-        for name in schema.numeric:
-            values = [e["features"].get(name) for e in ordered]
-            columns[name] = np.array([v if is_number(v) else None for v in values], dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: its example is dropped below
+            for name in schema.numeric:
+                values = [e["features"].get(name) for e in ordered]
+                columns[name] = np.array([v if is_number(v) else None for v in values], dtype=np.float32)
         for name in schema.categorical:
             columns[name] = np.array([_category(e["features"].get(name)) for e in ordered], dtype=object)
-        return cls(
+        dataset = cls(
             frame=pd.DataFrame(columns, columns=list(schema.names)),
             labels=np.array([_label_text(e["label"]) for e in ordered], dtype=object),
             ts=np.array([e["ts"] for e in ordered], dtype=float),
             schema=schema,
         )
+        return dataset.finite()
+
+    def finite(self) -> Dataset:
+        """The examples whose numbers all fit in float32 (the models' input type); ``dropped`` counts the others."""
+        numbers = self.frame[list(self.schema.numeric)].to_numpy(dtype=np.float32)
+        keep = ~np.isinf(numbers).any(axis=1)
+        if keep.all():
+            return self
+        kept = self.rows(keep)
+        kept.dropped = self.dropped + int((~keep).sum())
+        return kept
 
     def split(self, holdout_fraction: float) -> tuple[Dataset, Dataset]:
         """The most recent ``holdout_fraction`` of the examples is the holdout (a time split)."""
         cut = int(len(self) * (1 - holdout_fraction))
         return self.rows(slice(0, cut)), self.rows(slice(cut, len(self)))
 
-    def rows(self, index: slice) -> Dataset:
-        return Dataset(self.frame.iloc[index].reset_index(drop=True), self.labels[index], self.ts[index], self.schema)
+    def rows(self, index: slice | np.ndarray) -> Dataset:
+        frame = self.frame.iloc[index].reset_index(drop=True)
+        return Dataset(frame, self.labels[index], self.ts[index], self.schema, self.dropped)
 
 
 def train(dataset: Dataset, config: TrainerConfig) -> Pipeline:
     """Fit a challenger; deterministic for a given dataset and seed."""
     if len(dataset) < config.min_examples:
-        raise TrainingError(f"{len(dataset)} labelled examples in the window; need at least {config.min_examples}")
+        dropped = f" ({dataset.dropped} more left out: a number beyond float32)" if dataset.dropped else ""
+        raise TrainingError(
+            f"{len(dataset)} labelled examples in the window{dropped}; need at least {config.min_examples}"
+        )
     if len(set(dataset.labels)) < 2:
         raise TrainingError("every example in the window has the same label")
     steps = []
@@ -138,7 +159,19 @@ def export_onnx(pipeline: Pipeline, schema: FeatureTypes) -> bytes:
     model = convert_sklearn(
         pipeline, initial_types=inputs, options={id(pipeline): {"zipmap": False}}, target_opset=ONNX_OPSET
     )
+    _restore_input_names(model.graph, list(schema.numeric) + list(schema.categorical))
     return model.SerializeToString()
+
+
+def _restore_input_names(graph: Any, names: list[str]) -> None:
+    """Name the graph's inputs after the features again: skl2onnx turns ``a.b``, ``a-b``, ``a b`` and
+    ``1x`` into identifiers, and serving feeds each input by its feature's name."""
+    renamed = {graph_input.name: name for graph_input, name in zip(graph.input, names, strict=True)}
+    for graph_input in graph.input:
+        graph_input.name = renamed[graph_input.name]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
 
 
 def parity_error(pipeline: Pipeline, onnx_model: OnnxModel, holdout: Dataset) -> float:

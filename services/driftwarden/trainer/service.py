@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -18,31 +19,52 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from driftwarden.core.decoding import describe
-from driftwarden.core.events import RetrainCommand, TrainingExampleBatch
+from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingExampleBatch
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import create_faust_app
+from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
-from driftwarden.trainer.workflow import retrain
+from driftwarden.trainer.workflow import rejection, retrain
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_TIMEOUT_S = 10.0  # after SIGTERM, the worker exits within this even when the broker is down
+
+DEAD_LETTERS = Counter("driftwarden_trainer_dead_letters", "Commands dead-lettered, by reason.", ["reason"])
 RUNS = Counter("driftwarden_trainer_runs", "Retrain commands handled.", ["model_id", "outcome"])
 RUN_SECONDS = Histogram("driftwarden_trainer_run_seconds", "Time to handle one retrain command.",
                         buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))  # fmt: skip
 
 
-async def read_examples(settings: Settings, model_id: str, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
-    """Every training example of ``model_id`` with event time in [start_ts, end_ts], read to the high-water mark."""
-    examples: list[dict[str, Any]] = []
+@dataclass
+class Window:
+    """The labelled examples of one command's window, and how many records on the way could not be read."""
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    invalid_records: int = 0
+
+
+async def read_examples(settings: Settings, model_id: str, start_ts: float, end_ts: float) -> Window:
+    """Every training example of ``model_id`` with event time in [start_ts, end_ts], read to the high-water mark.
+
+    A record that is not a valid training-example batch is skipped, logged and counted (it is on the topic
+    for 14 days: it must not make every command unanswerable)."""
+    window = Window()
     async for record in read_topic(settings, settings.topics.training_examples):
-        if record.key != model_id.encode() or record.value is None:
+        if record.key != model_id.encode():
             continue
-        batch = TrainingExampleBatch.model_validate_json(record.value)
-        examples += [e.model_dump() for e in batch.events if start_ts <= e.ts <= end_ts]
-    return examples
+        try:
+            batch = TrainingExampleBatch.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            window.invalid_records += 1
+            log.warning("skipping training record %d@%d: %s", record.partition, record.offset,
+                        describe(exc.errors()))  # fmt: skip
+            continue
+        window.examples += [e.model_dump() for e in batch.events if start_ts <= e.ts <= end_ts]
+    return window
 
 
 class TrainerService:
@@ -63,29 +85,51 @@ class TrainerService:
             yield None
 
     async def handle(self, message: Any) -> None:
+        """Answer one command with a verdict, or dead-letter it with the reason; never raise (Faust acks the
+        message whatever happens, so a message that raised would be lost)."""
         try:
             command = RetrainCommand.model_validate_json(message.value or b"")
         except ValidationError as exc:
-            reason = f"invalid retrain command: {describe(exc.errors())}"
-            await (await self.dead_letters.send(key=message.key, value=dead_letter(message, reason).to_json()))
+            await self._dead_letter(message, f"invalid retrain command: {describe(exc.errors())}")
             return
+        try:
+            published = await self.run(command)
+        except Exception as exc:  # an internal failure: the command still gets a verdict naming it
+            log.exception("command %s failed", command.command_id)
+            published = rejection(command, f"the trainer failed: {type(exc).__name__}: {exc}")
+        RUNS.labels(command.model_id, published.status).inc()
+        try:
+            await (await self.models.send(key=command.model_id.encode(), value=published.to_json()))
+        except Exception as exc:
+            log.exception("cannot publish the verdict of command %s", command.command_id)
+            await self._dead_letter(message, f"the verdict could not be published: {type(exc).__name__}: {exc}")
+            return
+        log.warning("MODEL %s v%s %s: %s", published.model_id, published.model_version, published.status,
+                    published.reason)  # fmt: skip
+
+    async def run(self, command: RetrainCommand) -> ModelPublished:
         log.info("command %s for %s: window %.0f..%.0f", command.command_id, command.model_id,
                  command.window.start_ts, command.window.end_ts)  # fmt: skip
         with RUN_SECONDS.time():
-            examples = await read_examples(
+            window = await read_examples(
                 self.settings, command.model_id, command.window.start_ts, command.window.end_ts
             )
-            log.info("command %s: %d labelled examples in the window", command.command_id, len(examples))
+            log.info("command %s: %d labelled examples in the window, %d unreadable records skipped",
+                     command.command_id, len(window.examples), window.invalid_records)  # fmt: skip
             loop = asyncio.get_running_loop()
-            published = await loop.run_in_executor(None, retrain, command, examples, self.registry, self.config)
-        RUNS.labels(command.model_id, published.status).inc()
-        await (await self.models.send(key=command.model_id.encode(), value=published.to_json()))
-        log.warning("MODEL %s v%s %s: %s", published.model_id, published.model_version, published.status,
-                    published.reason)  # fmt: skip
+            published = await loop.run_in_executor(None, retrain, command, window.examples, self.registry, self.config)
+        if window.invalid_records:
+            published.metrics["invalid_records"] = float(window.invalid_records)
+        return published
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        DEAD_LETTERS.labels(reason.split(":", 1)[0]).inc()
+        await (await self.dead_letters.send(key=message.key, value=dead_letter(message, reason).to_json()))
 
 
 def run_trainer(settings: Settings, config: TrainerConfig) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     service = TrainerService(settings, config)
+    watch_broker(service.app, settings, "trainer", SHUTDOWN_TIMEOUT_S)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

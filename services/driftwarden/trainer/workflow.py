@@ -47,6 +47,19 @@ def verdict(
     )
 
 
+def rejection(command: RetrainCommand, reason: str, metrics: dict[str, float] | None = None) -> ModelPublished:
+    """The verdict for a command that produced no model version."""
+    return ModelPublished(
+        model_id=command.model_id,
+        model_version=command.model_version,
+        status="rejected",
+        ts=time.time(),
+        command_id=command.command_id,
+        reason=reason,
+        metrics=metrics or {},
+    )
+
+
 def retrain(
     command: RetrainCommand, examples: Sequence[dict[str, Any]], registry: ModelRegistry, config: TrainerConfig
 ) -> ModelPublished:
@@ -62,15 +75,7 @@ def retrain(
         pipeline = train(train_set, config)
     except TrainingError as exc:
         log.warning("command %s: no challenger: %s", command.command_id, exc)
-        return ModelPublished(
-            model_id=command.model_id,
-            model_version=command.model_version,
-            status="rejected",
-            ts=time.time(),
-            command_id=command.command_id,
-            reason=f"no challenger: {exc}",
-            metrics={"examples": float(len(examples))},
-        )
+        return rejection(command, f"no challenger: {exc}", {"examples": float(len(examples))})
     onnx_bytes = export_onnx(pipeline, dataset.schema)
     challenger = OnnxModel(onnx_bytes)
     parity = parity_error(pipeline, challenger, holdout)
@@ -79,7 +84,9 @@ def retrain(
         "train_examples": float(len(train_set)),
         "train_seconds": time.perf_counter() - started,
     }
-    champion = registry.champion(command.model_id)
+    if dataset.dropped:
+        metrics["dropped_examples"] = float(dataset.dropped)
+    champion = _champion(registry, command.model_id)
     champion_metrics = _evaluate_champion(registry, champion, holdout) if champion else None
     if champion_metrics is not None:
         metrics["champion_accuracy"] = champion_metrics["accuracy"]
@@ -105,6 +112,15 @@ def retrain(
     log.info("command %s: %s v%s %s (%s)", command.command_id, manifest.model_id, manifest.version,
              manifest.status, reason)  # fmt: skip
     return verdict(manifest, command, registry, config.canary_fraction)
+
+
+def _champion(registry: ModelRegistry, model_id: str) -> Manifest | None:
+    """The champion to beat; None if there is none or its manifest is corrupt (it cannot be served either)."""
+    try:
+        return registry.champion(model_id)
+    except RegistryError as exc:
+        log.error("comparing with no champion: %s", exc)
+        return None
 
 
 def _evaluate_champion(registry: ModelRegistry, champion: Manifest, holdout: Dataset) -> dict[str, float] | None:

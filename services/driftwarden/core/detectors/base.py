@@ -1,0 +1,105 @@
+"""The detector protocol, in River's style (``river/base/drift_detector.py``).
+
+A detector is a small object: ``update(...)`` feeds it, the read-only ``drift_detected`` property
+says whether that update found drift, ``evidence()`` says why in numbers an on-call engineer can
+check, ``summary()`` turns the evidence into alert text, and ``repr()`` shows its parameters. Its
+whole state round-trips through :meth:`Detector.state` / :meth:`Detector.from_state` (JSON values,
+see :mod:`driftwarden.core.state`). Every concrete detector class is listed in
+:data:`driftwarden.core.detectors.DETECTOR_CLASSES`; the contract suite
+(``tests/unit/test_detector_contract.py``) runs over all of them.
+
+>>> key = StatisticKey("data_drift", "a:b", "psi")  # a feature name may hold any character
+>>> key.subject, key == ("data_drift", "a:b", "psi")
+('a:b', True)
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, NamedTuple, Self, TypeVar
+
+from driftwarden.core.events import Scalar
+from driftwarden.core.state import JsonValue, State, StateError, Stateful, StateReader
+
+
+class StatisticKey(NamedTuple):
+    """Which statistic of which detector: a structured key (a feature may be named ``a:b``)."""
+
+    kind: str
+    subject: str
+    statistic: str
+
+
+class Detector(Stateful):
+    """Base of every detector: read-only verdict, parameters in ``repr``, state as plain values."""
+
+    #: The detector named in alerts (an instance may override it).
+    name: str = ""
+    #: The evidence keys :meth:`summary` reads; present in ``evidence()`` after every tested update.
+    EVIDENCE_KEYS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self) -> None:
+        self._drift_detected = False
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether drift was found by the last update (for window detectors: once the window is judged)."""
+        return self._drift_detected
+
+    @abc.abstractmethod
+    def params(self) -> State:
+        """The constructor's arguments as JSON values (``type(d).from_params(d.params())`` is a fresh copy)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_params(cls, params: StateReader) -> Self:
+        """A fresh detector from :meth:`params`, each value checked."""
+
+    @abc.abstractmethod
+    def evidence(self) -> dict[str, Scalar]:
+        """Why the detector fired (or did not): numbers and names, plain scalars."""
+
+    @abc.abstractmethod
+    def summary(self, model_id: str, model_version: str) -> str:
+        """One line for the alert, built from :meth:`evidence`."""
+
+    @abc.abstractmethod
+    def dynamic_state(self) -> State:
+        """What updates changed (everything that is not a parameter)."""
+
+    @abc.abstractmethod
+    def load_dynamic_state(self, state: StateReader) -> None:
+        """Set what :meth:`dynamic_state` wrote, each value checked."""
+
+    def state(self) -> State:
+        return {"params": self.params(), "dynamic": self.dynamic_state()}
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> Self:
+        detector = cls.from_params(state.child("params"))
+        detector.load_dynamic_state(state.child("dynamic"))
+        return detector
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={_short(value)}" for key, value in self.params().items())
+        return f"{type(self).__name__} ({shown})"
+
+
+def _short(value: JsonValue) -> str:
+    """A parameter as ``repr`` shows it: scalars as they are, bulky values by their size."""
+    if isinstance(value, list):
+        return f"[{len(value)} values]" if len(value) > 6 else repr(value)
+    if isinstance(value, dict):
+        return f"{{{len(value)} entries}}"
+    return repr(value)
+
+
+D = TypeVar("D", bound=Detector)
+
+
+def build(cls: type[D], params: StateReader, *args: object) -> D:
+    """``cls(*args)`` for :meth:`Detector.from_params`: a rejected argument raises :class:`StateError`."""
+    try:
+        return cls(*args)
+    except (ValueError, TypeError) as exc:
+        raise StateError(f"{params.where}: {exc}") from None

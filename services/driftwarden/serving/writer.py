@@ -1,0 +1,117 @@
+"""Write-back of served predictions: batch envelopes split under the producer's request size, each
+checked with the monitor's own decoder before anything is written.
+
+A request's predictions are all written or the request fails: an envelope the monitor would reject
+(a NaN score, ...) refuses the whole request before any of it reaches the stream.
+
+>>> events = [{"event_id": f"00000000-0000-4000-8000-{i:012d}", "model_id": "m", "model_version": "1", "ts": 1.0,
+...            "features": {"x": 1.0}, "prediction": "0", "scores": {"0": 1.0}} for i in range(100)]
+>>> split = envelopes("m", events, max_bytes=2_000)
+>>> len(split), all(len(envelope) <= 2_000 for envelope in split)
+(9, True)
+>>> sum(len(orjson.loads(envelope)["events"]) for envelope in split)
+100
+>>> envelopes("m", [events[0] | {"scores": {"0": float("nan")}}])
+Traceback (most recent call last):
+...
+driftwarden.serving.writer.UnservableError: the monitor would reject prediction 0: scores.0: Input should be ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+from driftwarden.core.decoding import PREDICTIONS
+from driftwarden.core.events import PREDICTION_BATCH_SCHEMA
+from driftwarden.errors import DriftwardenError
+from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.outages import BrokerState
+from driftwarden.settings import Settings
+
+MAX_REQUEST_BYTES = 1024 * 1024  # aiokafka's default max_request_size, and the usual broker limit
+ENVELOPE_BYTES = MAX_REQUEST_BYTES - 64 * 1024  # room for the record and request headers
+
+
+class UnservableError(DriftwardenError):
+    """The predictions cannot be written as they are (the monitor would reject them, or too large)."""
+
+
+class WriteError(DriftwardenError):
+    """The broker did not acknowledge a write in time."""
+
+
+def envelopes(model_id: str, events: list[dict[str, Any]], max_bytes: int = ENVELOPE_BYTES) -> list[bytes]:
+    """``events`` as prediction-batch envelopes of at most ``max_bytes`` each, every event valid."""
+    head = orjson.dumps({"schema": PREDICTION_BATCH_SCHEMA, "model_id": model_id})[:-1] + b',"events":['
+    encoded = [orjson.dumps(event) for event in events]
+    if any(len(head) + len(event) + 2 > max_bytes for event in encoded):
+        raise UnservableError(f"one prediction is larger than {max_bytes} bytes")
+    result: list[bytes] = []
+    start, size = 0, len(head) + 2
+    for i, event in enumerate(encoded):
+        if size + len(event) + 1 > max_bytes:
+            result.append(_envelope(head, encoded, start, i))
+            start, size = i, len(head) + 2
+        size += len(event) + 1
+    result.append(_envelope(head, encoded, start, len(encoded)))
+    return result
+
+
+def _envelope(head: bytes, encoded: list[bytes], start: int, stop: int) -> bytes:
+    envelope = head + b",".join(encoded[start:stop]) + b"]}"
+    rejections = PREDICTIONS.decode(envelope).rejections
+    if rejections:
+        first = rejections[0]
+        index = start + (first.batch_index or 0)
+        raise UnservableError(f"the monitor would reject prediction {index}: {first.reason}")
+    return envelope
+
+
+class PredictionWriter:
+    """Publishes to Kafka and waits for the acknowledgement, at most ``timeout_s``; reports to ``state``."""
+
+    def __init__(self, settings: Settings, state: BrokerState, timeout_s: float = 10.0) -> None:
+        self.settings = settings
+        self.state = state
+        self.timeout_s = timeout_s
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            **client_options(self.settings),
+            acks="all",
+            linger_ms=5,
+            max_request_size=MAX_REQUEST_BYTES,
+            request_timeout_ms=int(self.timeout_s * 1000),
+        )
+        await self.producer.start()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Flush and close, giving up after ``timeout_s`` (the broker may be gone)."""
+        if self.producer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.producer.stop(), timeout_s)
+
+    async def publish(self, topic: str, key: bytes | None, values: list[bytes]) -> None:
+        """Publish ``values`` in order under one key; return once the broker acknowledged all of them."""
+        assert self.producer is not None
+        if not self.state.reachable:
+            raise WriteError(f"the Kafka broker is {self.state.describe()}")
+        try:
+            futures = [await self.producer.send(topic, value, key=key) for value in values]
+            await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+        except Exception as exc:
+            if isinstance(exc, (TimeoutError, KafkaTimeoutError, KafkaConnectionError)):
+                self.state.down(f"a write to {topic} failed: {type(exc).__name__}: {exc}")
+            raise WriteError(f"the write to {topic} was not acknowledged: {type(exc).__name__}: {exc}") from exc
+        self.state.up()
+
+    async def write(self, model_id: str, events: list[dict[str, Any]]) -> None:
+        """Write predictions (raises UnservableError before writing anything the monitor would reject)."""
+        await self.publish(self.settings.topics.predictions, model_id.encode(), envelopes(model_id, events))

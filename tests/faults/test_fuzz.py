@@ -1,0 +1,353 @@
+"""Property-based fuzz of every consumed message decoder and of serving's predict endpoint (hypothesis).
+
+Property: every input is accepted or rejected with a clear reason; never an unexpected exception,
+never a 500. Inputs mix raw bytes, arbitrary JSON, and valid documents with one part mutated
+(a field dropped, replaced by any JSON value, or set to an extreme number). Accepted events must
+survive a round trip through their own serialization. Each test counts the inputs it really ran; the
+total is over 10,000. Seeded (``derandomize``) so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from fault_brokers import embedded_broker
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoder, describe
+from driftwarden.core.events import (
+    LABEL_BATCH_SCHEMA,
+    MODEL_ID_PATTERN,
+    PREDICTION_BATCH_SCHEMA,
+    TRAINING_EXAMPLE_BATCH_SCHEMA,
+    InferenceRequest,
+    ModelPublished,
+    RetrainCommand,
+    TrainingExampleBatch,
+)
+from driftwarden.core.features import is_number
+from driftwarden.registry.store import ModelRegistry
+from driftwarden.serving.server import ServingApp, ServingConfig
+from driftwarden.trainer.model import TrainerConfig
+from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.scenarios import Scenario, generate
+
+DECODER_EXAMPLES = 1_500  # x 6 decoders
+HTTP_EXAMPLES = 1_200
+FUZZ = settings(
+    max_examples=DECODER_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+
+TOKEN = "fuzz-token"
+EVENT_ID = "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11"
+PREDICTION = {"event_id": EVENT_ID, "model_id": "m", "model_version": "1", "ts": 1.0,
+              "features": {"x": 1.0, "c": "a", "b": True, "n": None}, "prediction": 0,
+              "scores": {"0": 0.25, "1": 0.75}, "segment": {"eu": "1"}, "latency_ms": 2.0, "cost": 0.1}  # fmt: skip
+LABEL = {"event_id": EVENT_ID, "model_id": "m", "ts": 2.0, "label": 1}
+EXAMPLE = {k: v for k, v in PREDICTION.items() if k not in ("scores", "segment", "latency_ms", "cost")} | {"label": 1}
+RETRAIN = {"command_id": EVENT_ID, "idempotency_key": "m:1", "model_id": "m", "model_version": "1", "ts": 3.0,
+           "reasons": ["data_drift"], "window": {"start_ts": 0.0, "end_ts": 3.0}}  # fmt: skip
+PUBLISHED = {"model_id": "m", "model_version": "2", "status": "promoted", "ts": 4.0, "command_id": EVENT_ID,
+             "reason": "better", "artifact_uri": "file:///r/m/2/model.onnx", "sha256": "a" * 64,
+             "parent_version": "1", "traffic_fraction": 0.5, "metrics": {"accuracy": 0.9}}  # fmt: skip
+REQUEST = {"request_id": "r1", "model_id": "m", "instances": [{"features": {"x": 1.0}, "event_id": EVENT_ID}]}
+
+#: Numbers that break naive code: beyond float32, beyond float64 (JSON allows the literal), tiny, huge ints.
+EXTREME_NUMBERS = [b"1e39", b"-3.5e38", b"1e400", b"-1e400", b"5e-324", b"1e-400", b"18446744073709551616",
+                   b"-9223372036854775809", b"0", b"-0.0"]  # fmt: skip
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside a JSON document (dict keys and list indexes)."""
+    children = (
+        document.items() if isinstance(document, dict) else enumerate(document) if isinstance(document, list) else []
+    )
+    found = [prefix] if prefix else []
+    for key, child in children:
+        found += _paths(child, (*prefix, key))
+    return found
+
+
+_EXTREME_MARK = "__driftwarden_fuzz_extreme_number__"
+
+
+def _replace(document: Any, path: tuple[Any, ...], value: Any, delete: bool) -> Any:
+    if not path:
+        return value
+    copy = dict(document) if isinstance(document, dict) else list(document)
+    head, rest = path[0], path[1:]
+    if delete and not rest:
+        del copy[head]
+    else:
+        copy[head] = _replace(copy[head], rest, value, delete)
+    return copy
+
+
+def _with_number_literal(document: Any, path: tuple[Any, ...], literal: bytes) -> bytes:
+    """``document`` as JSON with the value at ``path`` written as ``literal`` (which orjson would refuse)."""
+    raw = orjson.dumps(_replace(document, path, _EXTREME_MARK, delete=False))
+    return raw.replace(f'"{_EXTREME_MARK}"'.encode(), literal)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: Any) -> bytes:
+    """``base`` with one value dropped, replaced by any JSON value, or by an extreme number literal."""
+    path = draw(st.sampled_from(_paths(base)))
+    how = draw(st.sampled_from(["drop", "replace", "extreme"]))
+    if how == "extreme":
+        return _with_number_literal(base, path, draw(st.sampled_from(EXTREME_NUMBERS)))
+    return orjson.dumps(_replace(base, path, draw(json_values) if how == "replace" else None, delete=how == "drop"))
+
+
+def _truncated_or_padded(raw: bytes) -> st.SearchStrategy[bytes]:
+    return st.sampled_from([raw, raw[: len(raw) // 2], raw + b"}"])
+
+
+def inputs(*bases: Any) -> st.SearchStrategy[bytes]:
+    """Raw bytes, arbitrary JSON, valid documents, and valid documents with one part mutated."""
+    return st.one_of(
+        st.binary(max_size=200),
+        json_values.map(orjson.dumps),
+        st.sampled_from([orjson.dumps(base) for base in bases]),
+        *[mutated(base) for base in bases],
+        *[mutated(base).flatmap(_truncated_or_padded) for base in bases],
+    )
+
+
+def batch(schema: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": schema, "model_id": "m", "events": [event, event | {"event_id": str(uuid.uuid4())}]}
+
+
+def run_counted(strategy: st.SearchStrategy[Any], check: Callable[[Any], None], examples: int) -> None:
+    """Run ``check`` on ``examples`` generated inputs and prove they really ran."""
+    ran = []
+
+    @settings(FUZZ, max_examples=examples)
+    @given(strategy)
+    def property_holds(value: Any) -> None:
+        ran.append(1)
+        check(value)
+
+    property_holds()
+    assert len(ran) >= examples
+
+
+def check_monitor_decoder(decoder: Decoder[Any], raw: bytes) -> None:
+    decoded = decoder.decode(raw)
+    assert decoded.events or decoded.rejections, "an input vanished: neither accepted nor rejected"
+    for rejection in decoded.rejections:
+        assert rejection.reason.strip(), f"a rejection without a reason for {raw!r}"
+    for event in decoded.events:
+        assert decoder.decode(event.to_json()).events == [event], f"accepted {event!r} does not round-trip"
+
+
+@pytest.mark.parametrize(
+    ("decoder", "bases"),
+    [
+        (PREDICTIONS, [PREDICTION, batch(PREDICTION_BATCH_SCHEMA, PREDICTION)]),
+        (LABELS, [LABEL, batch(LABEL_BATCH_SCHEMA, LABEL)]),
+    ],
+    ids=["predictions", "labels"],
+)
+def test_monitor_decoders_accept_or_reject_every_input(decoder: Decoder[Any], bases: list[Any]) -> None:
+    run_counted(inputs(*bases), lambda raw: check_monitor_decoder(decoder, raw), DECODER_EXAMPLES)
+
+
+def check_contract(model: type[BaseModel], raw: bytes) -> None:
+    try:
+        event = model.model_validate_json(raw)
+    except ValidationError as exc:
+        assert describe(exc.errors()).strip(), f"a rejection without a reason for {raw!r}"
+        return
+    again = model.model_validate_json(event.model_dump_json(by_alias=True, exclude_none=True))
+    assert again == event, f"accepted {event!r} does not round-trip"
+    floats = [v for v in _leaves(event.model_dump()) if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in floats), f"accepted a non-finite number: {raw!r}"
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for child in value.values():
+            yield from _leaves(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _leaves(child)
+    else:
+        yield value
+
+
+@pytest.mark.parametrize(
+    ("model", "base"),
+    [
+        (RetrainCommand, RETRAIN),
+        (TrainingExampleBatch, batch(TRAINING_EXAMPLE_BATCH_SCHEMA, EXAMPLE)),
+        (ModelPublished, PUBLISHED),
+        (InferenceRequest, REQUEST),
+    ],
+    ids=["retrain-commands", "training-examples", "models", "inference-requests"],
+)
+def test_consumed_contracts_accept_or_reject_every_input(model: type[BaseModel], base: Any) -> None:
+    """The trainer's, the model follower's and stream serving's decoders: the contracts' own validation."""
+    run_counted(inputs(base), lambda raw: check_contract(model, raw), DECODER_EXAMPLES)
+
+
+@dataclass
+class LiveServing:
+    """A real ``ServingApp`` (aiohttp test client, real ONNX model, write-back to a real broker)."""
+
+    client: TestClient
+    loop: asyncio.AbstractEventLoop
+    model_id: str
+    features: dict[str, Any]
+
+    def post(self, path: str, body: bytes, authorization: str = f"Bearer {TOKEN}") -> tuple[int, bytes]:
+        async def call() -> tuple[int, bytes]:
+            headers = {"Content-Type": "application/json", "Authorization": authorization}
+            response = await self.client.post(path, data=body, headers=headers)
+            return response.status, await response.read()
+
+        return self.loop.run_until_complete(call())
+
+    def raw_request(self, request: bytes) -> bytes:
+        """Send bytes no HTTP client library would send; return the raw answer."""
+
+        async def call() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.client.port)
+            writer.write(request)
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+        return self.loop.run_until_complete(call())
+
+
+@pytest.fixture(scope="module")
+def live_serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServing]:
+    work = tmp_path_factory.mktemp("fuzz-serving")
+    examples = [e | {"model_id": "fuzzed"} for chunk in generate(Scenario(n_events=800, onset=0, seed=3))
+                for e in chunk.training_examples()]  # fmt: skip
+    registry = ModelRegistry(work / "registry")
+    assert bootstrap(registry, "fuzzed", examples, TrainerConfig()).status == "promoted"
+    with embedded_broker(work, durable=False) as broker:
+        settings_ = broker.settings.model_copy(update={"registry_dir": registry.root, "state_dir": work})
+        app = ServingApp(settings_, ServingConfig(stream=False, token=TOKEN))
+        loop = asyncio.new_event_loop()
+        client = TestClient(TestServer(app.web_app()), loop=loop)
+        loop.run_until_complete(client.start_server())
+        try:
+            yield LiveServing(client, loop, "fuzzed", examples[0]["features"])
+        finally:
+            loop.run_until_complete(client.close())
+            leftovers = asyncio.all_tasks(loop)  # tasks the app cancelled without waiting for them
+            if leftovers:
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.close()
+
+
+@st.composite
+def scored_bodies(draw: st.DrawFn, features: dict[str, Any]) -> bytes:
+    """Well-formed requests whose numbers are any finite float64 (many beyond float32's range)."""
+    numbers = st.floats(allow_nan=False, allow_infinity=False)
+    instances = [
+        {"features": {name: draw(numbers) if is_number(value) else value
+                      for name, value in features.items()}}
+        for _ in range(draw(st.integers(1, 5)))
+    ]  # fmt: skip
+    return orjson.dumps({"instances": instances})
+
+
+def predict_bodies(features: dict[str, Any]) -> st.SearchStrategy[bytes]:
+    instance = {"features": features, "event_id": EVENT_ID}
+    valid = {"instances": [instance, {"features": features}]}
+    return st.one_of(inputs(valid, {"instances": [instance]}), scored_bodies(features), scored_bodies(features))
+
+
+@pytest.mark.integration
+def test_predict_endpoint_answers_every_body_with_a_result_or_a_clear_4xx(live_serving: LiveServing) -> None:
+    statuses: Counter[int] = Counter()
+
+    def check(case: tuple[str, bytes, str]) -> None:
+        model_id, body, authorization = case
+        status, answer = live_serving.post(f"/v1/models/{model_id}/predict", body, authorization)
+        statuses[status] += 1
+        assert status < 500, f"HTTP {status} for model {model_id!r}, body {body!r}: {answer[:300]!r}"
+        document = orjson.loads(answer)
+        if status == 200:
+            sent = orjson.loads(body)["instances"]
+            assert len(document["predictions"]) == len(sent)
+            for prediction in document["predictions"]:
+                assert all(0.0 <= p <= 1.0 for p in prediction["scores"].values()), f"bad scores for {body!r}"
+        else:
+            assert 400 <= status < 500 and document["error"].strip(), f"HTTP {status} {answer!r}"
+
+    served, unknown = st.just(live_serving.model_id), st.from_regex(MODEL_ID_PATTERN)
+    model_ids = st.integers(0, 9).flatmap(lambda i: unknown if i == 0 else served)
+    header_text = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=30)
+    authorizations = st.integers(0, 9).flatmap(lambda i: header_text if i == 0 else st.just(f"Bearer {TOKEN}"))
+    cases = st.tuples(model_ids, predict_bodies(live_serving.features), authorizations)
+    run_counted(cases, check, HTTP_EXAMPLES)
+    print(f"predict answers by status: {dict(sorted(statuses.items()))}")
+    assert min(statuses[200], statuses[400], statuses[401]) >= 20, f"the fuzz missed a path: {statuses}"
+
+
+@pytest.mark.integration
+def test_predict_answers_401_to_an_authorization_header_that_is_not_utf8(live_serving: LiveServing) -> None:
+    """Found while fuzzing: ``_authorized`` called ``header.encode()`` on aiohttp's surrogate-escaped text (500)."""
+    body = b'{"instances": [{"features": {}}]}'
+    head = b"POST /v1/models/fuzzed/predict HTTP/1.1\r\nHost: fuzz\r\nAuthorization: Bearer \xff\xfe\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    answer = live_serving.raw_request(head + body)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer.split(b"\r\n")[0]
+
+
+#: The input the fuzz found (two features at +-3.4028235677973366e38, just beyond float32's largest value).
+BEYOND_FLOAT32 = (
+    b'{"instances":[{"features":{"num_00":0.0,"num_01":0.0,"num_02":0.0,"num_03":0.0,"num_04":0.0,"num_05":0.0,'
+    b'"num_06":0.0,"num_07":0.0,"num_08":0.0,"num_09":0.0,"num_10":0.0,"num_11":0.0,"num_12":0.0,"num_13":0.0,'
+    b'"num_14":3.4028235677973366e+38,"num_15":-3.4028235677973366e+38,'
+    b'"cat_00":"a","cat_01":"a","cat_02":"e","cat_03":"a"}}]}'
+)
+
+
+@pytest.mark.integration
+def test_predict_never_answers_scores_that_are_not_probabilities(live_serving: LiveServing) -> None:
+    """Either refused (400 naming the feature) or scored with probabilities (it was 200 with null scores)."""
+    status, answer = live_serving.post(f"/v1/models/{live_serving.model_id}/predict", BEYOND_FLOAT32)
+    if status == 400:
+        assert "num_1" in orjson.loads(answer)["error"], answer
+        return
+    assert status == 200, answer
+    scores = orjson.loads(answer)["predictions"][0]["scores"].values()
+    assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in scores), f"HTTP 200 with scores {answer!r}"
+
+
+def test_paths_and_mutation_helpers_reach_nested_values() -> None:
+    assert ("instances", 0, "features") in _paths(REQUEST)
+    assert _replace(REQUEST, ("instances", 0, "features"), None, delete=True)["instances"][0] == {"event_id": EVENT_ID}
+    assert b'"features":{"x":1e400}' in _with_number_literal(REQUEST, ("instances", 0, "features", "x"), b"1e400")

@@ -1,0 +1,79 @@
+"""A record batch that cannot be decompressed (corrupt lz4 under a valid CRC) on the real broker: plain
+aiokafka is stuck on it for good and drops the record before it; :class:`GuardedFetch` hands out every
+good record and dead-letters each offset of the broken batch by coordinates."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.undecodable import UNDECODABLE, GuardedFetch
+from driftwarden.settings import Settings
+
+pytestmark = pytest.mark.integration
+CORRUPT_BATCH = Path(__file__).with_name("corrupt_batch.py")
+
+
+def produce_corrupt_batch(kafka: Settings, topic: str, partition: int, key: str, n: int) -> None:
+    command = [sys.executable, str(CORRUPT_BATCH), str(kafka.kafka_bootstrap), topic, str(partition), key, str(n)]
+    subprocess.run(command, check=True, timeout=60)
+
+
+async def produce(kafka: Settings, topic: str, partition: int, value: bytes) -> None:
+    producer = AIOKafkaProducer(**client_options(kafka))
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def consume(kafka: Settings, topic: str, guarded: bool, wanted: int) -> tuple[list, list]:
+    consumer = AIOKafkaConsumer(topic, **client_options(kafka), group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    fetch = GuardedFetch(consumer, grouped=False)
+    records, letters = [], []
+    try:
+        for _ in range(200):
+            if guarded:
+                got, skipped = await fetch.getmany(timeout_ms=200, max_records=100)
+                letters += skipped
+            else:
+                try:
+                    got = [r for batch in (await consumer.getmany(timeout_ms=200)).values() for r in batch]
+                except UNDECODABLE as exc:
+                    letters.append(exc)
+                    continue
+            records += got
+            if len(records) >= wanted:
+                break
+        return records, letters
+    finally:
+        await consumer.stop()
+
+
+def test_an_undecodable_batch_is_dead_lettered_by_coordinates_and_nothing_else_is_lost(kafka):
+    topic = f"{kafka.topic_prefix}undecodable-{uuid.uuid4().hex[:6]}"
+    asyncio.run(produce(kafka, topic, 0, b"before"))
+    produce_corrupt_batch(kafka, topic, 0, "k", 3)  # offsets 1..3
+    asyncio.run(produce(kafka, topic, 0, b"after"))
+    asyncio.run(produce(kafka, topic, 1, b"elsewhere"))
+
+    plain, errors = asyncio.run(consume(kafka, topic, guarded=False, wanted=3))
+    assert b"after" not in {r.value for r in plain} and len(errors) > 10  # stuck for good without the guard
+
+    records, letters = asyncio.run(consume(kafka, topic, guarded=True, wanted=3))
+    assert sorted((r.partition, r.offset, r.value) for r in records) == [
+        (0, 0, b"before"), (0, 4, b"after"), (1, 0, b"elsewhere"),
+    ]  # fmt: skip
+    assert [(letter.source_topic, letter.source_partition, letter.source_offset) for letter in letters] == [
+        (topic, 0, 1), (topic, 0, 2), (topic, 0, 3),
+    ]  # fmt: skip
+    assert all("DecompressionError" in letter.reason and letter.payload_b64 == "" for letter in letters)

@@ -1,0 +1,226 @@
+"""One contract, every detector class (in the spirit of River's ``river/checks``/``yield_checks``).
+
+Each check runs over every class in ``DETECTOR_CLASSES``; a detector class that is not registered,
+or has no example instance here, fails ``test_every_detector_class_is_registered_and_exercised``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import re
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.detectors import DETECTOR_CLASSES, Detector, MeanShiftDetector, WindowDetector, decide
+from driftwarden.core.detectors import window_detectors as make_window_detectors
+from driftwarden.core.events import PredictionEvent
+from driftwarden.core.profile import Columns, build_profile, schema_of, to_columns
+from driftwarden.core.state import StateReader
+from driftwarden_load.scenarios import Scenario, generate
+
+Q = 0.001
+
+
+def scenario_events(name: str, n: int, seed: int) -> list[PredictionEvent]:
+    events = [
+        PredictionEvent.model_validate(e)
+        for chunk in generate(Scenario(name=name, n_events=n, onset=0, seed=seed))
+        for e in chunk.prediction_events()
+    ]
+    rng = np.random.default_rng(seed)
+    slow = 10.0 if name == "stable" else 80.0  # latency and cost move with the drift too
+    return [
+        e.model_copy(update={"latency_ms": float(rng.uniform(1, slow)), "cost": float(rng.uniform(0, slow / 1e4))})
+        for e in events
+    ]
+
+
+PROFILE = build_profile("m", "1", scenario_events("stable", 3_000, 0))
+CONFIG = ModelMonitorConfig(latency_p99_budget_ms=40.0, cost_per_1k_budget=5.0)
+WINDOWS = [
+    to_columns(scenario_events(name, 2_000, seed), schema_of(PROFILE))
+    for name, seed in (("stable", 1), ("abrupt-shift", 2), ("categorical-shift", 3), ("stable", 4))
+]
+
+
+def window_examples() -> list[WindowDetector]:
+    return make_window_detectors(PROFILE, CONFIG)
+
+
+def examples(cls: type[Detector]) -> list[Detector]:
+    if cls is MeanShiftDetector:
+        return [MeanShiftDetector(reference_size=300), MeanShiftDetector(delta=0.002, reference=(0.0, 1.0))]
+    return [d for d in window_examples() if type(d) is cls]
+
+
+CLASSES = sorted(DETECTOR_CLASSES.values(), key=lambda c: c.__name__)
+
+
+def test_every_detector_class_is_registered_and_exercised():
+    def subclasses(cls: type) -> Iterator[type]:
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    concrete = {c for c in subclasses(Detector) if not inspect.isabstract(c) and c.__module__.startswith("driftwarden")}
+    assert concrete == set(DETECTOR_CLASSES.values()), "register every detector class in DETECTOR_CLASSES"
+    assert all(DETECTOR_CLASSES[c.__name__] is c for c in concrete)
+    for cls in concrete:
+        assert examples(cls), f"{cls.__name__}: add an example instance to this contract suite"
+
+
+# -- driving a detector the same way twice --------------------------------------------------------
+
+
+def stream_values(seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(0.0 if i < 1_500 else 1.5, 1.0) for i in range(3_000)]
+
+
+def drive(detector: Detector, part: int) -> list[tuple]:
+    """Feed ``part`` (0: the first half of the data, 1: the rest); what the detector said at each step."""
+    said = []
+    if isinstance(detector, MeanShiftDetector):
+        values = stream_values(7)
+        for x in values[:1_000] if part == 0 else values[1_000:]:
+            detector.update(x)
+            said.append((detector.drift_detected, detector.evidence() if detector.drift_detected else None))
+        return said
+    assert isinstance(detector, WindowDetector)
+    for window in WINDOWS[:1] if part == 0 else WINDOWS[1:]:
+        tested = detector.update(window)
+        if tested:
+            decide([detector], Q)
+        said.append((tested, detector.drift_detected, detector.p_value, detector.evidence()))
+    return said
+
+
+# -- the checks -------------------------------------------------------------------------------------
+
+
+def check_state_round_trip_then_identical_behaviour(detector: Detector) -> None:
+    drive(detector, 0)
+    copy = type(detector).from_bytes(detector.to_bytes())
+    assert repr(copy) == repr(detector)
+    assert copy.drift_detected == detector.drift_detected and copy.evidence() == detector.evidence()
+    original_said, copy_said = drive(detector, 1), drive(copy, 1)
+    assert original_said == copy_said
+    assert any(said[0] for said in original_said)  # the comparison covered real updates
+    again = type(detector).from_state(StateReader(detector.state(), "state"))
+    assert again.state() == detector.state()
+
+
+def check_repr_shows_parameters(detector: Detector) -> None:
+    text = repr(detector)
+    assert text.startswith(f"{type(detector).__name__} (") and text.endswith(")")
+    for key, value in detector.params().items():
+        assert f"{key}=" in text
+        if isinstance(value, float | int | bool | str) or value is None:
+            assert f"{key}={value!r}" in text
+    assert len(text) < 400 and "\n" not in text  # bulky parameters (profiles) shown by size
+
+
+def check_no_verdict_on_tiny_windows(detector: Detector) -> None:
+    if isinstance(detector, MeanShiftDetector):
+        warm_up = detector.reference_size or 0
+        for i in range(max(warm_up, 5)):
+            detector.update(100.0 * i if warm_up else 0.0)  # wild values, but still the reference
+            assert not detector.drift_detected
+        return
+    assert isinstance(detector, WindowDetector)
+    tiny = WINDOWS[1].slice(0, detector.min_values - 1)
+    assert detector.update(tiny) is False
+    decide([], Q)
+    assert not detector.drift_detected
+    assert detector.update(WINDOWS[1].slice(0, 0)) is False
+
+
+def check_evidence_has_what_summary_needs(detector: Detector) -> None:
+    if isinstance(detector, MeanShiftDetector):
+        for x in stream_values(3):
+            detector.update(x)
+    else:
+        assert isinstance(detector, WindowDetector)
+        assert detector.update(WINDOWS[1])
+        decide([detector], Q)
+    evidence = detector.evidence()
+    assert detector.EVIDENCE_KEYS and set(evidence) >= detector.EVIDENCE_KEYS
+    summary = detector.summary("fraud", "3")
+    assert "fraud v3" in summary
+    for key in detector.EVIDENCE_KEYS:  # summary() reads only those keys: removing any breaks it
+        broken = {k: v for k, v in evidence.items() if k != key}
+        if isinstance(detector, WindowDetector):
+            detector._evidence = broken
+            with pytest.raises(KeyError):
+                detector.summary("fraud", "3")
+            detector._evidence = evidence
+
+
+def check_drift_detected_is_read_only(detector: Detector) -> None:
+    with pytest.raises(AttributeError):
+        detector.drift_detected = True  # type: ignore[misc]
+
+
+CHECKS: list[Callable[[Detector], None]] = [
+    check_state_round_trip_then_identical_behaviour,
+    check_repr_shows_parameters,
+    check_no_verdict_on_tiny_windows,
+    check_evidence_has_what_summary_needs,
+    check_drift_detected_is_read_only,
+]
+
+
+def yield_checks() -> Iterator[tuple[type[Detector], int, Callable[[Detector], None]]]:
+    for cls in CLASSES:
+        for i in range(len(examples(cls))):
+            for check in CHECKS:
+                yield cls, i, check
+
+
+@pytest.mark.parametrize(
+    ("cls", "example", "check"),
+    list(yield_checks()),
+    ids=[f"{cls.__name__}[{i}]-{check.__name__}" for cls, i, check in yield_checks()],
+)
+def test_detector_contract(cls: type[Detector], example: int, check: Callable[[Detector], None]):
+    check(examples(cls)[example])
+
+
+def test_the_window_verdict_is_the_false_discovery_controls():
+    """Significant alone is not drift; the verdict of a window is decide()'s, across all its p-values."""
+    detectors = window_examples()
+    tested = [d for d in detectors if d.update(WINDOWS[1])]
+    assert not any(d.drift_detected for d in tested)  # update() alone decides nothing
+    decide(tested, Q)
+    drifted = {(d.kind, d.subject) for d in tested if d.drift_detected}
+    assert ("data_drift", "num_00") in drifted and ("latency", "p99_ms") in drifted
+    p_values = np.array([d.p_value for d in tested if d.p_value is not None])
+    for d in tested:
+        if d.p_value is not None and d.effect_exceeded:
+            rank = int((p_values <= d.p_value).sum())
+            significant = any(
+                p <= Q * int((p_values <= p).sum()) / len(p_values) for p in p_values if p >= d.p_value
+            )  # the Benjamini-Hochberg step-up rule, spelled out
+            assert d.drift_detected == significant, (d.subject, d.p_value, rank)
+
+
+def test_repr_looks_like_rivers():
+    assert re.fullmatch(
+        r"MeanShiftDetector \(delta=1e-05, reference_size=1000, recent_size=512, reference=\[0\.0, 2\.0\], "
+        r"min_segment=10\)",
+        repr(MeanShiftDetector(reference=(0.0, 2.0))),
+    )
+
+
+def test_a_window_without_values_for_a_detector_gives_no_verdict_and_clears_the_last_one():
+    detector = next(d for d in window_examples() if d.name == "ks_psi_wasserstein" and d.subject == "num_00")
+    assert detector.update(WINDOWS[1])
+    decide([detector], Q)
+    assert detector.drift_detected
+    no_values = Columns.concat([WINDOWS[1].slice(0, 100)])  # (a copy: slices are views)
+    no_values.numeric[:] = np.nan
+    assert detector.update(no_values) is False and not detector.drift_detected

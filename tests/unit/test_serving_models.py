@@ -1,0 +1,68 @@
+"""Serving without Kafka: which announced versions may be activated, float32 limits, write-back envelopes."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from driftwarden.core.events import ModelPublished
+from driftwarden.registry.store import ModelRegistry, RegistryError
+from driftwarden.serving.models import ActiveModels, BadRequestError
+from driftwarden.serving.writer import envelopes
+from driftwarden.trainer.model import TrainerConfig
+from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.scenarios import Scenario, generate
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path_factory.mktemp("serving") / "registry")
+    examples = [e for chunk in generate(Scenario(n_events=1_000, seed=2)) for e in chunk.training_examples()]
+    assert bootstrap(registry, "served", examples, TrainerConfig()).status == "promoted"
+    return registry
+
+
+def announcement(registry: ModelRegistry, **changes: object) -> ModelPublished:
+    manifest = registry.manifest("served", "1")
+    event = ModelPublished(model_id="served", model_version="1", status="promoted", ts=time.time(), metrics={},
+                           command_id="00000000-0000-4000-8000-000000000000", sha256=manifest.sha256)  # fmt: skip
+    return event.model_copy(update=changes)
+
+
+def test_an_announced_version_is_loaded_only_with_the_announced_sha256(registry):
+    models = ActiveModels(registry)
+    assert models.load_announced(announcement(registry)).version == "1"
+    with pytest.raises(RegistryError, match="event sha256 does not match"):
+        models.load_announced(announcement(registry, sha256="f" * 64))
+    with pytest.raises(RegistryError, match="carries no sha256"):
+        models.load_announced(announcement(registry, sha256=None))
+
+
+def test_a_version_whose_manifest_says_rejected_is_never_loaded(registry, tmp_path):
+    copy = ModelRegistry(tmp_path / "registry")
+    manifest = registry.manifest("served", "1")
+    fields = manifest.model_dump(exclude={"model_id", "version", "sha256", "created_ts", "status"})
+    copy.save("served", registry.load("served", "1"), status="rejected", **fields)
+    with pytest.raises(RegistryError, match="its manifest says 'rejected'"):
+        ActiveModels(copy).load_announced(announcement(copy))
+
+
+def test_numbers_beyond_float32_are_refused_naming_the_instance_and_feature(registry):
+    served = ActiveModels(registry).load("served", "1")
+    features = next(generate(Scenario(n_events=2, seed=3), chunk_size=2)).prediction_events()[0]["features"]
+    assert len(served.frame([{"features": features | {"num_00": 3.4e38}}])["num_00"]) == 1
+    for value in (3.5e38, -1e39, float("nan"), float("inf"), 10**400):
+        with pytest.raises(BadRequestError, match=r"instances\[0\]\.features\.num_00: .* outside the float32 range"):
+            served.frame([{"features": features | {"num_00": value}}])
+
+
+def test_write_back_envelopes_keep_every_event_in_order_under_the_limit():
+    events = [{"event_id": f"00000000-0000-4000-8000-{i:012d}", "model_id": "m", "model_version": "1", "ts": 1.0,
+               "features": {"x": float(i)}, "prediction": "0", "scores": {"0": 1.0}} for i in range(5_000)]  # fmt: skip
+    split = envelopes("m", events, max_bytes=50_000)
+    assert len(split) > 1 and all(len(envelope) <= 50_000 for envelope in split)
+    assert [e["event_id"] for envelope in split for e in orjson.loads(envelope)["events"]] == [
+        e["event_id"] for e in events
+    ]
