@@ -9,6 +9,7 @@ from typing import Any
 
 import aiokafka
 import faust
+from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
@@ -106,4 +107,7 @@ async def commit_offsets(app: faust.App, offsets: Mapping[tuple[str, int], int])
     driver-level commit under ``commit()``: it drops partitions no longer assigned and returns False
     when the group rebalanced meanwhile (then nothing is committed, which is safe).
     """
-    return bool(await app.consumer._commit({TP(topic, partition): o for (topic, partition), o in offsets.items()}))
+    consumer = app.consumer
+    if not isinstance(consumer, ThreadDelegateConsumer):
+        raise TypeError(f"expected Faust's threaded consumer, got {type(consumer).__name__}")
+    return await consumer._commit({TP(topic, partition): o for (topic, partition), o in offsets.items()})
