@@ -361,8 +361,12 @@ def _records(settings: Settings, topic: str, model_id: str) -> list[bytes]:
 
 
 def default_runs(trials: int, seed: int) -> list[KillRun]:
-    """Runs of up to 6 kills adding up to ``trials`` kills, alternating one and two workers."""
-    runs = []
+    """Runs of up to 6 kills adding up to ``trials`` kills, alternating one and two workers.
+
+    >>> [(r.seed, r.kills, r.workers) for r in default_runs(14, seed=1)]
+    [(1, 6, 1), (2, 6, 2), (3, 2, 1)]
+    """
+    runs: list[KillRun] = []
     while (done := sum(r.kills for r in runs)) < trials:
         runs.append(KillRun(seed=seed + len(runs), kills=min(6, trials - done), workers=1 + len(runs) % 2))
     return runs

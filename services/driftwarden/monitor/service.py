@@ -43,7 +43,7 @@ from driftwarden.core.events import (
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
-from driftwarden.kafka.faust_app import commit_offsets, create_faust_app
+from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, take_events
 from driftwarden.kafka.reader import read_topic, watermarks
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
@@ -129,7 +129,7 @@ class MonitorService:
     # -- the agent ---------------------------------------------------------------------------------
 
     async def consume(self, stream: faust.StreamT) -> AsyncIterator[None]:
-        async for batch in stream.take_events(self.batch_max, within=self.batch_within_s):
+        async for batch in take_events(stream, self.batch_max, within=self.batch_within_s):
             async with self._lock:
                 with metrics.BATCH_SECONDS.time():
                     try:
