@@ -111,3 +111,18 @@ def test_export_restore_export_is_identical():
     restored = Monitor()
     assert restored.restore(RAW) == ["demo-model"]
     assert restored.export(["demo-model"]) == RAW
+
+
+@pytest.mark.parametrize("fill", ["dead_letters_only", "labels_only"])
+def test_a_model_with_nothing_pending_round_trips(fill):
+    """No pending predictions means empty packed columns (a restore used to fail on them)."""
+    monitor = Monitor()
+    if fill == "dead_letters_only":
+        monitor.count_dead_letters("quiet", 3)
+    else:
+        chunk = next(generate(Scenario(n_events=50, model_id="quiet", seed=4)))
+        monitor.observe_labels([LabelEvent.model_validate(x) for x in chunk.label_events()], now=1.0)
+    raw = monitor.export(["quiet"])
+    restored = Monitor()
+    assert restored.restore(raw) == ["quiet"]
+    assert restored.export(["quiet"]) == raw

@@ -209,7 +209,7 @@ class StateReader:
         if int(lengths.sum()) != len(data):
             raise packed._error("lengths", f"lengths adding up to {len(data)}")
         ends = np.cumsum(lengths).tolist()
-        return [data[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+        return [data[start:end] for start, end in zip([0, *ends][:-1], ends, strict=True)]
 
     def codes(self, key: str) -> tuple[list[object], list[int]]:
         """``(distinct values, code per row)`` written by :func:`pack_codes`, codes checked in range."""
