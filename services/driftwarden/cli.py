@@ -626,7 +626,7 @@ def faults(
     work_dir: Annotated[Path, typer.Option(help="Broker and worker logs.")] = Path(".driftwarden/faults"),
 ) -> None:
     """Soak: kill -9 monitor workers at random moments under live load; one row per run (exit 1 on a failure)."""
-    from driftwarden.monitor.kill_trials import RunResult, default_runs, run_all, trial_broker
+    from driftwarden.bench.kill_trials import RunResult, default_runs, run_all, trial_broker
 
     runs = default_runs(trials, seed)
     failed = False

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftwarden.monitor.kill_trials import trial_broker
+from driftwarden.bench.kill_trials import trial_broker
 from driftwarden.settings import Settings
 
 

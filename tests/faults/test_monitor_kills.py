@@ -4,14 +4,14 @@ Each run produces drifting streams with late labels and malformed messages at a 
 worker is killed with SIGKILL and restarted to a backlog (with two workers, the survivor takes over
 meanwhile). Afterwards every produced input is processed or dead-lettered exactly once, every label is
 counted once, each expected alert fired once with one id, and every worker is alive
-(driftwarden.monitor.kill_trials, also run as a soak by ``driftwarden faults``).
+(driftwarden.bench.kill_trials, also run as a soak by ``driftwarden faults``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from driftwarden.monitor.kill_trials import KillRun, RunResult, run_all
+from driftwarden.bench.kill_trials import KillRun, RunResult, run_all
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from collections import defaultdict
 import pytest
 from conftest import produce
 
+from driftwarden.bench.kill_trials import wait_counts
 from driftwarden.core.events import Alert
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import ensure_topics
-from driftwarden.monitor.kill_trials import wait_counts
 from driftwarden.monitor.status import latest_status, probe_monitor, records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings

@@ -1,4 +1,4 @@
-"""The pieces of the monitor kill trials that need no broker (driftwarden.monitor.kill_trials)."""
+"""The pieces of the monitor kill trials that need no broker (driftwarden.bench.kill_trials)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import pytest
 from aiokafka.partitioner import murmur2
 
-from driftwarden.monitor.kill_trials import KillRun, RunResult, default_runs, model_ids, wait_counts
+from driftwarden.bench.kill_trials import KillRun, RunResult, default_runs, model_ids, wait_counts
 
 
 def test_the_two_models_land_on_the_first_and_the_last_partition():
