@@ -4,7 +4,7 @@ loudly when the pinned version changes)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiokafka
@@ -28,6 +28,18 @@ def faust_credentials(settings: Settings) -> Any:
             mechanism=settings.kafka_sasl_mechanism,
         )
     return options.get("ssl_context")
+
+
+def on_rebalance(signal: Any, handler: Callable[[set[TP]], Awaitable[None]]) -> None:
+    """Call ``handler(partitions)`` on Faust's ``on_partitions_assigned``/``_revoked`` signal (held strongly).
+
+    Faust sends these signals as ``receiver(app, partitions, signal=...)``.
+    """
+
+    async def receiver(sender: Any, partitions: set[TP], **_: Any) -> None:
+        await handler(partitions)
+
+    signal.connect(receiver)
 
 
 def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGenerator[Sequence[EventT[Any]], None]:

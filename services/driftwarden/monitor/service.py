@@ -43,7 +43,7 @@ from driftwarden.core.events import (
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
-from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, take_events
+from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
 from driftwarden.kafka.reader import read_topic, watermarks
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
@@ -123,8 +123,8 @@ class MonitorService:
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
-        self.app.on_partitions_revoked.connect(self.on_partitions_revoked)
-        self.app.on_partitions_assigned.connect(self.on_partitions_assigned)
+        on_rebalance(self.app.on_partitions_revoked, self.on_partitions_revoked)
+        on_rebalance(self.app.on_partitions_assigned, self.on_partitions_assigned)
 
     # -- the agent ---------------------------------------------------------------------------------
 
@@ -361,11 +361,11 @@ class MonitorService:
         if not await commit_offsets(self.app, offsets):
             log.info("offsets %s not committed (rebalanced meanwhile); the checkpoint covers them", offsets)
 
-    async def on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
         self.owned = {tp.partition for tp in assigned if tp.topic in (self.topics.predictions, self.topics.labels)}
         log.info("partitions assigned: %s", sorted(self.owned))
 
-    async def on_partitions_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Save what we have of revoked partitions (unless it belongs to another incarnation of the
         log), then forget it: the next owner restores it."""
         partitions = {tp.partition for tp in revoked if tp.topic in (self.topics.predictions, self.topics.labels)}
