@@ -108,22 +108,23 @@ def test_serving_through_a_broker_outage(tmp_path):
         broker.stop()
 
 
-def test_the_trainer_reports_an_outage_once_and_honours_sigterm_while_the_broker_is_down(tmp_path):
+@pytest.mark.parametrize(("service", "bound_s"), [("trainer", 15), ("monitor", 25)])
+def test_a_worker_reports_an_outage_once_and_honours_sigterm_while_the_broker_is_down(tmp_path, service, bound_s):
     base = Settings(topic_prefix=f"dwout-{uuid.uuid4().hex[:8]}.", registry_dir=tmp_path / "registry",
                     state_dir=tmp_path)  # fmt: skip
     broker = EmbeddedBroker(tmp_path / "broker.log", port=fixed_port(), settings=base)
     broker.start()
-    log_path = tmp_path / "trainer.log"
-    process = spawn(["trainer", "--metrics-port", str(free_port())], broker.settings, log_path)
+    log_path = tmp_path / f"{service}.log"
+    process = spawn([service, "--metrics-port", str(free_port())], broker.settings, log_path)
     try:
-        wait_until(lambda: "[^Worker]: Ready" in log_path.read_text(), "the trainer started")
+        wait_until(lambda: "[^Worker]: Ready" in log_path.read_text(), f"the {service} started")
         broker.stop()
         wait_until(lambda: "the Kafka broker is UNREACHABLE" in log_path.read_text(), "the outage is reported")
         time.sleep(3)
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         process.wait(timeout=40)
-        assert time.monotonic() - started < 15, "SIGTERM not honoured within the shutdown timeout"
+        assert time.monotonic() - started < bound_s, "SIGTERM not honoured within the shutdown timeout"
         log = log_path.read_text()
         assert log.count("the Kafka broker is UNREACHABLE") == 1
         assert [line for line in log.splitlines() if "[ERROR] aiokafka" in line] == []

@@ -44,6 +44,7 @@ from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
+from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic, watermarks
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
@@ -58,6 +59,9 @@ from driftwarden.monitor.state import (
 from driftwarden.settings import CHECKPOINT_MAX_BYTES, Settings
 
 log = logging.getLogger(__name__)
+#: Longest a SIGTERM waits for a clean stop (revoke checkpoint included) before the worker exits anyway:
+#: nothing uncheckpointed was committed, so a restart replays it (what a broker outage makes likely).
+SHUTDOWN_TIMEOUT_S = 20.0
 
 #: Exit code when even the dead-letter topic cannot be written: exit without committing offsets.
 EXIT_CANNOT_PUBLISH = 75
@@ -448,6 +452,7 @@ def run_worker(settings: Settings) -> None:
     config = MonitoringConfig.from_file(settings.monitor_config) if settings.monitor_config else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     service = MonitorService(settings, config)
+    watch_broker(service.app, settings, "monitor", SHUTDOWN_TIMEOUT_S)
     tune_garbage_collector()
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
