@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.reader import read_topic
 from driftwarden.kafka.undecodable import UNDECODABLE, GuardedFetch
 from driftwarden.settings import Settings
 
@@ -77,3 +78,22 @@ def test_an_undecodable_batch_is_dead_lettered_by_coordinates_and_nothing_else_i
         (topic, 0, 1), (topic, 0, 2), (topic, 0, 3),
     ]  # fmt: skip
     assert all("DecompressionError" in letter.reason and letter.payload_b64 == "" for letter in letters)
+
+
+def test_topic_reads_skip_an_undecodable_batch_and_finish(kafka, caplog):
+    """What the trainer (training window), the CLI and the demo read through: the bad offsets are skipped
+    with an error line, the read still ends at the topic's end."""
+    topic = f"{kafka.topic_prefix}undecodable-read-{uuid.uuid4().hex[:6]}"
+    asyncio.run(produce(kafka, topic, 0, b"before"))
+    produce_corrupt_batch(kafka, topic, 0, "k", 2)  # offsets 1..2
+    asyncio.run(produce(kafka, topic, 0, b"after"))
+
+    async def read_all() -> list[bytes | None]:
+        return [record.value async for record in read_topic(kafka, topic)]
+
+    with caplog.at_level("ERROR", logger="driftwarden.kafka.reader"):
+        values = asyncio.run(asyncio.wait_for(read_all(), timeout=60))
+    assert values == [b"before", b"after"]
+    skipped = [m for m in caplog.messages if " skipped: " in m]
+    assert [m.split(" skipped: ")[0] for m in skipped] == [f"{topic}[0] offset 1", f"{topic}[0] offset 2"]
+    assert all("DecompressionError" in m for m in skipped)

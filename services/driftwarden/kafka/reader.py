@@ -3,18 +3,24 @@
 Without ``follow`` a read covers what the topic held when the read began: each partition is read up
 to the first fetch high-water mark (``highwater()``) the broker reports for it. The embedded broker
 reports end offsets wrongly, but its high-water marks right. Records that keep arriving during the
-read do not keep it going (a trainer reading its window while traffic flows still finishes).
+read do not keep it going (a trainer reading its window while traffic flows still finishes). A record
+batch that cannot be decompressed is skipped offset by offset with an error line
+(:class:`~driftwarden.kafka.undecodable.GuardedFetch`), never a reader stuck on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from driftwarden.kafka.clients import client_options
+from driftwarden.kafka.undecodable import GuardedFetch
 from driftwarden.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 async def read_topic(
@@ -51,12 +57,15 @@ async def read_topic(
         since_ms = None if since_ts is None else int(since_ts * 1000)
         ends: dict[TopicPartition, int] = {}
         idle_since = asyncio.get_running_loop().time()
+        guard = GuardedFetch(consumer, grouped=False)
         while True:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=5_000)
-            for records in fetched.values():
-                for record in records:
-                    if since_ms is None or record.timestamp >= since_ms:
-                        yield record
+            records, skipped = await guard.getmany(timeout_ms=200, max_records=5_000)
+            for letter in skipped:
+                log.error("%s[%d] offset %d skipped: %s", topic, letter.source_partition, letter.source_offset,
+                          letter.reason)  # fmt: skip
+            for record in records:
+                if since_ms is None or record.timestamp >= since_ms:
+                    yield record
             if follow:
                 continue
             if idle_timeout_s is None:
@@ -64,7 +73,7 @@ async def read_topic(
                     return
                 continue
             now = asyncio.get_running_loop().time()
-            if any(fetched.values()):
+            if records or skipped:
                 idle_since = now
             elif now - idle_since >= idle_timeout_s and await _reached(consumer, assigned, {}):
                 return
