@@ -127,6 +127,7 @@ class MonitorService:
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
+        self.app.timer(1.0, name="monitor-checkpoint")(self.checkpoint_when_quiet)
         on_rebalance(self.app.on_partitions_revoked, self.on_partitions_revoked)
         on_rebalance(self.app.on_partitions_assigned, self.on_partitions_assigned)
 
@@ -141,9 +142,17 @@ class MonitorService:
                     except Exception as exc:  # a bug in our code must not lose the batch: keep it whole
                         log.exception("processing a batch of %d messages failed; dead-lettering it", len(batch))
                         await self._dead_letter_batch(batch, f"internal error: {exc!r}")
-                if not self.line.busy and time.monotonic() - self.last_checkpoint >= self.checkpoint_due_s:
-                    await self.checkpoint(wait=False)
+                await self._checkpoint_if_due()
             yield None
+
+    async def checkpoint_when_quiet(self) -> None:
+        """When the input pauses, its last batches are still checkpointed (and so committed) once due."""
+        async with self._lock:
+            await self._checkpoint_if_due()
+
+    async def _checkpoint_if_due(self) -> None:
+        if self.dirty and not self.line.busy and time.monotonic() - self.last_checkpoint >= self.checkpoint_due_s:
+            await self.checkpoint(wait=False)
 
     async def process(self, batch: Sequence[EventT]) -> None:
         """Decode, detect, publish; status counters move only once everything is acknowledged."""
