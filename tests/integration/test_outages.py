@@ -8,9 +8,7 @@ within the shutdown timeout. When the broker is back, one line says so and servi
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ import pytest
 from conftest import unique_model
 
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
+from driftwarden.kafka.object_store import free_low_port
 from driftwarden.processes import spawn, terminate
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.readiness import wait_until_ready
@@ -31,19 +30,6 @@ from driftwarden.trainer.workflow import bootstrap
 from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
-
-
-def fixed_port() -> int:
-    """A free port below the ephemeral range: a reconnecting client cannot take it between restarts."""
-    for _ in range(100):
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port below 32768")
 
 
 def get(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, dict]:
@@ -69,7 +55,7 @@ def test_serving_through_a_broker_outage(tmp_path):
                 for e in chunk.training_examples()]  # fmt: skip
     assert bootstrap(registry, model_id, examples, TrainerConfig()).status == "promoted"
     base = Settings(topic_prefix=f"dwout-{uuid.uuid4().hex[:8]}.", registry_dir=registry.root, state_dir=tmp_path)
-    broker = EmbeddedBroker(tmp_path / "broker.log", port=fixed_port(), settings=base)
+    broker = EmbeddedBroker(tmp_path / "broker.log", port=free_low_port(), settings=base)
     broker.start()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -112,7 +98,7 @@ def test_serving_through_a_broker_outage(tmp_path):
 def test_a_worker_reports_an_outage_once_and_honours_sigterm_while_the_broker_is_down(tmp_path, service, bound_s):
     base = Settings(topic_prefix=f"dwout-{uuid.uuid4().hex[:8]}.", registry_dir=tmp_path / "registry",
                     state_dir=tmp_path)  # fmt: skip
-    broker = EmbeddedBroker(tmp_path / "broker.log", port=fixed_port(), settings=base)
+    broker = EmbeddedBroker(tmp_path / "broker.log", port=free_low_port(), settings=base)
     broker.start()
     log_path = tmp_path / f"{service}.log"
     process = spawn([service, "--metrics-port", str(free_port())], broker.settings, log_path)
