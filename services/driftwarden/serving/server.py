@@ -50,7 +50,8 @@ ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "
 LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))  # fmt: skip
 BATCH_ROWS = Histogram("driftwarden_serving_batch_rows", "Rows per micro-batch.", buckets=(1, 8, 32, 128, 512, 2048))
-SWAPS = Counter("driftwarden_serving_swaps", "Model versions activated or refused.", ["model_id", "outcome"])
+SWAPS = Counter("driftwarden_serving_swaps", "Model-published events followed, by outcome: the status activated, "
+                "refused, ignored (rejected), invalid-event.", ["model_id", "outcome"])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -393,6 +394,8 @@ class ServingApp:
                 continue
             if event.status in ("promoted", "canary", "shadow"):
                 await self.swap(event)
+            else:  # a rejected challenger: nothing to serve, but every event is accounted for
+                SWAPS.labels(self._metric_label(event.model_id), "ignored").inc()
 
     async def swap(self, event: ModelPublished) -> None:
         """Activate the announced version if its manifest allows it and its sha256 matches the event."""
