@@ -88,7 +88,7 @@ class HttpLoad:
 
 def stream_requests(rows: list[dict[str, Any]]) -> list[tuple[str | None, bytes]]:
     """(request id, value): mostly servable requests (every 4th without event ids), every 9th missing a
-    feature (refused), every 10th not JSON (dead-lettered)."""
+    feature (refused), every 10th not JSON (dead-lettered); the last repeats one without event ids."""
     made: list[tuple[str | None, bytes]] = []
     for n in range(STREAM_REQUESTS):
         if n % 10 == 9:
@@ -101,7 +101,7 @@ def stream_requests(rows: list[dict[str, Any]]) -> list[tuple[str | None, bytes]
         if n % 4:
             instances = [i | {"event_id": str(uuid.uuid4())} for i in instances]
         made.append((request_id, orjson.dumps({"request_id": request_id, "model_id": MODEL, "instances": instances})))
-    return made
+    return [*made, made[4]]  # sent again as a retrying producer would: answered again, as after a replay
 
 
 class StreamLoad:
@@ -189,9 +189,10 @@ def test_serving_killed_under_load_answers_every_request_once_and_loses_no_strea
         def accounted() -> dict[str, int]:
             responses, dead = stream_outcomes(settings)
             ok = {r for r, answers in responses.items() if any(a.error is None for a in answers)}
-            return {"requests": sum(1 for p, r in by_place.items() if r in ok or p in dead)}
+            repeated = [a for a in responses.get(str(requests[-1][0]), []) if a.error is None]
+            return {"requests": sum(1 for p, r in by_place.items() if r in ok or p in dead), "repeated": len(repeated)}
 
-        wait_counts(accounted, {"requests": len(requests)}, stall_s=60)
+        wait_counts(accounted, {"requests": len(requests), "repeated": 2}, stall_s=60)
         wait_counts(lambda: lag(settings), {"committed": 1}, stall_s=30)
         responses, dead = stream_outcomes(settings)
         with urllib.request.urlopen(f"{http.url}/readyz", timeout=5) as response:
@@ -212,6 +213,7 @@ def test_serving_killed_under_load_answers_every_request_once_and_loses_no_strea
     assert accounting_problems("stream requests", len(requests), len({p for p, r in by_place.items() if r in answered}),
                                len(dead)) == []  # fmt: skip
     assert not {p for p, r in by_place.items() if r in answered} & dead, "a request both answered and dead-lettered"
+    assert len(responses[str(requests[-1][0])]) == 2  # the repeated request, answered twice
     for request_id in answered:
         ids = {tuple(p.event_id for p in a.predictions) for a in responses[request_id] if a.error is None}
         assert len(ids) == 1, f"{request_id} answered again under other ids: {ids}"
