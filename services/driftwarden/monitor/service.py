@@ -46,6 +46,7 @@ from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
 from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic, watermarks
+from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
     Admission,
@@ -163,6 +164,10 @@ class MonitorService:
         for event in batch:
             message = event.message
             if not await self._accept(message):
+                continue
+            if (reason := undecodable_reason(message)) is not None:  # its batch cannot be decoded: by coordinates
+                pending.append(await self._send_dead_letter(message, Rejection(reason, b"")))
+                self._track(message.partition, [], message.key)
                 continue
             is_label = message.topic == self.topics.labels
             decoded = (LABELS if is_label else PREDICTIONS).decode(message.value)
