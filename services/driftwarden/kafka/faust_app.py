@@ -1,6 +1,8 @@
 """Faust application settings shared by every driftwarden worker, and the only place that touches
 Faust's internals (pinned to faust-streaming 0.15.3; ``tests/unit/test_state_protocol.py`` fails
-loudly when the pinned version changes)."""
+loudly when the pinned version changes): the committing of exact offsets, and the fetch in Faust's
+consumer thread, which goes through :class:`~driftwarden.kafka.undecodable.GuardedFetch` so that an
+undecodable record batch reaches the services as placeholder records instead of crashing the worker."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ from typing import Any
 
 import aiokafka
 import faust
+from aiokafka import ConsumerRecord
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
 from driftwarden.kafka.clients import bootstrap_of, client_options
+from driftwarden.kafka.undecodable import GuardedFetch, in_line
 from driftwarden.settings import Settings
 
 
@@ -54,6 +59,9 @@ def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGe
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _guard: GuardedFetch | None = None
+    _guard_generation = -1
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         app = self.app
@@ -61,6 +69,34 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Faust hard-codes a 1.5 s fetch wait; aiokafka reads this when start() builds the fetcher.
         consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: set[TP],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Mapping[TP, list[ConsumerRecord[bytes, bytes]]]:
+        """Faust's fetch (``AIOKafkaConsumerThread._fetch_records``: fetch unless the flow is suspended)
+        through :class:`GuardedFetch`: an undecodable record batch no longer raises out of the consumer
+        thread (Faust would crash the worker, and again on every restart); each of its offsets comes in
+        line as a :func:`~driftwarden.kafka.undecodable.placeholder` record for the service to dead-letter.
+        """
+        if not self.consumer.flow_active:
+            return {}
+        generation = self.app.consumer_generation_id
+        if self._guard is None or self._guard.consumer is not consumer or generation != self._guard_generation:
+            self._guard = GuardedFetch(consumer, grouped=True)  # positions were set anew: nothing handed out yet
+            self._guard_generation = generation
+        try:
+            partitions = (aiokafka.TopicPartition(tp.topic, tp.partition) for tp in active_partitions)
+            records, letters = await self._guard.getmany(
+                *partitions, timeout_ms=int((timeout or 0.0) * 1000), max_records=max_records
+            )
+        except IllegalStateError:  # the assignment changed under the fetch: the next generation re-seeks
+            self._guard = None
+            return {}
+        return in_line(records, letters)
 
 
 class _Consumer(faust_aiokafka.Consumer):

@@ -15,11 +15,12 @@ own dead letter. What is not possible: the bytes of the broken batch (aiokafka n
 knowing which partition failed without rewinding them all. A consumer without a group starts each
 partition it has not handed anything out from at the beginning (driftwarden consumers use ``earliest``).
 
-Faust consumers (the monitor, the trainer's commands) fetch inside Faust's consumer thread
-(``AIOKafkaConsumerThread._fetch_records`` calls the fetcher directly); the adapter there can fetch
-through ``GuardedFetch(consumer, grouped=True).getmany(*active_partitions, ...)`` instead, and hand the
-dead letters to the service. Faust commits past the skipped offsets by itself: it records a gap when a
-partition's next message is more than one offset after the last one read.
+Faust consumers (the monitor, the trainer's commands) fetch inside Faust's consumer thread; the adapter
+there (:mod:`driftwarden.kafka.faust_app`) fetches through ``GuardedFetch`` and hands each skipped
+offset on in line, as a :func:`placeholder` record at that very offset: the service sees every offset in
+order (the monitor's offset ledger needs no holes, and Faust's own gap bookkeeping, which misses a hole
+at offset 0, is never needed) and dead-letters a placeholder by its coordinates
+(:func:`undecodable_reason`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import gzip
 import logging
 import time
 import zlib
+from typing import Any, Protocol
 
 import cramjam
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -37,6 +39,18 @@ from prometheus_client import Counter
 from driftwarden.core.events import DeadLetter
 
 log = logging.getLogger(__name__)
+
+
+class ConsumedWithHeaders(Protocol):
+    """What :func:`undecodable_reason` reads: a Faust ``Message`` or an aiokafka ``ConsumerRecord``."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...
+
 
 UNDECODABLE: tuple[type[Exception], ...] = (
     CorruptRecordException,
@@ -48,6 +62,70 @@ UNDECODABLE: tuple[type[Exception], ...] = (
 )
 SKIPPED = Counter("driftwarden_undecodable_records", "Offsets skipped: their record batch cannot be decoded.",
                   ["topic"])  # fmt: skip
+
+
+#: The header that marks a :func:`placeholder` record (it carries the dead letter's reason).
+PLACEHOLDER_HEADER = "driftwarden-undecodable"
+
+
+def placeholder(letter: DeadLetter) -> ConsumerRecord[bytes, bytes]:
+    """A record standing in for an offset that cannot be decoded: no key, an empty value, the reason in
+    a header, and the offset's coordinates.
+
+    >>> record = placeholder(undecodable_letter(TopicPartition("t", 1), 7, zlib.error("bad")))
+    >>> record.topic, record.partition, record.offset, record.key, record.value
+    ('t', 1, 7, None, b'')
+    >>> undecodable_reason(record)
+    'undecodable record batch (corrupt or unsupported compression): error: bad'
+    """
+    return ConsumerRecord(
+        topic=letter.source_topic,
+        partition=letter.source_partition,
+        offset=letter.source_offset,
+        timestamp=int(letter.ts * 1000),
+        timestamp_type=0,
+        key=None,
+        value=b"",
+        checksum=None,
+        serialized_key_size=-1,
+        serialized_value_size=0,
+        headers=((PLACEHOLDER_HEADER, letter.reason.encode()),),
+    )
+
+
+def in_line(records: list[ConsumerRecord], letters: list[DeadLetter]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """Records and :func:`placeholder` records for the dead letters, by partition in offset order.
+
+    >>> letter = undecodable_letter(TopicPartition("t", 0), 1, zlib.error("bad"))
+    >>> records = [ConsumerRecord("t", 0, o, 0, 0, None, b"ok", None, -1, 2, ()) for o in (2, 0)]
+    >>> [(r.offset, r.value) for r in in_line(records, [letter])[TopicPartition("t", 0)]]
+    [(0, b'ok'), (1, b''), (2, b'ok')]
+    """
+    by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for record in [*records, *map(placeholder, letters)]:
+        by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+    if letters:
+        for batch in by_partition.values():
+            batch.sort(key=lambda record: record.offset)
+    return by_partition
+
+
+def undecodable_reason(message: ConsumedWithHeaders) -> str | None:
+    """Why ``message`` (a Faust message or a record) could not be decoded, if it is a :func:`placeholder`.
+
+    Only a record without key and value can be one: a producer that adds the header to a real record
+    does not turn it into a dead letter.
+
+    >>> forged = ConsumerRecord("t", 0, 3, 0, 0, b"k", b"{}", None, 1, 2, ((PLACEHOLDER_HEADER, b"no"),))
+    >>> undecodable_reason(forged) is None
+    True
+    """
+    if message.key is not None or message.value:
+        return None
+    for name, value in message.headers or ():
+        if name == PLACEHOLDER_HEADER:
+            return bytes(value).decode("utf-8", "replace")
+    return None
 
 
 def undecodable_letter(tp: TopicPartition, offset: int, error: Exception) -> DeadLetter:
@@ -79,15 +157,20 @@ class GuardedFetch:
         self.careful: dict[TopicPartition, int] = {}  # read one record at a time up to this offset
         self._assignment: set[TopicPartition] = set()
 
+    def reset(self) -> None:
+        """Forget what was handed out: the consumer's positions were set anew (a rebalance, a seek)."""
+        self.delivered = {}
+        self.careful = {}
+        self._assignment = set()
+
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None
     ) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
         """The next records (of ``partitions``, default all assigned), and dead letters for the offsets that
         had to be skipped. Like ``AIOKafkaConsumer.getmany``, whose arguments these are."""
         if self.consumer.assignment() != self._assignment:  # a rebalance: positions come from the group again
+            self.reset()
             self._assignment = set(self.consumer.assignment())
-            self.delivered = {}
-            self.careful = {}
         if self.careful:
             return await self._one_at_a_time(timeout_ms, set(partitions))
         try:

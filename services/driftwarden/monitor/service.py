@@ -46,6 +46,7 @@ from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
 from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic, watermarks
+from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
     Admission,
@@ -163,6 +164,10 @@ class MonitorService:
         for event in batch:
             message = event.message
             if not await self._accept(message):
+                continue
+            if (reason := undecodable_reason(message)) is not None:  # its batch cannot be decoded: by coordinates
+                pending.append(await self._send_dead_letter(message, Rejection(reason, b"")))
+                self._track(message.partition, [], message.key)
                 continue
             is_label = message.topic == self.topics.labels
             decoded = (LABELS if is_label else PREDICTIONS).decode(message.value)
@@ -385,7 +390,8 @@ class MonitorService:
         self.owned -= partitions  # from now on, batches fetched before the rebalance are dropped
         async with self._lock:
             try:
-                await self._drop_states_of_other_logs(partitions & self.dirty)
+                # Every revoked state, saved or not: one of another log is refused loudly, not forgotten quietly.
+                await self._drop_states_of_other_logs(partitions & self.initialized)
                 await self.checkpoint(partitions)
                 await self.line.drain()
             except Exception:  # the next owner replays from the previous checkpoint instead
@@ -397,7 +403,7 @@ class MonitorService:
             self._checkpoints = None
 
     async def _drop_states_of_other_logs(self, partitions: set[int]) -> None:
-        """Compare the states about to be saved with fresh watermarks of the inputs (a revoke follows
+        """Compare the revoked states with fresh watermarks of the inputs (a revoke follows
         e.g. a broker restart; the fetch positions seen before it may be from the previous log)."""
         inputs = [(topic, p) for p in sorted(partitions) for topic in self.ledger.covered(p)]
         # Only the high-water mark: a live state behind the low-water mark lost events to retention
