@@ -376,6 +376,17 @@ def serve(
     run_server(config, serving, host, port)
 
 
+@cli.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8765,
+) -> None:
+    """Serve a live page of every model (drift per feature, alerts, accuracy, versions) read from the topics."""
+    from driftwarden.ui.server import run_ui
+
+    run_ui(settings(), host, port, lambda url: typer.echo(f"driftwarden ui: {url}"))
+
+
 def _announce_promotion(config: Settings, model_id: str, version: str, reason: str) -> None:
     """Publish that a registered version is promoted, so every server swaps to it."""
     import uuid
