@@ -660,14 +660,18 @@ def demo(
     loop_events: Annotated[
         int, typer.Option(help="Requests sent to serving in the retraining loop.", min=15_000)
     ] = 36_000,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Keep the live page serving after the summary until Ctrl-C.")
+    ] = True,
 ) -> None:
-    """Run everything on this machine: broker, monitor, trainer, serving, drifting load; print a summary."""
+    """Run everything on this machine: broker, monitor, trainer, serving, drifting load, the live page; print a
+    summary."""
     import shutil
 
     from driftwarden.demo import run_demo
 
     shutil.rmtree(work_dir / "registry", ignore_errors=True)  # each demo starts from a fresh registry
-    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events)
+    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events, wait=wait)
 
 
 def main() -> None:

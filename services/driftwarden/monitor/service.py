@@ -335,7 +335,9 @@ class MonitorService:
     def _drop_foreign_state(self, partition: int, detail: str) -> None:
         """State of another incarnation of the log (e.g. the broker restarted empty): never save it."""
         self._refuse(partition, CheckpointRefused("foreign_log", detail))
-        self.core.forget(self.partition_models.pop(partition, set()))
+        models = self.partition_models.pop(partition, set())
+        self.core.forget(models)
+        self.series.forget(models)
         self.ledger.forget({partition})
         self.dirty.discard(partition)
 
