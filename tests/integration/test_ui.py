@@ -25,14 +25,15 @@ from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import FEATURES, Scenario
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]  # run last: see conftest.pytest_collection_modifyitems
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 T = TypeVar("T")
 
 
 def off_the_page_loop(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``function`` in another thread: Playwright's sync API keeps an event loop running in this one."""
+    """Run ``function`` in another thread: Playwright's sync API keeps an event loop running in this one
+    (for the rest of the session: conftest.py runs the browser tests last)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(function, *args, **kwargs).result()
 
