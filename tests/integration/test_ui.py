@@ -68,16 +68,19 @@ def test_a_drifting_stream_shows_live_with_drifted_features_firing_and_the_other
     page.goto(ui)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     model_id = unique_model("ui-drift")
-    # num_00 and num_01 shift by 1σ from event 8,000 and stay shifted; at 2,000 events/s the monitor
-    # publishes several statuses, each with its latest window: the drift history.
-    scenario = Scenario(name="abrupt-shift", n_events=12_000, onset=8_000, model_id=model_id)
-    off_the_page_loop(produce, kafka, scenario, batch_size=200, rate=2_000)
-
+    # num_00 and num_01 shift by 1σ from event 7,000 and stay shifted: 9,000 events, then 3,000 more (a
+    # second stream of the same world, shifted throughout), so the page gets at least two windows apart.
+    scenario = Scenario(name="abrupt-shift", n_events=9_000, onset=7_000, model_id=model_id)
+    more = Scenario(name="abrupt-shift", n_events=3_000, onset=0, seed=1, model_id=model_id,
+                    start_ts=scenario.start_ts + scenario.n_events / scenario.events_per_second)  # fmt: skip
     card = page.locator(f'section.model[data-model="{model_id}"]')  # arrives over SSE: the page was open before
     features = card.locator("table.features tr[data-feature]")
+    off_the_page_loop(produce, kafka, scenario, batch_size=200)
+    expect(card.locator('[data-kpi="events"]')).to_contain_text("9,000", timeout=120_000)
+    off_the_page_loop(produce, kafka, more, batch_size=200)
     expect(card.locator('[data-kpi="events"]')).to_contain_text("12,000", timeout=120_000)
     for drifted in scenario.drift_features:
-        expect(card.locator(f'tr[data-feature="{drifted}"]')).to_have_attribute("data-state", "firing")
+        expect(card.locator(f'tr[data-feature="{drifted}"]')).to_have_attribute("data-state", "firing", timeout=30_000)
     expect(features).to_have_count(len(FEATURES) + 1)  # the inputs and the score
     states = {row.get_attribute("data-feature"): row.get_attribute("data-state") for row in features.all()}
     inputs = {name: state for name, state in states.items() if name != "score"}
