@@ -376,6 +376,17 @@ def serve(
     run_server(config, serving, host, port)
 
 
+@cli.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8765,
+) -> None:
+    """Serve a live page of every model (drift per feature, alerts, accuracy, versions) read from the topics."""
+    from driftwarden.ui.server import run_ui
+
+    run_ui(settings(), host, port, lambda url: typer.echo(f"driftwarden ui: {url}"))
+
+
 def _announce_promotion(config: Settings, model_id: str, version: str, reason: str) -> None:
     """Publish that a registered version is promoted, so every server swaps to it."""
     import uuid
@@ -649,14 +660,18 @@ def demo(
     loop_events: Annotated[
         int, typer.Option(help="Requests sent to serving in the retraining loop.", min=15_000)
     ] = 36_000,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Keep the live page serving after the summary until Ctrl-C.")
+    ] = True,
 ) -> None:
-    """Run everything on this machine: broker, monitor, trainer, serving, drifting load; print a summary."""
+    """Run everything on this machine: broker, monitor, trainer, serving, drifting load, the live page; print a
+    summary."""
     import shutil
 
     from driftwarden.demo import run_demo
 
     shutil.rmtree(work_dir / "registry", ignore_errors=True)  # each demo starts from a fresh registry
-    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events)
+    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events, wait=wait)
 
 
 def main() -> None:

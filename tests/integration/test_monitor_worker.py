@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import urllib.request
 
 import orjson
 import pytest
 from conftest import Worker, produce, unique_model
+from scrape import samples, scrape
 
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import Alert, DeadLetter, RetrainCommand
@@ -132,15 +132,16 @@ def test_metrics_endpoint_exposes_counts_statistics_lag_and_joins(kafka, monitor
     scenario = Scenario(name="stable", n_events=8_000, model_id=unique_model("metrics"))
     produce(kafka, scenario, label_delay=1_000)
     wait_processed(kafka, scenario.model_id, 8_000)
-    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_worker.metrics_port}/metrics", timeout=5) as response:
-        body = response.read().decode()
-    model = f'model_id="{scenario.model_id}"'
-    assert f"driftwarden_events_processed{{{model}}} 8000.0" in body
-    # One window was tested after the 5,000-event reference: its statistics are exposed per subject.
-    assert (
-        f'driftwarden_drift_statistic{{kind="data_drift",{model},statistic="wasserstein_normed",subject="num_00"}}'
-        in body
-    )
-    assert f'driftwarden_pending_label_joins{{{model},side="predictions"}}' in body
-    assert 'driftwarden_consumer_lag{partition="' in body
-    assert "driftwarden_batch_seconds_count" in body
+    families = scrape(monitor_worker.metrics_port)
+    model = {"model_id": scenario.model_id, "model_version": "1"}
+    assert list(samples(families, "driftwarden_events_processed_total", **model).values()) == [8000.0]
+    # One window was tested after the 5,000-event reference: its statistics are exposed per feature.
+    num_00 = {**model, "kind": "data_drift", "subject": "num_00"}
+    for name in ("driftwarden_drift_wasserstein_normed", "driftwarden_drift_psi", "driftwarden_drift_p_value"):
+        assert len(samples(families, name, **num_00)) == 1, name
+    (p_value,) = samples(families, "driftwarden_drift_p_value", **num_00).values()
+    assert 0 <= p_value <= 1
+    assert samples(families, "driftwarden_data_quality_ratio", **model, subject="num_00/missing")
+    assert samples(families, "driftwarden_pending_label_joins", model_id=scenario.model_id, side="predictions")
+    assert samples(families, "driftwarden_consumer_lag", topic=kafka.topics.predictions)
+    assert samples(families, "driftwarden_batch_seconds_count")

@@ -55,7 +55,7 @@ def test_driftwarden_settings_in_compose_are_real_settings():
 # The services built from the Dockerfile; every other one runs a pinned third-party image.
 DRIFTWARDEN_SERVICES = sorted(name for name, service in COMPOSE["services"].items() if "build" in service)
 # The Dockerfile's EXTRAS per service: each installs what it needs, the monitor image nothing more.
-EXPECTED_EXTRAS = {"topics": "", "monitor": "", "notify": "", "trainer": "trainer", "serving": "serving"}
+EXPECTED_EXTRAS = {"topics": "", "monitor": "", "notify": "", "trainer": "trainer", "serving": "serving", "ui": "ui"}
 
 
 def test_every_service_is_built_here_or_runs_a_pinned_image():

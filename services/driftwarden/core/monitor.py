@@ -24,6 +24,7 @@ and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,9 +50,11 @@ from driftwarden.core.state import JsonValue, State, StateError, StateReader, de
 
 #: The streaming detector of the prediction signal (a name no feature can have).
 SIGNAL = "\0signal"
-#: Window statistics kept for metrics: the first of these in a detector's evidence.
+#: Window statistics kept for metrics and the status topic: each of these a detector's evidence holds.
 WINDOW_STATISTICS = (
     "wasserstein_normed",
+    "psi",
+    "p_value",
     "js_distance",
     "mahalanobis_distance",
     "estimated_accuracy",
@@ -232,9 +235,8 @@ class ModelMonitor:
     def _remember_window_statistic(self, detector: WindowDetector, evidence: dict[str, Scalar]) -> None:
         for key in WINDOW_STATISTICS:
             value = evidence.get(key)
-            if isinstance(value, float):
+            if isinstance(value, float) and math.isfinite(value):
                 self.latest_window[StatisticKey(detector.kind, detector.subject, key)] = value
-                return
 
     def _severity(self, evidence: dict[str, Scalar]) -> Severity:
         config = self.config
@@ -506,6 +508,7 @@ class Monitor:
             performance=performance,
             label_joins=state.joiner.counts(),
             alerts_suppressed=sum(m.book.suppressed for m in state.versions.values()),
+            window_statistics=[(*key, value) for key, value in monitor.latest_window.items()] if monitor else None,
         )
 
     # -- checkpoints -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter as TallyCounter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -125,6 +126,8 @@ class MonitorService:
         self.checkpoint_due_s = settings.checkpoint_interval_s
         self._checkpoints: dict[int, bytes] | None = None
         self._input_watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+        self.series = metrics.ModelSeries()
+        self.inputs_seen: TallyCounter[tuple[str, ...]] = TallyCounter()  # (model_id[, model_version]) -> events
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
@@ -160,6 +163,7 @@ class MonitorService:
         pending: list[Awaitable[Any]] = []
         outputs = Outputs()
         now = time.time()
+        self.inputs_seen.clear()  # what a failed batch saw is not counted
         predictions: list[PredictionEvent] = []
         for event in batch:
             message = event.message
@@ -175,6 +179,9 @@ class MonitorService:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
             self._track(message.partition, events, message.key)
+            self.inputs_seen.update(
+                (e.model_id, e.model_version) if isinstance(e, PredictionEvent) else (e.model_id,) for e in events
+            )
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
                     outputs += self.core.observe(predictions, now)
@@ -186,14 +193,15 @@ class MonitorService:
             outputs += self.core.observe(predictions, now)
         for alert in outputs.alerts:
             pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
-            metrics.ALERTS_FIRED.labels(alert.model_id, alert.kind, alert.severity).inc()
+            self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
+                                               alert.state))  # fmt: skip
             log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
         examples = await self._send_examples(outputs.examples)
         if outputs.commands:  # the trainer reads a command's examples as soon as it gets it: land them first
             await asyncio.gather(*examples)
         for command in outputs.commands:
             pending.append(await self.commands.send(key=command.model_id.encode(), value=command.to_json()))
-            metrics.RETRAIN_COMMANDS.labels(command.model_id).inc()
+            self.series.count(metrics.RETRAIN_COMMANDS, (command.model_id, command.model_version))
             log.warning("RETRAIN %s v%s: %s", command.model_id, command.model_version, command.idempotency_key)
         await asyncio.gather(*pending, *examples)
         self._observe_metrics(batch)
@@ -229,19 +237,13 @@ class MonitorService:
             highwater = self.app.consumer.highwater(tp) if self.app.consumer else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+        seen, self.inputs_seen = self.inputs_seen, TallyCounter()
+        for labels, n in seen.items():
+            self.series.count(metrics.LABELS_RECEIVED if len(labels) == 1 else metrics.EVENTS_PROCESSED, labels, n)
         for model_id in self.changed_models:
             state = self.core.models.get(model_id)
-            if state is None:
-                continue
-            metrics.EVENTS_PROCESSED.labels(model_id).set(state.counters.processed)
-            counts = state.joiner.counts()
-            metrics.PENDING_JOINS.labels(model_id, "predictions").set(counts["pending_predictions"])
-            metrics.PENDING_JOINS.labels(model_id, "labels").set(counts["pending_labels"])
-            version = state.counters.latest_version
-            monitor = state.versions.get(version) if version else None
-            if monitor is not None:
-                for (kind, subject, statistic), value in monitor.latest_window.items():
-                    metrics.DRIFT_STATISTIC.labels(model_id, kind, subject, statistic).set(value)
+            if state is not None:
+                metrics.export_model(self.series, model_id, state)
 
     # -- offsets and checkpoints (the protocol itself is driftwarden.monitor.state) ------------------
 
@@ -338,7 +340,9 @@ class MonitorService:
     def _drop_foreign_state(self, partition: int, detail: str) -> None:
         """State of another incarnation of the log (e.g. the broker restarted empty): never save it."""
         self._refuse(partition, CheckpointRefused("foreign_log", detail))
-        self.core.forget(self.partition_models.pop(partition, set()))
+        models = self.partition_models.pop(partition, set())
+        self.core.forget(models)
+        self.series.forget(models)
         self.ledger.forget({partition})
         self.dirty.discard(partition)
 
@@ -397,8 +401,12 @@ class MonitorService:
             except Exception:  # the next owner replays from the previous checkpoint instead
                 log.exception("checkpoint of revoked partitions %s failed", sorted(partitions))
             for partition in partitions:
-                self.core.forget(self.partition_models.pop(partition, set()))
+                models = self.partition_models.pop(partition, set())
+                self.core.forget(models)
+                self.series.forget(models)
                 self.initialized.discard(partition)
+                for topic in (self.topics.predictions, self.topics.labels):
+                    metrics.CONSUMER_LAG.remove(topic, str(partition))
             self.ledger.forget(partitions)
             self._checkpoints = None
 
@@ -426,8 +434,8 @@ class MonitorService:
 
     async def _send_dead_letter(self, message: Any, rejection: Rejection) -> Awaitable[Any]:
         letter = dead_letter(message, rejection.reason, rejection.payload, rejection.batch_index)
-        metrics.EVENTS_DEAD_LETTERED.labels(message.topic).inc()
         model_id = self._model_of_key(message.key)
+        self.series.count(metrics.DEAD_LETTERS, (model_id, message.topic))
         if model_id:
             self.core.count_dead_letters(model_id, 1)
         return await self.dead_letters.send(key=message.key, value=letter.to_json())
