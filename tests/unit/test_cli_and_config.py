@@ -120,14 +120,12 @@ def test_config_check_prints_the_effective_settings_of_a_model(monkeypatch, caps
     assert '"window_size": 3000' in out and '"label_window": 400' in out
 
 
-def test_config_check_says_when_a_model_has_no_section(monkeypatch, capsys, tmp_path):
+def test_config_check_of_a_model_without_a_section_is_an_error(monkeypatch, capsys, tmp_path):
     path = tmp_path / "monitoring.toml"
     path.write_text("[defaults]\nwindow_size = 3000\n[models.fraud]\nlabel_window = 400\n")
-    monkeypatch.setattr(sys, "argv", ["driftwarden", "config", "check", str(path), "--model-id", "frau"])
-    main()
-    captured = capsys.readouterr()
-    assert "frau: no [models.frau] section (sections: fraud); the [defaults] apply" in captured.err
-    assert '"window_size": 3000' in captured.out and '"label_window": 400' not in captured.out
+    exit_code, out, err = run_cli(monkeypatch, capsys, "config", "check", str(path), "--model-id", "frau")
+    assert exit_code == 1 and out == ""
+    assert err == f"driftwarden: error: {path}: no [models.frau] section (sections: fraud)\n"
 
 
 def test_missing_config_file_is_one_line(monkeypatch, capsys, tmp_path):
