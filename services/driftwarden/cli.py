@@ -102,7 +102,8 @@ def broker(
     embedded = EmbeddedBroker(log_file, port=port or None, settings=config, data_dir=data)
     embedded.start()
     storage = f"data in {data}" if data is not None else "in memory: a restart loses everything"
-    typer.echo(f"broker ready ({storage}); in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    exports = " ".join(f"{k}={v}" for k, v in embedded.client_env().items())
+    typer.echo(f"broker ready ({storage}); in other shells: export {exports}")
     try:
         _wait_for_signal(lambda: embedded.running)
         failure = embedded.failure()
@@ -303,11 +304,45 @@ def notify(
 
 
 @topics_cli.command("create")
-def topics_create() -> None:
-    """Create the project's topics on the configured cluster (existing ones are left alone)."""
+def topics_create(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be created (and what exists) without creating.")
+    ] = False,
+) -> None:
+    """Create the project's topics on the configured cluster (existing ones are left alone).
+
+    Each topic gets DRIFTWARDEN_TOPIC_REPLICATION_FACTOR replicas (default 3) and
+    DRIFTWARDEN_TOPIC_MIN_INSYNC_REPLICAS (default 2): a 3-broker cluster's usual choice."""
+    from driftwarden.kafka.clients import describe_topics
+
     config = settings()
-    created = asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
-    typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+    specs = config.topics.specs(config.partitions)
+    if not dry_run:
+        created = asyncio.run(ensure_topics(config, specs))
+        typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+        return
+    states, brokers = asyncio.run(describe_topics(config, specs))
+    for state in states:
+        typer.echo(f"{'exists' if state.exists else 'would create'}  {state.as_row()}")
+    missing = sum(not state.exists for state in states)
+    typer.echo(f"dry run: {missing} of {len(states)} topics would be created on a cluster of {brokers} brokers")
+    if missing and config.topic_replication_factor > brokers:
+        raise DriftwardenError(
+            f"replication factor {config.topic_replication_factor} exceeds the cluster's {brokers} brokers: "
+            "creating would fail (set DRIFTWARDEN_TOPIC_REPLICATION_FACTOR)"
+        )
+
+
+@topics_cli.command("list")
+def topics_list() -> None:
+    """Each project topic with its partitions, replication factor and configs (or that it is missing)."""
+    from driftwarden.kafka.clients import describe_topics
+
+    config = settings()
+    states, brokers = asyncio.run(describe_topics(config, config.topics.specs(config.partitions)))
+    for state in states:
+        typer.echo(state.as_row() if state.exists else f"{state.name}  missing (run `driftwarden topics create`)")
+    typer.echo(f"{sum(s.exists for s in states)} of {len(states)} topics exist; {brokers} brokers")
 
 
 @cli.command()
@@ -772,7 +807,10 @@ def main() -> None:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, ValidationError):
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            message = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
         typer.echo(f"driftwarden: error: {message}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
