@@ -160,3 +160,27 @@ def test_profile_diff_uses_the_configured_tests_and_names_schema_changes():
     )
     x = next(row for row in compare(a, b, psi_only) if row.feature == "x")
     assert x.drift and x.evidence is not None and x.evidence["psi"] >= 0.005
+
+
+def test_the_monitor_core_watches_production_against_a_training_set_profile():
+    from test_monitor_core import firing, run_scenario
+
+    from driftwarden.core.monitor import Monitor
+    from driftwarden.training_data import profile_from_table
+    from driftwarden_load.scenarios import Scenario, generate
+
+    training = [e["features"] for c in generate(Scenario(name="stable", n_events=20_000, seed=11)) for e in
+                c.prediction_events()]  # fmt: skip
+    profile = profile_from_table(pa.Table.from_pylist(training), "demo-model", "1", {})
+    assert len(profile.numeric) == 16 and len(profile.categorical) == 4 and profile.n_events == 20_000
+
+    def monitor() -> Monitor:
+        return Monitor(load_profile=lambda m, v: profile if (m, v) == ("demo-model", "1") else None)
+
+    stable, *_ = run_scenario(Scenario(name="stable", n_events=20_000, seed=12), monitor(), labels=False)
+    assert not {alert for alert in firing(stable) if alert[0] == "data_drift"}
+    shifted = Scenario(name="abrupt-shift", n_events=20_000, onset=5_000, seed=13)
+    alerts, *_ = run_scenario(shifted, monitor(), labels=False)
+    assert {alert for alert in firing(alerts) if alert[0] == "data_drift"} == {
+        ("data_drift", name) for name in shifted.ground_truth().drifting_features
+    }
