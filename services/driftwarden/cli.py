@@ -15,8 +15,9 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from driftwarden.core.config import MonitoringConfig
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import Alert, format_alert
+from driftwarden.core.profile import ReferenceProfile
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
 from driftwarden.kafka.clients import ensure_topics
@@ -101,7 +102,8 @@ def broker(
     embedded = EmbeddedBroker(log_file, port=port or None, settings=config, data_dir=data)
     embedded.start()
     storage = f"data in {data}" if data is not None else "in memory: a restart loses everything"
-    typer.echo(f"broker ready ({storage}); in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    exports = " ".join(f"{k}={v}" for k, v in embedded.client_env().items())
+    typer.echo(f"broker ready ({storage}); in other shells: export {exports}")
     try:
         _wait_for_signal(lambda: embedded.running)
         failure = embedded.failure()
@@ -302,11 +304,45 @@ def notify(
 
 
 @topics_cli.command("create")
-def topics_create() -> None:
-    """Create the project's topics on the configured cluster (existing ones are left alone)."""
+def topics_create(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be created (and what exists) without creating.")
+    ] = False,
+) -> None:
+    """Create the project's topics on the configured cluster (existing ones are left alone).
+
+    Each topic gets DRIFTWARDEN_TOPIC_REPLICATION_FACTOR replicas (default 3) and
+    DRIFTWARDEN_TOPIC_MIN_INSYNC_REPLICAS (default 2): a 3-broker cluster's usual choice."""
+    from driftwarden.kafka.clients import describe_topics
+
     config = settings()
-    created = asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
-    typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+    specs = config.topics.specs(config.partitions)
+    if not dry_run:
+        created = asyncio.run(ensure_topics(config, specs))
+        typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+        return
+    states, brokers = asyncio.run(describe_topics(config, specs))
+    for state in states:
+        typer.echo(f"{'exists' if state.exists else 'would create'}  {state.as_row()}")
+    missing = sum(not state.exists for state in states)
+    typer.echo(f"dry run: {missing} of {len(states)} topics would be created on a cluster of {brokers} brokers")
+    if missing and config.topic_replication_factor > brokers:
+        raise DriftwardenError(
+            f"replication factor {config.topic_replication_factor} exceeds the cluster's {brokers} brokers: "
+            "creating would fail (set DRIFTWARDEN_TOPIC_REPLICATION_FACTOR)"
+        )
+
+
+@topics_cli.command("list")
+def topics_list() -> None:
+    """Each project topic with its partitions, replication factor and configs (or that it is missing)."""
+    from driftwarden.kafka.clients import describe_topics
+
+    config = settings()
+    states, brokers = asyncio.run(describe_topics(config, config.topics.specs(config.partitions)))
+    for state in states:
+        typer.echo(state.as_row() if state.exists else f"{state.name}  missing (run `driftwarden topics create`)")
+    typer.echo(f"{sum(s.exists for s in states)} of {len(states)} topics exist; {brokers} brokers")
 
 
 @cli.command()
@@ -459,29 +495,87 @@ def config_check(
     path: Annotated[Path, typer.Argument(help="The TOML file.")],
     model_id: Annotated[str | None, typer.Option(help="Print the effective settings of this model.")] = None,
 ) -> None:
-    """Validate a monitoring config; print the effective settings of a model (or the defaults)."""
+    """Validate a monitoring config; print the effective settings of a model (or the defaults).
+
+    A ``--model-id`` without a ``[models.<id>]`` section is an error: a typo would otherwise print
+    the defaults as if they were that model's settings."""
     config = MonitoringConfig.from_file(path)
-    effective = config.for_model(model_id) if model_id else config.defaults
-    typer.echo(f"{path}: valid ({len(config.models)} model sections)")
     if model_id and model_id not in config.models:
         known = ", ".join(sorted(config.models)) or "none"
-        typer.echo(f"{model_id}: no [models.{model_id}] section (sections: {known}); the [defaults] apply", err=True)
+        raise DriftwardenError(f"{path}: no [models.{model_id}] section (sections: {known})")
+    effective = config.for_model(model_id) if model_id else config.defaults
+    typer.echo(f"{path}: valid ({len(config.models)} model sections)")
     typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
 
 
 @profile_cli.command("build")
 def profile_build(
-    input_file: Annotated[Path, typer.Option("--input", help="JSON lines of prediction events or batch envelopes.")],
     model_id: Annotated[str, typer.Option(help="Model the profile is for.")],
     model_version: Annotated[str, typer.Option(help="Model version the profile is for.")],
     output_dir: Annotated[Path, typer.Option("--output", help="Profiles directory (the monitor's --profiles-dir).")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="JSON lines of prediction events or batch envelopes.")
+    ] = None,
+    table_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="A training set: Parquet (.parquet, .pq) or CSV (.csv[.gz]), one column per feature."
+        ),
+    ] = None,
+    exclude: Annotated[str, typer.Option(help="--from: comma-separated columns that are not features.")] = "",
+    task: Annotated[str, typer.Option(help="--from: classification or regression.")] = "classification",
+    positive_class: Annotated[
+        str | None, typer.Option(help="--from: the class the scores are the probability of.")
+    ] = None,
+    score_column: Annotated[
+        str | None,
+        typer.Option(help="--from: the model's score (or regression output) per row: the prediction signal."),
+    ] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="Monitoring config for feature types.")] = None,
 ) -> None:
-    """Build a reference profile from a dataset instead of a version's first events."""
+    """Build a reference profile from prediction events (--input) or a training set (--from)."""
+
+    if (input_file is None) == (table_file is None):
+        raise DriftwardenError("give exactly one of --input (prediction events) and --from (a training set)")
+    model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
+    profile: ReferenceProfile
+    if table_file is not None:
+        from driftwarden.core.profile import TASKS
+        from driftwarden.training_data import profile_from_table, read_table
+
+        chosen_task = one_of(task, TASKS, "task")
+        if score_column and chosen_task == "classification" and positive_class is None:
+            raise DriftwardenError("--score-column of a classifier needs --positive-class (the class it scores)")
+        profile = profile_from_table(
+            read_table(table_file), model_id, model_version, dict(model_config.features), model_config.ignore_features,
+            [c.strip() for c in exclude.split(",") if c.strip()], chosen_task, positive_class, score_column,
+        )  # fmt: skip
+        skipped = ""
+    else:
+        assert input_file is not None
+        profile, skipped = _profile_of_events(input_file, model_id, model_version, model_config)
+    unit = "rows" if table_file else "events"
+    if profile.n_events < 100:
+        source = table_file or input_file
+        raise DriftwardenError(f"{source}: {profile.n_events} {unit} of {model_id} v{model_version}; need at least 100")
+    target = output_dir / model_id / f"{model_version}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_bytes(profile.to_json())
+    temporary.replace(target)
+    typer.echo(
+        f"wrote {target}: {profile.n_events} {unit}, {len(profile.numeric)} numeric and {len(profile.categorical)} "
+        f"categorical features, task {profile.task}{skipped}"
+    )
+
+
+def _profile_of_events(
+    input_file: Path, model_id: str, model_version: str, model_config: ModelMonitorConfig
+) -> tuple[ReferenceProfile, str]:
+    """The profile of a model version's events in a JSON lines file, and a note on skipped lines."""
     from driftwarden.core.decoding import PREDICTIONS
     from driftwarden.core.profile import build_profile
 
-    model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
     events, rejected = [], 0
     try:
         lines = input_file.read_bytes().splitlines()
@@ -495,18 +589,57 @@ def profile_build(
         for rejection in decoded.rejections:
             rejected += 1
             typer.echo(f"{input_file}:{number}: skipped: {rejection.reason}", err=True)
-    if len(events) < 100:
-        raise DriftwardenError(f"{input_file}: {len(events)} events of {model_id} v{model_version}; need at least 100")
     profile = build_profile(model_id, model_version, events, dict(model_config.features), model_config.ignore_features)
-    target = output_dir / model_id / f"{model_version}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(".json.tmp")
-    temporary.write_bytes(profile.to_json())
-    temporary.replace(target)
-    typer.echo(
-        f"wrote {target}: {len(events)} events, {len(profile.numeric)} numeric and {len(profile.categorical)} "
-        f"categorical features, task {profile.task}" + (f"; {rejected} lines skipped" if rejected else "")
+    return profile, f"; {rejected} lines skipped" if rejected else ""
+
+
+def _read_profile(path: Path) -> ReferenceProfile:
+    from driftwarden.core.profile import ReferenceProfile
+
+    try:
+        return ReferenceProfile.from_json(path.read_bytes())
+    except OSError as exc:
+        raise DriftwardenError(f"cannot read {path}: {exc.strerror}") from None
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        raise DriftwardenError(f"{path}: not a reference profile ({exc})") from None
+
+
+@profile_cli.command("show")
+def profile_show(
+    path: Annotated[Path, typer.Argument(help="A profile (PROFILES_DIR/<model>/<version>.json).")],
+) -> None:
+    """A readable summary of a profile: one line per feature."""
+    from driftwarden.core.profile_report import describe
+
+    typer.echo(describe(_read_profile(path)))
+
+
+@profile_cli.command("diff")
+def profile_diff(
+    a: Annotated[Path, typer.Argument(help="Profile A (the reference).")],
+    b: Annotated[Path, typer.Argument(help="Profile B (compared with A).")],
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Monitoring config: the tests and thresholds of A's model.")
+    ] = None,
+) -> None:
+    """Which features of B differ from A, by the monitor's own drift tests; exit 1 when any does."""
+    from driftwarden.core.profile_report import compare
+
+    reference, current = _read_profile(a), _read_profile(b)
+    config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(
+        reference.model_id
     )
+    rows = compare(reference, current, config)
+    differ = [row.feature for row in rows if row.drift or row.change != "compared"]
+    typer.echo(
+        f"A = {reference.model_id} v{reference.model_version} ({reference.n_events:,} rows), "
+        f"B = {current.model_id} v{current.model_version} ({current.n_events:,} rows); tests at FDR {config.fdr_q}"
+    )
+    for row in rows:
+        typer.echo(row.as_text())
+    typer.echo(f"{len(differ)} of {len(rows)} features differ" + (f": {', '.join(differ)}" if differ else ""))
+    if differ:
+        raise typer.Exit(1)
 
 
 @bench_cli.command("core")
@@ -677,7 +810,7 @@ def demo(
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into one line on stderr."""
     try:
-        cli(standalone_mode=False)
+        exit_code = cli(standalone_mode=False)  # a command's typer.Exit(code) comes back as its code
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: bad option, unknown command, ...
@@ -689,8 +822,13 @@ def main() -> None:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, ValidationError):
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            message = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
         typer.echo(f"driftwarden: error: {message}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(exit_code, int) and exit_code:
+        sys.exit(exit_code)

@@ -146,3 +146,12 @@ def test_a_plain_install_is_the_monitor_alone(monitor_only: Install):
         assert not monitor_only.installed(distribution), distribution
     assert "monitor" in monitor_only.driftwarden("--help").stdout
     monitor_only.python("-c", "import driftwarden.monitor.service")
+    assert not monitor_only.installed("pyarrow")  # the `profile` extra's; without it, one line says so
+    script = (
+        "import sys; sys.argv = ['driftwarden', 'profile', 'build', '--from', 'train.parquet', '--model-id', 'm', "
+        "'--model-version', '1', '--output', 'profiles']\nfrom driftwarden.cli import main; main()"
+    )
+    done = monitor_only.python("-c", script, check=False)
+    assert (done.returncode, done.stderr) == (
+        1, "driftwarden: error: reading Parquet or CSV needs pyarrow: pip install 'driftwarden[profile]'\n"
+    )  # fmt: skip

@@ -25,6 +25,10 @@ from driftwarden.settings import Settings
 def faust_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials`` for the configured security protocol (None for PLAINTEXT)."""
     options = client_options(settings)
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        return faust.OAuthCredentials(
+            oauth_cb=options["sasl_oauth_token_provider"], ssl_context=options.get("ssl_context")
+        )
     if settings.kafka_sasl_mechanism:
         return faust.SASLCredentials(
             username=options["sasl_plain_username"],
@@ -117,13 +121,17 @@ class DriftwardenApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
-def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> DriftwardenApp:
+def create_faust_app(
+    app_id: str, settings: Settings, offset_reset: str = "earliest", **overrides: Any
+) -> DriftwardenApp:
     """A Faust app tuned for driftwarden (and for the embedded broker's quirks).
 
     * ``topic_disable_leader``: without it, fetches stall 1.5 s on the idle leader-election topic;
     * short session timeout and heartbeat: each group join waits about half the session timeout;
     * a short fetch wait (``fetch_max_wait_ms``): the embedded broker holds every fetch that long;
-    * ``earliest`` offset reset: "latest" is computed from wrong end offsets on the embedded broker;
+    * ``offset_reset`` where a group without committed offsets starts (``earliest`` unless asked):
+      "latest" is computed from wrong end offsets on the embedded broker, so a caller asking for it
+      commits the right start first (:func:`driftwarden.kafka.reader.start_new_group_at_end`);
     * at-least-once delivery (``acks=all``, no transactions: the embedded broker cannot do them).
     """
     app = DriftwardenApp(
@@ -134,7 +142,7 @@ def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> Drift
         topic_partitions=settings.partitions,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=offset_reset,
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
         datadir=str(settings.state_dir / app_id),

@@ -46,7 +46,7 @@ from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
 from driftwarden.kafka.outages import watch_broker
-from driftwarden.kafka.reader import read_topic, watermarks
+from driftwarden.kafka.reader import read_topic, start_new_group_at_end, watermarks
 from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
@@ -103,7 +103,9 @@ class MonitorService:
         self.batch_max = batch_max
         self.batch_within_s = batch_within_s
         self.topics = topics = settings.topics
-        self.app = create_faust_app(settings.monitor_group, settings, producer_max_request_size=CHECKPOINT_MAX_BYTES)
+        self.app = create_faust_app(
+            settings.monitor_group, settings, settings.auto_offset_reset, producer_max_request_size=CHECKPOINT_MAX_BYTES
+        )
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         # acks=False: Faust never commits these topics; the checkpoint line commits them (monitor/state.py).
         self.inputs = self.app.topic(
@@ -474,6 +476,11 @@ def run_worker(settings: Settings) -> None:
     """Run the monitor worker in the foreground until SIGINT/SIGTERM."""
     config = MonitoringConfig.from_file(settings.monitor_config) if settings.monitor_config else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auto_offset_reset == "latest":
+        inputs = [settings.topics.predictions, settings.topics.labels]
+        started = asyncio.run(start_new_group_at_end(settings, settings.monitor_group, inputs))
+        if started:
+            log.info("new group %s starts at the end of its inputs: %s", settings.monitor_group, started)
     service = MonitorService(settings, config)
     watch_broker(service.app, settings, "monitor", SHUTDOWN_TIMEOUT_S)
     tune_garbage_collector()
