@@ -134,6 +134,16 @@ class ModelMonitorConfig(Strict):
     error_detector: ErrorDetector = "adwin"
     label_ttl_s: float = Field(default=86400.0, gt=0, description="Event time a prediction waits for its label.")
     max_pending: int = Field(default=200_000, ge=1, description="Unjoined predictions/labels kept per model.")
+    # Event time and identity
+    future_tolerance_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="A prediction's ts may be this far ahead of the monitor's clock; "
+        "further (or in milliseconds, or older than label_ttl_s behind the model's event time) is dead-lettered.",
+    )
+    dedupe_horizon: int = Field(
+        default=100_000, ge=1, description="Distinct event ids remembered per model: a repeat among them is dropped."
+    )
     estimated_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
     segment_min_labels: int = Field(default=200, ge=10)
     segment_accuracy_gap: float = Field(default=0.1, gt=0, le=1)

@@ -40,6 +40,7 @@ from driftwarden.core.detectors import (
     decide,
     window_detectors,
 )
+from driftwarden.core.event_time import RecentIds, Watermark, time_problem
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
@@ -59,8 +60,17 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-STATE_VERSION = 1
+#: 2: event-time watermark, recent event ids, duplicate counts and the alert book's settle streaks.
+STATE_VERSION = 2
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A prediction refused before the detectors (the service dead-letters it with ``reason``)."""
+
+    event: PredictionEvent
+    reason: str
 
 
 @dataclass
@@ -365,9 +375,10 @@ class ModelCounters:
     labels: int = 0
     alerts: int = 0
     commands: int = 0
+    duplicates: int = 0  # predictions dropped as a repeat of an event id within the horizon
     latest_version: str | None = None
 
-    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands")
+    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands", "duplicates")
 
     def state(self) -> State:
         return {**{name: getattr(self, name) for name in self.COUNTS}, "latest_version": self.latest_version}
@@ -383,25 +394,28 @@ class ModelState:
     """Everything the monitor knows about one model_id: the unit of checkpoints."""
 
     joiner: LabelJoiner
+    ids: RecentIds
     counters: ModelCounters = field(default_factory=ModelCounters)
     versions: dict[str, ModelMonitor] = field(default_factory=dict)
-    watermark: float = 0.0
+    clock: Watermark = field(default_factory=Watermark)
 
     def state(self) -> State:
         return {
             "joiner": self.joiner.state(),
+            "ids": self.ids.state(),
             "counters": self.counters.state(),
             "versions": {version: monitor.state() for version, monitor in self.versions.items()},
-            "watermark": self.watermark,
+            "clock": self.clock.state(),
         }
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelState:
         return cls(
             joiner=LabelJoiner.from_state(state.child("joiner")),
+            ids=RecentIds.from_state(state.child("ids")),
             counters=ModelCounters.from_state(state.child("counters")),
             versions={v: ModelMonitor.from_state(m) for v, m in state.mapping("versions").items()},
-            watermark=state.number("watermark"),
+            clock=Watermark.from_state(state.child("clock")),
         )
 
 
@@ -417,7 +431,9 @@ class Monitor:
         state = self.models.get(model_id)
         if state is None:
             config = self.config.for_model(model_id)
-            state = self.models[model_id] = ModelState(joiner=LabelJoiner(config.label_ttl_s, config.max_pending))
+            state = self.models[model_id] = ModelState(
+                LabelJoiner(config.label_ttl_s, config.max_pending), RecentIds(config.dedupe_horizon)
+            )
         return state
 
     def model(self, model_id: str, model_version: str) -> ModelMonitor:
@@ -429,16 +445,39 @@ class Monitor:
             state.versions[model_version] = monitor
         return monitor
 
+    def screen(self, events: Sequence[PredictionEvent], now: float) -> tuple[list[PredictionEvent], list[Rejected]]:
+        """Split predictions into those with a plausible event time and those without (with the reason).
+
+        ``now`` is the monitor's clock (processing time). The service dead-letters the rejected ones
+        before :meth:`observe` (see :func:`driftwarden.core.event_time.time_problem`).
+        """
+        accepted, rejected = [], []
+        for event in events:
+            config = self.config.for_model(event.model_id)
+            state = self.models.get(event.model_id)
+            watermark = state.clock.value if state else None
+            problem = time_problem(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
+            if problem is None:
+                accepted.append(event)
+            else:
+                rejected.append(Rejected(event, problem))
+        return accepted, rejected
+
     def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
-        """Feed predictions (any mix of models, in stream order); return what they raise."""
+        """Feed predictions (any mix of models, in stream order); return what they raise.
+
+        An event id seen among the model's last ``dedupe_horizon`` distinct ids is counted and dropped.
+        """
         outputs = Outputs()
-        for key, run in groupby(events, key=lambda e: (e.model_id, e.model_version)):
+        fresh = [e for e in events if self._first_sighting(e)]
+        for key, run in groupby(fresh, key=lambda e: (e.model_id, e.model_version)):
             batch = list(run)
             state = self.state(key[0])
             outputs += self.model(*key).observe(batch, now)
             state.counters.processed += len(batch)
             state.counters.latest_version = key[1]
-            state.watermark = max(state.watermark, batch[-1].ts)
+            for event in batch:
+                state.clock.observe(event.ts)
             joined = []
             for event in batch:
                 record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
@@ -447,9 +486,18 @@ class Monitor:
                 if match is not None:
                     joined.append(match)
             outputs += self._route_joined(key[0], joined, now)
-            state.joiner.expire(state.watermark)
+            watermark = state.clock.value
+            if watermark is not None:
+                state.joiner.expire(watermark)
         self._count(outputs)
         return outputs
+
+    def _first_sighting(self, event: PredictionEvent) -> bool:
+        state = self.state(event.model_id)
+        if state.ids.add(event.event_id):
+            return True
+        state.counters.duplicates += 1
+        return False
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
         outputs = Outputs()
@@ -504,7 +552,7 @@ class Monitor:
             labels_received=counters.labels,
             retrain_commands=counters.commands,
             performance=performance,
-            label_joins=state.joiner.counts(),
+            label_joins=state.joiner.counts() | {"duplicate_predictions": counters.duplicates},
             alerts_suppressed=sum(m.book.suppressed for m in state.versions.values()),
         )
 

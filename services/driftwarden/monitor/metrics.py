@@ -9,6 +9,12 @@ EVENTS_PROCESSED = Gauge(
     "Prediction events validated and fed to the detectors (cumulative).",
     ["model_id"],
 )
+DUPLICATE_EVENTS = Gauge(
+    "driftwarden_duplicate_events",
+    "Predictions dropped before detectors and joins: their event_id was among the model's last "
+    "dedupe_horizon distinct ids (cumulative).",
+    ["model_id"],
+)
 EVENTS_DEAD_LETTERED = Counter(
     "driftwarden_events_dead_lettered", "Inputs written to the dead-letter topic.", ["source_topic"]
 )

@@ -176,7 +176,12 @@ class MonitorService:
                     predictions = []
                 outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
             else:
-                predictions += [e for e in events if isinstance(e, PredictionEvent)]
+                accepted, rejected = self.core.screen([e for e in events if isinstance(e, PredictionEvent)], now)
+                for refused in rejected:  # an implausible event time: dead-lettered with the reason
+                    pending.append(
+                        await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
+                    )
+                predictions += accepted
         if predictions:
             outputs += self.core.observe(predictions, now)
         for alert in outputs.alerts:
@@ -229,6 +234,7 @@ class MonitorService:
             if state is None:
                 continue
             metrics.EVENTS_PROCESSED.labels(model_id).set(state.counters.processed)
+            metrics.DUPLICATE_EVENTS.labels(model_id).set(state.counters.duplicates)
             counts = state.joiner.counts()
             metrics.PENDING_JOINS.labels(model_id, "predictions").set(counts["pending_predictions"])
             metrics.PENDING_JOINS.labels(model_id, "labels").set(counts["pending_labels"])
