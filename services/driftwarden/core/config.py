@@ -154,8 +154,24 @@ class ModelMonitorConfig(Strict):
     latency_change_ratio: float = Field(default=2.0, gt=1)
     cost_change_ratio: float = Field(default=1.5, gt=1)
     # Alert lifecycle
-    resolve_after_windows: int = Field(default=2, ge=1)
-    cooldown_s: float = Field(default=3600.0, ge=0, description="Event time before a resolved alert may fire again.")
+    resolve_after_windows: int = Field(
+        default=3, ge=1, description="Consecutive windows whose test passes with a margin before an alert resolves."
+    )
+    resolve_p_value: float = Field(
+        default=0.05, gt=0, lt=1, description="The margin: a window settles when its test's p-value is at least this."
+    )
+    cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Event time after resolving during which a repeat of the same finding "
+        "is suppressed (a new change fires at once).",
+    )
+    repeat_tolerance: float = Field(
+        default=0.5,
+        ge=0,
+        description="A finding repeats a resolved one if its change size is within this "
+        "relative band (and detector, aspect and direction agree).",
+    )
     retrain: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
 
     @model_validator(mode="before")

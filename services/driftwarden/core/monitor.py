@@ -30,7 +30,8 @@ from functools import partial
 from itertools import groupby
 from typing import Any
 
-from driftwarden.core.alerting import AlertBook, Finding, Severity
+from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
+from driftwarden.core.changes import mean_change, window_change
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
@@ -107,7 +108,9 @@ class ModelMonitor:
         self.pending: list[Columns] = []
         self.pending_events = 0
         self.windows = 0
-        self.book = AlertBook(model_id, model_version, config.resolve_after_windows, config.cooldown_s)
+        self.book = AlertBook(
+            model_id, model_version, config.resolve_after_windows, config.cooldown_s, config.repeat_tolerance
+        )
         self.policy = RetrainPolicy(config.retrain)
         self.performance: PerformanceMonitor | None = None
         self.latest_window: dict[StatisticKey, float] = {}
@@ -180,7 +183,10 @@ class ModelMonitor:
         fired: list[Alert] = []
 
         def on_drift(name: str, detector: MeanShiftDetector, i: int) -> None:
+            assert self.profile is not None
             evidence = detector.evidence()
+            # (a detector given its reference by the profile reports reference_size 0: the profile's is meant)
+            evidence |= {"reference_size": self.profile.n_events} | mean_change(evidence).evidence()
             shift = evidence["shift_sigma"]
             clarity = evidence["change_z"]
             noise = isinstance(clarity, float) and clarity < self.config.adwin_min_change_z
@@ -224,7 +230,14 @@ class ModelMonitor:
                 "fdr_q": self.config.fdr_q if detector.p_value is not None else None,
             }
             self._remember_window_statistic(detector, evidence)
-            summary = detector.summary(self.model_id, self.model_version) if drifted else ""
+            summary = ""
+            if drifted:
+                assert self.profile is not None
+                change = window_change(detector, window, self.profile)
+                evidence |= change.evidence()
+                summary = detector.summary(self.model_id, self.model_version)
+                summary += f"; {change.text}" if change.text else ""
+            settled = not drifted and not detector.effect_exceeded
             finding = Finding(
                 detector.kind,
                 detector.subject,
@@ -233,6 +246,7 @@ class ModelMonitor:
                 evidence,
                 summary,
                 self._severity(evidence),
+                settled and passes_with_margin(evidence, self.config.resolve_p_value),
             )
             alert = self.book.report(finding, trigger, event_ts, now)
             if alert is not None:
@@ -263,6 +277,7 @@ class ModelMonitor:
             return Outputs()
         fired = []
         for finding, item in self.performance.update(joined):
+            finding.settled = not finding.drifted and passes_with_margin(finding.evidence, self.config.resolve_p_value)
             alert = self.book.report(finding, item.event_id, item.ts, now)
             if alert is not None:
                 fired.append(alert)
