@@ -97,7 +97,6 @@ def test_an_alert_does_not_resolve_while_the_shift_persists():
 
 
 def test_summaries_say_what_changed():
-    rng = np.random.default_rng(6)
     reference = stream(3_000, lambda r, i: {"x": float(r.normal()), "y": float(r.normal()), "c": "a"}, 6)
     profile = build_profile("m", "1", reference)
 
@@ -108,7 +107,7 @@ def test_summaries_say_what_changed():
             "c": str(r.choice(["a", "b"])),  # category mix
         }
 
-    m = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(window_size=1_000)), load_profile=lambda *_: profile)
+    m = Monitor(load_profile=lambda *_: profile)  # default settings
     alerts = [a for a in run(stream(2_000, changed, 7), m) if a.state == "firing"]
     by_subject = {(a.kind, a.subject): a for a in alerts}
     x = by_subject["data_drift", "x"]
@@ -119,8 +118,7 @@ def test_summaries_say_what_changed():
     c = by_subject["data_drift", "c"]
     assert c.evidence["change"] == "category_mix" and "b 0.0% -> " in c.summary
     # Streaming alerts name the size of the reference they compare with (never 0).
-    assert all(a.evidence.get("reference_size", 3_000) == 3_000 for a in alerts)
-    del rng
+    assert {a.evidence["reference_size"] for a in alerts} == {3_000}
 
 
 def test_a_variance_only_change_is_not_summarised_as_a_mean_shift():
@@ -135,3 +133,37 @@ def test_a_variance_only_change_is_not_summarised_as_a_mean_shift():
         assert alert.evidence["change"] == "spread" and "joint mean" not in alert.summary, alert.summary
     spread = [a for a in alerts if a.kind == "data_drift"]
     assert spread and all(a.evidence["change"] == "spread" for a in spread if a.detector != "adwin")
+
+
+def test_a_short_stream_with_a_profile_is_tested_from_its_first_events():
+    """300 events, default settings: the early looks at the first window (125, 250 events) catch a change."""
+    profile = build_profile("m", "1", stream(3_000, lambda r, i: {"x": float(r.normal()), "z": float(r.normal())}, 9))
+    for seed, onset in ((10, 0), (11, 100)):
+
+        def shifted(rng, i, onset=onset):
+            return {"x": float(rng.normal(1.0 if i >= onset else 0.0, 1.0)), "z": float(rng.normal())}
+
+        events = stream(300, shifted, seed)
+        alerts = run(events, Monitor(load_profile=lambda *_: profile))
+        fired = {(a.kind, a.subject) for a in alerts if a.state == "firing"}
+        assert ("data_drift", "x") in fired and ("data_drift", "z") not in fired, (onset, fired)
+        assert all(a.evidence["reference_size"] == 3_000 for a in alerts)
+        # The same stream without the change raises nothing.
+        calm = stream(300, lambda rng, i: {"x": float(rng.normal()), "z": float(rng.normal())}, seed)
+        assert run(calm, Monitor(load_profile=lambda *_: profile)) == []
+
+
+def test_without_a_profile_the_reference_grows_from_a_small_minimum_and_is_reported():
+    def shifted(rng, i):
+        return {"x": float(rng.normal(1.0 if i >= 1_500 else 0.0, 1.0))}
+
+    m = Monitor()  # default settings: detection starts after 500 events, the reference doubles to 5,000
+    alerts = run(stream(3_000, shifted, 12), m)
+    (alert,) = [a for a in alerts if (a.kind, a.subject, a.state) == ("data_drift", "x", "firing")]
+    assert alert.evidence["reference_size"] == 1_000  # grown 500 -> 1,000 on clean events before the change
+    version = m.models["m"].versions["1"]
+    assert version.profile.n_events == 1_000 and version.reference_events == []  # frozen by the drift alert
+    # Without a drift the reference grows to reference_size and stops there.
+    calm = Monitor()
+    run(stream(9_000, lambda rng, i: {"x": float(rng.normal())}, 13), calm)
+    assert calm.models["m"].versions["1"].profile.n_events == 5_000

@@ -79,9 +79,9 @@ def test_duplicate_event_ids_are_counted_once_and_detectors_and_joins_see_one():
     unique = events(3_000, seed=2)
     tripled = [copy for e in unique for copy in (e, e, e.model_copy(update={"ts": e.ts + 0.5}))]
     with_copies, without = Monitor(config(label_ttl_s=86_400.0)), Monitor(config(label_ttl_s=86_400.0))
-    for monitor, stream in ((with_copies, tripled), (without, unique)):
-        for i in range(0, len(stream), 250):
-            monitor.observe(stream[i : i + 250], now=START)
+    for monitor, stream, batch in ((with_copies, tripled, 750), (without, unique, 250)):  # the same 250 unique
+        for i in range(0, len(stream), batch):
+            monitor.observe(stream[i : i + batch], now=START)
         monitor.observe_labels([label(e) for e in unique] + [label(e) for e in unique[:10]], now=START)
     status = with_copies.status("m", 0)
     assert status.events_processed == 3_000

@@ -7,9 +7,9 @@ resolved alert only when detector, aspect and direction agree and the size is wi
 Numeric columns are described by robust statistics of the window against the reference quantiles:
 location is the median's move in reference robust standard deviations (IQR / 1.349; the standard
 deviation when the IQR is 0, e.g. sparse counts; then the mean's move when the median cannot move),
-spread the log ratio of the IQRs (of the standard deviations when an IQR is 0). Whichever is larger
-names the change; when both stay below :data:`SHAPE_FLOOR` it is the shape (the largest gap between
-the two CDFs, Kolmogorov's D, is its size).
+spread the log ratio of the IQRs (of the standard deviations when an IQR is 0). Whichever is more
+standard errors away from no change names it; when both stay below :data:`SHAPE_FLOOR` it is the
+shape (the largest gap between the two CDFs, Kolmogorov's D, is its size).
 
 >>> from driftwarden.core.profile import NumericProfile
 >>> rng = np.random.default_rng(0)
@@ -80,6 +80,13 @@ def _moves(profile: NumericProfile, values: np.ndarray) -> tuple[float, float]:
     return float(location), spread
 
 
+def _standard_errors(location: float, spread: float, n: int) -> tuple[float, float]:
+    """Location and spread moves in their standard errors (normal theory: the sample median's is
+    1.2533 σ/√n, the log IQR's 1.166/√n), so that the clearer of the two names the change."""
+    root = math.sqrt(max(n, 1))
+    return location * root / (1.2533 * math.exp(spread)), spread * root / 1.166
+
+
 def numeric_change(profile: NumericProfile, values: np.ndarray) -> Change:
     """The change of one numeric column's window (finite values) against its reference."""
     location, spread = _moves(profile, values)
@@ -91,7 +98,8 @@ def numeric_change(profile: NumericProfile, values: np.ndarray) -> Change:
         current_cdf = np.arange(1, len(ordered) + 1) / len(ordered)
         distance = float(np.max(np.abs(current_cdf - reference_cdf)))
         return Change("shape", "", distance, f"shape changed (CDF gap {distance:.3f}): {ratio}")
-    if abs(location) >= abs(spread):
+    z_location, z_spread = _standard_errors(location, spread, len(values))
+    if abs(z_location) >= abs(z_spread):
         direction = "up" if location > 0 else "down"
         return Change("location", direction, abs(location), f"location {direction}: median {location:+.2f} σ, {ratio}")
     direction = "wider" if spread > 0 else "narrower"
@@ -103,7 +111,8 @@ def joint_change(profiles: Sequence[tuple[str, NumericProfile]], data: np.ndarra
     moves = [_moves(profile, data[:, j]) for j, (_, profile) in enumerate(profiles)]
     location = np.array([m[0] for m in moves])
     spread = np.array([m[1] for m in moves])
-    aspect, sizes = ("location", location) if np.sum(location**2) >= np.sum(spread**2) else ("spread", spread)
+    z = np.array([_standard_errors(loc, sp, len(data)) for loc, sp in moves])
+    aspect, sizes = ("location", location) if np.sum(z[:, 0] ** 2) >= np.sum(z[:, 1] ** 2) else ("spread", spread)
     top = int(np.argmax(np.abs(sizes)))
     name = profiles[top][0]
     if aspect == "location":

@@ -86,7 +86,21 @@ class ModelMonitorConfig(Strict):
     """Everything tunable about monitoring one model. The defaults need no file."""
 
     # Reference and windows
-    reference_size: int = Field(default=5000, ge=100, description="Events of a new version forming its reference.")
+    reference_size: int = Field(
+        default=5000, ge=100, description="Events of a new version forming its reference (without a profile)."
+    )
+    min_reference_size: int = Field(
+        default=500,
+        ge=100,
+        description="Without a profile, detection starts on this many first events; the "
+        "reference then doubles with events tested clean, up to reference_size, until a drift alert freezes it.",
+    )
+    early_looks: int = Field(
+        default=4,
+        ge=0,
+        description="Before the first full window, the window tests also run on the growing "
+        "window at window_size/2^k events, k = early_looks..1 (so short streams are tested).",
+    )
     window_size: int = Field(default=2000, ge=100, description="Events per tumbling test window.")
     features: dict[str, FeatureType] = Field(
         default_factory=dict,

@@ -51,6 +51,8 @@ from driftwarden.core.state import JsonValue, State, StateError, StateReader, de
 
 #: The streaming detector of the prediction signal (a name no feature can have).
 SIGNAL = "\0signal"
+#: Alert kinds that stop a growing reference (their data must not become the reference).
+DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
 #: Window statistics kept for metrics: the first of these in a detector's evidence.
 WINDOW_STATISTICS = (
     "wasserstein_normed",
@@ -120,22 +122,39 @@ class ModelMonitor:
     # -- predictions -----------------------------------------------------------------------------
 
     def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
-        if self.profile is None:
-            needed = self.config.reference_size - len(self.reference_events)
-            self.reference_events += events[:needed]
-            events = events[needed:]
-            if len(self.reference_events) >= self.config.reference_size:
-                self._build_reference()
-            if not events:
-                return Outputs()
+        fired: list[Alert] = []
+        start = 0
+        while start < len(events):
+            if self.profile is None:  # collect the first reference
+                stop = start + self._first_reference_size() - len(self.reference_events)
+                self.reference_events += events[start:stop]
+                if len(self.reference_events) >= self._first_reference_size():
+                    self._build_reference()
+                start = stop
+                continue
+            # While the reference grows, cut the batch where it grows (results must not depend on batching).
+            growing = bool(self.reference_events)
+            stop = start + self._next_reference_size() - len(self.reference_events) if growing else len(events)
+            run = events[start:stop]
+            found = self._detect(run, now)
+            fired += found
+            if growing:
+                self._grow_reference(run, drifted=any(a.kind in DRIFT_KINDS for a in found) or self._drift_open())
+            start = stop
+        if events and self.profile is not None:
+            self.policy.evaluate(self.book, fired, float(events[-1].ts))
+        return Outputs(fired)
+
+    def _detect(self, events: Sequence[PredictionEvent], now: float) -> list[Alert]:
         assert self.profile is not None
         columns = to_columns(events, schema_of(self.profile))
         fired: list[Alert] = []
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
-        # events were batched (a replay after a restart comes in much larger batches).
+        # events were batched (a replay after a restart comes in much larger batches). Before the
+        # first full window, the window tests also look at the growing first window (early looks).
         start = 0
         while start < len(columns):
-            stop = min(len(columns), start + self.config.window_size - self.pending_events)
+            stop = min(len(columns), start + self._next_window_cut() - self.pending_events)
             segment = columns.slice(start, stop)
             fired += self._stream(segment, now)
             self.pending.append(segment)
@@ -144,15 +163,53 @@ class ModelMonitor:
                 window = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
                 self.pending, self.pending_events = [], 0
                 fired += self._evaluate_window(window, now)
+            elif self.windows == 0 and self.pending_events in self._early_looks():
+                fired += self._evaluate_window(Columns.concat(self.pending), now, early=True)
             start = stop
-        self.policy.evaluate(self.book, fired, float(columns.ts[-1]))
-        return Outputs(fired)
+        return fired
+
+    def _early_looks(self) -> list[int]:
+        """Sizes of the growing first window at which its tests also run: window_size / 2^k, k = looks..1."""
+        sizes = [self.config.window_size >> k for k in range(self.config.early_looks, 0, -1)]
+        return [n for n in sizes if n >= self.config.min_window_values]
+
+    def _next_window_cut(self) -> int:
+        """Pending events at which the next test runs (an early look or the full window)."""
+        looks = [n for n in self._early_looks() if n > self.pending_events] if self.windows == 0 else []
+        return looks[0] if looks else self.config.window_size
+
+    # -- the reference ---------------------------------------------------------------------------
+
+    def _first_reference_size(self) -> int:
+        return min(self.config.min_reference_size, self.config.reference_size)
+
+    def _next_reference_size(self) -> int:
+        """The reference doubles, up to ``reference_size``, while no drift alert is open."""
+        assert self.profile is not None
+        return min(2 * self.profile.n_events, self.config.reference_size)
+
+    def _drift_open(self) -> bool:
+        return any(kind in DRIFT_KINDS for kind, _ in self.book.open)
+
+    def _grow_reference(self, events: Sequence[PredictionEvent], drifted: bool) -> None:
+        """Events tested clean join the growing reference; a drift alert freezes it where it is."""
+        if drifted:
+            self.reference_events = []
+            return
+        self.reference_events += events
+        if len(self.reference_events) >= self._next_reference_size():
+            self._build_reference()
 
     def _build_reference(self) -> None:
-        events, self.reference_events = self.reference_events, []
-        profile = build_profile(
-            self.model_id, self.model_version, events, dict(self.config.features), self.config.ignore_features
-        )
+        """The profile of the reference events; they are kept (to grow on) until ``reference_size``."""
+        events = self.reference_events
+        declared: dict[str, str] = dict(self.config.features)
+        if self.profile is not None:  # growing: the same features, so pending windows stay comparable
+            declared |= {name: "numeric" for name in self.profile.numeric}
+            declared |= {name: "categorical" for name in self.profile.categorical}
+        profile = build_profile(self.model_id, self.model_version, events, declared, self.config.ignore_features)
+        if len(events) >= self.config.reference_size:
+            self.reference_events = []
         self._use_profile(profile, to_columns(events, schema_of(profile)))
 
     def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
@@ -162,7 +219,8 @@ class ModelMonitor:
         if reference_columns is not None:  # warm the streaming detectors up on the reference itself
             self._feed_streaming(reference_columns, lambda *_: None)
         self.window_detectors = window_detectors(profile, self.config)
-        self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
+        if self.performance is None:  # (a growing reference keeps the labels' history)
+            self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
 
     def _streaming_detector(self, mean: float, std: float) -> MeanShiftDetector:
         config = self.config
@@ -216,23 +274,27 @@ class ModelMonitor:
         self._feed_streaming(columns, on_drift)
         return fired
 
-    def _evaluate_window(self, window: Columns, now: float) -> list[Alert]:
-        self.windows += 1
+    def _evaluate_window(self, window: Columns, now: float, early: bool = False) -> list[Alert]:
+        """Test a window; an early look (part of the first window) reports drift only, never a clean verdict."""
+        assert self.profile is not None
+        self.windows += 0 if early else 1
         tested = [d for d in self.window_detectors if d.update(window)]
         decide(tested, self.config.fdr_q)
         trigger, event_ts = window.event_ids[-1], float(window.ts[-1])
         fired = []
         for detector in tested:
             drifted = detector.drift_detected
+            if early and not drifted:
+                continue
             evidence = detector.evidence() | {
                 "window": self.windows,
                 "window_start_ts": float(window.ts[0]),
                 "fdr_q": self.config.fdr_q if detector.p_value is not None else None,
+                "reference_size": self.profile.n_events,
             }
             self._remember_window_statistic(detector, evidence)
             summary = ""
             if drifted:
-                assert self.profile is not None
                 change = window_change(detector, window, self.profile)
                 evidence |= change.evidence()
                 summary = detector.summary(self.model_id, self.model_version)
