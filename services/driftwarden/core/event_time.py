@@ -26,10 +26,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-
-import numpy as np
+from hashlib import blake2b
 
 from driftwarden.core.state import State, StateError, Stateful, StateReader, pack_array, pack_ints
 
@@ -85,45 +83,46 @@ def time_problem(ts: float, now: float, watermark: float | None, future_toleranc
 
 def id_hash(event_id: str) -> int:
     """A stable 63-bit hash of an event id (Python's ``hash`` differs between processes)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little") >> 1
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little") >> 1
 
 
 class RecentIds(Stateful):
-    """The last ``horizon`` distinct event ids (as 63-bit hashes: 8 bytes each in a ring, plus a set).
+    """The last ``horizon`` distinct event ids, as 63-bit hashes in a ring and a set.
 
-    Memory is bounded by ``horizon``: about 80 bytes per id in memory, 8 in a checkpoint (base64:
-    ~11). Two different ids share a hash with probability ~horizon²/2⁶⁴ (5e-10 at 100,000).
+    Memory is bounded by ``horizon``: ~86 bytes per id in memory (measured: 8.6 MB at the default
+    100,000), ~11 in a checkpoint (8 bytes in base64: 1.07 MB). Two different ids share a hash with
+    probability ~horizon²/2⁶⁴ (5e-10 at 100,000): a false duplicate that rare is accepted.
     """
 
     def __init__(self, horizon: int) -> None:
         if horizon < 1:
             raise ValueError("horizon must be positive")
         self.horizon = horizon
-        self._ring = np.zeros(horizon, dtype=np.int64)
-        self._filled = 0  # ring slots in use
-        self._next = 0  # the slot the next id goes to (the oldest id once the ring is full)
+        self._ring: list[int] = []
+        self._next = 0  # once the ring is full: the slot of the oldest id, which the next one replaces
         self._seen: set[int] = set()
 
     def add(self, event_id: str) -> bool:
         """Remember an id; False when it is a duplicate within the horizon."""
         key = id_hash(event_id)
-        if key in self._seen:
+        seen = self._seen
+        if key in seen:
             return False
-        if self._filled == self.horizon:
-            self._seen.discard(int(self._ring[self._next]))
+        if len(self._ring) < self.horizon:
+            self._ring.append(key)
         else:
-            self._filled += 1
-        self._ring[self._next] = key
-        self._next = (self._next + 1) % self.horizon
-        self._seen.add(key)
+            seen.discard(self._ring[self._next])
+            self._ring[self._next] = key
+            self._next = (self._next + 1) % self.horizon
+        seen.add(key)
         return True
 
     def __len__(self) -> int:
-        return self._filled
+        return len(self._ring)
 
     def state(self) -> State:
-        order = np.roll(self._ring[: self._filled], -self._next if self._filled == self.horizon else 0)
-        return {"horizon": self.horizon, "hashes": pack_ints(order)}  # oldest first
+        oldest_first = self._ring[self._next :] + self._ring[: self._next]
+        return {"horizon": self.horizon, "hashes": pack_ints(oldest_first)}
 
     @classmethod
     def from_state(cls, state: StateReader) -> RecentIds:
@@ -131,8 +130,6 @@ class RecentIds(Stateful):
         hashes = state.ints("hashes")
         if len(hashes) > ids.horizon or len(set(hashes.tolist())) != len(hashes):
             raise StateError(f"{state.where}.hashes: expected at most horizon={ids.horizon} distinct hashes")
-        ids._filled = len(hashes)
-        ids._ring[: len(hashes)] = hashes
-        ids._next = len(hashes) % ids.horizon
-        ids._seen = set(hashes.tolist())
+        ids._ring = hashes.tolist()
+        ids._seen = set(ids._ring)
         return ids
