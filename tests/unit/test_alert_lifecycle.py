@@ -32,7 +32,7 @@ def run(events: list[PredictionEvent], monitor: Monitor) -> list:
 
 
 def monitor(**overrides: object) -> Monitor:
-    config = {"reference_size": 1_000, "window_size": 500} | overrides  # default cooldown: an hour
+    config = {"reference_size": 1_000, "min_reference_size": 500, "window_size": 500} | overrides  # cooldown: 1 h
     return Monitor(MonitoringConfig(defaults=ModelMonitorConfig(**config)))
 
 
@@ -157,13 +157,13 @@ def test_without_a_profile_the_reference_grows_from_a_small_minimum_and_is_repor
     def shifted(rng, i):
         return {"x": float(rng.normal(1.0 if i >= 1_500 else 0.0, 1.0))}
 
-    m = Monitor()  # default settings: detection starts after 500 events, the reference doubles to 5,000
+    m = monitor(reference_size=5_000, window_size=2_000)  # detection from 500 events, doubling to 5,000
     alerts = run(stream(3_000, shifted, 12), m)
     (alert,) = [a for a in alerts if (a.kind, a.subject, a.state) == ("data_drift", "x", "firing")]
     assert alert.evidence["reference_size"] == 1_000  # grown 500 -> 1,000 on clean events before the change
     version = m.models["m"].versions["1"]
     assert version.profile.n_events == 1_000 and version.reference_events == []  # frozen by the drift alert
     # Without a drift the reference grows to reference_size and stops there.
-    calm = Monitor()
+    calm = monitor(reference_size=5_000, window_size=2_000)
     run(stream(9_000, lambda rng, i: {"x": float(rng.normal())}, 13), calm)
     assert calm.models["m"].versions["1"].profile.n_events == 5_000

@@ -74,10 +74,7 @@ def test_a_small_shift_spread_over_ten_features_is_caught_by_the_multivariate_de
         name="abrupt-shift", n_events=30_000, onset=15_000, drift_features=NUMERIC_FEATURES[6:16], magnitude=0.05,
         seed=seed,
     )  # fmt: skip
-    # The whole 5,000-event reference from the start, so that a window begins at the onset, as this
-    # delay bound assumes (a reference grown from 500 events shifts the windows by 500).
-    monitor = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(min_reference_size=5_000)))
-    alerts, _, index, _ = run_scenario(scenario, monitor, labels=False)
+    alerts, _, index, _ = run_scenario(scenario, labels=False)
     first = next(a for a in alerts if a.state == "firing")
     assert (first.kind, first.subject) == ("multivariate_drift", "numeric_features")
     assert index[first.trigger_event_id] - scenario.onset <= 4_000  # within two windows

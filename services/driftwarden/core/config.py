@@ -90,10 +90,11 @@ class ModelMonitorConfig(Strict):
         default=5000, ge=100, description="Events of a new version forming its reference (without a profile)."
     )
     min_reference_size: int = Field(
-        default=500,
+        default=5000,
         ge=100,
-        description="Without a profile, detection starts on this many first events; the "
-        "reference then doubles with events tested clean, up to reference_size, until a drift alert freezes it.",
+        description="Without a profile, detection starts on this many first events; the reference then "
+        "doubles with events tested clean, up to reference_size, until a drift alert freezes it (e.g. 500 for "
+        "short streams; at the default, equal to reference_size, it does not grow: each growth rebuilds the profile).",
     )
     early_looks: int = Field(
         default=4,
