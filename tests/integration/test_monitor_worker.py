@@ -11,7 +11,7 @@ from conftest import Worker, produce, unique_model
 from scrape import samples, scrape
 
 from driftwarden.core.decoding import PREDICTIONS
-from driftwarden.core.events import Alert, DeadLetter, RetrainCommand
+from driftwarden.core.events import Alert, DeadLetter, MonitorStatus, RetrainCommand
 from driftwarden.monitor.status import records_for, wait_for_status
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import Scenario, generate
@@ -145,3 +145,48 @@ def test_metrics_endpoint_exposes_counts_statistics_lag_and_joins(kafka, monitor
     assert samples(families, "driftwarden_pending_label_joins", model_id=scenario.model_id, side="predictions")
     assert samples(families, "driftwarden_consumer_lag", topic=kafka.topics.predictions)
     assert samples(families, "driftwarden_batch_seconds_count")
+
+
+def test_a_millisecond_timestamp_is_dead_lettered_and_duplicate_ids_counted_once(kafka, monitor_worker):
+    """10,000 predictions, one with ts in milliseconds, 300 re-sent; then every label: all joinable ones join."""
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.kafka.clients import client_options
+
+    model_id = unique_model("eventtime")
+    chunk = next(generate(Scenario(n_events=10_000, model_id=model_id), chunk_size=10_000))
+    predictions, labels = chunk.prediction_events(), chunk.label_events()
+    predictions[4_000] = {**predictions[4_000], "ts": predictions[4_000]["ts"] * 1000}
+    sent = predictions + predictions[6_000:6_300]  # producer retries: the same events again
+
+    def envelopes(schema: str, events: list) -> list[bytes]:
+        return [orjson.dumps({"schema": schema, "model_id": model_id, "events": events[i : i + 500]})
+                for i in range(0, len(events), 500)]  # fmt: skip
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(kafka))
+        await producer.start()
+        try:
+            for value in envelopes("prediction-batch.v1", sent):
+                await producer.send_and_wait(kafka.topics.predictions, value, key=model_id.encode())
+            for value in envelopes("label-batch.v1", labels):
+                await producer.send_and_wait(kafka.topics.labels, value, key=model_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+    def done(s: MonitorStatus) -> bool:
+        return (s.labels_received or 0) >= 10_000 and s.events_processed + s.events_dead_lettered >= 10_000
+
+    status = asyncio.run(wait_for_status(kafka, model_id, done, 120))
+    (letter,) = dead_letters_for(kafka, model_id)
+    assert "looks like milliseconds since the epoch" in letter.reason
+    assert orjson.loads(base64.b64decode(letter.payload_b64))["event_id"] == predictions[4_000]["event_id"]
+    assert status.events_processed == 9_999 and status.events_dead_lettered == 1
+    joins = status.label_joins
+    assert joins["duplicate_predictions"] == 300
+    assert joins["joined"] == 9_999  # every label whose prediction was accepted: 100 %
+    assert joins["pending_labels"] == 1 and joins["expired_predictions"] == 0  # the dead-lettered one's label
+    families = scrape(monitor_worker.metrics_port)
+    assert list(samples(families, "driftwarden_duplicate_events_total", model_id=model_id).values()) == [300.0]

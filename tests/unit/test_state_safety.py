@@ -37,7 +37,7 @@ class Exploit:
 
 def test_the_export_is_versioned_json_and_holds_the_whole_state():
     document = orjson.loads(RAW)
-    assert (document["format"], document["version"]) == (STATE_FORMAT, 1)
+    assert (document["format"], document["version"]) == (STATE_FORMAT, 2)
     model = document["state"]["models"]["demo-model"]
     version = model["versions"]["1"]
     assert version["book"]["open"] and version["pending"] and model["joiner"]["joined"] > 0
@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":1', b'"version":2', 1), "version 2 is not supported"),
+        (RAW.replace(b'"version":2', b'"version":3', 1), "version 3 is not supported"),
     ],
 )
 def test_garbage_is_refused(raw, message):

@@ -31,7 +31,8 @@ from functools import partial
 from itertools import groupby
 from typing import Any
 
-from driftwarden.core.alerting import AlertBook, Finding, Severity
+from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
+from driftwarden.core.changes import mean_change, window_change
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
@@ -41,6 +42,7 @@ from driftwarden.core.detectors import (
     decide,
     window_detectors,
 )
+from driftwarden.core.event_time import RecentIds, Watermark, time_problem
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
@@ -50,6 +52,8 @@ from driftwarden.core.state import JsonValue, State, StateError, StateReader, de
 
 #: The streaming detector of the prediction signal (a name no feature can have).
 SIGNAL = "\0signal"
+#: Alert kinds that stop a growing reference (their data must not become the reference).
+DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
 #: Window statistics kept for metrics and the status topic: each of these a detector's evidence holds.
 WINDOW_STATISTICS = (
     "wasserstein_normed",
@@ -62,8 +66,17 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-STATE_VERSION = 1
+#: 2: event-time watermark, recent event ids, duplicate counts and the alert book's settle streaks.
+STATE_VERSION = 2
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A prediction refused before the detectors (the service dead-letters it with ``reason``)."""
+
+    event: PredictionEvent
+    reason: str
 
 
 @dataclass
@@ -100,7 +113,9 @@ class ModelMonitor:
         self.pending: list[Columns] = []
         self.pending_events = 0
         self.windows = 0
-        self.book = AlertBook(model_id, model_version, config.resolve_after_windows, config.cooldown_s)
+        self.book = AlertBook(
+            model_id, model_version, config.resolve_after_windows, config.cooldown_s, config.repeat_tolerance
+        )
         self.policy = RetrainPolicy(config.retrain)
         self.performance: PerformanceMonitor | None = None
         self.latest_window: dict[StatisticKey, float] = {}
@@ -110,22 +125,39 @@ class ModelMonitor:
     # -- predictions -----------------------------------------------------------------------------
 
     def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
-        if self.profile is None:
-            needed = self.config.reference_size - len(self.reference_events)
-            self.reference_events += events[:needed]
-            events = events[needed:]
-            if len(self.reference_events) >= self.config.reference_size:
-                self._build_reference()
-            if not events:
-                return Outputs()
+        fired: list[Alert] = []
+        start = 0
+        while start < len(events):
+            if self.profile is None:  # collect the first reference
+                stop = start + self._first_reference_size() - len(self.reference_events)
+                self.reference_events += events[start:stop]
+                if len(self.reference_events) >= self._first_reference_size():
+                    self._build_reference()
+                start = stop
+                continue
+            # While the reference grows, cut the batch where it grows (results must not depend on batching).
+            growing = bool(self.reference_events)
+            stop = start + self._next_reference_size() - len(self.reference_events) if growing else len(events)
+            run = events[start:stop]
+            found = self._detect(run, now)
+            fired += found
+            if growing:
+                self._grow_reference(run, drifted=any(a.kind in DRIFT_KINDS for a in found) or self._drift_open())
+            start = stop
+        if events and self.profile is not None:
+            self.policy.evaluate(self.book, fired, float(events[-1].ts))
+        return Outputs(fired)
+
+    def _detect(self, events: Sequence[PredictionEvent], now: float) -> list[Alert]:
         assert self.profile is not None
         columns = to_columns(events, schema_of(self.profile))
         fired: list[Alert] = []
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
-        # events were batched (a replay after a restart comes in much larger batches).
+        # events were batched (a replay after a restart comes in much larger batches). Before the
+        # first full window, the window tests also look at the growing first window (early looks).
         start = 0
         while start < len(columns):
-            stop = min(len(columns), start + self.config.window_size - self.pending_events)
+            stop = min(len(columns), start + self._next_window_cut() - self.pending_events)
             segment = columns.slice(start, stop)
             fired += self._stream(segment, now)
             self.pending.append(segment)
@@ -134,15 +166,53 @@ class ModelMonitor:
                 window = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
                 self.pending, self.pending_events = [], 0
                 fired += self._evaluate_window(window, now)
+            elif self.windows == 0 and self.pending_events in self._early_looks():
+                fired += self._evaluate_window(Columns.concat(self.pending), now, early=True)
             start = stop
-        self.policy.evaluate(self.book, fired, float(columns.ts[-1]))
-        return Outputs(fired)
+        return fired
+
+    def _early_looks(self) -> list[int]:
+        """Sizes of the growing first window at which its tests also run: window_size / 2^k, k = looks..1."""
+        sizes = [self.config.window_size >> k for k in range(self.config.early_looks, 0, -1)]
+        return [n for n in sizes if n >= self.config.min_window_values]
+
+    def _next_window_cut(self) -> int:
+        """Pending events at which the next test runs (an early look or the full window)."""
+        looks = [n for n in self._early_looks() if n > self.pending_events] if self.windows == 0 else []
+        return looks[0] if looks else self.config.window_size
+
+    # -- the reference ---------------------------------------------------------------------------
+
+    def _first_reference_size(self) -> int:
+        return min(self.config.min_reference_size, self.config.reference_size)
+
+    def _next_reference_size(self) -> int:
+        """The reference doubles, up to ``reference_size``, while no drift alert is open."""
+        assert self.profile is not None
+        return min(2 * self.profile.n_events, self.config.reference_size)
+
+    def _drift_open(self) -> bool:
+        return any(kind in DRIFT_KINDS for kind, _ in self.book.open)
+
+    def _grow_reference(self, events: Sequence[PredictionEvent], drifted: bool) -> None:
+        """Events tested clean join the growing reference; a drift alert freezes it where it is."""
+        if drifted:
+            self.reference_events = []
+            return
+        self.reference_events += events
+        if len(self.reference_events) >= self._next_reference_size():
+            self._build_reference()
 
     def _build_reference(self) -> None:
-        events, self.reference_events = self.reference_events, []
-        profile = build_profile(
-            self.model_id, self.model_version, events, dict(self.config.features), self.config.ignore_features
-        )
+        """The profile of the reference events; they are kept (to grow on) until ``reference_size``."""
+        events = self.reference_events
+        declared: dict[str, str] = dict(self.config.features)
+        if self.profile is not None:  # growing: the same features, so pending windows stay comparable
+            declared |= {name: "numeric" for name in self.profile.numeric}
+            declared |= {name: "categorical" for name in self.profile.categorical}
+        profile = build_profile(self.model_id, self.model_version, events, declared, self.config.ignore_features)
+        if len(events) >= self.config.reference_size:
+            self.reference_events = []
         self._use_profile(profile, to_columns(events, schema_of(profile)))
 
     def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
@@ -152,7 +222,8 @@ class ModelMonitor:
         if reference_columns is not None:  # warm the streaming detectors up on the reference itself
             self._feed_streaming(reference_columns, lambda *_: None)
         self.window_detectors = window_detectors(profile, self.config)
-        self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
+        if self.performance is None:  # (a growing reference keeps the labels' history)
+            self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
 
     def _streaming_detector(self, mean: float, std: float) -> MeanShiftDetector:
         config = self.config
@@ -173,7 +244,10 @@ class ModelMonitor:
         fired: list[Alert] = []
 
         def on_drift(name: str, detector: MeanShiftDetector, i: int) -> None:
+            assert self.profile is not None
             evidence = detector.evidence()
+            # (a detector given its reference by the profile reports reference_size 0: the profile's is meant)
+            evidence |= {"reference_size": self.profile.n_events} | mean_change(evidence).evidence()
             shift = evidence["shift_sigma"]
             clarity = evidence["change_z"]
             noise = isinstance(clarity, float) and clarity < self.config.adwin_min_change_z
@@ -203,21 +277,32 @@ class ModelMonitor:
         self._feed_streaming(columns, on_drift)
         return fired
 
-    def _evaluate_window(self, window: Columns, now: float) -> list[Alert]:
-        self.windows += 1
+    def _evaluate_window(self, window: Columns, now: float, early: bool = False) -> list[Alert]:
+        """Test a window; an early look (part of the first window) reports drift only, never a clean verdict."""
+        assert self.profile is not None
+        self.windows += 0 if early else 1
         tested = [d for d in self.window_detectors if d.update(window)]
         decide(tested, self.config.fdr_q)
         trigger, event_ts = window.event_ids[-1], float(window.ts[-1])
         fired = []
         for detector in tested:
             drifted = detector.drift_detected
+            if early and not drifted:
+                continue
             evidence = detector.evidence() | {
                 "window": self.windows,
                 "window_start_ts": float(window.ts[0]),
                 "fdr_q": self.config.fdr_q if detector.p_value is not None else None,
+                "reference_size": self.profile.n_events,
             }
             self._remember_window_statistic(detector, evidence)
-            summary = detector.summary(self.model_id, self.model_version) if drifted else ""
+            summary = ""
+            if drifted:
+                change = window_change(detector, window, self.profile)
+                evidence |= change.evidence()
+                summary = detector.summary(self.model_id, self.model_version)
+                summary += f"; {change.text}" if change.text else ""
+            settled = not drifted and not detector.effect_exceeded
             finding = Finding(
                 detector.kind,
                 detector.subject,
@@ -226,6 +311,7 @@ class ModelMonitor:
                 evidence,
                 summary,
                 self._severity(evidence),
+                settled and passes_with_margin(evidence, self.config.resolve_p_value),
             )
             alert = self.book.report(finding, trigger, event_ts, now)
             if alert is not None:
@@ -255,6 +341,7 @@ class ModelMonitor:
             return Outputs()
         fired = []
         for finding, item in self.performance.update(joined):
+            finding.settled = not finding.drifted and passes_with_margin(finding.evidence, self.config.resolve_p_value)
             alert = self.book.report(finding, item.event_id, item.ts, now)
             if alert is not None:
                 fired.append(alert)
@@ -367,9 +454,10 @@ class ModelCounters:
     labels: int = 0
     alerts: int = 0
     commands: int = 0
+    duplicates: int = 0  # predictions dropped as a repeat of an event id within the horizon
     latest_version: str | None = None
 
-    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands")
+    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands", "duplicates")
 
     def state(self) -> State:
         return {**{name: getattr(self, name) for name in self.COUNTS}, "latest_version": self.latest_version}
@@ -385,25 +473,28 @@ class ModelState:
     """Everything the monitor knows about one model_id: the unit of checkpoints."""
 
     joiner: LabelJoiner
+    ids: RecentIds
     counters: ModelCounters = field(default_factory=ModelCounters)
     versions: dict[str, ModelMonitor] = field(default_factory=dict)
-    watermark: float = 0.0
+    clock: Watermark = field(default_factory=Watermark)
 
     def state(self) -> State:
         return {
             "joiner": self.joiner.state(),
+            "ids": self.ids.state(),
             "counters": self.counters.state(),
             "versions": {version: monitor.state() for version, monitor in self.versions.items()},
-            "watermark": self.watermark,
+            "clock": self.clock.state(),
         }
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelState:
         return cls(
             joiner=LabelJoiner.from_state(state.child("joiner")),
+            ids=RecentIds.from_state(state.child("ids")),
             counters=ModelCounters.from_state(state.child("counters")),
             versions={v: ModelMonitor.from_state(m) for v, m in state.mapping("versions").items()},
-            watermark=state.number("watermark"),
+            clock=Watermark.from_state(state.child("clock")),
         )
 
 
@@ -419,7 +510,9 @@ class Monitor:
         state = self.models.get(model_id)
         if state is None:
             config = self.config.for_model(model_id)
-            state = self.models[model_id] = ModelState(joiner=LabelJoiner(config.label_ttl_s, config.max_pending))
+            state = self.models[model_id] = ModelState(
+                LabelJoiner(config.label_ttl_s, config.max_pending), RecentIds(config.dedupe_horizon)
+            )
         return state
 
     def model(self, model_id: str, model_version: str) -> ModelMonitor:
@@ -431,16 +524,39 @@ class Monitor:
             state.versions[model_version] = monitor
         return monitor
 
+    def screen(self, events: Sequence[PredictionEvent], now: float) -> tuple[list[PredictionEvent], list[Rejected]]:
+        """Split predictions into those with a plausible event time and those without (with the reason).
+
+        ``now`` is the monitor's clock (processing time). The service dead-letters the rejected ones
+        before :meth:`observe` (see :func:`driftwarden.core.event_time.time_problem`).
+        """
+        accepted, rejected = [], []
+        for event in events:
+            config = self.config.for_model(event.model_id)
+            state = self.models.get(event.model_id)
+            watermark = state.clock.value if state else None
+            problem = time_problem(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
+            if problem is None:
+                accepted.append(event)
+            else:
+                rejected.append(Rejected(event, problem))
+        return accepted, rejected
+
     def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
-        """Feed predictions (any mix of models, in stream order); return what they raise."""
+        """Feed predictions (any mix of models, in stream order); return what they raise.
+
+        An event id seen among the model's last ``dedupe_horizon`` distinct ids is counted and dropped.
+        """
         outputs = Outputs()
-        for key, run in groupby(events, key=lambda e: (e.model_id, e.model_version)):
+        fresh = [e for e in events if self._first_sighting(e)]
+        for key, run in groupby(fresh, key=lambda e: (e.model_id, e.model_version)):
             batch = list(run)
             state = self.state(key[0])
             outputs += self.model(*key).observe(batch, now)
             state.counters.processed += len(batch)
             state.counters.latest_version = key[1]
-            state.watermark = max(state.watermark, batch[-1].ts)
+            for event in batch:
+                state.clock.observe(event.ts)
             joined = []
             for event in batch:
                 record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
@@ -449,9 +565,18 @@ class Monitor:
                 if match is not None:
                     joined.append(match)
             outputs += self._route_joined(key[0], joined, now)
-            state.joiner.expire(state.watermark)
+            watermark = state.clock.value
+            if watermark is not None:
+                state.joiner.expire(watermark)
         self._count(outputs)
         return outputs
+
+    def _first_sighting(self, event: PredictionEvent) -> bool:
+        state = self.state(event.model_id)
+        if state.ids.add(event.event_id):
+            return True
+        state.counters.duplicates += 1
+        return False
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
         outputs = Outputs()
@@ -506,7 +631,7 @@ class Monitor:
             labels_received=counters.labels,
             retrain_commands=counters.commands,
             performance=performance,
-            label_joins=state.joiner.counts(),
+            label_joins=state.joiner.counts() | {"duplicate_predictions": counters.duplicates},
             alerts_suppressed=sum(m.book.suppressed for m in state.versions.values()),
             window_statistics=[(*key, value) for key, value in monitor.latest_window.items()] if monitor else None,
         )

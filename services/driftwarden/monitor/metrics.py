@@ -42,6 +42,12 @@ DEAD_LETTERS = Counter(
     "Inputs written to the dead-letter topic (model_id empty when the key names no model).",
     ["model_id", "source_topic"],
 )
+DUPLICATE_EVENTS = Counter(
+    "driftwarden_duplicate_events",
+    "Predictions dropped before detectors and joins: their event_id was among the model's last "
+    "dedupe_horizon distinct ids.",
+    ["model_id"],
+)
 ALERTS = Counter(
     "driftwarden_alerts", "Alert events published, firing and resolved.", [*MODEL, "kind", "severity", "state"]
 )
@@ -143,11 +149,19 @@ class ModelSeries:
 
     gauges: dict[str, set[Series]] = field(default_factory=dict)
     counters: dict[str, set[Series]] = field(default_factory=dict)
+    totals: dict[Series, float] = field(default_factory=dict)
 
     def count(self, counter: Counter, labels: tuple[str, ...], n: float = 1.0) -> None:
         """Increase a counter whose first label is the model id."""
         counter.labels(*labels).inc(n)
         self.counters.setdefault(labels[0], set()).add((counter, labels))
+
+    def advance(self, counter: Counter, labels: tuple[str, ...], total: float) -> None:
+        """Bring a counter whose first label is the model id up to the core's cumulative ``total``."""
+        seen = self.totals.get((counter, labels), 0.0)
+        if total > seen:
+            self.count(counter, labels, total - seen)
+            self.totals[counter, labels] = total
 
     def sync(
         self, model_id: str, version: str, statistics: Statistics, open_alerts: OpenAlerts, rolling: Mapping[str, float]
@@ -175,7 +189,10 @@ class ModelSeries:
     def forget(self, model_ids: Iterable[str]) -> None:
         """Remove every series of these models (their partition went to another worker)."""
         for model_id in model_ids:
-            self._remove(self.gauges.pop(model_id, set()) | self.counters.pop(model_id, set()))
+            gone = self.gauges.pop(model_id, set()) | self.counters.pop(model_id, set())
+            self._remove(gone)
+            for series in gone:
+                self.totals.pop(series, None)
 
     @staticmethod
     def _remove(series: Iterable[Series]) -> None:
@@ -188,6 +205,7 @@ def export_model(series: ModelSeries, model_id: str, state: ModelState) -> None:
     alerts and rolling accuracy, and its label joins."""
     counts = state.joiner.counts()
     series.pending_joins(model_id, counts["pending_predictions"], counts["pending_labels"])
+    series.advance(DUPLICATE_EVENTS, (model_id,), state.counters.duplicates)
     version = state.counters.latest_version
     monitor = state.versions.get(version) if version else None
     if version is None or monitor is None:

@@ -190,7 +190,12 @@ class MonitorService:
                     predictions = []
                 outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
             else:
-                predictions += [e for e in events if isinstance(e, PredictionEvent)]
+                accepted, rejected = self.core.screen([e for e in events if isinstance(e, PredictionEvent)], now)
+                for refused in rejected:  # an implausible event time: dead-lettered with the reason
+                    pending.append(
+                        await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
+                    )
+                predictions += accepted
         if predictions:
             outputs += self.core.observe(predictions, now)
         for alert in outputs.alerts:
