@@ -30,7 +30,7 @@ from driftwarden.core.detectors.checks import (
     TypeViolationCheck,
     UnseenCategoryCheck,
 )
-from driftwarden.core.detectors.streaming import MeanShiftDetector
+from driftwarden.core.detectors.streaming import RankCusumDetector
 from driftwarden.core.detectors.window import (
     CategoricalDriftDetector,
     MultivariateDriftDetector,
@@ -46,7 +46,7 @@ __all__ = [
     "CategoricalDriftDetector",
     "Detector",
     "EstimatedAccuracyDetector",
-    "MeanShiftDetector",
+    "RankCusumDetector",
     "MissingRateCheck",
     "MultivariateDriftDetector",
     "NumericDriftDetector",
@@ -64,7 +64,7 @@ __all__ = [
 DETECTOR_CLASSES: dict[str, type[Detector]] = {
     cls.__name__: cls
     for cls in (
-        MeanShiftDetector,
+        RankCusumDetector,
         NumericDriftDetector,
         CategoricalDriftDetector,
         MultivariateDriftDetector,
