@@ -106,7 +106,11 @@ class ModelMonitorConfig(Strict):
         "split evenly (Bonferroni) over its streaming detectors, each of which derives its thresholds from it.",
     )
     adwin_delta: float = Field(default=1e-5, gt=0, lt=1, description="The label error stream's ADWIN confidence.")
-    critical_shift_sigma: float = Field(default=2.0, gt=0, description="A streaming change whose values moved this far (normal scores, reference σ) is critical.")
+    critical_shift_sigma: float = Field(
+        default=2.0,
+        gt=0,
+        description="A streaming change whose values moved this far (normal scores, reference σ) is critical.",
+    )
     # Window tests and false-alarm control
     fdr_q: float = Field(default=0.001, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)

@@ -33,7 +33,6 @@ from typing import Any
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
-from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
     RankCusumDetector,
@@ -42,6 +41,7 @@ from driftwarden.core.detectors import (
     decide,
     window_detectors,
 )
+from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
@@ -150,7 +150,8 @@ class ModelMonitor:
         # The budget is per model: split evenly (Bonferroni) over its streaming detectors.
         arl = 1e6 / self.config.false_alarms_per_million * len(streams)
         self.streaming = {
-            name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed) for seed, (name, p) in enumerate(streams.items())
+            name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed)
+            for seed, (name, p) in enumerate(streams.items())
         }
         self.window_detectors = window_detectors(profile, self.config)
         self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)

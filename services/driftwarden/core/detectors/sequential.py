@@ -31,6 +31,8 @@ alarm rate, averaged over references, is back within budget).
 ['location+0.25', 'location-0.25', 'location+0.7']
 >>> round(cusum_threshold(BANK[0], arl=1e6, reference_n=5_000), 1)
 10.8
+>>> cusum_threshold(BANK[0], arl=1e6, reference_n=100)  # too small a reference for 0.25σ at this rate
+inf
 
 References
 ----------
@@ -61,7 +63,7 @@ _MASK64 = (1 << 64) - 1
 class CusumSpec:
     """One CUSUM: the log-likelihood ratio ``c · (1, 1[z>0], 1[z<0], z, z²·1[z>0], z²·1[z<0])``.
 
-    ``overshoot`` (ρ) enters the threshold approximation ``ARL ≈ (e^(h+ρ) − h − ρ − 1) / KL``.
+    ``overshoot`` (rho) enters the threshold approximation ``ARL ≈ (e^(h+rho) - h - rho - 1) / KL``.
     """
 
     name: str
@@ -100,15 +102,15 @@ _MOMENTS = _moments()
 
 
 def _location(delta: float, sign: int) -> CusumSpec:
-    # z ~ N(±δ, 1): δz − δ²/2; Siegmund's overshoot correction 2 × 0.583 δ.
+    # z ~ N(±δ, 1): δz - δ²/2; Siegmund's overshoot correction 2 x 0.583 δ.
     return CusumSpec(f"location{'+' if sign > 0 else '-'}{delta:g}", "location", "up" if sign > 0 else "down",
                      (-delta * delta / 2, 0, 0, sign * delta, 0, 0), 1.166 * delta)  # fmt: skip
 
 
 def _spread(sigma: float) -> CusumSpec:
-    # z ~ N(0, σ²): −ln σ + z² (1 − σ⁻²) / 2.
+    # z ~ N(0, σ²): -ln σ + z² (1 - σ⁻²) / 2.
     a = (1 - sigma**-2) / 2
-    return CusumSpec(f"spread×{sigma:g}", "spread", "up" if sigma > 1 else "down",
+    return CusumSpec(f"spreadx{sigma:g}", "spread", "up" if sigma > 1 else "down",
                      (-math.log(sigma), 0, 0, 0, a, a), math.log(1.6))  # fmt: skip
 
 
@@ -118,11 +120,11 @@ def _tail(sigma: float, upper: bool) -> CusumSpec:
     c = -math.log(sigma)
     coefficients = (0, c, 0, 0, a, 0) if upper else (0, 0, c, 0, 0, a)
     side = "upper" if upper else "lower"
-    return CusumSpec(f"{side}_tail×{sigma:g}", f"{side}_tail", "up", coefficients, math.log(2.0))
+    return CusumSpec(f"{side}_tailx{sigma:g}", f"{side}_tail", "up", coefficients, math.log(2.0))
 
 
 #: The CUSUMs every numeric stream runs (overshoots of spread and tails measured by simulation:
-#: the approximation with ρ = 0 underestimated their ARL by 1.6–2.5×).
+#: the approximation with rho = 0 underestimated their ARL by 1.6–2.5x).
 BANK: tuple[CusumSpec, ...] = (
     _location(0.25, 1),
     _location(0.25, -1),
@@ -146,6 +148,8 @@ def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> flo
     """
     if arl <= 1:
         raise ValueError("arl must exceed 1")
+    # (math.inf when no threshold reaches ``arl``: small changes cannot be told from the reference's own
+    # sampling error at that false-alarm rate, so the CUSUM looking for them stays off)
     kl, rho, var = spec.kl, spec.overshoot, spec.null_variance
     penalty = 0.0 if reference_n is None else 2.0 / (reference_n * var)
 
@@ -153,11 +157,14 @@ def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> flo
         b = h + rho
         return math.log(math.expm1(b) - b) - math.log(kl) - penalty * h * h - math.log(arl)
 
-    upper = 1.0
-    while excess(upper) < 0:
-        upper *= 2
-        if upper > 1e4 or (penalty and upper * penalty > 1):  # the reference is too small for this budget
-            raise ValueError(f"no threshold reaches arl={arl:g} with a reference of {reference_n} values")
+    if penalty:  # the reference's own error caps the reachable ARL: its peak is near h = 1 / (2 penalty)
+        upper = 1.0 / (2.0 * penalty)
+        if excess(upper) < 0:
+            return math.inf  # this CUSUM cannot keep the budget with so small a reference: it stays off
+    else:
+        upper = 1.0
+        while excess(upper) < 0:
+            upper *= 2
     return float(brentq(excess, 1e-6, upper))
 
 
@@ -174,7 +181,7 @@ def _splitmix64(counter: np.ndarray) -> np.ndarray:
 class ReferenceCdf:
     """The reference's distribution function from its quantile summary (``NumericProfile.quantiles``).
 
-    ``quantiles[i]`` is the reference quantile at level ``i / (k − 1)``; values between two
+    ``quantiles[i]`` is the reference quantile at level ``i / (k - 1)``; values between two
     quantiles interpolate linearly; a run of equal quantiles is an atom (a tie); outside the
     reference's range lies mass ``1 / (reference_n + 1)`` on each side.
     """
@@ -229,9 +236,9 @@ def normal_scores(u: np.ndarray) -> np.ndarray:
 
 
 def cusum_paths(increments: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Every CUSUM ``S_t = max(0, S_{t−1} + x_t)`` at once (rows: CUSUMs), from ``start``.
+    """Every CUSUM ``S_t = max(0, S_{t-1} + x_t)`` at once (rows: CUSUMs), from ``start``.
 
-    Lindley's recursion in closed form: ``S_t = C_t − min(−S_0, min_{s≤t} C_s)`` with ``C`` the
+    Lindley's recursion in closed form: ``S_t = C_t - min(-S_0, min_{s≤t} C_s)`` with ``C`` the
     running sum of the increments.
     """
     running = np.cumsum(increments, axis=1)

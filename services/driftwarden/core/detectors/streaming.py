@@ -155,7 +155,9 @@ class RankCusumDetector(Detector):
         spec = BANK[which]
         behind = self.n_seen - at  # values seen after the alarm
         recent = np.fromiter(self._recent, dtype=float)
-        segment = recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
+        segment = (
+            recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
+        )
         if len(segment) == 0:
             segment = recent
         z = normal_scores(self.cdf.transform(segment, 0, self.seed))
@@ -181,7 +183,7 @@ class RankCusumDetector(Detector):
         return (
             f"{what} {direction}: median {e['reference_median']:.4g} -> {e['current_median']:.4g}, "
             f"IQR {e['reference_iqr']:.4g} -> {e['current_iqr']:.4g} ({e['shift_sigma']:+.2f} σ shift, spread "
-            f"×{e['spread_ratio']:.2f} in normal scores) over the last {e['values_since_change']} values "
+            f"x{e['spread_ratio']:.2f} in normal scores) over the last {e['values_since_change']} values "
             f"on {model_id} v{model_version}"
         )
 
@@ -220,7 +222,9 @@ class RankCusumDetector(Detector):
         if len(recent) > RECENT or not np.all(cusums >= 0):
             raise StateError(f"{state.where}: CUSUMs must be >= 0 and at most {RECENT} recent values")
         alarm = state.raw("alarm")
-        if alarm is not None and not (isinstance(alarm, list) and len(alarm) == 3 and all(type(v) is int for v in alarm)):
+        if alarm is not None and not (
+            isinstance(alarm, list) and len(alarm) == 3 and all(type(v) is int for v in alarm)
+        ):
             raise StateError(f"{state.where}.alarm: expected [cusum, value number, values since change]")
         if alarm is not None and not 0 <= alarm[0] < len(BANK):
             raise StateError(f"{state.where}.alarm: no such CUSUM")
