@@ -60,7 +60,8 @@ def test_bench_detection_runs_the_shape_corpus(monkeypatch, capsys, tmp_path):
     assert {"driftwarden (default)", "ADWIN", "PageHinkley", "KSWIN", "never retrain"} <= detectors
     assert {r[0] for r in rows} == {"poisson", "categorical"}
     # every configuration saw the same unchanged values: the stable stream and each change's lead-in
-    assert {r[2] for r in rows if r[0] == "poisson"} == {"8,000"}  # 2,000 stable + 3 changes x 2,000
+    # (KSWIN, at ~170 µs an update, watches the change streams only)
+    assert {r[2] for r in rows if r[0] == "poisson" and r[1] != "KSWIN"} == {"8,000"}  # 2,000 + 3 x 2,000
     never = [r for r in rows if r[1] == "never retrain"]
     assert all(r[3] == "0.00" and r[5] == r[6] for r in never)  # never alarms: misses every change
     assert re.search(r"^- (met|NOT met): 0 missed changes with KL ≥ 0.2", out, re.MULTILINE)
