@@ -228,10 +228,12 @@ class ReferenceCdf:
         """Randomized PIT of finite values ``x``; ``first`` numbers the first value (for ``V``)."""
         q, levels, step, tail = self.q, self.levels, self.step, self.tail
         lo = np.searchsorted(q, x, "left")
-        hi = np.searchsorted(q, x, "right")
+        k = len(q)
+        hi = lo.copy()
+        tied = (lo < k) & (q[np.minimum(lo, k - 1)] == x)  # only a value equal to a quantile needs the run's end
+        hi[tied] = np.searchsorted(q, x[tied], "right")
         counter = np.arange(first, first + len(x), dtype=np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64)
         v = _splitmix64(counter)
-        k = len(q)
         inner = (lo > 0) & (lo < k)
         j = np.clip(lo, 1, k - 1) if k > 1 else np.zeros_like(lo)
         gap = q[j] - q[j - 1] if k > 1 else np.ones(len(x))
