@@ -635,7 +635,9 @@ def bench_detection(
         feature_streams=FEATURE_STREAMS if "features" in chosen else (),
     )
     out.mkdir(parents=True, exist_ok=True)
-    report = ""
+    runs = run_detection_benchmark(settings, workers) if chosen - {"shapes"} else []
+    rows = pooled(runs)
+    report = f"{summary_table(rows)}\n{markdown(rows, settings)}\n" if runs else ""
     if "shapes" in chosen:
         families = tuple(f.strip() for f in shape_families.split(",") if f.strip()) or ALL_FAMILIES
         if set(families) - set(ALL_FAMILIES):
@@ -646,10 +648,6 @@ def bench_detection(
         verdicts = [f"- {'met' if met else 'NOT met'}: {t} ({e})" for t, met, e in corpus_targets(shape_rows, corpus)]
         report += "\n".join(["## Shape corpus", "", family_table(shape_rows), "Targets:", *verdicts, "",
                               "Per change (driftwarden):", "", change_table(shape_rows), ""])  # fmt: skip
-    runs = run_detection_benchmark(settings, workers) if chosen - {"shapes"} else []
-    rows = pooled(runs)
-    if runs:
-        report += f"{summary_table(rows)}\n{markdown(rows, settings)}"
     (out / "results.md").write_text(report)
     (out / "results.json").write_bytes(as_json(runs, rows, settings))
     for run in runs:

@@ -6,9 +6,10 @@ bounds, two modes, clipping, a many-level category); each change type moves it b
 a fine binning (a lower bound of the true KL that converges as bins shrink). Lorden's bound for
 the delay of any detector with mean time between false alarms ``arl`` is ``ln(arl) / KL``.
 
->>> pre, post = change("lognormal", "location", 0.2)
+>>> pre, post = change("normal", "location", 0.2)  # N(0.2, 1) against N(0, 1): KL = 0.2^2 / 2
 >>> round(kl_divergence(post, pre), 3)
 0.02
+>>> pre = change("lognormal", "location", 0.0)[0]
 >>> theta = theta_for("lognormal", "location", 0.05)
 >>> round(kl_divergence(change("lognormal", "location", theta)[1], pre), 3)
 0.05
