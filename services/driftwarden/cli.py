@@ -725,6 +725,16 @@ def bench_detection(
         int, typer.Option(help="Events per stable stream (false alarms).", min=10_000)
     ] = 1_000_000,
     workers: Annotated[int, typer.Option(help="Processes (0: one per core).", min=0)] = 0,
+    parts: Annotated[
+        str, typer.Option(help="Comma-separated: concepts, features, shapes.")
+    ] = "concepts,features,shapes",
+    shape_seeds: Annotated[int, typer.Option(help="Seeds per shape family.", min=1)] = 10,
+    shape_stable_events: Annotated[
+        int, typer.Option(help="Unchanged values per shape family and seed (false alarms).", min=1_000)
+    ] = 111_112,
+    kl_sizes: Annotated[str, typer.Option(help="KL(post || pre) sizes of the shape changes.")] = "0.02,0.05,0.2",
+    kswin_seeds: Annotated[int, typer.Option(help="Shape seeds whose change streams KSWIN also watches.", min=0)] = 2,
+    shape_families: Annotated[str, typer.Option(help="Shape families (default: all).")] = "",
 ) -> None:
     """Detection quality (delay, misses, false alarms) against River's detectors and dummy baselines."""
     from driftwarden.bench.detection import (
@@ -735,10 +745,27 @@ def bench_detection(
         run_detection_benchmark,
         summary_table,
     )
+    from driftwarden.bench.detection_corpus import (
+        ALL_FAMILIES,
+        CorpusSettings,
+        change_table,
+        corpus_json,
+        corpus_targets,
+        family_table,
+        run_corpus,
+    )
     from driftwarden.bench.detection_plots import plot_run
+    from driftwarden.bench.detection_streams import CONCEPTS, FEATURE_STREAMS
 
     if gradual_width > concept_length:
         raise typer.BadParameter("--gradual-width must not exceed --concept-length")
+    chosen = {part.strip() for part in parts.split(",") if part.strip()}
+    if not chosen or chosen - {"concepts", "features", "shapes"}:
+        raise typer.BadParameter("--parts takes concepts, features and/or shapes")
+    try:
+        sizes = tuple(float(size) for size in kl_sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter("--kl-sizes takes numbers such as 0.02,0.05") from None
     settings = Settings(
         seeds=seeds,
         n_concepts=concepts,
@@ -748,18 +775,30 @@ def bench_detection(
         shift_events=shift_events,
         shift_onset=shift_events // 2,
         stable_events=stable_events,
+        generators=tuple(CONCEPTS) if "concepts" in chosen else (),
+        feature_streams=FEATURE_STREAMS if "features" in chosen else (),
     )
-    runs = run_detection_benchmark(settings, workers)
-    rows = pooled(runs)
     out.mkdir(parents=True, exist_ok=True)
-    report = f"{summary_table(rows)}\n{markdown(rows, settings)}"
+    runs = run_detection_benchmark(settings, workers) if chosen - {"shapes"} else []
+    rows = pooled(runs)
+    report = f"{summary_table(rows)}\n{markdown(rows, settings)}\n" if runs else ""
+    if "shapes" in chosen:
+        families = tuple(f.strip() for f in shape_families.split(",") if f.strip()) or ALL_FAMILIES
+        if set(families) - set(ALL_FAMILIES):
+            raise typer.BadParameter(f"--shape-families takes {', '.join(ALL_FAMILIES)}")
+        corpus = CorpusSettings(shape_seeds, shape_stable_events, sizes, families, kswin_seeds=kswin_seeds)
+        shape_rows = run_corpus(corpus, workers)
+        (out / "shapes.json").write_bytes(corpus_json(shape_rows))
+        verdicts = [f"- {'met' if met else 'NOT met'}: {t} ({e})" for t, met, e in corpus_targets(shape_rows, corpus)]
+        report += "\n".join(["## Shape corpus", "", family_table(shape_rows), "Targets:", *verdicts, "",
+                              "Per change (driftwarden):", "", change_table(shape_rows), ""])  # fmt: skip
     (out / "results.md").write_text(report)
     (out / "results.json").write_bytes(as_json(runs, rows, settings))
     for run in runs:
         if run.seed == 0:
             plot_run(run, out / f"{run.stream.replace('/', '-')}.png")
     typer.echo(report)
-    typer.echo(f"wrote {out}/results.md, results.json and one plot per stream")
+    typer.echo(f"wrote {out}/results.md, results.json, shapes.json and one plot per stream")
 
 
 @cli.command()

@@ -56,9 +56,12 @@ def test_abrupt_shift_data_drift_alerts_come_within_2000_events_of_onset(seed):
     assert sorted(a.subject for a in data_drift) == ["num_00", "num_01"]
     for alert in data_drift:
         assert 0 <= index[alert.trigger_event_id] - scenario.onset <= 2_000
-        # Evidence an on-call engineer can trust: the shift was 1σ of the reference.
+        # Evidence an on-call engineer can trust: the shift was 1σ of the reference, which it names.
         assert 0.3 <= alert.evidence["shift_sigma"] <= 1.7
-        assert alert.evidence["reference_std"] > 0.4
+        assert (
+            alert.evidence["statistic"] == "location"
+            and alert.evidence["reference_size"] == ModelMonitorConfig().reference_size
+        )
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -140,13 +140,19 @@ def category_change(profile: CategoricalProfile, values: Sequence[str]) -> Chang
     return Change("category_mix", direction, moved, f"category mix: {category} {before:.1%} -> {after:.1%}")
 
 
-def mean_change(evidence: dict[str, Scalar]) -> Change:
-    """The change a streaming detector saw (its evidence holds the mean's move in σ, ``shift_sigma``)."""
-    shift = evidence.get("shift_sigma")
+def streaming_change(evidence: dict[str, Scalar]) -> Change:
+    """The change a streaming detector saw, from its evidence: which of its statistics alarmed
+    (``statistic``: location, spread, a tail), the direction, and the move in σ of the normal scores."""
+    statistic, direction = evidence.get("statistic"), str(evidence.get("direction") or "")
+    shift, spread = evidence.get("shift_sigma"), evidence.get("spread_ratio")
+    if statistic == "spread" and isinstance(spread, float):
+        return Change("spread", direction, spread, f"spread {direction}: x{spread:.2f}")
+    if (isinstance(statistic, str) and statistic.endswith("tail")) or statistic == "tails":
+        return Change("shape", str(statistic), spread if isinstance(spread, float) else None, f"{statistic} heavier")
     if not isinstance(shift, float):
         return Change("location", "", None, "location moved")
     direction = "up" if shift > 0 else "down"
-    return Change("location", direction, abs(shift), f"location {direction}: mean {shift:+.2f} σ")
+    return Change("location", direction, abs(shift), f"location {direction}: {shift:+.2f} σ")
 
 
 def window_change(detector: WindowDetector, window: Columns, profile: ReferenceProfile) -> Change:

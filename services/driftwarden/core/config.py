@@ -114,16 +114,18 @@ class ModelMonitorConfig(Strict):
     ignore_features: list[str] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
     # Streaming detector
-    adwin_delta: float = Field(default=1e-5, gt=0, lt=1)
-    adwin_min_shift_sigma: float = Field(
-        default=0.1, ge=0, description="An ADWIN detection alerts only if the located shift is at least this large."
+    false_alarms_per_million: float = Field(
+        default=1.0,
+        gt=0,
+        description="False-alarm budget of the streaming detectors: alarms per million events of the model, "
+        "split evenly (Bonferroni) over its streaming detectors, each of which derives its thresholds from it.",
     )
-    adwin_min_change_z: float = Field(
-        default=5.0, ge=0, description="...and only if the located change is this many standard errors clear."
+    adwin_delta: float = Field(default=1e-5, gt=0, lt=1, description="The label error stream's ADWIN confidence.")
+    critical_shift_sigma: float = Field(
+        default=2.0,
+        gt=0,
+        description="A streaming change whose values moved this far (normal scores, reference σ) is critical.",
     )
-    adwin_recent_size: int = Field(default=512, ge=20, description="Recent values kept to locate a change point.")
-    adwin_min_segment: int = Field(default=10, ge=1, description="Fewest values on either side of a change point.")
-    critical_shift_sigma: float = Field(default=2.0, gt=0, description="A streaming shift this large is critical.")
     # Window tests and false-alarm control
     fdr_q: float = Field(default=0.001, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)

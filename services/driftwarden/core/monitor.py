@@ -3,7 +3,8 @@
 The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, model_version) a
 :class:`ModelMonitor` collects the version's reference (or loads a profile), then runs
 
-* streaming ADWIN detectors on every numeric feature and on the prediction signal (fast path);
+* streaming rank-CUSUM detectors on every numeric feature and on the prediction signal (fast path,
+  thresholds from the false-alarm budget ``false_alarms_per_million``);
 * every ``window_size`` events, the window detectors (distribution tests, multivariate, data
   quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values;
 * on joined labels, the performance monitor (window tests, a River error detector, segments);
@@ -32,16 +33,17 @@ from itertools import groupby
 from typing import Any
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
-from driftwarden.core.changes import mean_change, window_change
+from driftwarden.core.changes import streaming_change, window_change
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
-    MeanShiftDetector,
+    RankCusumDetector,
     StatisticKey,
     WindowDetector,
     decide,
     window_detectors,
 )
+from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.event_time import RecentIds, Watermark, time_problem
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
@@ -66,8 +68,9 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-#: 2: event-time watermark, recent event ids, duplicate counts and the alert book's settle streaks.
-STATE_VERSION = 2
+#: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2)
+#: and rank-CUSUM streaming detectors (ADWIN before).
+STATE_VERSION = 3
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 
 
@@ -108,7 +111,7 @@ class ModelMonitor:
         self.config = config
         self.profile: ReferenceProfile | None = None
         self.reference_events: list[PredictionEvent] = []
-        self.streaming: dict[str, MeanShiftDetector] = {}
+        self.streaming: dict[str, RankCusumDetector] = {}
         self.window_detectors: list[WindowDetector] = []
         self.pending: list[Columns] = []
         self.pending_events = 0
@@ -120,7 +123,7 @@ class ModelMonitor:
         self.performance: PerformanceMonitor | None = None
         self.latest_window: dict[StatisticKey, float] = {}
         if profile is not None:
-            self._use_profile(profile, reference_columns=None)
+            self._use_profile(profile)
 
     # -- predictions -----------------------------------------------------------------------------
 
@@ -213,54 +216,41 @@ class ModelMonitor:
         profile = build_profile(self.model_id, self.model_version, events, declared, self.config.ignore_features)
         if len(events) >= self.config.reference_size:
             self.reference_events = []
-        self._use_profile(profile, to_columns(events, schema_of(profile)))
+        self._use_profile(profile)
 
-    def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
+    def _use_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         streams = dict(profile.numeric) | ({SIGNAL: profile.signal} if profile.signal is not None else {})
-        self.streaming = {name: self._streaming_detector(p.mean, p.std) for name, p in streams.items()}
-        if reference_columns is not None:  # warm the streaming detectors up on the reference itself
-            self._feed_streaming(reference_columns, lambda *_: None)
+        # The budget is per model: split evenly (Bonferroni) over its streaming detectors.
+        arl = 1e6 / self.config.false_alarms_per_million * len(streams)
+        self.streaming = {
+            name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed)
+            for seed, (name, p) in enumerate(streams.items())
+        }
         self.window_detectors = window_detectors(profile, self.config)
         if self.performance is None:  # (a growing reference keeps the labels' history)
             self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
 
-    def _streaming_detector(self, mean: float, std: float) -> MeanShiftDetector:
-        config = self.config
-        return MeanShiftDetector(
-            config.adwin_delta,
-            reference=(mean, std),
-            recent_size=config.adwin_recent_size,
-            min_segment=config.adwin_min_segment,
-        )
-
-    def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, MeanShiftDetector, int], None]) -> None:
+    def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, RankCusumDetector, int], None]) -> None:
         numeric_names = list(self.profile.numeric) if self.profile else []
         for name, detector in self.streaming.items():
             values = columns.signal if name == SIGNAL else columns.numeric[:, numeric_names.index(name)]
-            detector.update_many(values.tolist(), partial(on_drift, name, detector))
+            detector.update_many(values, partial(on_drift, name, detector))
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
 
-        def on_drift(name: str, detector: MeanShiftDetector, i: int) -> None:
+        def on_drift(name: str, detector: RankCusumDetector, i: int) -> None:
             assert self.profile is not None
             evidence = detector.evidence()
-            # (a detector given its reference by the profile reports reference_size 0: the profile's is meant)
-            evidence |= {"reference_size": self.profile.n_events} | mean_change(evidence).evidence()
-            shift = evidence["shift_sigma"]
-            clarity = evidence["change_z"]
-            noise = isinstance(clarity, float) and clarity < self.config.adwin_min_change_z
-            if noise or (isinstance(shift, float) and abs(shift) < self.config.adwin_min_shift_sigma):
-                self.book.suppressed += 1  # not a clear, material change: the window tests will judge it
-                return
+            evidence |= {"reference_size": self.profile.n_events} | streaming_change(evidence).evidence()
             is_signal = name == SIGNAL
             subject = (
                 ("score" if self.profile and self.profile.task == "classification" else "prediction")
                 if is_signal
                 else name
             )
-            critical = isinstance(shift, float) and abs(shift) >= self.config.critical_shift_sigma
+            critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
             finding = Finding(
                 "prediction_drift" if is_signal else "data_drift",
                 subject,
@@ -377,7 +367,7 @@ class ModelMonitor:
             monitor.reference_events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
             raise StateError(f"{state.where}.reference_events: not valid events ({exc})") from None
-        monitor.streaming = {k: MeanShiftDetector.from_state(v) for k, v in state.mapping("streaming").items()}
+        monitor.streaming = {k: RankCusumDetector.from_state(v) for k, v in state.mapping("streaming").items()}
         monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
         monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
         monitor.pending_events = sum(len(columns) for columns in monitor.pending)
