@@ -122,8 +122,8 @@ def test_a_checkpoint_of_the_previous_state_version_is_refused_not_misread():
     monitor = Monitor(config())
     monitor.observe(events(10), now=START)
     document = orjson.loads(monitor.export(["m"]))
-    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION) == (STATE_FORMAT, 2)
-    document["version"] = 1
-    with pytest.raises(StateError, match="version 1 is not supported"):
+    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION) == (STATE_FORMAT, 3)
+    document["version"] = 2
+    with pytest.raises(StateError, match="version 2 is not supported"):
         Monitor(config()).restore(orjson.dumps(document))
-    decode(monitor.export(["m"]), STATE_FORMAT, 2)  # the current version reads
+    decode(monitor.export(["m"]), STATE_FORMAT, 3)  # the current version reads

@@ -141,18 +141,19 @@ def category_change(profile: CategoricalProfile, values: Sequence[str]) -> Chang
 
 
 def streaming_change(evidence: dict[str, Scalar]) -> Change:
-    """The change a streaming detector saw, from its evidence: which of its statistics alarmed
-    (``statistic``: location, spread, a tail), the direction, and the move in σ of the normal scores."""
-    statistic, direction = evidence.get("statistic"), str(evidence.get("direction") or "")
+    """The change a streaming detector saw, from its evidence: a location alarm (``statistic``
+    location) by the move in σ of the normal scores since the change point; a spread or tail alarm as
+    a spread change by the ratio of their standard deviations (a tail alarm on one side is a spread
+    change too: the detector's own summary names the tail)."""
+    statistic = evidence.get("statistic")
     shift, spread = evidence.get("shift_sigma"), evidence.get("spread_ratio")
-    if statistic == "spread" and isinstance(spread, float):
-        return Change("spread", direction, spread, f"spread {direction}: x{spread:.2f}")
-    if (isinstance(statistic, str) and statistic.endswith("tail")) or statistic == "tails":
-        return Change("shape", str(statistic), spread if isinstance(spread, float) else None, f"{statistic} heavier")
+    if statistic != "location" and isinstance(spread, float):
+        direction = "wider" if spread >= 1.0 else "narrower"
+        return Change("spread", direction, spread, f"spread {direction} x{spread:.2f}")
     if not isinstance(shift, float):
         return Change("location", "", None, "location moved")
     direction = "up" if shift > 0 else "down"
-    return Change("location", direction, abs(shift), f"location {direction}: {shift:+.2f} σ")
+    return Change("location", direction, abs(shift), f"location {direction} {shift:+.2f} σ")
 
 
 def window_change(detector: WindowDetector, window: Columns, profile: ReferenceProfile) -> Change:

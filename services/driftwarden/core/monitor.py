@@ -243,7 +243,8 @@ class ModelMonitor:
         def on_drift(name: str, detector: RankCusumDetector, i: int) -> None:
             assert self.profile is not None
             evidence = detector.evidence()
-            evidence |= {"reference_size": self.profile.n_events} | streaming_change(evidence).evidence()
+            change = streaming_change(evidence)
+            evidence |= {"reference_size": self.profile.n_events} | change.evidence()
             is_signal = name == SIGNAL
             subject = (
                 ("score" if self.profile and self.profile.task == "classification" else "prediction")
@@ -257,7 +258,7 @@ class ModelMonitor:
                 detector.name,
                 True,
                 evidence,
-                f"{subject} {detector.summary(self.model_id, self.model_version)}",
+                f"{subject} {change.text} ({detector.summary(self.model_id, self.model_version)})",
                 "critical" if critical else "warning",
             )
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
