@@ -88,11 +88,15 @@ class Outputs:
     commands: list[RetrainCommand] = field(default_factory=list)
     #: Joined, labelled examples (``schemas/training-example.v1.json`` documents) for the trainer.
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Predictions fed to the detectors, by (model_id, model_version): duplicates not included.
+    processed: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __iadd__(self, other: Outputs) -> Outputs:
         self.alerts += other.alerts
         self.commands += other.commands
         self.examples += other.examples
+        for key, n in other.processed.items():
+            self.processed[key] = self.processed.get(key, 0) + n
         return self
 
 
@@ -544,6 +548,7 @@ class Monitor:
             batch = list(run)
             state = self.state(key[0])
             outputs += self.model(*key).observe(batch, now)
+            outputs.processed[key] = outputs.processed.get(key, 0) + len(batch)
             state.counters.processed += len(batch)
             state.counters.latest_version = key[1]
             for event in batch:

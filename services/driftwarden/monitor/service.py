@@ -181,9 +181,7 @@ class MonitorService:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
             self._track(message.partition, events, message.key)
-            self.inputs_seen.update(
-                (e.model_id, e.model_version) if isinstance(e, PredictionEvent) else (e.model_id,) for e in events
-            )
+            self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
                     outputs += self.core.observe(predictions, now)
@@ -198,6 +196,7 @@ class MonitorService:
                 predictions += accepted
         if predictions:
             outputs += self.core.observe(predictions, now)
+        self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
         for alert in outputs.alerts:
             pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
             self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
