@@ -94,13 +94,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             self._guard_generation = generation
         try:
             partitions = (aiokafka.TopicPartition(tp.topic, tp.partition) for tp in active_partitions)
-            records, letters = await self._guard.getmany(
+            fetched, letters = await self._guard.fetch(
                 *partitions, timeout_ms=int((timeout or 0.0) * 1000), max_records=max_records
             )
         except IllegalStateError:  # the assignment changed under the fetch: the next generation re-seeks
             self._guard = None
             return {}
-        return in_line(records, letters)
+        return in_line(fetched, letters)
 
 
 class _Consumer(faust_aiokafka.Consumer):

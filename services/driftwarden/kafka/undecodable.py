@@ -64,6 +64,8 @@ SKIPPED = Counter("driftwarden_undecodable_records", "Offsets skipped: their rec
                   ["topic"])  # fmt: skip
 
 
+#: Fetched records by partition, in offset order within each (what ``AIOKafkaConsumer.getmany`` returns).
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
 #: The header that marks a :func:`placeholder` record (it carries the dead letter's reason).
 PLACEHOLDER_HEADER = "driftwarden-undecodable"
 
@@ -93,20 +95,24 @@ def placeholder(letter: DeadLetter) -> ConsumerRecord[bytes, bytes]:
     )
 
 
-def in_line(records: list[ConsumerRecord], letters: list[DeadLetter]) -> dict[TopicPartition, list[ConsumerRecord]]:
-    """Records and :func:`placeholder` records for the dead letters, by partition in offset order.
+def in_line(fetched: Fetched, letters: list[DeadLetter]) -> Fetched:
+    """Records and :func:`placeholder` records for the dead letters, by partition in offset order
+    (``fetched`` itself when there is no dead letter: the usual case costs nothing per record).
 
-    >>> letter = undecodable_letter(TopicPartition("t", 0), 1, zlib.error("bad"))
-    >>> records = [ConsumerRecord("t", 0, o, 0, 0, None, b"ok", None, -1, 2, ()) for o in (2, 0)]
-    >>> [(r.offset, r.value) for r in in_line(records, [letter])[TopicPartition("t", 0)]]
+    >>> tp = TopicPartition("t", 0)
+    >>> letter = undecodable_letter(tp, 1, zlib.error("bad"))
+    >>> fetched = {tp: [ConsumerRecord("t", 0, o, 0, 0, None, b"ok", None, -1, 2, ()) for o in (0, 2)]}
+    >>> [(r.offset, r.value) for r in in_line(fetched, [letter])[tp]]
     [(0, b'ok'), (1, b''), (2, b'ok')]
     """
-    by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
-    for record in [*records, *map(placeholder, letters)]:
-        by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-    if letters:
-        for batch in by_partition.values():
-            batch.sort(key=lambda record: record.offset)
+    if not letters:
+        return fetched
+    by_partition = {tp: list(batch) for tp, batch in fetched.items()}
+    for letter in letters:
+        tp = TopicPartition(letter.source_topic, letter.source_partition)
+        by_partition.setdefault(tp, []).append(placeholder(letter))
+    for tp in {TopicPartition(letter.source_topic, letter.source_partition) for letter in letters}:
+        by_partition[tp].sort(key=lambda record: record.offset)
     return by_partition
 
 
@@ -157,20 +163,22 @@ class GuardedFetch:
         self.careful: dict[TopicPartition, int] = {}  # read one record at a time up to this offset
         self._assignment: set[TopicPartition] = set()
 
-    def reset(self) -> None:
-        """Forget what was handed out: the consumer's positions were set anew (a rebalance, a seek)."""
-        self.delivered = {}
-        self.careful = {}
-        self._assignment = set()
-
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None
     ) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
         """The next records (of ``partitions``, default all assigned), and dead letters for the offsets that
         had to be skipped. Like ``AIOKafkaConsumer.getmany``, whose arguments these are."""
+        fetched, letters = await self.fetch(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        return [record for batch in fetched.values() for record in batch], letters
+
+    async def fetch(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None
+    ) -> tuple[Fetched, list[DeadLetter]]:
+        """:meth:`getmany` with the records by partition, as aiokafka's ``getmany`` returns them."""
         if self.consumer.assignment() != self._assignment:  # a rebalance: positions come from the group again
-            self.reset()
             self._assignment = set(self.consumer.assignment())
+            self.delivered = {}
+            self.careful = {}
         if self.careful:
             return await self._one_at_a_time(timeout_ms, set(partitions))
         try:
@@ -179,14 +187,14 @@ class GuardedFetch:
             log.error("a record batch cannot be decoded (%s: %s); re-reading record by record",
                       type(exc).__name__, exc)  # fmt: skip
             await self._rewind()
-            return [], []
-        records = [record for batch in fetched.values() for record in batch]
-        await self._note(records)
-        return records, []
+            return {}, []
+        await self._note(fetched)
+        return fetched, []
 
-    async def _note(self, records: list[ConsumerRecord]) -> None:
-        for record in records:
-            self.delivered[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    async def _note(self, fetched: Fetched) -> None:
+        for tp, batch in fetched.items():  # once per partition, not per record: the hot path
+            if batch:
+                self.delivered[tp] = batch[-1].offset + 1
         for tp in self.consumer.assignment():
             if tp not in self.delivered:
                 self.delivered[tp] = await self.consumer.position(tp)
@@ -208,8 +216,8 @@ class GuardedFetch:
 
     async def _one_at_a_time(
         self, timeout_ms: int, partitions: set[TopicPartition]
-    ) -> tuple[list[ConsumerRecord], list[DeadLetter]]:
-        records: list[ConsumerRecord] = []
+    ) -> tuple[Fetched, list[DeadLetter]]:
+        records: Fetched = {}
         letters: list[DeadLetter] = []
         for tp, until in list(self.careful.items()):
             if partitions and tp not in partitions:
@@ -225,8 +233,8 @@ class GuardedFetch:
                 self.delivered[tp] = offset + 1
             else:
                 got = fetched.get(tp, [])
-                records += got
                 if got:
+                    records[tp] = got
                     self.delivered[tp] = got[-1].offset + 1
                 elif (highwater := self.consumer.highwater(tp)) is not None and offset >= highwater:
                     until = offset  # nothing more to read
