@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import time
 import urllib.request
 from collections import Counter
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from service_trials import Service, read_events, trial_settings
 
 from driftwarden.bench.invariants import Coordinates, accounting_problems, dead_letter_coordinates, wait_counts
+from driftwarden.bench.scrape import samples, scrape
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoder
 from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
@@ -84,23 +84,12 @@ def invalid(model: type[BaseModel], topic: str, sent: dict[tuple[int, int], byte
     return {(topic, p, o, None) for (p, o), raw in sent.items() if fails(raw)}
 
 
-def metric_sum(port: int, name: str) -> float:
-    """The sum of a metric's series on a ``/metrics`` endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.findall(rf"^{name}(?:\{{(.*?)\}})? (\S+)$", text, re.MULTILINE)
-    return sum(float(value) for _, value in found)
-
-
 def by_model(port: int, name: str, models: Counter[str]) -> Counter[str]:
     """A per-model counter of the monitor (summed over model versions) for ``models``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.findall(rf'^{name}\{{model_id="(.*?)"(?:,model_version=".*?")?\}} (\S+)$', text, re.MULTILINE)
     counts: Counter[str] = Counter()
-    for model, value in found:
-        if model in models:
-            counts[model] += int(float(value))
+    for labels, value in samples(scrape(port), name).items():
+        if (model := dict(labels)["model_id"]) in models:
+            counts[model] += int(value)
     return counts
 
 
@@ -205,7 +194,10 @@ def test_hostile_messages_through_kafka_are_processed_or_dead_lettered_and_every
         on_models = asyncio.run(_records(settings, topics.models))
         verdicts = len(on_models) - len(sent["models"])
         assert verdicts == valid_commands, "one verdict per valid retrain command"
-        followed = lambda: {"events": int(metric_sum(serving_port, "driftwarden_serving_swaps_total"))}  # noqa: E731
+
+        def followed() -> dict[str, int]:
+            return {"events": int(sum(samples(scrape(serving_port), "driftwarden_serving_swaps_total").values()))}
+
         wait_counts(followed, {"events": len(on_models)}, stall_s=30)
         assert followed() == {"events": len(on_models)}
 

@@ -8,8 +8,8 @@ import base64
 import orjson
 import pytest
 from conftest import Worker, produce, unique_model
-from scrape import samples, scrape
 
+from driftwarden.bench.scrape import samples, scrape
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import Alert, DeadLetter, MonitorStatus, RetrainCommand
 from driftwarden.monitor.status import records_for, wait_for_status
