@@ -262,7 +262,7 @@ class ModelMonitor:
                 detector.name,
                 True,
                 evidence,
-                f"{subject} {change.text} ({detector.summary(self.model_id, self.model_version)})",
+                f"{subject} {detector.summary(self.model_id, self.model_version)}; {change.text}",
                 "critical" if critical else "warning",
             )
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
