@@ -480,7 +480,8 @@ def profile_build(
         if not line.strip():
             continue
         decoded = PREDICTIONS.decode(line)
-        events += [e for e in decoded.events if (e.model_id, e.model_version) == (model_id, model_version)]
+        rows = [*decoded.events, *(e for batch in decoded.columns for e in batch.events())]
+        events += [e for e in rows if (e.model_id, e.model_version) == (model_id, model_version)]
         for rejection in decoded.rejections:
             rejected += 1
             typer.echo(f"{input_file}:{number}: skipped: {rejection.reason}", err=True)

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
-from typing import Any
+from typing import Any, cast
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
@@ -106,17 +107,23 @@ class ModelMonitor:
 
     # -- predictions -----------------------------------------------------------------------------
 
-    def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
+    def observe(self, events: Sequence[PredictionEvent] | PredictionColumns, now: float) -> Outputs:
+        """Predictions of this version in stream order: events, or a columnar batch (the fast path)."""
         if self.profile is None:
             needed = self.config.reference_size - len(self.reference_events)
-            self.reference_events += events[:needed]
-            events = events[needed:]
+            if isinstance(events, PredictionColumns):
+                self.reference_events += events.take(slice(0, needed)).events()
+                events = events.take(slice(needed, None))
+            else:
+                self.reference_events += events[:needed]
+                events = events[needed:]
             if len(self.reference_events) >= self.config.reference_size:
                 self._build_reference()
-            if not events:
+            if not len(events):
                 return Outputs()
         assert self.profile is not None
-        columns = to_columns(events, schema_of(self.profile))
+        schema = schema_of(self.profile)
+        columns = events.columns(schema) if isinstance(events, PredictionColumns) else to_columns(events, schema)
         fired: list[Alert] = []
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
         # events were batched (a replay after a restart comes in much larger batches).
@@ -164,7 +171,7 @@ class ModelMonitor:
         numeric_names = list(self.profile.numeric) if self.profile else []
         for name, detector in self.streaming.items():
             values = columns.signal if name == SIGNAL else columns.numeric[:, numeric_names.index(name)]
-            detector.update_many(values.tolist(), partial(on_drift, name, detector))
+            detector.update_many(values, partial(on_drift, name, detector))
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
@@ -429,26 +436,42 @@ class Monitor:
             state.versions[model_version] = monitor
         return monitor
 
-    def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
-        """Feed predictions (any mix of models, in stream order); return what they raise."""
+    def observe(self, events: Sequence[PredictionEvent | PredictionColumns], now: float) -> Outputs:
+        """Feed predictions (any mix of models, events and columnar batches, in stream order); return
+        what they raise."""
         outputs = Outputs()
-        for key, run in groupby(events, key=lambda e: (e.model_id, e.model_version)):
-            batch = list(run)
-            state = self.state(key[0])
-            outputs += self.model(*key).observe(batch, now)
-            state.counters.processed += len(batch)
-            state.counters.latest_version = key[1]
-            state.watermark = max(state.watermark, batch[-1].ts)
-            joined = []
-            for event in batch:
-                record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
-                          tuple(sorted((event.segment or {}).items())), compact_json(event.features))  # fmt: skip
-                match = state.joiner.add_prediction(event.event_id, event.ts, record)
-                if match is not None:
-                    joined.append(match)
-            outputs += self._route_joined(key[0], joined, now)
-            state.joiner.expire(state.watermark)
+        for key, run in groupby(events, key=lambda e: (e.model_id, e.model_version, isinstance(e, PredictionColumns))):
+            items = list(run)
+            for batch in cast(list[PredictionColumns], items) if key[2] else [cast(list[PredictionEvent], items)]:
+                outputs += self._observe_version(key[0], key[1], batch, now)
         self._count(outputs)
+        return outputs
+
+    def _observe_version(
+        self, model_id: str, version: str, batch: list[PredictionEvent] | PredictionColumns, now: float
+    ) -> Outputs:
+        state = self.state(model_id)
+        outputs = self.model(model_id, version).observe(batch, now)
+        state.counters.processed += len(batch)
+        state.counters.latest_version = version
+        if isinstance(batch, PredictionColumns):
+            state.watermark = max(state.watermark, float(batch.ts[-1]))
+            records = batch.join_records()
+        else:
+            state.watermark = max(state.watermark, batch[-1].ts)
+            records = (
+                (event.event_id, event.ts,
+                 (version, event.prediction, max(event.scores.values()) if event.scores else float("nan"),
+                  tuple(sorted((event.segment or {}).items())), compact_json(event.features)))
+                for event in batch
+            )  # fmt: skip
+        joined = []
+        for event_id, ts, record in records:
+            match = state.joiner.add_prediction(event_id, ts, record)
+            if match is not None:
+                joined.append(match)
+        outputs += self._route_joined(model_id, joined, now)
+        state.joiner.expire(state.watermark)
         return outputs
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:

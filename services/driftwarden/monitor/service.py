@@ -31,6 +31,7 @@ import faust
 import orjson
 from faust.types import TP, EventT
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
 from driftwarden.core.events import (
@@ -159,7 +160,7 @@ class MonitorService:
         pending: list[Awaitable[Any]] = []
         outputs = Outputs()
         now = time.time()
-        predictions: list[PredictionEvent] = []
+        predictions: list[PredictionEvent | PredictionColumns] = []
         for event in batch:
             message = event.message
             if not await self._accept(message):
@@ -169,7 +170,7 @@ class MonitorService:
             for rejection in decoded.rejections:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
-            self._track(message.partition, events, message.key)
+            self._track(message.partition, [*events, *decoded.columns], message.key)
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
                     outputs += self.core.observe(predictions, now)
@@ -177,6 +178,7 @@ class MonitorService:
                 outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
             else:
                 predictions += [e for e in events if isinstance(e, PredictionEvent)]
+                predictions += decoded.columns
         if predictions:
             outputs += self.core.observe(predictions, now)
         for alert in outputs.alerts:
@@ -209,7 +211,7 @@ class MonitorService:
                 pending.append(await self.training.send(key=model_id.encode(), value=value))
         return pending
 
-    def _track(self, partition: int, events: list[KeyedEvent], key: bytes | None) -> None:
+    def _track(self, partition: int, events: list[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
         models = {e.model_id for e in events}
         if not events:
             model_id = self._model_of_key(key)

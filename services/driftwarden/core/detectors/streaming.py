@@ -10,13 +10,13 @@ from typing import ClassVar, Self
 import numpy as np
 from river import drift, stats
 
-from driftwarden.core.detectors.base import Detector
+from driftwarden.core.detectors.base import StreamingDetector
 from driftwarden.core.events import Scalar
 from driftwarden.core.river_adapter import adwin_mark_drift, adwin_reset, adwin_stepper, river_from_state, river_state
 from driftwarden.core.state import JsonValue, State, StateError, StateReader, pack_array, pack_float
 
 
-class MeanShiftDetector(Detector):
+class MeanShiftDetector(StreamingDetector):
     """A change in the mean of one numeric stream: River's ADWIN plus a reference summary.
 
     The first ``reference_size`` values form the reference (mean and standard deviation, used to
@@ -104,21 +104,18 @@ class MeanShiftDetector(Detector):
         self._adwin.update(x)
         self._drift_detected = self._adwin.drift_detected and self.n_seen > self.reference_size
 
-    def update_many(self, values: list[float], on_drift: Callable[[int], None]) -> None:
+    def update_many(self, values: np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
         """``update`` for each value (NaN skipped), calling ``on_drift(index)`` at each detection.
 
         Same result as calling ``update`` in a loop, with less per-value overhead (the hot path);
         inside ``on_drift`` the detector's state, ``evidence()`` included, is as of that value.
         """
         if self.n_seen < self.reference_size:  # only while a warm-up reference fills
-            for i, x in enumerate(values):
-                if x == x:
-                    self.update(x)
-                    if self._drift_detected:
-                        on_drift(i)
+            super().update_many(values, on_drift)
             return
-        finite = [x for x in values if x == x]
-        index = None if len(finite) == len(values) else [i for i, x in enumerate(values) if x == x]
+        listed: list[float] = np.asarray(values, dtype=float).tolist()
+        finite = [x for x in listed if x == x]
+        index = None if len(finite) == len(listed) else [i for i, x in enumerate(listed) if x == x]
         adwin, recent, seen_before = self._adwin, self._recent, self.n_seen
         if adwin.drift_detected:  # River resets ADWIN on the update after a detection
             adwin_reset(adwin)
@@ -131,7 +128,8 @@ class MeanShiftDetector(Detector):
                 self.n_seen = seen_before + start
                 adwin_mark_drift(adwin)
                 self._drift_detected = True
-                on_drift(i if index is None else index[i])
+                if on_drift is not None:
+                    on_drift(i if index is None else index[i])
                 if i < last:
                     adwin_reset(adwin)
                     step = adwin_stepper(adwin)
