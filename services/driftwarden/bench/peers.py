@@ -185,7 +185,14 @@ def run_driftwarden(data: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def score(tool: str, report: dict[str, Any], rows: PeerRows) -> PeerResult:
-    """False-positive (feature, chunk) cells and the delay per drifting feature."""
+    """False-positive (feature, chunk) cells and the delay per drifting feature.
+
+    >>> rows = PeerRows(Path("rows.npz"), 20_000, 10_000, 2_000, 15_000)
+    >>> found = [[15_150, "num_00"], [4_000, "num_05"], [12_001, "num_07"], [12_500, "num_07"], [18_000, "num_01"]]
+    >>> result = score("river-adwin", {"rows": 20_000, "seconds": 0.1, "peak_rss_mb": 90.0, "detections": found}, rows)
+    >>> result.false_positives, result.cells, result.delays  # (the reference's rows are not judged)
+    (1, 100, {'num_00': 150, 'num_01': 3000})
+    """
     features = len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES)
     cells = (rows.rows - rows.reference_rows) // rows.chunk * features
     false_cells: set[tuple[str, int]] = set()
