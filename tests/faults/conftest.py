@@ -21,3 +21,10 @@ def monitor_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     work = tmp_path_factory.mktemp("monitor-kills")
     with trial_broker(work) as settings:
         yield settings, work
+
+
+@pytest.fixture(scope="session")
+def service_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One broker for the trainer, serving and through-Kafka fuzz trials (each uses a topic prefix of its own)."""
+    with trial_broker(tmp_path_factory.mktemp("service-trials")) as settings:
+        yield settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import time
@@ -91,6 +92,21 @@ def produce_acknowledged(settings: Settings, topic: str, count: int, prefix: str
     return asyncio.run(asyncio.wait_for(_produce(settings, topic, count, prefix), STEP_TIMEOUT_S))
 
 
+async def _send(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        return [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
+    finally:
+        await producer.stop()
+
+
+def send_records(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    """Produce ``(key, value)`` records in order (acks=all); return where each landed (partition, offset)."""
+    return asyncio.run(asyncio.wait_for(_send(settings, topic, records), STEP_TIMEOUT_S))
+
+
 async def _read_values(settings: Settings, topic: str) -> list[bytes]:
     return [record.value async for record in read_topic(settings, topic) if record.value is not None]
 
@@ -155,10 +171,14 @@ def children(pid: int) -> dict[str, int]:
     }
 
 
-def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = STEP_TIMEOUT_S) -> None:
-    """Wait until ``text`` appears in ``log``; fail with the log if the process exits or time runs out."""
+def wait_for_line(
+    log: Path, text: str | re.Pattern[str], process: subprocess.Popen[bytes], timeout_s: float = STEP_TIMEOUT_S
+) -> None:
+    """Wait until ``text`` (or a match of the pattern) appears in ``log``; fail with the log if the
+    process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
-    while text not in (log.read_text(errors="replace") if log.exists() else ""):
+    found = text.search if isinstance(text, re.Pattern) else text.__contains__
+    while not found(log.read_text(errors="replace") if log.exists() else ""):
         content = log.read_text(errors="replace") if log.exists() else ""
         assert process.poll() is None, f"exited with {process.returncode} before {text!r}:\n{content}"
         assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n{content}"

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,21 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from fault_brokers import embedded_broker
-from hypothesis import HealthCheck, given, settings
+from fuzz_inputs import (
+    EVENT_ID,
+    EXAMPLE,
+    LABEL,
+    PREDICTION,
+    PUBLISHED,
+    REQUEST,
+    RETRAIN,
+    batch,
+    inputs,
+    paths,
+    replace_at,
+    run_counted,
+    with_number_literal,
+)
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -45,116 +58,7 @@ from driftwarden_load.scenarios import Scenario, generate
 
 DECODER_EXAMPLES = 1_500  # x 6 decoders
 HTTP_EXAMPLES = 1_200
-FUZZ = settings(
-    max_examples=DECODER_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-
 TOKEN = "fuzz-token"
-EVENT_ID = "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11"
-PREDICTION = {"event_id": EVENT_ID, "model_id": "m", "model_version": "1", "ts": 1.0,
-              "features": {"x": 1.0, "c": "a", "b": True, "n": None}, "prediction": 0,
-              "scores": {"0": 0.25, "1": 0.75}, "segment": {"eu": "1"}, "latency_ms": 2.0, "cost": 0.1}  # fmt: skip
-LABEL = {"event_id": EVENT_ID, "model_id": "m", "ts": 2.0, "label": 1}
-EXAMPLE = {k: v for k, v in PREDICTION.items() if k not in ("scores", "segment", "latency_ms", "cost")} | {"label": 1}
-RETRAIN = {"command_id": EVENT_ID, "idempotency_key": "m:1", "model_id": "m", "model_version": "1", "ts": 3.0,
-           "reasons": ["data_drift"], "window": {"start_ts": 0.0, "end_ts": 3.0}}  # fmt: skip
-PUBLISHED = {"model_id": "m", "model_version": "2", "status": "promoted", "ts": 4.0, "command_id": EVENT_ID,
-             "reason": "better", "artifact_uri": "file:///r/m/2/model.onnx", "sha256": "a" * 64,
-             "parent_version": "1", "traffic_fraction": 0.5, "metrics": {"accuracy": 0.9}}  # fmt: skip
-REQUEST = {"request_id": "r1", "model_id": "m", "instances": [{"features": {"x": 1.0}, "event_id": EVENT_ID}]}
-
-#: Numbers that break naive code: beyond float32, beyond float64 (JSON allows the literal), tiny, huge ints.
-EXTREME_NUMBERS = [b"1e39", b"-3.5e38", b"1e400", b"-1e400", b"5e-324", b"1e-400", b"18446744073709551616",
-                   b"-9223372036854775809", b"0", b"-0.0"]  # fmt: skip
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12,
-)
-
-
-def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path to a value inside a JSON document (dict keys and list indexes)."""
-    children = (
-        document.items() if isinstance(document, dict) else enumerate(document) if isinstance(document, list) else []
-    )
-    found = [prefix] if prefix else []
-    for key, child in children:
-        found += _paths(child, (*prefix, key))
-    return found
-
-
-_EXTREME_MARK = "__driftwarden_fuzz_extreme_number__"
-
-
-def _replace(document: Any, path: tuple[Any, ...], value: Any, delete: bool) -> Any:
-    if not path:
-        return value
-    copy = dict(document) if isinstance(document, dict) else list(document)
-    head, rest = path[0], path[1:]
-    if delete and not rest:
-        del copy[head]
-    else:
-        copy[head] = _replace(copy[head], rest, value, delete)
-    return copy
-
-
-def _with_number_literal(document: Any, path: tuple[Any, ...], literal: bytes) -> bytes:
-    """``document`` as JSON with the value at ``path`` written as ``literal`` (which orjson would refuse)."""
-    raw = orjson.dumps(_replace(document, path, _EXTREME_MARK, delete=False))
-    return raw.replace(f'"{_EXTREME_MARK}"'.encode(), literal)
-
-
-@st.composite
-def mutated(draw: st.DrawFn, base: Any) -> bytes:
-    """``base`` with one value dropped, replaced by any JSON value, or by an extreme number literal."""
-    path = draw(st.sampled_from(_paths(base)))
-    how = draw(st.sampled_from(["drop", "replace", "extreme"]))
-    if how == "extreme":
-        return _with_number_literal(base, path, draw(st.sampled_from(EXTREME_NUMBERS)))
-    return orjson.dumps(_replace(base, path, draw(json_values) if how == "replace" else None, delete=how == "drop"))
-
-
-def _truncated_or_padded(raw: bytes) -> st.SearchStrategy[bytes]:
-    return st.sampled_from([raw, raw[: len(raw) // 2], raw + b"}"])
-
-
-def inputs(*bases: Any) -> st.SearchStrategy[bytes]:
-    """Raw bytes, arbitrary JSON, valid documents, and valid documents with one part mutated."""
-    return st.one_of(
-        st.binary(max_size=200),
-        json_values.map(orjson.dumps),
-        st.sampled_from([orjson.dumps(base) for base in bases]),
-        *[mutated(base) for base in bases],
-        *[mutated(base).flatmap(_truncated_or_padded) for base in bases],
-    )
-
-
-def batch(schema: str, event: dict[str, Any]) -> dict[str, Any]:
-    return {"schema": schema, "model_id": "m", "events": [event, event | {"event_id": str(uuid.uuid4())}]}
-
-
-def run_counted(strategy: st.SearchStrategy[Any], check: Callable[[Any], None], examples: int) -> None:
-    """Run ``check`` on ``examples`` generated inputs and prove they really ran."""
-    ran = []
-
-    @settings(FUZZ, max_examples=examples)
-    @given(strategy)
-    def property_holds(value: Any) -> None:
-        ran.append(1)
-        check(value)
-
-    property_holds()
-    assert len(ran) >= examples
 
 
 def check_monitor_decoder(decoder: Decoder[Any], raw: bytes) -> None:
@@ -348,6 +252,7 @@ def test_predict_never_answers_scores_that_are_not_probabilities(live_serving: L
 
 
 def test_paths_and_mutation_helpers_reach_nested_values() -> None:
-    assert ("instances", 0, "features") in _paths(REQUEST)
-    assert _replace(REQUEST, ("instances", 0, "features"), None, delete=True)["instances"][0] == {"event_id": EVENT_ID}
-    assert b'"features":{"x":1e400}' in _with_number_literal(REQUEST, ("instances", 0, "features", "x"), b"1e400")
+    assert ("instances", 0, "features") in paths(REQUEST)
+    dropped = replace_at(REQUEST, ("instances", 0, "features"), None, delete=True)
+    assert dropped["instances"][0] == {"event_id": EVENT_ID}
+    assert b'"features":{"x":1e400}' in with_number_literal(REQUEST, ("instances", 0, "features", "x"), b"1e400")

@@ -78,6 +78,20 @@ def test_a_duplicate_command_trains_nothing_new(registry, champion):
     assert registry.versions("demo-model") == ["1", "2"]
 
 
+def test_a_replayed_command_completes_a_promotion_cut_short_and_never_undoes_a_later_one(registry, champion):
+    """A trainer killed between registering a promoted version and moving the champion pointer: the
+    replayed command (its offset was never committed) makes that version champion."""
+    data = examples("concept-drift", 4_000, onset=0, seed=4)
+    first = retrain(command("cut-short"), data, registry, TrainerConfig())
+    assert (first.status, first.model_version) == ("promoted", "2")
+    registry.set_champion("demo-model", "1")  # where the kill left it
+    assert retrain(command("cut-short"), data, registry, TrainerConfig()).model_version == "2"
+    assert registry.champion("demo-model").version == "2"
+    registry.save("demo-model", b"v3", status="promoted", command_id=None)
+    retrain(command("cut-short"), data, registry, TrainerConfig())  # replayed late: v3 stays
+    assert registry.champion("demo-model").version == "3"
+
+
 def test_too_few_examples_is_a_rejection_with_a_reason(registry):
     published = retrain(command("tiny"), examples("stable", 100), registry, TrainerConfig())
     assert published.status == "rejected" and "need at least 500" in published.reason

@@ -22,8 +22,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from aiokafka.partitioner import murmur2
 
+from driftwarden.bench.invariants import alert_id_problems, dead_letter_coordinates, wait_counts
 from driftwarden.core.events import Alert, DeadLetter, MonitorStatus
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.monitor.status import latest_status, records_for
@@ -277,21 +277,6 @@ async def _last_events(settings: Settings, scenarios: list[Scenario]) -> list[Pr
     ]  # fmt: skip
 
 
-def wait_counts(
-    read: Callable[[], dict[str, int]], expected: dict[str, int], stall_s: float = PROGRESS_TIMEOUT_S
-) -> None:
-    """Poll ``read()`` until every count reached its expected value. Bounded by progress, not by the
-    clock (a loaded machine is slow, not stuck): TimeoutError once no count moved for ``stall_s``."""
-    counts, moved_at = read(), time.monotonic()
-    while any(counts.get(key, 0) < n for key, n in expected.items()):
-        if time.monotonic() - moved_at > stall_s:
-            raise TimeoutError(f"counts stuck for {stall_s:.0f} s at {counts}, expected {expected}")
-        time.sleep(0.5)
-        previous, counts = counts, read()
-        if counts != previous:
-            moved_at = time.monotonic()
-
-
 def _check(
     settings: Settings, scenarios: list[Scenario], reports: list[ProduceReport], workers: Workers, result: RunResult
 ) -> None:
@@ -339,17 +324,14 @@ def _model_problems(
     if status.labels_received != report.labels:
         problems.append(f"{model}: {report.labels:,} labels produced, {status.labels_received:,} counted")
     letters = [DeadLetter.model_validate_json(v) for v in _records(settings, settings.topics.dead_letters, model)]
-    distinct = {(d.source_topic, d.source_partition, d.source_offset, d.batch_index) for d in letters}
+    distinct = dead_letter_coordinates(letters)
     result.dead_letters_on_topic += len(distinct)
     if len(distinct) != report.malformed:
         problems.append(f"{model}: {report.malformed} malformed produced, {len(distinct)} distinct dead letters")
     alerts = [Alert.model_validate_json(v) for v in _records(settings, settings.topics.alerts, model)]
-    ids: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for alert in alerts:
-        ids[(alert.fingerprint, alert.state)].add(alert.alert_id)
-    result.alerts += len(ids)
-    if duplicated := {k: v for k, v in ids.items() if len(v) > 1}:
-        problems.append(f"{model}: alerts raised again under new ids: {duplicated}")
+    distinct_alerts, duplicated = alert_id_problems(model, alerts)
+    result.alerts += distinct_alerts
+    problems += duplicated
     fired = {(a.kind, a.subject) for a in alerts if a.state == "firing"}
     if fired != scenario.ground_truth().expected_alerts:
         problems.append(f"{model}: alerts {sorted(fired)}, expected {sorted(scenario.ground_truth().expected_alerts)}")

@@ -166,6 +166,23 @@ class ModelRegistry:
         temporary.write_text(version + "\n")
         os.replace(temporary, directory / CHAMPION_FILE)
 
+    def complete_promotion(self, model_id: str, version: str) -> None:
+        """Make the promoted ``version`` champion unless a later version already is.
+
+        A version is registered first and made champion second: a trainer killed in between leaves a
+        promoted version that is not champion, and its command, replayed, completes the promotion
+        here. An older promotion replayed late never displaces a newer champion."""
+        if self.manifest(model_id, version).status != "promoted":
+            raise RegistryError(f"{model_id} v{version} was not promoted")
+        try:
+            champion = self.champion(model_id)
+        except RegistryError as exc:  # a corrupt champion cannot be served: the promoted version replaces it
+            log.error("replacing the champion: %s", exc)
+            champion = None
+        order = self.versions(model_id)
+        if champion is None or order.index(champion.version) < order.index(version):
+            self.set_champion(model_id, version)
+
     def load(self, model_id: str, version: str) -> bytes:
         """The ONNX bytes of a version, after checking them against the manifest's sha256."""
         manifest = self.manifest(model_id, version)

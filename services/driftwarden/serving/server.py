@@ -43,12 +43,15 @@ MAX_INSTANCES = 10_000
 REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream mode reads
 # Namespace of the ids minted for the non-answering version's predictions (shadow, canary).
 SHADOW_NAMESPACE = uuid.UUID("bc41b74d-c4e1-459f-9d3f-21d5a658b8e0")
+# Namespace of the ids minted for stream requests' instances that bring none.
+REQUEST_NAMESPACE = uuid.UUID("5d0f6a3e-2b7c-4f5e-9a1d-8c3b2e4f6a70")
 REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
 ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "model_version"])
 LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))  # fmt: skip
 BATCH_ROWS = Histogram("driftwarden_serving_batch_rows", "Rows per micro-batch.", buckets=(1, 8, 32, 128, 512, 2048))
-SWAPS = Counter("driftwarden_serving_swaps", "Model versions activated or refused.", ["model_id", "outcome"])
+SWAPS = Counter("driftwarden_serving_swaps", "Model-published events followed, by outcome: the status activated, "
+                "refused, ignored (rejected), invalid-event.", ["model_id", "outcome"])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,16 @@ def prediction_events(scored: Scored, instances: list[Any], config: ServingConfi
     return events
 
 
+def request_event_id(request_id: str, index: int) -> str:
+    """The event id of instance ``index`` of a stream request that brings none: the same every time the
+    request is answered (a request not yet committed when serving died is answered again on restart).
+
+    >>> request_event_id("r-1", 0) == request_event_id("r-1", 0) != request_event_id("r-1", 1)
+    True
+    """
+    return str(uuid.uuid5(REQUEST_NAMESPACE, f"{request_id}\x1f{index}"))
+
+
 def shadow_event_id(event_id: str, deployment: str) -> str:
     """The event id of the other version's answer to the same instance: stable, and a valid ``event_id``.
 
@@ -350,6 +363,8 @@ class ServingApp:
         if self.models.get(request.model_id) is None:
             raise LookupError(f"model {request.model_id!r} is not served")
         instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
+        for index, instance in enumerate(instances):  # a request answered again writes the same ids again
+            instance.setdefault("event_id", request_event_id(request.request_id, index))
         scored = await self.batcher.submit(request.model_id, instances)
         events = prediction_events(scored, instances, self.config)
         predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
@@ -379,6 +394,8 @@ class ServingApp:
                 continue
             if event.status in ("promoted", "canary", "shadow"):
                 await self.swap(event)
+            else:  # a rejected challenger: nothing to serve, but every event is accounted for
+                SWAPS.labels(self._metric_label(event.model_id), "ignored").inc()
 
     async def swap(self, event: ModelPublished) -> None:
         """Activate the announced version if its manifest allows it and its sha256 matches the event."""

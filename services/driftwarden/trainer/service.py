@@ -4,6 +4,8 @@ For each command it reads the command's window of labelled examples from the tra
 fetch high-water mark, not the broker's reported end offset), runs :func:`retrain` in a worker thread
 (training is CPU-bound; the event loop keeps heartbeating), and publishes the verdict to the models
 topic. Commands are idempotent through the registry: a command seen before republishes its verdict.
+A command is committed as soon as it has its verdict (or dead letter), so a worker killed afterwards
+does not answer it again; one killed before answers it again after its restart (the same verdict).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pydantic import ValidationError
 from driftwarden.core.decoding import describe
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingExampleBatch
 from driftwarden.kafka.dead_letters import dead_letter
-from driftwarden.kafka.faust_app import create_faust_app
+from driftwarden.kafka.faust_app import commit_offsets, create_faust_app
 from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic
 from driftwarden.registry.store import ModelRegistry
@@ -81,7 +83,11 @@ class TrainerService:
 
     async def consume(self, stream: faust.StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
-            await self.handle(event.message)
+            message = event.message
+            await self.handle(message)
+            # Committed now, not when Faust acks it (on the next message) and its timer commits: a worker
+            # killed after a verdict would otherwise answer the command again after its restart.
+            await commit_offsets(self.app, {(message.topic, message.partition): message.offset + 1})
             yield None
 
     async def handle(self, message: Any) -> None:
@@ -104,8 +110,8 @@ class TrainerService:
             log.exception("cannot publish the verdict of command %s", command.command_id)
             await self._dead_letter(message, f"the verdict could not be published: {type(exc).__name__}: {exc}")
             return
-        log.warning("MODEL %s v%s %s: %s", published.model_id, published.model_version, published.status,
-                    published.reason)  # fmt: skip
+        log.warning("MODEL %s v%s %s (command %s): %s", published.model_id, published.model_version, published.status,
+                    published.command_id, published.reason)  # fmt: skip
 
     async def run(self, command: RetrainCommand) -> ModelPublished:
         log.info("command %s for %s: window %.0f..%.0f", command.command_id, command.model_id,

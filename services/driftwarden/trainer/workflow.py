@@ -67,6 +67,8 @@ def retrain(
     earlier = registry.find_command(command.model_id, command.command_id)
     if earlier is not None:
         log.info("command %s already produced %s v%s", command.command_id, earlier.model_id, earlier.version)
+        if earlier.status == "promoted":
+            registry.complete_promotion(earlier.model_id, earlier.version)
         return verdict(earlier, command, registry, config.canary_fraction)
     started = time.perf_counter()
     try:
