@@ -124,7 +124,7 @@ class PredictionColumns:
             column = self.features.get(name, [None] * n)
             values = column.tolist() if isinstance(column, np.ndarray) else column
             categorical.append(values if set(map(type, values)) <= {str} else list(map(value_text, values)))
-        confidence = signal = np.full(n, np.nan)
+        confidence, signal = np.full(n, np.nan), np.full(n, np.nan)
         if self.scores:
             confidence = np.max(np.vstack(list(self.scores.values())), axis=0)
             positive = schema.positive_class
