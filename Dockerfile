@@ -1,6 +1,6 @@
 # The driftwarden services image. One image per install kind, chosen by the build argument EXTRAS
 # (docker-compose.yml passes it per service): "" for the monitor and `topics create` (no scikit-learn,
-# no onnxruntime), "trainer" for the trainer, "serving" for ONNX serving.
+# no onnxruntime), "trainer" for the trainer, "serving" for ONNX serving, "ui" for the live page.
 FROM python:3.11-slim
 
 ARG EXTRAS=""

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck format clean prometheus-tools
+.PHONY: demo test lint typecheck format clean prometheus-tools browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftwarden demo
 
-test: $(STAMP) lint typecheck prometheus-tools
+test: $(STAMP) lint typecheck prometheus-tools browser-tools
 	$(BIN)/python -m pytest
 
 # The on-call tests run Debian's Prometheus 2.42 and Alertmanager 0.25 on free loopback ports. Install
@@ -31,6 +31,16 @@ prometheus-tools:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	  prometheus prometheus-alertmanager; \
 	if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-alertmanager || true; fi
+
+# The live page's browser test (tests/integration/test_ui.py) drives Debian's chromium through Playwright,
+# without `playwright install`. Install it when missing and we are root on Debian.
+CHROMIUM := /usr/lib/chromium/chromium
+browser-tools:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make test needs $(CHROMIUM): run it as root on Debian, or install the Debian package chromium" \
+	    "yourself" >&2; exit 1; fi; \
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

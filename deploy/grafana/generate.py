@@ -20,13 +20,16 @@ Panel = tuple[str, str, list[tuple[str, str]]]  # title, unit, [(expr, legend)]
 
 OVERVIEW: list[Panel] = [
     ("Events processed per second", "ops",
-     [("sum by (model_id) (deriv(driftwarden_events_processed[$__rate_interval]))", "{{model_id}}")]),
-    ("Events processed (cumulative)", "short", [("max by (model_id) (driftwarden_events_processed)", "{{model_id}}")]),
+     [("sum by (model_id) (rate(driftwarden_events_processed_total[$__rate_interval]))", "{{model_id}}")]),
+    ("Events processed in the last hour", "short",
+     [("sum by (model_id) (increase(driftwarden_events_processed_total[1h]))", "{{model_id}}")]),
+    ("Drift alerts open (monitor)", "short",
+     [("sum by (model_id, kind) (driftwarden_alert_firing)", "{{model_id}} {{kind}}")]),
     ("Drift alerts raised in the last hour", "short",
      [("sum by (model_id, kind) (increase(driftwarden_alerts_total[1h]))", "{{model_id}} {{kind}}")]),
     ("Alerts open (notify)", "short", [("sum(driftwarden_notify_open_alerts)", "open")]),
     ("Dead letters per second", "ops",
-     [("sum by (source_topic) (rate(driftwarden_events_dead_lettered_total[$__rate_interval]))", "{{source_topic}}")]),
+     [("sum by (source_topic) (rate(driftwarden_dead_letters_total[$__rate_interval]))", "{{source_topic}}")]),
     ("Undeliverable alerts in the last hour", "short",
      [("sum by (receiver) (increase(driftwarden_notify_dead_lettered_total[1h]))", "{{receiver}}")]),
     ("Alert deliveries in the last hour", "short",
@@ -40,28 +43,43 @@ OVERVIEW: list[Panel] = [
 ]  # fmt: skip
 
 
-def statistic(kind: str, extra: str = "") -> str:
-    return f'driftwarden_drift_statistic{{{MODEL}, kind="{kind}"{extra}}}'
+def family(metric: str, extra: str = "") -> str:
+    """One statistic family of the latest window, for the chosen models."""
+    return f"{metric}{{{MODEL}{extra}}}"
 
 
+FEATURE = "{{model_id}} v{{model_version}} {{subject}}"
 MODEL_PANELS: list[Panel] = [
     ("Numeric feature drift (normed Wasserstein, per window)", "short",
-     [(statistic("data_drift", ', statistic="wasserstein_normed"'), "{{model_id}} {{subject}}")]),
-    ("Categorical feature drift (Jensen-Shannon distance)", "short",
-     [(statistic("data_drift", ', statistic="js_distance"'), "{{model_id}} {{subject}}")]),
-    ("Prediction drift", "short", [(statistic("prediction_drift"), "{{model_id}} {{subject}} {{statistic}}")]),
-    ("Multivariate drift (Mahalanobis distance)", "short", [(statistic("multivariate_drift"), "{{model_id}}")]),
-    ("Data quality (share of the window)", "percentunit", [(statistic("data_quality"), "{{model_id}} {{subject}}")]),
-    ("Estimated accuracy (from scores, no labels)", "percentunit",
-     [(statistic("estimated_performance", ', statistic="estimated_accuracy"'), "{{model_id}}")]),
+     [(family("driftwarden_drift_wasserstein_normed", ', kind="data_drift"'), FEATURE)]),
+    ("Numeric feature drift (PSI, per window)", "short", [(family("driftwarden_drift_psi", ', kind="data_drift"'),
+                                                           FEATURE)]),
+    ("Feature drift test p-values (KS numeric, chi-squared categorical)", "short",
+     [(family("driftwarden_drift_p_value", ', kind="data_drift"'), FEATURE)]),
+    ("Categorical feature drift (Jensen-Shannon distance)", "short", [(family("driftwarden_drift_js_distance"),
+                                                                       FEATURE)]),
+    ("Prediction drift (normed Wasserstein)", "short",
+     [(family("driftwarden_drift_wasserstein_normed", ', kind="prediction_drift"'), FEATURE)]),
+    ("Multivariate drift (Mahalanobis distance)", "short",
+     [(family("driftwarden_drift_mahalanobis_distance"), "{{model_id}} v{{model_version}}")]),
+    ("Data quality (share of the window)", "percentunit", [(family("driftwarden_data_quality_ratio"), FEATURE)]),
+    ("Accuracy: labels and estimated from scores (no labels)", "percentunit",
+     [(family("driftwarden_accuracy_ratio"), "{{model_id}} v{{model_version}} labels"),
+      (family("driftwarden_estimated_accuracy_ratio"), "{{model_id}} v{{model_version}} estimated")]),
+    ("Open alerts", "short", [(family("driftwarden_alert_firing"), "{{model_id}} {{kind}} {{subject}} {{severity}}")]),
     ("Alerts raised in the last hour", "short",
-     [(f"sum by (model_id, kind, severity) (increase(driftwarden_alerts_total{{{MODEL}}}[1h]))",
+     [(f"sum by (model_id, kind, severity) (increase(driftwarden_alerts_total{{{MODEL}, state=\"firing\"}}[1h]))",
        "{{model_id}} {{kind}} {{severity}}")]),
     ("Throughput", "ops",
-     [(f"sum by (model_id) (deriv(driftwarden_events_processed{{{MODEL}}}[$__rate_interval]))", "{{model_id}}")]),
+     [(f"sum by (model_id, model_version) (rate(driftwarden_events_processed_total{{{MODEL}}}[$__rate_interval]))",
+       "{{model_id}} v{{model_version}}")]),
+    ("Dead letters per second", "ops",
+     [(f"sum by (model_id, source_topic) (rate(driftwarden_dead_letters_total{{{MODEL}}}[$__rate_interval]))",
+       "{{model_id}} {{source_topic}}")]),
     ("Label joins waiting", "short", [(f"driftwarden_pending_label_joins{{{MODEL}}}", "{{model_id}} {{side}}")]),
-    ("Prediction latency p99 (ms, from events)", "ms", [(statistic("latency"), "{{model_id}}")]),
-    ("Cost per 1,000 predictions", "short", [(statistic("cost"), "{{model_id}}")]),
+    ("Prediction latency p99 (from events)", "s", [(family("driftwarden_prediction_latency_p99_seconds"),
+                                                    "{{model_id}}")]),
+    ("Cost per 1,000 predictions", "short", [(family("driftwarden_prediction_cost_per_1k_requests"), "{{model_id}}")]),
     ("Monitor consumer lag", "short", [("max by (topic) (driftwarden_consumer_lag)", "{{topic}}")]),
     ("Retrain commands in the last hour", "short",
      [(f"sum by (model_id) (increase(driftwarden_retrain_commands_total{{{MODEL}}}[1h]))", "{{model_id}}")]),
@@ -96,8 +114,8 @@ def dashboard(uid: str, title: str, panels: list[Panel], with_model: bool) -> di
     if with_model:
         variables.append({
             "name": "model_id", "label": "Model", "type": "query", "datasource": DATASOURCE,
-            "query": {"query": "label_values(driftwarden_events_processed, model_id)", "refId": "models"},
-            "definition": "label_values(driftwarden_events_processed, model_id)",
+            "query": {"query": "label_values(driftwarden_events_processed_total, model_id)", "refId": "models"},
+            "definition": "label_values(driftwarden_events_processed_total, model_id)",
             "multi": True, "includeAll": True, "refresh": 2, "sort": 1,
         })  # fmt: skip
     return {

@@ -15,8 +15,9 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from driftwarden.core.config import MonitoringConfig
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import Alert, format_alert
+from driftwarden.core.profile import ReferenceProfile
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
 from driftwarden.kafka.clients import ensure_topics
@@ -101,7 +102,8 @@ def broker(
     embedded = EmbeddedBroker(log_file, port=port or None, settings=config, data_dir=data)
     embedded.start()
     storage = f"data in {data}" if data is not None else "in memory: a restart loses everything"
-    typer.echo(f"broker ready ({storage}); in other shells: export DRIFTWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+    exports = " ".join(f"{k}={v}" for k, v in embedded.client_env().items())
+    typer.echo(f"broker ready ({storage}); in other shells: export {exports}")
     try:
         _wait_for_signal(lambda: embedded.running)
         failure = embedded.failure()
@@ -302,11 +304,45 @@ def notify(
 
 
 @topics_cli.command("create")
-def topics_create() -> None:
-    """Create the project's topics on the configured cluster (existing ones are left alone)."""
+def topics_create(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be created (and what exists) without creating.")
+    ] = False,
+) -> None:
+    """Create the project's topics on the configured cluster (existing ones are left alone).
+
+    Each topic gets DRIFTWARDEN_TOPIC_REPLICATION_FACTOR replicas (default 3) and
+    DRIFTWARDEN_TOPIC_MIN_INSYNC_REPLICAS (default 2): a 3-broker cluster's usual choice."""
+    from driftwarden.kafka.clients import describe_topics
+
     config = settings()
-    created = asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
-    typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+    specs = config.topics.specs(config.partitions)
+    if not dry_run:
+        created = asyncio.run(ensure_topics(config, specs))
+        typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+        return
+    states, brokers = asyncio.run(describe_topics(config, specs))
+    for state in states:
+        typer.echo(f"{'exists' if state.exists else 'would create'}  {state.as_row()}")
+    missing = sum(not state.exists for state in states)
+    typer.echo(f"dry run: {missing} of {len(states)} topics would be created on a cluster of {brokers} brokers")
+    if missing and config.topic_replication_factor > brokers:
+        raise DriftwardenError(
+            f"replication factor {config.topic_replication_factor} exceeds the cluster's {brokers} brokers: "
+            "creating would fail (set DRIFTWARDEN_TOPIC_REPLICATION_FACTOR)"
+        )
+
+
+@topics_cli.command("list")
+def topics_list() -> None:
+    """Each project topic with its partitions, replication factor and configs (or that it is missing)."""
+    from driftwarden.kafka.clients import describe_topics
+
+    config = settings()
+    states, brokers = asyncio.run(describe_topics(config, config.topics.specs(config.partitions)))
+    for state in states:
+        typer.echo(state.as_row() if state.exists else f"{state.name}  missing (run `driftwarden topics create`)")
+    typer.echo(f"{sum(s.exists for s in states)} of {len(states)} topics exist; {brokers} brokers")
 
 
 @cli.command()
@@ -374,6 +410,17 @@ def serve(
     serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token, stream)
     typer.echo(f"serving {config.registry_dir} on http://{host}:{port}")
     run_server(config, serving, host, port)
+
+
+@cli.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8765,
+) -> None:
+    """Serve a live page of every model (drift per feature, alerts, accuracy, versions) read from the topics."""
+    from driftwarden.ui.server import run_ui
+
+    run_ui(settings(), host, port, lambda url: typer.echo(f"driftwarden ui: {url}"))
 
 
 def _announce_promotion(config: Settings, model_id: str, version: str, reason: str) -> None:
@@ -448,29 +495,87 @@ def config_check(
     path: Annotated[Path, typer.Argument(help="The TOML file.")],
     model_id: Annotated[str | None, typer.Option(help="Print the effective settings of this model.")] = None,
 ) -> None:
-    """Validate a monitoring config; print the effective settings of a model (or the defaults)."""
+    """Validate a monitoring config; print the effective settings of a model (or the defaults).
+
+    A ``--model-id`` without a ``[models.<id>]`` section is an error: a typo would otherwise print
+    the defaults as if they were that model's settings."""
     config = MonitoringConfig.from_file(path)
-    effective = config.for_model(model_id) if model_id else config.defaults
-    typer.echo(f"{path}: valid ({len(config.models)} model sections)")
     if model_id and model_id not in config.models:
         known = ", ".join(sorted(config.models)) or "none"
-        typer.echo(f"{model_id}: no [models.{model_id}] section (sections: {known}); the [defaults] apply", err=True)
+        raise DriftwardenError(f"{path}: no [models.{model_id}] section (sections: {known})")
+    effective = config.for_model(model_id) if model_id else config.defaults
+    typer.echo(f"{path}: valid ({len(config.models)} model sections)")
     typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
 
 
 @profile_cli.command("build")
 def profile_build(
-    input_file: Annotated[Path, typer.Option("--input", help="JSON lines of prediction events or batch envelopes.")],
     model_id: Annotated[str, typer.Option(help="Model the profile is for.")],
     model_version: Annotated[str, typer.Option(help="Model version the profile is for.")],
     output_dir: Annotated[Path, typer.Option("--output", help="Profiles directory (the monitor's --profiles-dir).")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="JSON lines of prediction events or batch envelopes.")
+    ] = None,
+    table_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="A training set: Parquet (.parquet, .pq) or CSV (.csv[.gz]), one column per feature."
+        ),
+    ] = None,
+    exclude: Annotated[str, typer.Option(help="--from: comma-separated columns that are not features.")] = "",
+    task: Annotated[str, typer.Option(help="--from: classification or regression.")] = "classification",
+    positive_class: Annotated[
+        str | None, typer.Option(help="--from: the class the scores are the probability of.")
+    ] = None,
+    score_column: Annotated[
+        str | None,
+        typer.Option(help="--from: the model's score (or regression output) per row: the prediction signal."),
+    ] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="Monitoring config for feature types.")] = None,
 ) -> None:
-    """Build a reference profile from a dataset instead of a version's first events."""
+    """Build a reference profile from prediction events (--input) or a training set (--from)."""
+
+    if (input_file is None) == (table_file is None):
+        raise DriftwardenError("give exactly one of --input (prediction events) and --from (a training set)")
+    model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
+    profile: ReferenceProfile
+    if table_file is not None:
+        from driftwarden.core.profile import TASKS
+        from driftwarden.training_data import profile_from_table, read_table
+
+        chosen_task = one_of(task, TASKS, "task")
+        if score_column and chosen_task == "classification" and positive_class is None:
+            raise DriftwardenError("--score-column of a classifier needs --positive-class (the class it scores)")
+        profile = profile_from_table(
+            read_table(table_file), model_id, model_version, dict(model_config.features), model_config.ignore_features,
+            [c.strip() for c in exclude.split(",") if c.strip()], chosen_task, positive_class, score_column,
+        )  # fmt: skip
+        skipped = ""
+    else:
+        assert input_file is not None
+        profile, skipped = _profile_of_events(input_file, model_id, model_version, model_config)
+    unit = "rows" if table_file else "events"
+    if profile.n_events < 100:
+        source = table_file or input_file
+        raise DriftwardenError(f"{source}: {profile.n_events} {unit} of {model_id} v{model_version}; need at least 100")
+    target = output_dir / model_id / f"{model_version}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_bytes(profile.to_json())
+    temporary.replace(target)
+    typer.echo(
+        f"wrote {target}: {profile.n_events} {unit}, {len(profile.numeric)} numeric and {len(profile.categorical)} "
+        f"categorical features, task {profile.task}{skipped}"
+    )
+
+
+def _profile_of_events(
+    input_file: Path, model_id: str, model_version: str, model_config: ModelMonitorConfig
+) -> tuple[ReferenceProfile, str]:
+    """The profile of a model version's events in a JSON lines file, and a note on skipped lines."""
     from driftwarden.core.decoding import PREDICTIONS
     from driftwarden.core.profile import build_profile
 
-    model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
     events, rejected = [], 0
     try:
         lines = input_file.read_bytes().splitlines()
@@ -485,18 +590,57 @@ def profile_build(
         for rejection in decoded.rejections:
             rejected += 1
             typer.echo(f"{input_file}:{number}: skipped: {rejection.reason}", err=True)
-    if len(events) < 100:
-        raise DriftwardenError(f"{input_file}: {len(events)} events of {model_id} v{model_version}; need at least 100")
     profile = build_profile(model_id, model_version, events, dict(model_config.features), model_config.ignore_features)
-    target = output_dir / model_id / f"{model_version}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(".json.tmp")
-    temporary.write_bytes(profile.to_json())
-    temporary.replace(target)
-    typer.echo(
-        f"wrote {target}: {len(events)} events, {len(profile.numeric)} numeric and {len(profile.categorical)} "
-        f"categorical features, task {profile.task}" + (f"; {rejected} lines skipped" if rejected else "")
+    return profile, f"; {rejected} lines skipped" if rejected else ""
+
+
+def _read_profile(path: Path) -> ReferenceProfile:
+    from driftwarden.core.profile import ReferenceProfile
+
+    try:
+        return ReferenceProfile.from_json(path.read_bytes())
+    except OSError as exc:
+        raise DriftwardenError(f"cannot read {path}: {exc.strerror}") from None
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        raise DriftwardenError(f"{path}: not a reference profile ({exc})") from None
+
+
+@profile_cli.command("show")
+def profile_show(
+    path: Annotated[Path, typer.Argument(help="A profile (PROFILES_DIR/<model>/<version>.json).")],
+) -> None:
+    """A readable summary of a profile: one line per feature."""
+    from driftwarden.core.profile_report import describe
+
+    typer.echo(describe(_read_profile(path)))
+
+
+@profile_cli.command("diff")
+def profile_diff(
+    a: Annotated[Path, typer.Argument(help="Profile A (the reference).")],
+    b: Annotated[Path, typer.Argument(help="Profile B (compared with A).")],
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Monitoring config: the tests and thresholds of A's model.")
+    ] = None,
+) -> None:
+    """Which features of B differ from A, by the monitor's own drift tests; exit 1 when any does."""
+    from driftwarden.core.profile_report import compare
+
+    reference, current = _read_profile(a), _read_profile(b)
+    config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(
+        reference.model_id
     )
+    rows = compare(reference, current, config)
+    differ = [row.feature for row in rows if row.drift or row.change != "compared"]
+    typer.echo(
+        f"A = {reference.model_id} v{reference.model_version} ({reference.n_events:,} rows), "
+        f"B = {current.model_id} v{current.model_version} ({current.n_events:,} rows); tests at FDR {config.fdr_q}"
+    )
+    for row in rows:
+        typer.echo(row.as_text())
+    typer.echo(f"{len(differ)} of {len(rows)} features differ" + (f": {', '.join(differ)}" if differ else ""))
+    if differ:
+        raise typer.Exit(1)
 
 
 @bench_cli.command("core")
@@ -612,6 +756,16 @@ def bench_detection(
         int, typer.Option(help="Events per stable stream (false alarms).", min=10_000)
     ] = 1_000_000,
     workers: Annotated[int, typer.Option(help="Processes (0: one per core).", min=0)] = 0,
+    parts: Annotated[
+        str, typer.Option(help="Comma-separated: concepts, features, shapes.")
+    ] = "concepts,features,shapes",
+    shape_seeds: Annotated[int, typer.Option(help="Seeds per shape family.", min=1)] = 10,
+    shape_stable_events: Annotated[
+        int, typer.Option(help="Unchanged values per shape family and seed (false alarms).", min=1_000)
+    ] = 111_112,
+    kl_sizes: Annotated[str, typer.Option(help="KL(post || pre) sizes of the shape changes.")] = "0.02,0.05,0.2",
+    kswin_seeds: Annotated[int, typer.Option(help="Shape seeds whose change streams KSWIN also watches.", min=0)] = 2,
+    shape_families: Annotated[str, typer.Option(help="Shape families (default: all).")] = "",
 ) -> None:
     """Detection quality (delay, misses, false alarms) against River's detectors and dummy baselines."""
     from driftwarden.bench.detection import (
@@ -622,10 +776,27 @@ def bench_detection(
         run_detection_benchmark,
         summary_table,
     )
+    from driftwarden.bench.detection_corpus import (
+        ALL_FAMILIES,
+        CorpusSettings,
+        change_table,
+        corpus_json,
+        corpus_targets,
+        family_table,
+        run_corpus,
+    )
     from driftwarden.bench.detection_plots import plot_run
+    from driftwarden.bench.detection_streams import CONCEPTS, FEATURE_STREAMS
 
     if gradual_width > concept_length:
         raise typer.BadParameter("--gradual-width must not exceed --concept-length")
+    chosen = {part.strip() for part in parts.split(",") if part.strip()}
+    if not chosen or chosen - {"concepts", "features", "shapes"}:
+        raise typer.BadParameter("--parts takes concepts, features and/or shapes")
+    try:
+        sizes = tuple(float(size) for size in kl_sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter("--kl-sizes takes numbers such as 0.02,0.05") from None
     settings = Settings(
         seeds=seeds,
         n_concepts=concepts,
@@ -635,18 +806,30 @@ def bench_detection(
         shift_events=shift_events,
         shift_onset=shift_events // 2,
         stable_events=stable_events,
+        generators=tuple(CONCEPTS) if "concepts" in chosen else (),
+        feature_streams=FEATURE_STREAMS if "features" in chosen else (),
     )
-    runs = run_detection_benchmark(settings, workers)
-    rows = pooled(runs)
     out.mkdir(parents=True, exist_ok=True)
-    report = f"{summary_table(rows)}\n{markdown(rows, settings)}"
+    runs = run_detection_benchmark(settings, workers) if chosen - {"shapes"} else []
+    rows = pooled(runs)
+    report = f"{summary_table(rows)}\n{markdown(rows, settings)}\n" if runs else ""
+    if "shapes" in chosen:
+        families = tuple(f.strip() for f in shape_families.split(",") if f.strip()) or ALL_FAMILIES
+        if set(families) - set(ALL_FAMILIES):
+            raise typer.BadParameter(f"--shape-families takes {', '.join(ALL_FAMILIES)}")
+        corpus = CorpusSettings(shape_seeds, shape_stable_events, sizes, families, kswin_seeds=kswin_seeds)
+        shape_rows = run_corpus(corpus, workers)
+        (out / "shapes.json").write_bytes(corpus_json(shape_rows))
+        verdicts = [f"- {'met' if met else 'NOT met'}: {t} ({e})" for t, met, e in corpus_targets(shape_rows, corpus)]
+        report += "\n".join(["## Shape corpus", "", family_table(shape_rows), "Targets:", *verdicts, "",
+                              "Per change (driftwarden):", "", change_table(shape_rows), ""])  # fmt: skip
     (out / "results.md").write_text(report)
     (out / "results.json").write_bytes(as_json(runs, rows, settings))
     for run in runs:
         if run.seed == 0:
             plot_run(run, out / f"{run.stream.replace('/', '-')}.png")
     typer.echo(report)
-    typer.echo(f"wrote {out}/results.md, results.json and one plot per stream")
+    typer.echo(f"wrote {out}/results.md, results.json, shapes.json and one plot per stream")
 
 
 @cli.command()
@@ -680,20 +863,24 @@ def demo(
     loop_events: Annotated[
         int, typer.Option(help="Requests sent to serving in the retraining loop.", min=15_000)
     ] = 36_000,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Keep the live page serving after the summary until Ctrl-C.")
+    ] = True,
 ) -> None:
-    """Run everything on this machine: broker, monitor, trainer, serving, drifting load; print a summary."""
+    """Run everything on this machine: broker, monitor, trainer, serving, drifting load, the live page; print a
+    summary."""
     import shutil
 
     from driftwarden.demo import run_demo
 
     shutil.rmtree(work_dir / "registry", ignore_errors=True)  # each demo starts from a fresh registry
-    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events)
+    run_demo(work_dir, n_events=events, rate=rate, loop_events=loop_events, wait=wait)
 
 
 def main() -> None:
     """Entry point: run the CLI, turning expected errors into one line on stderr."""
     try:
-        cli(standalone_mode=False)
+        exit_code = cli(standalone_mode=False)  # a command's typer.Exit(code) comes back as its code
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: bad option, unknown command, ...
@@ -705,8 +892,13 @@ def main() -> None:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, ValidationError):
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            message = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
         typer.echo(f"driftwarden: error: {message}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(exit_code, int) and exit_code:
+        sys.exit(exit_code)

@@ -9,8 +9,9 @@ synthetic data), then runs two streams at once:
   (concept drift) a third of the way in; the monitor sees accuracy fall, asks for a retrain, the
   trainer promotes v2 and the server hot-swaps to it.
 
-Alerts and model verdicts are printed as they happen; a summary counted from the topics follows, and
-every process the demo started is stopped.
+Alerts and model verdicts are printed as they happen, and the live page (``driftwarden ui``) shows
+them; a summary counted from the topics follows. The page keeps serving until Ctrl-C (``wait=False``,
+``--no-wait``: stop at once); then every process the demo started is stopped.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Clock:
         typer.echo(f"[{time.monotonic() - self.started:5.1f}s] {text}")
 
 
-def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_000) -> None:
+def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_000, wait: bool = False) -> None:
     clock = Clock()
     typer.echo("driftwarden demo: broker, monitor, trainer, ONNX serving and drifting load, all on 127.0.0.1")
     broker = EmbeddedBroker(work_dir / "broker.log")
@@ -68,18 +69,28 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
                  for e in chunk.training_examples()]  # fmt: skip
     v1 = bootstrap(registry, LOOP_MODEL_ID, seed_data, TrainerConfig())
     clock.say(f"registered {LOOP_MODEL_ID} v{v1.model_version} (holdout accuracy {v1.metrics['accuracy']:.3f})")
-    serving_port = free_port()
+    serving_port, ui_port = free_port(), free_port()
     processes = {
         "monitor": spawn(["monitor", "--metrics-port", str(free_port())], settings, work_dir / "monitor.log"),
         "trainer": spawn(["trainer", "--metrics-port", str(free_port())], settings, work_dir / "trainer.log"),
         "serving": spawn(["serve", "--port", str(serving_port)], settings, work_dir / "serving.log"),
+        "ui": spawn(["ui", "--port", str(ui_port)], settings, work_dir / "ui.log"),
     }
     clock.say(
         "started " + ", ".join(f"{name} (pid {p.pid})" for name, p in processes.items())
         + f"; serving http://127.0.0.1:{serving_port}"
     )  # fmt: skip
+    page = f"http://127.0.0.1:{ui_port}/"
+    clock.say(f"LIVE PAGE {page} (drift per feature, alerts, accuracy, versions)")
     try:
-        asyncio.run(_run(settings, clock, n_events, rate, loop_events, f"http://127.0.0.1:{serving_port}"))
+        try:
+            asyncio.run(_run(settings, clock, n_events, rate, loop_events, f"http://127.0.0.1:{serving_port}"))
+        except DemoFailedError:
+            if wait:
+                _serve_until_interrupted(clock, page)
+            raise
+        if wait:
+            _serve_until_interrupted(clock, page)
     finally:
         codes = {name: terminate(process) for name, process in processes.items()}
         broker.stop()
@@ -87,6 +98,13 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
             "stopped " + ", ".join(f"{name} (exit code {code})" for name, code in codes.items())
             + f" and the broker; logs in {work_dir}/"
         )  # fmt: skip
+
+
+def _serve_until_interrupted(clock: Clock, page: str) -> None:
+    clock.say(f"the live page keeps serving at {page}; press Ctrl-C to stop everything")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(1.0)
 
 
 async def _run(settings: Settings, clock: Clock, n_events: int, rate: float, loop_events: int, url: str) -> None:

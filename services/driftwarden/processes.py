@@ -10,14 +10,18 @@ from pathlib import Path
 from driftwarden.settings import Settings
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with ``settings`` as the only ``DRIFTWARDEN_*`` variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")} | settings.to_env()
+
+
 def spawn(args: list[str], settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """Run ``driftwarden ARGS...`` with ``settings`` in its environment, output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")} | settings.to_env()
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "driftwarden", *args],
-            env=env,
+            env=child_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Largest checkpoint message (the monitor's state of one partition, compressed).
@@ -122,12 +122,37 @@ class Settings(BaseSettings):
         default=None, description="host:port[,host:port] of the cluster; services refuse to start without it."
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) to verify the brokers with.")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS; may also hold the private key."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="The client certificate's private key (PEM).")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted key.")
+    kafka_oauth_token_command: str | None = Field(
+        default=None, description="OAUTHBEARER: a shell command that prints an access token on stdout."
+    )
+    kafka_oauth_token_file: Path | None = Field(
+        default=None, description="OAUTHBEARER: a file holding an access token (e.g. one a sidecar rotates)."
+    )
+    kafka_oauth_token_refresh_s: float = Field(
+        default=300.0, gt=0, description="How long a token is reused before the command or file is read again."
+    )
     topic_prefix: str = "driftwarden."
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of predictions/labels.")
+    topic_replication_factor: int = Field(
+        default=3, ge=1, description="Replicas of each topic `topics create` makes (1 on the embedded broker)."
+    )
+    topic_min_insync_replicas: int = Field(
+        default=2, ge=1, description="min.insync.replicas of each topic made (1 on the embedded broker)."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a consumer group without committed offsets starts: the oldest retained message "
+        "(replays history) or the end of each partition (only what arrives after the first join).",
+    )
     monitor_group: str = "driftwarden-monitor"
     session_timeout_s: float = Field(
         default=6.0, gt=0, description="Consumer group session timeout; Tansu waits ~half of it per join."
@@ -151,6 +176,30 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(default=2.8, gt=0, description="How often consumed offsets are committed.")
     metrics_host: str = Field(default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        """Settings that only make sense together, named by their variables."""
+        oauth = self.kafka_sasl_mechanism == "OAUTHBEARER"
+        sources = [s for s in (self.kafka_oauth_token_command, self.kafka_oauth_token_file) if s is not None]
+        if oauth and len(sources) != 1:
+            raise ValueError(
+                "SASL mechanism OAUTHBEARER needs exactly one of DRIFTWARDEN_KAFKA_OAUTH_TOKEN_COMMAND and "
+                "DRIFTWARDEN_KAFKA_OAUTH_TOKEN_FILE"
+            )
+        if sources and not oauth:
+            raise ValueError("an OAuth token command or file needs DRIFTWARDEN_KAFKA_SASL_MECHANISM=OAUTHBEARER")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if (self.kafka_ssl_certfile or self.kafka_ssl_keyfile or self.kafka_ssl_cafile) and not tls:
+            raise ValueError("TLS files need DRIFTWARDEN_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL")
+        if (self.kafka_ssl_keyfile or self.kafka_ssl_key_password) and not self.kafka_ssl_certfile:
+            raise ValueError("a TLS key (or its password) needs DRIFTWARDEN_KAFKA_SSL_CERTFILE")
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"DRIFTWARDEN_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) exceeds "
+                f"DRIFTWARDEN_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor})"
+            )
+        return self
 
     @property
     def topics(self) -> Topics:

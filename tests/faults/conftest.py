@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_brokers import embedded_broker
 
 from driftwarden.bench.kill_trials import trial_broker
+from driftwarden.kafka.broker import EmbeddedBroker
 from driftwarden.settings import Settings
 
 
@@ -28,3 +30,10 @@ def service_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     """One broker for the trainer, serving and through-Kafka fuzz trials (each uses a topic prefix of its own)."""
     with trial_broker(tmp_path_factory.mktemp("service-trials")) as settings:
         yield settings
+
+
+@pytest.fixture(scope="session")
+def durable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One SeaweedFS-backed broker for the durable restart trials (each trial has topics of its own)."""
+    with embedded_broker(tmp_path_factory.mktemp("durable"), durable=True) as broker:
+        yield broker

@@ -177,9 +177,10 @@ def wait_for_line(
     """Wait until ``text`` (or a match of the pattern) appears in ``log``; fail with the log if the
     process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
-    found = text.search if isinstance(text, re.Pattern) else text.__contains__
-    while not found(log.read_text(errors="replace") if log.exists() else ""):
+    while True:
         content = log.read_text(errors="replace") if log.exists() else ""
+        if text.search(content) if isinstance(text, re.Pattern) else text in content:
+            return
         assert process.poll() is None, f"exited with {process.returncode} before {text!r}:\n{content}"
         assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n{content}"
         time.sleep(0.1)

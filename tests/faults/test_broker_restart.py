@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,12 +46,6 @@ T = TypeVar("T")
 
 RECORDS = 50_000
 PARTITIONS = 3
-
-
-@pytest.fixture(scope="module")
-def durable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    with embedded_broker(tmp_path_factory.mktemp("durable"), durable=True) as broker:
-        yield broker
 
 
 def _timed(label: str, count: int, step: Callable[[], T]) -> T:

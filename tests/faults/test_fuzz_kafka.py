@@ -17,7 +17,7 @@ model follower) and notify run. Afterwards, exactly:
 from __future__ import annotations
 
 import asyncio
-import re
+import base64
 import time
 import urllib.request
 from collections import Counter
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from service_trials import Service, read_events, trial_settings
 
 from driftwarden.bench.invariants import Coordinates, accounting_problems, dead_letter_coordinates, wait_counts
+from driftwarden.bench.scrape import samples, scrape
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoder
 from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
@@ -83,20 +84,17 @@ def invalid(model: type[BaseModel], topic: str, sent: dict[tuple[int, int], byte
     return {(topic, p, o, None) for (p, o), raw in sent.items() if fails(raw)}
 
 
-def metric_sum(port: int, name: str) -> float:
-    """The sum of a metric's series on a ``/metrics`` endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.findall(rf"^{name}(?:\{{(.*?)\}})? (\S+)$", text, re.MULTILINE)
-    return sum(float(value) for _, value in found)
+def by_model(port: int, name: str, models: Counter[str]) -> Counter[str]:
+    """A per-model counter of the monitor (summed over model versions) for ``models``."""
+    counts: Counter[str] = Counter()
+    for labels, value in samples(scrape(port), name).items():
+        if (model := dict(labels)["model_id"]) in models:
+            counts[model] += int(value)
+    return counts
 
 
-def processed_by_model(port: int, models: Counter[str]) -> Counter[str]:
-    """The monitor's ``driftwarden_events_processed`` of ``models``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.findall(r'^driftwarden_events_processed\{model_id="(.*?)"\} (\S+)$', text, re.MULTILINE)
-    return Counter({model: int(float(value)) for model, value in found if model in models})
+#: Dead-letter reasons of the monitor's event-time screen (driftwarden.core.event_time.time_problem).
+EVENT_TIME_REASONS = ("since the epoch (expected seconds)", "ahead of the monitor clock", "older than label_ttl_s")
 
 
 def committed_everything(settings: Settings, groups: dict[str, list[str]]) -> dict[str, int]:
@@ -159,9 +157,17 @@ def test_hostile_messages_through_kafka_are_processed_or_dead_lettered_and_every
               f"{time.monotonic() - started:.1f} s")  # fmt: skip
         dead = dead_letter_coordinates(read_events(settings, topics.dead_letters, DeadLetter))
 
+        letters = read_events(settings, topics.dead_letters, DeadLetter)
+        # Predictions: what the decoder rejects, and valid events with an implausible event time (the
+        # screen), each dead-lettered with its reason; labels: what the decoder rejects.
+        timed = [d for d in letters if d.source_topic == topics.predictions
+                 and any(r in d.reason for r in EVENT_TIME_REASONS)]  # fmt: skip
+        timed_at = dead_letter_coordinates(timed)
         for name, decoder in (("predictions", PREDICTIONS), ("labels", LABELS)):
             topic = getattr(topics, name)
-            assert {d for d in dead if d[0] == topic} == expected_rejections(decoder, topic, sent[name]), name
+            rejected = expected_rejections(decoder, topic, sent[name])
+            assert {d for d in dead if d[0] == topic} == rejected | (timed_at if name == "predictions" else set())
+            assert not rejected & timed_at, name
         for name, model in (("retrain_commands", RetrainCommand), ("alerts", Alert)):
             topic = getattr(topics, name)
             assert {d for d in dead if d[0] == topic} == invalid(model, topic, sent[name]), name
@@ -173,18 +179,25 @@ def test_hostile_messages_through_kafka_are_processed_or_dead_lettered_and_every
         assert accounting_problems("inference requests", len(sent["inference_requests"]), len(answered),
                                    len(refused)) == []  # fmt: skip
 
-        # The monitor fed its detectors exactly what its decoder accepts, and what serving wrote back.
-        expected = Counter(e.model_id for raw in sent["predictions"].values() for e in PREDICTIONS.decode(raw).events)
-        expected[SERVED] += sum(len(r.predictions) for r in answered)
-        processed = lambda: processed_by_model(monitor_port, expected)  # noqa: E731
-        wait_counts(processed, expected, stall_s=30)
-        assert processed() == expected
+        # The monitor fed its detectors exactly what its decoder accepts and its time screen passes, and
+        # what serving wrote back, less the repeats of an event id it dropped (counted apart).
+        accepted = Counter(e.model_id for raw in sent["predictions"].values() for e in PREDICTIONS.decode(raw).events)
+        accepted[SERVED] += sum(len(r.predictions) for r in answered)
+        screened = Counter(orjson.loads(base64.b64decode(d.payload_b64))["model_id"] for d in timed)
+        seen = lambda: by_model(monitor_port, "driftwarden_events_processed_total", accepted)  # noqa: E731
+        repeats = lambda: by_model(monitor_port, "driftwarden_duplicate_events_total", accepted)  # noqa: E731
+        counted = lambda: seen() + repeats() + screened  # noqa: E731
+        wait_counts(counted, accepted, stall_s=30)
+        assert counted() == accepted
 
         valid_commands = len(sent["retrain_commands"]) - len(invalid(RetrainCommand, "", sent["retrain_commands"]))
         on_models = asyncio.run(_records(settings, topics.models))
         verdicts = len(on_models) - len(sent["models"])
         assert verdicts == valid_commands, "one verdict per valid retrain command"
-        followed = lambda: {"events": int(metric_sum(serving_port, "driftwarden_serving_swaps_total"))}  # noqa: E731
+
+        def followed() -> dict[str, int]:
+            return {"events": int(sum(samples(scrape(serving_port), "driftwarden_serving_swaps_total").values()))}
+
         wait_counts(followed, {"events": len(on_models)}, stall_s=30)
         assert followed() == {"events": len(on_models)}
 

@@ -27,6 +27,13 @@ from driftwarden_load.scenarios import Scenario
 pytestmark = pytest.mark.integration
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last in the session: Playwright's sync API keeps an event loop running in the
+    main thread from its first use until the session ends, and ``asyncio.run()`` (which many tests and
+    fixtures call) refuses to run beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # a stable sort
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a running broker with the project's topics created."""

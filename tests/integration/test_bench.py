@@ -62,3 +62,22 @@ def test_bench_peers_puts_driftwarden_and_river_through_the_same_rows(monkeypatc
     # Columnar batches and row envelopes: the same detections, hence the same false positives and delays.
     assert rows[0][3:] == rows[1][3:]
     assert re.fullmatch(r"[\d,]+ / [\d,]+", rows[0][4].strip()), rows[0][4]  # both shifted features caught
+
+
+def test_bench_detection_runs_the_shape_corpus(monkeypatch, capsys, tmp_path):
+    args = ["detection", "--out", str(tmp_path), "--parts", "shapes", "--shape-families", "poisson,categorical",
+            "--kl-sizes", "0.2", "--shape-seeds", "1", "--shape-stable-events", "2000", "--kswin-seeds", "1",
+            "--workers", "1"]  # fmt: skip
+    out = run(monkeypatch, capsys, *args)
+    rows = re.findall(r"^\| (poisson|categorical) \| (.+?) \| ([\d,]+) \| ([\d.]+) \((\d+)\) \| (\d+)/(\d+) \|", out,
+                      re.MULTILINE)  # fmt: skip
+    detectors = {r[1] for r in rows}
+    assert {"driftwarden (default)", "ADWIN", "PageHinkley", "KSWIN", "never retrain"} <= detectors
+    assert {r[0] for r in rows} == {"poisson", "categorical"}
+    # every configuration saw the same unchanged values: the stable stream and each change's lead-in
+    # (KSWIN, at ~170 µs an update, watches the change streams only)
+    assert {r[2] for r in rows if r[0] == "poisson" and r[1] != "KSWIN"} == {"8,000"}  # 2,000 + 3 x 2,000
+    never = [r for r in rows if r[1] == "never retrain"]
+    assert all(r[3] == "0.00" and r[5] == r[6] for r in never)  # never alarms: misses every change
+    assert re.search(r"^- (met|NOT met): 0 missed changes with KL ≥ 0.2", out, re.MULTILINE)
+    assert (tmp_path / "shapes.json").exists() and (tmp_path / "results.md").read_text() in out

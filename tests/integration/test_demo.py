@@ -18,7 +18,7 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
     result = subprocess.run(
         [sys.executable, "-m", "driftwarden", "demo", "--events", "12000", "--rate", "6000",
-         "--loop-events", "30000", "--work-dir", str(tmp_path)],
+         "--loop-events", "30000", "--work-dir", str(tmp_path), "--no-wait"],
         capture_output=True, text=True, timeout=240, env=env, check=False,
     )  # fmt: skip
     out = result.stdout
@@ -34,7 +34,8 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     assert "MODEL demo-served v2 PROMOTED" in out
 
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
-    assert len(pids) == 3  # monitor, trainer, serving
+    assert len(pids) == 4  # monitor, trainer, serving, ui
+    assert re.search(r"LIVE PAGE http://127\.0\.0\.1:\d+/", out)
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import urllib.request
 
 import orjson
 import pytest
 from conftest import Worker, produce, unique_model
 
+from driftwarden.bench.scrape import samples, scrape
 from driftwarden.core.decoding import PREDICTIONS
-from driftwarden.core.events import Alert, DeadLetter, RetrainCommand
+from driftwarden.core.events import Alert, DeadLetter, MonitorStatus, RetrainCommand
 from driftwarden.monitor.status import records_for, wait_for_status
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import Scenario, generate
@@ -124,19 +124,26 @@ def test_one_bad_event_in_an_envelope_is_dead_lettered_alone(kafka, monitor_work
     assert orjson.loads(base64.b64decode(letter.payload_b64)) == bad
 
 
-def test_one_bad_row_of_a_columnar_batch_is_dead_lettered_alone(kafka, monitor_worker):
+def test_bad_rows_of_a_columnar_batch_are_dead_lettered_alone_and_a_repeated_id_dropped(kafka, monitor_worker):
+    """Five rows: a bad feature (refused by the decoder), a ts in milliseconds (refused by the time
+    screen), a repeated event id (dropped as a duplicate): two processed, each refusal its own letter."""
     model_id = unique_model("columns")
-    chunk = next(generate(Scenario(n_events=3, model_id=model_id)))
+    chunk = next(generate(Scenario(n_events=5, model_id=model_id)))
     document = chunk.prediction_columns()
     document["features"]["num_01"][1] = {"nested": True}
+    document["ts"][3] *= 1_000
+    document["event_id"][4] = document["event_id"][0]
     send_one(kafka, model_id, orjson.dumps(document))
-    status = wait_processed(kafka, model_id, 3, timeout_s=60)
-    (letter,) = dead_letters_for(kafka, model_id)
-    assert status.events_processed == 2
-    assert (letter.batch_index, letter.reason) == (1, "features.num_01: Input should be a number, a string, "
-                                                      "a boolean or null")  # fmt: skip
-    row = orjson.loads(base64.b64decode(letter.payload_b64))
+    status = wait_processed(kafka, model_id, 4, timeout_s=60)
+    bad_feature, bad_time = sorted(dead_letters_for(kafka, model_id), key=lambda letter: letter.batch_index is None)
+    assert status.events_processed == 2 and status.label_joins["duplicate_predictions"] == 1
+    assert (bad_feature.batch_index, bad_feature.reason) == (1, "features.num_01: Input should be a number, a string, "
+                                                                "a boolean or null")  # fmt: skip
+    row = orjson.loads(base64.b64decode(bad_feature.payload_b64))
     assert row["event_id"] == chunk.event_ids[1] and row["features"]["num_01"] == {"nested": True}
+    assert "looks like milliseconds since the epoch" in bad_time.reason
+    row = orjson.loads(base64.b64decode(bad_time.payload_b64))
+    assert row["event_id"] == chunk.event_ids[3] and row["ts"] == document["ts"][3]
 
 
 def test_single_event_messages_are_processed_like_batches(kafka, monitor_worker):
@@ -150,15 +157,61 @@ def test_metrics_endpoint_exposes_counts_statistics_lag_and_joins(kafka, monitor
     scenario = Scenario(name="stable", n_events=8_000, model_id=unique_model("metrics"))
     produce(kafka, scenario, label_delay=1_000)
     wait_processed(kafka, scenario.model_id, 8_000)
-    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_worker.metrics_port}/metrics", timeout=5) as response:
-        body = response.read().decode()
-    model = f'model_id="{scenario.model_id}"'
-    assert f"driftwarden_events_processed{{{model}}} 8000.0" in body
-    # One window was tested after the 5,000-event reference: its statistics are exposed per subject.
-    assert (
-        f'driftwarden_drift_statistic{{kind="data_drift",{model},statistic="wasserstein_normed",subject="num_00"}}'
-        in body
-    )
-    assert f'driftwarden_pending_label_joins{{{model},side="predictions"}}' in body
-    assert 'driftwarden_consumer_lag{partition="' in body
-    assert "driftwarden_batch_seconds_count" in body
+    families = scrape(monitor_worker.metrics_port)
+    model = {"model_id": scenario.model_id, "model_version": "1"}
+    assert list(samples(families, "driftwarden_events_processed_total", **model).values()) == [8000.0]
+    # One window was tested after the 5,000-event reference: its statistics are exposed per feature.
+    num_00 = {**model, "kind": "data_drift", "subject": "num_00"}
+    for name in ("driftwarden_drift_wasserstein_normed", "driftwarden_drift_psi", "driftwarden_drift_p_value"):
+        assert len(samples(families, name, **num_00)) == 1, name
+    (p_value,) = samples(families, "driftwarden_drift_p_value", **num_00).values()
+    assert 0 <= p_value <= 1
+    assert samples(families, "driftwarden_data_quality_ratio", **model, subject="num_00/missing")
+    assert samples(families, "driftwarden_pending_label_joins", model_id=scenario.model_id, side="predictions")
+    assert samples(families, "driftwarden_consumer_lag", topic=kafka.topics.predictions)
+    assert samples(families, "driftwarden_batch_seconds_count")
+
+
+def test_a_millisecond_timestamp_is_dead_lettered_and_duplicate_ids_counted_once(kafka, monitor_worker):
+    """10,000 predictions, one with ts in milliseconds, 300 re-sent; then every label: all joinable ones join."""
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.kafka.clients import client_options
+
+    model_id = unique_model("eventtime")
+    chunk = next(generate(Scenario(n_events=10_000, model_id=model_id), chunk_size=10_000))
+    predictions, labels = chunk.prediction_events(), chunk.label_events()
+    predictions[4_000] = {**predictions[4_000], "ts": predictions[4_000]["ts"] * 1000}
+    sent = predictions + predictions[6_000:6_300]  # producer retries: the same events again
+
+    def envelopes(schema: str, events: list) -> list[bytes]:
+        return [orjson.dumps({"schema": schema, "model_id": model_id, "events": events[i : i + 500]})
+                for i in range(0, len(events), 500)]  # fmt: skip
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(kafka))
+        await producer.start()
+        try:
+            for value in envelopes("prediction-batch.v1", sent):
+                await producer.send_and_wait(kafka.topics.predictions, value, key=model_id.encode())
+            for value in envelopes("label-batch.v1", labels):
+                await producer.send_and_wait(kafka.topics.labels, value, key=model_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+    def done(s: MonitorStatus) -> bool:
+        return (s.labels_received or 0) >= 10_000 and s.events_processed + s.events_dead_lettered >= 10_000
+
+    status = asyncio.run(wait_for_status(kafka, model_id, done, 120))
+    (letter,) = dead_letters_for(kafka, model_id)
+    assert "looks like milliseconds since the epoch" in letter.reason
+    assert orjson.loads(base64.b64decode(letter.payload_b64))["event_id"] == predictions[4_000]["event_id"]
+    assert status.events_processed == 9_999 and status.events_dead_lettered == 1
+    joins = status.label_joins
+    assert joins["duplicate_predictions"] == 300
+    assert joins["joined"] == 9_999  # every label whose prediction was accepted: 100 %
+    assert joins["pending_labels"] == 1 and joins["expired_predictions"] == 0  # the dead-lettered one's label
+    families = scrape(monitor_worker.metrics_port)
+    assert list(samples(families, "driftwarden_duplicate_events_total", model_id=model_id).values()) == [300.0]

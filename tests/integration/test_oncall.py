@@ -153,14 +153,14 @@ def streams(kafka: Settings, stack: Stack) -> Streams:
         return {a["annotations"]["fingerprint"]: a for a in shown} if len(shown) >= 2 else {}
 
     names.firing_in_alertmanager = poll(data_drift_in_alertmanager, 120, "data-drift alerts in Alertmanager")
-    back = Scenario(name="stable", n_events=20_000, model_id=names.drift, start_ts=now + 30)  # same seed: normal again
+    back = Scenario(name="stable", n_events=40_000, model_id=names.drift, start_ts=now + 30)  # same seed: normal again
     asyncio.run(send_predictions(kafka, back))
     concept = Scenario(name="concept-drift", n_events=30_000, onset=10_000, seed=5, model_id=names.concept,
                        start_ts=now)  # fmt: skip
     produce(kafka, concept, batch_size=250, label_delay=400, malformed_every=1_000)  # dead letters too
     costly = Scenario(name="stable", n_events=12_000, seed=9, model_id=names.costly, start_ts=now)
     asyncio.run(send_predictions(kafka, costly, {"latency_ms": 12.5, "cost": 0.002}))
-    for model_id, total in ((names.drift, 50_000), (names.concept, 30_000), (names.costly, 12_000)):
+    for model_id, total in ((names.drift, 70_000), (names.concept, 30_000), (names.costly, 12_000)):
         asyncio.run(wait_for_status(kafka, model_id, lambda s, total=total: s.events_processed >= total, 240))
     poll(lambda: am_alerts(stack, names.concept), 60, "the concept model's performance alert in Alertmanager")
     return names
@@ -184,7 +184,8 @@ def test_drift_alerts_reached_alertmanager_with_their_labels_and_resolved(kafka,
     firing = {a.fingerprint: a for a in alerts if a.state == "firing"}
     resolved = {a.fingerprint: a for a in alerts if a.state == "resolved"}
     assert {a.subject for a in firing.values() if a.kind == "data_drift"} == {"num_00", "num_01"}
-    assert set(resolved) == set(firing)  # the stream went back to normal: the monitor resolved every alert
+    open_ = [(a.kind, a.subject, a.detector, a.summary) for f, a in firing.items() if f not in resolved]
+    assert open_ == []  # the stream went back to normal: the monitor resolved every alert
     # While the shift lasted, Alertmanager had the data-drift alerts with the alert's labels and annotations.
     for alert in (a for a in firing.values() if a.kind == "data_drift"):
         shown = streams.firing_in_alertmanager[alert.fingerprint]

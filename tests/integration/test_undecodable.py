@@ -7,16 +7,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
+import conftest
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 
+from driftwarden.core.events import DeadLetter
 from driftwarden.kafka.clients import client_options
-from driftwarden.kafka.reader import read_topic
+from driftwarden.kafka.reader import read_topic, watermarks
 from driftwarden.kafka.undecodable import UNDECODABLE, GuardedFetch
+from driftwarden.monitor.status import wait_for_status
 from driftwarden.settings import Settings
+from driftwarden_load.scenarios import Scenario
 
 pytestmark = pytest.mark.integration
 CORRUPT_BATCH = Path(__file__).with_name("corrupt_batch.py")
@@ -97,3 +103,57 @@ def test_topic_reads_skip_an_undecodable_batch_and_finish(kafka, caplog):
     skipped = [m for m in caplog.messages if " skipped: " in m]
     assert [m.split(" skipped: ")[0] for m in skipped] == [f"{topic}[0] offset 1", f"{topic}[0] offset 2"]
     assert all("DecompressionError" in m for m in skipped)
+
+
+async def committed(kafka: Settings, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """What ``group`` committed (read without joining the group)."""
+    reader = AIOKafkaConsumer(**client_options(kafka), group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return {tp: await reader.committed(tp) for tp in partitions}
+    finally:
+        await reader.stop()
+
+
+async def dead_letters_since(kafka: Settings, first: dict[TopicPartition, int]) -> list[DeadLetter]:
+    """The dead letters of inputs at or after the ``first`` offset of their partition."""
+    letters = [
+        DeadLetter.model_validate_json(r.value or b"") async for r in read_topic(kafka, kafka.topics.dead_letters)
+    ]
+    return [
+        d for d in letters if d.source_offset >= first.get(TopicPartition(d.source_topic, d.source_partition), -1) >= 0
+    ]
+
+
+def test_the_monitor_dead_letters_an_undecodable_batch_by_coordinates_and_carries_on(kafka, monitor_worker):
+    """A corrupt batch on the predictions and on the labels topic, between good events of one model: the
+    monitor worker stays up, dead-letters each offset of the batches by its coordinates, processes every
+    good event and label, and commits its offsets past the batches (every offset accounted for)."""
+    model_id = conftest.unique_model("corrupt")
+    partition = (murmur2(model_id.encode()) & 0x7FFFFFFF) % kafka.partitions  # where the producer puts the model
+    inputs = [TopicPartition(topic, partition) for topic in (kafka.topics.predictions, kafka.topics.labels)]
+
+    def produce_events(seed: int) -> None:
+        conftest.produce(kafka, Scenario(n_events=400, seed=seed, model_id=model_id), batch_size=50, label_delay=0)
+
+    produce_events(seed=1)
+    before = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
+    bad = {tp: (before[(tp.topic, tp.partition)][1], n) for tp, n in zip(inputs, (3, 2), strict=True)}
+    for tp, (_, n) in bad.items():
+        produce_corrupt_batch(kafka, tp.topic, tp.partition, model_id, n)
+    produce_events(seed=2)
+
+    status = asyncio.run(wait_for_status(kafka, model_id, lambda s: s.labels_received == 800, timeout_s=120))
+    assert (status.events_processed, status.labels_received, status.events_dead_lettered) == (800, 800, 0)
+    letters = asyncio.run(dead_letters_since(kafka, {tp: first for tp, (first, _) in bad.items()}))
+    expected = sorted((tp.topic, tp.partition, first + i) for tp, (first, n) in bad.items() for i in range(n))
+    assert sorted((d.source_topic, d.source_partition, d.source_offset) for d in letters) == expected
+    assert all(d.reason.startswith("undecodable record batch") and d.payload_b64 == "" for d in letters)
+
+    ends = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
+    ends_by_tp = {tp: ends[(tp.topic, tp.partition)][1] for tp in inputs}
+    deadline = time.monotonic() + 60
+    while (got := asyncio.run(committed(kafka, kafka.monitor_group, inputs))) != ends_by_tp:
+        assert time.monotonic() < deadline, f"committed {got}, the partitions end at {ends_by_tp}"
+        time.sleep(0.5)
+    assert monitor_worker.process.poll() is None, monitor_worker.log_tail()

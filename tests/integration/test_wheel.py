@@ -94,7 +94,7 @@ def installed_with(extras: str, wheel: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def full(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
-    yield from installed_with("trainer,serving,embedded,bench", wheel, tmp_path_factory)
+    yield from installed_with("trainer,serving,embedded,bench,ui", wheel, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,10 @@ def test_the_wheel_holds_every_source_file(wheel: Path):
     expected = {str(p.relative_to(root)) for root in SOURCE_ROOTS for p in root.rglob("*.py")}
     assert expected - shipped == set()
     assert "driftwarden/py.typed" in shipped
+    # The live page and its chart library, vendored from npm with its license (no CDN).
+    static = ROOT / "services" / "driftwarden" / "ui" / "static"
+    assert {f"driftwarden/ui/static/{p.name}" for p in static.iterdir()} <= shipped
+    assert {"driftwarden/ui/static/uPlot.iife.min.js", "driftwarden/ui/static/uPlot.LICENSE"} <= shipped
 
 
 def test_every_module_imports_from_the_installed_wheel(full: Install):
@@ -142,3 +146,12 @@ def test_a_plain_install_is_the_monitor_alone(monitor_only: Install):
         assert not monitor_only.installed(distribution), distribution
     assert "monitor" in monitor_only.driftwarden("--help").stdout
     monitor_only.python("-c", "import driftwarden.monitor.service")
+    assert not monitor_only.installed("pyarrow")  # the `profile` extra's; without it, one line says so
+    script = (
+        "import sys; sys.argv = ['driftwarden', 'profile', 'build', '--from', 'train.parquet', '--model-id', 'm', "
+        "'--model-version', '1', '--output', 'profiles']\nfrom driftwarden.cli import main; main()"
+    )
+    done = monitor_only.python("-c", script, check=False)
+    assert (done.returncode, done.stderr) == (
+        1, "driftwarden: error: reading Parquet or CSV needs pyarrow: pip install 'driftwarden[profile]'\n"
+    )  # fmt: skip

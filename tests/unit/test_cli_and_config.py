@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import ssl
+import subprocess
 import sys
 
 import pytest
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from pydantic import ValidationError
 
 from driftwarden.cli import main
-from driftwarden.kafka.clients import KafkaNotConfiguredError, client_options
-from driftwarden.kafka.faust_app import faust_credentials
+from driftwarden.errors import DriftwardenError
+from driftwarden.kafka.clients import KafkaNotConfiguredError, TokenProvider, client_options
+from driftwarden.kafka.faust_app import create_faust_app, faust_credentials
 from driftwarden.settings import Settings
 
 
@@ -81,11 +88,145 @@ def test_plaintext_needs_no_credentials():
     assert faust_credentials(Settings(kafka_bootstrap="k:9092")) is None
 
 
-def test_settings_round_trip_through_the_environment(monkeypatch):
-    original = Settings(kafka_bootstrap="k:9092", topic_prefix="x.", partitions=8, kafka_sasl_password="pw")
-    for name, value in original.to_env().items():
-        monkeypatch.setenv(name, value)
-    assert Settings() == original
+@pytest.fixture(scope="module")
+def client_certificate(tmp_path_factory) -> dict[str, str]:
+    """A CA, and a client certificate signed by it whose key is encrypted with a password (openssl)."""
+    d = tmp_path_factory.mktemp("tls")
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-passout", "pass:k3y-pw", "-keyout", "client.key", "-out", "client.csr",
+        "-subj", "/CN=monitor")  # fmt: skip
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "1")  # fmt: skip
+    return {"cafile": str(d / "ca.pem"), "certfile": str(d / "client.pem"), "keyfile": str(d / "client.key")}
+
+
+def env_settings(monkeypatch, **env: object) -> Settings:
+    """Settings read from DRIFTWARDEN_* variables only, as a service reads them."""
+    for name in [n for n in os.environ if n.startswith("DRIFTWARDEN_")]:
+        monkeypatch.delenv(name)
+    for key, value in env.items():
+        monkeypatch.setenv(f"DRIFTWARDEN_{key.upper()}", str(value))
+    return Settings()
+
+
+def faust_auth(settings: Settings) -> dict:
+    """The security options a driftwarden Faust app hands aiokafka (its conf, through Faust's own mapping)."""
+
+    async def build() -> dict:
+        app = create_faust_app("auth-test", settings)
+        return dict(credentials_to_aiokafka_auth(app.conf.broker_credentials))
+
+    return asyncio.run(build())
+
+
+async def construct_aiokafka_clients(options: dict) -> None:
+    """aiokafka checks its security options when a client is constructed (no connection is made)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    AIOKafkaProducer(**options)
+    AIOKafkaConsumer(**options)
+
+
+def test_mutual_tls_settings_from_the_environment_reach_aiokafka_and_faust(monkeypatch, client_certificate):
+    tls = {f"kafka_ssl_{key}": value for key, value in client_certificate.items()}
+    settings = env_settings(monkeypatch, kafka_bootstrap="kafka-1:9093", kafka_security_protocol="SSL",
+                            kafka_ssl_key_password="k3y-pw", **tls)  # fmt: skip
+    options = client_options(settings)
+    assert options["security_protocol"] == "SSL"
+    ca = options["ssl_context"].get_ca_certs()
+    assert [c["subject"] for c in ca] == [((("commonName", "test-ca"),),)]
+    auth = faust_auth(settings)
+    assert auth["security_protocol"] == "SSL" and auth["ssl_context"].get_ca_certs() == ca
+    asyncio.run(construct_aiokafka_clients(options))
+    wrong = env_settings(monkeypatch, kafka_bootstrap="k:9093", kafka_security_protocol="SSL",
+                         kafka_ssl_key_password="wrong", **tls)  # fmt: skip
+    with pytest.raises(ssl.SSLError):  # the password really decrypts the key
+        client_options(wrong)
+
+
+def test_oauthbearer_token_command_and_file_reach_aiokafka_and_faust(monkeypatch, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-1\n")
+    for source, expected in (
+        ({"kafka_oauth_token_command": "printf 'cmd-token-%s' 7"}, "cmd-token-7"),
+        ({"kafka_oauth_token_file": token_file}, "file-token-1"),
+    ):
+        settings = env_settings(monkeypatch, kafka_bootstrap="k:9093", kafka_security_protocol="SASL_PLAINTEXT",
+                                kafka_sasl_mechanism="OAUTHBEARER", **source)  # fmt: skip
+        options = client_options(settings)
+        assert options["sasl_mechanism"] == "OAUTHBEARER"
+        assert asyncio.run(options["sasl_oauth_token_provider"].token()) == expected
+        auth = faust_auth(settings)
+        assert (auth["security_protocol"], auth["sasl_mechanism"]) == ("SASL_PLAINTEXT", "OAUTHBEARER")
+        assert asyncio.run(auth["sasl_oauth_token_provider"].token()) == expected
+        asyncio.run(construct_aiokafka_clients(options))
+
+
+def test_oauth_tokens_are_reused_then_read_again_and_failures_are_clear(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("one")
+    provider = TokenProvider(command=None, file=token_file, refresh_s=3600)
+    reread = TokenProvider(command=None, file=token_file, refresh_s=1e-9)
+
+    async def tokens() -> list[str]:
+        first = [await provider.token(), await reread.token()]
+        token_file.write_text("two")
+        return [*first, await provider.token(), await reread.token()]
+
+    assert asyncio.run(tokens()) == ["one", "one", "one", "two"]
+    for command, message in (("echo nope >&2; exit 3", "the OAuth token command exited with 3: nope"),
+                             ("true", "the OAuth token command's output is empty")):  # fmt: skip
+        with pytest.raises(DriftwardenError, match=message):
+            asyncio.run(TokenProvider(command=command, file=None, refresh_s=1).token())
+    with pytest.raises(DriftwardenError, match="cannot read the OAuth token file"):
+        asyncio.run(TokenProvider(command=None, file=tmp_path / "missing", refresh_s=1).token())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"kafka_sasl_mechanism": "OAUTHBEARER"}, "OAUTHBEARER needs exactly one of"),
+        ({"kafka_oauth_token_command": "x"}, "needs DRIFTWARDEN_KAFKA_SASL_MECHANISM=OAUTHBEARER"),
+        ({"kafka_ssl_certfile": "c.pem"}, "TLS files need DRIFTWARDEN_KAFKA_SECURITY_PROTOCOL=SSL"),
+        ({"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "k.pem"}, "needs DRIFTWARDEN_KAFKA_SSL_CERTFILE"),
+        ({"topic_replication_factor": 1}, "MIN_INSYNC_REPLICAS (2) exceeds DRIFTWARDEN_TOPIC_REPLICATION_FACTOR (1)"),
+    ],
+)
+def test_settings_that_only_make_sense_together_are_one_line(monkeypatch, capsys, env, message):
+    with pytest.raises(ValidationError):
+        env_settings(monkeypatch, kafka_bootstrap="127.0.0.1:1", **env)
+    exit_code, _, err = run_cli(monkeypatch, capsys, "topics", "create")
+    assert exit_code == 1 and err.startswith("driftwarden: error: ") and message in err, err
+    assert "Value error" not in err and ": :" not in err
+    assert err.count("\n") == 1
+
+
+def test_settings_round_trip_through_the_environment(monkeypatch, tmp_path):
+    every_security_setting = {
+        "kafka_bootstrap": "k:9092",
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "OAUTHBEARER",
+        "kafka_oauth_token_file": tmp_path / "token",
+        "kafka_oauth_token_refresh_s": 60.0,
+        "kafka_ssl_cafile": tmp_path / "ca.pem",
+        "kafka_ssl_certfile": tmp_path / "client.pem",
+        "kafka_ssl_keyfile": tmp_path / "client.key",
+        "kafka_ssl_key_password": "kpw",
+        "topic_replication_factor": 5,
+        "topic_min_insync_replicas": 3,
+        "auto_offset_reset": "latest",
+    }
+    # each of those differs from its default, so each one really goes through the environment
+    assert all(every_security_setting[k] != Settings.model_fields[k].default for k in every_security_setting)
+    for original in (
+        Settings(kafka_bootstrap="k:9092", topic_prefix="x.", partitions=8, kafka_sasl_password="pw"),
+        Settings(**every_security_setting),
+        Settings(kafka_bootstrap="k:9092", kafka_sasl_mechanism="OAUTHBEARER", kafka_oauth_token_command="get-token"),
+    ):
+        env = {name.removeprefix("DRIFTWARDEN_").lower(): value for name, value in original.to_env().items()}
+        assert env_settings(monkeypatch, **env) == original
 
 
 @pytest.mark.parametrize(
@@ -120,14 +261,12 @@ def test_config_check_prints_the_effective_settings_of_a_model(monkeypatch, caps
     assert '"window_size": 3000' in out and '"label_window": 400' in out
 
 
-def test_config_check_says_when_a_model_has_no_section(monkeypatch, capsys, tmp_path):
+def test_config_check_of_a_model_without_a_section_is_an_error(monkeypatch, capsys, tmp_path):
     path = tmp_path / "monitoring.toml"
     path.write_text("[defaults]\nwindow_size = 3000\n[models.fraud]\nlabel_window = 400\n")
-    monkeypatch.setattr(sys, "argv", ["driftwarden", "config", "check", str(path), "--model-id", "frau"])
-    main()
-    captured = capsys.readouterr()
-    assert "frau: no [models.frau] section (sections: fraud); the [defaults] apply" in captured.err
-    assert '"window_size": 3000' in captured.out and '"label_window": 400' not in captured.out
+    exit_code, out, err = run_cli(monkeypatch, capsys, "config", "check", str(path), "--model-id", "frau")
+    assert exit_code == 1 and out == ""
+    assert err == f"driftwarden: error: {path}: no [models.frau] section (sections: fraud)\n"
 
 
 def test_missing_config_file_is_one_line(monkeypatch, capsys, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from importlib.util import find_spec
@@ -16,6 +17,7 @@ from typer.core import TyperGroup
 from typer.main import get_command
 
 from driftwarden.cli import cli
+from driftwarden.kafka.clients import client_options
 from driftwarden.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +57,7 @@ def test_driftwarden_settings_in_compose_are_real_settings():
 # The services built from the Dockerfile; every other one runs a pinned third-party image.
 DRIFTWARDEN_SERVICES = sorted(name for name, service in COMPOSE["services"].items() if "build" in service)
 # The Dockerfile's EXTRAS per service: each installs what it needs, the monitor image nothing more.
-EXPECTED_EXTRAS = {"topics": "", "monitor": "", "notify": "", "trainer": "trainer", "serving": "serving"}
+EXPECTED_EXTRAS = {"topics": "", "monitor": "", "notify": "", "trainer": "trainer", "serving": "serving", "ui": "ui"}
 
 
 def test_every_service_is_built_here_or_runs_a_pinned_image():
@@ -103,6 +105,35 @@ def test_every_service_keeps_the_shared_environment(service):
     environment = COMPOSE["services"][service]["environment"]
     assert environment.items() >= shared.items()
     assert environment["DRIFTWARDEN_SESSION_TIMEOUT_S"] == "30"  # real Kafka, not the embedded broker's 6 s
+
+
+def effective_environment(service: str) -> dict[str, str]:
+    """A service's environment as Compose hands it over, a required ``${VAR:?message}`` set by the user."""
+    return {
+        name: re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"<{m[1]}>", str(value))
+        for name, value in COMPOSE["services"][service]["environment"].items()
+    }
+
+
+@pytest.mark.parametrize("service", DRIFTWARDEN_SERVICES)
+def test_every_service_effective_environment_is_valid_settings_for_the_compose_cluster(service, monkeypatch):
+    for name in [n for n in os.environ if n.startswith("DRIFTWARDEN_")]:
+        monkeypatch.delenv(name)
+    for name, value in effective_environment(service).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # what the service itself reads; a bad value would raise here
+    brokers = [name for name, s in COMPOSE["services"].items() if s.get("image", "").startswith("apache/kafka")]
+    kafka = COMPOSE["services"]["kafka"]["environment"]
+    assert len(brokers) == len(str(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"]).split(",")) == 1
+    assert settings.kafka_bootstrap == kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")[0].removeprefix("PLAINTEXT://")
+    assert settings.topic_replication_factor <= len(brokers)  # `topics create` would fail otherwise
+    assert settings.topic_min_insync_replicas <= settings.topic_replication_factor
+    assert (settings.session_timeout_s, settings.heartbeat_interval_s) == (30, 3)  # real Kafka, not 6 s / 1 s
+    assert settings.partitions == 8 and settings.auto_offset_reset == "earliest"
+    assert client_options(settings)["bootstrap_servers"] == "kafka:9092"
+    if service == "serving":
+        assert settings.serving_token is not None
+        assert settings.serving_token.get_secret_value() == "<DRIFTWARDEN_SERVING_TOKEN>"
 
 
 def test_serving_adds_its_token_to_the_shared_environment():

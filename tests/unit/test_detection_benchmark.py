@@ -72,8 +72,26 @@ def test_driftwarden_finds_a_1_sigma_shift_quickly_and_stays_quiet_on_a_stable_s
 
 
 def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, capsys, tmp_path):
-    args = ["--out", str(tmp_path), "--seeds", "1", "--concepts", "2", "--concept-length", "600", "--gradual-width",
-            "100", "--shift-seeds", "1", "--shift-events", "12000", "--stable-events", "10000"]  # fmt: skip
+    args = [
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "1",
+        "--concepts",
+        "2",
+        "--concept-length",
+        "600",
+        "--gradual-width",
+        "100",
+        "--shift-seeds",
+        "1",
+        "--shift-events",
+        "12000",
+        "--stable-events",
+        "10000",
+        "--parts",
+        "concepts,features",
+    ]  # fmt: skip (the shape corpus has its own smoke test: test_bench.py)
     monkeypatch.setattr(sys, "argv", ["driftwarden", "bench", "detection", *args])
     main()
     out = capsys.readouterr().out

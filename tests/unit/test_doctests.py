@@ -45,6 +45,7 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.registry": PACKAGE_MARKER,
     "driftwarden.serving": PACKAGE_MARKER,
     "driftwarden.trainer": PACKAGE_MARKER,
+    "driftwarden.ui": PACKAGE_MARKER,
     "driftwarden.bench.core": BENCHMARK,
     "driftwarden.bench.detection": BENCHMARK,
     "driftwarden.bench.detection_plots": BENCHMARK,
@@ -57,7 +58,6 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.kafka.broker": NEEDS_FILES,
     "driftwarden.kafka.faust_app": NEEDS_BROKER,
     "driftwarden.kafka.reader": NEEDS_BROKER,
-    "driftwarden.monitor.metrics": OWNED_ELSEWHERE,
     "driftwarden.monitor.service": NEEDS_BROKER,
     "driftwarden.monitor.status": NEEDS_BROKER,
     "driftwarden.notify.service": NEEDS_BROKER,
@@ -68,6 +68,7 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.serving.supervisor": "restarts asyncio tasks: shown by tests/unit/test_supervision.py",
     "driftwarden.trainer.service": NEEDS_BROKER,
     "driftwarden.trainer.workflow": NEEDS_FILES,
+    "driftwarden.ui.server": "serves the page: shown by tests/integration/test_ui.py in a real browser",
 }
 
 

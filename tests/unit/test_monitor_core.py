@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.event_time import WATERMARK_QUORUM
 from driftwarden.core.events import LabelEvent, PredictionEvent
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.profile import FeatureSchema, to_columns
@@ -55,9 +56,12 @@ def test_abrupt_shift_data_drift_alerts_come_within_2000_events_of_onset(seed):
     assert sorted(a.subject for a in data_drift) == ["num_00", "num_01"]
     for alert in data_drift:
         assert 0 <= index[alert.trigger_event_id] - scenario.onset <= 2_000
-        # Evidence an on-call engineer can trust: the shift was 1σ of the reference.
+        # Evidence an on-call engineer can trust: the shift was 1σ of the reference, which it names.
         assert 0.3 <= alert.evidence["shift_sigma"] <= 1.7
-        assert alert.evidence["reference_std"] > 0.4
+        assert (
+            alert.evidence["statistic"] == "location"
+            and alert.evidence["reference_size"] == ModelMonitorConfig().reference_size
+        )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -228,14 +232,16 @@ def test_label_joins_handle_late_early_duplicate_and_missing_labels():
     monitor.observe(events, now=1.0)
     monitor.observe_labels([label(e) for e in events[100:300]], now=1.0)  # late: the usual case
     monitor.observe_labels([label(e) for e in events[100:150]], now=1.0)  # duplicates
-    later = make_events(1, np.random.default_rng(7))[0].model_copy(update={"ts": 10_000.0})
-    monitor.observe([later], now=1.0)  # event time moves on: the 100 never labelled predictions expire
+    later = [e.model_copy(update={"ts": 10_000.0}) for e in make_events(WATERMARK_QUORUM, np.random.default_rng(7))]
+    monitor.observe(later[:-1], now=1.0)  # one short of the watermark's quorum: the clock stays
+    assert monitor.status("hand", 0).label_joins["expired_predictions"] == 0
+    monitor.observe(later[-1:], now=1.0)  # event time moves on: the 100 never labelled predictions expire
     joins = monitor.status("hand", 0).label_joins
     assert joins["joined"] == 300
     assert joins["early_labels"] == 100
     assert joins["duplicate_labels"] == 50
     assert joins["expired_predictions"] == 100
-    assert joins["pending_predictions"] == 1
+    assert joins["pending_predictions"] == WATERMARK_QUORUM
 
 
 def test_a_profile_file_replaces_the_first_events_as_reference():

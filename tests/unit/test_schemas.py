@@ -304,6 +304,13 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("monitor-status.v1.json", STATUS, True),
     ("monitor-status.v1.json", with_(STATUS, events_processed=-1), False),
     ("monitor-status.v1.json", with_(STATUS, alerts_fired=...), False),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a:b", "psi", 0.3]]), True),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "p_value", 1]]), True),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "psi"]]), False),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "psi", 0.3, 1.0]]), False),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", 7, "psi", 0.3]]), False),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "psi", "high"]]), False),
+    ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "psi", True]]), False),
 ]
 
 

@@ -250,6 +250,23 @@ def test_faust_is_the_pinned_version_whose_commit_internals_the_monitor_uses():
     assert "self.assignment()" in source and '"already rebalanced"' in source
 
 
+def test_faust_fetch_is_the_pinned_one_the_guarded_fetch_replaces():
+    """``faust_app._ConsumerThread._fetch_records`` replaces Faust's with a guarded fetch: re-check it when
+    Faust changes how it fetches, or how a record becomes a message (placeholders travel in its headers)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
+
+    from driftwarden.kafka.faust_app import _ConsumerThread
+
+    assert faust.__version__ == "0.15.3", "re-check driftwarden.kafka.faust_app._ConsumerThread._fetch_records"
+    ours, theirs = (inspect.signature(c._fetch_records) for c in (_ConsumerThread, AIOKafkaConsumerThread))
+    assert list(ours.parameters) == list(theirs.parameters) == ["self", "consumer", "active_partitions", "timeout",
+                                                                "max_records"]  # fmt: skip
+    fetch = inspect.getsource(AIOKafkaConsumerThread._fetch_records)
+    assert "if not self.consumer.flow_active:" in fetch and "fetcher.fetched_records(" in fetch
+    assert "self._fetch_records," in inspect.getsource(AIOKafkaConsumerThread.getmany)
+    assert "record.headers," in inspect.getsource(Consumer._to_message)
+
+
 def test_monitor_inputs_are_consumed_without_faust_acknowledgements():
     from driftwarden.monitor.service import MonitorService
     from driftwarden.settings import Settings

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig
-from driftwarden.core.detectors import MeanShiftDetector, WindowDetector, window_detectors
+from driftwarden.core.detectors import RankCusumDetector, WindowDetector, window_detectors
 from driftwarden.core.events import LabelEvent, PredictionEvent
 from driftwarden.core.joins import LabelJoiner
 from driftwarden.core.monitor import Monitor
@@ -25,13 +25,19 @@ def scenario_events(name: str, n: int, seed: int = 0, **kw) -> list[PredictionEv
     ]
 
 
-def test_mean_shift_detector_round_trips_mid_stream():
+def rank_cusum(seed: int = 0, discrete: bool = False) -> RankCusumDetector:
+    rng = np.random.default_rng(seed)
+    reference = rng.poisson(2.0, 2_000) if discrete else rng.normal(0, 1, 2_000)
+    return RankCusumDetector(np.quantile(reference, np.linspace(0, 1, 500)), 2_000, arl=1e5, seed=seed)
+
+
+def test_rank_cusum_detector_round_trips_mid_stream():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0, 1, 3_000), rng.normal(1, 1, 3_000)]).tolist()
-    original = MeanShiftDetector(reference_size=500)
+    original = rank_cusum()
     for x in values[:2_000]:
         original.update(x)
-    restored = MeanShiftDetector.from_bytes(original.to_bytes())
+    restored = RankCusumDetector.from_bytes(original.to_bytes())
     outputs = {"original": [], "restored": []}
     for label, detector in (("original", original), ("restored", restored)):
         detector.update_many(values[2_000:], lambda i, d=detector, out=outputs[label]: out.append((i, d.evidence())))
@@ -41,7 +47,7 @@ def test_mean_shift_detector_round_trips_mid_stream():
 def test_update_many_matches_update_one_by_one():
     rng = np.random.default_rng(1)
     values = np.concatenate([rng.normal(0, 1, 3_000), rng.normal(2, 1, 1_000)]).tolist()
-    one, many = MeanShiftDetector(reference_size=500), MeanShiftDetector(reference_size=500)
+    one, many = rank_cusum(), rank_cusum()
     hits_one = []
     for i, x in enumerate(values):
         one.update(x)
@@ -112,11 +118,15 @@ def test_monitor_export_and_restore_continue_identically():
     assert outputs[0][0] and outputs[0] == outputs[1]
 
 
-def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detections():
+@pytest.mark.parametrize("discrete", [False, True])
+def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detections(discrete):
     rng = np.random.default_rng(2)
-    values = np.concatenate([rng.normal(0, 1, 2_000), rng.normal(3, 1, 1_500), rng.normal(-2, 1, 1_500)])
+    if discrete:  # ties: the randomized ranks must not depend on the batching either
+        values = np.concatenate([rng.poisson(2.0, 2_000), rng.poisson(3.0, 1_500), rng.poisson(1.0, 1_500)]) * 1.0
+    else:
+        values = np.concatenate([rng.normal(0, 1, 2_000), rng.normal(3, 1, 1_500), rng.normal(-2, 1, 1_500)])
     values[rng.choice(len(values), 300, replace=False)] = np.nan
-    one = MeanShiftDetector(delta=0.002, reference=(0.0, 1.0))
+    one = rank_cusum(discrete=discrete)
     hits_one, evidence_one = [], []
     for i, x in enumerate(values.tolist()):
         if x == x:
@@ -124,7 +134,7 @@ def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detectio
             if one.drift_detected:
                 hits_one.append(i)
                 evidence_one.append(one.evidence())
-    many = MeanShiftDetector(delta=0.002, reference=(0.0, 1.0))
+    many = rank_cusum(discrete=discrete)
     hits_many, evidence_many = [], []
     for lo, hi in ((0, 700), (700, 2_001), (2_001, 2_002), (2_002, 5_000)):  # uneven batches, as replays give
         many.update_many(values[lo:hi].tolist(), lambda i, lo=lo: (hits_many.append(lo + i),

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from driftwarden.core.events import LabelEvent, PredictionEvent
-from driftwarden.core.monitor import STATE_FORMAT, Monitor
+from driftwarden.core.monitor import STATE_FORMAT, STATE_VERSION, Monitor
 from driftwarden.core.state import StateError
 from driftwarden_load.scenarios import Scenario, generate
 
@@ -37,7 +37,7 @@ class Exploit:
 
 def test_the_export_is_versioned_json_and_holds_the_whole_state():
     document = orjson.loads(RAW)
-    assert (document["format"], document["version"]) == (STATE_FORMAT, 1)
+    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION)
     model = document["state"]["models"]["demo-model"]
     version = model["versions"]["1"]
     assert version["book"]["open"] and version["pending"] and model["joiner"]["joined"] > 0
@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":1', b'"version":2', 1), "version 2 is not supported"),
+        (RAW.replace(b'"version":3', b'"version":2', 1), "version 2 is not supported"),  # before rank CUSUMs
     ],
 )
 def test_garbage_is_refused(raw, message):
@@ -90,7 +90,7 @@ def version_1(model: dict) -> dict:
         (lambda m: m["joiner"]["predictions"].update(predictions=[[1]]), "expected numbers and strings"),
         (lambda m: version_1(m)["config"].update(window_size=1), r"config: not a valid config"),
         (lambda m: version_1(m)["window_detectors"][0].update({"class": "Popen"}), "is not a window detector"),
-        (lambda m: version_1(m)["streaming"]["num_00"]["params"].update(delta=5.0), "delta must be between"),
+        (lambda m: version_1(m)["streaming"]["num_00"]["params"].update(arl=0.5), "arl must exceed 1"),
         (lambda m: version_1(m)["book"]["open"][0][2].update(severity="apocalyptic"), "not a valid alert"),
         (
             lambda m: version_1(m)["pending"][0].update(event_ids=[]),

@@ -83,10 +83,9 @@ def test_a_models_own_features_replace_the_defaults_tests():
 def test_the_former_constants_are_config_fields_with_the_same_defaults():
     config = ModelMonitorConfig()
     assert (
-        config.multivariate_distance_threshold, config.min_window_values, config.adwin_recent_size,
-        config.adwin_min_segment, config.critical_shift_sigma, config.critical_psi, config.critical_wasserstein,
-        config.critical_js, config.segment_max_values,
-    ) == (0.1, 30, 512, 10, 2.0, 0.5, 1.0, 0.2, 50)  # fmt: skip
+        config.multivariate_distance_threshold, config.min_window_values, config.critical_shift_sigma,
+        config.critical_psi, config.critical_wasserstein, config.critical_js, config.segment_max_values,
+    ) == (0.1, 30, 2.0, 0.5, 1.0, 0.2, 50)  # fmt: skip
     (default,) = [d for d in window_detectors(PROFILE, config) if isinstance(d, MultivariateDriftDetector)]
     (chosen,) = [
         d

@@ -215,7 +215,7 @@ def run_kills(base: Settings, work: Path, run: KillRun, name: str) -> RunResult:
         for s in scenarios
     ]  # fmt: skip
     reports: list[ProduceReport] = []
-    producing = threading.Thread(target=lambda: reports.extend(asyncio.run(_produce(producers))))
+    producing = threading.Thread(target=lambda: reports.extend(asyncio.run(produce_all(producers))))
     result = RunResult(run)
     workers = Workers(settings, work / name, run.workers)
     try:
@@ -241,7 +241,7 @@ def run_all(base: Settings, work: Path, runs: list[KillRun]) -> list[RunResult]:
         return list(pool.map(lambda run: run_kills(base, work, run, f"kills{run.seed}-{uuid.uuid4().hex[:6]}"), runs))
 
 
-async def _produce(producers: list[ScenarioProducer]) -> list[ProduceReport]:
+async def produce_all(producers: list[ScenarioProducer]) -> list[ProduceReport]:
     return list(await asyncio.gather(*(p.run() for p in producers)))
 
 
@@ -256,7 +256,7 @@ def _one_kill(workers: Workers, rng: random.Random, run: KillRun) -> int:
     return 1
 
 
-def _progress(settings: Settings, scenarios: list[Scenario], since: float) -> dict[str, int]:
+def progress(settings: Settings, scenarios: list[Scenario], since: float) -> dict[str, int]:
     statuses = asyncio.run(_statuses(settings, scenarios, since))
     return {m: s.events_processed + s.events_dead_lettered for m, s in statuses.items() if s is not None}
 
@@ -294,7 +294,7 @@ def _check(
         report.predictions += last.predictions
     expected = {s.model_id: r.predictions + r.malformed for s, r in zip(scenarios, reports, strict=True)}
     try:
-        wait_counts(lambda: _progress(settings, scenarios, since), expected)
+        wait_counts(lambda: progress(settings, scenarios, since), expected)
     except TimeoutError as exc:
         result.problems.append(str(exc))
     statuses = asyncio.run(_statuses(settings, scenarios, since))
@@ -306,12 +306,12 @@ def _check(
         result.produced += report.predictions + report.malformed
         result.processed += status.events_processed
         result.dead_lettered += status.events_dead_lettered
-        result.problems += _model_problems(settings, scenario, report, status, result)
+        result.problems += model_problems(settings, scenario, report, status, result)
     if dead := workers.dead():
         result.problems.append(f"the fresh worker {dead} died")
 
 
-def _model_problems(
+def model_problems(
     settings: Settings, scenario: Scenario, report: ProduceReport, status: MonitorStatus, result: RunResult
 ) -> list[str]:
     model = scenario.model_id

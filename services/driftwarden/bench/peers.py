@@ -12,7 +12,8 @@ Driftwarden is timed from message bytes on: the rows are encoded as a producer w
 (``prediction-columns.v1`` or ``prediction-batch.v1`` envelopes of ``chunk`` rows) before the
 clock starts, then decoded, validated and run through the default detectors of one model version
 (:class:`~driftwarden.core.monitor.ModelMonitor`). The ``+ label joiner`` row runs the whole
-:class:`~driftwarden.core.monitor.Monitor`, which also keeps each prediction for its label.
+:class:`~driftwarden.core.monitor.Monitor` as the worker does, which also screens each event time,
+drops duplicate event ids and keeps each prediction for its label.
 
 A detection is a (feature, chunk) cell: flagged and not drifting (or before the shift) is a false
 positive; the delay of a drifting feature is the rows from the shift to its first detection.
@@ -53,7 +54,7 @@ PEERS: dict[str, tuple[str, list[str]]] = {
 LABELS = {
     "driftwarden-columns": "driftwarden core, columnar envelopes (decode + validate + default detectors)",
     "driftwarden-rows": "driftwarden core, row envelopes (decode + validate + default detectors)",
-    "driftwarden-columns-joiner": "driftwarden monitor, columnar envelopes + label joiner",
+    "driftwarden-columns-joiner": "driftwarden monitor, columnar envelopes + time screen, dedupe, label joiner",
     "evidently": "Evidently 0.7 DataDriftPreset, one report per chunk",
     "nannyml-chunks": "NannyML 0.13 univariate drift (KS, chi2), one call per chunk",
     "nannyml-frame": "NannyML 0.13 univariate drift (KS, chi2), whole frame in one call",
@@ -61,6 +62,8 @@ LABELS = {
 }
 DRIFTWARDEN = ("driftwarden-columns", "driftwarden-rows", "driftwarden-columns-joiner")
 DRIFTING = ("num_00", "num_01")
+#: Event time of the first row (one row a millisecond after it).
+START_TS = 1.7e9
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def encode_messages(data: dict[str, Any], columnar: bool) -> list[bytes]:
         document: dict[str, Any] = {
             "schema": "prediction-columns.v1", "model_id": "peers", "model_version": "1",
             "event_id": [f"e{i}" for i in range(start, start + len(p))],
-            "ts": (1.7e9 + np.arange(start, start + len(p)) / 1000).tolist(),
+            "ts": (START_TS + np.arange(start, start + len(p)) / 1000).tolist(),
             "features": {name: numeric[rows, j].tolist() for j, name in enumerate(names[0])}
             | {name: categorical[rows, j].tolist() for j, name in enumerate(names[1])},
             "prediction": (p >= 0.5).astype(int).tolist(),
@@ -157,10 +160,13 @@ def run_driftwarden(data: dict[str, Any], mode: str) -> dict[str, Any]:
     alerts = []
     if mode == "driftwarden-columns-joiner":
         monitor = Monitor(MonitoringConfig(defaults=config))
+        now = START_TS + len(data["numeric"]) / 1000  # the last row's event time
         started = time.perf_counter()
         for message in messages:
             decoded = PREDICTIONS.decode(message)
-            alerts += monitor.observe([*decoded.events, *decoded.columns], now=0.0).alerts
+            accepted, refused = monitor.screen([*decoded.events, *decoded.columns], now)
+            assert not refused
+            alerts += monitor.observe(accepted, now).alerts
     else:
         model = ModelMonitor("peers", "1", config)
         started = time.perf_counter()

@@ -68,6 +68,9 @@ class PredictionColumns:
     def __len__(self) -> int:
         return len(self.event_ids)
 
+    def __getitem__(self, rows: slice) -> PredictionColumns:
+        return self.take(rows)
+
     def take(self, rows: slice | np.ndarray) -> PredictionColumns:
         """The rows ``rows`` (a slice, or an array of row numbers)."""
         if isinstance(rows, slice):

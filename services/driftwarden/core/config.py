@@ -86,7 +86,22 @@ class ModelMonitorConfig(Strict):
     """Everything tunable about monitoring one model. The defaults need no file."""
 
     # Reference and windows
-    reference_size: int = Field(default=5000, ge=100, description="Events of a new version forming its reference.")
+    reference_size: int = Field(
+        default=5000, ge=100, description="Events of a new version forming its reference (without a profile)."
+    )
+    min_reference_size: int = Field(
+        default=5000,
+        ge=100,
+        description="Without a profile, detection starts on this many first events; the reference then "
+        "doubles with events tested clean, up to reference_size, until a drift alert freezes it (e.g. 500 for "
+        "short streams; at the default, equal to reference_size, it does not grow: each growth rebuilds the profile).",
+    )
+    early_looks: int = Field(
+        default=4,
+        ge=0,
+        description="Before the first full window, the window tests also run on the growing "
+        "window at window_size/2^k events, k = early_looks..1 (so short streams are tested).",
+    )
     window_size: int = Field(default=2000, ge=100, description="Events per tumbling test window.")
     features: dict[str, FeatureType] = Field(
         default_factory=dict,
@@ -99,16 +114,18 @@ class ModelMonitorConfig(Strict):
     ignore_features: list[str] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
     # Streaming detector
-    adwin_delta: float = Field(default=1e-5, gt=0, lt=1)
-    adwin_min_shift_sigma: float = Field(
-        default=0.1, ge=0, description="An ADWIN detection alerts only if the located shift is at least this large."
+    false_alarms_per_million: float = Field(
+        default=1.0,
+        gt=0,
+        description="False-alarm budget of the streaming detectors: alarms per million events of the model, "
+        "split evenly (Bonferroni) over its streaming detectors, each of which derives its thresholds from it.",
     )
-    adwin_min_change_z: float = Field(
-        default=5.0, ge=0, description="...and only if the located change is this many standard errors clear."
+    adwin_delta: float = Field(default=1e-5, gt=0, lt=1, description="The label error stream's ADWIN confidence.")
+    critical_shift_sigma: float = Field(
+        default=2.0,
+        gt=0,
+        description="A streaming change whose values moved this far (normal scores, reference σ) is critical.",
     )
-    adwin_recent_size: int = Field(default=512, ge=20, description="Recent values kept to locate a change point.")
-    adwin_min_segment: int = Field(default=10, ge=1, description="Fewest values on either side of a change point.")
-    critical_shift_sigma: float = Field(default=2.0, gt=0, description="A streaming shift this large is critical.")
     # Window tests and false-alarm control
     fdr_q: float = Field(default=0.001, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)
@@ -134,6 +151,16 @@ class ModelMonitorConfig(Strict):
     error_detector: ErrorDetector = "adwin"
     label_ttl_s: float = Field(default=86400.0, gt=0, description="Event time a prediction waits for its label.")
     max_pending: int = Field(default=200_000, ge=1, description="Unjoined predictions/labels kept per model.")
+    # Event time and identity
+    future_tolerance_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="A prediction's ts may be this far ahead of the monitor's clock; "
+        "further (or in milliseconds, or older than label_ttl_s behind the model's event time) is dead-lettered.",
+    )
+    dedupe_horizon: int = Field(
+        default=100_000, ge=1, description="Distinct event ids remembered per model: a repeat among them is dropped."
+    )
     estimated_accuracy_drop: float = Field(default=0.05, gt=0, le=1)
     segment_min_labels: int = Field(default=200, ge=10)
     segment_accuracy_gap: float = Field(default=0.1, gt=0, le=1)
@@ -144,8 +171,24 @@ class ModelMonitorConfig(Strict):
     latency_change_ratio: float = Field(default=2.0, gt=1)
     cost_change_ratio: float = Field(default=1.5, gt=1)
     # Alert lifecycle
-    resolve_after_windows: int = Field(default=2, ge=1)
-    cooldown_s: float = Field(default=3600.0, ge=0, description="Event time before a resolved alert may fire again.")
+    resolve_after_windows: int = Field(
+        default=3, ge=1, description="Consecutive windows whose test passes with a margin before an alert resolves."
+    )
+    resolve_p_value: float = Field(
+        default=0.05, gt=0, lt=1, description="The margin: a window settles when its test's p-value is at least this."
+    )
+    cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Event time after resolving during which a repeat of the same finding "
+        "is suppressed (a new change fires at once).",
+    )
+    repeat_tolerance: float = Field(
+        default=0.5,
+        ge=0,
+        description="A finding repeats a resolved one if its change size is within this "
+        "relative band (and detector, aspect and direction agree).",
+    )
     retrain: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
 
     @model_validator(mode="before")

@@ -271,6 +271,7 @@ class MonitorStatus(Event):
     performance: dict[str, float | None] | None = None
     label_joins: dict[str, Annotated[int, Field(ge=0)]] | None = None
     alerts_suppressed: Annotated[int, Field(ge=0)] | None = None
+    window_statistics: list[tuple[str, str, str, float]] | None = None
 
 
 class InferenceInstance(Event):

@@ -3,7 +3,8 @@
 The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, model_version) a
 :class:`ModelMonitor` collects the version's reference (or loads a profile), then runs
 
-* streaming ADWIN detectors on every numeric feature and on the prediction signal (fast path);
+* streaming rank-CUSUM detectors on every numeric feature and on the prediction signal (fast path,
+  thresholds from the false-alarm budget ``false_alarms_per_million``);
 * every ``window_size`` events, the window detectors (distribution tests, multivariate, data
   quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values;
 * on joined labels, the performance monitor (window tests, a River error detector, segments);
@@ -24,23 +25,29 @@ and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
-from typing import Any, cast
+from typing import Any
 
-from driftwarden.core.alerting import AlertBook, Finding, Severity
+import numpy as np
+
+from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
+from driftwarden.core.changes import streaming_change, window_change
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
-    MeanShiftDetector,
+    RankCusumDetector,
     StatisticKey,
     WindowDetector,
     decide,
     window_detectors,
 )
+from driftwarden.core.detectors.streaming import shift_in_sigma
+from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
@@ -50,9 +57,13 @@ from driftwarden.core.state import JsonValue, State, StateError, StateReader, de
 
 #: The streaming detector of the prediction signal (a name no feature can have).
 SIGNAL = "\0signal"
-#: Window statistics kept for metrics: the first of these in a detector's evidence.
+#: Alert kinds that stop a growing reference (their data must not become the reference).
+DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
+#: Window statistics kept for metrics and the status topic: each of these a detector's evidence holds.
 WINDOW_STATISTICS = (
     "wasserstein_normed",
+    "psi",
+    "p_value",
     "js_distance",
     "mahalanobis_distance",
     "estimated_accuracy",
@@ -60,8 +71,20 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-STATE_VERSION = 1
+#: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2)
+#: and rank-CUSUM streaming detectors (ADWIN before).
+STATE_VERSION = 3
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
+#: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
+Predictions = Sequence[PredictionEvent] | PredictionColumns
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A prediction refused before the detectors (the service dead-letters it with ``reason``)."""
+
+    event: PredictionEvent
+    reason: str
 
 
 @dataclass
@@ -70,11 +93,15 @@ class Outputs:
     commands: list[RetrainCommand] = field(default_factory=list)
     #: Joined, labelled examples (``schemas/training-example.v1.json`` documents) for the trainer.
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Predictions fed to the detectors, by (model_id, model_version): duplicates not included.
+    processed: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __iadd__(self, other: Outputs) -> Outputs:
         self.alerts += other.alerts
         self.commands += other.commands
         self.examples += other.examples
+        for key, n in other.processed.items():
+            self.processed[key] = self.processed.get(key, 0) + n
         return self
 
 
@@ -93,43 +120,60 @@ class ModelMonitor:
         self.config = config
         self.profile: ReferenceProfile | None = None
         self.reference_events: list[PredictionEvent] = []
-        self.streaming: dict[str, MeanShiftDetector] = {}
+        self.streaming: dict[str, RankCusumDetector] = {}
         self.window_detectors: list[WindowDetector] = []
         self.pending: list[Columns] = []
         self.pending_events = 0
         self.windows = 0
-        self.book = AlertBook(model_id, model_version, config.resolve_after_windows, config.cooldown_s)
+        self.book = AlertBook(
+            model_id, model_version, config.resolve_after_windows, config.cooldown_s, config.repeat_tolerance
+        )
         self.policy = RetrainPolicy(config.retrain)
         self.performance: PerformanceMonitor | None = None
         self.latest_window: dict[StatisticKey, float] = {}
         if profile is not None:
-            self._use_profile(profile, reference_columns=None)
+            self._use_profile(profile)
 
     # -- predictions -----------------------------------------------------------------------------
 
-    def observe(self, events: Sequence[PredictionEvent] | PredictionColumns, now: float) -> Outputs:
-        """Predictions of this version in stream order: events, or a columnar batch (the fast path)."""
-        if self.profile is None:
-            needed = self.config.reference_size - len(self.reference_events)
-            if isinstance(events, PredictionColumns):
-                self.reference_events += events.take(slice(0, needed)).events()
-                events = events.take(slice(needed, None))
-            else:
-                self.reference_events += events[:needed]
-                events = events[needed:]
-            if len(self.reference_events) >= self.config.reference_size:
-                self._build_reference()
-            if not len(events):
-                return Outputs()
+    def observe(self, events: Predictions, now: float) -> Outputs:
+        """Predictions of this version in stream order (events or a columnar batch); what they raise."""
+        fired: list[Alert] = []
+        start = 0
+        while start < len(events):
+            if self.profile is None:  # collect the first reference
+                stop = start + self._first_reference_size() - len(self.reference_events)
+                self.reference_events += _as_events(events[start:stop])
+                if len(self.reference_events) >= self._first_reference_size():
+                    self._build_reference()
+                start = stop
+                continue
+            # While the reference grows, cut the batch where it grows (results must not depend on batching).
+            growing = bool(self.reference_events)
+            stop = start + self._next_reference_size() - len(self.reference_events) if growing else len(events)
+            run = events[start:stop]
+            found = self._detect(run, now)
+            fired += found
+            if growing:
+                drifted = any(a.kind in DRIFT_KINDS for a in found) or self._drift_open()
+                self._grow_reference(_as_events(run), drifted=drifted)
+            start = stop
+        if len(events) and self.profile is not None:
+            last_ts = events.ts[-1] if isinstance(events, PredictionColumns) else events[-1].ts
+            self.policy.evaluate(self.book, fired, float(last_ts))
+        return Outputs(fired)
+
+    def _detect(self, events: Predictions, now: float) -> list[Alert]:
         assert self.profile is not None
         schema = schema_of(self.profile)
         columns = events.columns(schema) if isinstance(events, PredictionColumns) else to_columns(events, schema)
         fired: list[Alert] = []
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
-        # events were batched (a replay after a restart comes in much larger batches).
+        # events were batched (a replay after a restart comes in much larger batches). Before the
+        # first full window, the window tests also look at the growing first window (early looks).
         start = 0
         while start < len(columns):
-            stop = min(len(columns), start + self.config.window_size - self.pending_events)
+            stop = min(len(columns), start + self._next_window_cut() - self.pending_events)
             segment = columns.slice(start, stop)
             fired += self._stream(segment, now)
             self.pending.append(segment)
@@ -138,36 +182,69 @@ class ModelMonitor:
                 window = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
                 self.pending, self.pending_events = [], 0
                 fired += self._evaluate_window(window, now)
+            elif self.windows == 0 and self.pending_events in self._early_looks():
+                fired += self._evaluate_window(Columns.concat(self.pending), now, early=True)
             start = stop
-        self.policy.evaluate(self.book, fired, float(columns.ts[-1]))
-        return Outputs(fired)
+        return fired
+
+    def _early_looks(self) -> list[int]:
+        """Sizes of the growing first window at which its tests also run: window_size / 2^k, k = looks..1."""
+        sizes = [self.config.window_size >> k for k in range(self.config.early_looks, 0, -1)]
+        return [n for n in sizes if n >= self.config.min_window_values]
+
+    def _next_window_cut(self) -> int:
+        """Pending events at which the next test runs (an early look or the full window)."""
+        looks = [n for n in self._early_looks() if n > self.pending_events] if self.windows == 0 else []
+        return looks[0] if looks else self.config.window_size
+
+    # -- the reference ---------------------------------------------------------------------------
+
+    def _first_reference_size(self) -> int:
+        return min(self.config.min_reference_size, self.config.reference_size)
+
+    def _next_reference_size(self) -> int:
+        """The reference doubles, up to ``reference_size``, while no drift alert is open."""
+        assert self.profile is not None
+        return min(2 * self.profile.n_events, self.config.reference_size)
+
+    def _drift_open(self) -> bool:
+        return any(kind in DRIFT_KINDS for kind, _ in self.book.open)
+
+    def _grow_reference(self, events: Sequence[PredictionEvent], drifted: bool) -> None:
+        """Events tested clean join the growing reference; a drift alert freezes it where it is."""
+        if drifted:
+            self.reference_events = []
+            return
+        self.reference_events += events
+        if len(self.reference_events) >= self._next_reference_size():
+            self._build_reference()
 
     def _build_reference(self) -> None:
-        events, self.reference_events = self.reference_events, []
-        profile = build_profile(
-            self.model_id, self.model_version, events, dict(self.config.features), self.config.ignore_features
-        )
-        self._use_profile(profile, to_columns(events, schema_of(profile)))
+        """The profile of the reference events; they are kept (to grow on) until ``reference_size``."""
+        events = self.reference_events
+        declared: dict[str, str] = dict(self.config.features)
+        if self.profile is not None:  # growing: the same features, so pending windows stay comparable
+            declared |= {name: "numeric" for name in self.profile.numeric}
+            declared |= {name: "categorical" for name in self.profile.categorical}
+        profile = build_profile(self.model_id, self.model_version, events, declared, self.config.ignore_features)
+        if len(events) >= self.config.reference_size:
+            self.reference_events = []
+        self._use_profile(profile)
 
-    def _use_profile(self, profile: ReferenceProfile, reference_columns: Columns | None) -> None:
+    def _use_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         streams = dict(profile.numeric) | ({SIGNAL: profile.signal} if profile.signal is not None else {})
-        self.streaming = {name: self._streaming_detector(p.mean, p.std) for name, p in streams.items()}
-        if reference_columns is not None:  # warm the streaming detectors up on the reference itself
-            self._feed_streaming(reference_columns, lambda *_: None)
+        # The budget is per model: split evenly (Bonferroni) over its streaming detectors.
+        arl = 1e6 / self.config.false_alarms_per_million * len(streams)
+        self.streaming = {
+            name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed)
+            for seed, (name, p) in enumerate(streams.items())
+        }
         self.window_detectors = window_detectors(profile, self.config)
-        self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
+        if self.performance is None:  # (a growing reference keeps the labels' history)
+            self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
 
-    def _streaming_detector(self, mean: float, std: float) -> MeanShiftDetector:
-        config = self.config
-        return MeanShiftDetector(
-            config.adwin_delta,
-            reference=(mean, std),
-            recent_size=config.adwin_recent_size,
-            min_segment=config.adwin_min_segment,
-        )
-
-    def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, MeanShiftDetector, int], None]) -> None:
+    def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, RankCusumDetector, int], None]) -> None:
         numeric_names = list(self.profile.numeric) if self.profile else []
         for name, detector in self.streaming.items():
             values = columns.signal if name == SIGNAL else columns.numeric[:, numeric_names.index(name)]
@@ -176,28 +253,25 @@ class ModelMonitor:
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
 
-        def on_drift(name: str, detector: MeanShiftDetector, i: int) -> None:
+        def on_drift(name: str, detector: RankCusumDetector, i: int) -> None:
+            assert self.profile is not None
             evidence = detector.evidence()
-            shift = evidence["shift_sigma"]
-            clarity = evidence["change_z"]
-            noise = isinstance(clarity, float) and clarity < self.config.adwin_min_change_z
-            if noise or (isinstance(shift, float) and abs(shift) < self.config.adwin_min_shift_sigma):
-                self.book.suppressed += 1  # not a clear, material change: the window tests will judge it
-                return
+            change = streaming_change(evidence)
+            evidence |= {"reference_size": self.profile.n_events} | change.evidence()
             is_signal = name == SIGNAL
             subject = (
                 ("score" if self.profile and self.profile.task == "classification" else "prediction")
                 if is_signal
                 else name
             )
-            critical = isinstance(shift, float) and abs(shift) >= self.config.critical_shift_sigma
+            critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
             finding = Finding(
                 "prediction_drift" if is_signal else "data_drift",
                 subject,
                 detector.name,
                 True,
                 evidence,
-                f"{subject} {detector.summary(self.model_id, self.model_version)}",
+                f"{subject} {detector.summary(self.model_id, self.model_version)}; {change.text}",
                 "critical" if critical else "warning",
             )
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
@@ -207,21 +281,32 @@ class ModelMonitor:
         self._feed_streaming(columns, on_drift)
         return fired
 
-    def _evaluate_window(self, window: Columns, now: float) -> list[Alert]:
-        self.windows += 1
+    def _evaluate_window(self, window: Columns, now: float, early: bool = False) -> list[Alert]:
+        """Test a window; an early look (part of the first window) reports drift only, never a clean verdict."""
+        assert self.profile is not None
+        self.windows += 0 if early else 1
         tested = [d for d in self.window_detectors if d.update(window)]
         decide(tested, self.config.fdr_q)
         trigger, event_ts = window.event_ids[-1], float(window.ts[-1])
         fired = []
         for detector in tested:
             drifted = detector.drift_detected
+            if early and not drifted:
+                continue
             evidence = detector.evidence() | {
                 "window": self.windows,
                 "window_start_ts": float(window.ts[0]),
                 "fdr_q": self.config.fdr_q if detector.p_value is not None else None,
+                "reference_size": self.profile.n_events,
             }
             self._remember_window_statistic(detector, evidence)
-            summary = detector.summary(self.model_id, self.model_version) if drifted else ""
+            summary = ""
+            if drifted:
+                change = window_change(detector, window, self.profile)
+                evidence |= change.evidence()
+                summary = detector.summary(self.model_id, self.model_version)
+                summary += f"; {change.text}" if change.text else ""
+            settled = not drifted and not detector.effect_exceeded
             finding = Finding(
                 detector.kind,
                 detector.subject,
@@ -230,6 +315,7 @@ class ModelMonitor:
                 evidence,
                 summary,
                 self._severity(evidence),
+                settled and passes_with_margin(evidence, self.config.resolve_p_value),
             )
             alert = self.book.report(finding, trigger, event_ts, now)
             if alert is not None:
@@ -239,9 +325,8 @@ class ModelMonitor:
     def _remember_window_statistic(self, detector: WindowDetector, evidence: dict[str, Scalar]) -> None:
         for key in WINDOW_STATISTICS:
             value = evidence.get(key)
-            if isinstance(value, float):
+            if isinstance(value, float) and math.isfinite(value):
                 self.latest_window[StatisticKey(detector.kind, detector.subject, key)] = value
-                return
 
     def _severity(self, evidence: dict[str, Scalar]) -> Severity:
         config = self.config
@@ -260,6 +345,7 @@ class ModelMonitor:
             return Outputs()
         fired = []
         for finding, item in self.performance.update(joined):
+            finding.settled = not finding.drifted and passes_with_margin(finding.evidence, self.config.resolve_p_value)
             alert = self.book.report(finding, item.event_id, item.ts, now)
             if alert is not None:
                 fired.append(alert)
@@ -295,7 +381,7 @@ class ModelMonitor:
             monitor.reference_events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
             raise StateError(f"{state.where}.reference_events: not valid events ({exc})") from None
-        monitor.streaming = {k: MeanShiftDetector.from_state(v) for k, v in state.mapping("streaming").items()}
+        monitor.streaming = {k: RankCusumDetector.from_state(v) for k, v in state.mapping("streaming").items()}
         monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
         monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
         monitor.pending_events = sum(len(columns) for columns in monitor.pending)
@@ -372,9 +458,10 @@ class ModelCounters:
     labels: int = 0
     alerts: int = 0
     commands: int = 0
+    duplicates: int = 0  # predictions dropped as a repeat of an event id within the horizon
     latest_version: str | None = None
 
-    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands")
+    COUNTS = ("processed", "dead_lettered", "labels", "alerts", "commands", "duplicates")
 
     def state(self) -> State:
         return {**{name: getattr(self, name) for name in self.COUNTS}, "latest_version": self.latest_version}
@@ -390,25 +477,28 @@ class ModelState:
     """Everything the monitor knows about one model_id: the unit of checkpoints."""
 
     joiner: LabelJoiner
+    ids: RecentIds
     counters: ModelCounters = field(default_factory=ModelCounters)
     versions: dict[str, ModelMonitor] = field(default_factory=dict)
-    watermark: float = 0.0
+    clock: Watermark = field(default_factory=Watermark)
 
     def state(self) -> State:
         return {
             "joiner": self.joiner.state(),
+            "ids": self.ids.state(),
             "counters": self.counters.state(),
             "versions": {version: monitor.state() for version, monitor in self.versions.items()},
-            "watermark": self.watermark,
+            "clock": self.clock.state(),
         }
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelState:
         return cls(
             joiner=LabelJoiner.from_state(state.child("joiner")),
+            ids=RecentIds.from_state(state.child("ids")),
             counters=ModelCounters.from_state(state.child("counters")),
             versions={v: ModelMonitor.from_state(m) for v, m in state.mapping("versions").items()},
-            watermark=state.number("watermark"),
+            clock=Watermark.from_state(state.child("clock")),
         )
 
 
@@ -424,7 +514,9 @@ class Monitor:
         state = self.models.get(model_id)
         if state is None:
             config = self.config.for_model(model_id)
-            state = self.models[model_id] = ModelState(joiner=LabelJoiner(config.label_ttl_s, config.max_pending))
+            state = self.models[model_id] = ModelState(
+                LabelJoiner(config.label_ttl_s, config.max_pending), RecentIds(config.dedupe_horizon)
+            )
         return state
 
     def model(self, model_id: str, model_version: str) -> ModelMonitor:
@@ -436,29 +528,73 @@ class Monitor:
             state.versions[model_version] = monitor
         return monitor
 
+    def screen(
+        self, events: Sequence[PredictionEvent | PredictionColumns], now: float
+    ) -> tuple[list[PredictionEvent | PredictionColumns], list[Rejected]]:
+        """Split predictions into those with a plausible event time and those without (with the reason).
+
+        ``now`` is the monitor's clock (processing time). The service dead-letters the rejected ones
+        before :meth:`observe` (see :func:`driftwarden.core.event_time.time_problem`). A columnar
+        batch is screened row by row: its refused rows leave it, each as its own event.
+        """
+        accepted: list[PredictionEvent | PredictionColumns] = []
+        rejected: list[Rejected] = []
+        for event in events:
+            config = self.config.for_model(event.model_id)
+            state = self.models.get(event.model_id)
+            watermark = state.clock.value if state else None
+            if isinstance(event, PredictionColumns):
+                problems = time_problems(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
+                if not problems:
+                    accepted.append(event)
+                    continue
+                rejected += map(Rejected, event.take(np.array(list(problems))).events(), problems.values())
+                keep = np.ones(len(event), dtype=bool)
+                keep[list(problems)] = False
+                if keep.any():
+                    accepted.append(event.take(np.flatnonzero(keep)))
+                continue
+            problem = time_problem(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
+            if problem is None:
+                accepted.append(event)
+            else:
+                rejected.append(Rejected(event, problem))
+        return accepted, rejected
+
     def observe(self, events: Sequence[PredictionEvent | PredictionColumns], now: float) -> Outputs:
         """Feed predictions (any mix of models, events and columnar batches, in stream order); return
-        what they raise."""
+        what they raise.
+
+        An event id seen among the model's last ``dedupe_horizon`` distinct ids is counted and dropped
+        (a columnar batch row by row, as if its rows came as events).
+        """
         outputs = Outputs()
-        for key, run in groupby(events, key=lambda e: (e.model_id, e.model_version, isinstance(e, PredictionColumns))):
+        fresh = [f for e in events if (f := self._fresh(e)) is not None]  # in stream order
+        for key, run in groupby(fresh, key=lambda e: (e.model_id, e.model_version, isinstance(e, PredictionColumns))):
             items = list(run)
-            for batch in cast(list[PredictionColumns], items) if key[2] else [cast(list[PredictionEvent], items)]:
+            batches: list[Predictions] = (
+                [c for c in items if isinstance(c, PredictionColumns)]
+                if key[2]
+                else [[e for e in items if isinstance(e, PredictionEvent)]]
+            )
+            for batch in batches:
                 outputs += self._observe_version(key[0], key[1], batch, now)
         self._count(outputs)
         return outputs
 
-    def _observe_version(
-        self, model_id: str, version: str, batch: list[PredictionEvent] | PredictionColumns, now: float
-    ) -> Outputs:
+    def _observe_version(self, model_id: str, version: str, batch: Predictions, now: float) -> Outputs:
         state = self.state(model_id)
         outputs = self.model(model_id, version).observe(batch, now)
+        outputs.processed[(model_id, version)] = outputs.processed.get((model_id, version), 0) + len(batch)
         state.counters.processed += len(batch)
         state.counters.latest_version = version
         if isinstance(batch, PredictionColumns):
-            state.watermark = max(state.watermark, float(batch.ts[-1]))
+            for ts in batch.ts.tolist():
+                state.clock.observe(ts)
             records = batch.join_records()
         else:
-            state.watermark = max(state.watermark, batch[-1].ts)
+            for event in batch:
+                state.clock.observe(event.ts)
             records = (
                 (event.event_id, event.ts,
                  (version, event.prediction, max(event.scores.values()) if event.scores else float("nan"),
@@ -471,8 +607,28 @@ class Monitor:
             if match is not None:
                 joined.append(match)
         outputs += self._route_joined(model_id, joined, now)
-        state.joiner.expire(state.watermark)
+        watermark = state.clock.value
+        if watermark is not None:
+            state.joiner.expire(watermark)
         return outputs
+
+    def _fresh(self, event: PredictionEvent | PredictionColumns) -> PredictionEvent | PredictionColumns | None:
+        """The event, or the columnar batch's rows, whose event ids are new; None when nothing is.
+
+        A duplicate id (among the model's last ``dedupe_horizon``) is counted and dropped.
+        """
+        state = self.state(event.model_id)
+        if isinstance(event, PredictionEvent):
+            if state.ids.add(event.event_id):
+                return event
+            state.counters.duplicates += 1
+            return None
+        add = state.ids.add
+        fresh = np.fromiter((add(event_id) for event_id in event.event_ids), bool, len(event))
+        if fresh.all():
+            return event
+        state.counters.duplicates += int((~fresh).sum())
+        return event.take(np.flatnonzero(fresh)) if fresh.any() else None
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
         outputs = Outputs()
@@ -527,8 +683,9 @@ class Monitor:
             labels_received=counters.labels,
             retrain_commands=counters.commands,
             performance=performance,
-            label_joins=state.joiner.counts(),
+            label_joins=state.joiner.counts() | {"duplicate_predictions": counters.duplicates},
             alerts_suppressed=sum(m.book.suppressed for m in state.versions.values()),
+            window_statistics=[(*key, value) for key, value in monitor.latest_window.items()] if monitor else None,
         )
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -552,3 +709,8 @@ class Monitor:
     def forget(self, model_ids: Iterable[str]) -> None:
         for model_id in model_ids:
             self.models.pop(model_id, None)
+
+
+def _as_events(predictions: Predictions) -> list[PredictionEvent]:
+    """Predictions as events (the reference is built from events)."""
+    return predictions.events() if isinstance(predictions, PredictionColumns) else list(predictions)

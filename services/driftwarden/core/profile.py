@@ -34,6 +34,7 @@ from driftwarden.core.stats import bin_proportions, quantile_edges
 QUANTILE_POINTS = 1000
 PSI_BINS = 10
 Task = Literal["classification", "regression"]
+TASKS: tuple[Task, ...] = ("classification", "regression")
 
 
 @dataclass
@@ -202,6 +203,37 @@ class Columns:
     def __len__(self) -> int:
         return len(self.event_ids)
 
+    @classmethod
+    def of_rows(
+        cls,
+        numeric: np.ndarray,
+        numeric_missing: np.ndarray | None = None,
+        categorical: Sequence[list[str | None]] = (),
+        type_violations: np.ndarray | None = None,
+        signal: np.ndarray | None = None,
+    ) -> Columns:
+        """Rows that are not events (a training set, a profile's summary): no ids, times, scores or costs.
+
+        >>> rows = Columns.of_rows(np.zeros((3, 1)), categorical=[["a", None, "b"]])
+        >>> len(rows), rows.numeric.shape, rows.categorical
+        (3, (3, 1), [['a', None, 'b']])
+        """
+        n = len(numeric)
+        unknown = np.full(n, np.nan)
+        absent = np.zeros(numeric.shape, dtype=bool)
+        return cls(
+            event_ids=[""] * n,
+            ts=unknown,
+            numeric=numeric,
+            numeric_missing=absent if numeric_missing is None else numeric_missing,
+            categorical=list(categorical),
+            type_violations=absent if type_violations is None else type_violations,
+            signal=unknown if signal is None else signal,
+            confidence=unknown,
+            latency_ms=unknown,
+            cost=unknown,
+        )
+
     def state(self) -> State:
         return {
             "event_ids": list(self.event_ids),
@@ -362,8 +394,12 @@ def build_profile(
 ) -> ReferenceProfile:
     """The reference profile of ``events`` (typically a new version's first events)."""
     schema = infer_schema(events, declared or {}, ignored)
-    columns = to_columns(events, schema)
-    n = max(len(events), 1)
+    return profile_of(model_id, model_version, schema, to_columns(events, schema))
+
+
+def profile_of(model_id: str, model_version: str, schema: FeatureSchema, columns: Columns) -> ReferenceProfile:
+    """The reference profile of rows already in columns (events, or a training set's table)."""
+    n = max(len(columns), 1)
     numeric = {
         name: NumericProfile.of(columns.numeric[:, j], float(columns.numeric_missing[:, j].mean()))
         for j, name in enumerate(schema.numeric)
@@ -382,7 +418,7 @@ def build_profile(
     return ReferenceProfile(
         model_id=model_id,
         model_version=model_version,
-        n_events=len(events),
+        n_events=len(columns),
         task=schema.task,
         positive_class=schema.positive_class,
         numeric=numeric,

@@ -1,4 +1,4 @@
-"""The one place that touches River's internals: detector state without pickle, and ADWIN's fast path.
+"""The one place that touches River's internals: detector state without pickle.
 
 River 0.26.1 detectors are plain Python objects (their attributes are numbers, booleans, strings and
 River statistics), except for two Rust-backed parts: ADWIN's window (``AdaptiveWindowing``) and the
@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
-from collections.abc import Callable
 from typing import Protocol, cast
 
 from river import base, drift, stats
@@ -65,27 +64,6 @@ class _RustState(Protocol):
     def __getstate__(self) -> object: ...
 
     def __setstate__(self, state: bytes, /) -> None: ...
-
-
-# -- ADWIN's fast path ---------------------------------------------------------------------------
-
-
-def adwin_stepper(adwin: drift.ADWIN) -> Callable[[float], bool]:
-    """ADWIN's window update (``True`` on a detection), without ``ADWIN.update``'s wrapper cost.
-
-    After a detection, call :func:`adwin_reset` before stepping further (River resets on the next
-    ``update``) and take a new stepper; :func:`adwin_mark_drift` records the detection on the object.
-    """
-    step: Callable[[float], bool] = adwin._helper.update
-    return step
-
-
-def adwin_reset(adwin: drift.ADWIN) -> None:
-    adwin._reset()
-
-
-def adwin_mark_drift(adwin: drift.ADWIN) -> None:
-    adwin._drift_detected = True
 
 
 # -- state -----------------------------------------------------------------------------------------

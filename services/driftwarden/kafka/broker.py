@@ -73,7 +73,8 @@ class EmbeddedBroker:
     ) -> None:
         self.port = port or free_low_port()
         self.log_path = log_path
-        self.settings = (settings or Settings()).model_copy(update={"kafka_bootstrap": self.bootstrap})
+        # One broker: topics get one replica and min.insync.replicas 1 (the cluster defaults are 3 and 2).
+        self.settings = (settings or Settings()).model_copy(update=self.client_env(lowercase=True))
         self.store = None
         if data_dir is not None:
             store_log = log_path.with_name("seaweedfs.log")
@@ -83,6 +84,15 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def client_env(self, lowercase: bool = False) -> dict[str, str | int]:
+        """The settings a client of this broker needs (``DRIFTWARDEN_*`` variables, or setting names)."""
+        env: dict[str, str | int] = {
+            "kafka_bootstrap": self.bootstrap,
+            "topic_replication_factor": 1,
+            "topic_min_insync_replicas": 1,
+        }
+        return env if lowercase else {f"DRIFTWARDEN_{key.upper()}": value for key, value in env.items()}
 
     @property
     def storage_engine(self) -> str:

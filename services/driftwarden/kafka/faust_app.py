@@ -1,6 +1,8 @@
 """Faust application settings shared by every driftwarden worker, and the only place that touches
 Faust's internals (pinned to faust-streaming 0.15.3; ``tests/unit/test_state_protocol.py`` fails
-loudly when the pinned version changes)."""
+loudly when the pinned version changes): the committing of exact offsets, and the fetch in Faust's
+consumer thread, which goes through :class:`~driftwarden.kafka.undecodable.GuardedFetch` so that an
+undecodable record batch reaches the services as placeholder records instead of crashing the worker."""
 
 from __future__ import annotations
 
@@ -9,17 +11,24 @@ from typing import Any
 
 import aiokafka
 import faust
+from aiokafka import ConsumerRecord
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
 from driftwarden.kafka.clients import bootstrap_of, client_options
+from driftwarden.kafka.undecodable import GuardedFetch, in_line
 from driftwarden.settings import Settings
 
 
 def faust_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials`` for the configured security protocol (None for PLAINTEXT)."""
     options = client_options(settings)
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        return faust.OAuthCredentials(
+            oauth_cb=options["sasl_oauth_token_provider"], ssl_context=options.get("ssl_context")
+        )
     if settings.kafka_sasl_mechanism:
         return faust.SASLCredentials(
             username=options["sasl_plain_username"],
@@ -54,6 +63,9 @@ def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGe
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _guard: GuardedFetch | None = None
+    _guard_generation = -1
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         app = self.app
@@ -61,6 +73,34 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Faust hard-codes a 1.5 s fetch wait; aiokafka reads this when start() builds the fetcher.
         consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: set[TP],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Mapping[TP, list[ConsumerRecord[bytes, bytes]]]:
+        """Faust's fetch (``AIOKafkaConsumerThread._fetch_records``: fetch unless the flow is suspended)
+        through :class:`GuardedFetch`: an undecodable record batch no longer raises out of the consumer
+        thread (Faust would crash the worker, and again on every restart); each of its offsets comes in
+        line as a :func:`~driftwarden.kafka.undecodable.placeholder` record for the service to dead-letter.
+        """
+        if not self.consumer.flow_active:
+            return {}
+        generation = self.app.consumer_generation_id
+        if self._guard is None or self._guard.consumer is not consumer or generation != self._guard_generation:
+            self._guard = GuardedFetch(consumer, grouped=True)  # positions were set anew: nothing handed out yet
+            self._guard_generation = generation
+        try:
+            partitions = (aiokafka.TopicPartition(tp.topic, tp.partition) for tp in active_partitions)
+            fetched, letters = await self._guard.fetch(
+                *partitions, timeout_ms=int((timeout or 0.0) * 1000), max_records=max_records
+            )
+        except IllegalStateError:  # the assignment changed under the fetch: the next generation re-seeks
+            self._guard = None
+            return {}
+        return in_line(fetched, letters)
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -81,13 +121,17 @@ class DriftwardenApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
-def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> DriftwardenApp:
+def create_faust_app(
+    app_id: str, settings: Settings, offset_reset: str = "earliest", **overrides: Any
+) -> DriftwardenApp:
     """A Faust app tuned for driftwarden (and for the embedded broker's quirks).
 
     * ``topic_disable_leader``: without it, fetches stall 1.5 s on the idle leader-election topic;
     * short session timeout and heartbeat: each group join waits about half the session timeout;
     * a short fetch wait (``fetch_max_wait_ms``): the embedded broker holds every fetch that long;
-    * ``earliest`` offset reset: "latest" is computed from wrong end offsets on the embedded broker;
+    * ``offset_reset`` where a group without committed offsets starts (``earliest`` unless asked):
+      "latest" is computed from wrong end offsets on the embedded broker, so a caller asking for it
+      commits the right start first (:func:`driftwarden.kafka.reader.start_new_group_at_end`);
     * at-least-once delivery (``acks=all``, no transactions: the embedded broker cannot do them).
     """
     app = DriftwardenApp(
@@ -98,7 +142,7 @@ def create_faust_app(app_id: str, settings: Settings, **overrides: Any) -> Drift
         topic_partitions=settings.partitions,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=offset_reset,
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
         datadir=str(settings.state_dir / app_id),

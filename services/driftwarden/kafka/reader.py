@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.undecodable import GuardedFetch
@@ -112,5 +113,39 @@ async def watermarks(
                 raise TimeoutError(f"no fetch response for {assigned} in {timeout_s:.0f} s")
             await consumer.getmany(*assigned, timeout_ms=100, max_records=1)
         return {(tp.topic, tp.partition): (lows[tp], consumer.highwater(tp) or 0) for tp in assigned}
+    finally:
+        await consumer.stop()
+
+
+async def start_new_group_at_end(
+    settings: Settings, group: str, topics: list[str], timeout_s: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """``auto_offset_reset = "latest"``, computed right: for each partition of ``topics`` on which
+    ``group`` has no committed offset, commit its high-water mark (from a fetch response), so that the
+    group's first consumer starts there. Returns what it committed ({(topic, partition): offset}).
+
+    A consumer's own ``latest`` reset asks for end offsets, which the embedded broker reports as the
+    start of the last record batch + 1, so a "latest" consumer would re-read most of that batch; the
+    high-water mark of a fetch is right on both brokers. Partitions with committed offsets are left
+    alone (a restarted group resumes where it was). A group that already has running members refuses
+    a commit from outside on Kafka: then nothing is committed and their positions stand.
+    """
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the metadata partitions_for_topic reads
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        fresh = [tp for tp in partitions if await consumer.committed(tp) is None]
+        if not fresh:
+            return {}
+        marks = await watermarks(settings, [(tp.topic, tp.partition) for tp in fresh], timeout_s)
+        offsets = {tp: marks[(tp.topic, tp.partition)][1] for tp in fresh}
+        consumer.assign(fresh)
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("group %s: start offsets not committed (%r); its running members' positions stand", group, exc)
+            return {}
+        return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
     finally:
         await consumer.stop()

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter as TallyCounter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -46,7 +47,8 @@ from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
 from driftwarden.kafka.outages import watch_broker
-from driftwarden.kafka.reader import read_topic, watermarks
+from driftwarden.kafka.reader import read_topic, start_new_group_at_end, watermarks
+from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.monitor import metrics
 from driftwarden.monitor.state import (
     Admission,
@@ -102,7 +104,9 @@ class MonitorService:
         self.batch_max = batch_max
         self.batch_within_s = batch_within_s
         self.topics = topics = settings.topics
-        self.app = create_faust_app(settings.monitor_group, settings, producer_max_request_size=CHECKPOINT_MAX_BYTES)
+        self.app = create_faust_app(
+            settings.monitor_group, settings, settings.auto_offset_reset, producer_max_request_size=CHECKPOINT_MAX_BYTES
+        )
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         # acks=False: Faust never commits these topics; the checkpoint line commits them (monitor/state.py).
         self.inputs = self.app.topic(
@@ -125,6 +129,8 @@ class MonitorService:
         self.checkpoint_due_s = settings.checkpoint_interval_s
         self._checkpoints: dict[int, bytes] | None = None
         self._input_watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+        self.series = metrics.ModelSeries()
+        self.inputs_seen: TallyCounter[tuple[str, ...]] = TallyCounter()  # (model_id[, model_version]) -> events
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
@@ -160,10 +166,15 @@ class MonitorService:
         pending: list[Awaitable[Any]] = []
         outputs = Outputs()
         now = time.time()
+        self.inputs_seen.clear()  # what a failed batch saw is not counted
         predictions: list[PredictionEvent | PredictionColumns] = []
         for event in batch:
             message = event.message
             if not await self._accept(message):
+                continue
+            if (reason := undecodable_reason(message)) is not None:  # its batch cannot be decoded: by coordinates
+                pending.append(await self._send_dead_letter(message, Rejection(reason, b"")))
+                self._track(message.partition, [], message.key)
                 continue
             is_label = message.topic == self.topics.labels
             decoded = (LABELS if is_label else PREDICTIONS).decode(message.value)
@@ -171,26 +182,35 @@ class MonitorService:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
             self._track(message.partition, [*events, *decoded.columns], message.key)
+            self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
                     outputs += self.core.observe(predictions, now)
                     predictions = []
                 outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
             else:
-                predictions += [e for e in events if isinstance(e, PredictionEvent)]
-                predictions += decoded.columns
+                accepted, rejected = self.core.screen(
+                    [*(e for e in events if isinstance(e, PredictionEvent)), *decoded.columns], now
+                )
+                for refused in rejected:  # an implausible event time: dead-lettered with the reason
+                    pending.append(
+                        await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
+                    )
+                predictions += accepted
         if predictions:
             outputs += self.core.observe(predictions, now)
+        self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
         for alert in outputs.alerts:
             pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
-            metrics.ALERTS_FIRED.labels(alert.model_id, alert.kind, alert.severity).inc()
+            self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
+                                               alert.state))  # fmt: skip
             log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
         examples = await self._send_examples(outputs.examples)
         if outputs.commands:  # the trainer reads a command's examples as soon as it gets it: land them first
             await asyncio.gather(*examples)
         for command in outputs.commands:
             pending.append(await self.commands.send(key=command.model_id.encode(), value=command.to_json()))
-            metrics.RETRAIN_COMMANDS.labels(command.model_id).inc()
+            self.series.count(metrics.RETRAIN_COMMANDS, (command.model_id, command.model_version))
             log.warning("RETRAIN %s v%s: %s", command.model_id, command.model_version, command.idempotency_key)
         await asyncio.gather(*pending, *examples)
         self._observe_metrics(batch)
@@ -226,19 +246,13 @@ class MonitorService:
             highwater = self.app.consumer.highwater(tp) if self.app.consumer else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+        seen, self.inputs_seen = self.inputs_seen, TallyCounter()
+        for labels, n in seen.items():
+            self.series.count(metrics.LABELS_RECEIVED if len(labels) == 1 else metrics.EVENTS_PROCESSED, labels, n)
         for model_id in self.changed_models:
             state = self.core.models.get(model_id)
-            if state is None:
-                continue
-            metrics.EVENTS_PROCESSED.labels(model_id).set(state.counters.processed)
-            counts = state.joiner.counts()
-            metrics.PENDING_JOINS.labels(model_id, "predictions").set(counts["pending_predictions"])
-            metrics.PENDING_JOINS.labels(model_id, "labels").set(counts["pending_labels"])
-            version = state.counters.latest_version
-            monitor = state.versions.get(version) if version else None
-            if monitor is not None:
-                for (kind, subject, statistic), value in monitor.latest_window.items():
-                    metrics.DRIFT_STATISTIC.labels(model_id, kind, subject, statistic).set(value)
+            if state is not None:
+                metrics.export_model(self.series, model_id, state)
 
     # -- offsets and checkpoints (the protocol itself is driftwarden.monitor.state) ------------------
 
@@ -335,7 +349,9 @@ class MonitorService:
     def _drop_foreign_state(self, partition: int, detail: str) -> None:
         """State of another incarnation of the log (e.g. the broker restarted empty): never save it."""
         self._refuse(partition, CheckpointRefused("foreign_log", detail))
-        self.core.forget(self.partition_models.pop(partition, set()))
+        models = self.partition_models.pop(partition, set())
+        self.core.forget(models)
+        self.series.forget(models)
         self.ledger.forget({partition})
         self.dirty.discard(partition)
 
@@ -387,19 +403,24 @@ class MonitorService:
         self.owned -= partitions  # from now on, batches fetched before the rebalance are dropped
         async with self._lock:
             try:
-                await self._drop_states_of_other_logs(partitions & self.dirty)
+                # Every revoked state, saved or not: one of another log is refused loudly, not forgotten quietly.
+                await self._drop_states_of_other_logs(partitions & self.initialized)
                 await self.checkpoint(partitions)
                 await self.line.drain()
             except Exception:  # the next owner replays from the previous checkpoint instead
                 log.exception("checkpoint of revoked partitions %s failed", sorted(partitions))
             for partition in partitions:
-                self.core.forget(self.partition_models.pop(partition, set()))
+                models = self.partition_models.pop(partition, set())
+                self.core.forget(models)
+                self.series.forget(models)
                 self.initialized.discard(partition)
+                for topic in (self.topics.predictions, self.topics.labels):
+                    metrics.CONSUMER_LAG.remove(topic, str(partition))
             self.ledger.forget(partitions)
             self._checkpoints = None
 
     async def _drop_states_of_other_logs(self, partitions: set[int]) -> None:
-        """Compare the states about to be saved with fresh watermarks of the inputs (a revoke follows
+        """Compare the revoked states with fresh watermarks of the inputs (a revoke follows
         e.g. a broker restart; the fetch positions seen before it may be from the previous log)."""
         inputs = [(topic, p) for p in sorted(partitions) for topic in self.ledger.covered(p)]
         # Only the high-water mark: a live state behind the low-water mark lost events to retention
@@ -422,8 +443,8 @@ class MonitorService:
 
     async def _send_dead_letter(self, message: Any, rejection: Rejection) -> Awaitable[Any]:
         letter = dead_letter(message, rejection.reason, rejection.payload, rejection.batch_index)
-        metrics.EVENTS_DEAD_LETTERED.labels(message.topic).inc()
         model_id = self._model_of_key(message.key)
+        self.series.count(metrics.DEAD_LETTERS, (model_id, message.topic))
         if model_id:
             self.core.count_dead_letters(model_id, 1)
         return await self.dead_letters.send(key=message.key, value=letter.to_json())
@@ -462,6 +483,11 @@ def run_worker(settings: Settings) -> None:
     """Run the monitor worker in the foreground until SIGINT/SIGTERM."""
     config = MonitoringConfig.from_file(settings.monitor_config) if settings.monitor_config else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auto_offset_reset == "latest":
+        inputs = [settings.topics.predictions, settings.topics.labels]
+        started = asyncio.run(start_new_group_at_end(settings, settings.monitor_group, inputs))
+        if started:
+            log.info("new group %s starts at the end of its inputs: %s", settings.monitor_group, started)
     service = MonitorService(settings, config)
     watch_broker(service.app, settings, "monitor", SHUTDOWN_TIMEOUT_S)
     tune_garbage_collector()

@@ -26,6 +26,7 @@ from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app
 from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic
+from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
@@ -93,6 +94,9 @@ class TrainerService:
     async def handle(self, message: Any) -> None:
         """Answer one command with a verdict, or dead-letter it with the reason; never raise (Faust acks the
         message whatever happens, so a message that raised would be lost)."""
+        if (reason := undecodable_reason(message)) is not None:  # its record batch cannot be decoded
+            await self._dead_letter(message, reason)
+            return
         try:
             command = RetrainCommand.model_validate_json(message.value or b"")
         except ValidationError as exc:

@@ -30,7 +30,7 @@ from driftwarden.core.detectors.checks import (
     TypeViolationCheck,
     UnseenCategoryCheck,
 )
-from driftwarden.core.detectors.streaming import MeanShiftDetector
+from driftwarden.core.detectors.streaming import RankCusumDetector
 from driftwarden.core.detectors.window import (
     CategoricalDriftDetector,
     MultivariateDriftDetector,
@@ -46,11 +46,11 @@ __all__ = [
     "CategoricalDriftDetector",
     "Detector",
     "EstimatedAccuracyDetector",
-    "MeanShiftDetector",
     "MissingRateCheck",
     "MultivariateDriftDetector",
     "NumericDriftDetector",
     "OutOfRangeCheck",
+    "RankCusumDetector",
     "RateCheck",
     "StatisticKey",
     "StreamingDetector",
@@ -65,7 +65,7 @@ __all__ = [
 DETECTOR_CLASSES: dict[str, type[Detector]] = {
     cls.__name__: cls
     for cls in (
-        MeanShiftDetector,
+        RankCusumDetector,
         NumericDriftDetector,
         CategoricalDriftDetector,
         MultivariateDriftDetector,

@@ -16,7 +16,7 @@ see :mod:`driftwarden.core.state`). Every concrete detector class is listed in
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple, Self, TypeVar
 
 import numpy as np
@@ -100,13 +100,14 @@ class StreamingDetector(Detector):
     def update(self, x: float) -> None:
         """Feed one value."""
 
-    def update_many(self, values: np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
+    def update_many(self, values: Sequence[float] | np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
         """:meth:`update` for each value in order, NaN skipped; ``on_drift(i)`` after each value ``i`` that
         drifted, with the detector's state (``evidence()`` included) as of that value.
 
-        >>> from driftwarden.core.detectors import MeanShiftDetector
+        >>> from driftwarden.core.detectors import RankCusumDetector
         >>> values = np.r_[np.zeros(300), np.full(300, 5.0)] + np.tile([0.1, -0.1], 300)
-        >>> native, loop = MeanShiftDetector(reference_size=100), MeanShiftDetector(reference_size=100)
+        >>> quantiles = np.linspace(-1.0, 1.0, 101)
+        >>> native, loop = RankCusumDetector(quantiles, 1_000), RankCusumDetector(quantiles, 1_000)
         >>> alarms: tuple[list[int], list[int]] = ([], [])
         >>> native.update_many(values, alarms[0].append)  # its own batch path
         >>> StreamingDetector.update_many(loop, values, alarms[1].append)  # the default loop

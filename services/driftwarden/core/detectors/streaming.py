@@ -1,248 +1,243 @@
-"""The streaming detector: one numeric value per update, River's ADWIN plus a reference summary."""
+"""The streaming detector: one numeric value per update, ranked against the reference, CUSUMs on the ranks."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
 import numpy as np
-from river import drift, stats
 
-from driftwarden.core.detectors.base import StreamingDetector
+from driftwarden.core.detectors.base import StreamingDetector, build
+from driftwarden.core.detectors.sequential import (
+    BANK,
+    COEFFICIENTS,
+    ReferenceCdf,
+    cusum_paths,
+    cusum_threshold,
+    features,
+    normal_scores,
+)
 from driftwarden.core.events import Scalar
-from driftwarden.core.river_adapter import adwin_mark_drift, adwin_reset, adwin_stepper, river_from_state, river_state
-from driftwarden.core.state import JsonValue, State, StateError, StateReader, pack_array, pack_float
+from driftwarden.core.state import State, StateError, StateReader, pack_array
+
+#: Recent values kept to describe a change (its median, spread, normal-score shift).
+RECENT = 512
 
 
-class MeanShiftDetector(StreamingDetector):
-    """A change in the mean of one numeric stream: River's ADWIN plus a reference summary.
+class RankCusumDetector(StreamingDetector):
+    """A change in the distribution of one numeric stream, whatever its shape.
 
-    The first ``reference_size`` values form the reference (mean and standard deviation, used to
-    express a shift in reference standard deviations). No drift is reported before the reference is
-    complete, so a new model version never alerts on its first few events. The last ``recent_size``
-    values are kept so that, when drift fires, the change point is located (the standardized CUSUM
-    maximum, at least ``min_segment`` values from either end) and the mean after it is reported;
-    ADWIN's own post-cut window still mixes in pre-change values.
+    Each value is ranked against the reference (a randomized probability integral transform of the
+    reference's quantile summary, ties included) and turned into a normal score, which is exactly
+    N(0, 1) while nothing changes, for any feature shape: heavy tails, counts, zero inflation,
+    clipping. Eight CUSUMs watch the scores (location up/down at two sizes, spread up/down, upper
+    and lower tail; :data:`~driftwarden.core.detectors.sequential.BANK`); their thresholds follow
+    from ``arl``, the mean number of values between false alarms this detector may have, split
+    evenly over the eight (Bonferroni). After an alarm every CUSUM restarts from zero.
 
     Parameters
     ----------
-    delta
-        ADWIN's confidence: smaller means fewer false alarms and slightly later detection. The
-        default 1e-5 gave no false alarm over 1.2M stable values while still catching a 1σ shift
-        within ~100 values and a 0.5σ shift within ~300 (see docs/detectors.md).
-    reference_size
-        Values forming the reference when ``reference`` is not given.
-    recent_size
-        Recent values kept to locate the change point.
-    reference
-        ``(mean, std)`` of the reference, given directly (from a profile): no warm-up needed.
-    min_segment
-        Fewest values on either side of a located change point.
+    quantiles
+        The reference's quantile summary (``NumericProfile.quantiles``).
+    reference_n
+        How many values the reference summarises (its sampling error raises the thresholds).
+    arl
+        Mean number of values between false alarms (the monitor derives it from the budget
+        ``false_alarms_per_million`` over every streaming detector of the model).
+    seed
+        Seeds the randomization of ties (reproducible; a restored detector continues the sequence).
 
     Examples
     --------
-    >>> import random
-    >>> rng = random.Random(7)
-    >>> detector = MeanShiftDetector(reference_size=500)
+    >>> rng = np.random.default_rng(7)
+    >>> reference = rng.lognormal(3.5, 1.0, 5_000)
+    >>> detector = RankCusumDetector(np.quantile(reference, np.linspace(0, 1, 1_000)), 5_000, arl=1e6)
     >>> detector
-    MeanShiftDetector (delta=1e-05, reference_size=500, recent_size=512, reference=None, min_segment=10)
+    RankCusumDetector (quantiles=[1000 values], reference_n=5000, arl=1000000.0, seed=0)
+    >>> stream = np.concatenate([rng.lognormal(3.5, 1.0, 50_000), rng.lognormal(3.5, 1.0, 2_000) * 1.5])
     >>> alarms = []
-    >>> for i in range(4_000):
-    ...     detector.update(rng.gauss(10.0 if i < 2_000 else 12.0, 2.0))
-    ...     if detector.drift_detected:
-    ...         alarms.append(i)
-    >>> 2_000 <= alarms[0] < 2_200
-    True
-    >>> round(detector.evidence()["shift_sigma"])
-    1
+    >>> detector.update_many(stream, lambda i: alarms.append((i, detector.evidence())))
+    >>> first, e = alarms[0]
+    >>> first > 50_000, first - 50_000 < 300
+    (True, True)
+    >>> e["statistic"], e["direction"], 0.2 < e["shift_sigma"] < 1.0  # ln 1.5 = 0.41 σ of log(amount)
+    ('location', 'up', True)
 
     References
     ----------
-    .. [1] Bifet, A. and Gavaldà, R. (2007). Learning from time-changing data with adaptive
-       windowing. Proceedings of the 2007 SIAM International Conference on Data Mining, 443-448.
-    .. [2] Page, E. S. (1954). Continuous inspection schemes. Biometrika 41(1/2), 100-115 (CUSUM).
+    .. [1] Page, E. S. (1954). Continuous inspection schemes. Biometrika 41(1/2), 100-115.
+    .. [2] Lorden, G. (1971). Procedures for reacting to a change in distribution. Annals of
+       Mathematical Statistics 42(6), 1897-1908.
+    .. [3] Brockwell, A. E. (2007). Universal residuals: a multivariate transformation. Statistics &
+       Probability Letters 77(14), 1473-1478.
     """
 
-    name = "adwin"
+    name = "rank_cusum"
     EVIDENCE_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"reference_mean", "reference_std", "current_mean", "shift_sigma", "change_z"}
-    )
+        {"statistic", "direction", "reference_median", "current_median", "shift_sigma", "spread_ratio",
+         "values_since_change"}
+    )  # fmt: skip
 
-    def __init__(
-        self,
-        delta: float = 1e-5,
-        reference_size: int = 1_000,
-        recent_size: int = 512,
-        reference: tuple[float, float] | None = None,
-        min_segment: int = 10,
-    ) -> None:
+    def __init__(self, quantiles: Sequence[float], reference_n: int, arl: float = 1e6, seed: int = 0) -> None:
         super().__init__()
-        if not 0 < delta < 1:
-            raise ValueError("delta must be between 0 and 1")
-        if reference is None and reference_size < 2:
-            raise ValueError("reference_size must be at least 2")
-        if recent_size < 1 or min_segment < 1:
-            raise ValueError("recent_size and min_segment must be positive")
-        self.delta = delta
-        self.requested_reference_size = reference_size
-        self.reference_size = 0 if reference is not None else reference_size
-        self.recent_size = recent_size
-        self.min_segment = min_segment
-        self._known_reference = reference
+        self.cdf = ReferenceCdf(quantiles, reference_n)
+        if not arl > 1:
+            raise ValueError("arl must exceed 1")
+        self.quantiles = [float(v) for v in quantiles]
+        self.reference_n = reference_n
+        self.arl = float(arl)
+        self.seed = seed
+        self.thresholds = np.array([cusum_threshold(spec, arl * len(BANK), reference_n) for spec in BANK])
         self.n_seen = 0
-        self._adwin = drift.ADWIN(delta=delta)
-        self._reference = stats.Var()
-        self._recent: deque[float] = deque(maxlen=recent_size)
+        self.cusums = np.zeros(len(BANK))
+        self.run_starts = np.zeros(len(BANK), dtype=np.int64)  # value number where each CUSUM last left 0
+        self.alarm: tuple[int, int, int] | None = None  # (CUSUM index, value number, values since change)
+        self._recent: deque[float] = deque(maxlen=RECENT)
 
     def update(self, x: float) -> None:
-        self.n_seen += 1
-        if self.n_seen <= self.reference_size:
-            self._reference.update(x)
-        self._recent.append(x)
-        self._adwin.update(x)
-        self._drift_detected = self._adwin.drift_detected and self.n_seen > self.reference_size
+        self.update_many([x])
 
-    def update_many(self, values: np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
+    def update_many(self, values: Sequence[float] | np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
         """``update`` for each value (NaN skipped), calling ``on_drift(index)`` at each detection.
 
-        Same result as calling ``update`` in a loop, with less per-value overhead (the hot path);
-        inside ``on_drift`` the detector's state, ``evidence()`` included, is as of that value.
+        The same result as ``update`` in a loop, vectorized (the hot path); inside ``on_drift`` the
+        detector's state, ``evidence()`` included, is as of that value; ``drift_detected`` stays
+        set after the call if the last value alarmed.
         """
-        if self.n_seen < self.reference_size:  # only while a warm-up reference fills
-            super().update_many(values, on_drift)
-            return
-        listed: list[float] = np.asarray(values, dtype=float).tolist()
-        finite = [x for x in listed if x == x]
-        index = None if len(finite) == len(listed) else [i for i, x in enumerate(listed) if x == x]
-        adwin, recent, seen_before = self._adwin, self._recent, self.n_seen
-        if adwin.drift_detected:  # River resets ADWIN on the update after a detection
-            adwin_reset(adwin)
-        step = adwin_stepper(adwin)
-        start, last = 0, len(finite) - 1
-        for i, x in enumerate(finite):
-            if step(x):
-                recent.extend(finite[start : i + 1])
-                start = i + 1
-                self.n_seen = seen_before + start
-                adwin_mark_drift(adwin)
+        x = np.asarray(values, dtype=float)
+        index = np.flatnonzero(np.isfinite(x))
+        finite = x[index]
+        self._drift_detected = False
+        start = 0
+        while start < len(finite):
+            chunk = finite[start:]
+            u = self.cdf.transform(chunk, self.n_seen, self.seed)
+            paths = cusum_paths(COEFFICIENTS @ features(normal_scores(u)), self.cusums)
+            over = paths >= self.thresholds[:, None]
+            crossed = over.any(axis=0)
+            stop = int(np.argmax(crossed)) + 1 if crossed.any() else len(chunk)
+            self._advance(chunk[:stop], paths[:, :stop])
+            start += stop
+            if crossed.any():
+                which = int(np.argmax(paths[:, stop - 1] - self.thresholds))
+                self.alarm = (which, self.n_seen, int(self.n_seen - self.run_starts[which]))
+                self.cusums[:] = 0.0
+                self.run_starts[:] = self.n_seen
                 self._drift_detected = True
                 if on_drift is not None:
-                    on_drift(i if index is None else index[i])
-                if i < last:
-                    adwin_reset(adwin)
-                    step = adwin_stepper(adwin)
-        recent.extend(finite[max(start, len(finite) - self.recent_size) :])
-        self.n_seen = seen_before + len(finite)
-        self._drift_detected = False
+                    on_drift(int(index[start - 1]))
+                self._drift_detected = start == len(finite)
 
-    @property
-    def reference_mean(self) -> float:
-        return self._known_reference[0] if self._known_reference else float(self._reference.mean.get())
-
-    @property
-    def reference_std(self) -> float:
-        return self._known_reference[1] if self._known_reference else math.sqrt(self._reference.get())
-
-    def change_point(self) -> tuple[int, float]:
-        """Where the mean most likely changed among the recent values, and how clearly.
-
-        Returns (values after the change, z) where z is the standardized CUSUM at that split: the
-        mean difference in standard errors. Pure noise rarely exceeds ~4 over a full buffer.
-        """
-        recent = np.fromiter(self._recent, dtype=float)
-        n, m = len(recent), self.min_segment
-        if n < 2 * m:
-            return n, 0.0
-        k = np.arange(m, n - m + 1)
-        cusum = np.cumsum(recent - recent.mean())[k - 1]
-        # Standardized CUSUM (the likelihood ratio of a mean change at k): unlike the raw CUSUM it does
-        # not favour balanced splits, so a change found soon after it happened is located correctly; the
-        # minimum segment keeps noise at the buffer's ends from looking like a change.
-        statistic = np.abs(cusum) / np.sqrt(k * (n - k) / n)
-        best = int(np.argmax(statistic))
-        spread = float(recent.std()) or 1.0
-        return n - int(k[best]), float(statistic[best]) / spread
+    def _advance(self, values: np.ndarray, paths: np.ndarray) -> None:
+        """Take ``values`` (whose CUSUM paths are ``paths``) into the state."""
+        zero = paths <= 0.0
+        last_zero = np.where(zero.any(axis=1), paths.shape[1] - 1 - np.argmax(zero[:, ::-1], axis=1), -1)
+        self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero + 1, self.run_starts)
+        self.cusums = paths[:, -1].copy()
+        self.n_seen += len(values)
+        self._recent.extend(values[-RECENT:].tolist())
 
     def evidence(self) -> dict[str, Scalar]:
-        """Why the detector fired: reference vs current mean, computed on demand (not per update)."""
-        after_change, change_z = self.change_point()
-        current = list(self._recent)[-after_change:] if after_change else list(self._recent)
-        current_mean = float(np.mean(current))
-        std = self.reference_std
-        shift = (current_mean - self.reference_mean) / std if std > 0 else None
-        return {
-            "statistic": "mean",
-            "reference_mean": self.reference_mean,
-            "reference_std": std,
-            "reference_size": self.reference_size,
-            "current_mean": current_mean,
-            "current_window": len(current),
-            "adwin_width": int(self._adwin.width),
-            "shift_sigma": shift,
-            "change_z": change_z,
-            "delta": self.delta,
+        """What changed (the last alarm's CUSUM and the values since its change point), on demand."""
+        q = np.asarray(self.quantiles)
+        evidence: dict[str, Scalar] = {
+            "reference_median": float(np.quantile(q, 0.5)),
+            "reference_iqr": float(np.quantile(q, 0.75) - np.quantile(q, 0.25)),
+            "reference_size": self.reference_n,
             "values_seen": self.n_seen,
+            "false_alarm_arl": self.arl,
+        }
+        if self.alarm is None:
+            return evidence | {"statistic": None, "direction": None, "current_median": None, "shift_sigma": None,
+                               "spread_ratio": None, "values_since_change": None}  # fmt: skip
+        which, at, since = self.alarm
+        spec = BANK[which]
+        behind = self.n_seen - at  # values seen after the alarm
+        recent = np.fromiter(self._recent, dtype=float)
+        segment = (
+            recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
+        )
+        if len(segment) == 0:
+            segment = recent
+        z = normal_scores(self.cdf.transform(segment, 0, self.seed))
+        return evidence | {
+            "statistic": spec.statistic,
+            "direction": spec.direction,
+            "cusum": spec.name,
+            "threshold": float(self.thresholds[which]),
+            "values_since_change": since,
+            "current_median": float(np.median(segment)),
+            "current_iqr": float(np.quantile(segment, 0.75) - np.quantile(segment, 0.25)),
+            "shift_sigma": float(z.mean()),
+            "spread_ratio": float(z.std()) if len(z) > 1 else 1.0,
         }
 
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
-        shift = e["shift_sigma"]
-        shift_text = f" ({shift:+.2f} σ of reference)" if isinstance(shift, float) else ""
+        what = {"location": "location", "spread": "spread", "upper_tail": "upper tail",
+                "lower_tail": "lower tail"}.get(str(e["statistic"]), "distribution")  # fmt: skip
+        direction = "heavier" if "tail" in what else ("moved up" if e["direction"] == "up" else "moved down")
+        if what == "spread":
+            direction = "widened" if e["direction"] == "up" else "narrowed"
         return (
-            f"mean moved from {e['reference_mean']:.4g} to {e['current_mean']:.4g}{shift_text} "
+            f"{what} {direction}: median {e['reference_median']:.4g} -> {e['current_median']:.4g}, "
+            f"IQR {e['reference_iqr']:.4g} -> {e['current_iqr']:.4g} ({e['shift_sigma']:+.2f} σ shift, spread "
+            f"x{e['spread_ratio']:.2f} in normal scores) over the last {e['values_since_change']} values "
             f"on {model_id} v{model_version}"
         )
 
     # -- state ---------------------------------------------------------------------------------
 
     def params(self) -> State:
-        reference: JsonValue = None if self._known_reference is None else [pack_float(v) for v in self._known_reference]
-        return {
-            "delta": self.delta,
-            "reference_size": self.requested_reference_size,
-            "recent_size": self.recent_size,
-            "reference": reference,
-            "min_segment": self.min_segment,
-        }
+        return {"quantiles": list(self.quantiles), "reference_n": self.reference_n, "arl": self.arl,
+                "seed": self.seed}  # fmt: skip
 
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
-        reference = None
-        if params.raw("reference") is not None:
-            values = params.numbers("reference")
-            if len(values) != 2:
-                raise StateError(f"{params.where}.reference: expected [mean, std]")
-            reference = (values[0], values[1])
-        try:
-            return cls(
-                params.number("delta"),
-                params.integer("reference_size"),
-                params.integer("recent_size"),
-                reference,
-                params.integer("min_segment"),
-            )
-        except ValueError as exc:
-            raise StateError(f"{params.where}: {exc}") from None
+        return build(
+            cls,
+            params,
+            params.numbers("quantiles"),
+            params.integer("reference_n", minimum=1),
+            params.number("arl"),
+            params.integer("seed", minimum=0),
+        )
 
     def dynamic_state(self) -> State:
         return {
             "n_seen": self.n_seen,
             "drift_detected": self._drift_detected,
-            "adwin": river_state(self._adwin),
-            "reference_stats": river_state(self._reference),
+            "cusums": pack_array(self.cusums),
+            "run_starts": [int(v) for v in self.run_starts],
+            "alarm": None if self.alarm is None else list(self.alarm),
             "recent": pack_array(np.fromiter(self._recent, dtype=float, count=len(self._recent))),
         }
 
     def load_dynamic_state(self, state: StateReader) -> None:
-        adwin, reference = river_from_state(state.child("adwin")), river_from_state(state.child("reference_stats"))
-        if not isinstance(adwin, drift.ADWIN) or adwin.delta != self.delta or not isinstance(reference, stats.Var):
-            raise StateError(f"{state.where}: expected an ADWIN of delta={self.delta} and a Var")
-        recent = state.array("recent")
-        if len(recent) > self.recent_size:
-            raise StateError(f"{state.where}.recent: more than recent_size={self.recent_size} values")
+        cusums, recent = state.array("cusums"), state.array("recent")
+        run_starts = state.items("run_starts")
+        if len(cusums) != len(BANK) or len(run_starts) != len(BANK) or not all(type(v) is int for v in run_starts):
+            raise StateError(f"{state.where}: expected {len(BANK)} CUSUMs and run starts")
+        if len(recent) > RECENT or not np.all(cusums >= 0):
+            raise StateError(f"{state.where}: CUSUMs must be >= 0 and at most {RECENT} recent values")
+        alarm = state.raw("alarm")
+        if alarm is not None and not (
+            isinstance(alarm, list) and len(alarm) == 3 and all(type(v) is int for v in alarm)
+        ):
+            raise StateError(f"{state.where}.alarm: expected [cusum, value number, values since change]")
+        if alarm is not None and not 0 <= alarm[0] < len(BANK):
+            raise StateError(f"{state.where}.alarm: no such CUSUM")
         self.n_seen = state.integer("n_seen")
         self._drift_detected = state.flag("drift_detected")
-        self._adwin, self._reference = adwin, reference
-        self._recent.extend(recent.tolist())
+        self.cusums = cusums.astype(float)
+        self.run_starts = np.array(run_starts, dtype=np.int64)
+        self.alarm = None if alarm is None else (int(alarm[0]), int(alarm[1]), int(alarm[2]))
+        self._recent = deque(recent.tolist(), maxlen=RECENT)
+
+
+def shift_in_sigma(evidence: dict[str, Scalar]) -> float:
+    """The evidence's normal-score shift (0 when there is none): how far a change moved, in reference σ."""
+    shift = evidence.get("shift_sigma")
+    return abs(shift) if isinstance(shift, float) and math.isfinite(shift) else 0.0

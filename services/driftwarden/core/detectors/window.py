@@ -411,8 +411,8 @@ precision=[[1.0, 0.0], [0.0, 1.0]], reference_n=5000, columns=[0, 1], distance_t
     def summary(self, model_id: str, model_version: str) -> str:
         e = self._evidence
         return (
-            f"joint mean of {e['features']} numeric features shifted on {model_id} v{model_version}: "
-            f"Mahalanobis distance {e['mahalanobis_distance']:.2f}, T² p={e['p_value']:.2g}"
+            f"{e['features']} numeric features shifted jointly on {model_id} v{model_version} (the window mean: "
+            f"Mahalanobis distance {e['mahalanobis_distance']:.2f}, T² p={e['p_value']:.2g})"
         )
 
     def params(self) -> State:

@@ -1,0 +1,354 @@
+"""Running the shape corpus (:mod:`driftwarden.bench.detection_shapes`): delays, misses, false alarms.
+
+One task per (family, seed): a stable stream of ``stable_events`` values, then one stream per
+(change type, KL size) with ``onset`` unchanged values and a change lasting ``8 x`` Lorden's bound
+(at least 2,000 values). Every stream has its own reference of ``reference_size`` values from the
+unchanged distribution. Each configuration watches the values; unchanged values (the stable stream
+and every stream's part before its change) give the false alarms, the first alarm after a change
+its delay (changed values consumed, so the bound ``ln(arl) / KL`` compares directly).
+
+Configurations: driftwarden's streaming detector (:class:`RankCusumDetector`, thresholds from one
+false alarm per million values; a categorical feature is ranked by its reference frequencies);
+River's ADWIN and PageHinkley with default parameters on values standardized by the reference (as
+River users would); KSWIN (default parameters, ~170 µs per update: change streams of the first
+``kswin_seeds`` seeds only); a windowed two-sample test per 1,000 values (KS for numbers, chi² for
+categories, p < 0.05: NannyML's default univariate drift method); the dummies.
+
+>>> settings = CorpusSettings(seeds=1, stable_events=2_000, kl_sizes=(0.2,), families=("poisson",), kswin_seeds=0)
+>>> rows = run_family("poisson", 0, settings, _thetas("poisson", (0.2,)))
+>>> sorted({row.change for row in rows})
+['location', 'mixture', 'scale', 'stable']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from river import drift
+from scipy import stats
+
+from driftwarden.bench.detection_shapes import (
+    CHANGES,
+    FAMILIES,
+    category_probabilities,
+    category_theta_for,
+    change,
+    lorden_bound,
+    theta_for,
+)
+from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.detectors import RankCusumDetector
+from driftwarden.core.detectors.streaming import shift_in_sigma
+
+DRIFTWARDEN = "driftwarden (default)"
+WINDOWED = "windowed KS/chi² (1,000, p<0.05)"
+CATEGORICAL = "categorical"
+ALL_FAMILIES = (*FAMILIES, CATEGORICAL)
+ThetaTable = dict[tuple[str, str, float], float]
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    seeds: int = 10
+    stable_events: int = 111_112  # per family and seed: 9 families x 10 seeds x 111,112 > 10M
+    kl_sizes: tuple[float, ...] = (0.02, 0.05, 0.2)
+    families: tuple[str, ...] = ALL_FAMILIES
+    reference_size: int = 5_000
+    onset: int = 2_000
+    kswin_seeds: int = 2
+    period: int = 1_000
+    false_alarms_per_million: float = ModelMonitorConfig().false_alarms_per_million
+
+    @property
+    def arl(self) -> float:
+        """Values between false alarms of a one-feature model at the budget."""
+        return 1e6 / self.false_alarms_per_million
+
+
+@dataclass
+class CorpusRow:
+    """One configuration on one stream: its alarms split into false ones and the detection."""
+
+    family: str
+    change: str  # or "stable"
+    kl: float | None
+    seed: int
+    configuration: str
+    unchanged_values: int
+    false_alarms: int
+    critical_false_alarms: int = 0
+    delay: int | None = None  # changed values consumed by the first alarm after the change
+    bound: float | None = None
+    changed: bool = False
+
+    @property
+    def missed(self) -> bool:
+        return self.changed and self.delay is None
+
+
+Run = Callable[[np.ndarray], list[int]]
+
+
+class DriftwardenRun:
+    """driftwarden's streaming detector on a fresh stream; remembers which alarms were ``critical``."""
+
+    def __init__(self, reference: np.ndarray, settings: CorpusSettings) -> None:
+        self.quantiles = np.quantile(reference, np.linspace(0, 1, 1_000))
+        self.reference_n = len(reference)
+        self.arl = settings.arl
+        self.critical_sigma = ModelMonitorConfig().critical_shift_sigma
+        self.critical: list[bool] = []
+
+    def __call__(self, values: np.ndarray) -> list[int]:
+        detector = RankCusumDetector(self.quantiles, self.reference_n, self.arl)
+        alarms: list[int] = []
+        self.critical = []
+
+        def on_drift(i: int) -> None:
+            alarms.append(i)
+            self.critical.append(shift_in_sigma(detector.evidence()) >= self.critical_sigma)
+
+        detector.update_many(values, on_drift)
+        return alarms
+
+
+def _river(factory: Callable[[], Any], mean: float, std: float) -> Run:
+    def run(values: np.ndarray) -> list[int]:
+        detector, alarms = factory(), []
+        update = detector.update
+        for i, x in enumerate(((values - mean) / (std or 1.0)).tolist()):
+            update(x)
+            if detector.drift_detected:
+                alarms.append(i)
+        return alarms
+
+    return run
+
+
+def _windowed(reference: np.ndarray, categorical: bool, size: int = 1_000) -> Run:
+    levels = np.unique(reference)
+    expected = np.array([np.sum(reference == v) for v in levels], dtype=float) / len(reference)
+
+    def run(values: np.ndarray) -> list[int]:
+        alarms = []
+        for end in range(size, len(values) + 1, size):
+            window = values[end - size : end]
+            if categorical:
+                counts = np.array([np.sum(window == v) for v in levels], dtype=float)
+                p = stats.chisquare(counts, expected * counts.sum()).pvalue
+            else:
+                p = stats.ks_2samp(reference, window).pvalue
+            if p < 0.05:
+                alarms.append(end - 1)
+        return alarms
+
+    return run
+
+
+def _periodic(period: int) -> Run:
+    return lambda values: list(range(period - 1, len(values), period)) if period else []
+
+
+def watchers(reference: np.ndarray, categorical: bool, settings: CorpusSettings, kswin: bool) -> list[tuple[str, Run]]:
+    """Every configuration for a stream with this reference."""
+    mean, std = float(reference.mean()), float(reference.std())
+    configurations: list[tuple[str, Run]] = [
+        (DRIFTWARDEN, DriftwardenRun(reference, settings)),
+        ("ADWIN", _river(drift.ADWIN, mean, std)),
+        ("PageHinkley", _river(drift.PageHinkley, mean, std)),
+    ]
+    if kswin:
+        configurations.append(("KSWIN", _river(lambda: drift.KSWIN(seed=1), mean, std)))
+    configurations.append((WINDOWED, _windowed(reference, categorical)))
+    configurations.append((f"retrain every {settings.period:,}", _periodic(settings.period)))
+    configurations.append(("never retrain", _periodic(0)))
+    return configurations
+
+
+def _sampler(family: str, kind: str, theta: float) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]:
+    if family == CATEGORICAL:  # category codes ranked by reference frequency (0: the most common)
+        before, after = category_probabilities(0.0), category_probabilities(theta)
+        return (lambda rng, n: rng.choice(len(before), size=n, p=before).astype(float),
+                lambda rng, n: rng.choice(len(after), size=n, p=after).astype(float))  # fmt: skip
+    pre, post = change(family, kind, theta)
+    return pre.sample, post.sample
+
+
+def _score(
+    family: str, kind: str, kl: float | None, seed: int, values: np.ndarray, onset: int, settings: CorpusSettings,
+    reference: np.ndarray, kswin: bool,
+) -> list[CorpusRow]:  # fmt: skip
+    rows = []
+    bound = lorden_bound(kl, settings.arl) if kl else None
+    for name, run in watchers(reference, family == CATEGORICAL, settings, kswin):
+        alarms = run(values)
+        flags = run.critical if isinstance(run, DriftwardenRun) else []
+        false = [i for i, a in enumerate(alarms) if a < onset]
+        after = [a for a in alarms if a >= onset]
+        rows.append(
+            CorpusRow(
+                family, kind, kl, seed, name, onset, len(false),
+                sum(1 for i in false if i < len(flags) and flags[i]),
+                after[0] - onset + 1 if after else None, bound, kl is not None,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def run_family(family: str, seed: int, settings: CorpusSettings, thetas: ThetaTable) -> list[CorpusRow]:
+    """Every stream of one family and seed (the stable one first)."""
+    rng = np.random.default_rng([seed, ALL_FAMILIES.index(family)])
+    kinds = ("mixture",) if family == CATEGORICAL else CHANGES[family]
+    before, _ = _sampler(family, kinds[0], 0.0)
+    reference = before(rng, settings.reference_size)
+    stable = before(rng, settings.stable_events)
+    rows = _score(family, "stable", None, seed, stable, len(stable), settings, reference, kswin=False)
+    for kind in kinds:
+        for kl in settings.kl_sizes:
+            pre, post = _sampler(family, kind, thetas[(family, kind, kl)])
+            reference = pre(rng, settings.reference_size)
+            length = max(2_000, int(8 * lorden_bound(kl, settings.arl)))
+            values = np.concatenate([pre(rng, settings.onset), post(rng, length)])
+            rows += _score(family, kind, kl, seed, values, settings.onset, settings, reference,
+                           kswin=seed < settings.kswin_seeds)  # fmt: skip
+    return rows
+
+
+def _thetas(family: str, kl_sizes: tuple[float, ...]) -> ThetaTable:
+    if family == CATEGORICAL:
+        return {(family, "mixture", kl): category_theta_for(kl) for kl in kl_sizes}
+    return {(family, kind, kl): theta_for(family, kind, kl) for kind in CHANGES[family] for kl in kl_sizes}
+
+
+def _family_task(task: tuple[str, int, CorpusSettings, ThetaTable]) -> list[CorpusRow]:
+    return run_family(*task)
+
+
+def run_corpus(settings: CorpusSettings, workers: int = 0) -> list[CorpusRow]:
+    """Every (family, seed) of the corpus, in parallel over ``workers`` processes (0: one per core)."""
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        thetas: ThetaTable = {}
+        for table in pool.map(_thetas, settings.families, [settings.kl_sizes] * len(settings.families)):
+            thetas |= table
+        tasks = [(family, seed, settings, thetas) for seed in range(settings.seeds) for family in settings.families]
+        return [row for rows in pool.map(_family_task, tasks) for row in rows]
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pooled:
+    unchanged: int = 0
+    false_alarms: int = 0
+    critical: int = 0
+    changes: int = 0
+    missed: int = 0
+    delays: list[int] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def add(self, row: CorpusRow) -> None:
+        self.unchanged += row.unchanged_values
+        self.false_alarms += row.false_alarms
+        self.critical += row.critical_false_alarms
+        if row.changed:
+            self.changes += 1
+            self.missed += row.missed
+            if row.delay is not None and row.bound:
+                self.delays.append(row.delay)
+                self.ratios.append(row.delay / row.bound)
+
+    @property
+    def per_million(self) -> float:
+        return self.false_alarms / self.unchanged * 1e6 if self.unchanged else math.nan
+
+
+def pool(rows: Iterable[CorpusRow], key: Callable[[CorpusRow], tuple[Any, ...]]) -> dict[tuple[Any, ...], Pooled]:
+    pooled: dict[tuple[Any, ...], Pooled] = {}
+    for row in rows:
+        pooled.setdefault(key(row), Pooled()).add(row)
+    return pooled
+
+
+def _median(values: list[float] | list[int], digits: int = 0) -> str:
+    return f"{statistics.median(values):,.{digits}f}" if values else "–"
+
+
+def family_table(rows: list[CorpusRow]) -> str:
+    """Per family and configuration: false alarms per million unchanged values, misses, delays."""
+    lines = [
+        "| family | detector | unchanged values | false alarms /M (critical) | missed | median delay "
+        "| median delay ÷ bound | max of per-change median ÷ bound |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    per_change = pool(rows, lambda r: (r.family, r.configuration, r.change, r.kl))
+    for (family, configuration), p in pool(rows, lambda r: (r.family, r.configuration)).items():
+        medians = [statistics.median(c.ratios) for (f, k, _, _), c in per_change.items()
+                   if f == family and k == configuration and c.ratios]  # fmt: skip
+        worst = f"{max(medians):.2f}" if medians else "–"
+        lines.append(
+            f"| {family} | {configuration} | {p.unchanged:,} | {p.per_million:.2f} ({p.critical}) "
+            f"| {p.missed}/{p.changes} | {_median(p.delays)} | {_median(p.ratios, 2)} | {worst} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def change_table(rows: list[CorpusRow], configuration: str = DRIFTWARDEN) -> str:
+    """One configuration per (family, change, KL): misses and delay against Lorden's bound."""
+    lines = [
+        "| family | change | KL | bound | missed | median delay | median ÷ bound |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    chosen = [r for r in rows if r.configuration == configuration and r.changed]
+    for (family, kind, kl), p in pool(chosen, lambda r: (r.family, r.change, r.kl)).items():
+        bound = lorden_bound(kl, 1e6)
+        lines.append(
+            f"| {family} | {kind} | {kl:g} | {bound:,.0f} | {p.missed}/{p.changes} | {_median(p.delays)} "
+            f"| {_median(p.ratios, 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def corpus_targets(rows: list[CorpusRow], settings: CorpusSettings) -> list[tuple[str, bool, str]]:
+    """Issue 10's targets for the default detector on the corpus: (target, met, evidence)."""
+    ours = [r for r in rows if r.configuration == DRIFTWARDEN]
+    families = pool(ours, lambda r: (r.family,))
+    total = sum(p.unchanged for p in families.values())
+    worst = max(families.items(), key=lambda item: item[1].per_million)
+    critical = sum(p.critical for p in families.values())
+    per_change = pool([r for r in ours if r.changed], lambda r: (r.family, r.change, r.kl))
+    missed = sum(p.missed for p in per_change.values())
+    changes = sum(p.changes for p in per_change.values())
+    medians = {key: statistics.median(p.ratios) for key, p in per_change.items() if p.ratios}
+    over = sorted((f"{f}/{c}/KL {k:g}: {m:.2f}" for (f, c, k), m in medians.items() if m > 1.5))
+    return [
+        (
+            f"≤ {settings.false_alarms_per_million:g} false alarm per million unchanged values on every family",
+            worst[1].per_million <= settings.false_alarms_per_million,
+            f"{total:,} unchanged values; worst family {worst[0][0]} at {worst[1].per_million:.2f} per million",
+        ),
+        ("0 critical false alarms", critical == 0, f"{critical} critical"),
+        (
+            f"0 missed changes with KL ≥ {min(settings.kl_sizes):g}",
+            missed == 0,
+            f"{missed} missed of {changes}",
+        ),
+        (
+            "median delay ≤ 1.5 x Lorden's bound on every (family, change, KL)",
+            not over and len(medians) == len(per_change),
+            f"{len(medians) - len(over)} of {len(per_change)} within; over: {', '.join(over) or 'none'}",
+        ),
+    ]
+
+
+def corpus_json(rows: list[CorpusRow]) -> bytes:
+    """Every row (one configuration on one stream), for re-analysis."""
+    return orjson.dumps([asdict(row) for row in rows], option=orjson.OPT_INDENT_2)

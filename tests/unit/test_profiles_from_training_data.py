@@ -1,0 +1,186 @@
+"""Profiles from a training set (Parquet, CSV), `profile show` and `profile diff`, through the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet
+import pytest
+
+from driftwarden.cli import main
+from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.profile import ReferenceProfile
+from driftwarden.core.profile_report import compare
+from driftwarden.monitor.service import profile_loader
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["driftwarden", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_info:
+        code = int(exit_info.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def training_table(rows: int, shift: float = 0.0, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    amount = rng.normal(100 + shift * 20, 20, rows)
+    return pa.table(
+        {
+            "amount": pa.array(np.where(rng.random(rows) < 0.1, np.nan, amount), from_pandas=True),  # NaN -> null
+            "age": rng.integers(18, 90, rows),
+            "zip": rng.choice([1011, 1012, 2000], rows),
+            "country": rng.choice(["NL", "DE", "BE"], rows, p=[0.6, 0.3, 0.1]),
+            "is_new": rng.random(rows) < 0.2,
+            "label": rng.integers(0, 2, rows),
+            "score": rng.random(rows),
+        }
+    )
+
+
+def build(monkeypatch, capsys, path, out, *extra: str) -> tuple[int, str, str]:
+    return run_cli(monkeypatch, capsys, "profile", "build", "--from", str(path), "--model-id", "fraud",
+                   "--model-version", "1", "--output", str(out), *extra)  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_profile_build_from_a_training_set_honours_declared_types_and_the_monitor_loads_it(
+    monkeypatch, capsys, tmp_path, suffix
+):
+    path = tmp_path / f"train{suffix}"
+    table = training_table(2_000)
+    pyarrow.parquet.write_table(table, path) if suffix == ".parquet" else pyarrow.csv.write_csv(table, path)
+    config = tmp_path / "monitoring.toml"
+    config.write_text('[models.fraud]\nfeatures = { zip = "categorical" }\nignore_features = ["age"]\n')
+    code, out, err = build(monkeypatch, capsys, path, tmp_path / "profiles", "--exclude", "label",
+                           "--score-column", "score", "--positive-class", "1", "--config", str(config))  # fmt: skip
+    assert code == 0, err
+    assert "2000 rows, 1 numeric and 3 categorical features, task classification" in out
+    profile = profile_loader(tmp_path / "profiles")("fraud", "1")
+    assert isinstance(profile, ReferenceProfile)
+    assert list(profile.numeric) == ["amount"]  # age ignored by the config, label excluded, score is the signal
+    assert list(profile.categorical) == ["country", "is_new", "zip"]  # zip declared categorical
+    assert set(profile.categorical["zip"].counts) == {"1011", "1012", "2000"}
+    assert set(profile.categorical["is_new"].counts) == {"false", "true"}
+    assert 0.07 < profile.numeric["amount"].missing_rate < 0.13
+    assert profile.numeric["amount"].mean == pytest.approx(100, abs=2)
+    assert profile.signal is not None and profile.positive_class == "1" and profile.multivariate_features == []
+
+
+def test_profile_build_from_rejects_what_it_cannot_read(monkeypatch, capsys, tmp_path):
+    table = training_table(200)
+    pyarrow.parquet.write_table(table, tmp_path / "train.parquet")
+    (tmp_path / "train.json").write_text("{}")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    cases = [
+        (["--from", str(tmp_path / "train.json")], "expected a Parquet (.parquet, .pq) or CSV file"),
+        (["--from", str(tmp_path / "missing.csv")], "no such file"),
+        (["--from", str(tmp_path / "broken.parquet")], "cannot read"),
+        (["--from", str(tmp_path / "train.parquet"), "--exclude", "labels"], "no column 'labels'"),
+        (["--from", str(tmp_path / "train.parquet"), "--score-column", "score"], "needs --positive-class"),
+        (["--from", str(tmp_path / "train.parquet"), "--score-column", "country", "--task", "regression"],
+         "score column 'country' holds string, not numbers"),
+        (["--from", str(tmp_path / "train.parquet"), "--task", "ranking"], "unknown task 'ranking'"),
+        (["--from", str(tmp_path / "train.parquet"), "--input", str(tmp_path / "x.jsonl")], "exactly one of"),
+        ([], "exactly one of"),
+    ]  # fmt: skip
+    for args, message in cases:
+        code, _, err = run_cli(monkeypatch, capsys, "profile", "build", *args, "--model-id", "m",
+                               "--model-version", "1", "--output", str(tmp_path / "p"))  # fmt: skip
+        assert code == 1 and err.startswith("driftwarden: error: ") and message in err, (args, err)
+        assert err.count("\n") == 1
+
+
+def test_without_pyarrow_profile_build_from_is_one_clear_line(tmp_path):
+    script = (
+        "import sys; sys.modules['pyarrow'] = None; sys.argv = ['driftwarden', 'profile', 'build', '--from', "
+        f"{str(tmp_path / 't.parquet')!r}, '--model-id', 'm', '--model-version', '1', '--output', {str(tmp_path)!r}]\n"
+        "from driftwarden.cli import main; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "driftwarden: error: reading Parquet or CSV needs pyarrow: pip install 'driftwarden[profile]'\n"
+    )
+
+
+def test_profile_show_and_diff(monkeypatch, capsys, tmp_path):
+    for version, shift, seed in (("1", 0.0, 1), ("2", 0.0, 2), ("3", 0.5, 3)):
+        pyarrow.parquet.write_table(training_table(5_000, shift, seed).drop_columns(["score"]), tmp_path / "t.parquet")
+        code, _, err = run_cli(monkeypatch, capsys, "profile", "build", "--from", str(tmp_path / "t.parquet"),
+                               "--model-id", "fraud", "--model-version", version, "--output", str(tmp_path),
+                               "--exclude", "label")  # fmt: skip
+        assert code == 0, err
+    one, two, three = (str(tmp_path / "fraud" / f"{v}.json") for v in "123")
+
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "show", one)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "fraud v1: 5,000 rows, classification, 3 numeric and 2 categorical features"
+    assert lines[1].startswith("  age  numeric  n=5,000  missing 0.0%  mean ")
+    assert lines[2].startswith("  amount  numeric  n=4,") and "mean 10" in lines[2]
+    assert lines[4].startswith("  country  categorical  3 categories  missing 0.0%  top: 'NL' ")
+    assert "joint mean and covariance of 3 numeric features" in lines[-1]
+
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "diff", one, two)
+    assert code == 0 and out.splitlines()[-1] == "0 of 5 features differ"
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "diff", one, three)
+    assert code == 1 and out.splitlines()[-1] == "1 of 5 features differ: amount"
+    amount = next(line for line in out.splitlines() if line.startswith("  amount:"))
+    assert "DIFFERS" in amount and "mean 10" in amount and "PSI" in amount and "Wasserstein 0.5" in amount
+
+    code, _, err = run_cli(monkeypatch, capsys, "profile", "show", str(tmp_path / "t.parquet"))
+    assert code == 1 and "not a reference profile" in err and err.count("\n") == 1
+
+
+def test_profile_diff_uses_the_configured_tests_and_names_schema_changes():
+    rng = np.random.default_rng(5)
+    from driftwarden.core.profile import CategoricalProfile, NumericProfile
+
+    def profile(numeric: dict[str, float], categorical: dict[str, dict[str, int]]) -> ReferenceProfile:
+        numbers = {name: NumericProfile.of(rng.normal(shift, 1, 4_000), 0.0) for name, shift in numeric.items()}
+        categories = {name: CategoricalProfile(counts, 0.0) for name, counts in categorical.items()}
+        return ReferenceProfile("m", "1", 4_000, "regression", None, numbers, categories, None, None)
+
+    a = profile({"x": 0.0, "kind": 0.0, "old": 0.0}, {"c": {"a": 500, "b": 500}})
+    b = profile({"x": 0.12, "new": 0.0}, {"c": {"a": 500, "b": 500}, "kind": {"k": 10}})
+    rows = {row.feature: row for row in compare(a, b, ModelMonitorConfig())}
+    assert {name: row.change for name, row in rows.items() if row.change != "compared"} == {
+        "kind": "type changed", "old": "only in A", "new": "only in B",
+    }  # fmt: skip
+    assert not rows["x"].drift and not rows["c"].drift  # 0.12 σ: under the default Wasserstein floor of 0.15
+    psi_only = ModelMonitorConfig.model_validate(
+        {"features": {"x": {"type": "numeric", "tests": ["psi"]}}, "psi_threshold": 0.005}
+    )
+    x = next(row for row in compare(a, b, psi_only) if row.feature == "x")
+    assert x.drift and x.evidence is not None and x.evidence["psi"] >= 0.005
+
+
+def test_the_monitor_core_watches_production_against_a_training_set_profile():
+    from test_monitor_core import firing, run_scenario
+
+    from driftwarden.core.monitor import Monitor
+    from driftwarden.training_data import profile_from_table
+    from driftwarden_load.scenarios import Scenario, generate
+
+    training = [e["features"] for c in generate(Scenario(name="stable", n_events=20_000, seed=11)) for e in
+                c.prediction_events()]  # fmt: skip
+    profile = profile_from_table(pa.Table.from_pylist(training), "demo-model", "1", {})
+    assert len(profile.numeric) == 16 and len(profile.categorical) == 4 and profile.n_events == 20_000
+
+    def monitor() -> Monitor:
+        return Monitor(load_profile=lambda m, v: profile if (m, v) == ("demo-model", "1") else None)
+
+    stable, *_ = run_scenario(Scenario(name="stable", n_events=20_000, seed=12), monitor(), labels=False)
+    assert not {alert for alert in firing(stable) if alert[0] == "data_drift"}
+    shifted = Scenario(name="abrupt-shift", n_events=20_000, onset=5_000, seed=13)
+    alerts, *_ = run_scenario(shifted, monitor(), labels=False)
+    assert {alert for alert in firing(alerts) if alert[0] == "data_drift"} == {
+        ("data_drift", name) for name in shifted.ground_truth().drifting_features
+    }
