@@ -60,13 +60,14 @@ def test_bench_peers_puts_driftwarden_and_river_through_the_same_rows(monkeypatc
     out = run(monkeypatch, capsys, "peers", "--tools", tools,
               "--rows", "8000", "--reference-rows", "2000", "--chunk", "1000", "--envs-dir", str(tmp_path))  # fmt: skip
     rows = re.findall(r"^\| (driftwarden core|driftwarden monitor|River ADWIN)[^|]* \| ([\d,]+) \| ([\d,]+) \| "
-                      r"(\d+) of 120 \| ([^|]+) \|$", out, re.MULTILINE)  # fmt: skip
+                      r"([\d,]+) \| (\d+) of 120 \| ([^|]+) \|$", out, re.MULTILINE)  # fmt: skip
     assert [r[0] for r in rows] == ["driftwarden core", "driftwarden core", "driftwarden monitor", "River ADWIN"]
-    assert all(int(r[1].replace(",", "")) > 0 and int(r[2].replace(",", "")) > 50 for r in rows)
+    number = [[int(cell.replace(",", "")) for cell in r[1:4]] for r in rows]  # rows/s, per CPU-second, RSS
+    assert all(wall > 0 and cpu > 0 and rss > 50 for wall, cpu, rss in number)
     # Columnar batches, row envelopes and the whole monitor (time screen, dedupe, joiner): the same
     # detections, hence the same false positives and delays.
-    assert rows[0][3:] == rows[1][3:] == rows[2][3:]
-    assert re.fullmatch(r"[\d,]+ / [\d,]+", rows[0][4].strip()), rows[0][4]  # both shifted features caught
+    assert rows[0][4:] == rows[1][4:] == rows[2][4:]
+    assert re.fullmatch(r"[\d,]+ / [\d,]+", rows[0][5].strip()), rows[0][5]  # both shifted features caught
 
 
 def test_bench_detection_runs_the_shape_corpus(monkeypatch, capsys, tmp_path):
