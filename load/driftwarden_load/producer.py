@@ -1,7 +1,8 @@
 """Produce a scenario's predictions (and its labels, later) onto Kafka, as a model server would.
 
-Predictions go out as batch envelopes of ``batch_size`` events (1 = single-event messages), keyed by
-``model_id``. Each label is sent once ``label_delay`` more predictions have been produced after its
+Predictions go out as batch envelopes of ``batch_size`` events (1 = single-event messages), or with
+``columnar`` as columnar batches of ``batch_size`` rows (``schemas/prediction-columns.v1.json``), keyed
+by ``model_id``. Each label is sent once ``label_delay`` more predictions have been produced after its
 prediction (so labels arrive late, as they do in production); ``label_fraction`` < 1 drops some labels
 for good. ``malformed_every`` > 0 slips a malformed message in after every that many good events, to
 exercise the dead-letter path.
@@ -119,6 +120,7 @@ class ScenarioProducer:
         label_fraction: float = 1.0,
         malformed_every: int = 0,
         stamp: dict[str, float] | None = None,
+        columnar: bool = False,
     ) -> None:
         """``stamp``: give each prediction its wall-clock send time as ``ts`` (as a model server
         does) and record it there by event_id, to measure end-to-end latency."""
@@ -128,6 +130,8 @@ class ScenarioProducer:
             raise ValueError("label fraction must be between 0 and 1")
         if rate < 0 or label_delay < 0 or malformed_every < 0:
             raise ValueError("rate, label delay and malformed-every must not be negative")
+        if columnar and (malformed_every or stamp is not None):
+            raise ValueError("columnar batches go without malformed messages and send-time stamps")
         self.settings = settings
         self.scenario = scenario
         self.batch_size = batch_size
@@ -136,6 +140,7 @@ class ScenarioProducer:
         self.label_fraction = label_fraction
         self.malformed_every = malformed_every
         self.stamp = stamp
+        self.columnar = columnar
         self.report = ProduceReport()
         self._pending_labels: deque[dict[str, Any]] = deque()
         self._label_rng = np.random.default_rng(scenario.seed + 1)
@@ -150,10 +155,13 @@ class ScenarioProducer:
         started = time.perf_counter()
         try:
             for chunk in generate(self.scenario, chunk_size=max(self.batch_size, 1_000)):
-                predictions = chunk.prediction_events()
+                predictions = [] if self.columnar else chunk.prediction_events()
                 labels = chunk.label_events()
-                for i in range(0, len(predictions), self.batch_size):
-                    await self._send_predictions(producer, predictions[i : i + self.batch_size])
+                for i in range(0, len(chunk), self.batch_size):
+                    if self.columnar:
+                        await self._send_columns(producer, chunk.prediction_columns(i, i + self.batch_size))
+                    else:
+                        await self._send_predictions(producer, predictions[i : i + self.batch_size])
                     self._queue_labels(labels[i : i + self.batch_size])
                     await self._send_due_labels(producer, keep=self.label_delay)
                     await self._pace(started)
@@ -182,6 +190,11 @@ class ScenarioProducer:
                 bad = malformed_message(self.report.malformed, events[0])
                 await producer.send(self._topics.predictions, bad, key=self._key)
                 self.report.malformed += 1
+
+    async def _send_columns(self, producer: AIOKafkaProducer, document: dict[str, Any]) -> None:
+        await producer.send(self._topics.predictions, orjson.dumps(document), key=self._key)
+        self.report.predictions += len(document["event_id"])
+        self.report.prediction_messages += 1
 
     def _queue_labels(self, labels: list[dict[str, Any]]) -> None:
         keep = self._label_rng.random(len(labels)) < self.label_fraction

@@ -159,6 +159,35 @@ class Chunk:
             )
         return events
 
+    def prediction_columns(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+        """Rows ``start:stop`` of the chunk as one columnar batch (``schemas/prediction-columns.v1.json``):
+        the same predictions as :meth:`prediction_events`, field by field.
+
+        >>> chunk = next(generate(Scenario(n_events=3)))
+        >>> document = chunk.prediction_columns(1)
+        >>> document["event_id"] == [e["event_id"] for e in chunk.prediction_events()[1:]]
+        True
+        >>> document["features"]["num_00"] == [e["features"]["num_00"] for e in chunk.prediction_events()[1:]]
+        True
+        """
+        s = self.scenario
+        rows = slice(start, stop)
+        numeric = np.round(self.numeric[rows], 4)
+        categories = np.asarray(CATEGORIES)[self.categorical[rows]]
+        scores = np.round(self.score[rows], 6)
+        features: dict[str, list[Any]] = {name: numeric[:, j].tolist() for j, name in enumerate(NUMERIC_FEATURES)}
+        features |= {name: categories[:, j].tolist() for j, name in enumerate(CATEGORICAL_FEATURES)}
+        return {
+            "schema": "prediction-columns.v1",
+            "model_id": s.model_id,
+            "model_version": s.model_version,
+            "event_id": self.event_ids[rows],
+            "ts": self.ts[rows].tolist(),
+            "features": features,
+            "prediction": (scores >= 0.5).astype(int).tolist(),
+            "scores": {"0": np.round(1.0 - scores, 6).tolist(), "1": scores.tolist()},
+        }
+
     def training_examples(self) -> list[dict[str, Any]]:
         """The chunk as joined, labelled examples (``schemas/training-example.v1.json``)."""
         keep = ("event_id", "model_id", "model_version", "ts", "features", "prediction")

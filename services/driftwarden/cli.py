@@ -585,7 +585,8 @@ def _profile_of_events(
         if not line.strip():
             continue
         decoded = PREDICTIONS.decode(line)
-        events += [e for e in decoded.events if (e.model_id, e.model_version) == (model_id, model_version)]
+        rows = [*decoded.events, *(e for batch in decoded.columns for e in batch.events())]
+        events += [e for e in rows if (e.model_id, e.model_version) == (model_id, model_version)]
         for rejection in decoded.rejections:
             rejected += 1
             typer.echo(f"{input_file}:{number}: skipped: {rejection.reason}", err=True)
@@ -653,6 +654,32 @@ def bench_core(
     typer.echo(run_core_benchmark(events, batch_size).as_text())
 
 
+@bench_cli.command("peers")
+def bench_peers(
+    tools: Annotated[str, typer.Option(help="Comma-separated tools, in this order.")] = (
+        "driftwarden-columns,driftwarden-rows,driftwarden-columns-joiner,evidently,nannyml-chunks,nannyml-frame,"
+        "river-adwin"
+    ),
+    rows: Annotated[int, typer.Option(help="Rows in all (the shift comes half way).", min=1_000)] = 200_000,
+    chunk: Annotated[int, typer.Option(help="Rows per chunk (driftwarden: per window).", min=100)] = 2_000,
+    reference_rows: Annotated[int, typer.Option(help="The first rows, every tool's reference.", min=100)] = 10_000,
+    envs_dir: Annotated[Path, typer.Option(help="Where the peers' virtual environments are kept.")] = Path(
+        "~/.cache/driftwarden/peer-envs"
+    ),
+) -> None:
+    """The same rows through driftwarden, Evidently, NannyML and River, each in its own process/environment."""
+    import tempfile
+
+    from driftwarden.bench.peers import HEADER, run_peers_benchmark
+
+    names = [tool.strip() for tool in tools.split(",") if tool.strip()]
+    typer.echo(f"{rows:,} rows, reference {reference_rows:,}, chunks of {chunk:,}; num_00/num_01 +0.5σ at half")
+    typer.echo(HEADER)
+    with tempfile.TemporaryDirectory() as work:
+        for result in run_peers_benchmark(names, Path(work), envs_dir.expanduser(), rows, chunk, reference_rows):
+            typer.echo(result.as_row())
+
+
 @bench_cli.command("serving")
 def bench_serving(
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated rows per request.")] = "1,32,256",
@@ -674,6 +701,9 @@ def bench_throughput(
     batch_sizes: Annotated[
         str, typer.Option(help="Comma-separated events per message (1 = single events).")
     ] = "1,100,1000",
+    columnar_sizes: Annotated[
+        str, typer.Option(help="Comma-separated rows per columnar batch (prediction-columns.v1; empty: none).")
+    ] = "1000",
     events: Annotated[int, typer.Option(help="Events per run with batch envelopes.", min=1_000)] = 500_000,
     single_events: Annotated[int, typer.Option(help="Events per run with single-event messages.", min=1_000)] = 60_000,
     latency_rate: Annotated[float, typer.Option(help="Steady events/s for the latency run (0: skip).", min=0)] = 5_000,
@@ -689,13 +719,14 @@ def bench_throughput(
     from driftwarden.bench.throughput import bench_broker, bench_settings, run_throughput_benchmark
 
     sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
+    columnar = [int(size) for size in columnar_sizes.split(",") if size.strip()]
     with bench_broker() as (base, work):
         if sizes:
             typer.echo(
                 "| events/message | events | raw aiokafka+orjson | empty Faust agent | monitor | monitor/raw "
                 "| monitor/Faust |\n|---|---|---|---|---|---|---|"
             )
-        for result in run_throughput_benchmark(base, work, sizes, events, single_events):
+        for result in run_throughput_benchmark(base, work, sizes, events, single_events, columnar):
             typer.echo(result.as_row())
         if latency_rate:
             settings = bench_settings(base, work, "latency")

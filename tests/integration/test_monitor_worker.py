@@ -94,31 +94,56 @@ def test_malformed_events_are_dead_lettered_with_reasons_and_nothing_is_lost(kaf
     assert monitor_worker.process.poll() is None, monitor_worker.log_tail()
 
 
-def test_one_bad_event_in_an_envelope_is_dead_lettered_alone(kafka, monitor_worker):
+def send_one(kafka: Settings, model_id: str, value: bytes) -> None:
     from aiokafka import AIOKafkaProducer
 
     from driftwarden.kafka.clients import client_options
-
-    model_id = unique_model("envelope")
-    events = next(generate(Scenario(n_events=3, model_id=model_id))).prediction_events()
-    bad = {**events[1], "features": {"num_00": "12", "num_01": {"nested": True}}}
-    envelope = {"schema": "prediction-batch.v1", "model_id": model_id, "events": [events[0], bad, events[2]]}
 
     async def send() -> None:
         producer = AIOKafkaProducer(**client_options(kafka))
         await producer.start()
         try:
-            await producer.send_and_wait(kafka.topics.predictions, orjson.dumps(envelope), key=model_id.encode())
+            await producer.send_and_wait(kafka.topics.predictions, value, key=model_id.encode())
         finally:
             await producer.stop()
 
     asyncio.run(send())
+
+
+def test_one_bad_event_in_an_envelope_is_dead_lettered_alone(kafka, monitor_worker):
+    model_id = unique_model("envelope")
+    events = next(generate(Scenario(n_events=3, model_id=model_id))).prediction_events()
+    bad = {**events[1], "features": {"num_00": "12", "num_01": {"nested": True}}}
+    envelope = {"schema": "prediction-batch.v1", "model_id": model_id, "events": [events[0], bad, events[2]]}
+    send_one(kafka, model_id, orjson.dumps(envelope))
     status = wait_processed(kafka, model_id, 3, timeout_s=60)
     (letter,) = dead_letters_for(kafka, model_id)
     assert status.events_processed == 2
     assert letter.batch_index == 1
     assert letter.reason.startswith("features.num_01")
     assert orjson.loads(base64.b64decode(letter.payload_b64)) == bad
+
+
+def test_bad_rows_of_a_columnar_batch_are_dead_lettered_alone_and_a_repeated_id_dropped(kafka, monitor_worker):
+    """Five rows: a bad feature (refused by the decoder), a ts in milliseconds (refused by the time
+    screen), a repeated event id (dropped as a duplicate): two processed, each refusal its own letter."""
+    model_id = unique_model("columns")
+    chunk = next(generate(Scenario(n_events=5, model_id=model_id)))
+    document = chunk.prediction_columns()
+    document["features"]["num_01"][1] = {"nested": True}
+    document["ts"][3] *= 1_000
+    document["event_id"][4] = document["event_id"][0]
+    send_one(kafka, model_id, orjson.dumps(document))
+    status = wait_processed(kafka, model_id, 4, timeout_s=60)
+    bad_feature, bad_time = sorted(dead_letters_for(kafka, model_id), key=lambda letter: letter.batch_index is None)
+    assert status.events_processed == 2 and status.label_joins["duplicate_predictions"] == 1
+    assert (bad_feature.batch_index, bad_feature.reason) == (1, "features.num_01: Input should be a number, a string, "
+                                                                "a boolean or null")  # fmt: skip
+    row = orjson.loads(base64.b64decode(bad_feature.payload_b64))
+    assert row["event_id"] == chunk.event_ids[1] and row["features"]["num_01"] == {"nested": True}
+    assert "looks like milliseconds since the epoch" in bad_time.reason
+    row = orjson.loads(base64.b64decode(bad_time.payload_b64))
+    assert row["event_id"] == chunk.event_ids[3] and row["ts"] == document["ts"][3]
 
 
 def test_single_event_messages_are_processed_like_batches(kafka, monitor_worker):

@@ -93,3 +93,45 @@ def test_labels_decode_single_and_batched():
     labels = next(generate(Scenario(n_events=5), chunk_size=5)).label_events()
     assert len(LABELS.decode(envelope("label-batch.v1", "demo-model", labels)).events) == 5
     assert len(LABELS.decode(envelope("label-batch.v1", "demo-model", labels[:1])).events) == 1
+
+
+CHUNK = next(generate(Scenario(n_events=10), chunk_size=10))
+
+
+def test_a_columnar_batch_decodes_to_the_same_predictions_as_events():
+    decoded = PREDICTIONS.decode(orjson.dumps(CHUNK.prediction_columns()))
+    assert decoded.events == [] and decoded.rejections == [] and len(decoded) == 10
+    (columns,) = decoded.columns
+    assert columns.events() == PREDICTIONS.decode(batch(EVENTS)).events
+
+
+def test_bad_rows_of_a_columnar_batch_are_dead_lettered_alone_as_events():
+    document = CHUNK.prediction_columns()
+    document["ts"][2] = -5.0
+    document["features"]["num_03"][7] = [1]
+    document["scores"]["1"][7] = 2.0  # a second problem of the same row: one rejection, the first reason
+    decoded = PREDICTIONS.decode(orjson.dumps(document))
+    assert [(r.batch_index, r.reason) for r in decoded.rejections] == [
+        (2, "ts: Input should be a number greater than or equal to 0"),
+        (7, "features.num_03: Input should be a number, a string, a boolean or null"),
+    ]
+    assert orjson.loads(decoded.rejections[0].payload) == {**EVENTS[2], "ts": -5.0}
+    (columns,) = decoded.columns
+    assert columns.event_ids == [e["event_id"] for i, e in enumerate(EVENTS) if i not in (2, 7)]
+    kept = [e["features"]["num_03"] for i, e in enumerate(EVENTS) if i not in (2, 7)]
+    assert columns.features["num_03"].tolist() == kept  # numbers again: the fast path
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"ts": [1.0]}, "invalid columnar batch: ts has 1 values for 10 event ids"),
+        ({"model_version": None}, "invalid columnar batch: model_version: Input should be a valid string"),
+        ({"features": {"x": 1}}, "invalid columnar batch: features.x: Input should be a valid list"),
+    ],
+)
+def test_a_columnar_batch_of_the_wrong_shape_is_refused_whole(change, reason):
+    raw = orjson.dumps(CHUNK.prediction_columns() | change)
+    decoded = PREDICTIONS.decode(raw)
+    assert len(decoded) == 0
+    assert [(r.batch_index, r.reason, r.payload) for r in decoded.rejections] == [(None, reason, raw)]

@@ -9,10 +9,12 @@ import orjson
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.event_time import RecentIds, Watermark
 from driftwarden.core.events import LabelEvent, PredictionEvent
 from driftwarden.core.monitor import STATE_FORMAT, STATE_VERSION, Monitor
 from driftwarden.core.state import StateError, StateReader, decode
+from driftwarden_load.scenarios import Scenario, generate
 
 START = 1_764_000_000.0  # seconds since the epoch (2025-11-24)
 
@@ -31,6 +33,10 @@ def events(n: int, seed: int = 0, start: float = START) -> list[PredictionEvent]
 
 def label(event: PredictionEvent) -> LabelEvent:
     return LabelEvent(event_id=event.event_id, model_id="m", ts=event.ts, label=event.prediction)
+
+
+def batch_envelope(events: list[dict]) -> bytes:
+    return orjson.dumps({"schema": "prediction-batch.v1", "model_id": events[0]["model_id"], "events": events})
 
 
 def config(**overrides: object) -> MonitoringConfig:
@@ -127,3 +133,56 @@ def test_a_checkpoint_of_the_previous_state_version_is_refused_not_misread():
     with pytest.raises(StateError, match="version 2 is not supported"):
         Monitor(config()).restore(orjson.dumps(document))
     decode(monitor.export(["m"]), STATE_FORMAT, 3)  # the current version reads
+
+
+def test_a_columnar_batch_is_screened_and_deduplicated_row_by_row_exactly_as_its_rows_as_events():
+    """The same predictions as columnar batches and as row envelopes, with duplicate ids (within a
+    batch, across batches, in the reference phase) and bad event times (milliseconds, the future,
+    older than the label TTL): the same dead letters, alerts, joins, counts and state."""
+    scenario = Scenario(name="abrupt-shift", n_events=6_000, onset=4_000, drift_features=("num_03",))
+    chunks = list(generate(scenario, chunk_size=1_000))
+    documents = []
+    for k, chunk in enumerate(chunks):
+        document = chunk.prediction_columns()
+        document["segment"] = {"region": [("eu", "us")[i % 2] for i in range(len(chunk))]}
+        ids, ts = document["event_id"], document["ts"]
+        ids[10] = ids[3]  # a duplicate within the batch
+        if k > 0:
+            ids[20] = documents[-1]["event_id"][500]  # a duplicate of the previous batch's row
+        ts[30] *= 1_000  # milliseconds
+        ts[40] += 3_600  # an hour ahead of the monitor's clock
+        if k > 0:
+            ts[50] -= 7_200  # older than the model's event time minus the label TTL
+        documents.append(document)
+    monitors = {"columns": Monitor(config(label_ttl_s=600.0)), "rows": Monitor(config(label_ttl_s=600.0))}
+    seen: dict[str, list] = {"columns": [], "rows": []}
+    for document, chunk in zip(documents, chunks, strict=True):
+        now = float(chunk.ts[-1]) + 60  # a minute after the chunk's last event
+        rows = [
+            {"event_id": event_id, "model_id": document["model_id"], "model_version": document["model_version"],
+             "ts": document["ts"][i], "features": {n: v[i] for n, v in document["features"].items()},
+             "prediction": document["prediction"][i], "scores": {c: v[i] for c, v in document["scores"].items()},
+             "segment": {"region": document["segment"]["region"][i]}}
+            for i, event_id in enumerate(document["event_id"])
+        ]  # fmt: skip
+        labels = [LabelEvent.model_validate(e) for e in chunk.label_events()]
+        for way, raw in (("columns", orjson.dumps(document)), ("rows", batch_envelope(rows))):
+            decoded = PREDICTIONS.decode(raw)
+            assert not decoded.rejections and len(decoded) == len(rows)
+            assert (decoded.columns != []) == (way == "columns")
+            accepted, rejected = monitors[way].screen([*decoded.events, *decoded.columns], now)
+            outputs = monitors[way].observe(accepted, now)
+            outputs += monitors[way].observe_labels(labels, now)
+            seen[way].append((rejected, outputs))
+    assert seen["columns"] == seen["rows"]
+    rejected = [r for chunk_seen, _ in seen["rows"] for r in chunk_seen]
+    assert "like milliseconds" in rejected[0].reason and "ahead of the monitor clock" in rejected[1].reason
+    assert len(rejected) == 2 + 5 * 3 and "older than label_ttl_s" in rejected[-1].reason
+    alerts = [a for _, outputs in seen["rows"] for a in outputs.alerts]
+    assert ("data_drift", "num_03") in {(a.kind, a.subject) for a in alerts}
+    assert sum(len(outputs.examples) for _, outputs in seen["rows"]) > 5_000
+    status = {way: monitor.status(scenario.model_id, 0) for way, monitor in monitors.items()}
+    assert status["columns"] == status["rows"]
+    assert status["rows"].events_processed == 6_000 - 11 - 17  # 1 + 5 x 2 duplicates, 2 + 5 x 3 bad times
+    assert status["rows"].label_joins["duplicate_predictions"] == 11
+    assert monitors["columns"].export([scenario.model_id]) == monitors["rows"].export([scenario.model_id])

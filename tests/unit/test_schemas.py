@@ -96,7 +96,45 @@ def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 # (schema file, document, expected verdict). Invalid documents each break exactly one rule.
+COLUMNS = {
+    "schema": "prediction-columns.v1",
+    "model_id": "fraud",
+    "model_version": "1",
+    "event_id": [UUID_A, "req-2"],
+    "ts": [1700000000.5, 1700000001],
+    "features": {"amount": [12.5, None], "country": ["NL", "DE"], "is_new": [True, False], "n": [3, 4]},
+    "prediction": [1, "fraud"],
+    "scores": {"0": [0.1, 0.8], "1": [0.9, 0.2]},
+    "segment": {"country": ["NL", None]},
+    "latency_ms": [3.2, None],
+    "cost": None,
+}
+
+
+def with_column(**changes: Any) -> dict[str, Any]:
+    return with_(COLUMNS, **changes)
+
+
 CORPUS: list[tuple[str, Any, bool]] = [
+    ("prediction-columns.v1.json", COLUMNS, True),
+    ("prediction-columns.v1.json", with_column(scores=..., segment=..., latency_ms=..., cost=...), True),
+    ("prediction-columns.v1.json", with_column(cost=[0.001, 0], features={}), True),
+    ("prediction-columns.v1.json", with_column(schema="prediction-columns.v2"), False),
+    ("prediction-columns.v1.json", with_column(model_version=...), False),
+    ("prediction-columns.v1.json", with_column(model_version="../1"), False),
+    ("prediction-columns.v1.json", with_column(event_id=[], ts=[], prediction=[], features={}), False),
+    ("prediction-columns.v1.json", with_column(event_id=[UUID_A, ""]), False),
+    ("prediction-columns.v1.json", with_column(ts=[1, -1]), False),
+    ("prediction-columns.v1.json", with_column(ts=[1, True]), False),
+    ("prediction-columns.v1.json", with_column(ts=1), False),
+    ("prediction-columns.v1.json", with_column(features={"x": [1, [2]]}), False),
+    ("prediction-columns.v1.json", with_column(features={"x": 1}), False),
+    ("prediction-columns.v1.json", with_column(prediction=[1, None]), False),
+    ("prediction-columns.v1.json", with_column(scores={"1": [0.5, 1.5]}), False),
+    ("prediction-columns.v1.json", with_column(segment={"country": ["NL", 1]}), False),
+    ("prediction-columns.v1.json", with_column(latency_ms=[-1, 2]), False),
+    ("prediction-columns.v1.json", with_column(unexpected=[1, 2]), False),
+    ("prediction-columns.v1.json", [COLUMNS], False),
     ("prediction.v1.json", PREDICTION, True),
     ("prediction.v1.json", with_(PREDICTION, scores=..., segment=..., latency_ms=..., cost=...), True),
     ("prediction.v1.json", with_(PREDICTION, prediction="fraud"), True),
@@ -300,6 +338,9 @@ def test_json_schema_and_pydantic_agree(schema_name: str, document: Any, expecte
     if decoder is not None:  # what the monitor accepts (hot path or event by event) is the contract
         decoded = decoder.decode(json.dumps(document).encode())
         assert (len(decoded.events), len(decoded.rejections)) == ((1, 0) if expected else (0, 1))
+    if schema_name == "prediction-columns.v1.json":  # checked column by column with numpy, same verdict
+        decoded = PREDICTIONS.decode(json.dumps(document).encode())
+        assert (len(decoded), bool(decoded.rejections)) == ((2, False) if expected else (len(decoded), True))
 
 
 @pytest.mark.parametrize("schema_name", sorted(SCHEMAS))

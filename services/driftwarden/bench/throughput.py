@@ -1,7 +1,7 @@
 """``driftwarden bench throughput``: the monitor against the transport and framework ceilings.
 
 In one run, on one embedded broker and the same pre-produced events (the stable 20-feature stream)
-for each message size (1 event per message, or batch envelopes):
+for each message size (1 event per message, batch envelopes, or columnar batches):
 
 * (a) raw aiokafka consume + orjson decode: the transport ceiling;
 * (b) an empty Faust agent reading in batches like the monitor: the framework ceiling;
@@ -45,10 +45,12 @@ class ThroughputResult:
     raw: float
     empty_faust: float
     monitor: float
+    columnar: bool = False
 
     def as_row(self) -> str:
         rates = [self.raw, self.empty_faust, self.monitor]
-        cells = [f"{self.batch_size}", f"{self.events:,}", *(f"{rate:,.0f}" for rate in rates)]
+        size = f"{self.batch_size} columnar" if self.columnar else f"{self.batch_size}"
+        cells = [size, f"{self.events:,}", *(f"{rate:,.0f}" for rate in rates)]
         cells += [f"{self.monitor / self.raw:.2f}", f"{self.monitor / self.empty_faust:.2f}"]
         return "| " + " | ".join(cells) + " |"
 
@@ -69,7 +71,8 @@ async def _raw_rate(settings: Settings, messages: int) -> float:
             for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
                 for record in records:
                     document = orjson.loads(record.value or b"")
-                    events += len(document["events"]) if "events" in document else 1
+                    ids = document.get("event_id")  # a columnar batch: one event id per row
+                    events += len(document["events"]) if "events" in document else len(ids) if type(ids) is list else 1
                 seen += len(records)
         return events / (time.perf_counter() - started)
     finally:
@@ -143,15 +146,17 @@ def bench_broker() -> Iterator[tuple[Settings, Path]]:
 
 
 def run_throughput_benchmark(
-    base: Settings, work: Path, batch_sizes: list[int], events: int, single_events: int
+    base: Settings, work: Path, batch_sizes: list[int], events: int, single_events: int, columnar_sizes: list[int]
 ) -> Iterator[ThroughputResult]:
-    """Rates (a), (b), (c) per message size, on the same pre-produced events each."""
-    for batch_size in batch_sizes:
-        n = single_events if batch_size == 1 else events
-        settings = bench_settings(base, work, f"bench{batch_size}")
-        scenario = Scenario(name="stable", n_events=n, model_id=f"bench-{batch_size}")
-        report = asyncio.run(ScenarioProducer(settings, scenario, batch_size=batch_size, label_fraction=0.0).run())
+    """Rates (a), (b), (c) per message size (row messages, then columnar), on the same pre-produced events each."""
+    for batch_size, columnar in [(size, False) for size in batch_sizes] + [(size, True) for size in columnar_sizes]:
+        n = single_events if batch_size == 1 and not columnar else events
+        name = f"{batch_size}{'c' if columnar else ''}"
+        settings = bench_settings(base, work, f"bench{name}")
+        scenario = Scenario(name="stable", n_events=n, model_id=f"bench-{name}")
+        producer = ScenarioProducer(settings, scenario, batch_size=batch_size, label_fraction=0.0, columnar=columnar)
+        report = asyncio.run(producer.run())
         raw = asyncio.run(_raw_rate(settings, report.prediction_messages))
-        empty = _empty_faust_rate(settings, report.prediction_messages, n, work / f"empty-{batch_size}.log")
+        empty = _empty_faust_rate(settings, report.prediction_messages, n, work / f"empty-{name}.log")
         monitor = monitor_rate(settings, {scenario.model_id: n}, work)
-        yield ThroughputResult(batch_size, n, raw, empty, monitor)
+        yield ThroughputResult(batch_size, n, raw, empty, monitor, columnar)

@@ -1,7 +1,9 @@
 """Turn raw Kafka message values into validated events, and everything else into rejections.
 
-A message is either one event or a batch envelope (``"schema": "prediction-batch.v1"``). Inside an
-envelope each event stands alone: a bad one is rejected with its index and its own bytes while its
+A message is either one event, a batch envelope (``"schema": "prediction-batch.v1"``) or, for
+predictions, a columnar batch (``"schema": "prediction-columns.v1"``, decoded column by column by
+:mod:`driftwarden.core.columnar` into :attr:`Decoded.columns`). Inside an envelope each event stands
+alone: a bad one is rejected with its index and its own bytes while its
 neighbours go through. Nothing raises on input; the caller dead-letters the rejections.
 
 >>> good = {"event_id": "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11", "model_id": "m", "model_version": "1",
@@ -24,9 +26,11 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from driftwarden.core.columnar import PredictionColumns, decode_columns
 from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
     PREDICTION_BATCH_SCHEMA,
+    PREDICTION_COLUMNS_SCHEMA,
     EventBatch,
     KeyedEvent,
     LabelBatch,
@@ -53,6 +57,12 @@ class Rejection:
 class Decoded(Generic[E]):
     events: list[E] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    #: Columnar batches (predictions only), validated column by column.
+    columns: list[PredictionColumns] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """How many events were accepted."""
+        return len(self.events) + sum(len(batch) for batch in self.columns)
 
 
 def describe(errors: list[ErrorDetails], skip_loc: int = 0) -> str:
@@ -69,15 +79,23 @@ def describe(errors: list[ErrorDetails], skip_loc: int = 0) -> str:
 class Decoder(Generic[E]):
     """Decoder for one event type and its batch envelope."""
 
-    def __init__(self, event: type[E], batch: type[EventBatch], batch_schema: str) -> None:
+    def __init__(
+        self, event: type[E], batch: type[EventBatch], batch_schema: str, columns_schema: str | None = None
+    ) -> None:
         self.event = event
         self.batch = batch
         self.batch_schema = batch_schema
+        self.columns_schema = columns_schema
         self._batch_marker = batch_schema.encode()
+        self._columns_marker = columns_schema.encode() if columns_schema else None
 
     def decode(self, raw: bytes | None) -> Decoded[E]:
         if not raw:
             return Decoded(rejections=[Rejection("empty message", raw or b"")])
+        if self._columns_marker is not None and self._columns_marker in raw[:200]:
+            columnar = self._decode_columns(raw)
+            if columnar is not None:
+                return columnar
         fast = self._decode_valid(raw)
         if fast is not None:
             return fast
@@ -91,6 +109,20 @@ class Decoder(Generic[E]):
             return Decoded(events=[self.event.model_validate(document)])
         except ValidationError as exc:
             return Decoded(rejections=[Rejection(describe(exc.errors()), raw)])
+
+    def _decode_columns(self, raw: bytes) -> Decoded[E] | None:
+        """A columnar batch, or None when the message is not one (it may name the schema elsewhere)."""
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Decoded(rejections=[Rejection(f"not valid JSON: {exc}", raw)])
+        if not isinstance(document, dict) or document.get("schema") != self.columns_schema:
+            return None
+        decoded = decode_columns(document, raw)
+        return Decoded(
+            rejections=[Rejection(reason, payload, index) for index, reason, payload in decoded.rejections],
+            columns=[] if decoded.batch is None else [decoded.batch],
+        )
 
     def _decode_valid(self, raw: bytes) -> Decoded[E] | None:
         """The hot path: a valid message parsed and validated in one pass (pydantic-core, no dicts).
@@ -146,5 +178,7 @@ class Decoder(Generic[E]):
         return decoded
 
 
-PREDICTIONS: Decoder[PredictionEvent] = Decoder(PredictionEvent, PredictionBatch, PREDICTION_BATCH_SCHEMA)
+PREDICTIONS: Decoder[PredictionEvent] = Decoder(
+    PredictionEvent, PredictionBatch, PREDICTION_BATCH_SCHEMA, PREDICTION_COLUMNS_SCHEMA
+)
 LABELS: Decoder[LabelEvent] = Decoder(LabelEvent, LabelBatch, LABEL_BATCH_SCHEMA)

@@ -3,10 +3,11 @@
 * :class:`Watermark` is a model's event-time clock (it expires label joins): the ``quorum``-th
   largest event time seen, so a single timestamp far ahead (milliseconds, a wrong year) does not move
   it; it takes ``quorum`` events at or beyond a time to get there.
-* :func:`time_problem` says why an event time cannot be right: a value that looks like milliseconds
-  (or micro-, nanoseconds) since the epoch, a time beyond the monitor's clock plus a tolerance, or a
-  time older than the model's watermark minus the label TTL (no label could join it). The monitor
-  service dead-letters such events with that reason (:meth:`driftwarden.core.monitor.Monitor.screen`).
+* :func:`time_problem` (:func:`time_problems` for a column of times) says why an event time cannot
+  be right: a value that looks like milliseconds (or micro-, nanoseconds) since the epoch, a time
+  beyond the monitor's clock plus a tolerance, or a time older than the model's watermark minus the
+  label TTL (no label could join it). The monitor service dead-letters such events with that reason
+  (:meth:`driftwarden.core.monitor.Monitor.screen`).
 * :class:`RecentIds` remembers the last ``horizon`` distinct event ids of a model (as 64-bit hashes)
   so that a duplicate within that horizon is counted and dropped before detectors and joins.
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import heapq
 from hashlib import blake2b
+
+import numpy as np
 
 from driftwarden.core.state import State, StateError, Stateful, StateReader, pack_array, pack_ints
 
@@ -79,6 +82,27 @@ def time_problem(ts: float, now: float, watermark: float | None, future_toleranc
     if watermark is not None and ts < watermark - ttl_s:
         return f"ts {ts:.5g} is {watermark - ts:.0f} s behind the model's event time, older than label_ttl_s={ttl_s:g}"
     return None
+
+
+def time_problems(
+    ts: np.ndarray, now: float, watermark: float | None, future_tolerance_s: float, ttl_s: float
+) -> dict[int, str]:
+    """:func:`time_problem` of each event time in ``ts`` that has one, by position (for a columnar batch).
+
+    One numpy pass finds the times that may have a problem; only those are looked at one by one.
+
+    >>> ts = np.array([1_764_500_000.0, 1_764_500_000_000.0, 1_764_500_100.0])
+    >>> problems = time_problems(ts, now=1_764_500_000.0, watermark=None, future_tolerance_s=60, ttl_s=86400)
+    >>> for i, problem in problems.items():
+    ...     print(i, problem)
+    1 ts 1.7645e+12 looks like milliseconds since the epoch (expected seconds)
+    2 ts 1.7645e+09 is 100 s ahead of the monitor clock (tolerance 60 s)
+    """
+    oldest = -np.inf if watermark is None else watermark - ttl_s
+    suspect = (ts >= UNIT_LIMITS[-1][0]) | (ts > now + future_tolerance_s) | (ts < oldest)
+    found = ((i, time_problem(t, now, watermark, future_tolerance_s, ttl_s)) for i, t in
+             zip(np.flatnonzero(suspect).tolist(), ts[suspect].tolist(), strict=True))  # fmt: skip
+    return {i: problem for i, problem in found if problem is not None}
 
 
 def id_hash(event_id: str) -> int:

@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,8 +36,10 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 # first) gives the same result as pydantic's "smart" union at a fraction of the cost.
 FeatureValue = Annotated[float | str | bool | None, Field(union_mode="left_to_right")]
 Scalar = bool | int | float | str | None
+T = TypeVar("T")
 
 PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"
+PREDICTION_COLUMNS_SCHEMA = "prediction-columns.v1"
 LABEL_BATCH_SCHEMA = "label-batch.v1"
 TRAINING_EXAMPLE_BATCH_SCHEMA = "training-example-batch.v1"
 
@@ -103,6 +105,29 @@ class PredictionBatch(EventBatch):
     schema_: Literal["prediction-batch.v1"] = Field(alias="schema")
     model_id: ModelId
     events: Annotated[list[PredictionEvent], Field(min_length=1, max_length=100_000)]
+
+
+Column = Annotated[list[T], Field(min_length=1, max_length=100_000)]
+
+
+class PredictionColumnBatch(Event):
+    """Many predictions of one model version as columns (``schemas/prediction-columns.v1.json``).
+
+    Every column holds one value per ``event_id``; the decoder (:mod:`driftwarden.core.columnar`)
+    checks the lengths and validates column by column.
+    """
+
+    schema_: Literal["prediction-columns.v1"] = Field(alias="schema")
+    model_id: ModelId
+    model_version: ModelId
+    event_id: Column[EventId]
+    ts: Column[Timestamp]
+    features: dict[str, Column[FeatureValue]]
+    prediction: Column[float | str]
+    scores: dict[str, Column[Probability]] | None = None
+    segment: dict[str, Column[str | None]] | None = None
+    latency_ms: Column[NonNegative | None] | None = None
+    cost: Column[NonNegative | None] | None = None
 
 
 class LabelBatch(EventBatch):
@@ -284,6 +309,7 @@ CONTRACTS: dict[str, type[Event]] = {
     "prediction.v1.json": PredictionEvent,
     "label.v1.json": LabelEvent,
     "prediction-batch.v1.json": PredictionBatch,
+    "prediction-columns.v1.json": PredictionColumnBatch,
     "label-batch.v1.json": LabelBatch,
     "alert.v1.json": Alert,
     "retrain-command.v1.json": RetrainCommand,

@@ -32,8 +32,11 @@ from functools import partial
 from itertools import groupby
 from typing import Any
 
+import numpy as np
+
 from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
 from driftwarden.core.changes import streaming_change, window_change
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
@@ -44,7 +47,7 @@ from driftwarden.core.detectors import (
     window_detectors,
 )
 from driftwarden.core.detectors.streaming import shift_in_sigma
-from driftwarden.core.event_time import RecentIds, Watermark, time_problem
+from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner, compact_json
 from driftwarden.core.performance import PerformanceMonitor
@@ -72,6 +75,8 @@ STATE_FORMAT = "driftwarden.monitor-state"
 #: and rank-CUSUM streaming detectors (ADWIN before).
 STATE_VERSION = 3
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
+#: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
+Predictions = Sequence[PredictionEvent] | PredictionColumns
 
 
 @dataclass(frozen=True)
@@ -131,13 +136,14 @@ class ModelMonitor:
 
     # -- predictions -----------------------------------------------------------------------------
 
-    def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
+    def observe(self, events: Predictions, now: float) -> Outputs:
+        """Predictions of this version in stream order (events or a columnar batch); what they raise."""
         fired: list[Alert] = []
         start = 0
         while start < len(events):
             if self.profile is None:  # collect the first reference
                 stop = start + self._first_reference_size() - len(self.reference_events)
-                self.reference_events += events[start:stop]
+                self.reference_events += _as_events(events[start:stop])
                 if len(self.reference_events) >= self._first_reference_size():
                     self._build_reference()
                 start = stop
@@ -149,15 +155,18 @@ class ModelMonitor:
             found = self._detect(run, now)
             fired += found
             if growing:
-                self._grow_reference(run, drifted=any(a.kind in DRIFT_KINDS for a in found) or self._drift_open())
+                drifted = any(a.kind in DRIFT_KINDS for a in found) or self._drift_open()
+                self._grow_reference(_as_events(run), drifted=drifted)
             start = stop
-        if events and self.profile is not None:
-            self.policy.evaluate(self.book, fired, float(events[-1].ts))
+        if len(events) and self.profile is not None:
+            last_ts = events.ts[-1] if isinstance(events, PredictionColumns) else events[-1].ts
+            self.policy.evaluate(self.book, fired, float(last_ts))
         return Outputs(fired)
 
-    def _detect(self, events: Sequence[PredictionEvent], now: float) -> list[Alert]:
+    def _detect(self, events: Predictions, now: float) -> list[Alert]:
         assert self.profile is not None
-        columns = to_columns(events, schema_of(self.profile))
+        schema = schema_of(self.profile)
+        columns = events.columns(schema) if isinstance(events, PredictionColumns) else to_columns(events, schema)
         fired: list[Alert] = []
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
         # events were batched (a replay after a restart comes in much larger batches). Before the
@@ -519,17 +528,32 @@ class Monitor:
             state.versions[model_version] = monitor
         return monitor
 
-    def screen(self, events: Sequence[PredictionEvent], now: float) -> tuple[list[PredictionEvent], list[Rejected]]:
+    def screen(
+        self, events: Sequence[PredictionEvent | PredictionColumns], now: float
+    ) -> tuple[list[PredictionEvent | PredictionColumns], list[Rejected]]:
         """Split predictions into those with a plausible event time and those without (with the reason).
 
         ``now`` is the monitor's clock (processing time). The service dead-letters the rejected ones
-        before :meth:`observe` (see :func:`driftwarden.core.event_time.time_problem`).
+        before :meth:`observe` (see :func:`driftwarden.core.event_time.time_problem`). A columnar
+        batch is screened row by row: its refused rows leave it, each as its own event.
         """
-        accepted, rejected = [], []
+        accepted: list[PredictionEvent | PredictionColumns] = []
+        rejected: list[Rejected] = []
         for event in events:
             config = self.config.for_model(event.model_id)
             state = self.models.get(event.model_id)
             watermark = state.clock.value if state else None
+            if isinstance(event, PredictionColumns):
+                problems = time_problems(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
+                if not problems:
+                    accepted.append(event)
+                    continue
+                rejected += map(Rejected, event.take(np.array(list(problems))).events(), problems.values())
+                keep = np.ones(len(event), dtype=bool)
+                keep[list(problems)] = False
+                if keep.any():
+                    accepted.append(event.take(np.flatnonzero(keep)))
+                continue
             problem = time_problem(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
             if problem is None:
                 accepted.append(event)
@@ -537,42 +561,74 @@ class Monitor:
                 rejected.append(Rejected(event, problem))
         return accepted, rejected
 
-    def observe(self, events: Sequence[PredictionEvent], now: float) -> Outputs:
-        """Feed predictions (any mix of models, in stream order); return what they raise.
+    def observe(self, events: Sequence[PredictionEvent | PredictionColumns], now: float) -> Outputs:
+        """Feed predictions (any mix of models, events and columnar batches, in stream order); return
+        what they raise.
 
-        An event id seen among the model's last ``dedupe_horizon`` distinct ids is counted and dropped.
+        An event id seen among the model's last ``dedupe_horizon`` distinct ids is counted and dropped
+        (a columnar batch row by row, as if its rows came as events).
         """
         outputs = Outputs()
-        fresh = [e for e in events if self._first_sighting(e)]
-        for key, run in groupby(fresh, key=lambda e: (e.model_id, e.model_version)):
-            batch = list(run)
-            state = self.state(key[0])
-            outputs += self.model(*key).observe(batch, now)
-            outputs.processed[key] = outputs.processed.get(key, 0) + len(batch)
-            state.counters.processed += len(batch)
-            state.counters.latest_version = key[1]
-            for event in batch:
-                state.clock.observe(event.ts)
-            joined = []
-            for event in batch:
-                record = (key[1], event.prediction, max(event.scores.values()) if event.scores else float("nan"),
-                          tuple(sorted((event.segment or {}).items())), compact_json(event.features))  # fmt: skip
-                match = state.joiner.add_prediction(event.event_id, event.ts, record)
-                if match is not None:
-                    joined.append(match)
-            outputs += self._route_joined(key[0], joined, now)
-            watermark = state.clock.value
-            if watermark is not None:
-                state.joiner.expire(watermark)
+        fresh = [f for e in events if (f := self._fresh(e)) is not None]  # in stream order
+        for key, run in groupby(fresh, key=lambda e: (e.model_id, e.model_version, isinstance(e, PredictionColumns))):
+            items = list(run)
+            batches: list[Predictions] = (
+                [c for c in items if isinstance(c, PredictionColumns)]
+                if key[2]
+                else [[e for e in items if isinstance(e, PredictionEvent)]]
+            )
+            for batch in batches:
+                outputs += self._observe_version(key[0], key[1], batch, now)
         self._count(outputs)
         return outputs
 
-    def _first_sighting(self, event: PredictionEvent) -> bool:
+    def _observe_version(self, model_id: str, version: str, batch: Predictions, now: float) -> Outputs:
+        state = self.state(model_id)
+        outputs = self.model(model_id, version).observe(batch, now)
+        outputs.processed[(model_id, version)] = outputs.processed.get((model_id, version), 0) + len(batch)
+        state.counters.processed += len(batch)
+        state.counters.latest_version = version
+        if isinstance(batch, PredictionColumns):
+            for ts in batch.ts.tolist():
+                state.clock.observe(ts)
+            records = batch.join_records()
+        else:
+            for event in batch:
+                state.clock.observe(event.ts)
+            records = (
+                (event.event_id, event.ts,
+                 (version, event.prediction, max(event.scores.values()) if event.scores else float("nan"),
+                  tuple(sorted((event.segment or {}).items())), compact_json(event.features)))
+                for event in batch
+            )  # fmt: skip
+        joined = []
+        for event_id, ts, record in records:
+            match = state.joiner.add_prediction(event_id, ts, record)
+            if match is not None:
+                joined.append(match)
+        outputs += self._route_joined(model_id, joined, now)
+        watermark = state.clock.value
+        if watermark is not None:
+            state.joiner.expire(watermark)
+        return outputs
+
+    def _fresh(self, event: PredictionEvent | PredictionColumns) -> PredictionEvent | PredictionColumns | None:
+        """The event, or the columnar batch's rows, whose event ids are new; None when nothing is.
+
+        A duplicate id (among the model's last ``dedupe_horizon``) is counted and dropped.
+        """
         state = self.state(event.model_id)
-        if state.ids.add(event.event_id):
-            return True
-        state.counters.duplicates += 1
-        return False
+        if isinstance(event, PredictionEvent):
+            if state.ids.add(event.event_id):
+                return event
+            state.counters.duplicates += 1
+            return None
+        add = state.ids.add
+        fresh = np.fromiter((add(event_id) for event_id in event.event_ids), bool, len(event))
+        if fresh.all():
+            return event
+        state.counters.duplicates += int((~fresh).sum())
+        return event.take(np.flatnonzero(fresh)) if fresh.any() else None
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
         outputs = Outputs()
@@ -653,3 +709,8 @@ class Monitor:
     def forget(self, model_ids: Iterable[str]) -> None:
         for model_id in model_ids:
             self.models.pop(model_id, None)
+
+
+def _as_events(predictions: Predictions) -> list[PredictionEvent]:
+    """Predictions as events (the reference is built from events)."""
+    return predictions.events() if isinstance(predictions, PredictionColumns) else list(predictions)

@@ -327,10 +327,22 @@ def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tu
     if types <= {float}:  # the common case: one conversion, no per-value Python work
         numeric = np.array(flat, dtype=float).reshape(n, k) if flat else np.full((n, k), np.nan)
         return numeric, np.zeros((n, k), dtype=bool), np.zeros((n, k), dtype=bool)
-    values = np.array(flat, dtype=object).reshape(n, k)
-    missing = np.equal(values, np.array(None))
-    is_number = np.vectorize(lambda v: type(v) is float, otypes=[bool])(values) if values.size else missing
-    numeric = np.where(is_number, values, np.nan).astype(float)
+    values, missing, violations = numeric_column(flat, n * k)
+    return values.reshape(n, k), missing.reshape(n, k), violations.reshape(n, k)
+
+
+def numeric_column(values: np.ndarray | Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(numbers with NaN elsewhere, absent or null, not a number) of ``n`` values of a numeric feature.
+
+    >>> numeric_column([1.0, None, "x", True], 4)
+    (array([ 1., nan, nan, nan]), array([False,  True, False, False]), array([False, False,  True,  True]))
+    """
+    if isinstance(values, np.ndarray):  # a column already validated as numbers
+        return values, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    objects = np.array(values, dtype=object).reshape(n)
+    missing = np.equal(objects, np.array(None))
+    is_number = np.vectorize(lambda v: type(v) is float, otypes=[bool])(objects) if n else missing
+    numeric = np.where(is_number, objects, np.nan).astype(float)
     return numeric, missing, ~(is_number | missing)
 
 

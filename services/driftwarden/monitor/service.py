@@ -32,6 +32,7 @@ import faust
 import orjson
 from faust.types import TP, EventT
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
 from driftwarden.core.events import (
@@ -166,7 +167,7 @@ class MonitorService:
         outputs = Outputs()
         now = time.time()
         self.inputs_seen.clear()  # what a failed batch saw is not counted
-        predictions: list[PredictionEvent] = []
+        predictions: list[PredictionEvent | PredictionColumns] = []
         for event in batch:
             message = event.message
             if not await self._accept(message):
@@ -180,7 +181,7 @@ class MonitorService:
             for rejection in decoded.rejections:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
-            self._track(message.partition, events, message.key)
+            self._track(message.partition, [*events, *decoded.columns], message.key)
             self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
@@ -188,7 +189,9 @@ class MonitorService:
                     predictions = []
                 outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
             else:
-                accepted, rejected = self.core.screen([e for e in events if isinstance(e, PredictionEvent)], now)
+                accepted, rejected = self.core.screen(
+                    [*(e for e in events if isinstance(e, PredictionEvent)), *decoded.columns], now
+                )
                 for refused in rejected:  # an implausible event time: dead-lettered with the reason
                     pending.append(
                         await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
@@ -228,7 +231,7 @@ class MonitorService:
                 pending.append(await self.training.send(key=model_id.encode(), value=value))
         return pending
 
-    def _track(self, partition: int, events: list[KeyedEvent], key: bytes | None) -> None:
+    def _track(self, partition: int, events: list[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
         models = {e.model_id for e in events}
         if not events:
             model_id = self._model_of_key(key)

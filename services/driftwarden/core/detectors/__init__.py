@@ -20,7 +20,7 @@ fails when a detector class is missing from it.
 from __future__ import annotations
 
 from driftwarden.core.config import ModelMonitorConfig
-from driftwarden.core.detectors.base import Detector, StatisticKey
+from driftwarden.core.detectors.base import Detector, StatisticKey, StreamingDetector
 from driftwarden.core.detectors.checks import (
     BudgetDetector,
     EstimatedAccuracyDetector,
@@ -53,6 +53,7 @@ __all__ = [
     "RankCusumDetector",
     "RateCheck",
     "StatisticKey",
+    "StreamingDetector",
     "TypeViolationCheck",
     "UnseenCategoryCheck",
     "WindowDetector",

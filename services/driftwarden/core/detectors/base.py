@@ -16,7 +16,10 @@ see :mod:`driftwarden.core.state`). Every concrete detector class is listed in
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple, Self, TypeVar
+
+import numpy as np
 
 from driftwarden.core.events import Scalar
 from driftwarden.core.state import JsonValue, State, StateError, Stateful, StateReader
@@ -83,6 +86,39 @@ class Detector(Stateful):
     def __repr__(self) -> str:
         shown = ", ".join(f"{key}={_short(value)}" for key, value in self.params().items())
         return f"{type(self).__name__} ({shown})"
+
+
+class StreamingDetector(Detector):
+    """A detector fed one number per :meth:`update`; :meth:`update_many` feeds a whole column.
+
+    The default :meth:`update_many` is a loop over :meth:`update`. A detector may override it with a
+    native batch path (vectorized, or with less per-value overhead); its result must equal the loop's
+    (the contract suite compares both on every registered streaming detector).
+    """
+
+    @abc.abstractmethod
+    def update(self, x: float) -> None:
+        """Feed one value."""
+
+    def update_many(self, values: Sequence[float] | np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
+        """:meth:`update` for each value in order, NaN skipped; ``on_drift(i)`` after each value ``i`` that
+        drifted, with the detector's state (``evidence()`` included) as of that value.
+
+        >>> from driftwarden.core.detectors import RankCusumDetector
+        >>> values = np.r_[np.zeros(300), np.full(300, 5.0)] + np.tile([0.1, -0.1], 300)
+        >>> quantiles = np.linspace(-1.0, 1.0, 101)
+        >>> native, loop = RankCusumDetector(quantiles, 1_000), RankCusumDetector(quantiles, 1_000)
+        >>> alarms: tuple[list[int], list[int]] = ([], [])
+        >>> native.update_many(values, alarms[0].append)  # its own batch path
+        >>> StreamingDetector.update_many(loop, values, alarms[1].append)  # the default loop
+        >>> alarms[0] == alarms[1] != [], native.state() == loop.state()
+        (True, True)
+        """
+        for i, x in enumerate(np.asarray(values, dtype=float).tolist()):
+            if x == x:
+                self.update(x)
+                if self.drift_detected and on_drift is not None:
+                    on_drift(i)
 
 
 def _short(value: JsonValue) -> str:

@@ -9,7 +9,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from driftwarden.core.detectors.base import Detector, build
+from driftwarden.core.detectors.base import StreamingDetector, build
 from driftwarden.core.detectors.sequential import (
     BANK,
     COEFFICIENTS,
@@ -26,7 +26,7 @@ from driftwarden.core.state import State, StateError, StateReader, pack_array
 RECENT = 512
 
 
-class RankCusumDetector(Detector):
+class RankCusumDetector(StreamingDetector):
     """A change in the distribution of one numeric stream, whatever its shape.
 
     Each value is ranked against the reference (a randomized probability integral transform of the
@@ -97,9 +97,9 @@ class RankCusumDetector(Detector):
         self._recent: deque[float] = deque(maxlen=RECENT)
 
     def update(self, x: float) -> None:
-        self.update_many([x], lambda _: None)
+        self.update_many([x])
 
-    def update_many(self, values: Sequence[float] | np.ndarray, on_drift: Callable[[int], None]) -> None:
+    def update_many(self, values: Sequence[float] | np.ndarray, on_drift: Callable[[int], None] | None = None) -> None:
         """``update`` for each value (NaN skipped), calling ``on_drift(index)`` at each detection.
 
         The same result as ``update`` in a loop, vectorized (the hot path); inside ``on_drift`` the
@@ -126,7 +126,8 @@ class RankCusumDetector(Detector):
                 self.cusums[:] = 0.0
                 self.run_starts[:] = self.n_seen
                 self._drift_detected = True
-                on_drift(int(index[start - 1]))
+                if on_drift is not None:
+                    on_drift(int(index[start - 1]))
                 self._drift_detected = start == len(finite)
 
     def _advance(self, values: np.ndarray, paths: np.ndarray) -> None:

@@ -1,0 +1,291 @@
+"""Columnar prediction batches (``schemas/prediction-columns.v1.json``): validated per column with numpy.
+
+One Kafka message carries many predictions of one model version as columns: ``event_id``, ``ts``,
+``prediction`` and each feature hold one value per row. Decoding checks whole columns at once (a
+column of numbers becomes one float array; no per-event objects), so the numeric features reach
+the detectors without a Python loop per event. A row with a bad value is refused alone, with its
+index and the row as a ``prediction.v1`` event; an envelope whose shape is wrong (a missing field,
+columns of different lengths) is refused whole.
+
+>>> raw = orjson.dumps({"schema": "prediction-columns.v1", "model_id": "m", "model_version": "1",
+...     "event_id": ["a", "b", "c"], "ts": [1.0, -2.0, 3], "prediction": [0, 1, 1],
+...     "features": {"x": [0.5, 1.5, 2.5], "country": ["NL", None, "DE"]}})
+>>> decoded = decode_columns(orjson.loads(raw), raw)
+>>> batch = decoded.batch
+>>> len(batch), batch.features["x"], batch.ts
+(2, array([0.5, 2.5]), array([1., 3.]))
+>>> decoded.rejections[0][:2]
+(1, 'ts: Input should be a number greater than or equal to 0')
+>>> orjson.loads(decoded.rejections[0][2])["features"]
+{'x': 1.5, 'country': None}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from driftwarden.core.events import (
+    EVENT_ID_MAX_LENGTH,
+    PREDICTION_COLUMNS_SCHEMA,
+    PredictionColumnBatch,
+    PredictionEvent,
+    is_model_id,
+)
+from driftwarden.core.features import value_text
+from driftwarden.core.joins import PredictionRecord, compact_json
+from driftwarden.core.profile import Columns, FeatureSchema, numeric_column
+
+MAX_ROWS = 100_000
+_REQUIRED = frozenset({"schema", "model_id", "model_version", "event_id", "ts", "features", "prediction"})
+_OPTIONAL = frozenset({"scores", "segment", "latency_ms", "cost"})
+_NUMBERS = {float, int}
+_FEATURE_TYPES = {float, int, str, bool, type(None)}
+#: A feature column: floats when every value is a number, else the values as they came.
+FeatureColumn = np.ndarray | list[Any]
+
+
+@dataclass
+class PredictionColumns:
+    """A validated columnar batch: one model version, ``len(self)`` rows, numbers as float arrays."""
+
+    model_id: str
+    model_version: str
+    event_ids: list[str]
+    ts: np.ndarray
+    features: dict[str, FeatureColumn]
+    prediction: list[float | str]
+    scores: dict[str, np.ndarray] | None = None
+    segment: dict[str, list[str | None]] | None = None
+    latency_ms: np.ndarray | None = None  # NaN where absent
+    cost: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def __getitem__(self, rows: slice) -> PredictionColumns:
+        return self.take(rows)
+
+    def take(self, rows: slice | np.ndarray) -> PredictionColumns:
+        """The rows ``rows`` (a slice, or an array of row numbers)."""
+        if isinstance(rows, slice):
+            pick: Any = lambda values: values[rows]  # noqa: E731
+        else:
+            pick = lambda values: values[rows] if isinstance(values, np.ndarray) else [values[i] for i in rows]  # noqa: E731
+        return PredictionColumns(
+            self.model_id,
+            self.model_version,
+            pick(self.event_ids),
+            pick(self.ts),
+            {name: pick(values) for name, values in self.features.items()},
+            pick(self.prediction),
+            None if self.scores is None else {c: pick(v) for c, v in self.scores.items()},
+            None if self.segment is None else {k: pick(v) for k, v in self.segment.items()},
+            None if self.latency_ms is None else pick(self.latency_ms),
+            None if self.cost is None else pick(self.cost),
+        )
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Each row as a ``prediction.v1`` document (for dead letters and the reference's events)."""
+        names = list(self.features)
+        values = zip(*(column.tolist() if isinstance(column, np.ndarray) else column
+                       for column in self.features.values()), strict=True)  # fmt: skip
+        for i, row in enumerate(values if names else ((),) * len(self)):
+            event: dict[str, Any] = {
+                "event_id": self.event_ids[i], "model_id": self.model_id, "model_version": self.model_version,
+                "ts": float(self.ts[i]), "features": dict(zip(names, row, strict=True)),
+                "prediction": self.prediction[i],
+            }  # fmt: skip
+            if self.scores is not None:
+                event["scores"] = {c: float(v[i]) for c, v in self.scores.items()}
+            if self.segment is not None:
+                event["segment"] = {k: v[i] for k, v in self.segment.items() if v[i] is not None}
+            for name, column in (("latency_ms", self.latency_ms), ("cost", self.cost)):
+                if column is not None and column[i] == column[i]:
+                    event[name] = float(column[i])
+            yield event
+
+    def events(self) -> list[PredictionEvent]:
+        """The rows as prediction events (the reference phase builds its profile from events)."""
+        return [PredictionEvent.model_validate(row) for row in self.rows()]
+
+    def columns(self, schema: FeatureSchema) -> Columns:
+        """The rows as the detectors' :class:`~driftwarden.core.profile.Columns`, the same as
+        :func:`~driftwarden.core.profile.to_columns` of the same rows as events, column by column."""
+        n = len(self)
+        numeric, missing, violations = (np.empty((n, len(schema.numeric))) for _ in range(3))
+        for j, name in enumerate(schema.numeric):
+            column = self.features.get(name)
+            numeric[:, j], missing[:, j], violations[:, j] = numeric_column([None] * n if column is None else column, n)
+        categorical = []
+        for name in schema.categorical:
+            column = self.features.get(name, [None] * n)
+            values = column.tolist() if isinstance(column, np.ndarray) else column
+            categorical.append(values if set(map(type, values)) <= {str} else list(map(value_text, values)))
+        confidence, signal = np.full(n, np.nan), np.full(n, np.nan)
+        if self.scores:
+            confidence = np.max(np.vstack(list(self.scores.values())), axis=0)
+            positive = schema.positive_class
+            signal = (self.scores.get(positive, np.full(n, np.nan)) if positive else confidence).copy()
+        elif schema.task == "regression":
+            signal = np.array([p if type(p) is float else np.nan for p in self.prediction], dtype=float)
+        return Columns(
+            event_ids=self.event_ids,
+            ts=self.ts,
+            numeric=numeric,
+            numeric_missing=missing.astype(bool),
+            categorical=categorical,
+            type_violations=violations.astype(bool),
+            signal=signal,
+            confidence=confidence,
+            latency_ms=np.full(n, np.nan) if self.latency_ms is None else self.latency_ms,
+            cost=np.full(n, np.nan) if self.cost is None else self.cost,
+        )
+
+    def join_records(self) -> Iterator[tuple[str, float, PredictionRecord]]:
+        """(event_id, ts, what the label joiner keeps) per row, as the row path builds them."""
+        names = list(self.features)
+        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.features.values()]
+        scores = list((self.scores or {}).values())
+        confidence = np.max(np.vstack(scores), axis=0).tolist() if scores else [float("nan")] * len(self)
+        segments = self.segment or {}
+        keys = sorted(segments)
+        for i, row in enumerate(zip(*columns, strict=True) if columns else ((),) * len(self)):
+            segment = tuple((k, v) for k in keys if (v := segments[k][i]) is not None)
+            record = (self.model_version, self.prediction[i], confidence[i], segment,
+                      compact_json(dict(zip(names, row, strict=True))))  # fmt: skip
+            yield self.event_ids[i], float(self.ts[i]), record
+
+
+@dataclass
+class DecodedColumns:
+    batch: PredictionColumns | None
+    #: (row or None for the whole envelope, reason, the row's or the envelope's bytes)
+    rejections: list[tuple[int | None, str, bytes]]
+
+
+def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
+    """Validate a parsed ``prediction-columns.v1`` document column by column (see the module doc)."""
+    shape_error = _shape_error(document)
+    if shape_error is not None:
+        return DecodedColumns(None, [(None, f"invalid columnar batch: {shape_error}", raw)])
+    n = len(document["event_id"])
+    bad = np.zeros(n, dtype=bool)
+    reasons: dict[int, str] = {}
+
+    def refuse(rows: np.ndarray, reason: str) -> None:
+        for i in np.flatnonzero(rows & ~bad).tolist():
+            reasons[i] = reason
+        bad[:] |= rows
+
+    ids = document["event_id"]
+    is_text = np.fromiter((type(i) is str for i in ids), bool, n) if set(map(type, ids)) != {str} else np.ones(n, bool)
+    lengths = np.fromiter((len(i) if t else 0 for i, t in zip(ids, is_text, strict=True)), int, n)
+    refuse(~is_text | (lengths < 1) | (lengths > EVENT_ID_MAX_LENGTH), "event_id: a string of 1-128 characters")
+    ts = _numbers(document["ts"], n, 0.0, None, False, "ts", refuse)
+    features: dict[str, FeatureColumn] = {}
+    for name, column in document["features"].items():
+        types = set(map(type, column))
+        if types <= _NUMBERS:
+            features[name] = np.array(column, dtype=float)
+            continue
+        if not types <= _FEATURE_TYPES:
+            wrong = np.fromiter((type(v) not in _FEATURE_TYPES for v in column), bool, n)
+            refuse(wrong, f"features.{name}: Input should be a number, a string, a boolean or null")
+        features[name] = [float(v) if type(v) is int else v for v in column]  # as the row path reads it
+    prediction = document["prediction"]
+    if not set(map(type, prediction)) <= {float, int, str}:
+        wrong = np.fromiter((type(v) not in (float, int, str) for v in prediction), bool, n)
+        refuse(wrong, "prediction: Input should be a valid number or a valid string")
+    if int in set(map(type, prediction)):  # as the row path reads it
+        prediction = [float(v) if type(v) is int else v for v in prediction]
+    scores = document.get("scores")
+    if scores is not None:
+        scores = {c: _numbers(v, n, 0.0, 1.0, False, f"scores.{c}", refuse) for c, v in scores.items()}
+    segment = document.get("segment")
+    if segment is not None:
+        for key, values in segment.items():
+            if not set(map(type, values)) <= {str, type(None)}:
+                wrong = np.fromiter((v is not None and type(v) is not str for v in values), bool, n)
+                refuse(wrong, f"segment.{key}: Input should be a valid string or null")
+    latency, cost = (
+        None if document.get(key) is None else _numbers(document[key], n, 0.0, None, True, key, refuse)
+        for key in ("latency_ms", "cost")
+    )
+    batch = PredictionColumns(document["model_id"], document["model_version"], ids, ts, features, prediction,
+                              scores, segment, latency, cost)  # fmt: skip
+    if not bad.any():
+        return DecodedColumns(batch, [])
+    refused = np.flatnonzero(bad)
+    rows = list(batch.take(refused).rows())
+    rejections: list[tuple[int | None, str, bytes]] = [
+        (int(i), reasons[int(i)], orjson.dumps(row)) for i, row in zip(refused, rows, strict=True)
+    ]
+    if len(refused) == n:
+        return DecodedColumns(None, rejections)
+    kept = batch.take(np.flatnonzero(~bad))
+    for name, column in kept.features.items():  # a column whose only non-number was refused: numbers again
+        if isinstance(column, list) and set(map(type, column)) <= {float}:
+            kept.features[name] = np.array(column, dtype=float)
+    return DecodedColumns(kept, rejections)
+
+
+def _numbers(
+    values: list[Any], n: int, low: float, high: float | None, nullable: bool, name: str, refuse: Any
+) -> np.ndarray:
+    """A column of numbers in [low, high] as floats (NaN for a refused row, or for null when allowed)."""
+    if set(map(type, values)) <= _NUMBERS:
+        array = np.array(values, dtype=float)
+    else:  # rare: bools, strings or nulls among the numbers
+        array = np.array([float(v) if type(v) in _NUMBERS else np.nan for v in values], dtype=float)
+        null = np.fromiter((v is None for v in values), bool, n)
+        refuse(np.isnan(array) & ~(null & nullable), f"{name}: Input should be a valid number")
+    outside = (array < low) | (array > high if high is not None else False)
+    if outside.any():
+        bound = f"greater than or equal to {low:g}" + ("" if high is None else f" and at most {high:g}")
+        refuse(outside, f"{name}: Input should be a number {bound}")
+    return array
+
+
+def _shape_error(document: Any) -> str | None:
+    """What is wrong with the envelope as a whole (fields, types of its parts, column lengths), if anything."""
+    if not isinstance(document, dict) or not _REQUIRED <= document.keys() <= _REQUIRED | _OPTIONAL:
+        return _pydantic_reason(document)
+    ids = document["event_id"]
+    if document["schema"] != PREDICTION_COLUMNS_SCHEMA or not isinstance(ids, list) or not 1 <= len(ids) <= MAX_ROWS:
+        return _pydantic_reason(document)
+    if not (isinstance(document["model_id"], str) and is_model_id(document["model_id"])):
+        return _pydantic_reason(document)
+    if not (isinstance(document["model_version"], str) and is_model_id(document["model_version"])):
+        return _pydantic_reason(document)
+    columns = {"ts": document["ts"], "prediction": document["prediction"]}
+    for key in ("latency_ms", "cost"):
+        if document.get(key) is not None:
+            columns[key] = document[key]
+    for group in ("features", "scores", "segment"):
+        mapping = document.get(group)
+        if group == "features" or mapping is not None:
+            if not isinstance(mapping, dict):
+                return _pydantic_reason(document)
+            columns.update({f"{group}.{name}": values for name, values in mapping.items()})
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            return _pydantic_reason(document)
+        if len(values) != len(ids):
+            return f"{name} has {len(values)} values for {len(ids)} event ids"
+    return None
+
+
+def _pydantic_reason(document: Any) -> str:
+    from driftwarden.core.decoding import describe  # (decoding imports this module)
+
+    try:
+        PredictionColumnBatch.model_validate(document)
+    except ValidationError as exc:
+        return describe(exc.errors())
+    return "not a columnar prediction batch"
