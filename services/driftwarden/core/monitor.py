@@ -548,11 +548,10 @@ class Monitor:
                 if not problems:
                     accepted.append(event)
                     continue
-                rejected += map(Rejected, event.take(np.array(list(problems))).events(), problems.values())
-                keep = np.ones(len(event), dtype=bool)
-                keep[list(problems)] = False
-                if keep.any():
-                    accepted.append(event.take(np.flatnonzero(keep)))
+                refused = np.array(list(problems))
+                rejected += map(Rejected, event.take(refused).events(), problems.values())
+                if len(keep := np.setdiff1d(np.arange(len(event)), refused)):
+                    accepted.append(event.take(keep))
                 continue
             problem = time_problem(event.ts, now, watermark, config.future_tolerance_s, config.label_ttl_s)
             if problem is None:
