@@ -1,8 +1,11 @@
 """The monitor worker through a broker kill -9 and restart on the same port (issue 14).
 
 Durable broker (``--data``): tansu and its SeaweedFS store are killed with SIGKILL while a monitor worker
-consumes live load with labels; after the restart the same worker carries on, and every event and label
-sent is processed or dead-lettered exactly once, each expected alert fired with one id.
+consumes live load with labels; after the restart the worker carries on, or, when its consumer delivers
+an offset beyond the next one (seen once in ten fault-suite runs beside a CPU hog: the broker restart
+made Faust drop a fetched message), exits asking for a restart (code 76) and is restarted as its
+supervisor would; either way every event and label sent is processed or dead-lettered exactly once,
+each expected alert fired with one id.
 
 Memory broker: the restarted broker is empty. The worker's state (and checkpoint) belongs to the old log:
 it is refused loudly, never written into the new broker, and the events produced after the restart are
@@ -156,7 +159,12 @@ def test_monitor_under_live_load_through_a_durable_broker_kill_9_loses_nothing(
         for model_id, (log, _) in logs.items():
             expected[model_id] = log.predictions + log.malformed
             expected[f"{model_id} labels"] = log.labels
-        wait_counts(lambda: counts(settings, scenarios), expected)
+
+        def counted() -> dict[str, int]:
+            workers.supervise()
+            return counts(settings, scenarios)
+
+        wait_counts(counted, expected)
         tally = RunResult(KillRun(seed=SEED, kills=0))
         for scenario in scenarios:
             status = asyncio.run(latest_status(settings, scenario.model_id))
@@ -165,7 +173,7 @@ def test_monitor_under_live_load_through_a_durable_broker_kill_9_loses_nothing(
             assert repeats(status) == log.predictions - len(ids), "re-sent events not dropped as repeats exactly"
             distinct = dataclasses.replace(log, predictions=len(ids))
             tally.problems += model_problems(settings, scenario, distinct, status, tally)
-        assert tally.problems == [], f"{tally.problems}; worker log {workers.slots[0][2]}"
+        assert tally.problems == [], f"{tally.problems}; worker log {workers.slots[0][2]}; {workers.supervised=}"
         assert workers.dead() == [], f"the monitor died; see {workers.slots[0][2]}"
     finally:
         producing.join(STEP_TIMEOUT_S)

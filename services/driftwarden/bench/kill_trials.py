@@ -33,6 +33,7 @@ from aiokafka.partitioner import murmur2
 from driftwarden.bench.invariants import alert_id_problems, dead_letter_coordinates, wait_counts
 from driftwarden.core.events import Alert, DeadLetter, MonitorStatus
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
+from driftwarden.monitor.exit_codes import RESTART_EXITS
 from driftwarden.monitor.status import latest_status, records_for
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
@@ -139,6 +140,7 @@ class Workers:
         self.settings = settings
         self.work = work
         self.started = 0
+        self.supervised: list[tuple[int, int, Path]] = []  # (pid, exit code, log) of each supervised restart
         self.slots: list[tuple[subprocess.Popen[bytes], int, Path]] = [self._spawn() for _ in range(count)]
         self._stop = threading.Event()
         self._scraper = threading.Thread(target=self._scrape, daemon=True)
@@ -157,6 +159,15 @@ class Workers:
 
     def restart(self, slot: int) -> None:
         self.slots[slot] = self._spawn()
+
+    def supervise(self) -> None:
+        """Restart each worker that exited asking for it (an exit code of :data:`RESTART_EXITS`), as the
+        supervisor of docker-compose.yml (``restart: unless-stopped``) does; note it in ``supervised``.
+        Any other exit is a crash, left for :meth:`dead` to report."""
+        for slot, (process, _, log) in enumerate(self.slots):
+            if (code := process.poll()) in RESTART_EXITS:
+                self.supervised.append((process.pid, code, log))
+                self.restart(slot)
 
     def dead(self) -> list[int]:
         return [process.pid for process, _, _ in self.slots if process.poll() is not None]

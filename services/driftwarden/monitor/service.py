@@ -50,6 +50,7 @@ from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import read_topic, start_new_group_at_end, watermarks
 from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.monitor import metrics
+from driftwarden.monitor.exit_codes import EXIT_CANNOT_PUBLISH, EXIT_OUT_OF_ORDER
 from driftwarden.monitor.state import (
     Admission,
     Checkpoint,
@@ -66,10 +67,6 @@ log = logging.getLogger(__name__)
 #: nothing uncheckpointed was committed, so a restart replays it (what a broker outage makes likely).
 SHUTDOWN_TIMEOUT_S = 20.0
 
-#: Exit code when even the dead-letter topic cannot be written: exit without committing offsets.
-EXIT_CANNOT_PUBLISH = 75
-#: Exit code when input arrives out of order (see MonitorService._skip_deleted_offsets).
-EXIT_OUT_OF_ORDER = 76
 #: Training examples per message on the training topic.
 EXAMPLES_PER_MESSAGE = 500
 #: Checkpoints are spaced at least this many times their own duration apart.
