@@ -25,9 +25,10 @@ def test_bench_core_reports_events_per_second(monkeypatch, capsys):
 
 def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, capsys):
     out = run(monkeypatch, capsys, "serving", "--batch-sizes", "1,8", "--requests", "20", "--concurrency", "2")
-    rows = re.findall(r"^\| (\d+) \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.MULTILINE)
+    rows = re.findall(r"^\| (\d+) \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \|$", out, re.MULTILINE)
     assert [r[0] for r in rows] == ["1", "8"]
     assert all(float(r[1].replace(",", "")) > 0 and float(r[2]) <= float(r[3]) for r in rows)
+    assert all(float(r[4].replace(",", "")) > float(r[1].replace(",", "")) for r in rows), "the ceiling is above"
 
 
 def test_bench_throughput_compares_the_monitor_with_both_ceilings(monkeypatch, capsys):
