@@ -117,6 +117,41 @@ async def watermarks(
         await consumer.stop()
 
 
+async def next_record_offset(
+    settings: Settings, topic: str, partition: int, offset: int, timeout_s: float = 10.0
+) -> int | None:
+    """The offset of the first record at or after ``offset`` on the log (None: none below its high-water mark).
+
+    A fetch from an offset that holds no record is answered with the records after it: Kafka's logs may
+    have such holes (compaction, transaction markers), and Tansu with durable storage leaves one when it
+    is killed while it writes a batch (the offset is taken, the batch is not stored; the producer's
+    retry lands on the next offset). Reads no group, commits nothing.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            records = (await consumer.getmany(tp, timeout_ms=100, max_records=1)).get(tp, [])
+            if records:
+                return records[0].offset
+            highwater = consumer.highwater(tp)
+            if highwater is not None and await consumer.position(tp) >= highwater:
+                return None
+        raise TimeoutError(f"no fetch response for {tp} in {timeout_s:.0f} s")
+    finally:
+        await consumer.stop()
+
+
 async def start_new_group_at_end(
     settings: Settings, group: str, topics: list[str], timeout_s: float = 10.0
 ) -> dict[tuple[str, int], int]:

@@ -47,7 +47,7 @@ from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
 from driftwarden.kafka.outages import watch_broker
-from driftwarden.kafka.reader import read_topic, start_new_group_at_end, watermarks
+from driftwarden.kafka.reader import next_record_offset, read_topic, start_new_group_at_end, watermarks
 from driftwarden.kafka.undecodable import undecodable_reason
 from driftwarden.monitor import metrics
 from driftwarden.monitor.exit_codes import EXIT_CANNOT_PUBLISH, EXIT_OUT_OF_ORDER
@@ -270,29 +270,43 @@ class MonitorService:
                 return await self._accept(message)
             return False
         if admission is Admission.GAP:
-            await self._skip_deleted_offsets(message)
+            await self._skip_missing_offsets(message)
         return True
 
-    async def _skip_deleted_offsets(self, message: Any) -> None:
-        """A message beyond the next expected offset: go on only if retention deleted the offsets in
-        between. Otherwise they are on the topic but were not delivered in order; processing on would
-        lose them, and seeking back does not work under Faust: exit without committing anything more,
-        and the restarted worker replays from the last checkpoint."""
+    async def _skip_missing_offsets(self, message: Any) -> None:
+        """A message beyond the next expected offset: go on only if the offsets in between hold no record,
+        because retention deleted them or the log has a hole there (the first record a fetch from the
+        expected offset finds is this message). Otherwise they are on the topic but were not delivered in
+        order; processing on would lose them, and seeking back does not work under Faust: exit without
+        committing anything more, and the restarted worker replays from the last checkpoint."""
         tp = TP(message.topic, message.partition)
         expected = self.ledger.expected(tp.topic, tp.partition) or 0
         low = (await self.app.consumer.earliest_offsets(tp)).get(tp)
         if low is not None and low > expected:
-            metrics.OFFSET_GAPS.labels(tp.topic).inc()
-            log.warning("%s/%d: offsets %d..%d were deleted (retention) before this worker read them; continuing",
-                        tp.topic, tp.partition, expected, low - 1)  # fmt: skip
-            self.ledger.resume_at(tp.topic, tp.partition, message.offset)
-            self.ledger.admit(tp.topic, tp.partition, message.offset)
+            self._resume_after_gap(message, f"offsets {expected}..{low - 1} were deleted (retention) before this "
+                                            "worker read them")  # fmt: skip
+            return
+        try:
+            next_record = await next_record_offset(self.settings, tp.topic, tp.partition, expected)
+        except Exception:  # the broker did not answer: no hole proven, so exit and replay as for any gap
+            log.exception("%s/%d: cannot read offset %d to tell a hole in the log", tp.topic, tp.partition, expected)
+            next_record = None
+        if next_record == message.offset:
+            self._resume_after_gap(message, f"offsets {expected}..{message.offset - 1} hold no record (a hole in "
+                                            "the log)")  # fmt: skip
             return
         log.critical("%s/%d: offset %d delivered while %d..%d are still on the topic (out of order); exiting "
                      "without committing: a restart replays from the last checkpoint",
                      tp.topic, tp.partition, message.offset, expected, message.offset - 1)  # fmt: skip
         logging.shutdown()
         os._exit(EXIT_OUT_OF_ORDER)
+
+    def _resume_after_gap(self, message: Any, reason: str) -> None:
+        """Admit ``message`` after offsets no worker can read: nothing there is lost by going on."""
+        metrics.OFFSET_GAPS.labels(message.topic).inc()
+        log.warning("%s/%d: %s; continuing", message.topic, message.partition, reason)
+        self.ledger.resume_at(message.topic, message.partition, message.offset)
+        self.ledger.admit(message.topic, message.partition, message.offset)
 
     async def _initialize(self, partition: int) -> None:
         """Restore the partition's latest checkpoint, if any and valid, before its first message."""

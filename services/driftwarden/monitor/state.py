@@ -10,10 +10,11 @@ durable checkpoint.** Three rules make it so:
    had a checkpoint is never committed (a fresh group replays it from the start, which is correct).
 3. :class:`OffsetLedger` admits each input message exactly once and in order against the offsets the
    restored state covers: a message the state already includes is skipped, never processed twice; a
-   message beyond the next expected offset is never processed over a hole (the worker exits and a
-   restart replays from the checkpoint), unless retention deleted the hole; nothing seeks against the
-   framework. A restarted worker is positioned by the committed offsets, which are
-   at or behind its checkpoint, so it reads forward and skips what the checkpoint covers.
+   message beyond the next expected offset is never processed over offsets that hold records (the
+   worker exits and a restart replays from the checkpoint), only over offsets retention deleted or
+   that hold no record (a hole in the log); nothing seeks against the framework. A restarted worker
+   is positioned by the committed offsets, which are at or behind its checkpoint, so it reads forward
+   and skips what the checkpoint covers.
 
 A checkpoint is a versioned envelope (:class:`Checkpoint`): a JSON header (format, version, group,
 partition, covered offsets, payload size and sha256) and the compressed, opaque state of the core. A
