@@ -1,11 +1,12 @@
 """The monitor worker through a broker kill -9 and restart on the same port (issue 14).
 
 Durable broker (``--data``): tansu and its SeaweedFS store are killed with SIGKILL while a monitor worker
-consumes live load with labels; after the restart the worker carries on, or, when its consumer delivers
-an offset beyond the next one (seen once in ten fault-suite runs beside a CPU hog: the broker restart
-made Faust drop a fetched message), exits asking for a restart (code 76) and is restarted as its
-supervisor would; either way every event and label sent is processed or dead-lettered exactly once,
-each expected alert fired with one id.
+consumes live load with labels; after the restart the worker carries on, also past an input offset the
+killed broker left without a record (a hole in the log: the worker used to take it for an out-of-order
+delivery and exit with code 76, seen once in ten fault-suite runs beside a CPU hog; nothing is there to
+lose). A worker that exits asking for a restart (code 75/76) is restarted as its supervisor would; either
+way every event and label sent is processed or dead-lettered exactly once, each expected alert fired
+with one id.
 
 Memory broker: the restarted broker is empty. The worker's state (and checkpoint) belongs to the old log:
 it is refused loudly, never written into the new broker, and the events produced after the restart are
