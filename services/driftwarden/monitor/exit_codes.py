@@ -4,6 +4,9 @@ A worker that cannot go on without losing or reordering input exits with one of 
 committed nothing beyond its last durable checkpoint; the restarted worker replays from that checkpoint.
 A supervisor (compose's ``restart: unless-stopped``, systemd's ``Restart=on-failure``, a Kubernetes
 Deployment) restarts it; any other exit code is a crash.
+
+>>> sorted(RESTART_EXITS)
+[75, 76]
 """
 
 from __future__ import annotations
