@@ -29,7 +29,7 @@ from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor.status import probe_monitor, records_for, wait_for_status
-from driftwarden.processes import spawn, terminate
+from driftwarden.processes import spawn, terminate_all
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.settings import Settings
@@ -92,7 +92,7 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
         if wait:
             _serve_until_interrupted(clock, page)
     finally:
-        codes = {name: terminate(process) for name, process in processes.items()}
+        codes = dict(zip(processes, terminate_all(list(processes.values())), strict=True))
         broker.stop()
         clock.say(
             "stopped " + ", ".join(f"{name} (exit code {code})" for name, code in codes.items())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from driftwarden.settings import Settings
@@ -30,11 +32,21 @@ def spawn(args: list[str], settings: Settings, log_path: Path) -> subprocess.Pop
 
 def terminate(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
     """Stop gracefully (SIGTERM), then kill if it does not exit in time; return the exit code."""
-    if process.poll() is None:
+    (code,) = terminate_all([process], timeout_s)
+    return code
+
+
+def terminate_all(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> list[int]:
+    """Stop them together: SIGTERM to each, then wait, killing any still running ``timeout_s`` after the
+    signals; their exit codes in order. The shutdowns overlap instead of queueing."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in running:
         try:
-            process.wait(timeout_s)
+            process.wait(max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return process.returncode
+    return [process.returncode for process in processes]

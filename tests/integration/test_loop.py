@@ -17,7 +17,7 @@ from test_serving import train_version
 from driftwarden.core.events import Alert, ModelPublished, RetrainCommand
 from driftwarden.kafka.broker import free_port
 from driftwarden.monitor.status import records_for
-from driftwarden.processes import spawn, terminate
+from driftwarden.processes import spawn, terminate_all
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.readiness import wait_until_ready
 from driftwarden_load.scenarios import Scenario
@@ -40,8 +40,7 @@ def test_drift_is_detected_retrained_promoted_and_served_without_a_failed_reques
         scenario = Scenario(name="concept-drift", n_events=36_000, onset=12_000, model_id=model_id, seed=12)
         stream = asyncio.run(drive_serving(settings, scenario, url, rate=2_500, batch_size=100, label_delay=300))
     finally:
-        terminate(serving)
-        terminate(trainer)
+        terminate_all([serving, trainer])
 
     assert stream.failed_requests == 0
     assert stream.versions() == ["1", "2"]

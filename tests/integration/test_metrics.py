@@ -21,7 +21,7 @@ from driftwarden.bench.scrape import samples, scrape
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.clients import ensure_topics
 from driftwarden.monitor.status import wait_for_status
-from driftwarden.processes import spawn, terminate
+from driftwarden.processes import spawn, terminate_all
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import Scenario
 
@@ -103,8 +103,7 @@ def _answers(port: int) -> bool:
 def services(isolated: Settings, tmp_path: Path) -> Iterator[Services]:
     started = Services(isolated, tmp_path)
     yield started
-    for process in reversed(started.processes):
-        terminate(process)
+    terminate_all(started.processes)
 
 
 def test_every_service_exports_conventional_names_types_and_units(isolated: Settings, services: Services):

@@ -29,7 +29,7 @@ from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor.status import probe_monitor, records_for, wait_for_status
 from driftwarden.notify.delivery import alertname
-from driftwarden.processes import spawn, terminate
+from driftwarden.processes import spawn, terminate, terminate_all
 from driftwarden.settings import Settings
 from driftwarden_load.producer import envelope
 from driftwarden_load.scenarios import Scenario, generate
@@ -112,8 +112,7 @@ def stack(kafka: Settings, monitor_worker: Worker, tmp_path_factory: pytest.Temp
         started.append(prometheus)
         yield Stack(alertmanager, prometheus, hook, Worker(notify, notify_port, work / "notify.log"))
     finally:
-        for child in reversed(children):
-            terminate(child)
+        terminate_all(children)
         for part in reversed(started):
             part.stop()
 

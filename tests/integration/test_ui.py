@@ -59,7 +59,8 @@ def ui(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         assert process.poll() is None, log.read_text()
         yield url
     finally:
-        terminate(process)
+        code = terminate(process)
+    assert code == 0, f"the ui did not stop on SIGTERM (exit {code}): it must end its event streams"
 
 
 def test_a_drifting_stream_shows_live_with_drifted_features_firing_and_the_others_stable(

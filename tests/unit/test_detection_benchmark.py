@@ -80,7 +80,7 @@ def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, cap
         "--concepts",
         "2",
         "--concept-length",
-        "600",
+        "500",
         "--gradual-width",
         "100",
         "--shift-seeds",

@@ -32,7 +32,7 @@ from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.clients import client_options, ensure_topics
 from driftwarden.monitor.status import status_history, wait_for_status
-from driftwarden.processes import spawn, terminate
+from driftwarden.processes import spawn, terminate_all
 from driftwarden.settings import Settings
 from driftwarden_load.producer import ScenarioProducer
 from driftwarden_load.scenarios import Scenario
@@ -115,8 +115,7 @@ def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers
             except TimeoutError as exc:
                 raise DriftwardenError(f"the monitor did not process the events ({exc}); logs in {work}") from None
     finally:
-        for process in processes:
-            terminate(process)
+        terminate_all(processes)
     history = {m: [r for r in asyncio.run(status_history(settings, m)) if r.ts >= spawned] for m in events}
     start = min(h[0].ts for h in history.values())
     end = max(next(r.ts for r in history[m] if r.events_processed >= n) for m, n in events.items())

@@ -34,18 +34,29 @@ PUSH_INTERVAL_S = 0.5
 RETRY_S = 2.0
 BOARD = web.AppKey("board", Board)
 CHANGED = web.AppKey("changed", asyncio.Condition)
+CLOSING = web.AppKey("closing", asyncio.Event)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[BOARD] = Board()
     app[CHANGED] = asyncio.Condition()
+    app[CLOSING] = asyncio.Event()
     app.router.add_get("/", index)
     app.router.add_get("/api/models", models)
     app.router.add_get("/events", events)
     app.router.add_static("/static/", STATIC)
     app.cleanup_ctx.append(lambda app: _followers(app, settings))
+    app.on_shutdown.append(_close_streams)
     return app
+
+
+async def _close_streams(app: web.Application) -> None:
+    """End every event stream now: the server waits for open requests before it exits, and a stream
+    whose page went away would otherwise only notice at its next keep-alive."""
+    app[CLOSING].set()
+    async with app[CHANGED]:
+        app[CHANGED].notify_all()
 
 
 async def _followers(app: web.Application, settings: Settings) -> AsyncIterator[None]:
@@ -103,11 +114,11 @@ async def models(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each model's view whenever it changed (all of them first)."""
-    board, changed = request.app[BOARD], request.app[CHANGED]
+    board, changed, closing = request.app[BOARD], request.app[CHANGED], request.app[CLOSING]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     sent: dict[str, int] = {}
-    while True:
+    while not closing.is_set():
         for model_id in board.changed_since(sent):
             view = board.view(model_id)
             sent[model_id] = view["revision"]
@@ -115,9 +126,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(PUSH_INTERVAL_S)
         async with changed:
             with contextlib.suppress(TimeoutError):  # a comment now and then keeps proxies from closing it
-                await asyncio.wait_for(changed.wait_for(lambda: bool(board.changed_since(sent))), 15)
-        if not board.changed_since(sent):
+                await asyncio.wait_for(
+                    changed.wait_for(lambda: closing.is_set() or bool(board.changed_since(sent))), 15
+                )
+        if not closing.is_set() and not board.changed_since(sent):
             await response.write(b": keep-alive\n\n")
+    return response
 
 
 def run_ui(settings: Settings, host: str, port: int, ready: Callable[[str], None]) -> None:
