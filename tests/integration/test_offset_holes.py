@@ -16,14 +16,13 @@ import conftest
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.client import AIOKafkaClient
-from aiokafka.partitioner import murmur2
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from test_undecodable import committed
+from test_undecodable import model_inputs, produce_events, wait_committed_to_the_end
 
 from driftwarden.core.events import PREDICTION_BATCH_SCHEMA
 from driftwarden.kafka.clients import client_options, ensure_topics
-from driftwarden.kafka.reader import next_record_offset, watermarks
+from driftwarden.kafka.reader import next_record_offset
 from driftwarden.monitor.status import wait_for_status
 from driftwarden.settings import Settings, TopicSpec
 from driftwarden_load.producer import envelope
@@ -64,28 +63,18 @@ def test_the_monitor_goes_on_past_a_hole_in_an_input_and_loses_nothing(kafka, mo
     the offsets are committed past the hole, and the worker stays up (it used to exit with code 76, and
     after every restart again: the replay reaches the same hole)."""
     model_id = conftest.unique_model("hole")
-    partition = (murmur2(model_id.encode()) & 0x7FFFFFFF) % kafka.partitions  # where the producer puts the model
-    inputs = [TopicPartition(topic, partition) for topic in (kafka.topics.predictions, kafka.topics.labels)]
-
-    def produce_events(seed: int) -> None:
-        conftest.produce(kafka, Scenario(n_events=400, seed=seed, model_id=model_id), batch_size=50, label_delay=0)
-
-    produce_events(seed=1)
+    inputs = model_inputs(kafka, model_id)
+    produce_events(kafka, model_id, seed=1)
     around = next(generate(Scenario(n_events=100, seed=3, model_id=model_id))).prediction_events()  # no labels
     halves = (envelope(PREDICTION_BATCH_SCHEMA, model_id, around[:50]), envelope(PREDICTION_BATCH_SCHEMA, model_id,
                                                                                   around[50:]))  # fmt: skip
     asyncio.run(produce_around_a_hole(kafka, inputs[0], model_id.encode(), halves))
-    produce_events(seed=2)
+    produce_events(kafka, model_id, seed=2)
 
     status = asyncio.run(
         wait_for_status(kafka, model_id, lambda s: (s.events_processed, s.labels_received) == (900, 800), timeout_s=120)
     )
     assert status.events_dead_lettered == 0
-    ends = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
-    ends_by_tp = {tp: ends[(tp.topic, tp.partition)][1] for tp in inputs}
-    deadline = time.monotonic() + 60
-    while (got := asyncio.run(committed(kafka, kafka.monitor_group, inputs))) != ends_by_tp:
-        assert time.monotonic() < deadline, f"committed {got}, the partitions end at {ends_by_tp}"
-        time.sleep(0.5)
+    wait_committed_to_the_end(kafka, inputs)
     assert monitor_worker.process.poll() is None, monitor_worker.log_tail()
     assert "hold no record (a hole in the log); continuing" in monitor_worker.log_path.read_text()

@@ -115,6 +115,27 @@ async def committed(kafka: Settings, group: str, partitions: list[TopicPartition
         await reader.stop()
 
 
+def model_inputs(kafka: Settings, model_id: str) -> list[TopicPartition]:
+    """The predictions and labels partitions of ``model_id`` (where the producer puts the model)."""
+    partition = (murmur2(model_id.encode()) & 0x7FFFFFFF) % kafka.partitions
+    return [TopicPartition(topic, partition) for topic in (kafka.topics.predictions, kafka.topics.labels)]
+
+
+def produce_events(kafka: Settings, model_id: str, seed: int) -> None:
+    """400 predictions of ``model_id`` in envelopes of 50, each labelled at once."""
+    conftest.produce(kafka, Scenario(n_events=400, seed=seed, model_id=model_id), batch_size=50, label_delay=0)
+
+
+def wait_committed_to_the_end(kafka: Settings, inputs: list[TopicPartition], timeout_s: float = 60) -> None:
+    """Until the monitor group's committed offsets of ``inputs`` are their high-water marks."""
+    ends = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
+    ends_by_tp = {tp: ends[(tp.topic, tp.partition)][1] for tp in inputs}
+    deadline = time.monotonic() + timeout_s
+    while (got := asyncio.run(committed(kafka, kafka.monitor_group, inputs))) != ends_by_tp:
+        assert time.monotonic() < deadline, f"committed {got}, the partitions end at {ends_by_tp}"
+        time.sleep(0.5)
+
+
 async def dead_letters_since(kafka: Settings, first: dict[TopicPartition, int]) -> list[DeadLetter]:
     """The dead letters of inputs at or after the ``first`` offset of their partition."""
     letters = [
@@ -130,18 +151,13 @@ def test_the_monitor_dead_letters_an_undecodable_batch_by_coordinates_and_carrie
     monitor worker stays up, dead-letters each offset of the batches by its coordinates, processes every
     good event and label, and commits its offsets past the batches (every offset accounted for)."""
     model_id = conftest.unique_model("corrupt")
-    partition = (murmur2(model_id.encode()) & 0x7FFFFFFF) % kafka.partitions  # where the producer puts the model
-    inputs = [TopicPartition(topic, partition) for topic in (kafka.topics.predictions, kafka.topics.labels)]
-
-    def produce_events(seed: int) -> None:
-        conftest.produce(kafka, Scenario(n_events=400, seed=seed, model_id=model_id), batch_size=50, label_delay=0)
-
-    produce_events(seed=1)
+    inputs = model_inputs(kafka, model_id)
+    produce_events(kafka, model_id, seed=1)
     before = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
     bad = {tp: (before[(tp.topic, tp.partition)][1], n) for tp, n in zip(inputs, (3, 2), strict=True)}
     for tp, (_, n) in bad.items():
         produce_corrupt_batch(kafka, tp.topic, tp.partition, model_id, n)
-    produce_events(seed=2)
+    produce_events(kafka, model_id, seed=2)
 
     status = asyncio.run(wait_for_status(kafka, model_id, lambda s: s.labels_received == 800, timeout_s=120))
     assert (status.events_processed, status.labels_received, status.events_dead_lettered) == (800, 800, 0)
@@ -150,10 +166,5 @@ def test_the_monitor_dead_letters_an_undecodable_batch_by_coordinates_and_carrie
     assert sorted((d.source_topic, d.source_partition, d.source_offset) for d in letters) == expected
     assert all(d.reason.startswith("undecodable record batch") and d.payload_b64 == "" for d in letters)
 
-    ends = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
-    ends_by_tp = {tp: ends[(tp.topic, tp.partition)][1] for tp in inputs}
-    deadline = time.monotonic() + 60
-    while (got := asyncio.run(committed(kafka, kafka.monitor_group, inputs))) != ends_by_tp:
-        assert time.monotonic() < deadline, f"committed {got}, the partitions end at {ends_by_tp}"
-        time.sleep(0.5)
+    wait_committed_to_the_end(kafka, inputs)
     assert monitor_worker.process.poll() is None, monitor_worker.log_tail()
