@@ -132,6 +132,8 @@ class ScenarioProducer:
             raise ValueError("rate, label delay and malformed-every must not be negative")
         if columnar and (malformed_every or stamp is not None):
             raise ValueError("columnar batches go without malformed messages and send-time stamps")
+        if columnar and scenario.has_embedding:
+            raise ValueError("columnar batches carry no arrays: send an embedding scenario as events")
         self.settings = settings
         self.scenario = scenario
         self.batch_size = batch_size

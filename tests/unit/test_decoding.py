@@ -29,7 +29,7 @@ def test_batch_envelope_decodes_in_order():
 
 
 def test_one_bad_event_in_a_batch_is_rejected_alone_with_its_own_bytes():
-    bad = {**EVENTS[3], "features": {"num_00": "NaN", "x": [1]}}
+    bad = {**EVENTS[3], "features": {"num_00": "NaN", "x": [1, "2"]}}
     decoded = PREDICTIONS.decode(batch([*EVENTS[:3], bad, *EVENTS[4:]]))
     assert len(decoded.events) == 9
     (rejection,) = decoded.rejections

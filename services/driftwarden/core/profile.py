@@ -42,7 +42,7 @@ TASKS: tuple[Task, ...] = ("classification", "regression")
 #: Dimensions of the fixed random projection the embedding detectors work in.
 PROJECTED_DIMS = 16
 #: Projected reference vectors an embedding's profile keeps for the two-sample test.
-EMBEDDING_SAMPLE = 500
+EMBEDDING_SAMPLE = 2000
 
 
 @dataclass
@@ -129,7 +129,7 @@ class EmbeddingProfile:
     >>> vectors = np.random.default_rng(0).normal(0, 1, (1000, 64))
     >>> profile = EmbeddingProfile.of(vectors, 0.0)
     >>> profile.dim, len(profile.sample), len(profile.sample[0]), round(profile.distance.mean)
-    (64, 500, 16, 8)
+    (64, 1000, 16, 8)
     >>> profile.project(vectors[:3]).shape, EmbeddingProfile.from_state(StateReader(profile.state(), "p")) == profile
     ((3, 16), True)
     """

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import ClassVar, Self
 
 import numpy as np
 
 from driftwarden.core.detectors.base import build
 from driftwarden.core.detectors.window import MIN_VALUES, TestResult, WindowDetector
-from driftwarden.core.profile import EMBEDDING_SAMPLE, PROJECTED_DIMS, Columns, EmbeddingProfile, evenly_spaced
+from driftwarden.core.profile import PROJECTED_DIMS, Columns, EmbeddingProfile, evenly_spaced
 from driftwarden.core.state import State, StateReader
-from driftwarden.core.stats import mmd_test
+from driftwarden.core.stats import MmdReference
+
+#: Vectors of a window the test compares (evenly spaced); at most a quarter of the reference sample.
+WINDOW_SAMPLE = 250
 
 
 class EmbeddingDriftDetector(WindowDetector):
     """A change in the distribution of an embedding: MMD two-sample test on a fixed random projection.
 
-    The window's vectors (at most :data:`~driftwarden.core.profile.EMBEDDING_SAMPLE`, evenly spaced)
-    and the profile's sample of reference vectors are projected to
+    The window's vectors (:data:`WINDOW_SAMPLE` of them, evenly spaced) are projected to
     :data:`~driftwarden.core.profile.PROJECTED_DIMS` dimensions by the profile's seeded Gaussian
-    projection and compared by the maximum mean discrepancy with a Gaussian kernel whose bandwidth is
-    the median distance of the pooled points. The p-value (a gamma fit of the permutation null, see
-    :func:`~driftwarden.core.stats.mmd_test`) enters :func:`decide` with every other p-value of the
-    window; the effect size is the unbiased MMD², whose floor is ``mmd_threshold``
+    projection and compared with the profile's projected reference sample (up to
+    :data:`~driftwarden.core.profile.EMBEDDING_SAMPLE` vectors) by the maximum mean discrepancy with a
+    Gaussian kernel whose bandwidth is the median distance between reference points. The p-value (a
+    gamma fit of the null over random splits of the reference, see
+    :class:`~driftwarden.core.stats.MmdReference`) enters :func:`decide` with every other p-value of
+    the window; the effect size is the unbiased MMD², whose floor is ``mmd_threshold``
     (``ModelMonitorConfig.embedding_mmd_threshold``). A vector of another length counts as missing.
 
     Parameters
@@ -35,8 +40,8 @@ class EmbeddingDriftDetector(WindowDetector):
         The reference (:class:`~driftwarden.core.profile.EmbeddingProfile`).
     mmd_threshold
         The effect floor: the unbiased MMD² that must be reached (kernel values lie in [0, 1]).
-    permutations
-        Relabellings of the pooled sample that estimate the null distribution.
+    draws
+        Random splits of the reference that estimate the null distribution (once per window size).
     min_values
         Fewer vectors in a window: no verdict.
 
@@ -48,7 +53,7 @@ class EmbeddingDriftDetector(WindowDetector):
     >>> detector = EmbeddingDriftDetector("text", 0, profile)
     >>> detector
     EmbeddingDriftDetector (subject='text', min_values=30, column=0, profile={5 entries}, \
-mmd_threshold=0.005, permutations=200)
+mmd_threshold=0.005, draws=400)
     >>> window = lambda vectors: Columns.of_rows(np.zeros((len(vectors), 0)), embeddings=[vectors])
     >>> detector.update(window(rng.normal(0, 1, (2000, 64))))
     True
@@ -85,27 +90,31 @@ mmd_threshold=0.005, permutations=200)
         column: int,
         profile: EmbeddingProfile,
         mmd_threshold: float = 0.005,
-        permutations: int = 200,
+        draws: int = 400,
         min_values: int = MIN_VALUES,
     ) -> None:
         super().__init__(subject, min_values)
-        if permutations < 10:
-            raise ValueError("permutations must be at least 10")
-        if len(profile.sample) < 2:
-            raise ValueError("the profile holds fewer than 2 reference vectors")
+        if draws < 10:
+            raise ValueError("draws must be at least 10")
+        if len(profile.sample) < 8:
+            raise ValueError("the profile holds fewer than 8 reference vectors")
         self.column = column
         self.profile = profile
-        self.reference = np.asarray(profile.sample)
         self.mmd_threshold = mmd_threshold
-        self.permutations = permutations
+        self.draws = draws
+
+    @cached_property
+    def test(self) -> MmdReference:
+        """The two-sample test against the reference sample (built on first use: its kernel sums)."""
+        return MmdReference(np.asarray(self.profile.sample), self.draws)
 
     def _test(self, window: Columns) -> TestResult | None:
         vectors = window.embeddings[self.column]
         present = vectors[np.isfinite(vectors).all(axis=1)]
         if len(present) < self.min_values:
             return None
-        current = self.profile.project(evenly_spaced(present, EMBEDDING_SAMPLE))
-        mmd2, p_value, bandwidth = mmd_test(self.reference, current, self.permutations)
+        size = min(WINDOW_SAMPLE, len(self.profile.sample) // 4)
+        mmd2, p_value = self.test(self.profile.project(evenly_spaced(present, size)))
         return (
             p_value,
             mmd2 >= self.mmd_threshold,
@@ -114,7 +123,7 @@ mmd_threshold=0.005, permutations=200)
                 "mmd2": mmd2,
                 "p_value": p_value,
                 "mmd_threshold": self.mmd_threshold,
-                "bandwidth": bandwidth,
+                "bandwidth": self.test.bandwidth,
                 "reference_distance": self.profile.distance.mean,
                 "current_distance": float(self.profile.distances(present).mean()),
                 "missing_rate": 1.0 - len(present) / len(vectors),
@@ -139,7 +148,7 @@ mmd_threshold=0.005, permutations=200)
             "column": self.column,
             "profile": self.profile.state(),
             "mmd_threshold": self.mmd_threshold,
-            "permutations": self.permutations,
+            "draws": self.draws,
         }
 
     @classmethod
@@ -151,6 +160,6 @@ mmd_threshold=0.005, permutations=200)
             params.integer("column"),
             EmbeddingProfile.from_state(params.child("profile")),
             params.number("mmd_threshold"),
-            params.integer("permutations"),
+            params.integer("draws"),
             params.integer("min_values"),
         )
