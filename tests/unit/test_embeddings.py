@@ -23,6 +23,7 @@ from driftwarden.core.profile import (
     infer_schema,
     to_columns,
 )
+from driftwarden.core.profile_report import describe
 from driftwarden.core.state import StateReader
 from driftwarden_load.scenarios import (
     EMBEDDING_DIMS,
@@ -76,6 +77,7 @@ def test_an_embedding_profile_round_trips_through_json_and_state():
     embedding = profile.embedding[EMBEDDING_FEATURE]
     assert (embedding.dim, len(embedding.sample)) == (EMBEDDING_DIMS, EMBEDDING_SAMPLE)
     assert ReferenceProfile.from_json(profile.to_json()) == profile
+    assert f"  {EMBEDDING_FEATURE}  embedding  64 dimensions  2,000 vectors kept" in describe(profile)  # profile show
     assert ReferenceProfile.from_state(StateReader(orjson.loads(orjson.dumps(profile.state())), "p")) == profile
 
 
