@@ -25,6 +25,7 @@ from driftwarden.core.profile import (
 )
 from driftwarden.core.profile_report import describe
 from driftwarden.core.state import StateReader
+from driftwarden.trainer.model import Dataset
 from driftwarden_load.scenarios import (
     EMBEDDING_DIMS,
     EMBEDDING_FEATURE,
@@ -152,3 +153,10 @@ def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
         (a.kind, a.subject, a.trigger_event_id) for a in expected
     ]
     assert any(a.detector == "mmd" for a in expected)
+
+
+def test_the_trainer_leaves_embeddings_out_of_its_features():
+    examples = next(generate(Scenario(name="embedding-stable", n_events=50))).training_examples()
+    dataset = Dataset.from_examples(examples)
+    assert dataset.schema.embedding == (EMBEDDING_FEATURE,) and EMBEDDING_FEATURE not in dataset.frame.columns
+    assert len(dataset.frame.columns) == 20
