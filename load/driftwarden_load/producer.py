@@ -58,14 +58,14 @@ def malformed_message(kind: int, good: dict[str, Any]) -> bytes:
     not valid JSON: ...
     event_id: Field required
     ts: Input should be a valid number
-    features.num_00...: Input should be a valid number; ...: Input should be a valid boolean
+    features.num_00...: Input should be a valid number; ...: Input should be a valid boolean; (+1 more errors)
     prediction...: Input should be a valid number; ...: Input should be a valid string
     """
     variants: list[Callable[[], bytes]] = [
         lambda: b"\x00not json at all",
         lambda: orjson.dumps({k: v for k, v in good.items() if k != "event_id"}),
         lambda: orjson.dumps({**good, "ts": "yesterday"}),
-        lambda: orjson.dumps({**good, "features": {"num_00": [1, 2, 3]}}),
+        lambda: orjson.dumps({**good, "features": {"num_00": {"nested": 1}}}),
         lambda: orjson.dumps({"schema": PREDICTION_BATCH_SCHEMA, "model_id": good["model_id"], "events": [
             {**good, "prediction": None}]}),
     ]  # fmt: skip
@@ -132,6 +132,8 @@ class ScenarioProducer:
             raise ValueError("rate, label delay and malformed-every must not be negative")
         if columnar and (malformed_every or stamp is not None):
             raise ValueError("columnar batches go without malformed messages and send-time stamps")
+        if columnar and scenario.has_embedding:
+            raise ValueError("columnar batches carry no arrays: send an embedding scenario as events")
         self.settings = settings
         self.scenario = scenario
         self.batch_size = batch_size

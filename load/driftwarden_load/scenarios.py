@@ -9,6 +9,10 @@ before any drift its accuracy is the concept's Bayes accuracy. Scenarios:
 * ``gradual-shift``: the same shift, ramped in linearly over ``ramp`` events from ``onset``.
 * ``categorical-shift``: a categorical feature's category frequencies change at ``onset``.
 * ``concept-drift``: the label/feature relation changes at ``onset``; feature distributions do not.
+* ``embedding-topic-mix``: the stream also carries a 64-dimensional ``text_embedding`` (each event's
+  text is about one of 8 topics: its topic's centre plus noise); at ``onset`` the topic mix moves
+  ``magnitude`` of the way from :data:`TOPIC_PROBS` to its reverse (rare topics become common).
+* ``embedding-stable``: its stable twin (the same embedding, the same 20 features, nothing changes).
 
 >>> scenario = Scenario(name="abrupt-shift", n_events=2_000, onset=1_000, magnitude=1.0, seed=3)
 >>> chunks = list(generate(scenario, chunk_size=500))
@@ -17,6 +21,9 @@ before any drift its accuracy is the concept's Bayes accuracy. Scenarios:
 1
 >>> scenario.ground_truth().drifting_features
 ('num_00', 'num_01')
+>>> chunk = next(generate(Scenario(name="embedding-topic-mix", n_events=3)))
+>>> len(chunk.prediction_events()[0]["features"][EMBEDDING_FEATURE])
+64
 """
 
 from __future__ import annotations
@@ -28,13 +35,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-ScenarioName = Literal["stable", "abrupt-shift", "gradual-shift", "categorical-shift", "concept-drift"]
+ScenarioName = Literal[
+    "stable",
+    "abrupt-shift",
+    "gradual-shift",
+    "categorical-shift",
+    "concept-drift",
+    "embedding-topic-mix",
+    "embedding-stable",
+]
 SCENARIOS: tuple[ScenarioName, ...] = (
     "stable",
     "abrupt-shift",
     "gradual-shift",
     "categorical-shift",
     "concept-drift",
+    "embedding-topic-mix",
+    "embedding-stable",
 )
 
 NUMERIC_FEATURES = tuple(f"num_{i:02d}" for i in range(16))
@@ -53,6 +70,15 @@ DRIFTED_WEIGHTS[np.argsort(-np.abs(CONCEPT_WEIGHTS))[:3]] *= -1
 CATEGORY_EFFECTS = np.round(_WORLD.normal(0, 0.5, (len(CATEGORICAL_FEATURES), len(CATEGORIES))), 3)
 CATEGORY_PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 SHIFTED_CATEGORY_PROBS = CATEGORY_PROBS[::-1].copy()
+
+# The embedding scenarios' "text": 8 topics, each a centre in 64 dimensions (norm about 1); an
+# event's vector is its topic's centre plus isotropic noise (norm about 1).
+EMBEDDING_FEATURE = "text_embedding"
+EMBEDDING_DIMS = 64
+_TOPICS = np.random.default_rng(20261201)
+TOPIC_CENTERS = _TOPICS.normal(0, 1 / np.sqrt(EMBEDDING_DIMS), (8, EMBEDDING_DIMS))
+TOPIC_PROBS = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.03])
+TOPIC_NOISE = 1 / np.sqrt(EMBEDDING_DIMS)
 
 
 #: A feature shift moves the model's mean logit by sum(weight * magnitude); from this much on, the
@@ -104,7 +130,7 @@ class Scenario:
             raise ValueError("n_events, ramp and events_per_second must be positive; onset non-negative")
 
     def ground_truth(self) -> GroundTruth:
-        if self.name == "stable" or self.onset >= self.n_events:
+        if self.name in ("stable", "embedding-stable") or self.onset >= self.n_events:
             return GroundTruth(self.name, None)
         if self.name in ("abrupt-shift", "gradual-shift"):
             expected = {("data_drift", f) for f in self.drift_features} | {("multivariate_drift", "numeric_features")}
@@ -115,8 +141,19 @@ class Scenario:
         if self.name == "categorical-shift":
             shifted = frozenset({("data_drift", self.categorical_feature)})
             return GroundTruth(self.name, self.onset, (self.categorical_feature,), expected_alerts=shifted)
+        if self.name == "embedding-topic-mix":
+            moved = frozenset(
+                {("data_drift", EMBEDDING_FEATURE), ("data_drift", f"{EMBEDDING_FEATURE}/centroid_distance")}
+            )
+            return GroundTruth(self.name, self.onset, (EMBEDDING_FEATURE,), expected_alerts=moved)
+        if self.name == "embedding-stable":
+            return GroundTruth(self.name, None)
         concept = frozenset({("performance_drift", "accuracy")})
         return GroundTruth(self.name, self.onset, concept_drift=True, expected_alerts=concept)
+
+    @property
+    def has_embedding(self) -> bool:
+        return self.name.startswith("embedding-")
 
 
 @dataclass
@@ -131,6 +168,7 @@ class Chunk:
     score: np.ndarray  # model's P(label = 1)
     label: np.ndarray  # true label, 0/1
     scenario: Scenario = field(repr=False)
+    embedding: np.ndarray | None = None  # (n, 64) float32, in the embedding scenarios
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -141,10 +179,13 @@ class Chunk:
         numeric = np.round(self.numeric, 4).tolist()
         categories = np.asarray(CATEGORIES)[self.categorical].tolist()
         scores = np.round(self.score, 6).tolist()
+        vectors = None if self.embedding is None else np.round(self.embedding.astype(float), 5).tolist()
         events = []
         for i, event_id in enumerate(self.event_ids):
             features: dict[str, Any] = dict(zip(NUMERIC_FEATURES, numeric[i], strict=True))
             features.update(zip(CATEGORICAL_FEATURES, categories[i], strict=True))
+            if vectors is not None:
+                features[EMBEDDING_FEATURE] = vectors[i]
             p = scores[i]
             events.append(
                 {
@@ -161,7 +202,8 @@ class Chunk:
 
     def prediction_columns(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
         """Rows ``start:stop`` of the chunk as one columnar batch (``schemas/prediction-columns.v1.json``):
-        the same predictions as :meth:`prediction_events`, field by field.
+        the same predictions as :meth:`prediction_events`, field by field (without the embedding:
+        a columnar batch carries no arrays).
 
         >>> chunk = next(generate(Scenario(n_events=3)))
         >>> document = chunk.prediction_columns(1)
@@ -243,6 +285,7 @@ def generate(scenario: Scenario, chunk_size: int = 1_000) -> Iterator[Chunk]:
             true_logit = np.where(drifted, z @ DRIFTED_WEIGHTS + category_logit, model_logit)
         label = (rng.random(n) < _sigmoid(true_logit)).astype(int)
         event_ids = [str(uuid.UUID(bytes=b, version=4)) for b in _uuid_bytes(rng, n)]
+        embedding = _embedding(scenario, index, rng) if scenario.has_embedding else None
         yield Chunk(
             start=start,
             event_ids=event_ids,
@@ -252,7 +295,18 @@ def generate(scenario: Scenario, chunk_size: int = 1_000) -> Iterator[Chunk]:
             score=_sigmoid(model_logit),
             label=label,
             scenario=scenario,
+            embedding=embedding,
         )
+
+
+def _embedding(scenario: Scenario, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Topic centre plus noise per event; after the onset of a topic-mix drift, the shifted mix."""
+    shifted = (1 - scenario.magnitude) * TOPIC_PROBS + scenario.magnitude * TOPIC_PROBS[::-1]
+    after = (index >= scenario.onset) & (scenario.name == "embedding-topic-mix")
+    topic = np.where(after, rng.choice(8, len(index), p=shifted), rng.choice(8, len(index), p=TOPIC_PROBS))
+    noise = rng.normal(0, TOPIC_NOISE, (len(index), EMBEDDING_DIMS))
+    vectors: np.ndarray = (TOPIC_CENTERS[topic] + noise).astype(np.float32)
+    return vectors
 
 
 def _uuid_bytes(rng: np.random.Generator, n: int) -> list[bytes]:

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 import orjson
 import typer
@@ -767,6 +767,7 @@ def bench_detection(
     kl_sizes: Annotated[str, typer.Option(help="KL(post || pre) sizes of the shape changes.")] = "0.02,0.05,0.2",
     kswin_seeds: Annotated[int, typer.Option(help="Shape seeds whose change streams KSWIN also watches.", min=0)] = 2,
     shape_families: Annotated[str, typer.Option(help="Shape families (default: all).")] = "",
+    feature_streams: Annotated[str, typer.Option(help="Comma-separated feature streams (default: all).")] = "",
 ) -> None:
     """Detection quality (delay, misses, false alarms) against River's detectors and dummy baselines."""
     from driftwarden.bench.detection import (
@@ -787,7 +788,7 @@ def bench_detection(
         run_corpus,
     )
     from driftwarden.bench.detection_plots import plot_run
-    from driftwarden.bench.detection_streams import CONCEPTS, FEATURE_STREAMS
+    from driftwarden.bench.detection_streams import CONCEPTS, FEATURE_STREAMS, FeatureStreamName
 
     if gradual_width > concept_length:
         raise typer.BadParameter("--gradual-width must not exceed --concept-length")
@@ -798,6 +799,9 @@ def bench_detection(
         sizes = tuple(float(size) for size in kl_sizes.split(","))
     except ValueError:
         raise typer.BadParameter("--kl-sizes takes numbers such as 0.02,0.05") from None
+    streams = tuple(name.strip() for name in feature_streams.split(",") if name.strip()) or FEATURE_STREAMS
+    if set(streams) - set(FEATURE_STREAMS):
+        raise typer.BadParameter(f"--feature-streams takes {', '.join(FEATURE_STREAMS)}")
     settings = Settings(
         seeds=seeds,
         n_concepts=concepts,
@@ -808,7 +812,7 @@ def bench_detection(
         shift_onset=shift_events // 2,
         stable_events=stable_events,
         generators=tuple(CONCEPTS) if "concepts" in chosen else (),
-        feature_streams=FEATURE_STREAMS if "features" in chosen else (),
+        feature_streams=cast("tuple[FeatureStreamName, ...]", streams) if "features" in chosen else (),
     )
     out.mkdir(parents=True, exist_ok=True)
     runs = run_detection_benchmark(settings, workers) if chosen - {"shapes"} else []

@@ -72,6 +72,25 @@ def test_each_scenario_raises_exactly_the_expected_alert_kinds_and_subjects(kafk
         assert commands == []
 
 
+def test_an_embedding_topic_mix_change_raises_its_alerts_and_nothing_else(kafka, monitor_worker):
+    """64-dimensional embeddings in batch envelopes through the broker: the MMD window test and the
+    distance-to-centroid CUSUM fire on the topic-mix change, with the evidence of the window tests."""
+    scenario = Scenario(
+        name="embedding-topic-mix", n_events=20_000, onset=10_000, magnitude=0.5, model_id=unique_model("emb")
+    )
+    produce(kafka, scenario, batch_size=200)
+    status = wait_processed(kafka, scenario.model_id, 20_000)
+    assert status.events_processed == 20_000 and status.events_dead_lettered == 0
+    alerts = alerts_for(kafka, scenario.model_id)
+    assert {(a.kind, a.subject) for a in alerts if a.state == "firing"} == scenario.ground_truth().expected_alerts
+    (mmd,) = [a for a in alerts if a.detector == "mmd"]
+    index = {event_id: chunk.start + i for chunk in generate(scenario) for i, event_id in enumerate(chunk.event_ids)}
+    assert 10_000 <= index[mmd.trigger_event_id] < 13_000
+    evidence = mmd.evidence
+    assert evidence["p_value"] < 1e-6 and evidence["fdr_q"] == 0.001 and evidence["mmd2"] >= 0.005
+    assert evidence["dimensions"] == 64 and evidence["current_distance"] != evidence["reference_distance"]
+
+
 def test_malformed_events_are_dead_lettered_with_reasons_and_nothing_is_lost(kafka, monitor_worker: Worker):
     scenario = Scenario(name="stable", n_events=10_000, model_id=unique_model("malformed"))
     report = produce(kafka, scenario, batch_size=100, malformed_every=100)

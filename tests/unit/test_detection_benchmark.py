@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftwarden.bench.detection import DRIFTWARDEN, Settings, run_feature_stream
+from driftwarden.bench.detection import DRIFTWARDEN, DRIFTWARDEN_EMBEDDING, Settings, run_feature_stream
 from driftwarden.bench.detection_streams import concept_stream, feature_stream
 from driftwarden.bench.evaluation import Drift, combine, score_alarms
 from driftwarden.cli import main
@@ -71,6 +71,14 @@ def test_driftwarden_finds_a_1_sigma_shift_quickly_and_stays_quiet_on_a_stable_s
     assert (stable.alarms, stable.false_alarms, stable.stable_events) == (0, 0, 30_000)
 
 
+def test_an_embeddings_topic_mix_change_is_found_by_its_detectors_and_its_stable_twin_stays_quiet():
+    settings = Settings(shift_events=14_000, shift_onset=8_000, stable_events=30_000)
+    shifted = run_feature_stream("embedding-topic-mix", 3, settings).scores
+    assert (shifted[DRIFTWARDEN_EMBEDDING].detected, shifted[DRIFTWARDEN_EMBEDDING].false_alarms) == (1, 0)
+    stable = run_feature_stream("embedding-stable", 3, settings).scores
+    assert (stable[DRIFTWARDEN].alarms, stable[DRIFTWARDEN_EMBEDDING].alarms) == (0, 0)
+
+
 def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, capsys, tmp_path):
     args = [
         "--out",
@@ -101,7 +109,7 @@ def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, cap
     assert {DRIFTWARDEN, "ADWIN", "PageHinkley", "DDM", "EDDM", "HDDM_A", "HDDM_W", "KSWIN"} <= detectors
     assert {"retrain every 1,000", "never retrain"} <= detectors
     streams = {r["stream"] for r in results["results"]}
-    assert len(streams) == 12 + 6
+    assert len(streams) == 12 + 8  # concept streams, feature streams (two of them with an embedding)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(s.replace("/", "-") + ".png" for s in streams)
     report = (tmp_path / "results.md").read_text()
     assert all(f"| {r['stream']} | {r['detector']} |" in report for r in results["results"])

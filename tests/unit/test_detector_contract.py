@@ -28,7 +28,7 @@ from driftwarden.core.detectors import window_detectors as make_window_detectors
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.profile import Columns, build_profile, schema_of, to_columns
 from driftwarden.core.state import StateReader
-from driftwarden_load.scenarios import Scenario, generate
+from driftwarden_load.scenarios import EMBEDDING_FEATURE, Scenario, generate
 
 Q = 0.001
 
@@ -41,10 +41,14 @@ def scenario_events(name: str, n: int, seed: int) -> list[PredictionEvent]:
     ]
     rng = np.random.default_rng(seed)
     slow = 10.0 if name == "stable" else 80.0  # latency and cost move with the drift too
+    # ...and so does the embedding (its topic mix) where the numeric features shift.
+    twin = Scenario(name="embedding-topic-mix" if name == "abrupt-shift" else "embedding-stable", n_events=n, onset=0)
+    vectors = [v for chunk in generate(twin) for v in chunk.prediction_events()]
     return [
-        e.model_copy(update={"latency_ms": float(rng.uniform(1, slow)), "cost": float(rng.uniform(0, slow / 1e4))})
-        for e in events
-    ]
+        e.model_copy(update={"latency_ms": float(rng.uniform(1, slow)), "cost": float(rng.uniform(0, slow / 1e4)),
+                             "features": e.features | {EMBEDDING_FEATURE: v["features"][EMBEDDING_FEATURE]}})
+        for e, v in zip(events, vectors, strict=True)
+    ]  # fmt: skip
 
 
 def columnar(events: list[PredictionEvent]) -> dict:
@@ -53,7 +57,8 @@ def columnar(events: list[PredictionEvent]) -> dict:
     return {
         "schema": "prediction-columns.v1", "model_id": "m", "model_version": "1",
         **{key: [r[key] for r in rows] for key in ("event_id", "ts", "prediction", "latency_ms", "cost")},
-        "features": {name: [r["features"].get(name) for r in rows] for name in rows[0]["features"]},
+        "features": {name: [r["features"].get(name) for r in rows] for name in rows[0]["features"]
+                     if name != EMBEDDING_FEATURE},  # (a columnar batch carries no arrays)
         "scores": {c: [r["scores"][c] for r in rows] for c in rows[0]["scores"]},
     }  # fmt: skip
 
@@ -200,6 +205,7 @@ def check_batch_path_equals_per_event_updates(detector: Detector) -> None:
         return
     assert isinstance(detector, WindowDetector)
     events = scenario_events("abrupt-shift", 600, 5)
+    events = [e.model_copy(update={"features": e.features | {EMBEDDING_FEATURE: None}}) for e in events]  # as above
     events[3] = events[3].model_copy(update={"features": {**events[3].features, "num_02": None, "cat_01": 7.0}})
     events[9] = events[9].model_copy(update={"features": {**events[9].features, "num_04": "n/a"}})
     decoded = decode_columns(columnar(events), b"")

@@ -7,7 +7,8 @@ Offline, no Kafka. Two families of streams (see :mod:`driftwarden.bench.detectio
   detector, as a retrain would give a new model version with fresh monitoring;
 * feature streams: the detectors watch the 16 numeric features (River detectors one per feature, on
   values standardized by the reference; an alarm of any of them is an alarm), driftwarden watches
-  whole prediction events with its default detector set (every firing alert is an alarm).
+  whole prediction events with its default detector set (every firing alert is an alarm); on the
+  embedding streams, its embedding detectors alone are also scored (:data:`DRIFTWARDEN_EMBEDDING`).
 
 Configurations: driftwarden's defaults; each River detector with its default parameters; two dummy
 baselines (an alarm every ``period`` events, i.e. retrain blindly; never). DDM, EDDM and HDDM
@@ -33,6 +34,7 @@ from river import drift, tree
 from driftwarden.bench.detection_streams import (
     CONCEPTS,
     FEATURE_STREAMS,
+    STABLE_STREAMS,
     Change,
     FeatureStream,
     FeatureStreamName,
@@ -46,9 +48,11 @@ from driftwarden.core.events import PredictionEvent
 from driftwarden.core.joins import Joined
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.performance import PerformanceMonitor
-from driftwarden_load.scenarios import NUMERIC_FEATURES
+from driftwarden_load.scenarios import EMBEDDING_FEATURE, NUMERIC_FEATURES
 
 DRIFTWARDEN = "driftwarden (default)"
+#: The firing alerts of driftwarden's embedding detectors alone (MMD, distance to the centroid).
+DRIFTWARDEN_EMBEDDING = "driftwarden (embedding detectors)"
 RIVER_DETECTORS: dict[str, Callable[[], Any]] = {
     "ADWIN": drift.ADWIN,
     "PageHinkley": drift.PageHinkley,
@@ -208,25 +212,30 @@ class FeatureDetectors:
         return sorted(fired)
 
 
-def driftwarden_feature_alarms(stream: FeatureStream) -> list[int]:
-    """Every firing alert of driftwarden's default detector set, at its trigger event's index."""
+def driftwarden_feature_alarms(stream: FeatureStream) -> list[tuple[int, str]]:
+    """Every firing alert of driftwarden's default detector set: its trigger event's index, its subject."""
     s = stream.scenario
     monitor = ModelMonitor(s.model_id, s.model_version, ModelMonitorConfig())
-    alarms: list[int] = []
+    alarms: list[tuple[int, str]] = []
     for chunk in stream.chunks:
         events = [PredictionEvent.model_validate(e) for e in chunk.prediction_events()]
         position = {e.event_id: chunk.start + i for i, e in enumerate(events)}
         fired = monitor.observe(events, now=0.0).alerts
-        alarms += [position.get(a.trigger_event_id or "", chunk.start) for a in fired if a.state == "firing"]
+        alarms += [
+            (position.get(a.trigger_event_id or "", chunk.start), a.subject) for a in fired if a.state == "firing"
+        ]
     return alarms
 
 
 def run_feature_stream(name: FeatureStreamName, seed: int, settings: Settings) -> StreamRun:
-    n_events = settings.stable_events if name == "stable" else settings.shift_events
+    n_events = settings.stable_events if name in STABLE_STREAMS else settings.shift_events
     stream = feature_stream(name, seed, n_events, settings.shift_onset)
     reference_size = ModelMonitorConfig().reference_size
     reference = np.concatenate([c.numeric for c in stream.chunks])[:reference_size]
-    alarms: dict[str, list[int]] = {DRIFTWARDEN: driftwarden_feature_alarms(stream)}
+    alerts = driftwarden_feature_alarms(stream)
+    alarms: dict[str, list[int]] = {DRIFTWARDEN: [i for i, _ in alerts]}
+    if stream.scenario.has_embedding:
+        alarms[DRIFTWARDEN_EMBEDDING] = [i for i, subject in alerts if subject.startswith(EMBEDDING_FEATURE)]
     for detector in FEATURE_RIVER_DETECTORS:
         watch = FeatureDetectors(RIVER_DETECTORS[detector], reference)
         alarms[detector] = [a for c in stream.chunks for a in watch.alarms(c.numeric, c.start)]
@@ -253,8 +262,8 @@ def run_detection_benchmark(settings: Settings, workers: int = 0) -> list[Stream
     stable: list[Callable[[], StreamRun]] = []
     shifted: list[Callable[[], StreamRun]] = []
     for name in settings.feature_streams:
-        seeds = settings.seeds if name == "stable" else settings.shift_seeds
-        (stable if name == "stable" else shifted).extend(
+        seeds = settings.seeds if name in STABLE_STREAMS else settings.shift_seeds
+        (stable if name in STABLE_STREAMS else shifted).extend(
             partial(run_feature_stream, name, seed, settings) for seed in range(seeds)
         )
     tasks = [*stable, *concept, *shifted]  # the longest first
@@ -313,6 +322,19 @@ def targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
                 f"{stable.false_alarms} in {stable.events:,} events ({per_million:.2f} per million)",
             )
         )
+    if "embedding-topic-mix" in default:
+        shifted = default["embedding-topic-mix"]
+        verdicts.append(
+            ("an embedding's topic-mix change detected in every seed", shifted.missed == 0,
+             f"{shifted.missed} missed of {shifted.drifts}")
+        )  # fmt: skip
+    embedding_stable = {r.stream: r.score for r in rows if r.configuration == DRIFTWARDEN_EMBEDDING}
+    if "embedding-stable" in embedding_stable:
+        stable = embedding_stable["embedding-stable"]
+        verdicts.append(
+            ("no false alarm of the embedding detectors on the embedding stream's stable twin",
+             stable.false_alarms == 0, f"{stable.false_alarms} in {stable.events:,} events")
+        )  # fmt: skip
     wins, compared = 0, []
     for stream, score in default.items():
         best = best_river_median_delay(rows, stream)

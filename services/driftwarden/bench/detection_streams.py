@@ -6,7 +6,8 @@ probability rising linearly from 0 to 1 (``width=1``: an abrupt change). Every c
 its neighbours (another SEA variant, Agrawal function, hyperplane, set of RBF centroids...).
 
 Feature streams come from the load generator (:mod:`driftwarden_load.scenarios`): 20 features, one
-change at a known event.
+change at a known event; the embedding streams also carry a 64-dimensional embedding whose topic mix
+changes (half way from the reference mix to its reverse), or not (their stable twin).
 
 >>> stream = concept_stream("SEA", "gradual", seed=0, n_concepts=3, concept_length=1_000, width=200)
 >>> len(stream.samples), [(d.start, d.width) for d in stream.drifts]
@@ -80,7 +81,16 @@ def concept_stream(
     return LabelledStream(f"{generator}/{change}", seed, samples, [Drift(s, width) for s in starts])
 
 
-FeatureStreamName = Literal["mean-0.25σ", "mean-0.5σ", "mean-1σ", "variance-1.5x", "categorical", "stable"]
+FeatureStreamName = Literal[
+    "mean-0.25σ",
+    "mean-0.5σ",
+    "mean-1σ",
+    "variance-1.5x",
+    "categorical",
+    "stable",
+    "embedding-topic-mix",
+    "embedding-stable",
+]
 FEATURE_STREAMS: tuple[FeatureStreamName, ...] = (
     "mean-0.25σ",
     "mean-0.5σ",
@@ -88,7 +98,13 @@ FEATURE_STREAMS: tuple[FeatureStreamName, ...] = (
     "variance-1.5x",
     "categorical",
     "stable",
+    "embedding-topic-mix",
+    "embedding-stable",
 )
+#: The streams in which nothing changes (their length is the benchmark's ``stable_events``).
+STABLE_STREAMS: tuple[FeatureStreamName, ...] = ("stable", "embedding-stable")
+#: How far the topic mix of ``embedding-topic-mix`` moves towards its reverse.
+TOPIC_MIX_SHIFT = 0.5
 
 
 @dataclass
@@ -104,10 +120,17 @@ class FeatureStream:
 
 
 def feature_stream(name: FeatureStreamName, seed: int, n_events: int, onset: int) -> FeatureStream:
-    """A 20-feature stream: two numeric features change at ``onset`` (or a categorical one, or nothing)."""
-    kinds: dict[str, ScenarioName] = {"categorical": "categorical-shift", "stable": "stable"}
+    """A 20-feature stream: two numeric features change at ``onset`` (or a categorical one, or an
+    embedding's topic mix, or nothing)."""
+    kinds: dict[str, ScenarioName] = {
+        "categorical": "categorical-shift",
+        "stable": "stable",
+        "embedding-topic-mix": "embedding-topic-mix",
+        "embedding-stable": "embedding-stable",
+    }
     kind = kinds.get(name, "abrupt-shift")
     magnitude = float(name.removeprefix("mean-").removesuffix("σ")) if name.startswith("mean-") else 0.0
+    magnitude = TOPIC_MIX_SHIFT if kind == "embedding-topic-mix" else magnitude
     scenario = Scenario(name=kind, n_events=n_events, onset=onset, magnitude=magnitude, seed=seed)
     chunks = list(generate(scenario, chunk_size=2_000))
     if name.startswith("variance-"):
@@ -117,5 +140,5 @@ def feature_stream(name: FeatureStreamName, seed: int, n_events: int, onset: int
             after = np.arange(chunk.start, chunk.start + len(chunk)) >= onset
             block = chunk.numeric[np.ix_(after, columns)]
             chunk.numeric[np.ix_(after, columns)] = NUMERIC_MEAN[columns] + (block - NUMERIC_MEAN[columns]) * factor
-    drifts = [] if name == "stable" else [Drift(onset, lasts_until=n_events)]  # the change persists
+    drifts = [] if name in STABLE_STREAMS else [Drift(onset, lasts_until=n_events)]  # the change persists
     return FeatureStream(name, seed, n_events, chunks, drifts, scenario)

@@ -31,6 +31,7 @@ import numpy as np
 
 from driftwarden.core.detectors import (
     CategoricalDriftDetector,
+    EmbeddingDriftDetector,
     MultivariateDriftDetector,
     NumericDriftDetector,
     WindowDetector,
@@ -163,6 +164,9 @@ def window_change(detector: WindowDetector, window: Columns, profile: ReferenceP
         return numeric_change(detector.profile, values[np.isfinite(values)])
     if isinstance(detector, CategoricalDriftDetector):
         return category_change(detector.profile, [v for v in window.categorical[detector.column] if v is not None])
+    if isinstance(detector, EmbeddingDriftDetector):  # described by the distances to the reference centroid
+        distances = detector.profile.distances(window.embeddings[detector.column])
+        return numeric_change(detector.profile.distance, distances[np.isfinite(distances)])
     if isinstance(detector, MultivariateDriftDetector):
         data = window.numeric[:, detector.columns]
         names = list(profile.numeric)

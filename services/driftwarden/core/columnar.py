@@ -145,6 +145,7 @@ class PredictionColumns:
             confidence=confidence,
             latency_ms=np.full(n, np.nan) if self.latency_ms is None else self.latency_ms,
             cost=np.full(n, np.nan) if self.cost is None else self.cost,
+            embeddings=[np.full((n, length), np.nan) for length in schema.embedding.values()],  # (no arrays here)
         )
 
     def join_records(self) -> Iterator[tuple[str, float, PredictionRecord]]:
@@ -194,6 +195,9 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         if types <= _NUMBERS:
             features[name] = np.array(column, dtype=float)
             continue
+        if list in types:
+            arrays = np.fromiter((type(v) is list for v in column), bool, n)
+            refuse(arrays, f"features.{name}: no arrays (embeddings) in a columnar batch; send prediction.v1 events")
         if not types <= _FEATURE_TYPES:
             wrong = np.fromiter((type(v) not in _FEATURE_TYPES for v in column), bool, n)
             refuse(wrong, f"features.{name}: Input should be a number, a string, a boolean or null")

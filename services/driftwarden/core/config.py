@@ -135,6 +135,11 @@ class ModelMonitorConfig(Strict):
     multivariate_distance_threshold: float = Field(
         default=0.1, gt=0, description="Mahalanobis distance the joint mean must move (Hotelling T² effect floor)."
     )
+    embedding_mmd_threshold: float = Field(
+        default=0.005,
+        gt=0,
+        description="Unbiased MMD² an embedding's window must reach against its reference (the MMD effect floor).",
+    )
     min_window_values: int = Field(default=30, ge=2, description="Fewer values in a window: no verdict.")
     critical_psi: float = Field(default=0.5, gt=0, description="A window drift with this PSI is critical.")
     critical_wasserstein: float = Field(default=1.0, gt=0, description="...or with this Wasserstein distance (σ).")

@@ -34,7 +34,13 @@ NonNegative = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 # Strict types: each JSON value can match one member only, so trying them in order (commonest
 # first) gives the same result as pydantic's "smart" union at a fraction of the cost.
-FeatureValue = Annotated[float | str | bool | None, Field(union_mode="left_to_right")]
+#: The longest array a feature may hold (an embedding of up to this many numbers).
+VECTOR_MAX_LENGTH = 4096
+Vector = Annotated[list[float], Field(min_length=1, max_length=VECTOR_MAX_LENGTH)]
+FeatureValue = Annotated[float | str | bool | Vector | None, Field(union_mode="left_to_right")]
+#: A feature value that is not an array: of a columnar batch's feature column (which refuses arrays;
+#: send events) and of an inference request (the served models take no arrays).
+ScalarFeatureValue = Annotated[float | str | bool | None, Field(union_mode="left_to_right")]
 Scalar = bool | int | float | str | None
 T = TypeVar("T")
 
@@ -122,7 +128,7 @@ class PredictionColumnBatch(Event):
     model_version: ModelId
     event_id: Column[EventId]
     ts: Column[Timestamp]
-    features: dict[str, Column[FeatureValue]]
+    features: dict[str, Column[ScalarFeatureValue]]
     prediction: Column[float | str]
     scores: dict[str, Column[Probability]] | None = None
     segment: dict[str, Column[str | None]] | None = None
@@ -275,7 +281,7 @@ class MonitorStatus(Event):
 
 
 class InferenceInstance(Event):
-    features: dict[str, FeatureValue]
+    features: dict[str, ScalarFeatureValue]
     event_id: EventId | None = None
 
 

@@ -1,15 +1,18 @@
 """Feature types and value normalization: the one place monitor, trainer and serving read them from.
 
-A feature is numeric when every value seen is a number (booleans are not numbers) and categorical
-otherwise; a type declared in the config wins. Categories, labels and predictions compare by their
+A feature is numeric when every value seen is a number (booleans are not numbers), an embedding when
+every value seen is an array of numbers (a fixed-length vector, e.g. a text or image embedding), and
+categorical otherwise; a type declared in the config wins. Categories, labels and predictions compare by their
 text: ``1``, ``1.0`` and ``"1"`` read ``"1"``; ``True`` reads ``"true"``.
 
 >>> value_text(True), value_text(1.0), value_text(2.5), value_text("NL"), value_text(None)
 ('true', '1', '2.5', 'NL', None)
 >>> infer_types([{"amount": 1.5, "country": "NL", "new": True}, {"amount": 3, "country": None}], {})
-FeatureTypes(numeric=('amount',), categorical=('country', 'new'))
+FeatureTypes(numeric=('amount',), categorical=('country', 'new'), embedding=())
 >>> infer_types([{"amount": 1.5, "zip": 1234}], {"zip": "categorical"}, ignored=["amount"])
-FeatureTypes(numeric=(), categorical=('zip',))
+FeatureTypes(numeric=(), categorical=('zip',), embedding=())
+>>> infer_types([{"text": [0.1, -0.3, 2], "n": 1}, {"text": None, "n": [1.0]}], {})
+FeatureTypes(numeric=(), categorical=('n',), embedding=('text',))
 """
 
 from __future__ import annotations
@@ -18,26 +21,33 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FeatureType = Literal["numeric", "categorical"]
+FeatureType = Literal["numeric", "categorical", "embedding"]
+FEATURE_TYPES: tuple[FeatureType, ...] = ("numeric", "categorical", "embedding")
 #: The category an ONNX model receives for a missing categorical value.
 MISSING_CATEGORY = ""
 
 
 @dataclass(frozen=True)
 class FeatureTypes:
-    """Which features are numeric and which categorical (each sorted by name)."""
+    """Which features are numeric, categorical or embeddings (each sorted by name)."""
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    embedding: tuple[str, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + self.embedding
 
 
 def is_number(value: object) -> bool:
     """A JSON number (``bool`` is not one, although Python makes it an ``int``)."""
     return type(value) in (float, int)
+
+
+def is_vector(value: object) -> bool:
+    """An array of JSON numbers (an embedding's value)."""
+    return type(value) is list and all(map(is_number, value))
 
 
 def value_text(value: object) -> str | None:
@@ -54,17 +64,19 @@ def value_text(value: object) -> str | None:
 def infer_types(
     rows: Iterable[Mapping[str, Any]], declared: Mapping[str, str], ignored: Sequence[str] = ()
 ) -> FeatureTypes:
-    """Feature types from the declared ones, else from the values (all numbers means numeric)."""
+    """Feature types from the declared ones, else from the values (all numbers means numeric, all
+    arrays of numbers an embedding, anything else categorical)."""
     kinds: dict[str, str] = dict(declared)
-    numeric_only: dict[str, bool] = {}
+    seen: dict[str, str] = {}
     for row in rows:
         for name, value in row.items():
             if value is not None:
-                numeric_only[name] = numeric_only.get(name, True) and is_number(value)
-    for name, only_numbers in numeric_only.items():
-        kinds.setdefault(name, "numeric" if only_numbers else "categorical")
+                kind = "numeric" if is_number(value) else "embedding" if is_vector(value) else "categorical"
+                seen[name] = kind if seen.get(name, kind) == kind else "categorical"
+    for name, kind in seen.items():
+        kinds.setdefault(name, kind)
     skip = set(ignored)
-    return FeatureTypes(
-        numeric=tuple(sorted(k for k, v in kinds.items() if v == "numeric" and k not in skip)),
-        categorical=tuple(sorted(k for k, v in kinds.items() if v == "categorical" and k not in skip)),
+    numeric, categorical, embedding = (
+        tuple(sorted(k for k, v in kinds.items() if v == kind and k not in skip)) for kind in FEATURE_TYPES
     )
+    return FeatureTypes(numeric, categorical, embedding)

@@ -3,8 +3,9 @@
 The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, model_version) a
 :class:`ModelMonitor` collects the version's reference (or loads a profile), then runs
 
-* streaming rank-CUSUM detectors on every numeric feature and on the prediction signal (fast path,
-  thresholds from the false-alarm budget ``false_alarms_per_million``);
+* streaming rank-CUSUM detectors on every numeric feature, on each embedding's distance to its
+  reference centroid and on the prediction signal (fast path, thresholds from the false-alarm budget
+  ``false_alarms_per_million``);
 * every ``window_size`` events, the window detectors (distribution tests, multivariate, data
   quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values;
 * on joined labels, the performance monitor (window tests, a River error detector, segments);
@@ -57,6 +58,8 @@ from driftwarden.core.state import JsonValue, State, StateError, StateReader, de
 
 #: The streaming detector of the prediction signal (a name no feature can have).
 SIGNAL = "\0signal"
+#: The streaming detector of an embedding's distances to its reference centroid: this, then its name.
+DISTANCE = "\0distance:"
 #: Alert kinds that stop a growing reference (their data must not become the reference).
 DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
 #: Window statistics kept for metrics and the status topic: each of these a detector's evidence holds.
@@ -71,9 +74,10 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-#: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2)
-#: and rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 3
+#: 4: embedding features (their profiles, window columns and detectors); 3: event-time watermark,
+#: recent event ids, duplicate counts, the alert book's settle streaks (2) and rank-CUSUM streaming
+#: detectors (ADWIN before).
+STATE_VERSION = 4
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns
@@ -226,6 +230,7 @@ class ModelMonitor:
         if self.profile is not None:  # growing: the same features, so pending windows stay comparable
             declared |= {name: "numeric" for name in self.profile.numeric}
             declared |= {name: "categorical" for name in self.profile.categorical}
+            declared |= {name: "embedding" for name in self.profile.embedding}
         profile = build_profile(self.model_id, self.model_version, events, declared, self.config.ignore_features)
         if len(events) >= self.config.reference_size:
             self.reference_events = []
@@ -233,7 +238,11 @@ class ModelMonitor:
 
     def _use_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
-        streams = dict(profile.numeric) | ({SIGNAL: profile.signal} if profile.signal is not None else {})
+        streams = (
+            dict(profile.numeric)
+            | {DISTANCE + name: p.distance for name, p in profile.embedding.items()}
+            | ({SIGNAL: profile.signal} if profile.signal is not None else {})
+        )
         # The budget is per model: split evenly (Bonferroni) over its streaming detectors.
         arl = 1e6 / self.config.false_alarms_per_million * len(streams)
         self.streaming = {
@@ -245,10 +254,24 @@ class ModelMonitor:
             self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
 
     def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, RankCusumDetector, int], None]) -> None:
-        numeric_names = list(self.profile.numeric) if self.profile else []
+        assert self.profile is not None
+        numeric_names, embeddings = list(self.profile.numeric), list(self.profile.embedding)
         for name, detector in self.streaming.items():
-            values = columns.signal if name == SIGNAL else columns.numeric[:, numeric_names.index(name)]
+            if name == SIGNAL:
+                values = columns.signal
+            elif name.startswith(DISTANCE):
+                feature = name.removeprefix(DISTANCE)
+                values = self.profile.embedding[feature].distances(columns.embeddings[embeddings.index(feature)])
+            else:
+                values = columns.numeric[:, numeric_names.index(name)]
             detector.update_many(values, partial(on_drift, name, detector))
+
+    def _stream_subject(self, name: str) -> str:
+        """The alert subject of a streaming detector."""
+        assert self.profile is not None
+        if name == SIGNAL:
+            return "score" if self.profile.task == "classification" else "prediction"
+        return f"{name.removeprefix(DISTANCE)}/centroid_distance" if name.startswith(DISTANCE) else name
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
@@ -259,11 +282,7 @@ class ModelMonitor:
             change = streaming_change(evidence)
             evidence |= {"reference_size": self.profile.n_events} | change.evidence()
             is_signal = name == SIGNAL
-            subject = (
-                ("score" if self.profile and self.profile.task == "classification" else "prediction")
-                if is_signal
-                else name
-            )
+            subject = self._stream_subject(name)
             critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
             finding = Finding(
                 "prediction_drift" if is_signal else "data_drift",

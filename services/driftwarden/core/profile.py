@@ -4,7 +4,9 @@ A profile is built from the first ``reference_size`` events of a version (the de
 from a dataset (``driftwarden profile build``). It is plain data, saved as JSON, and holds per
 numeric feature a quantile summary, PSI bins, moments, range and missing rate; per categorical
 feature the category counts; the prediction signal (P(positive class), top-class confidence or the
-regression output); the mean and precision matrix for the multivariate test; and latency/cost.
+regression output); the mean and precision matrix for the multivariate test; per embedding feature
+its centroid, a sample of reference vectors in a fixed random projection and its distances to the
+centroid (:class:`EmbeddingProfile`); and latency/cost.
 
 >>> from driftwarden_load.scenarios import Scenario, generate
 >>> from driftwarden.core.events import PredictionEvent
@@ -19,8 +21,10 @@ True
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -35,6 +39,10 @@ QUANTILE_POINTS = 1000
 PSI_BINS = 10
 Task = Literal["classification", "regression"]
 TASKS: tuple[Task, ...] = ("classification", "regression")
+#: Dimensions of the fixed random projection the embedding detectors work in.
+PROJECTED_DIMS = 16
+#: Projected reference vectors an embedding's profile keeps for the two-sample test.
+EMBEDDING_SAMPLE = 2000
 
 
 @dataclass
@@ -102,6 +110,85 @@ class CategoricalProfile:
         return cls({name: counts.integer(name) for name in counts.data}, state.number("missing_rate"))
 
 
+@cache
+def projection(dim: int, seed: int) -> np.ndarray:
+    """The fixed Gaussian random projection of ``dim``-long vectors to :data:`PROJECTED_DIMS` dimensions.
+
+    Seeded, so the profile stores only ``(dim, seed)``; it preserves distances up to a small relative
+    error (Johnson-Lindenstrauss), which is what a kernel two-sample test on distances needs.
+    """
+    matrix = np.random.default_rng(seed).normal(0.0, 1.0 / math.sqrt(PROJECTED_DIMS), (dim, PROJECTED_DIMS))
+    matrix.flags.writeable = False
+    return matrix
+
+
+@dataclass
+class EmbeddingProfile:
+    """What the embedding detectors need of one fixed-length vector feature's reference.
+
+    >>> vectors = np.random.default_rng(0).normal(0, 1, (1000, 64))
+    >>> profile = EmbeddingProfile.of(vectors, 0.0)
+    >>> profile.dim, len(profile.sample), len(profile.sample[0]), round(profile.distance.mean)
+    (64, 1000, 16, 8)
+    >>> profile.project(vectors[:3]).shape, EmbeddingProfile.from_state(StateReader(profile.state(), "p")) == profile
+    ((3, 16), True)
+    """
+
+    dim: int
+    seed: int  # of the random projection
+    centroid: list[float]  # mean reference vector
+    sample: list[list[float]]  # projected reference vectors, at most EMBEDDING_SAMPLE, evenly spaced
+    distance: NumericProfile  # the reference's Euclidean distances to the centroid (and the missing rate)
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, missing_rate: float, seed: int = 0) -> EmbeddingProfile:
+        """The profile of ``vectors`` (rows; a row with a NaN is missing)."""
+        present = vectors[np.isfinite(vectors).all(axis=1)]
+        dim = vectors.shape[1]
+        centroid = present.mean(axis=0) if len(present) else np.zeros(dim)
+        offsets = present - centroid
+        sample = evenly_spaced(offsets, EMBEDDING_SAMPLE) @ projection(dim, seed)
+        distance = NumericProfile.of(np.linalg.norm(offsets, axis=1), missing_rate)
+        return cls(dim, seed, centroid.tolist(), sample.tolist(), distance)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` (rows of ``dim``, centred on the centroid) in the fixed random projection."""
+        projected: np.ndarray = (vectors - np.asarray(self.centroid)) @ projection(self.dim, self.seed)
+        return projected
+
+    def distances(self, vectors: np.ndarray) -> np.ndarray:
+        """Euclidean distance of each row of ``vectors`` to the centroid (NaN for a missing row)."""
+        distances: np.ndarray = np.linalg.norm(vectors - np.asarray(self.centroid), axis=1)
+        return distances
+
+    def state(self) -> State:
+        return {
+            "dim": self.dim,
+            "seed": self.seed,
+            "centroid": pack_array(self.centroid),
+            "sample": pack_array(np.asarray(self.sample).ravel()),
+            "distance": self.distance.state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> EmbeddingProfile:
+        dim, centroid, sample = state.integer("dim", minimum=1), state.array("centroid"), state.array("sample")
+        if len(centroid) != dim or len(sample) % PROJECTED_DIMS:
+            raise StateError(f"{state.where}: centroid or projected sample of the wrong size")
+        return cls(
+            dim,
+            state.integer("seed"),
+            centroid.tolist(),
+            sample.reshape(-1, PROJECTED_DIMS).tolist(),
+            NumericProfile.from_state(state.child("distance")),
+        )
+
+
+def evenly_spaced(rows: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``rows``, evenly spaced (deterministic, in order)."""
+    return rows if len(rows) <= limit else rows[np.linspace(0, len(rows) - 1, limit).astype(int)]
+
+
 @dataclass
 class ReferenceProfile:
     model_id: str
@@ -118,6 +205,7 @@ class ReferenceProfile:
     precision_matrix: list[list[float]] = field(default_factory=list)
     latency_p99_ms: float | None = None
     cost_per_1k: float | None = None
+    embedding: dict[str, EmbeddingProfile] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -138,6 +226,7 @@ class ReferenceProfile:
             "precision_matrix": [list(row) for row in self.precision_matrix],
             "latency_p99_ms": pack_optional_float(self.latency_p99_ms),
             "cost_per_1k": pack_optional_float(self.cost_per_1k),
+            "embedding": {name: p.state() for name, p in self.embedding.items()},
         }
 
     @classmethod
@@ -163,6 +252,7 @@ class ReferenceProfile:
             precision_matrix=precision,
             latency_p99_ms=state.optional_number("latency_p99_ms"),
             cost_per_1k=state.optional_number("cost_per_1k"),
+            embedding={k: EmbeddingProfile.from_state(v) for k, v in state.mapping("embedding").items()},
         )
 
     @classmethod
@@ -171,18 +261,24 @@ class ReferenceProfile:
         data["numeric"] = {k: NumericProfile(**v) for k, v in data["numeric"].items()}
         data["categorical"] = {k: CategoricalProfile(**v) for k, v in data["categorical"].items()}
         data["signal"] = NumericProfile(**data["signal"]) if data["signal"] else None
+        data["embedding"] = {
+            k: EmbeddingProfile(**(v | {"distance": NumericProfile(**v["distance"])}))
+            for k, v in data.get("embedding", {}).items()
+        }
         return cls(**data)
 
 
 @dataclass
 class FeatureSchema:
-    """A profile's columns: which features are numeric or categorical (as
-    :func:`driftwarden.core.features.infer_types` finds them), and how to read the prediction signal."""
+    """A profile's columns: which features are numeric, categorical or embeddings (as
+    :func:`driftwarden.core.features.infer_types` finds them; an embedding with its length), and how to
+    read the prediction signal."""
 
     numeric: list[str]
     categorical: list[str]
     task: Task
     positive_class: str | None
+    embedding: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,6 +295,8 @@ class Columns:
     confidence: np.ndarray  # top-class probability (NaN without scores)
     latency_ms: np.ndarray
     cost: np.ndarray
+    #: per embedding feature, its vectors (n, length); a missing value, or one of another length, is a NaN row
+    embeddings: list[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -211,6 +309,7 @@ class Columns:
         categorical: Sequence[list[str | None]] = (),
         type_violations: np.ndarray | None = None,
         signal: np.ndarray | None = None,
+        embeddings: Sequence[np.ndarray] = (),
     ) -> Columns:
         """Rows that are not events (a training set, a profile's summary): no ids, times, scores or costs.
 
@@ -232,12 +331,14 @@ class Columns:
             confidence=unknown,
             latency_ms=unknown,
             cost=unknown,
+            embeddings=list(embeddings),
         )
 
     def state(self) -> State:
         return {
             "event_ids": list(self.event_ids),
             "categorical": [list(values) for values in self.categorical],
+            "embeddings": [{"length": int(v.shape[1]), "values": pack_array(v.ravel())} for v in self.embeddings],
             **{name: pack_array(getattr(self, name).ravel()) for name in _ARRAYS},
             **{name: pack_array(getattr(self, name).ravel()) for name in _MATRICES},
         }
@@ -255,6 +356,12 @@ class Columns:
         width = len(matrices["numeric"]) // n if n else 0
         if any(len(a) != n for a in arrays.values()) or any(len(m) != n * width for m in matrices.values()):
             raise StateError(f"{state.where}: columns of different lengths")
+        embeddings = []
+        for item in state.children("embeddings"):
+            length, values = item.integer("length", minimum=1), item.array("values")
+            if len(values) != n * length:
+                raise StateError(f"{item.where}: expected {n} vectors of {length}")
+            embeddings.append(values.reshape(n, length))
         return cls(
             event_ids=event_ids,
             ts=arrays["ts"],
@@ -266,6 +373,7 @@ class Columns:
             confidence=arrays["confidence"],
             latency_ms=arrays["latency_ms"],
             cost=arrays["cost"],
+            embeddings=embeddings,
         )
 
     def slice(self, start: int, stop: int) -> Columns:
@@ -280,6 +388,7 @@ class Columns:
             confidence=self.confidence[start:stop],
             latency_ms=self.latency_ms[start:stop],
             cost=self.cost[start:stop],
+            embeddings=[vectors[start:stop] for vectors in self.embeddings],
         )
 
     @staticmethod
@@ -295,6 +404,7 @@ class Columns:
             confidence=np.concatenate([p.confidence for p in parts]),
             latency_ms=np.concatenate([p.latency_ms for p in parts]),
             cost=np.concatenate([p.cost for p in parts]),
+            embeddings=[np.vstack([p.embeddings[j] for p in parts]) for j in range(len(parts[0].embeddings))],
         )
 
 
@@ -316,7 +426,30 @@ def infer_schema(events: Sequence[PredictionEvent], declared: dict[str, str], ig
         categorical=list(types.categorical),
         task="classification" if is_classification else "regression",
         positive_class=positive,
+        embedding={name: _common_length(events, name) for name in types.embedding},
     )
+
+
+def _common_length(events: Sequence[PredictionEvent], name: str) -> int:
+    """The length of an embedding: its most common one among the events (1 when it has no value)."""
+    lengths = Counter(len(v) for e in events if type(v := e.features.get(name)) is list)
+    return lengths.most_common(1)[0][0] if lengths else 1
+
+
+def vectors(values: Sequence[Any], length: int) -> np.ndarray:
+    """An embedding's values as rows of ``length`` numbers; a missing value, or any other value, a NaN row.
+
+    >>> vectors([[1.0, 2.0], None, [3.0], "x"], 2)
+    array([[ 1.,  2.],
+           [nan, nan],
+           [nan, nan],
+           [nan, nan]])
+    """
+    rows = np.full((len(values), length), np.nan)
+    fits = [i for i, v in enumerate(values) if type(v) is list and len(v) == length]
+    if fits:
+        rows[fits] = np.array([values[i] for i in fits], dtype=float)
+    return rows
 
 
 def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -377,6 +510,7 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
         confidence=confidence,
         latency_ms=np.array([np.nan if e.latency_ms is None else e.latency_ms for e in events], dtype=float),
         cost=np.array([np.nan if e.cost is None else e.cost for e in events], dtype=float),
+        embeddings=[vectors([f.get(name) for f in features], length) for name, length in schema.embedding.items()],
     )
 
 
@@ -430,6 +564,10 @@ def profile_of(model_id: str, model_version: str, schema: FeatureSchema, columns
         precision_matrix=precision,
         latency_p99_ms=_nan_quantile(columns.latency_ms, 0.99),
         cost_per_1k=float(cost.mean() * 1000) if len(cost) else None,
+        embedding={
+            name: EmbeddingProfile.of(rows, float(np.isnan(rows).any(axis=1).mean()) if len(rows) else 0.0)
+            for name, rows in zip(schema.embedding, columns.embeddings, strict=True)
+        },
     )
 
 
@@ -454,4 +592,5 @@ def schema_of(profile: ReferenceProfile) -> FeatureSchema:
         categorical=list(profile.categorical),
         task=profile.task,
         positive_class=profile.positive_class,
+        embedding={name: p.dim for name, p in profile.embedding.items()},
     )

@@ -73,6 +73,9 @@ def describe(profile: ReferenceProfile) -> str:
     lines = [head]
     lines += [_numeric_line(name, p) for name, p in profile.numeric.items()]
     lines += [_categorical_line(name, p) for name, p in profile.categorical.items()]
+    for name, embedding in profile.embedding.items():
+        lines.append(f"  {name}  embedding  {embedding.dim} dimensions  {len(embedding.sample):,} vectors kept")
+        lines.append(_numeric_line(f"{name}/centroid_distance", embedding.distance))
     if profile.signal is not None:
         lines.append(_numeric_line(SIGNAL, profile.signal))
     if profile.multivariate_features:

@@ -53,12 +53,17 @@ STAT_TESTS: dict[str, StatTest] = {
             "js", "Jensen-Shannon distance of the category frequencies", frozenset({"categorical"}), "effect",
             "js_threshold",
         ),
+        StatTest(
+            "mmd", "kernel two-sample test (MMD) on a random projection of the vectors", frozenset({"embedding"}),
+            "p_value",
+        ),
     )
 }  # fmt: skip
 
 DEFAULT_TESTS: dict[FeatureType, tuple[str, ...]] = {
     "numeric": ("ks", "psi", "wasserstein"),
     "categorical": ("chi2", "js"),
+    "embedding": ("mmd",),
 }
 
 

@@ -102,7 +102,7 @@ class Dataset:
         for name in schema.categorical:
             columns[name] = np.array([_category(e["features"].get(name)) for e in ordered], dtype=object)
         dataset = cls(
-            frame=pd.DataFrame(columns, columns=list(schema.names)),
+            frame=pd.DataFrame(columns, columns=[*schema.numeric, *schema.categorical]),  # (embeddings: monitored only)
             labels=np.array([_label_text(e["label"]) for e in ordered], dtype=object),
             ts=np.array([e["ts"] for e in ordered], dtype=float),
             schema=schema,

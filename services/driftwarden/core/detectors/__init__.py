@@ -30,6 +30,7 @@ from driftwarden.core.detectors.checks import (
     TypeViolationCheck,
     UnseenCategoryCheck,
 )
+from driftwarden.core.detectors.embedding import EmbeddingDriftDetector
 from driftwarden.core.detectors.streaming import RankCusumDetector
 from driftwarden.core.detectors.window import (
     CategoricalDriftDetector,
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetDetector",
     "CategoricalDriftDetector",
     "Detector",
+    "EmbeddingDriftDetector",
     "EstimatedAccuracyDetector",
     "MissingRateCheck",
     "MultivariateDriftDetector",
@@ -69,6 +71,7 @@ DETECTOR_CLASSES: dict[str, type[Detector]] = {
         NumericDriftDetector,
         CategoricalDriftDetector,
         MultivariateDriftDetector,
+        EmbeddingDriftDetector,
         MissingRateCheck,
         OutOfRangeCheck,
         TypeViolationCheck,
@@ -100,6 +103,10 @@ def window_detectors(profile: ReferenceProfile, config: ModelMonitorConfig) -> l
             MissingRateCheck(name, j, config.missing_rate_increase, True, categorical.missing_rate, n),
             UnseenCategoryCheck(name, j, config.unseen_category_rate, list(categorical.counts), n),
         ]
+    detectors += [
+        EmbeddingDriftDetector(name, j, embedding, config.embedding_mmd_threshold, min_values=n)
+        for j, (name, embedding) in enumerate(profile.embedding.items())
+    ]
     return detectors + _model_detectors(profile, config)
 
 

@@ -1,0 +1,162 @@
+"""Embedding features: arrays in the contracts, the inferred type, the profile, the MMD detector's
+calibration and power, and the monitor's alerts on the load generator's topic-mix drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from driftwarden.core.columnar import decode_columns
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.detectors import EmbeddingDriftDetector, decide
+from driftwarden.core.detectors.embedding import WINDOW_SAMPLE
+from driftwarden.core.events import PredictionEvent
+from driftwarden.core.features import infer_types
+from driftwarden.core.monitor import Monitor
+from driftwarden.core.profile import (
+    EMBEDDING_SAMPLE,
+    Columns,
+    EmbeddingProfile,
+    ReferenceProfile,
+    build_profile,
+    infer_schema,
+    to_columns,
+)
+from driftwarden.core.profile_report import describe
+from driftwarden.core.state import StateReader
+from driftwarden.trainer.model import Dataset
+from driftwarden_load.scenarios import (
+    EMBEDDING_DIMS,
+    EMBEDDING_FEATURE,
+    TOPIC_CENTERS,
+    TOPIC_NOISE,
+    TOPIC_PROBS,
+    Scenario,
+    generate,
+)
+
+
+def topics(n: int, rng: np.random.Generator, probs: np.ndarray = TOPIC_PROBS) -> np.ndarray:
+    """``n`` vectors of the load generator's topic model."""
+    return TOPIC_CENTERS[rng.choice(len(probs), n, p=probs)] + rng.normal(0, TOPIC_NOISE, (n, EMBEDDING_DIMS))
+
+
+def window(vectors: np.ndarray) -> Columns:
+    return Columns.of_rows(np.zeros((len(vectors), 0)), embeddings=[vectors])
+
+
+def events(name: str, n: int, onset: int = 0, seed: int = 0, model_id: str = "m") -> list[PredictionEvent]:
+    scenario = Scenario(name=name, n_events=n, onset=onset, seed=seed, model_id=model_id)  # type: ignore[arg-type]
+    return [PredictionEvent.model_validate(e) for c in generate(scenario, 2_000) for e in c.prediction_events()]
+
+
+def test_an_array_of_numbers_is_an_embedding_and_declared_types_win():
+    rows = [{"e": [0.1, 2, -3.5], "x": 1.0}, {"e": None, "x": 2.0}, {"e": [1.0, 2.0, 3.0], "x": None}]
+    assert infer_types(rows, {}).embedding == ("e",)
+    assert infer_types(rows, {"e": "categorical"}).embedding == ()
+    assert infer_types([*rows, {"e": "text"}], {}).categorical == ("e",)  # mixed values: categorical
+    assert infer_types(rows, {}, ignored=["e"]).names == ("x",)
+
+
+def test_the_length_is_the_commonest_and_other_lengths_count_as_missing():
+    batch = [
+        PredictionEvent(event_id=str(i), model_id="m", model_version="1", ts=1.0, features={"e": v}, prediction=0.0)
+        for i, v in enumerate([[1.0, 2.0], [3.0, 4.0], [5.0], None, [7.0, 8.0]])
+    ]
+    schema = infer_schema(batch, {}, ())
+    assert schema.embedding == {"e": 2} and schema.numeric == schema.categorical == []
+    columns = to_columns(batch, schema)
+    assert np.isnan(columns.embeddings[0]).all(axis=1).tolist() == [False, False, True, True, False]
+    profile = build_profile("m", "1", batch)
+    assert profile.embedding["e"].centroid == pytest.approx([11 / 3, 14 / 3])
+    assert profile.embedding["e"].distance.missing_rate == pytest.approx(0.4)
+
+
+def test_an_embedding_profile_round_trips_through_json_and_state():
+    profile = build_profile("m", "1", events("embedding-stable", 2_000))
+    embedding = profile.embedding[EMBEDDING_FEATURE]
+    assert (embedding.dim, len(embedding.sample)) == (EMBEDDING_DIMS, EMBEDDING_SAMPLE)
+    assert ReferenceProfile.from_json(profile.to_json()) == profile
+    assert f"  {EMBEDDING_FEATURE}  embedding  64 dimensions  2,000 vectors kept" in describe(profile)  # profile show
+    assert ReferenceProfile.from_state(StateReader(orjson.loads(orjson.dumps(profile.state())), "p")) == profile
+
+
+def test_a_columnar_batch_with_an_array_is_refused_row_by_row_with_a_clear_reason():
+    chunk = next(generate(Scenario(n_events=3)))
+    document = chunk.prediction_columns()
+    document["features"][EMBEDDING_FEATURE] = [[0.5, 0.25], None, [1.0, 2.0]]
+    decoded = decode_columns(document, b"")
+    assert [(row, reason) for row, reason, _ in decoded.rejections] == [
+        (i, f"features.{EMBEDDING_FEATURE}: no arrays (embeddings) in a columnar batch; send prediction.v1 events")
+        for i in (0, 2)
+    ]
+    assert decoded.batch is not None and len(decoded.batch) == 1
+
+
+def test_the_detector_is_calibrated_and_within_its_false_alarm_budget_over_many_windows_of_no_change():
+    """One profile (the same reference for every window, as in the monitor), 400 windows of the same
+    distribution: the p-values are close to uniform, no window reaches the effect floor, and with the
+    default q no window drifts."""
+    rng = np.random.default_rng(6)
+    detector = EmbeddingDriftDetector(EMBEDDING_FEATURE, 0, EmbeddingProfile.of(topics(5_000, rng), 0.0))
+    p_values, drifted, mmd2 = [], 0, []
+    for _ in range(400):
+        assert detector.update(window(topics(WINDOW_SAMPLE, rng)))
+        decide([detector], ModelMonitorConfig().fdr_q)
+        p_values.append(detector.p_value)
+        mmd2.append(detector.evidence()["mmd2"])
+        drifted += detector.drift_detected
+    p = np.array(p_values)
+    assert 0.02 <= np.mean(p <= 0.05) <= 0.08 and np.mean(p <= 0.01) <= 0.025 and 0.4 <= np.mean(p <= 0.5) <= 0.6
+    assert drifted == 0 and max(mmd2) < detector.mmd_threshold
+
+
+@pytest.mark.parametrize("shift", [0.5, 1.0])
+def test_a_topic_mix_change_is_detected(shift: float):
+    rng = np.random.default_rng(7)
+    detector = EmbeddingDriftDetector(EMBEDDING_FEATURE, 0, EmbeddingProfile.of(topics(5_000, rng), 0.0))
+    moved = (1 - shift) * TOPIC_PROBS + shift * TOPIC_PROBS[::-1]
+    assert detector.update(window(topics(2_000, rng, moved)))
+    decide([detector], ModelMonitorConfig().fdr_q)
+    evidence = detector.evidence()
+    assert detector.drift_detected, evidence
+    assert evidence["p_value"] < 1e-6 and evidence["mmd2"] >= detector.mmd_threshold
+
+
+def test_the_monitor_alerts_on_the_topic_mix_drift_and_not_on_its_stable_twin():
+    monitor = Monitor(MonitoringConfig())
+    drift = events("embedding-topic-mix", 16_000, onset=10_000, model_id="drift")
+    stable = events("embedding-stable", 16_000, model_id="stable")
+    alerts = monitor.observe(drift, now=0.0).alerts + monitor.observe(stable, now=0.0).alerts
+    firing = {(a.model_id, a.kind, a.subject, a.detector) for a in alerts if a.state == "firing"}
+    assert firing == {
+        ("drift", "data_drift", EMBEDDING_FEATURE, "mmd"),
+        ("drift", "data_drift", f"{EMBEDDING_FEATURE}/centroid_distance", "rank_cusum"),
+    }
+    index = {e.event_id: i for i, e in enumerate(drift)}
+    mmd = next(a for a in alerts if a.detector == "mmd")
+    assert 10_000 <= index[mmd.trigger_event_id or ""] < 13_000  # the window holding the onset, or the next
+    assert mmd.evidence["fdr_q"] == ModelMonitorConfig().fdr_q and mmd.evidence["p_value"] < 1e-6  # type: ignore[operator]
+    assert {"mmd2", "reference_distance", "current_distance", "change", "window", "reference_size"} <= set(mmd.evidence)
+
+
+def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
+    stream = events("embedding-topic-mix", 12_000, onset=8_000)
+    whole, first = Monitor(), Monitor()
+    expected = whole.observe(stream, now=0.0).alerts
+    before = first.observe(stream[:7_300], now=0.0).alerts  # a partial window pending
+    restored = Monitor()
+    restored.restore(first.export(["m"]))
+    after = restored.observe(stream[7_300:], now=0.0).alerts
+    assert [(a.kind, a.subject, a.trigger_event_id) for a in before + after] == [
+        (a.kind, a.subject, a.trigger_event_id) for a in expected
+    ]
+    assert any(a.detector == "mmd" for a in expected)
+
+
+def test_the_trainer_leaves_embeddings_out_of_its_features():
+    examples = next(generate(Scenario(name="embedding-stable", n_events=50))).training_examples()
+    dataset = Dataset.from_examples(examples)
+    assert dataset.schema.embedding == (EMBEDDING_FEATURE,) and EMBEDDING_FEATURE not in dataset.frame.columns
+    assert len(dataset.frame.columns) == 20
