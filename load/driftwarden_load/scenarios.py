@@ -31,7 +31,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -44,15 +44,7 @@ ScenarioName = Literal[
     "embedding-topic-mix",
     "embedding-stable",
 ]
-SCENARIOS: tuple[ScenarioName, ...] = (
-    "stable",
-    "abrupt-shift",
-    "gradual-shift",
-    "categorical-shift",
-    "concept-drift",
-    "embedding-topic-mix",
-    "embedding-stable",
-)
+SCENARIOS: tuple[ScenarioName, ...] = get_args(ScenarioName)
 
 NUMERIC_FEATURES = tuple(f"num_{i:02d}" for i in range(16))
 CATEGORICAL_FEATURES = ("cat_00", "cat_01", "cat_02", "cat_03")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from river.datasets import synth
@@ -91,16 +91,7 @@ FeatureStreamName = Literal[
     "embedding-topic-mix",
     "embedding-stable",
 ]
-FEATURE_STREAMS: tuple[FeatureStreamName, ...] = (
-    "mean-0.25σ",
-    "mean-0.5σ",
-    "mean-1σ",
-    "variance-1.5x",
-    "categorical",
-    "stable",
-    "embedding-topic-mix",
-    "embedding-stable",
-)
+FEATURE_STREAMS: tuple[FeatureStreamName, ...] = get_args(FeatureStreamName)
 #: The streams in which nothing changes (their length is the benchmark's ``stable_events``).
 STABLE_STREAMS: tuple[FeatureStreamName, ...] = ("stable", "embedding-stable")
 #: How far the topic mix of ``embedding-topic-mix`` moves towards its reverse.
