@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,14 @@ class ServedStream:
     def versions(self) -> list[str]:
         return list(dict.fromkeys(version for _, version, _, _ in self.requests))
 
+    def rows(self, start: int = 0, version: str | None = None) -> int:
+        """Rows answered in requests that began at event ``start`` or later (by ``version`` if given).
+
+        >>> ServedStream(requests=[(0, "1", 90, 100), (100, "2", 95, 100)]).rows(50, version="2")
+        100
+        """
+        return sum(n for index, v, _, n in self.requests if index >= start and version in (None, v))
+
 
 async def drive_serving(
     settings: Settings,
@@ -59,8 +68,10 @@ async def drive_serving(
     batch_size: int = 100,
     rate: float = 2_000.0,
     label_delay: int = 300,
+    until: Callable[[ServedStream], bool] | None = None,
 ) -> ServedStream:
-    """Send the scenario's feature rows to ``url`` (the serving base URL) at ``rate`` events/s."""
+    """Send the scenario's feature rows to ``url`` (the serving base URL) at ``rate`` events/s, all of
+    them, or (with ``until``) until ``until(stream)`` holds after a request."""
     stream = ServedStream()
     waiting: deque[dict[str, Any]] = deque()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -92,6 +103,8 @@ async def drive_serving(
                                         key=scenario.model_id.encode())  # fmt: skip
                     stream.labels += len(due)
                 sent += len(chunk)
+                if until is not None and until(stream):
+                    break
                 ahead = sent / rate - (time.perf_counter() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)

@@ -30,7 +30,10 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     )
     assert re.search(rf"alerts\s+4: {expected}", out)
     assert re.search(r"served by versions\s+1, 2", out)
-    assert re.search(r"requests\s+30,000 rows, 0 failed", out)
+    requests = re.search(r"requests\s+([\d,]+) rows, 0 failed", out)
+    assert requests and 30_000 <= int(requests.group(1).replace(",", "")) <= 90_000, out
+    end = re.search(r"accuracy at the end\s+[\d.]+ \(v2, ([\d,]+) rows after the change\)", out)
+    assert end and int(end.group(1).replace(",", "")) >= 7_500, out
     assert "MODEL demo-served v2 PROMOTED" in out
 
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
