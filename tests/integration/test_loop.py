@@ -21,7 +21,7 @@ from driftwarden.processes import spawn, terminate_all
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.readiness import wait_until_ready
 from driftwarden_load.scenarios import Scenario
-from driftwarden_load.serving_load import drive_serving
+from driftwarden_load.serving_load import ServedStream, drive_serving
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,10 @@ def test_drift_is_detected_retrained_promoted_and_served_without_a_failed_reques
         # 36,000 requests at least, then on (up to 108,000) until v2 has answered 4,000 rows: on a busy
         # machine the retrain lands later in the stream, which says nothing about the loop's correctness.
         scenario = Scenario(name="concept-drift", n_events=108_000, onset=12_000, model_id=model_id, seed=12)
-        enough = lambda s: s.rows() >= 36_000 and s.rows(version="2") >= 4_000  # noqa: E731
+
+        def enough(served: ServedStream) -> bool:
+            return served.rows() >= 36_000 and served.rows(version="2") >= 4_000
+
         stream = asyncio.run(
             drive_serving(settings, scenario, url, rate=2_500, batch_size=100, label_delay=300, until=enough)
         )
