@@ -268,8 +268,12 @@ def _one_kill(workers: Workers, rng: random.Random, run: KillRun) -> int:
 
 
 def progress(settings: Settings, scenarios: list[Scenario], since: float) -> dict[str, int]:
+    """Per model: predictions processed + dead-lettered, and (as ``"<model> labels"``) labels counted.
+    Both: the labels topic is read beside the predictions topic and may still be behind when the
+    predictions are all in."""
     statuses = asyncio.run(_statuses(settings, scenarios, since))
-    return {m: s.events_processed + s.events_dead_lettered for m, s in statuses.items() if s is not None}
+    counts = {m: s.events_processed + s.events_dead_lettered for m, s in statuses.items() if s is not None}
+    return counts | {f"{m} labels": s.labels_received or 0 for m, s in statuses.items() if s is not None}
 
 
 async def _statuses(settings: Settings, scenarios: list[Scenario], since: float) -> dict[str, MonitorStatus | None]:
@@ -304,6 +308,7 @@ def _check(
     for report, last in zip(reports, asyncio.run(_last_events(settings, scenarios)), strict=True):
         report.predictions += last.predictions
     expected = {s.model_id: r.predictions + r.malformed for s, r in zip(scenarios, reports, strict=True)}
+    expected |= {f"{s.model_id} labels": r.labels for s, r in zip(scenarios, reports, strict=True)}
     try:
         wait_counts(lambda: progress(settings, scenarios, since), expected)
     except TimeoutError as exc:
