@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from driftwarden.core.columnar import decode_columns
-from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig
 from driftwarden.core.detectors import EmbeddingDriftDetector, decide
 from driftwarden.core.detectors.embedding import WINDOW_SAMPLE
-from driftwarden.core.events import PredictionEvent
+from driftwarden.core.events import Alert, LabelEvent, PredictionEvent, RetrainCommand
 from driftwarden.core.features import infer_types
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.profile import (
@@ -29,9 +29,11 @@ from driftwarden.trainer.model import Dataset
 from driftwarden_load.scenarios import (
     EMBEDDING_DIMS,
     EMBEDDING_FEATURE,
+    NUMERIC_FEATURES,
     TOPIC_CENTERS,
     TOPIC_NOISE,
     TOPIC_PROBS,
+    Chunk,
     Scenario,
     generate,
 )
@@ -125,20 +127,56 @@ def test_a_topic_mix_change_is_detected(shift: float):
 
 
 def test_the_monitor_alerts_on_the_topic_mix_drift_and_not_on_its_stable_twin():
+    """Both embedding detectors find the drift; the feature gets one alert (the first detector's), the
+    other finding is counted, as for a numeric feature's CUSUM and window test."""
     monitor = Monitor(MonitoringConfig())
     drift = events("embedding-topic-mix", 16_000, onset=10_000, model_id="drift")
     stable = events("embedding-stable", 16_000, model_id="stable")
     alerts = monitor.observe(drift, now=0.0).alerts + monitor.observe(stable, now=0.0).alerts
-    firing = {(a.model_id, a.kind, a.subject, a.detector) for a in alerts if a.state == "firing"}
-    assert firing == {
-        ("drift", "data_drift", EMBEDDING_FEATURE, "mmd"),
-        ("drift", "data_drift", f"{EMBEDDING_FEATURE}/centroid_distance", "rank_cusum"),
-    }
+    (alert,) = alerts
+    assert (alert.model_id, alert.state, alert.kind, alert.subject, alert.detector) == (
+        "drift", "firing", "data_drift", EMBEDDING_FEATURE, "rank_cusum",
+    )  # fmt: skip
     index = {e.event_id: i for i, e in enumerate(drift)}
-    mmd = next(a for a in alerts if a.detector == "mmd")
-    assert 10_000 <= index[mmd.trigger_event_id or ""] < 13_000  # the window holding the onset, or the next
-    assert mmd.evidence["fdr_q"] == ModelMonitorConfig().fdr_q and mmd.evidence["p_value"] < 1e-6  # type: ignore[operator]
-    assert {"mmd2", "reference_distance", "current_distance", "change", "window", "reference_size"} <= set(mmd.evidence)
+    assert 10_000 <= index[alert.trigger_event_id or ""] < 11_000  # the distance CUSUM: within events
+    assert alert.summary.startswith(f"{EMBEDDING_FEATURE} distance to the reference centroid: location moved up")
+    (mmd,) = [d for d in monitor.models["drift"].versions["1"].window_detectors if d.name == "mmd"]
+    assert isinstance(mmd, EmbeddingDriftDetector) and mmd.subject == EMBEDDING_FEATURE
+    assert mmd.drift_detected  # the last window's verdict: counted under the same alert, not re-sent
+    assert mmd.evidence()["p_value"] < 1e-6 and mmd.evidence()["mmd2"] >= mmd.mmd_threshold  # type: ignore[operator]
+    assert monitor.status("drift", 0.0).alerts_suppressed >= 1
+
+
+def feed(monitor: Monitor, chunks: list[Chunk]) -> tuple[list[Alert], list[RetrainCommand]]:
+    """Predictions, then their labels, chunk by chunk; the alerts and retrain commands raised."""
+    alerts, commands = [], []
+    for chunk in chunks:
+        out = monitor.observe([PredictionEvent.model_validate(e) for e in chunk.prediction_events()], now=0.0)
+        out += monitor.observe_labels([LabelEvent.model_validate(e) for e in chunk.label_events()], now=0.0)
+        alerts += out.alerts
+        commands += out.commands
+    return alerts, commands
+
+
+@pytest.mark.parametrize("numeric_shift", [False, True])
+def test_an_embedding_counts_once_toward_the_drifted_features_of_a_retrain(numeric_shift: bool):
+    """``min_drifted_features = 2``: the embedding alone (both its detectors fire) is one feature, no
+    retrain; the embedding and a numeric feature are two, and the command names both alerts."""
+    retrain = RetrainPolicyConfig(on_performance_drift=False, min_drifted_features=2, min_examples=1_000)
+    monitor = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(retrain=retrain)))
+    chunks = list(generate(Scenario(name="embedding-topic-mix", n_events=16_000, onset=10_000), 1_000))
+    if numeric_shift:
+        for chunk in chunks[10:]:
+            chunk.numeric[:, NUMERIC_FEATURES.index("num_03")] += 3.0
+    alerts, commands = feed(monitor, chunks)
+    data = {a.subject: a for a in alerts if a.kind == "data_drift" and a.state == "firing"}
+    assert set(data) == ({EMBEDDING_FEATURE, "num_03"} if numeric_shift else {EMBEDDING_FEATURE})
+    assert monitor.status("demo-model", 0.0).alerts_suppressed >= 1  # more than one detector fired
+    if numeric_shift:
+        (command,) = commands
+        assert command.reasons == sorted(a.fingerprint for a in data.values())
+    else:
+        assert commands == []
 
 
 def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
@@ -152,7 +190,15 @@ def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
     assert [(a.kind, a.subject, a.trigger_event_id) for a in before + after] == [
         (a.kind, a.subject, a.trigger_event_id) for a in expected
     ]
-    assert any(a.detector == "mmd" for a in expected)
+    assert expected
+
+    def mmd(monitor: Monitor) -> EmbeddingDriftDetector:
+        (detector,) = [d for d in monitor.models["m"].versions["1"].window_detectors if d.name == "mmd"]
+        assert isinstance(detector, EmbeddingDriftDetector)
+        return detector
+
+    assert mmd(whole).drift_detected and mmd(restored).evidence() == mmd(whole).evidence()
+    assert restored.status("m", 0.0).alerts_suppressed == whole.status("m", 0.0).alerts_suppressed > 0
 
 
 def test_the_trainer_leaves_embeddings_out_of_its_features():
