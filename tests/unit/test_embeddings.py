@@ -25,7 +25,10 @@ from driftwarden.core.profile import (
 )
 from driftwarden.core.profile_report import describe
 from driftwarden.core.state import StateReader
-from driftwarden.trainer.model import Dataset
+from driftwarden.registry.onnx_model import OnnxModel
+from driftwarden.registry.store import ModelRegistry
+from driftwarden.trainer.model import NOT_SERVABLE, Dataset, TrainerConfig
+from driftwarden.trainer.workflow import bootstrap
 from driftwarden_load.scenarios import (
     EMBEDDING_DIMS,
     EMBEDDING_FEATURE,
@@ -201,8 +204,25 @@ def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
     assert restored.status("m", 0.0).alerts_suppressed == whole.status("m", 0.0).alerts_suppressed > 0
 
 
-def test_the_trainer_leaves_embeddings_out_of_its_features():
-    examples = next(generate(Scenario(name="embedding-stable", n_events=50))).training_examples()
+def test_the_trainer_leaves_embeddings_out_of_its_model_and_says_so_in_the_manifest(tmp_path):
+    """Serving's inference requests carry no arrays, so the model takes the 20 scalar features; the
+    manifest names the embedding as excluded, with the reason; examples with an embedding only give a
+    rejection naming it, not a crash."""
+    examples = [e for c in generate(Scenario(name="embedding-stable", n_events=3_000)) for e in c.training_examples()]
     dataset = Dataset.from_examples(examples)
     assert dataset.schema.embedding == (EMBEDDING_FEATURE,) and EMBEDDING_FEATURE not in dataset.frame.columns
-    assert len(dataset.frame.columns) == 20
+    assert len(dataset.frame.columns) == 20 and dataset.excluded == {EMBEDDING_FEATURE: NOT_SERVABLE}
+    registry = ModelRegistry(tmp_path)
+    published = bootstrap(registry, "demo-model", examples, TrainerConfig())
+    assert published.status == "promoted" and published.metrics["accuracy"] > 0.8
+    manifest = registry.manifest("demo-model", published.model_version)
+    assert manifest.excluded_features == {EMBEDDING_FEATURE: NOT_SERVABLE}
+    assert len(manifest.numeric_features) == 16 and len(manifest.categorical_features) == 4
+    model = OnnxModel(registry.load("demo-model", published.model_version))
+    assert EMBEDDING_FEATURE not in model.numeric + model.categorical and len(model.numeric) == 16
+
+    only_embedding = [{**e, "features": {EMBEDDING_FEATURE: e["features"][EMBEDDING_FEATURE]}} for e in examples]
+    rejected = bootstrap(registry, "embedding-only", only_embedding, TrainerConfig())
+    assert rejected.status == "rejected" and rejected.reason == (
+        f"no challenger: no feature a model can take: left out {EMBEDDING_FEATURE} ({NOT_SERVABLE})"
+    )
