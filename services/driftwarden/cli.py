@@ -535,6 +535,8 @@ def profile_build(
 ) -> None:
     """Build a reference profile from prediction events (--input) or a training set (--from)."""
 
+    from driftwarden.core.profile_report import feature_counts
+
     if (input_file is None) == (table_file is None):
         raise DriftwardenError("give exactly one of --input (prediction events) and --from (a training set)")
     model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
@@ -563,10 +565,7 @@ def profile_build(
     temporary = target.with_suffix(".json.tmp")
     temporary.write_bytes(profile.to_json())
     temporary.replace(target)
-    typer.echo(
-        f"wrote {target}: {profile.n_events} {unit}, {len(profile.numeric)} numeric and {len(profile.categorical)} "
-        f"categorical features, task {profile.task}{skipped}"
-    )
+    typer.echo(f"wrote {target}: {profile.n_events} {unit}, {feature_counts(profile)}, task {profile.task}{skipped}")
 
 
 def _profile_of_events(

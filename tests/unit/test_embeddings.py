@@ -83,7 +83,8 @@ def test_an_embedding_profile_round_trips_through_json_and_state():
     embedding = profile.embedding[EMBEDDING_FEATURE]
     assert (embedding.dim, len(embedding.sample)) == (EMBEDDING_DIMS, EMBEDDING_SAMPLE)
     assert ReferenceProfile.from_json(profile.to_json()) == profile
-    assert f"  {EMBEDDING_FEATURE}  embedding  64 dimensions  2,000 vectors kept" in describe(profile)  # profile show
+    shown = f"  {EMBEDDING_FEATURE}  embedding  64 dimensions  n=2,000  missing 0.0%  2,000 reference vectors  "
+    assert shown in describe(profile)  # profile show
     assert ReferenceProfile.from_state(StateReader(orjson.loads(orjson.dumps(profile.state())), "p")) == profile
 
 
