@@ -519,7 +519,9 @@ def profile_build(
     table_file: Annotated[
         Path | None,
         typer.Option(
-            "--from", help="A training set: Parquet (.parquet, .pq) or CSV (.csv[.gz]), one column per feature."
+            "--from",
+            help="A training set: Parquet (.parquet, .pq) or CSV (.csv[.gz]), one column per feature (an "
+            "embedding: a list column of numbers, or JSON arrays in CSV cells).",
         ),
     ] = None,
     exclude: Annotated[str, typer.Option(help="--from: comma-separated columns that are not features.")] = "",
