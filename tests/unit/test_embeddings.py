@@ -151,6 +151,20 @@ def test_the_monitor_alerts_on_the_topic_mix_drift_and_not_on_its_stable_twin():
     assert monitor.status("drift", 0.0).alerts_suppressed >= 1
 
 
+def test_an_embedding_drift_that_ends_resolves_its_one_alert():
+    """The CUSUM's alert resolves on the MMD test's settled windows (the distance alert of state
+    version 4, subject ``<embedding>/centroid_distance``, had no window verdict to resolve it)."""
+    drift = events("embedding-topic-mix", 14_000, onset=8_000)
+    back = [PredictionEvent.model_validate(e) for c in generate(Scenario(name="embedding-stable", n_events=12_000,
+            seed=1, model_id="m", start_ts=Scenario().start_ts + 14.0)) for e in c.prediction_events()]  # fmt: skip
+    alerts = Monitor().observe(drift + back, now=0.0).alerts
+    index = {e.event_id: i for i, e in enumerate(drift + back)}
+    assert [(a.state, a.subject, a.detector) for a in alerts] == [
+        ("firing", EMBEDDING_FEATURE, "rank_cusum"), ("resolved", EMBEDDING_FEATURE, "rank_cusum"),
+    ]  # fmt: skip
+    assert alerts[0].fingerprint == alerts[1].fingerprint and index[alerts[1].trigger_event_id or ""] >= 14_000
+
+
 def feed(monitor: Monitor, chunks: list[Chunk]) -> tuple[list[Alert], list[RetrainCommand]]:
     """Predictions, then their labels, chunk by chunk; the alerts and retrain commands raised."""
     alerts, commands = [], []
