@@ -519,7 +519,9 @@ def profile_build(
     table_file: Annotated[
         Path | None,
         typer.Option(
-            "--from", help="A training set: Parquet (.parquet, .pq) or CSV (.csv[.gz]), one column per feature."
+            "--from",
+            help="A training set: Parquet (.parquet, .pq) or CSV (.csv[.gz]), one column per feature (an "
+            "embedding: a list column of numbers, or JSON arrays in CSV cells).",
         ),
     ] = None,
     exclude: Annotated[str, typer.Option(help="--from: comma-separated columns that are not features.")] = "",
@@ -534,6 +536,8 @@ def profile_build(
     config_file: Annotated[Path | None, typer.Option("--config", help="Monitoring config for feature types.")] = None,
 ) -> None:
     """Build a reference profile from prediction events (--input) or a training set (--from)."""
+
+    from driftwarden.core.profile_report import feature_counts
 
     if (input_file is None) == (table_file is None):
         raise DriftwardenError("give exactly one of --input (prediction events) and --from (a training set)")
@@ -563,10 +567,7 @@ def profile_build(
     temporary = target.with_suffix(".json.tmp")
     temporary.write_bytes(profile.to_json())
     temporary.replace(target)
-    typer.echo(
-        f"wrote {target}: {profile.n_events} {unit}, {len(profile.numeric)} numeric and {len(profile.categorical)} "
-        f"categorical features, task {profile.task}{skipped}"
-    )
+    typer.echo(f"wrote {target}: {profile.n_events} {unit}, {feature_counts(profile)}, task {profile.task}{skipped}")
 
 
 def _profile_of_events(

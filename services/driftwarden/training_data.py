@@ -7,6 +7,12 @@ non-null value stands for all of them (integers and floats are numbers; text, bo
 decimals are categories). An optional score column (the model's P(positive class), or its output
 for regression, on the training rows) gives the profile its prediction signal.
 
+An **embedding** is a Parquet list or fixed-size list column of numbers (``list<float>``,
+``fixed_size_list<float>[64]``, integers too), or a text column (CSV has no arrays) whose cells are
+JSON arrays of numbers, ``"[0.12, -0.03, 1.5]"``, empty (or null) for a missing vector. Its length is the
+commonest one, and a vector of another length counts as missing, as in the monitor; a text cell
+that is not a JSON array of numbers is refused with the column and row.
+
 Reading the files needs pyarrow: ``pip install 'driftwarden[profile]'``.
 
 >>> import pyarrow as pa
@@ -17,6 +23,10 @@ Reading the files needs pyarrow: ``pip install 'driftwarden[profile]'``.
 (['amount'], ['country', 'zip'], 4)
 >>> profile.numeric["amount"].missing_rate, profile.categorical["zip"].counts
 (0.25, {'1011': 2, '1012': 1, '2000': 1})
+>>> vectors = pa.table({"text": [[0.5, 1.0], None, [1.5, 2.0], [9.0]], "csv": ["[1, 2]", "[3, 4]", None, "[5, 6]"]})
+>>> embedding = profile_from_table(vectors, "search", "1", {}).embedding
+>>> {name: (p.dim, p.centroid, p.distance.missing_rate) for name, p in embedding.items()}
+{'csv': (2, [3.0, 4.0], 0.25), 'text': (2, [1.0, 1.5], 0.5)}
 """
 
 from __future__ import annotations
@@ -26,9 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
-from driftwarden.core.features import infer_types, value_text
-from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile, Task, profile_of
+from driftwarden.core.features import infer_types, is_vector, value_text
+from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile, Task, profile_of, vectors
 from driftwarden.errors import DriftwardenError
 
 if TYPE_CHECKING:
@@ -60,8 +71,31 @@ def read_table(path: Path) -> pa.Table:
 
 
 def _first_value(column: pa.ChunkedArray) -> Any:
+    """The column's first non-null value: the type inference's sample. In a text column, the first
+    non-empty text that is a JSON array of numbers stands for an embedding (CSV writes a missing
+    vector as an empty cell)."""
+    import pyarrow.compute as pc
+
     present = column.drop_null()
+    if _is_text_column(column):
+        texts = present.filter(pc.not_equal(present, ""))
+        vector = _json_array(texts[0].as_py()) if len(texts) and texts[0].as_py().startswith("[") else None
+        if is_vector(vector):
+            return vector
     return present[0].as_py() if len(present) else None
+
+
+def _is_text_column(column: pa.ChunkedArray) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+
+
+def _json_array(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _is_number_column(column: pa.ChunkedArray) -> bool:
@@ -88,12 +122,53 @@ def _numeric(table: pa.Table, names: Sequence[str]) -> tuple[np.ndarray, np.ndar
 
 
 def _categories(column: pa.ChunkedArray) -> list[str | None]:
-    import pyarrow as pa
 
     values: list[Any] = column.to_pylist()
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    if _is_text_column(column):
         return values
     return [value_text(v) for v in values]
+
+
+def _embedding(name: str, column: pa.ChunkedArray) -> np.ndarray:
+    """An embedding column as rows of its commonest length; NaN rows where missing or of another length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if _is_text_column(column):
+        return _embedding_from_text(name, column.to_pylist())
+    lists = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    if not lists or not (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)):
+        raise DriftwardenError(
+            f"column {name!r} holds {kind}; an embedding is a list of numbers (Parquet) or JSON arrays (CSV)"
+        )
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)  # NaN where null
+    present = np.flatnonzero(~np.isnan(lengths))
+    sizes = lengths[present].astype(int)
+    length = _commonest(sizes)
+    values = pc.list_flatten(column).cast(pa.float64()).to_numpy(zero_copy_only=False)  # null rows hold nothing
+    starts, fits = np.cumsum(sizes) - sizes, sizes == length
+    rows = np.full((len(lengths), length), np.nan)
+    rows[present[fits]] = values[starts[fits, None] + np.arange(length)]
+    return rows
+
+
+def _commonest(lengths: np.ndarray) -> int:
+    """An embedding's length: the commonest non-zero one (1 when there is none)."""
+    counts = np.bincount(lengths, minlength=2)
+    counts[0] = 0
+    return int(counts.argmax()) if counts.any() else 1
+
+
+def _embedding_from_text(name: str, cells: list[str | None]) -> np.ndarray:
+    """JSON array cells (CSV) as vectors, of the commonest length; any other text is refused."""
+    parsed: list[Any] = []
+    for row, cell in enumerate(cells):
+        value = _json_array(cell) if cell else None  # None or "": missing
+        if cell and not is_vector(value):
+            raise DriftwardenError(f"column {name!r}, row {row + 1}: {cell[:40]!r} is not a JSON array of numbers")
+        parsed.append(value)
+    return vectors(parsed, _commonest(np.array([len(v) for v in parsed if v is not None], dtype=int)))
 
 
 def profile_from_table(
@@ -125,8 +200,10 @@ def profile_from_table(
         if not _is_number_column(table[score_column]):
             raise DriftwardenError(f"score column {score_column!r} holds {table[score_column].type}, not numbers")
         signal = table[score_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    embeddings = [_embedding(name, table[name]) for name in types.embedding]
     columns = Columns.of_rows(
-        numeric, missing, [_categories(table[name]) for name in types.categorical], violations, signal
+        numeric, missing, [_categories(table[name]) for name in types.categorical], violations, signal, embeddings
     )
-    schema = FeatureSchema(list(types.numeric), list(types.categorical), task, positive_class)
+    lengths = {name: rows.shape[1] for name, rows in zip(types.embedding, embeddings, strict=True)}
+    schema = FeatureSchema(list(types.numeric), list(types.categorical), task, positive_class, lengths)
     return profile_of(model_id, model_version, schema, columns)

@@ -18,7 +18,7 @@ from driftwarden.monitor.status import records_for
 from driftwarden.processes import spawn, terminate
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.settings import Settings
-from driftwarden.trainer.model import TrainerConfig
+from driftwarden.trainer.model import NOT_SERVABLE, TrainerConfig
 from driftwarden.trainer.service import read_examples
 from driftwarden.trainer.workflow import bootstrap
 from driftwarden_load.scenarios import Scenario, generate
@@ -137,7 +137,8 @@ def test_poison_inputs_get_a_verdict_or_a_dead_letter_and_the_trainer_lives_on(k
     model_id = unique_model("poison")
     bootstrap_champion(trainer, model_id)
     (trainer.root / model_id / "1" / "manifest.json").write_text("{ corrupt")  # a corrupt champion manifest
-    data = [e | {"model_id": model_id, "features": e["features"] | {"odd.name-1 x": 1.0}}
+    extra = {"odd.name-1 x": 1.0, "vec": [0.25, -1.5, 3.0]}  # an embedding: monitored, not a model input
+    data = [e | {"model_id": model_id, "features": e["features"] | extra}
             for chunk in generate(Scenario(n_events=2_000, seed=12)) for e in chunk.training_examples()]  # fmt: skip
     for example in data[:7]:
         example["features"]["num_00"] = 1e39  # beyond float32
@@ -151,7 +152,8 @@ def test_poison_inputs_get_a_verdict_or_a_dead_letter_and_the_trainer_lives_on(k
     (published,) = wait_for_verdicts(kafka, model_id, 1)
     assert published.status == "promoted" and published.reason == "no champion yet"
     assert published.metrics["dropped_examples"] == 7 and published.metrics["invalid_records"] == 1
-    assert "odd.name-1 x" in trainer.manifest(model_id, published.model_version).numeric_features
+    manifest = trainer.manifest(model_id, published.model_version)
+    assert "odd.name-1 x" in manifest.numeric_features and manifest.excluded_features == {"vec": NOT_SERVABLE}
     letters = [DeadLetter.model_validate_json(v)
                for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, model_id))]  # fmt: skip
     assert [letter.reason.split(":")[0] for letter in letters] == ["invalid retrain command"]

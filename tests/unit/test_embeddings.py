@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from driftwarden.core.columnar import decode_columns
-from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig
 from driftwarden.core.detectors import EmbeddingDriftDetector, decide
 from driftwarden.core.detectors.embedding import WINDOW_SAMPLE
-from driftwarden.core.events import PredictionEvent
+from driftwarden.core.events import Alert, LabelEvent, PredictionEvent, RetrainCommand
 from driftwarden.core.features import infer_types
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.profile import (
@@ -25,13 +25,18 @@ from driftwarden.core.profile import (
 )
 from driftwarden.core.profile_report import describe
 from driftwarden.core.state import StateReader
-from driftwarden.trainer.model import Dataset
+from driftwarden.registry.onnx_model import OnnxModel
+from driftwarden.registry.store import ModelRegistry
+from driftwarden.trainer.model import NOT_SERVABLE, Dataset, TrainerConfig
+from driftwarden.trainer.workflow import bootstrap
 from driftwarden_load.scenarios import (
     EMBEDDING_DIMS,
     EMBEDDING_FEATURE,
+    NUMERIC_FEATURES,
     TOPIC_CENTERS,
     TOPIC_NOISE,
     TOPIC_PROBS,
+    Chunk,
     Scenario,
     generate,
 )
@@ -78,7 +83,8 @@ def test_an_embedding_profile_round_trips_through_json_and_state():
     embedding = profile.embedding[EMBEDDING_FEATURE]
     assert (embedding.dim, len(embedding.sample)) == (EMBEDDING_DIMS, EMBEDDING_SAMPLE)
     assert ReferenceProfile.from_json(profile.to_json()) == profile
-    assert f"  {EMBEDDING_FEATURE}  embedding  64 dimensions  2,000 vectors kept" in describe(profile)  # profile show
+    shown = f"  {EMBEDDING_FEATURE}  embedding  64 dimensions  n=2,000  missing 0.0%  2,000 reference vectors  "
+    assert shown in describe(profile)  # profile show
     assert ReferenceProfile.from_state(StateReader(orjson.loads(orjson.dumps(profile.state())), "p")) == profile
 
 
@@ -125,20 +131,70 @@ def test_a_topic_mix_change_is_detected(shift: float):
 
 
 def test_the_monitor_alerts_on_the_topic_mix_drift_and_not_on_its_stable_twin():
+    """Both embedding detectors find the drift; the feature gets one alert (the first detector's), the
+    other finding is counted, as for a numeric feature's CUSUM and window test."""
     monitor = Monitor(MonitoringConfig())
     drift = events("embedding-topic-mix", 16_000, onset=10_000, model_id="drift")
     stable = events("embedding-stable", 16_000, model_id="stable")
     alerts = monitor.observe(drift, now=0.0).alerts + monitor.observe(stable, now=0.0).alerts
-    firing = {(a.model_id, a.kind, a.subject, a.detector) for a in alerts if a.state == "firing"}
-    assert firing == {
-        ("drift", "data_drift", EMBEDDING_FEATURE, "mmd"),
-        ("drift", "data_drift", f"{EMBEDDING_FEATURE}/centroid_distance", "rank_cusum"),
-    }
+    (alert,) = alerts
+    assert (alert.model_id, alert.state, alert.kind, alert.subject, alert.detector) == (
+        "drift", "firing", "data_drift", EMBEDDING_FEATURE, "rank_cusum",
+    )  # fmt: skip
     index = {e.event_id: i for i, e in enumerate(drift)}
-    mmd = next(a for a in alerts if a.detector == "mmd")
-    assert 10_000 <= index[mmd.trigger_event_id or ""] < 13_000  # the window holding the onset, or the next
-    assert mmd.evidence["fdr_q"] == ModelMonitorConfig().fdr_q and mmd.evidence["p_value"] < 1e-6  # type: ignore[operator]
-    assert {"mmd2", "reference_distance", "current_distance", "change", "window", "reference_size"} <= set(mmd.evidence)
+    assert 10_000 <= index[alert.trigger_event_id or ""] < 11_000  # the distance CUSUM: within events
+    assert alert.summary.startswith(f"{EMBEDDING_FEATURE} distance to the reference centroid: location moved up")
+    (mmd,) = [d for d in monitor.models["drift"].versions["1"].window_detectors if d.name == "mmd"]
+    assert isinstance(mmd, EmbeddingDriftDetector) and mmd.subject == EMBEDDING_FEATURE
+    assert mmd.drift_detected  # the last window's verdict: counted under the same alert, not re-sent
+    assert mmd.evidence()["p_value"] < 1e-6 and mmd.evidence()["mmd2"] >= mmd.mmd_threshold  # type: ignore[operator]
+    assert monitor.status("drift", 0.0).alerts_suppressed >= 1
+
+
+def test_an_embedding_drift_that_ends_resolves_its_one_alert():
+    """The CUSUM's alert resolves on the MMD test's settled windows (the distance alert of state
+    version 4, subject ``<embedding>/centroid_distance``, had no window verdict to resolve it)."""
+    drift = events("embedding-topic-mix", 14_000, onset=8_000)
+    back = [PredictionEvent.model_validate(e) for c in generate(Scenario(name="embedding-stable", n_events=12_000,
+            seed=1, model_id="m", start_ts=Scenario().start_ts + 14.0)) for e in c.prediction_events()]  # fmt: skip
+    alerts = Monitor().observe(drift + back, now=0.0).alerts
+    index = {e.event_id: i for i, e in enumerate(drift + back)}
+    assert [(a.state, a.subject, a.detector) for a in alerts] == [
+        ("firing", EMBEDDING_FEATURE, "rank_cusum"), ("resolved", EMBEDDING_FEATURE, "rank_cusum"),
+    ]  # fmt: skip
+    assert alerts[0].fingerprint == alerts[1].fingerprint and index[alerts[1].trigger_event_id or ""] >= 14_000
+
+
+def feed(monitor: Monitor, chunks: list[Chunk]) -> tuple[list[Alert], list[RetrainCommand]]:
+    """Predictions, then their labels, chunk by chunk; the alerts and retrain commands raised."""
+    alerts, commands = [], []
+    for chunk in chunks:
+        out = monitor.observe([PredictionEvent.model_validate(e) for e in chunk.prediction_events()], now=0.0)
+        out += monitor.observe_labels([LabelEvent.model_validate(e) for e in chunk.label_events()], now=0.0)
+        alerts += out.alerts
+        commands += out.commands
+    return alerts, commands
+
+
+@pytest.mark.parametrize("numeric_shift", [False, True])
+def test_an_embedding_counts_once_toward_the_drifted_features_of_a_retrain(numeric_shift: bool):
+    """``min_drifted_features = 2``: the embedding alone (both its detectors fire) is one feature, no
+    retrain; the embedding and a numeric feature are two, and the command names both alerts."""
+    retrain = RetrainPolicyConfig(on_performance_drift=False, min_drifted_features=2, min_examples=1_000)
+    monitor = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(retrain=retrain)))
+    chunks = list(generate(Scenario(name="embedding-topic-mix", n_events=16_000, onset=10_000), 1_000))
+    if numeric_shift:
+        for chunk in chunks[10:]:
+            chunk.numeric[:, NUMERIC_FEATURES.index("num_03")] += 3.0
+    alerts, commands = feed(monitor, chunks)
+    data = {a.subject: a for a in alerts if a.kind == "data_drift" and a.state == "firing"}
+    assert set(data) == ({EMBEDDING_FEATURE, "num_03"} if numeric_shift else {EMBEDDING_FEATURE})
+    assert monitor.status("demo-model", 0.0).alerts_suppressed >= 1  # more than one detector fired
+    if numeric_shift:
+        (command,) = commands
+        assert command.reasons == sorted(a.fingerprint for a in data.values())
+    else:
+        assert commands == []
 
 
 def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
@@ -152,11 +208,36 @@ def test_a_restored_checkpoint_continues_exactly_with_embeddings_pending():
     assert [(a.kind, a.subject, a.trigger_event_id) for a in before + after] == [
         (a.kind, a.subject, a.trigger_event_id) for a in expected
     ]
-    assert any(a.detector == "mmd" for a in expected)
+    assert expected
+
+    def mmd(monitor: Monitor) -> EmbeddingDriftDetector:
+        (detector,) = [d for d in monitor.models["m"].versions["1"].window_detectors if d.name == "mmd"]
+        assert isinstance(detector, EmbeddingDriftDetector)
+        return detector
+
+    assert mmd(whole).drift_detected and mmd(restored).evidence() == mmd(whole).evidence()
+    assert restored.status("m", 0.0).alerts_suppressed == whole.status("m", 0.0).alerts_suppressed > 0
 
 
-def test_the_trainer_leaves_embeddings_out_of_its_features():
-    examples = next(generate(Scenario(name="embedding-stable", n_events=50))).training_examples()
+def test_the_trainer_leaves_embeddings_out_of_its_model_and_says_so_in_the_manifest(tmp_path):
+    """Serving's inference requests carry no arrays, so the model takes the 20 scalar features; the
+    manifest names the embedding as excluded, with the reason; examples with an embedding only give a
+    rejection naming it, not a crash."""
+    examples = [e for c in generate(Scenario(name="embedding-stable", n_events=3_000)) for e in c.training_examples()]
     dataset = Dataset.from_examples(examples)
     assert dataset.schema.embedding == (EMBEDDING_FEATURE,) and EMBEDDING_FEATURE not in dataset.frame.columns
-    assert len(dataset.frame.columns) == 20
+    assert len(dataset.frame.columns) == 20 and dataset.excluded == {EMBEDDING_FEATURE: NOT_SERVABLE}
+    registry = ModelRegistry(tmp_path)
+    published = bootstrap(registry, "demo-model", examples, TrainerConfig())
+    assert published.status == "promoted" and published.metrics["accuracy"] > 0.8
+    manifest = registry.manifest("demo-model", published.model_version)
+    assert manifest.excluded_features == {EMBEDDING_FEATURE: NOT_SERVABLE}
+    assert len(manifest.numeric_features) == 16 and len(manifest.categorical_features) == 4
+    model = OnnxModel(registry.load("demo-model", published.model_version))
+    assert EMBEDDING_FEATURE not in model.numeric + model.categorical and len(model.numeric) == 16
+
+    only_embedding = [{**e, "features": {EMBEDDING_FEATURE: e["features"][EMBEDDING_FEATURE]}} for e in examples]
+    rejected = bootstrap(registry, "embedding-only", only_embedding, TrainerConfig())
+    assert rejected.status == "rejected" and rejected.reason == (
+        f"no challenger: no feature a model can take: left out {EMBEDDING_FEATURE} ({NOT_SERVABLE})"
+    )

@@ -128,11 +128,11 @@ def test_a_checkpoint_of_the_previous_state_version_is_refused_not_misread():
     monitor = Monitor(config())
     monitor.observe(events(10), now=START)
     document = orjson.loads(monitor.export(["m"]))
-    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION) == (STATE_FORMAT, 4)
-    document["version"] = 3  # before embedding features
-    with pytest.raises(StateError, match="version 3 is not supported"):
+    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION) == (STATE_FORMAT, 5)
+    document["version"] = 4  # an embedding's centroid-distance alert keyed apart from the embedding
+    with pytest.raises(StateError, match="version 4 is not supported"):
         Monitor(config()).restore(orjson.dumps(document))
-    decode(monitor.export(["m"]), STATE_FORMAT, 4)  # the current version reads
+    decode(monitor.export(["m"]), STATE_FORMAT, 5)  # the current version reads
 
 
 def test_a_columnar_batch_is_screened_and_deduplicated_row_by_row_exactly_as_its_rows_as_events():

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig
 from driftwarden.core.event_time import WATERMARK_QUORUM
 from driftwarden.core.events import LabelEvent, PredictionEvent
 from driftwarden.core.monitor import Monitor
@@ -296,6 +296,25 @@ def test_repeated_detections_of_one_problem_stay_one_open_alert_and_are_counted(
     feature_alerts = [a for a in alerts if a.kind == "data_drift"]
     assert [(a.subject, a.state, a.severity) for a in feature_alerts] == [("num_05", "firing", "critical")]
     assert monitor.status("demo-model", 0).alerts_suppressed > 0  # later detections were counted, not re-sent
+
+
+@pytest.mark.parametrize("drifted", [("num_05",), ("num_05", "num_06")])
+def test_a_feature_counts_once_toward_min_drifted_features_whatever_number_of_its_detectors_fire(drifted):
+    """Its rank CUSUM and its window test both find the shift: one feature, no retrain at
+    ``min_drifted_features = 2``; two features (and the joint test, not a feature) make a command."""
+    retrain = RetrainPolicyConfig(on_performance_drift=False, min_drifted_features=2, min_examples=1_000)
+    monitor = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(retrain=retrain)))
+    scenario = Scenario(name="abrupt-shift", n_events=20_000, onset=10_000, magnitude=3.0, drift_features=drifted)
+    alerts, commands, _, monitor = run_scenario(scenario, monitor)
+    data = [a for a in alerts if a.kind == "data_drift"]
+    assert sorted(a.subject for a in data) == list(drifted) and {a.detector for a in data} == {"rank_cusum"}
+    assert monitor.status("demo-model", 0).alerts_suppressed >= len(drifted)  # the window tests', counted
+    assert ("multivariate_drift", "numeric_features") in firing(alerts)
+    if len(drifted) == 1:
+        assert commands == []
+    else:
+        (command,) = commands
+        assert command.reasons == sorted(a.fingerprint for a in data)
 
 
 def test_columns_separate_numbers_missing_values_and_type_violations():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
@@ -184,3 +185,100 @@ def test_the_monitor_core_watches_production_against_a_training_set_profile():
     assert {alert for alert in firing(alerts) if alert[0] == "data_drift"} == {
         ("data_drift", name) for name in shifted.ground_truth().drifting_features
     }
+
+
+def embedding_table(rows: int, dims: int = 64, shift: float = 0.0, seed: int = 0, fixed: bool = True) -> pa.Table:
+    """An ``amount`` and a ``text`` embedding (every 10th vector missing), as Parquet would hold them."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(0, 1, (rows, dims)) + np.r_[np.full(8, shift), np.zeros(dims - 8)]
+    kind = pa.list_(pa.float32(), dims) if fixed else pa.list_(pa.float64())
+    text = pa.array([None if i % 10 == 0 else v for i, v in enumerate(vectors.tolist())], type=kind)
+    return pa.table({"amount": rng.normal(100, 20, rows), "text": text, "label": rng.integers(0, 2, rows)})
+
+
+@pytest.mark.parametrize("form", ["fixed_size_list", "list", "csv"])
+def test_profile_build_from_reads_an_embedding_column(monkeypatch, capsys, tmp_path, form):
+    """A Parquet (fixed-size) list column of numbers, or CSV cells holding JSON arrays: an embedding."""
+    table = embedding_table(3_000, fixed=form == "fixed_size_list")
+    if form == "csv":
+        texts = [None if v is None else orjson.dumps(v).decode() for v in table["text"].to_pylist()]
+        table = table.set_column(1, "text", pa.array(texts, pa.string()))
+        pyarrow.csv.write_csv(table, path := tmp_path / "train.csv")
+    else:
+        pyarrow.parquet.write_table(table, path := tmp_path / "train.parquet")
+    code, out, err = build(monkeypatch, capsys, path, tmp_path / "profiles", "--exclude", "label")
+    assert code == 0, err
+    assert "3000 rows, 1 numeric, 0 categorical and 1 embedding features" in out
+    profile = profile_loader(tmp_path / "profiles")("fraud", "1")
+    assert isinstance(profile, ReferenceProfile) and list(profile.embedding) == ["text"]
+    text = profile.embedding["text"]
+    assert text.dim == 64 and len(text.sample) == 2_000 and text.distance.missing_rate == pytest.approx(0.1)
+    assert np.abs(text.centroid).max() < 0.1 and text.distance.mean == pytest.approx(8.0, abs=0.2)  # sqrt(64)
+
+
+def test_profile_build_from_refuses_what_is_not_an_embedding_in_one_line(monkeypatch, capsys, tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text('amount,text\n1.5,"[0.1, 0.2]"\n2.5,\n3.5,"[0.3, oops]"\n')
+    config = tmp_path / "monitoring.toml"
+    config.write_text('[models.fraud]\nfeatures = { amount = "embedding" }\n')
+    for extra, message in [
+        ([], "column 'text', row 3: '[0.3, oops]' is not a JSON array of numbers"),
+        (["--config", str(config)], "column 'amount' holds double; an embedding is a list of numbers (Parquet) or "
+         "JSON arrays (CSV)"),
+    ]:  # fmt: skip
+        code, _, err = build(monkeypatch, capsys, csv, tmp_path / "p", *extra)
+        assert (code, err) == (1, f"driftwarden: error: {message}\n")
+
+
+def test_profile_show_and_diff_of_embeddings(monkeypatch, capsys, tmp_path):
+    """One line per embedding; diff by the monitor's MMD test, with the centroid's move; another
+    length is reported, not compared."""
+    tables = {"1": embedding_table(5_000, seed=1), "2": embedding_table(5_000, seed=2),
+              "3": embedding_table(5_000, shift=0.6, seed=3), "4": embedding_table(5_000, dims=32, seed=4)}  # fmt: skip
+    for version, table in tables.items():
+        pyarrow.parquet.write_table(table, tmp_path / "t.parquet")
+        code, _, err = run_cli(monkeypatch, capsys, "profile", "build", "--from", str(tmp_path / "t.parquet"),
+                               "--model-id", "search", "--model-version", version, "--output", str(tmp_path),
+                               "--exclude", "label")  # fmt: skip
+        assert code == 0, err
+    one, two, three, four = (str(tmp_path / "search" / f"{v}.json") for v in "1234")
+
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "show", one)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith("1 numeric, 0 categorical and 1 embedding features")
+    (text,) = [line for line in lines if line.startswith("  text  ")]
+    assert text.startswith("  text  embedding  64 dimensions  n=4,500  missing 10.0%  2,000 reference vectors  "
+                           "distance to the centroid: mean 7.9")  # fmt: skip
+    assert all(f" {q} " in text for q in ("p5", "median", "p95", "max"))
+
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "diff", one, two)
+    assert code == 0 and out.splitlines()[-1] == "0 of 2 features differ"
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "diff", one, three)
+    assert code == 1 and out.splitlines()[-1] == "1 of 2 features differ: text"
+    (row,) = [line for line in out.splitlines() if line.startswith("  text: ")]
+    assert row.startswith("  text: DIFFERS  MMD² 0.") and "(floor 0.0050, p=" in row
+    assert "centroid moved 1.7" in row and "mean distance to the centroid 7.9" in row
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "diff", one, four)
+    assert code == 1 and "  text: length changed: 64 -> 32" in out.splitlines()
+
+
+def test_the_monitor_core_watches_embeddings_against_a_training_set_profile():
+    from test_monitor_core import firing, run_scenario
+
+    from driftwarden.core.monitor import Monitor
+    from driftwarden.training_data import profile_from_table
+    from driftwarden_load.scenarios import EMBEDDING_FEATURE, Scenario, generate
+
+    training = [e["features"] for c in generate(Scenario(name="embedding-stable", n_events=10_000, seed=11))
+                for e in c.prediction_events()]  # fmt: skip
+    profile = profile_from_table(pa.Table.from_pylist(training), "demo-model", "1", {})
+    assert profile.embedding[EMBEDDING_FEATURE].dim == 64
+
+    def monitor() -> Monitor:
+        return Monitor(load_profile=lambda m, v: profile if (m, v) == ("demo-model", "1") else None)
+
+    stable, *_ = run_scenario(Scenario(name="embedding-stable", n_events=10_000, seed=12), monitor(), labels=False)
+    assert ("data_drift", EMBEDDING_FEATURE) not in firing(stable)
+    moved = Scenario(name="embedding-topic-mix", n_events=10_000, onset=4_000, seed=13)
+    alerts, *_ = run_scenario(moved, monitor(), labels=False)
+    assert ("data_drift", EMBEDDING_FEATURE) in firing(alerts)

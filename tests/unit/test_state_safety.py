@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":4', b'"version":3', 1), "version 3 is not supported"),  # before embeddings
+        (RAW.replace(b'"version":5', b'"version":4', 1), "version 4 is not supported"),  # centroid alert apart
     ],
 )
 def test_garbage_is_refused(raw, message):

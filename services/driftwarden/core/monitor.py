@@ -74,10 +74,11 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-#: 4: embedding features (their profiles, window columns and detectors); 3: event-time watermark,
-#: recent event ids, duplicate counts, the alert book's settle streaks (2) and rank-CUSUM streaming
-#: detectors (ADWIN before).
-STATE_VERSION = 4
+#: 5: an embedding's distance-to-centroid alarm is keyed in the alert book by the embedding's name
+#: (``<embedding>/centroid_distance`` before: an alert no window verdict could resolve); 4: embedding
+#: features (their profiles, window columns and detectors); 3: event-time watermark, recent event ids,
+#: duplicate counts, the alert book's settle streaks (2) and rank-CUSUM streaming detectors (ADWIN before).
+STATE_VERSION = 5
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns
@@ -266,12 +267,22 @@ class ModelMonitor:
                 values = columns.numeric[:, numeric_names.index(name)]
             detector.update_many(values, partial(on_drift, name, detector))
 
-    def _stream_subject(self, name: str) -> str:
-        """The alert subject of a streaming detector."""
+    def _stream_subject(self, name: str) -> tuple[str, str]:
+        """The alert subject of a streaming detector, and what its values are (a summary's first words).
+
+        An embedding's distance to its centroid reports under the embedding's name, as a numeric
+        feature's CUSUM does under the feature's: one open data-drift alert per feature, whichever of
+        its detectors fires first (the others are counted, not re-sent), so a feature counts once
+        toward ``retrain.min_drifted_features``, and its window test's settled verdicts resolve it.
+        """
         assert self.profile is not None
         if name == SIGNAL:
-            return "score" if self.profile.task == "classification" else "prediction"
-        return f"{name.removeprefix(DISTANCE)}/centroid_distance" if name.startswith(DISTANCE) else name
+            subject = "score" if self.profile.task == "classification" else "prediction"
+            return subject, subject
+        if name.startswith(DISTANCE):
+            feature = name.removeprefix(DISTANCE)
+            return feature, f"{feature} distance to the reference centroid:"
+        return name, name
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
         fired: list[Alert] = []
@@ -282,7 +293,7 @@ class ModelMonitor:
             change = streaming_change(evidence)
             evidence |= {"reference_size": self.profile.n_events} | change.evidence()
             is_signal = name == SIGNAL
-            subject = self._stream_subject(name)
+            subject, watched = self._stream_subject(name)
             critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
             finding = Finding(
                 "prediction_drift" if is_signal else "data_drift",
@@ -290,7 +301,7 @@ class ModelMonitor:
                 detector.name,
                 True,
                 evidence,
-                f"{subject} {detector.summary(self.model_id, self.model_version)}; {change.text}",
+                f"{watched} {detector.summary(self.model_id, self.model_version)}; {change.text}",
                 "critical" if critical else "warning",
             )
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)

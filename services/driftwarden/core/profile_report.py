@@ -2,10 +2,14 @@
 
 :func:`describe` is a readable summary per feature. :func:`compare` runs the monitor's own window
 detectors (:class:`~driftwarden.core.detectors.NumericDriftDetector`,
-:class:`~driftwarden.core.detectors.CategoricalDriftDetector`, with the config's tests, thresholds
+:class:`~driftwarden.core.detectors.CategoricalDriftDetector`,
+:class:`~driftwarden.core.detectors.EmbeddingDriftDetector`, with the config's tests, thresholds
 and Benjamini–Hochberg rate) with profile A as the reference and profile B as the window: a numeric
 feature's window is B's quantile summary (up to 1,000 points, so the KS p-value is that of a
-1,000-value window: conservative for larger profiles), a categorical feature's window is B's counts.
+1,000-value window: conservative for larger profiles), a categorical feature's window is B's counts,
+an embedding's window is B's projected reference sample moved to A's centroid (the MMD of 250 of
+B's vectors, as of a monitor window), with how far the centroid moved and the mean distance to it.
+Embeddings of different lengths are not compared: their row says so.
 
 >>> import numpy as np
 >>> from driftwarden.core.config import ModelMonitorConfig
@@ -29,9 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from driftwarden.core.config import ModelMonitorConfig
-from driftwarden.core.detectors import CategoricalDriftDetector, NumericDriftDetector, WindowDetector, decide
+from driftwarden.core.detectors import (
+    CategoricalDriftDetector,
+    EmbeddingDriftDetector,
+    NumericDriftDetector,
+    WindowDetector,
+    decide,
+)
 from driftwarden.core.events import Scalar
-from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
+from driftwarden.core.profile import CategoricalProfile, Columns, EmbeddingProfile, NumericProfile, ReferenceProfile
 
 SIGNAL = "(prediction signal)"
 
@@ -53,6 +63,24 @@ def _categorical_line(name: str, p: CategoricalProfile) -> str:
     return f"  {name}  categorical  {len(p.counts)} categories  missing {p.missing_rate:.1%}  top: {shares}{more}"
 
 
+def _embedding_line(name: str, p: EmbeddingProfile) -> str:
+    d = p.distance
+    q = np.quantile(d.quantiles, [0.05, 0.5, 0.95])
+    return (
+        f"  {name}  embedding  {p.dim} dimensions  n={d.n:,}  missing {d.missing_rate:.1%}  "
+        f"{len(p.sample):,} reference vectors  distance to the centroid: mean {d.mean:.4g}  p5 {q[0]:.4g}  "
+        f"median {q[1]:.4g}  p95 {q[2]:.4g}  max {d.maximum:.4g}"
+    )
+
+
+def feature_counts(profile: ReferenceProfile) -> str:
+    """``3 numeric and 2 categorical features`` (and the embeddings, when there are some)."""
+    numeric, categorical, embedding = len(profile.numeric), len(profile.categorical), len(profile.embedding)
+    if embedding:
+        return f"{numeric} numeric, {categorical} categorical and {embedding} embedding features"
+    return f"{numeric} numeric and {categorical} categorical features"
+
+
 def describe(profile: ReferenceProfile) -> str:
     """A readable summary: what the profile is of, then one line per feature.
 
@@ -68,14 +96,12 @@ def describe(profile: ReferenceProfile) -> str:
     head = (
         f"{profile.model_id} v{profile.model_version}: {profile.n_events:,} rows, {profile.task}"
         + (f" (positive class {profile.positive_class!r})" if profile.positive_class else "")
-        + f", {len(profile.numeric)} numeric and {len(profile.categorical)} categorical features"
+        + f", {feature_counts(profile)}"
     )
     lines = [head]
     lines += [_numeric_line(name, p) for name, p in profile.numeric.items()]
     lines += [_categorical_line(name, p) for name, p in profile.categorical.items()]
-    for name, embedding in profile.embedding.items():
-        lines.append(f"  {name}  embedding  {embedding.dim} dimensions  {len(embedding.sample):,} vectors kept")
-        lines.append(_numeric_line(f"{name}/centroid_distance", embedding.distance))
+    lines += [_embedding_line(name, p) for name, p in profile.embedding.items()]
     if profile.signal is not None:
         lines.append(_numeric_line(SIGNAL, profile.signal))
     if profile.multivariate_features:
@@ -88,7 +114,7 @@ class FeatureDiff:
     """How one feature of profile B differs from profile A."""
 
     feature: str
-    change: str  # "compared", "only in A", "only in B", or "type changed"
+    change: str  # "compared", "only in A", "only in B", "type changed", or an embedding's "length changed: 64 -> 32"
     drift: bool = False
     evidence: dict[str, Scalar] | None = None
     missing_rate_change: float = 0.0
@@ -99,6 +125,12 @@ class FeatureDiff:
         e = self.evidence
         verdict = "DIFFERS" if self.drift else "same"
         missing = f", missing rate {self.missing_rate_change:+.1%}" if self.missing_rate_change else ""
+        if "mmd2" in e:
+            return (
+                f"  {self.feature}: {verdict}  MMD² {e['mmd2']:.4f} (floor {e['mmd_threshold']:.4f}, "
+                f"p={e['p_value']:.2g}), centroid moved {e['centroid_shift']:.4g}, mean distance to the centroid "
+                f"{e['reference_distance']:.4g} -> {e['current_distance']:.4g}{missing}"
+            )
         if "psi" in e:
             return (
                 f"  {self.feature}: {verdict}  mean {e['reference_mean']:.4g} -> {e['current_mean']:.4g}, "
@@ -130,19 +162,54 @@ def _categorical_detector(
     return detector
 
 
+def _embedding_detector(
+    name: str, a: EmbeddingProfile, b: EmbeddingProfile, config: ModelMonitorConfig
+) -> WindowDetector:
+    detector = EmbeddingDriftDetector(name, 0, a, config.embedding_mmd_threshold, min_values=1)
+    detector.update_profile(b)
+    return detector
+
+
+def _features(profile: ReferenceProfile) -> list[str]:
+    return [*profile.numeric, *profile.categorical, *profile.embedding]
+
+
 def compare(a: ReferenceProfile, b: ReferenceProfile, config: ModelMonitorConfig) -> list[FeatureDiff]:
-    """Per feature (A's order, then B's new ones): whether B differs from A by the monitor's tests."""
+    """Per feature (A's order, then B's new ones): whether B differs from A by the monitor's tests.
+
+    >>> rng = np.random.default_rng(0)
+    >>> def profile(vectors):
+    ...     embedding = {"text": EmbeddingProfile.of(vectors, 0.0)}
+    ...     return ReferenceProfile("search", "1", len(vectors), "regression", None, {}, {}, None, None,
+    ...                             embedding=embedding)
+    >>> a, same = profile(rng.normal(0, 1, (4000, 64))), profile(rng.normal(0, 1, (4000, 64)))
+    >>> moved = profile(rng.normal(0, 1, (4000, 64)) + np.r_[np.full(8, 0.6), np.zeros(56)])
+    >>> [(row.feature, row.drift) for row in compare(a, same, ModelMonitorConfig())]
+    [('text', False)]
+    >>> (row,) = compare(a, moved, ModelMonitorConfig()); row.drift, round(row.evidence["centroid_shift"], 1)
+    (True, 1.7)
+    >>> compare(a, profile(rng.normal(0, 1, (4000, 32))), ModelMonitorConfig())[0].change
+    'length changed: 64 -> 32'
+    """
     rows: list[FeatureDiff] = []
     tested: list[tuple[FeatureDiff, WindowDetector]] = []
-    for name in dict.fromkeys([*a.numeric, *a.categorical, *b.numeric, *b.categorical]):
+    for name in dict.fromkeys([*_features(a), *_features(b)]):
         if name in a.numeric and name in b.numeric:
             detector = _numeric_detector(name, a.numeric[name], b.numeric[name], config)
             change = b.numeric[name].missing_rate - a.numeric[name].missing_rate
         elif name in a.categorical and name in b.categorical:
             detector = _categorical_detector(name, a.categorical[name], b.categorical[name], config)
             change = b.categorical[name].missing_rate - a.categorical[name].missing_rate
+        elif name in a.embedding and name in b.embedding:
+            ea, eb = a.embedding[name], b.embedding[name]
+            if (ea.dim, ea.seed) != (eb.dim, eb.seed):  # not comparable: another vector space
+                what, before, after = ("length", ea.dim, eb.dim) if ea.dim != eb.dim else ("seed", ea.seed, eb.seed)
+                rows.append(FeatureDiff(name, f"{what} changed: {before} -> {after}"))
+                continue
+            detector = _embedding_detector(name, ea, eb, config)
+            change = eb.distance.missing_rate - ea.distance.missing_rate
         else:
-            in_a, in_b = name in a.numeric or name in a.categorical, name in b.numeric or name in b.categorical
+            in_a, in_b = name in _features(a), name in _features(b)
             rows.append(FeatureDiff(name, "type changed" if in_a and in_b else "only in A" if in_a else "only in B"))
             continue
         row = FeatureDiff(name, "compared", missing_rate_change=change)

@@ -5,6 +5,11 @@ measured, or the first trigger's event time). Detection is fast, so at that mome
 examples exist after the drift; the command goes out once ``min_examples`` joined labels have
 arrived since that start, with the window [start, latest label], and a cooldown then applies.
 
+Drifted features are counted by their open ``data_drift`` alerts: the alert book keeps one per
+(kind, subject), and every detector of a feature reports under the feature's name (a numeric
+feature's rank CUSUM and window test; an embedding's MMD test and distance-to-centroid CUSUM), so a
+feature counts once however many of its detectors fire.
+
 >>> from driftwarden.core.alerting import AlertBook, Finding
 >>> from driftwarden.core.config import RetrainPolicyConfig
 >>> book = AlertBook("fraud", "3")

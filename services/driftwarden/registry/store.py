@@ -63,6 +63,7 @@ class Manifest(BaseModel):
     model_family: str | None = None
     numeric_features: list[str] = []
     categorical_features: list[str] = []
+    excluded_features: dict[str, str] = {}  # features of the data the model does not take, with the reason
     classes: list[str] = []  # column order of the model's ``probabilities`` output
     reason: str | None = None
 

@@ -4,6 +4,11 @@ A model is a scikit-learn pipeline (scaling for numeric features, one-hot encodi
 ones, then the classifier) exported to ONNX with one named input per feature, so serving needs only
 onnxruntime and the raw feature values.
 
+Embeddings (array features) are monitored, not trained on: serving's inference requests carry one
+number, string or boolean per feature (``schemas/inference-request.v1.json``), so a model with an
+array input could not be served. They are left out of the model, and the dataset (and so the
+version's manifest) names them with the reason (:data:`NOT_SERVABLE`).
+
 >>> from driftwarden_load.scenarios import Scenario, generate
 >>> examples = [example for chunk in generate(Scenario(n_events=3_000)) for example in chunk.training_examples()]
 >>> dataset = Dataset.from_examples(examples)
@@ -46,6 +51,8 @@ MODEL_FAMILIES: tuple[ModelFamily, ...] = get_args(ModelFamily)
 Rollout = Literal["direct", "canary", "shadow"]
 ROLLOUTS: tuple[Rollout, ...] = get_args(Rollout)
 ONNX_OPSET = 17
+#: Why an embedding feature is not a model input (the manifest's ``excluded_features``).
+NOT_SERVABLE = "embedding: serving's inference requests carry scalar features only; monitored, not trained on"
 
 
 class TrainingError(DriftwardenError):
@@ -85,6 +92,11 @@ class Dataset:
     schema: FeatureTypes
     dropped: int = 0  # examples left out: a number beyond float32
 
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Features of the examples that are not model inputs, with the reason."""
+        return dict.fromkeys(self.schema.embedding, NOT_SERVABLE)
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -102,7 +114,7 @@ class Dataset:
         for name in schema.categorical:
             columns[name] = np.array([_category(e["features"].get(name)) for e in ordered], dtype=object)
         dataset = cls(
-            frame=pd.DataFrame(columns, columns=[*schema.numeric, *schema.categorical]),  # (embeddings: monitored only)
+            frame=pd.DataFrame(columns, columns=[*schema.numeric, *schema.categorical]),  # not the excluded ones
             labels=np.array([_label_text(e["label"]) for e in ordered], dtype=object),
             ts=np.array([e["ts"] for e in ordered], dtype=float),
             schema=schema,
@@ -138,6 +150,9 @@ def train(dataset: Dataset, config: TrainerConfig) -> Pipeline:
         )
     if len(set(dataset.labels)) < 2:
         raise TrainingError("every example in the window has the same label")
+    if not dataset.frame.columns.size:
+        left_out = "; ".join(f"{name} ({reason})" for name, reason in dataset.excluded.items())
+        raise TrainingError(f"no feature a model can take{': left out ' + left_out if left_out else ''}")
     steps = []
     if dataset.schema.numeric:
         steps.append(("numeric", StandardScaler(), list(dataset.schema.numeric)))

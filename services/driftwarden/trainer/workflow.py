@@ -108,11 +108,12 @@ def retrain(
         model_family=config.model_family,
         numeric_features=list(dataset.schema.numeric),
         categorical_features=list(dataset.schema.categorical),
+        excluded_features=dataset.excluded,
         classes=[str(c) for c in pipeline.classes_],
         reason=reason,
     )
-    log.info("command %s: %s v%s %s (%s)", command.command_id, manifest.model_id, manifest.version,
-             manifest.status, reason)  # fmt: skip
+    log.info("command %s: %s v%s %s (%s); not trained on: %s", command.command_id, manifest.model_id,
+             manifest.version, manifest.status, reason, dataset.excluded or "nothing")  # fmt: skip
     return verdict(manifest, command, registry, config.canary_fraction)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from driftwarden.core.detectors.base import build
 from driftwarden.core.detectors.window import MIN_VALUES, TestResult, WindowDetector
-from driftwarden.core.profile import PROJECTED_DIMS, Columns, EmbeddingProfile, evenly_spaced
+from driftwarden.core.profile import PROJECTED_DIMS, Columns, EmbeddingProfile, evenly_spaced, projection
 from driftwarden.core.state import State, StateReader
 from driftwarden.core.stats import MmdReference
 
@@ -113,8 +113,38 @@ mmd_threshold=0.005, draws=400)
         present = vectors[np.isfinite(vectors).all(axis=1)]
         if len(present) < self.min_values:
             return None
-        size = min(WINDOW_SAMPLE, len(self.profile.sample) // 4)
-        mmd2, p_value = self.test(self.profile.project(evenly_spaced(present, size)))
+        projected = self.profile.project(evenly_spaced(present, self.window_sample))
+        current = float(self.profile.distances(present).mean())
+        return self._mmd(projected, current, 1.0 - len(present) / len(vectors), len(present))
+
+    def update_profile(self, other: EmbeddingProfile) -> bool:
+        """Test another profile's projected reference sample as the window (``profile diff``).
+
+        The sample is moved to this profile's centroid (exact: both are centred projections by the
+        same matrix), so the MMD is the statistic of a window of the other profile's vectors; its
+        ``current_distance`` is the other profile's mean distance to *its* centroid, and
+        ``centroid_shift`` how far the centroid moved. Both profiles need the same length and seed.
+        """
+        if (other.dim, other.seed) != (self.profile.dim, self.profile.seed):
+            raise ValueError(f"length or projection seed differ: {other.dim, other.seed} vs reference's "
+                             f"{self.profile.dim, self.profile.seed}")  # fmt: skip
+        if len(other.sample) < self.min_values:
+            return self._record(None)
+        shift = np.asarray(other.centroid) - np.asarray(self.profile.centroid)
+        sample = evenly_spaced(np.asarray(other.sample), self.window_sample)
+        projected = sample + shift @ projection(self.profile.dim, self.profile.seed)
+        result = self._mmd(projected, other.distance.mean, other.distance.missing_rate, other.distance.n)
+        result[2]["centroid_shift"] = float(np.linalg.norm(shift))
+        return self._record(result)
+
+    @property
+    def window_sample(self) -> int:
+        """Vectors of a window the test compares: :data:`WINDOW_SAMPLE`, at most a quarter of the reference's."""
+        return min(WINDOW_SAMPLE, len(self.profile.sample) // 4)
+
+    def _mmd(self, projected: np.ndarray, current_distance: float, missing_rate: float, values: int) -> TestResult:
+        """The test of a window's sample of vectors, projected; the window's other evidence as given."""
+        mmd2, p_value = self.test(projected)
         return (
             p_value,
             mmd2 >= self.mmd_threshold,
@@ -125,11 +155,11 @@ mmd_threshold=0.005, draws=400)
                 "mmd_threshold": self.mmd_threshold,
                 "bandwidth": self.test.bandwidth,
                 "reference_distance": self.profile.distance.mean,
-                "current_distance": float(self.profile.distances(present).mean()),
-                "missing_rate": 1.0 - len(present) / len(vectors),
+                "current_distance": current_distance,
+                "missing_rate": missing_rate,
                 "dimensions": self.profile.dim,
                 "projected_dimensions": PROJECTED_DIMS,
-                "window_values": len(present),
+                "window_values": values,
             },
         )
 

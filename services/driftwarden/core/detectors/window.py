@@ -55,8 +55,11 @@ class WindowDetector(Detector):
 
     def update(self, window: Columns) -> bool:
         """Test one window; return False when it held too little data for a verdict."""
+        return self._record(self._test(window))
+
+    def _record(self, result: TestResult | None) -> bool:
+        """Keep a test's result for :func:`decide`; False when there was none."""
         self._drift_detected = False
-        result = self._test(window)
         if result is None:
             return False
         self.p_value, self.effect_exceeded, self._evidence = result
