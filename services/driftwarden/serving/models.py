@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from driftwarden.core.events import ModelPublished
-from driftwarden.core.features import is_number, value_text
+from driftwarden.core.features import is_number
 from driftwarden.errors import DriftwardenError
 from driftwarden.registry.onnx_model import OnnxModel
 from driftwarden.registry.store import Manifest, ModelRegistry, RegistryError
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SERVABLE = ("promoted", "canary", "shadow")  # a version whose manifest says "rejected" is never served
+_NUMBERS = {float, int}
+_CATEGORIES = {str, float, int, bool}  # not null, no objects, no arrays
 
 
 class BadRequestError(DriftwardenError):
@@ -45,9 +47,37 @@ class ServedModel:
         return self.manifest.version
 
     def frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
-        """Validate raw feature dicts against the model's inputs and build its input columns."""
-        numeric = {name: np.empty(len(instances), dtype=np.float32) for name in self.onnx.numeric}
-        categorical: dict[str, list[str | None]] = {name: [] for name in self.onnx.categorical}
+        """Validate raw feature dicts against the model's inputs and build its input columns: numbers as
+        float64 (the values as sent; within the float32 range the model takes), categories as sent."""
+        rows = [instance.get("features") if type(instance) is dict else None for instance in instances]
+        columns = self._columns(cast(list[dict[str, Any]], rows)) if all(type(r) is dict for r in rows) else None
+        return self._checked_frame(instances) if columns is None else columns
+
+    def _columns(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+        """The input columns, one numpy conversion per feature; None if any value is not plainly servable."""
+        columns = {}
+        for name in self.onnx.numeric:
+            values = [row.get(name) for row in rows]
+            if not set(map(type, values)) <= _NUMBERS:
+                return None
+            try:
+                column = np.array(values, dtype=np.float64)
+            except OverflowError:  # an integer beyond any float
+                return None
+            if not (np.abs(column) <= FLOAT32_MAX).all():  # also refuses NaN
+                return None
+            columns[name] = column
+        for name in self.onnx.categorical:
+            values = [row.get(name) for row in rows]
+            if not set(map(type, values)) <= _CATEGORIES:
+                return None
+            columns[name] = np.array(values, dtype=object)
+        return columns
+
+    def _checked_frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
+        """:meth:`frame` row by row: refuses the first row with a value the model cannot take, naming it."""
+        numeric = {name: np.empty(len(instances)) for name in self.onnx.numeric}
+        categorical: dict[str, list[Any]] = {name: [] for name in self.onnx.categorical}
         for i, instance in enumerate(instances):
             features = instance.get("features") if isinstance(instance, dict) else None
             if not isinstance(features, dict):
@@ -68,14 +98,13 @@ class ServedModel:
                     raise BadRequestError(f"instances[{i}].features.{name}: missing (model v{self.version} needs it)")
                 if isinstance(value, (dict, list)):
                     raise BadRequestError(f"instances[{i}].features.{name}: expected a category, got {value!r}")
-                values.append(value_text(value))
+                values.append(value)
         return {**numeric, **{name: np.array(values, dtype=object) for name, values in categorical.items()}}
 
-    def score(self, frame: dict[str, np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
-        """Predicted labels and, per row, class -> probability."""
+    def score(self, frame: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+        """Predicted labels and class probabilities (float64, a column per class in ``manifest.classes`` order)."""
         labels, probabilities = self.onnx.predict(frame)
-        classes = self.manifest.classes
-        return list(labels), [dict(zip(classes, map(float, row), strict=True)) for row in probabilities.tolist()]
+        return labels.tolist(), np.asarray(probabilities, dtype=np.float64)
 
 
 def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import describe
 from driftwarden.core.events import InferenceRequest, InferenceResponse, ModelPublished, ServedPrediction
 from driftwarden.kafka.clients import client_options
@@ -73,7 +75,8 @@ class Scored:
 
     served: ServedModel
     labels: list[str]
-    scores: list[dict[str, float]]
+    probabilities: np.ndarray  # a row per instance, a column per class (the manifest's order)
+    frame: dict[str, np.ndarray]  # the instances as this version's input columns
     deployment: str | None = None  # "primary" or "canary" (answered); "shadow" or "baseline" (not answered)
     other: Scored | None = None  # the other version's predictions for the same rows
     latency_ms: float = 0.0
@@ -153,7 +156,7 @@ class MicroBatcher:
         rows = sum(len(item.instances) for item in accepted)
         BATCH_ROWS.observe(rows)
         try:
-            labels, scores = await loop.run_in_executor(None, served.score, frame)
+            labels, probabilities = await loop.run_in_executor(None, served.score, frame)
             tried = await self._score_challenger(challenger, accepted)
         except Exception as exc:  # the model failed: every request of the batch gets a 500
             for item in accepted:
@@ -161,12 +164,12 @@ class MicroBatcher:
             return
         done = time.perf_counter()
         start = 0
-        for item in accepted:
+        for index, item in enumerate(accepted):
             stop = start + len(item.instances)
-            champion = Scored(served, labels[start:stop], scores[start:stop])
+            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index])
             result = champion
             if tried is not None and challenger is not None:
-                other = Scored(challenger.served, tried[0][start:stop], tried[1][start:stop])
+                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index])
                 if challenger.mode == "shadow":
                     result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
                 elif random.random() < challenger.fraction:
@@ -179,50 +182,39 @@ class MicroBatcher:
 
     async def _score_challenger(
         self, challenger: Challenger | None, items: list[_Pending]
-    ) -> tuple[list[str], list[dict[str, float]]] | None:
-        """The challenger's predictions for the same rows (None if there is none or it cannot score them)."""
+    ) -> tuple[list[dict[str, np.ndarray]], list[str], np.ndarray] | None:
+        """The challenger's input columns per request and predictions for the same rows (None if there is
+        none or it cannot score them)."""
         if challenger is None:
             return None
         try:
-            frame = concat_columns([challenger.served.frame(item.instances) for item in items])
-            return await asyncio.get_running_loop().run_in_executor(None, challenger.served.score, frame)
+            frames = [challenger.served.frame(item.instances) for item in items]
+            loop = asyncio.get_running_loop()
+            return frames, *await loop.run_in_executor(None, challenger.served.score, concat_columns(frames))
         except Exception as exc:  # the challenger must never fail a request the champion can answer
             log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
             return None
 
 
-def prediction_events(scored: Scored, instances: list[Any], config: ServingConfig) -> list[dict[str, Any]]:
-    """Prediction events for a request: the answering version's, then the other version's, tagged."""
-    inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
-    now = time.time()
-    cost = config.cost_per_request + config.cost_per_ms * scored.latency_ms
-    events: list[dict[str, Any]] = []
-    for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
-        event = {
-            "event_id": instance.get("event_id") or str(uuid.uuid4()),
-            "model_id": scored.served.manifest.model_id,
-            "model_version": scored.served.version,
-            "ts": now,
-            "features": {name: instance["features"][name] for name in inputs},
-            "prediction": label,
-            "scores": score,
-            "latency_ms": scored.latency_ms,
-            "cost": cost,
-        }
-        if scored.deployment:
-            event["segment"] = {"deployment": scored.deployment}
-        events.append(event)
-    if scored.other is not None and scored.other.deployment:
-        tag = scored.other.deployment
-        for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
-            events.append(event | {
-                "event_id": shadow_event_id(event["event_id"], tag),
-                "model_version": scored.other.served.version,
-                "prediction": label,
-                "scores": score,
-                "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
-            })  # fmt: skip
-    return events
+def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConfig) -> list[PredictionColumns]:
+    """A request's predictions to write back: the answering version's, then the other version's (tagged,
+    with the same features), each as one columnar batch."""
+    n = len(event_ids)
+    ts, latency = np.full(n, time.time()), np.full(n, scored.latency_ms)
+    cost = np.full(n, config.cost_per_request + config.cost_per_ms * scored.latency_ms)
+
+    def columns(version: Scored, ids: list[str], segment: dict[str, list[str | None]] | None) -> PredictionColumns:
+        scores = {c: version.probabilities[:, j] for j, c in enumerate(version.served.manifest.classes)}
+        return PredictionColumns(version.served.manifest.model_id, version.served.version, ids, ts, dict(scored.frame),
+                                 list(version.labels), scores, segment, latency, cost)  # fmt: skip
+
+    answered = columns(scored, event_ids, {"deployment": [scored.deployment] * n} if scored.deployment else None)
+    other = scored.other
+    if other is None or not other.deployment:
+        return [answered]
+    tag = other.deployment
+    segment: dict[str, list[str | None]] = {"deployment": [tag] * n, "answered_event_id": list(event_ids)}
+    return [answered, columns(other, [shadow_event_id(event_id, tag) for event_id in event_ids], segment)]
 
 
 def request_event_id(request_id: str, index: int) -> str:
@@ -366,15 +358,17 @@ class ServingApp:
         for index, instance in enumerate(instances):  # a request answered again writes the same ids again
             instance.setdefault("event_id", request_event_id(request.request_id, index))
         scored = await self.batcher.submit(request.model_id, instances)
-        events = prediction_events(scored, instances, self.config)
-        predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
-                       for e in events[: len(instances)]]  # fmt: skip
+        event_ids = [instance["event_id"] for instance in instances]
+        classes = scored.served.manifest.classes
+        predictions = [ServedPrediction(event_id=event_id, label=label, scores=dict(zip(classes, row, strict=True)))
+                       for event_id, label, row in zip(event_ids, scored.labels, scored.probabilities.tolist(),
+                                                       strict=True)]  # fmt: skip
         answered = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
         size = len(answered.to_json())
         if size > ENVELOPE_BYTES:
             raise UnservableError(f"the response would be {size} bytes, over the {ENVELOPE_BYTES}-byte message "
                                   f"limit: send fewer instances per request")  # fmt: skip
-        await self.writer.write(request.model_id, events)
+        await self.writer.write(request.model_id, prediction_columns(scored, event_ids, self.config))
         return answered
 
     async def _refuse_record(self, record: Any, reason: str) -> None:
@@ -457,12 +451,15 @@ class ServingApp:
     async def _predict(self, model_id: str, instances: list[Any]) -> web.Response:
         started = time.perf_counter()
         scored = await self.batcher.submit(model_id, instances)
-        events = prediction_events(scored, instances, self.config)
-        await self.writer.write(model_id, events)  # answer only once the predictions are on the stream
+        event_ids = [instance.get("event_id") or str(uuid.uuid4()) for instance in instances]
+        # answer only once the predictions are on the stream
+        await self.writer.write(model_id, prediction_columns(scored, event_ids, self.config))
         LATENCY.labels(model_id).observe(time.perf_counter() - started)
         REQUESTS.labels(model_id, "200").inc()
-        answered = events[: len(instances)]
-        predictions = [{"event_id": e["event_id"], "label": e["prediction"], "scores": e["scores"]} for e in answered]
+        classes = scored.served.manifest.classes
+        predictions = [{"event_id": event_id, "label": label, "scores": dict(zip(classes, row, strict=True))}
+                       for event_id, label, row in zip(event_ids, scored.labels, scored.probabilities.tolist(),
+                                                       strict=True)]  # fmt: skip
         payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": predictions}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
