@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
@@ -54,25 +56,25 @@ class ServedModel:
         return self._checked_frame(instances) if columns is None else columns
 
     def _columns(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
-        """The input columns, one numpy conversion per feature; None if any value is not plainly servable."""
-        columns = {}
-        for name in self.onnx.numeric:
-            values = [row.get(name) for row in rows]
-            if not set(map(type, values)) <= _NUMBERS:
-                return None
-            try:
-                column = np.array(values, dtype=np.float64)
-            except OverflowError:  # an integer beyond any float
-                return None
-            if not (np.abs(column) <= FLOAT32_MAX).all():  # also refuses NaN
-                return None
-            columns[name] = column
-        for name in self.onnx.categorical:
-            values = [row.get(name) for row in rows]
-            if not set(map(type, values)) <= _CATEGORIES:
-                return None
-            columns[name] = np.array(values, dtype=object)
-        return columns
+        """The input columns, all numbers converted at once; None if any value is not plainly servable."""
+        try:
+            numbers, categories = _table(rows, self.onnx.numeric), _table(rows, self.onnx.categorical)
+        except KeyError:  # a feature is missing
+            return None
+        if not set(map(type, chain.from_iterable(numbers))) <= _NUMBERS:
+            return None
+        if not set(map(type, chain.from_iterable(categories))) <= _CATEGORIES:
+            return None
+        try:
+            matrix = np.array(numbers, dtype=np.float64).reshape(len(rows), len(self.onnx.numeric))
+        except OverflowError:  # an integer beyond any float
+            return None
+        if not (np.abs(matrix) <= FLOAT32_MAX).all():  # also refuses NaN
+            return None
+        columns = dict(zip(self.onnx.numeric, matrix.T.copy(), strict=True))  # (each column contiguous)
+        names = self.onnx.categorical
+        values = zip(*categories, strict=True) if categories else [()] * len(names)
+        return columns | {name: np.array(v, dtype=object) for name, v in zip(names, values, strict=True)}
 
     def _checked_frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
         """:meth:`frame` row by row: refuses the first row with a value the model cannot take, naming it."""
@@ -105,6 +107,13 @@ class ServedModel:
         """Predicted labels and class probabilities (float64, a column per class in ``manifest.classes`` order)."""
         labels, probabilities = self.onnx.predict(frame)
         return labels.tolist(), np.asarray(probabilities, dtype=np.float64)
+
+
+def _table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """Each row's values of ``names``, in order (KeyError if one is absent)."""
+    if len(names) < 2:
+        return [tuple(row[name] for name in names) for row in rows]
+    return list(map(itemgetter(*names), rows))
 
 
 def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
