@@ -17,8 +17,9 @@ import orjson
 import pytest
 from conftest import unique_model
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import PREDICTIONS
-from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
+from driftwarden.core.events import ModelPublished, PredictionEvent, RetrainCommand, TrainingWindow
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor.status import records_for, wait_for_status
@@ -116,15 +117,79 @@ def test_predictions_are_scored_and_written_back_to_the_stream(kafka, monitor_wo
     assert len(body["predictions"]) == 300
     first = body["predictions"][0]
     assert first["label"] in {"0", "1"} and abs(sum(first["scores"].values()) - 1) < 1e-5
-    written = []
-    for value in asyncio.run(records_for(kafka, kafka.topics.predictions, serving.model_id)):
-        decoded = PREDICTIONS.decode(value)
-        assert decoded.rejections == []
-        written += decoded.events
+    written = written_events(kafka, serving.model_id)
     assert {e.event_id for e in written} >= {p["event_id"] for p in body["predictions"]}
     assert all(e.model_version == "1" and e.latency_ms is not None and e.cost is not None for e in written)
     status = asyncio.run(wait_for_status(kafka, serving.model_id, lambda s: s.events_processed >= 300, 60))
     assert status.model_version == "1"  # the monitor sees serving's predictions without any glue
+
+
+def test_the_monitor_takes_the_columnar_write_back_as_it_took_a_prediction_event_per_row(serving):
+    """Serving used to write one prediction.v1 event per row (the request's features, the answer); it now
+    writes a columnar batch per micro-batch. The rows are those events, and the monitor core counts,
+    deduplicates and joins them (labels for the event ids answered to clients) exactly as those events."""
+    from driftwarden.core.events import LabelEvent
+    from driftwarden.core.monitor import Monitor
+    from driftwarden.serving.models import ActiveModels
+
+    rows = instances(120, seed=9)
+    sizes = [1, 1, 2, 3, 5, 8, 13, 21, 34, 32]  # concurrent requests: a write carries several of them
+
+    async def send() -> list[dict]:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+
+            async def predict(chunk: list[dict]) -> dict:
+                url = f"{serving.url}/v1/models/{serving.model_id}/predict"
+                async with session.post(url, data=orjson.dumps({"instances": chunk})) as response:
+                    assert response.status == 200
+                    return orjson.loads(await response.read())
+
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            return await asyncio.gather(*(predict(rows[s : s + n]) for s, n in zip(starts, sizes, strict=True)))
+
+    bodies = asyncio.run(send())
+    answered = [(body, p) for body in bodies for p in body["predictions"]]
+    instance = {p["event_id"]: row for (_, p), row in zip(answered, rows, strict=True)}
+    messages = [m for m in written_messages(serving.settings, serving.model_id) if m.event_ids[0] in instance]
+    assert len(messages) < len(sizes) and all(set(m.event_ids) <= instance.keys() for m in messages)
+    version = bodies[0]["model_version"]
+    onnx = ActiveModels(serving.registry).load(serving.model_id, version).onnx
+
+    def as_before(message: PredictionColumns) -> list[PredictionEvent]:
+        """The message's rows as serving wrote them before: from the request and the answer."""
+        events = []
+        for row in message.rows():
+            body, answer = answers[row["event_id"]]
+            features = instance[row["event_id"]]["features"]
+            events.append(PredictionEvent.model_validate({
+                "event_id": answer["event_id"], "model_id": serving.model_id, "model_version": body["model_version"],
+                "ts": row["ts"], "features": {n: features[n] for n in onnx.numeric + onnx.categorical},
+                "prediction": answer["label"], "scores": answer["scores"], "latency_ms": row["latency_ms"],
+                "cost": row["cost"],
+            }))  # fmt: skip
+        return events
+
+    answers = {p["event_id"]: (body, p) for body, p in answered}
+    before = [as_before(m) for m in messages]
+    assert [e for m in messages for e in m.events()] == [e for events in before for e in events]
+    assert sorted(e.event_id for events in before for e in events) == sorted(instance)
+
+    now = time.time()
+    labels = [LabelEvent(event_id=p["event_id"], model_id=serving.model_id, ts=now, label=str(i % 2))
+              for i, (_, p) in enumerate(answered)]  # fmt: skip
+    columnar, per_row = Monitor(), Monitor()
+    examples = []
+    for monitor, inputs in ((columnar, [[m] for m in messages]), (per_row, before)):
+        for _ in range(2):  # the second time every row is a duplicate
+            for batch in inputs:
+                accepted, refused = monitor.screen(batch, now)
+                assert refused == []
+                monitor.observe(accepted, now)
+        examples.append(sorted(monitor.observe_labels(labels, now).examples, key=lambda e: e["event_id"]))
+    status = columnar.status(serving.model_id, now)
+    assert status == per_row.status(serving.model_id, now) and examples[0] == examples[1]
+    assert status.events_processed == 120 and status.label_joins["duplicate_predictions"] == 120
+    assert status.label_joins["joined"] == 120 and status.label_joins["pending_predictions"] == 0
 
 
 @pytest.mark.parametrize(
@@ -278,12 +343,10 @@ def test_shadow_then_canary_then_promotion(kafka, serving):
     publish(kafka, shadow)
 
     def written_for(event_ids: set[str]) -> list:
-        events = []
-        for value in asyncio.run(records_for(kafka, kafka.topics.predictions, serving.model_id)):
-            for event in PREDICTIONS.decode(value).events:
-                if event.event_id in event_ids or (event.segment or {}).get("answered_event_id") in event_ids:
-                    events.append(event)
-        return events
+        def answering(event: PredictionEvent) -> bool:
+            return event.event_id in event_ids or (event.segment or {}).get("answered_event_id") in event_ids
+
+        return list(filter(answering, written_events(kafka, serving.model_id)))
 
     def wait_for(predicate, what: str):
         deadline = time.monotonic() + 30
@@ -358,9 +421,15 @@ def wait_for_responses(kafka: Settings, request_ids: list[str], timeout_s: float
     return asyncio.run(poll())
 
 
-def written_events(kafka: Settings, model_id: str) -> list:
-    return [e for v in asyncio.run(records_for(kafka, kafka.topics.predictions, model_id))
-            for e in PREDICTIONS.decode(v).events]  # fmt: skip
+def written_messages(kafka: Settings, model_id: str) -> list[PredictionColumns]:
+    """Serving's write-back messages for ``model_id``: each a columnar batch the monitor takes whole."""
+    decoded = [PREDICTIONS.decode(v) for v in asyncio.run(records_for(kafka, kafka.topics.predictions, model_id))]
+    assert all(d.rejections == [] and d.events == [] and len(d.columns) == 1 for d in decoded)
+    return [d.columns[0] for d in decoded]
+
+
+def written_events(kafka: Settings, model_id: str) -> list[PredictionEvent]:
+    return [event for batch in written_messages(kafka, model_id) for event in batch.events()]
 
 
 def test_stream_mode_survives_a_huge_request_and_float32_overflow_and_commits_past_them(kafka, serving):

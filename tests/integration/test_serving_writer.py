@@ -1,14 +1,16 @@
 """Serving's write-back against the real broker: one write per micro-batch (group commit), each request
-answered only once the write carrying its predictions is acknowledged, a refused request never queued."""
+answered only once the write carrying its predictions is acknowledged, a refused request never written."""
 
 from __future__ import annotations
 
 import asyncio
 
-import orjson
+import numpy as np
 import pytest
 from conftest import unique_model
 
+from driftwarden.core.columnar import PredictionColumns
+from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.kafka.outages import BrokerState
 from driftwarden.monitor.status import records_for
 from driftwarden.serving.writer import PredictionWriter, UnservableError, WriteError
@@ -17,21 +19,22 @@ from driftwarden.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def events(model_id: str, request: int, n: int) -> list[dict[str, object]]:
-    return [
-        {"event_id": f"r{request}-{i}", "model_id": model_id, "model_version": "1", "ts": 1.0,
-         "features": {"x": float(i)}, "prediction": "0", "scores": {"0": 1.0}}
-        for i in range(n)
-    ]  # fmt: skip
+def events(model_id: str, request: int, n: int) -> list[PredictionColumns]:
+    """A request's predictions, as serving writes them: one columnar batch (one model version)."""
+    ids = [f"r{request}-{i}" for i in range(n)]
+    return [PredictionColumns(model_id, "1", ids, np.full(n, 1.0), {"x": np.arange(n, dtype=float)}, ["0"] * n,
+                              {"0": np.ones(n)})]  # fmt: skip
 
 
 def ids_on_topic(kafka: Settings, model_id: str) -> list[list[str]]:
-    """The event ids of each prediction message of ``model_id``, in topic order."""
+    """The event ids of each prediction message of ``model_id`` (each a columnar batch), in topic order."""
     values = asyncio.run(records_for(kafka, kafka.topics.predictions, model_id))
-    return [[event["event_id"] for event in orjson.loads(value)["events"]] for value in values]
+    decoded = [PREDICTIONS.decode(value) for value in values]
+    assert all(d.rejections == [] and d.events == [] and len(d.columns) == 1 for d in decoded)
+    return [d.columns[0].event_ids for d in decoded]
 
 
-async def write_concurrently(kafka: Settings, model_id: str, requests: list[list[dict[str, object]]]) -> list[object]:
+async def write_concurrently(kafka: Settings, model_id: str, requests: list[list[PredictionColumns]]) -> list[object]:
     writer = PredictionWriter(kafka, BrokerState("test"))
     await writer.start()
     try:
@@ -50,17 +53,28 @@ def test_requests_queued_during_a_write_go_out_together_in_arrival_order(kafka: 
     assert outcomes == [None] * 40
     messages = ids_on_topic(kafka, model_id)
     assert [len(m) for m in messages] == [3, 117], "one write for the first request, one for the 39 queued behind it"
-    assert [i for m in messages for i in m] == [e["event_id"] for r in requests for e in r]
+    assert [i for m in messages for i in m] == [i for r in requests for i in r[0].event_ids]
 
 
-def test_a_refused_request_is_never_queued_and_the_others_are_written(kafka: Settings) -> None:
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("scores", float("nan"), "prediction 1: the monitor would reject it: scores.0: Input should be a valid number"),
+        ("scores", 1.5, "prediction 1: the monitor would reject it: scores.0: Input should be a number greater"),
+        ("ts", float("inf"), "prediction 1: the monitor would reject it: ts: Input should be a valid number"),
+        ("event_id", "x" * 129, "prediction 1: the monitor would reject it: event_id: a string of 1-128 characters"),
+    ],
+)
+def test_a_refused_request_is_never_written_and_the_others_are(kafka: Settings, column, value, reason) -> None:
     model_id = unique_model("group-refuse")
     requests = [events(model_id, r, 2) for r in range(5)]
-    requests[2][1]["scores"] = {"0": float("nan")}
+    refused = requests[2][0]
+    {"scores": refused.scores["0"], "ts": refused.ts, "event_id": refused.event_ids}[column][1] = value
     outcomes = asyncio.run(write_concurrently(kafka, model_id, requests))
     assert [type(o) for o in outcomes] == [type(None), type(None), UnservableError, type(None), type(None)]
+    assert str(outcomes[2]).startswith(reason)
     written = [i for m in ids_on_topic(kafka, model_id) for i in m]
-    assert written == [e["event_id"] for r in (0, 1, 3, 4) for e in requests[r]]
+    assert written == [i for r in (0, 1, 3, 4) for i in requests[r][0].event_ids]
 
 
 def test_a_failed_write_fails_every_request_it_carried(kafka: Settings) -> None:

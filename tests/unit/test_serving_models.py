@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
-import orjson
+import numpy as np
 import pytest
 
+from driftwarden.core.columnar import PredictionColumns
+from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import ModelPublished
 from driftwarden.registry.store import ModelRegistry, RegistryError
 from driftwarden.serving.models import ActiveModels, BadRequestError
@@ -58,11 +60,38 @@ def test_numbers_beyond_float32_are_refused_naming_the_instance_and_feature(regi
             served.frame([{"features": features | {"num_00": value}}])
 
 
-def test_write_back_envelopes_keep_every_event_in_order_under_the_limit():
-    events = [{"event_id": f"00000000-0000-4000-8000-{i:012d}", "model_id": "m", "model_version": "1", "ts": 1.0,
-               "features": {"x": float(i)}, "prediction": "0", "scores": {"0": 1.0}} for i in range(5_000)]  # fmt: skip
-    split = envelopes("m", events, max_bytes=50_000)
-    assert len(split) > 1 and all(len(envelope) <= 50_000 for envelope in split)
-    assert [e["event_id"] for envelope in split for e in orjson.loads(envelope)["events"]] == [
-        e["event_id"] for e in events
+def test_instances_become_columns_of_the_values_sent_and_the_first_bad_row_is_named(registry):
+    served = ActiveModels(registry).load("served", "1")
+    rows = [{"features": e["features"]} for e in next(generate(Scenario(n_events=50, seed=4))).prediction_events()]
+    frame = served.frame(rows)
+    for name in served.onnx.numeric:
+        assert frame[name].dtype == np.float64 and frame[name].tolist() == [r["features"][name] for r in rows]
+    for name in served.onnx.categorical:
+        assert frame[name].tolist() == [r["features"][name] for r in rows]
+    numeric, categorical = served.onnx.numeric[1], served.onnx.categorical[0]
+    cases = [
+        ({numeric: None}, rf"instances\[7\]\.features\.{numeric}: missing \(model v1 needs it\)"),
+        ({numeric: "1.5"}, rf"instances\[7\]\.features\.{numeric}: expected a number, got '1.5'"),
+        ({numeric: True}, rf"instances\[7\]\.features\.{numeric}: expected a number, got True"),
+        ({categorical: None}, rf"instances\[7\]\.features\.{categorical}: missing"),
+        ({categorical: ["NL"]}, rf"instances\[7\]\.features\.{categorical}: expected a category, got \['NL'\]"),
     ]
+    for change, message in cases:
+        bad = [*rows[:7], {"features": rows[7]["features"] | change}, *rows[8:]]
+        bad[9] = {"features": rows[9]["features"] | {numeric: None}}  # a later bad row is not the one named
+        with pytest.raises(BadRequestError, match=message):
+            served.frame(bad)
+    with pytest.raises(BadRequestError, match=r"instances\[3\]: expected an object with a 'features' object"):
+        served.frame([*rows[:3], {"features": [1.0]}])
+
+
+def test_write_back_envelopes_keep_every_prediction_in_order_under_the_limit():
+    n = 5_000
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
+    batch = PredictionColumns("m", "1", ids, np.full(n, 1.0), {"x": np.arange(n, dtype=float)}, ["0"] * n,
+                              {"0": np.ones(n)})  # fmt: skip
+    split = envelopes(batch, max_bytes=50_000)
+    assert len(split) > 1 and all(len(envelope) <= 50_000 for envelope in split)
+    decoded = [PREDICTIONS.decode(envelope) for envelope in split]
+    assert all(d.rejections == [] for d in decoded)
+    assert [i for d in decoded for i in d.columns[0].event_ids] == ids

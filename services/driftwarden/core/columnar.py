@@ -22,7 +22,7 @@ columns of different lengths) is refused whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,76 @@ class PredictionColumns:
             None if self.latency_ms is None else pick(self.latency_ms),
             None if self.cost is None else pick(self.cost),
         )
+
+    @classmethod
+    def concat(cls, parts: Sequence[PredictionColumns]) -> PredictionColumns:
+        """The rows of ``parts`` one after the other. The parts are of one model version with the same
+        features and score classes; a segment field or a latency or cost column absent from a part is
+        null in its rows.
+
+        >>> a = PredictionColumns("m", "1", ["a"], np.array([1.0]), {"x": np.array([0.5])}, ["0"],
+        ...                       segment={"deployment": ["primary"]})
+        >>> b = PredictionColumns("m", "1", ["b"], np.array([2.0]), {"x": np.array([1.5])}, ["1"],
+        ...                       latency_ms=np.array([3.0]))
+        >>> both = PredictionColumns.concat([a, b])
+        >>> both.event_ids, both.features["x"], both.segment, both.latency_ms
+        (['a', 'b'], array([0.5, 1.5]), {'deployment': ['primary', None]}, array([nan,  3.]))
+        """
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+
+        def joined(values: list[Any]) -> FeatureColumn:
+            if all(isinstance(v, np.ndarray) and v.dtype.kind == "f" for v in values):
+                return np.concatenate(values)
+            return [value for part in values for value in (part.tolist() if isinstance(part, np.ndarray) else part)]
+
+        def optional(column: Callable[[PredictionColumns], np.ndarray | None]) -> np.ndarray | None:
+            columns = [column(part) for part in parts]
+            if all(c is None for c in columns):
+                return None
+            filled = [np.full(len(part), np.nan) if c is None else c for part, c in zip(parts, columns, strict=True)]
+            return np.concatenate(filled)
+
+        segments = [part.segment or {} for part in parts]
+        keys = sorted({key for segment in segments for key in segment})
+        scores = None if first.scores is None else {c: [(p.scores or {})[c] for p in parts] for c in first.scores}
+        return PredictionColumns(
+            first.model_id,
+            first.model_version,
+            [event_id for part in parts for event_id in part.event_ids],
+            np.concatenate([part.ts for part in parts]),
+            {name: joined([part.features[name] for part in parts]) for name in first.features},
+            [prediction for part in parts for prediction in part.prediction],
+            None if scores is None else {c: np.concatenate(columns) for c, columns in scores.items()},
+            {k: [v for p, s in zip(parts, segments, strict=True) for v in s.get(k, [None] * len(p))] for k in keys}
+            or None,
+            optional(lambda part: part.latency_ms),
+            optional(lambda part: part.cost),
+        )
+
+    def to_json(self) -> bytes:
+        """The rows as one ``prediction-columns.v1`` message (NaN numbers are written as null)."""
+
+        def column(values: FeatureColumn) -> Any:
+            if isinstance(values, np.ndarray):
+                return np.ascontiguousarray(values, dtype=float) if values.dtype.kind in "fiu" else values.tolist()
+            return values
+
+        document: dict[str, Any] = {
+            "schema": PREDICTION_COLUMNS_SCHEMA, "model_id": self.model_id, "model_version": self.model_version,
+            "event_id": self.event_ids, "ts": column(self.ts),
+            "features": {name: column(values) for name, values in self.features.items()},
+            "prediction": self.prediction,
+        }  # fmt: skip
+        if self.scores is not None:
+            document["scores"] = {c: column(values) for c, values in self.scores.items()}
+        if self.segment is not None:
+            document["segment"] = self.segment
+        for name, values in (("latency_ms", self.latency_ms), ("cost", self.cost)):
+            if values is not None:
+                document[name] = column(values)
+        return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Each row as a ``prediction.v1`` document (for dead letters and the reference's events)."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, cast
 
 import numpy as np
 
 from driftwarden.core.events import ModelPublished
-from driftwarden.core.features import is_number, value_text
+from driftwarden.core.features import is_number
 from driftwarden.errors import DriftwardenError
 from driftwarden.registry.onnx_model import OnnxModel
 from driftwarden.registry.store import Manifest, ModelRegistry, RegistryError
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SERVABLE = ("promoted", "canary", "shadow")  # a version whose manifest says "rejected" is never served
+_NUMBERS = {float, int}
+_CATEGORIES = {str, float, int, bool}  # not null, no objects, no arrays
 
 
 class BadRequestError(DriftwardenError):
@@ -45,9 +49,37 @@ class ServedModel:
         return self.manifest.version
 
     def frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
-        """Validate raw feature dicts against the model's inputs and build its input columns."""
-        numeric = {name: np.empty(len(instances), dtype=np.float32) for name in self.onnx.numeric}
-        categorical: dict[str, list[str | None]] = {name: [] for name in self.onnx.categorical}
+        """Validate raw feature dicts against the model's inputs and build its input columns: numbers as
+        float64 (the values as sent; within the float32 range the model takes), categories as sent."""
+        rows = [instance.get("features") if type(instance) is dict else None for instance in instances]
+        columns = self._columns(cast(list[dict[str, Any]], rows)) if all(type(r) is dict for r in rows) else None
+        return self._checked_frame(instances) if columns is None else columns
+
+    def _columns(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+        """The input columns, all numbers converted at once; None if any value is not plainly servable."""
+        try:
+            numbers, categories = _table(rows, self.onnx.numeric), _table(rows, self.onnx.categorical)
+        except KeyError:  # a feature is missing
+            return None
+        if not set(map(type, chain.from_iterable(numbers))) <= _NUMBERS:
+            return None
+        if not set(map(type, chain.from_iterable(categories))) <= _CATEGORIES:
+            return None
+        try:
+            matrix = np.array(numbers, dtype=np.float64).reshape(len(rows), len(self.onnx.numeric))
+        except OverflowError:  # an integer beyond any float
+            return None
+        if not (np.abs(matrix) <= FLOAT32_MAX).all():  # also refuses NaN
+            return None
+        columns = dict(zip(self.onnx.numeric, matrix.T.copy(), strict=True))  # (each column contiguous)
+        names = self.onnx.categorical
+        values = zip(*categories, strict=True) if categories else [()] * len(names)
+        return columns | {name: np.array(v, dtype=object) for name, v in zip(names, values, strict=True)}
+
+    def _checked_frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
+        """:meth:`frame` row by row: refuses the first row with a value the model cannot take, naming it."""
+        numeric = {name: np.empty(len(instances)) for name in self.onnx.numeric}
+        categorical: dict[str, list[Any]] = {name: [] for name in self.onnx.categorical}
         for i, instance in enumerate(instances):
             features = instance.get("features") if isinstance(instance, dict) else None
             if not isinstance(features, dict):
@@ -68,14 +100,20 @@ class ServedModel:
                     raise BadRequestError(f"instances[{i}].features.{name}: missing (model v{self.version} needs it)")
                 if isinstance(value, (dict, list)):
                     raise BadRequestError(f"instances[{i}].features.{name}: expected a category, got {value!r}")
-                values.append(value_text(value))
+                values.append(value)
         return {**numeric, **{name: np.array(values, dtype=object) for name, values in categorical.items()}}
 
-    def score(self, frame: dict[str, np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
-        """Predicted labels and, per row, class -> probability."""
+    def score(self, frame: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+        """Predicted labels and class probabilities (float64, a column per class in ``manifest.classes`` order)."""
         labels, probabilities = self.onnx.predict(frame)
-        classes = self.manifest.classes
-        return list(labels), [dict(zip(classes, map(float, row), strict=True)) for row in probabilities.tolist()]
+        return labels.tolist(), np.asarray(probabilities, dtype=np.float64)
+
+
+def _table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """Each row's values of ``names``, in order (KeyError if one is absent)."""
+    if len(names) < 2:
+        return [tuple(row[name] for name in names) for row in rows]
+    return list(map(itemgetter(*names), rows))
 
 
 def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import random
 import time
 import uuid
@@ -18,12 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import describe
 from driftwarden.core.events import InferenceRequest, InferenceResponse, ModelPublished, ServedPrediction
 from driftwarden.kafka.clients import client_options
@@ -40,11 +43,14 @@ from driftwarden.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000
+THREAD_ROWS = 64  # a micro-batch of fewer rows is scored on the event loop (a thread hand-off costs more)
 REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream mode reads
 # Namespace of the ids minted for the non-answering version's predictions (shadow, canary).
 SHADOW_NAMESPACE = uuid.UUID("bc41b74d-c4e1-459f-9d3f-21d5a658b8e0")
 # Namespace of the ids minted for stream requests' instances that bring none.
 REQUEST_NAMESPACE = uuid.UUID("5d0f6a3e-2b7c-4f5e-9a1d-8c3b2e4f6a70")
+SMALL_REQUEST = 8  # fewer ids than this are made one by one (cheaper than the arrays)
+_UUID_DIGITS = [i for i in range(36) if i not in (8, 13, 18, 23)]  # where a UUID's text has hex digits
 REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
 ROWS = Counter("driftwarden_serving_predictions", "Rows scored.", ["model_id", "model_version"])
 LATENCY = Histogram("driftwarden_serving_latency_seconds", "Request latency, queueing included.", ["model_id"],
@@ -73,7 +79,8 @@ class Scored:
 
     served: ServedModel
     labels: list[str]
-    scores: list[dict[str, float]]
+    probabilities: np.ndarray  # a row per instance, a column per class (the manifest's order)
+    frame: dict[str, np.ndarray]  # the instances as this version's input columns
     deployment: str | None = None  # "primary" or "canary" (answered); "shadow" or "baseline" (not answered)
     other: Scored | None = None  # the other version's predictions for the same rows
     latency_ms: float = 0.0
@@ -121,13 +128,17 @@ class MicroBatcher:
         rows = len(batch[0].instances)
         deadline = time.perf_counter() + self.config.max_wait_s
         while rows < self.config.max_batch_rows:
-            timeout = deadline - time.perf_counter()
-            if timeout <= 0:
-                break
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
-                break
+            if queue.empty():  # (waiting costs more than taking what is already there)
+                timeout = deadline - time.perf_counter()
+                if timeout <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(timeout):  # (cheaper than wait_for: no task per get)
+                        item = await queue.get()
+                except TimeoutError:
+                    break
+            else:
+                item = queue.get_nowait()
             batch.append(item)
             rows += len(item.instances)
         return batch
@@ -148,12 +159,11 @@ class MicroBatcher:
                 item.future.set_exception(exc)
         if not accepted:
             return
-        loop = asyncio.get_running_loop()
         frame = concat_columns(frames)
         rows = sum(len(item.instances) for item in accepted)
         BATCH_ROWS.observe(rows)
         try:
-            labels, scores = await loop.run_in_executor(None, served.score, frame)
+            labels, probabilities = await score(served, frame)
             tried = await self._score_challenger(challenger, accepted)
         except Exception as exc:  # the model failed: every request of the batch gets a 500
             for item in accepted:
@@ -161,12 +171,12 @@ class MicroBatcher:
             return
         done = time.perf_counter()
         start = 0
-        for item in accepted:
+        for index, item in enumerate(accepted):
             stop = start + len(item.instances)
-            champion = Scored(served, labels[start:stop], scores[start:stop])
+            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index])
             result = champion
             if tried is not None and challenger is not None:
-                other = Scored(challenger.served, tried[0][start:stop], tried[1][start:stop])
+                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index])
                 if challenger.mode == "shadow":
                     result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
                 elif random.random() < challenger.fraction:
@@ -179,50 +189,85 @@ class MicroBatcher:
 
     async def _score_challenger(
         self, challenger: Challenger | None, items: list[_Pending]
-    ) -> tuple[list[str], list[dict[str, float]]] | None:
-        """The challenger's predictions for the same rows (None if there is none or it cannot score them)."""
+    ) -> tuple[list[dict[str, np.ndarray]], list[str], np.ndarray] | None:
+        """The challenger's input columns per request and predictions for the same rows (None if there is
+        none or it cannot score them)."""
         if challenger is None:
             return None
         try:
-            frame = concat_columns([challenger.served.frame(item.instances) for item in items])
-            return await asyncio.get_running_loop().run_in_executor(None, challenger.served.score, frame)
+            frames = [challenger.served.frame(item.instances) for item in items]
+            return frames, *await score(challenger.served, concat_columns(frames))
         except Exception as exc:  # the challenger must never fail a request the champion can answer
             log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
             return None
 
 
-def prediction_events(scored: Scored, instances: list[Any], config: ServingConfig) -> list[dict[str, Any]]:
-    """Prediction events for a request: the answering version's, then the other version's, tagged."""
-    inputs = scored.served.onnx.numeric + scored.served.onnx.categorical
-    now = time.time()
-    cost = config.cost_per_request + config.cost_per_ms * scored.latency_ms
-    events: list[dict[str, Any]] = []
-    for instance, label, score in zip(instances, scored.labels, scored.scores, strict=True):
-        event = {
-            "event_id": instance.get("event_id") or str(uuid.uuid4()),
-            "model_id": scored.served.manifest.model_id,
-            "model_version": scored.served.version,
-            "ts": now,
-            "features": {name: instance["features"][name] for name in inputs},
-            "prediction": label,
-            "scores": score,
-            "latency_ms": scored.latency_ms,
-            "cost": cost,
-        }
-        if scored.deployment:
-            event["segment"] = {"deployment": scored.deployment}
-        events.append(event)
-    if scored.other is not None and scored.other.deployment:
-        tag = scored.other.deployment
-        for event, label, score in zip(list(events), scored.other.labels, scored.other.scores, strict=True):
-            events.append(event | {
-                "event_id": shadow_event_id(event["event_id"], tag),
-                "model_version": scored.other.served.version,
-                "prediction": label,
-                "scores": score,
-                "segment": {"deployment": tag, "answered_event_id": event["event_id"]},
-            })  # fmt: skip
-    return events
+async def score(served: ServedModel, frame: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """``served.score(frame)``: in a worker thread (the event loop goes on meanwhile) unless the batch is
+    so small that handing it to a thread would cost more than scoring it here."""
+    if len(next(iter(frame.values()), ())) < THREAD_ROWS:
+        return served.score(frame)
+    return await asyncio.get_running_loop().run_in_executor(None, served.score, frame)
+
+
+def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConfig) -> list[PredictionColumns]:
+    """A request's predictions to write back: the answering version's, then the other version's (tagged,
+    with the same features), each as one columnar batch."""
+    n = len(event_ids)
+    ts, latency = np.full(n, time.time()), np.full(n, scored.latency_ms)
+    cost = np.full(n, config.cost_per_request + config.cost_per_ms * scored.latency_ms)
+
+    def columns(version: Scored, ids: list[str], segment: dict[str, list[str | None]] | None) -> PredictionColumns:
+        scores = {c: version.probabilities[:, j] for j, c in enumerate(version.served.manifest.classes)}
+        return PredictionColumns(version.served.manifest.model_id, version.served.version, ids, ts, dict(scored.frame),
+                                 list(version.labels), scores, segment, latency, cost)  # fmt: skip
+
+    answered = columns(scored, event_ids, {"deployment": [scored.deployment] * n} if scored.deployment else None)
+    other = scored.other
+    if other is None or not other.deployment:
+        return [answered]
+    tag = other.deployment
+    segment: dict[str, list[str | None]] = {"deployment": [tag] * n, "answered_event_id": list(event_ids)}
+    return [answered, columns(other, [shadow_event_id(event_id, tag) for event_id in event_ids], segment)]
+
+
+def answers(scored: Scored, event_ids: list[str]) -> list[dict[str, Any]]:
+    """What a request is answered: per instance its event id, label and class probabilities."""
+    classes = scored.served.manifest.classes
+    rows = zip(event_ids, scored.labels, scored.probabilities.tolist(), strict=True)
+    return [{"event_id": i, "label": label, "scores": dict(zip(classes, p, strict=True))} for i, label, p in rows]
+
+
+def event_ids(instances: list[Any]) -> list[Any]:
+    """The instances' event ids: their own, else a new random UUID each.
+
+    >>> ids = event_ids([{"event_id": "mine"}, {}, {"event_id": ""}])
+    >>> ids[0], [uuid.UUID(i).version for i in ids[1:]], ids[1] != ids[2]
+    ('mine', [4, 4], True)
+    """
+    ids = [instance.get("event_id") for instance in instances]
+    missing = [i for i, event_id in enumerate(ids) if not event_id]
+    for i, event_id in zip(missing, random_uuids(len(missing)), strict=True):
+        ids[i] = event_id
+    return ids
+
+
+def random_uuids(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as text, made together with numpy: a tenth of ``uuid.uuid4()``'s cost
+    per id for a large request.
+
+    >>> all(str(uuid.UUID(text)) == text and uuid.UUID(text).version == 4 for text in random_uuids(100))
+    True
+    """
+    if n < SMALL_REQUEST:
+        return [str(uuid.uuid4()) for _ in range(n)]
+    octets = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    octets[:, 6] = octets[:, 6] & 0x0F | 0x40  # version 4
+    octets[:, 8] = octets[:, 8] & 0x3F | 0x80  # RFC 4122 variant
+    text = np.full((n, 36), ord("-"), dtype=np.uint8)
+    text[:, _UUID_DIGITS] = np.frombuffer(octets.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
+    ids: list[str] = text.view("S36").ravel().astype("U36").tolist()
+    return ids
 
 
 def request_event_id(request_id: str, index: int) -> str:
@@ -366,15 +411,14 @@ class ServingApp:
         for index, instance in enumerate(instances):  # a request answered again writes the same ids again
             instance.setdefault("event_id", request_event_id(request.request_id, index))
         scored = await self.batcher.submit(request.model_id, instances)
-        events = prediction_events(scored, instances, self.config)
-        predictions = [ServedPrediction(event_id=e["event_id"], label=e["prediction"], scores=e["scores"])
-                       for e in events[: len(instances)]]  # fmt: skip
+        ids = [instance["event_id"] for instance in instances]
+        predictions = [ServedPrediction(**prediction) for prediction in answers(scored, ids)]
         answered = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
         size = len(answered.to_json())
         if size > ENVELOPE_BYTES:
             raise UnservableError(f"the response would be {size} bytes, over the {ENVELOPE_BYTES}-byte message "
                                   f"limit: send fewer instances per request")  # fmt: skip
-        await self.writer.write(request.model_id, events)
+        await self.writer.write(request.model_id, prediction_columns(scored, ids, self.config))
         return answered
 
     async def _refuse_record(self, record: Any, reason: str) -> None:
@@ -426,7 +470,8 @@ class ServingApp:
             return _error(401, "missing or wrong bearer token")
         label = self._metric_label(model_id)
         try:
-            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
+            async with asyncio.timeout(self.config.body_timeout_s):
+                raw = await request.read()
         except TimeoutError:
             return _error(408, f"the request body did not arrive within {self.config.body_timeout_s:.0f} s", label)
         try:
@@ -457,13 +502,11 @@ class ServingApp:
     async def _predict(self, model_id: str, instances: list[Any]) -> web.Response:
         started = time.perf_counter()
         scored = await self.batcher.submit(model_id, instances)
-        events = prediction_events(scored, instances, self.config)
-        await self.writer.write(model_id, events)  # answer only once the predictions are on the stream
+        ids = event_ids(instances)
+        await self.writer.write(model_id, prediction_columns(scored, ids, self.config))  # answered once written
         LATENCY.labels(model_id).observe(time.perf_counter() - started)
         REQUESTS.labels(model_id, "200").inc()
-        answered = events[: len(instances)]
-        predictions = [{"event_id": e["event_id"], "label": e["prediction"], "scores": e["scores"]} for e in answered]
-        payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": predictions}
+        payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": answers(scored, ids)}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     async def healthz(self, _: web.Request) -> web.Response:

@@ -1,39 +1,41 @@
-"""Write-back of served predictions: batch envelopes split under the producer's request size, each
-checked with the monitor's own decoder before anything is written.
+"""Write-back of served predictions: columnar envelopes (``prediction-columns.v1``), one per model
+version per micro-batch, split under the producer's request size, each checked with the monitor's own
+decoder before anything is written.
 
-A request's predictions are all written or the request fails: an envelope the monitor would reject
-(a NaN score, ...) refuses the whole request before any of it reaches the stream.
+A request's predictions are all written or the request fails: a prediction the monitor would reject
+(a NaN score, ...) refuses its whole request, and no row of it reaches the stream.
 
 One write-back per micro-batch (group commit): the first request of a model is written at once;
 requests that arrive while that write waits for its acknowledgement are queued and written together,
 in arrival order, as soon as it is acknowledged. Each request is answered only once the write that
 carries its predictions is acknowledged; a failed write fails every request it carried.
 
->>> events = [{"event_id": f"00000000-0000-4000-8000-{i:012d}", "model_id": "m", "model_version": "1", "ts": 1.0,
-...            "features": {"x": 1.0}, "prediction": "0", "scores": {"0": 1.0}} for i in range(100)]
->>> split = envelopes("m", events, max_bytes=2_000)
->>> len(split), all(len(envelope) <= 2_000 for envelope in split)
-(9, True)
->>> sum(len(orjson.loads(envelope)["events"]) for envelope in split)
+>>> batch = PredictionColumns("m", "1", [f"id-{i}" for i in range(100)], np.full(100, 1.0),
+...                           {"x": np.arange(100.0)}, ["0"] * 100, {"0": np.ones(100)})
+>>> split = envelopes(batch, max_bytes=1_000)
+>>> len(split), all(len(envelope) <= 1_000 for envelope in split)
+(3, True)
+>>> sum(len(PREDICTIONS.decode(envelope).columns[0]) for envelope in split)
 100
->>> envelopes("m", [events[0] | {"scores": {"0": float("nan")}}])
+>>> batch.scores["0"][7] = float("nan")
+>>> envelopes(batch)
 Traceback (most recent call last):
 ...
-driftwarden.serving.writer.UnservableError: the monitor would reject prediction 0: scores.0: Input should be ...
+driftwarden.serving.writer.UnservableError: prediction 7: the monitor would reject it: scores.0: Input should be ...
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from dataclasses import dataclass
 
-import orjson
+import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import PREDICTIONS
-from driftwarden.core.events import PREDICTION_BATCH_SCHEMA
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.outages import BrokerState
@@ -51,51 +53,73 @@ class WriteError(DriftwardenError):
     """The broker did not acknowledge a write in time."""
 
 
-def envelopes(model_id: str, events: list[dict[str, Any]], max_bytes: int = ENVELOPE_BYTES) -> list[bytes]:
-    """``events`` as prediction-batch envelopes of at most ``max_bytes`` each, every event valid."""
-    return pack(model_id, checked(model_id, events, max_bytes), max_bytes)
+@dataclass(frozen=True)
+class Refusal:
+    """Why the monitor would not take row ``row`` of a batch (``None``: any of its rows)."""
+
+    row: int | None
+    reason: str
 
 
-def checked(model_id: str, events: list[dict[str, Any]], max_bytes: int = ENVELOPE_BYTES) -> list[bytes]:
-    """``events`` encoded, once the monitor's decoder accepted every one (else :class:`UnservableError`)."""
-    head = _head(model_id)
-    encoded = [orjson.dumps(event) for event in events]
-    if any(len(head) + len(event) + 2 > max_bytes for event in encoded):
-        raise UnservableError(f"one prediction is larger than {max_bytes} bytes")
-    for start, stop in _spans(head, encoded, max_bytes):
-        rejections = PREDICTIONS.decode(_envelope(head, encoded, start, stop)).rejections
-        if rejections:
-            first = rejections[0]
-            index = start + (first.batch_index or 0)
-            raise UnservableError(f"the monitor would reject prediction {index}: {first.reason}")
-    return encoded
+def envelopes(batch: PredictionColumns, max_bytes: int = ENVELOPE_BYTES) -> list[bytes]:
+    """``batch`` as envelopes of at most ``max_bytes`` each, once the monitor's decoder accepted every
+    row (else :class:`UnservableError` naming the first refused row)."""
+    values, refusals = checked(batch, max_bytes)
+    if refusals:
+        raise UnservableError(_describe(refusals[0], 0))
+    return values
 
 
-def pack(model_id: str, encoded: list[bytes], max_bytes: int = ENVELOPE_BYTES) -> list[bytes]:
-    """Encoded events (from :func:`checked`) as envelopes of at most ``max_bytes`` each, in order."""
-    head = _head(model_id)
-    return [_envelope(head, encoded, start, stop) for start, stop in _spans(head, encoded, max_bytes)]
+def checked(batch: PredictionColumns, max_bytes: int = ENVELOPE_BYTES) -> tuple[list[bytes], list[Refusal]]:
+    """``batch`` as envelopes of at most ``max_bytes`` each, in row order, each decoded as the monitor
+    decodes it, and the rows it would refuse (the envelopes are written only when there are none)."""
+    raw = batch.to_json()
+    if len(raw) <= max_bytes:
+        decoded = PREDICTIONS.decode(raw)
+        return [raw], [Refusal(r.batch_index, f"the monitor would reject it: {r.reason}") for r in decoded.rejections]
+    if len(batch) == 1:
+        return [], [Refusal(0, f"it is larger than {max_bytes} bytes as a message")]
+    step = -(-len(batch) // -(-len(raw) // max_bytes))  # rows per envelope, if rows are of similar size
+    values: list[bytes] = []
+    refusals: list[Refusal] = []
+    for start in range(0, len(batch), step):
+        part_values, part_refusals = checked(batch[start : start + step], max_bytes)
+        values += part_values
+        refusals += [Refusal(None if r.row is None else start + r.row, r.reason) for r in part_refusals]
+    return values, refusals
 
 
-def _head(model_id: str) -> bytes:
-    return orjson.dumps({"schema": PREDICTION_BATCH_SCHEMA, "model_id": model_id})[:-1] + b',"events":['
+def micro_batch(
+    requests: list[list[PredictionColumns]], max_bytes: int = ENVELOPE_BYTES
+) -> tuple[list[bytes], dict[int, str]]:
+    """The envelopes of several requests' predictions (each request: one batch per model version), one
+    batch per version and feature set with the requests' rows in arrival order, and the requests refused
+    (index -> why): no row of a refused request is in the envelopes."""
+    refused: dict[int, str] = {}
+    while True:
+        groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, PredictionColumns]]] = {}
+        for index, batches in enumerate(requests):
+            if index not in refused:
+                for batch in batches:
+                    groups.setdefault((batch.model_version, tuple(batch.features)), []).append((index, batch))
+        values: list[bytes] = []
+        found: dict[int, str] = {}
+        for parts in groups.values():
+            starts = np.cumsum([0] + [len(batch) for _, batch in parts])
+            group_values, refusals = checked(PredictionColumns.concat([batch for _, batch in parts]), max_bytes)
+            values += group_values
+            for refusal in refusals:
+                row = refusal.row
+                for part in range(len(parts)) if row is None else [int(np.searchsorted(starts, row, "right")) - 1]:
+                    found.setdefault(parts[part][0], _describe(refusal, int(starts[part])))
+        if not found:
+            return values, refused
+        refused |= found
 
 
-def _spans(head: bytes, encoded: list[bytes], max_bytes: int) -> list[tuple[int, int]]:
-    """[start, stop) index ranges of ``encoded`` whose envelopes stay within ``max_bytes``."""
-    spans: list[tuple[int, int]] = []
-    start, size = 0, len(head) + 2
-    for i, event in enumerate(encoded):
-        if size + len(event) + 1 > max_bytes:
-            spans.append((start, i))
-            start, size = i, len(head) + 2
-        size += len(event) + 1
-    spans.append((start, len(encoded)))
-    return spans
-
-
-def _envelope(head: bytes, encoded: list[bytes], start: int, stop: int) -> bytes:
-    return head + b",".join(encoded[start:stop]) + b"]}"
+def _describe(refusal: Refusal, start: int) -> str:
+    """The refusal for the request whose rows start at ``start``."""
+    return f"{'these predictions' if refusal.row is None else f'prediction {refusal.row - start}'}: {refusal.reason}"
 
 
 class PredictionWriter:
@@ -106,7 +130,8 @@ class PredictionWriter:
         self.state = state
         self.timeout_s = timeout_s
         self.producer: AIOKafkaProducer | None = None
-        self._queued: dict[str, list[tuple[list[bytes], asyncio.Future[None]]]] = {}  # per model, arrival order
+        # per model, in arrival order: each request's predictions (a batch per version) and its outcome
+        self._queued: dict[str, list[tuple[list[PredictionColumns], asyncio.Future[None]]]] = {}
         self._writing: dict[str, asyncio.Task[None]] = {}  # the task writing each model's queue
 
     async def start(self) -> None:
@@ -139,12 +164,12 @@ class PredictionWriter:
             raise WriteError(f"the write to {topic} was not acknowledged: {type(exc).__name__}: {exc}") from exc
         self.state.up()
 
-    async def write(self, model_id: str, events: list[dict[str, Any]]) -> None:
-        """Write predictions, with those of the requests queued beside them; return once acknowledged.
-        Raises UnservableError, before queueing anything, for predictions the monitor would reject."""
-        encoded = checked(model_id, events)
+    async def write(self, model_id: str, predictions: list[PredictionColumns]) -> None:
+        """Write a request's predictions (a batch per model version) with those of the requests queued
+        beside them; return once acknowledged. Raises UnservableError, and writes none of them, when
+        the monitor would reject any."""
         written = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(model_id, []).append((encoded, written))
+        self._queued.setdefault(model_id, []).append((predictions, written))
         if model_id not in self._writing:
             self._writing[model_id] = asyncio.create_task(self._write_queued(model_id))
         await asyncio.shield(written)  # a request that goes away does not cancel the others' write
@@ -154,8 +179,12 @@ class PredictionWriter:
         try:
             while queued := self._queued.pop(model_id, None):
                 try:
-                    encoded = [event for request, _ in queued for event in request]
-                    await self.publish(self.settings.topics.predictions, model_id.encode(), pack(model_id, encoded))
+                    values, refused = micro_batch([predictions for predictions, _ in queued])
+                    for index, reason in refused.items():
+                        queued[index][1].set_exception(UnservableError(reason))
+                    queued = [item for index, item in enumerate(queued) if index not in refused]
+                    if values:
+                        await self.publish(self.settings.topics.predictions, model_id.encode(), values)
                 except asyncio.CancelledError:
                     stopped = WriteError("serving stopped before the write was acknowledged")
                     for _, written in queued + self._queued.pop(model_id, []):
