@@ -123,7 +123,8 @@ def predictions_on_topic(settings: Settings) -> Counter[str]:
     async def read() -> Counter[str]:
         ids: Counter[str] = Counter()
         async for record in read_topic(settings, settings.topics.predictions):
-            ids.update(e.event_id for e in PREDICTIONS.decode(record.value or b"").events)
+            decoded = PREDICTIONS.decode(record.value or b"")
+            ids.update([*(e.event_id for e in decoded.events), *(i for c in decoded.columns for i in c.event_ids)])
         return ids
 
     return asyncio.run(read())
