@@ -61,6 +61,25 @@ def test_the_false_alarm_rate_follows_the_budget_on_every_shape(shape):
     assert rate >= 0.15 * allowed  # and the thresholds follow from it: not silent by accident
 
 
+def test_the_budget_holds_given_the_reference_not_only_on_average_over_references():
+    """A monitor has one reference per feature: the rate must hold for the one it has. At ARL 2,000 with
+    references of 1,000 values, thresholds that kept the rate only on average over references gave 2 of
+    these 12 references 1.6-1.9 times the budget (the issue 13 embedding stream's stable twin: 4 alarms
+    in 1M events at a budget of 1)."""
+    budget_arl, values = 2_000.0, 100_000
+    rates = []
+    for seed in range(12):
+        rng = np.random.default_rng([7, seed])
+        detector = detector_for(rng.normal(0, 1, 1_000), budget_arl, seed)
+        found: list[int] = []
+        stream = rng.normal(0, 1, values)
+        for start in range(0, values, 2_000):
+            detector.update_many(stream[start : start + 2_000], found.append)
+        rates.append(len(found) / values * budget_arl)
+    assert max(rates) <= 1.0  # every reference within the budget (~50 alarms at the budget: noise ~15 %)
+    assert np.mean(rates) >= 0.02  # and not silent: the thresholds still follow from the budget
+
+
 def test_the_issue_10_lognormal_false_alarms_are_gone():
     """Five stable lognormal streams of 100,000 values raised 8 alerts (7 critical) with the ADWIN mean detector."""
     arl = 1e6 * 17  # what the monitor gives each of a 16-feature model's 17 streams at 1 per million
