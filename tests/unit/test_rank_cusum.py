@@ -46,7 +46,8 @@ def test_ranks_against_the_reference_are_uniform_whatever_the_shape(shape):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_the_false_alarm_rate_follows_the_budget_on_every_shape(shape):
     """At 200 false alarms per million (ARL 5,000) over 200,000 values: ~40 allowed, a fresh reference
-    every 50,000 values (the rate is a promise averaged over references too)."""
+    every 50,000 values. The thresholds keep the rate within the budget for 95 % of references, so the
+    average over references lies well below it (0.22 of the budget over 20 references of the normal shape)."""
     budget_arl, alarms, values = 5_000.0, 0, 0
     for seed in range(4):
         rng = np.random.default_rng([seed, list(SHAPES).index(shape)])
@@ -58,7 +59,26 @@ def test_the_false_alarm_rate_follows_the_budget_on_every_shape(shape):
         alarms, values = alarms + len(found), values + len(stream)
     rate, allowed = alarms / values, 1 / budget_arl
     assert rate <= 1.25 * allowed  # within the budget (a quarter for the noise of ~40 counts)
-    assert rate >= 0.15 * allowed  # and the thresholds follow from it: not silent by accident
+    assert rate >= 0.02 * allowed  # and the thresholds follow from it: not silent by accident
+
+
+def test_the_budget_holds_given_the_reference_not_only_on_average_over_references():
+    """A monitor has one reference per feature: the rate must hold for the one it has. At ARL 2,000 with
+    references of 1,000 values, thresholds that kept the rate only on average over references gave 2 of
+    these 12 references 1.6-1.9 times the budget (the issue 13 embedding stream's stable twin: 4 alarms
+    in 1M events at a budget of 1)."""
+    budget_arl, values = 2_000.0, 100_000
+    rates = []
+    for seed in range(12):
+        rng = np.random.default_rng([7, seed])
+        detector = detector_for(rng.normal(0, 1, 1_000), budget_arl, seed)
+        found: list[int] = []
+        stream = rng.normal(0, 1, values)
+        for start in range(0, values, 2_000):
+            detector.update_many(stream[start : start + 2_000], found.append)
+        rates.append(len(found) / values * budget_arl)
+    assert max(rates) <= 1.0  # every reference within the budget (~50 alarms at the budget: noise ~15 %)
+    assert np.mean(rates) >= 0.02  # and not silent: the thresholds still follow from the budget
 
 
 def test_the_issue_10_lognormal_false_alarms_are_gone():
@@ -73,7 +93,12 @@ def test_the_issue_10_lognormal_false_alarms_are_gone():
 
 
 def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_information_limit():
-    """x1.15 on a lognormal amount: KL = ln(1.15)^2 / 2 = 0.0098; Lorden's bound ln(17e6) / KL = 1,700 values."""
+    """x1.15 on a lognormal amount: KL = ln(1.15)^2 / 2 = 0.0098; Lorden's bound ln(17e6) / KL = 1,700 values.
+
+    The bound knows the pre-change distribution; the detector knows 5,000 reference values and keeps its
+    budget for 95 % of such references, which costs this smallest change some delay: seeds 0-4 gave
+    2,630, 998, 2,837, 3,075 and no alarm within 10,000 values (with a budget kept only on average over
+    references: 2,622, 855, 1,333, 2,936, 2,484)."""
     delays = []
     for seed in range(5):
         rng = np.random.default_rng(seed)
@@ -82,10 +107,11 @@ def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_
         detector.update_many(np.concatenate([rng.lognormal(3.5, 1.0, 20_000), rng.lognormal(3.5, 1.0, 10_000) * 1.15]),
                              found.append)  # fmt: skip
         after = [i - 20_000 + 1 for i in found if i >= 20_000]
-        assert [i for i in found if i < 20_000] == [] and after
-        delays.append(after[0])
-        assert detector.evidence()["statistic"] in ("location", "upper_tail")
-    assert float(np.median(delays)) <= 1.5 * 1_700
+        assert [i for i in found if i < 20_000] == []
+        delays.append(after[0] if after else np.inf)
+        assert not after or detector.evidence()["statistic"] in ("location", "upper_tail")
+    assert sum(np.isfinite(delays)) >= 4
+    assert float(np.median(delays)) <= 1.75 * 1_700
 
 
 def test_the_closed_form_cusum_is_lindleys_recursion():

@@ -111,8 +111,10 @@ class StreamingDetector(Detector):
         >>> alarms: tuple[list[int], list[int]] = ([], [])
         >>> native.update_many(values, alarms[0].append)  # its own batch path
         >>> StreamingDetector.update_many(loop, values, alarms[1].append)  # the default loop
-        >>> alarms[0] == alarms[1] != [], native.state() == loop.state()
+        >>> alarms[0] == alarms[1] != [], native.evidence() == loop.evidence()
         (True, True)
+        >>> bool(np.allclose(native.cusums, loop.cusums, rtol=0, atol=1e-12))  # running sums vs one at a time
+        True
         """
         for i, x in enumerate(np.asarray(values, dtype=float).tolist()):
             if x == x:
