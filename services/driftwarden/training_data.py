@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from driftwarden.core.features import infer_types, is_vector, value_text
-from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile, Task, profile_of, vectors
+from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile, Task, common_length, profile_of, vectors
 from driftwarden.errors import DriftwardenError
 
 if TYPE_CHECKING:
@@ -145,19 +145,12 @@ def _embedding(name: str, column: pa.ChunkedArray) -> np.ndarray:
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)  # NaN where null
     present = np.flatnonzero(~np.isnan(lengths))
     sizes = lengths[present].astype(int)
-    length = _commonest(sizes)
+    length = common_length(sizes.tolist())
     values = pc.list_flatten(column).cast(pa.float64()).to_numpy(zero_copy_only=False)  # null rows hold nothing
     starts, fits = np.cumsum(sizes) - sizes, sizes == length
     rows = np.full((len(lengths), length), np.nan)
     rows[present[fits]] = values[starts[fits, None] + np.arange(length)]
     return rows
-
-
-def _commonest(lengths: np.ndarray) -> int:
-    """An embedding's length: the commonest non-zero one (1 when there is none)."""
-    counts = np.bincount(lengths, minlength=2)
-    counts[0] = 0
-    return int(counts.argmax()) if counts.any() else 1
 
 
 def _embedding_from_text(name: str, cells: list[str | None]) -> np.ndarray:
@@ -168,7 +161,7 @@ def _embedding_from_text(name: str, cells: list[str | None]) -> np.ndarray:
         if cell and not is_vector(value):
             raise DriftwardenError(f"column {name!r}, row {row + 1}: {cell[:40]!r} is not a JSON array of numbers")
         parsed.append(value)
-    return vectors(parsed, _commonest(np.array([len(v) for v in parsed if v is not None], dtype=int)))
+    return vectors(parsed, common_length(len(v) for v in parsed if v is not None))
 
 
 def profile_from_table(

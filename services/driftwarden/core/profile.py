@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any, Literal, cast
@@ -426,14 +426,21 @@ def infer_schema(events: Sequence[PredictionEvent], declared: dict[str, str], ig
         categorical=list(types.categorical),
         task="classification" if is_classification else "regression",
         positive_class=positive,
-        embedding={name: _common_length(events, name) for name in types.embedding},
+        embedding={
+            name: common_length(len(v) for e in events if type(v := e.features.get(name)) is list)
+            for name in types.embedding
+        },
     )
 
 
-def _common_length(events: Sequence[PredictionEvent], name: str) -> int:
-    """The length of an embedding: its most common one among the events (1 when it has no value)."""
-    lengths = Counter(len(v) for e in events if type(v := e.features.get(name)) is list)
-    return lengths.most_common(1)[0][0] if lengths else 1
+def common_length(lengths: Iterable[int]) -> int:
+    """The length of an embedding: the most common non-zero one among its values (1 when there is none).
+
+    >>> common_length([3, 0, 3, 2, 0, 0]), common_length([])
+    (3, 1)
+    """
+    counts = Counter(n for n in lengths if n)
+    return counts.most_common(1)[0][0] if counts else 1
 
 
 def vectors(values: Sequence[Any], length: int) -> np.ndarray:
