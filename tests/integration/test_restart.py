@@ -10,12 +10,14 @@ import uuid
 from collections import defaultdict
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from conftest import produce
 
 from driftwarden.bench.kill_trials import wait_counts
 from driftwarden.core.events import Alert
 from driftwarden.kafka.broker import free_port
-from driftwarden.kafka.clients import ensure_topics
+from driftwarden.kafka.clients import client_options, ensure_topics
+from driftwarden.kafka.reader import watermarks
 from driftwarden.monitor.status import latest_status, probe_monitor, records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
@@ -86,3 +88,46 @@ def test_kill_9_mid_drift_loses_nothing_and_alerts_once(kafka: Settings, tmp_pat
     open_subjects = {(a.kind, a.subject) for a in alerts if a.state == "firing"}
     assert open_subjects == scenario.ground_truth().expected_alerts
     assert not any(a.state == "resolved" for a in alerts)  # the drift persists: nothing closes
+
+
+async def committed(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+    """The monitor group's committed offsets (read without joining the group)."""
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=settings.monitor_group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {(topic, p): await consumer.committed(TopicPartition(topic, p)) for topic, p in partitions}
+    finally:
+        await consumer.stop()
+
+
+def test_sigterm_under_load_saves_what_it_processed(kafka: Settings, tmp_path):
+    """A graceful stop (SIGTERM) mid-stream checkpoints and commits everything the worker processed, so
+    the next worker replays nothing (no timed checkpoint runs: only the stop can save it)."""
+    run = uuid.uuid4().hex[:8]
+    settings = kafka.model_copy(update={
+        "topic_prefix": f"dwstop-{run}.", "monitor_group": f"dwstop-{run}", "state_dir": tmp_path,
+        "checkpoint_interval_s": 3600.0,
+    })  # fmt: skip
+    asyncio.run(ensure_topics(settings, settings.topics.specs(settings.partitions)))
+    predictions = [(settings.topics.predictions, p) for p in range(settings.partitions)]
+    worker = spawn(["monitor", "--metrics-port", str(free_port())], settings, tmp_path / "worker.log")
+    try:
+        asyncio.run(probe_monitor(settings, timeout_s=180))
+        before = {tp: high for tp, (_, high) in asyncio.run(watermarks(settings, predictions)).items()}
+        scenario = Scenario(name="stable", n_events=40_000, model_id=f"stop-{run}")
+        producer = threading.Thread(
+            target=produce, args=(settings, scenario), kwargs={"rate": 4_000, "batch_size": 100}
+        )
+        producer.start()
+        wait_counts(lambda: {"processed": processed(settings, scenario.model_id)}, {"processed": 10_000}, 180)
+    finally:
+        code = terminate(worker, timeout_s=60)
+    producer.join(60)
+    last_seen = processed(settings, scenario.model_id)  # the worker's last status: at most what it processed
+    assert code == 0 and last_seen < 40_000
+    log = (tmp_path / "worker.log").read_text()
+    assert "stopping: saving" in log and "failed" not in log, log[-3000:]
+    saved = sum(
+        100 * ((offset or 0) - before[tp]) for tp, offset in asyncio.run(committed(settings, predictions)).items()
+    )  # (each message carries 100 events; only the scenario wrote after ``before``)
+    assert saved >= last_seen

@@ -51,6 +51,21 @@ def on_rebalance(signal: Any, handler: Callable[[set[TP]], Awaitable[None]]) -> 
     signal.connect(receiver)
 
 
+def on_stop(app: faust.App, handler: Callable[[], Awaitable[None]]) -> None:
+    """Call ``handler()`` when the app stops (e.g. on SIGTERM) while its producer and consumer still run.
+
+    Faust stops without revoking the partitions it holds (``on_partitions_revoked`` is not sent), so
+    whatever a revoke would save must be saved here. ``on_before_shutdown`` comes after the fetcher has
+    stopped and before the producer is flushed and stopped.
+    """
+
+    async def receiver(sender: Any, **_: Any) -> None:
+        await handler()
+
+    signal: Any = app.on_before_shutdown  # (mode types its receivers more narrowly than it calls them)
+    signal.connect(receiver)
+
+
 def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGenerator[Sequence[EventT[Any]], None]:
     """Batches of up to ``max_`` events (each with its message) from an agent's stream.
 

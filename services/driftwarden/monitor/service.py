@@ -45,7 +45,7 @@ from driftwarden.core.events import (
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.kafka.dead_letters import dead_letter
-from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, take_events
+from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, on_stop, take_events
 from driftwarden.kafka.outages import watch_broker
 from driftwarden.kafka.reader import next_record_offset, read_topic, start_new_group_at_end, watermarks
 from driftwarden.kafka.undecodable import undecodable_reason
@@ -134,6 +134,7 @@ class MonitorService:
         self.app.timer(1.0, name="monitor-checkpoint")(self.checkpoint_when_quiet)
         on_rebalance(self.app.on_partitions_revoked, self.on_partitions_revoked)
         on_rebalance(self.app.on_partitions_assigned, self.on_partitions_assigned)
+        on_stop(self.app, self.on_stop)
 
     # -- the agent ---------------------------------------------------------------------------------
 
@@ -408,9 +409,18 @@ class MonitorService:
         log.info("partitions assigned: %s", sorted(self.owned))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        """Save what we have of revoked partitions (unless it belongs to another incarnation of the
+        await self._release(
+            {tp.partition for tp in revoked if tp.topic in (self.topics.predictions, self.topics.labels)}
+        )
+
+    async def on_stop(self) -> None:
+        """A stop (SIGTERM) releases every partition as a revoke would, so the next owner replays nothing."""
+        log.info("stopping: saving and releasing partitions %s", sorted(self.owned))
+        await self._release(set(self.owned))
+
+    async def _release(self, partitions: set[int]) -> None:
+        """Save what we have of these partitions (unless it belongs to another incarnation of the
         log), then forget it: the next owner restores it."""
-        partitions = {tp.partition for tp in revoked if tp.topic in (self.topics.predictions, self.topics.labels)}
         self.owned -= partitions  # from now on, batches fetched before the rebalance are dropped
         async with self._lock:
             try:
@@ -418,8 +428,9 @@ class MonitorService:
                 await self._drop_states_of_other_logs(partitions & self.initialized)
                 await self.checkpoint(partitions)
                 await self.line.drain()
-            except Exception:  # the next owner replays from the previous checkpoint instead
-                log.exception("checkpoint of revoked partitions %s failed", sorted(partitions))
+            except Exception:
+                log.exception("saving partitions %s failed: their next owner replays from the previous checkpoint",
+                              sorted(partitions))  # fmt: skip
             for partition in partitions:
                 models = self.partition_models.pop(partition, set())
                 self.core.forget(models)
