@@ -9,7 +9,7 @@ import pytest
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector, WindowDetector, window_detectors
 from driftwarden.core.events import LabelEvent, PredictionEvent
-from driftwarden.core.joins import LabelJoiner
+from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import build_profile, schema_of, to_columns
@@ -141,3 +141,30 @@ def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detectio
     assert len(hits_one) >= 2 and hits_one == hits_many
     assert evidence_one == evidence_many
     assert (many.n_seen, list(many._recent)) == (one.n_seen, list(one._recent))
+
+
+def test_a_full_joiner_evicts_its_oldest_and_its_records_keep_text_predictions_versions_and_segments():
+    """75,000 predictions through a joiner bounded at 1,000: the oldest go (1 % at once), the dict is
+    compacted along the way, and what remains joins with its exact fields, before and after a checkpoint."""
+    joiner = LabelJoiner(ttl_s=1e9, max_pending=1_000)
+    segments: list[tuple[tuple[str, str], ...]] = [(), (("region", "eu"),), (("region", "us"), ("tier", "gold"))]
+
+    def fields(i: int) -> tuple:
+        prediction = ("no", "yes")[i % 2] if i % 5 else 0.25 * i
+        return f"e{i}", float(i), str(1 + i % 2), prediction, i / 80_000, segments[i % 3]
+
+    for i in range(75_000):
+        assert joiner.add_prediction(*fields(i)) is None
+        assert len(joiner.predictions) <= 1_000
+    counts = joiner.counts()
+    assert counts["evicted"] == 75_000 - counts["pending_predictions"] and counts["pending_predictions"] > 980
+    # (version, segment, "no" / "yes" / None for a number), each once: the version and the text go together
+    assert len(joiner.kinds) == len(set(joiner.kinds)) == 4 * 3
+    restored = LabelJoiner.from_bytes(joiner.to_bytes())
+    for join in (joiner, restored):
+        assert join.add_label("e0", "yes", 1.0) is None  # evicted long ago: an early label now
+        for i in range(74_020, 75_000):  # the newest 980 (990 to 1,000 are pending)
+            event_id, ts, version, prediction, confidence, segment = fields(i)
+            assert join.add_label(event_id, "yes", ts + 1) == Joined(
+                event_id, ts, version, prediction, "yes", confidence, segment
+            )
