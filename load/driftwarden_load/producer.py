@@ -85,6 +85,24 @@ def envelope(schema: str, model_id: str, events: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"schema": schema, "model_id": model_id, "events": events})
 
 
+def example_envelopes(examples: list[dict[str, Any]], size: int) -> tuple[list[bytes], list[bytes]]:
+    """Labelled examples (of one model) as what the trainer joins them from: prediction and label envelopes.
+
+    >>> example = {"event_id": "a", "model_id": "m", "model_version": "1", "ts": 2.0, "features": {},
+    ...            "prediction": 1, "label": 0}
+    >>> example_envelopes([example], 100)
+    ([b'{"event_id":"a","model_id":"m","model_version":"1","ts":2.0,"features":{},"prediction":1}'], \
+[b'{"event_id":"a","model_id":"m","ts":2.0,"label":0}'])
+    """
+    model_id = examples[0]["model_id"] if examples else ""
+    predictions = [{k: v for k, v in e.items() if k != "label"} for e in examples]
+    labels = [{k: e[k] for k in ("event_id", "model_id", "ts", "label")} for e in examples]
+    return (
+        [envelope(PREDICTION_BATCH_SCHEMA, model_id, predictions[i : i + size]) for i in range(0, len(examples), size)],
+        [envelope(LABEL_BATCH_SCHEMA, model_id, labels[i : i + size]) for i in range(0, len(examples), size)],
+    )
+
+
 @asynccontextmanager
 async def shared_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     """A started producer for one or many :class:`ScenarioProducer` s.

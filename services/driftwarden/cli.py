@@ -655,6 +655,19 @@ def bench_core(
     typer.echo(run_core_benchmark(events, batch_size).as_text())
 
 
+@bench_cli.command("joiner")
+def bench_joiner(
+    pending: Annotated[int, typer.Option(help="Pending predictions to fill the joiner with.", min=1)] = 1_000_000,
+    events: Annotated[
+        int | None, typer.Option(help="Predictions streamed through a joiner bounded at --pending (RSS).", min=1)
+    ] = None,
+) -> None:
+    """Bytes the label joiner holds per pending prediction (tracemalloc), and RSS as it stays full."""
+    from driftwarden.bench.joiner import run_joiner_benchmark
+
+    typer.echo(run_joiner_benchmark(pending, max(events or pending, pending)).as_text())
+
+
 @bench_cli.command("peers")
 def bench_peers(
     tools: Annotated[str, typer.Option(help="Comma-separated tools, in this order.")] = (

@@ -19,8 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Largest checkpoint message (the monitor's state of one partition, compressed).
 CHECKPOINT_MAX_BYTES = 64 * 1024 * 1024
-#: How long labelled training examples are kept (the longest window a retrain can use).
-TRAINING_RETENTION_MS = 14 * 24 * 3600 * 1000
+#: How long predictions and labels are kept: the trainer joins a retrain's examples from them, so this
+#: bounds the window a retrain can use (``retrain.training_window_s``, 7 days by default, plus label delay).
+INPUT_RETENTION_MS = 14 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,6 @@ class Topics:
     def inference_responses(self) -> str:
         return f"{self.prefix}inference-responses"
 
-    @property
-    def training_examples(self) -> str:
-        return f"{self.prefix}training-examples"
-
     def specs(self, partitions: int) -> list[TopicSpec]:
         """Every topic with its partition count.
 
@@ -99,15 +96,14 @@ class Topics:
         predictions and labels land on the same partition number and join without repartitioning.
         """
         return [
-            TopicSpec(self.predictions, partitions),
-            TopicSpec(self.labels, partitions),
+            TopicSpec(self.predictions, partitions, retention_ms=INPUT_RETENTION_MS),
+            TopicSpec(self.labels, partitions, retention_ms=INPUT_RETENTION_MS),
             TopicSpec(self.alerts, partitions),
             TopicSpec(self.dead_letters, partitions),
             TopicSpec(self.retrain_commands, 1),
             TopicSpec(self.models, 1, compacted=False),
             TopicSpec(self.monitor_status, 1, compacted=True),
             TopicSpec(self.monitor_state, 1, compacted=True, max_message_bytes=CHECKPOINT_MAX_BYTES),
-            TopicSpec(self.training_examples, partitions, retention_ms=TRAINING_RETENTION_MS),
             TopicSpec(self.inference_requests, partitions),
             TopicSpec(self.inference_responses, partitions),
         ]

@@ -27,7 +27,6 @@ PREDICTION = {"event_id": EVENT_ID, "model_id": "m", "model_version": "1", "ts":
               "features": {"x": 1.0, "c": "a", "b": True, "n": None}, "prediction": 0,
               "scores": {"0": 0.25, "1": 0.75}, "segment": {"eu": "1"}, "latency_ms": 2.0, "cost": 0.1}  # fmt: skip
 LABEL = {"event_id": EVENT_ID, "model_id": "m", "ts": 2.0, "label": 1}
-EXAMPLE = {k: v for k, v in PREDICTION.items() if k not in ("scores", "segment", "latency_ms", "cost")} | {"label": 1}
 RETRAIN = {"command_id": EVENT_ID, "idempotency_key": "m:1", "model_id": "m", "model_version": "1", "ts": 3.0,
            "reasons": ["data_drift"], "window": {"start_ts": 0.0, "end_ts": 3.0}}  # fmt: skip
 PUBLISHED = {"model_id": "m", "model_version": "2", "status": "promoted", "ts": 4.0, "command_id": EVENT_ID,

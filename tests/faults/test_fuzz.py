@@ -22,7 +22,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from fault_brokers import embedded_broker
 from fuzz_inputs import (
     EVENT_ID,
-    EXAMPLE,
     LABEL,
     PREDICTION,
     PUBLISHED,
@@ -43,13 +42,12 @@ from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
     MODEL_ID_PATTERN,
     PREDICTION_BATCH_SCHEMA,
-    TRAINING_EXAMPLE_BATCH_SCHEMA,
     InferenceRequest,
     ModelPublished,
     RetrainCommand,
-    TrainingExampleBatch,
 )
 from driftwarden.core.features import is_number
+from driftwarden.core.training_join import EXAMPLE_FIELDS, TrainingJoin
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.server import ServingApp, ServingConfig
 from driftwarden.trainer.model import TrainerConfig
@@ -82,6 +80,22 @@ def test_monitor_decoders_accept_or_reject_every_input(decoder: Decoder[Any], ba
     run_counted(inputs(*bases), lambda raw: check_monitor_decoder(decoder, raw), DECODER_EXAMPLES)
 
 
+def check_training_join(raw: bytes) -> None:
+    """The fuzzed bytes as a prediction message (then a valid label) and as a label message (after a
+    valid prediction): each is taken or counted and skipped, and an example is always whole."""
+    for first, then in ((raw, orjson.dumps(LABEL)), (orjson.dumps(PREDICTION), raw)):
+        join = TrainingJoin("m", 0.0, 10.0)
+        refused = join.add_predictions(first) + join.add_labels(then)
+        assert join.invalid_records == len(refused) and all(r.reason.strip() for r in refused)
+        for example in join.examples():
+            assert set(example) == {*EXAMPLE_FIELDS, "label"} and example["model_id"] == "m", example
+
+
+def test_the_trainer_join_takes_or_counts_every_input() -> None:
+    bases = [PREDICTION, batch(PREDICTION_BATCH_SCHEMA, PREDICTION), LABEL, batch(LABEL_BATCH_SCHEMA, LABEL)]
+    run_counted(inputs(*bases), check_training_join, DECODER_EXAMPLES)
+
+
 def check_contract(model: type[BaseModel], raw: bytes) -> None:
     try:
         event = model.model_validate_json(raw)
@@ -109,11 +123,10 @@ def _leaves(value: Any) -> Iterator[Any]:
     ("model", "base"),
     [
         (RetrainCommand, RETRAIN),
-        (TrainingExampleBatch, batch(TRAINING_EXAMPLE_BATCH_SCHEMA, EXAMPLE)),
         (ModelPublished, PUBLISHED),
         (InferenceRequest, REQUEST),
     ],
-    ids=["retrain-commands", "training-examples", "models", "inference-requests"],
+    ids=["retrain-commands", "models", "inference-requests"],
 )
 def test_consumed_contracts_accept_or_reject_every_input(model: type[BaseModel], base: Any) -> None:
     """The trainer's, the model follower's and stream serving's decoders: the contracts' own validation."""

@@ -28,7 +28,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from fault_brokers import committed_offsets, send_records
-from fuzz_inputs import EXAMPLE, LABEL, PREDICTION, PUBLISHED, RETRAIN, batch, drawn, hostile
+from fuzz_inputs import LABEL, PREDICTION, PUBLISHED, RETRAIN, batch, drawn, hostile
 from pydantic import BaseModel, ValidationError
 from service_trials import Service, read_events, trial_settings
 
@@ -38,7 +38,6 @@ from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoder
 from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
     PREDICTION_BATCH_SCHEMA,
-    TRAINING_EXAMPLE_BATCH_SCHEMA,
     Alert,
     DeadLetter,
     InferenceRequest,
@@ -61,8 +60,8 @@ SERVED = "fuzz-served"
 ALERT = {"alert_id": "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11", "fingerprint": "0123456789abcdef", "state": "firing",
          "severity": "warning", "kind": "data_drift", "model_id": "m", "model_version": "1", "subject": "x",
          "detector": "adwin", "ts": 5.0, "summary": "x moved", "evidence": {"p": 0.01}}  # fmt: skip
-#: Messages per consumed topic (about 2,500 in all; the in-process fuzz in test_fuzz.py adds 10,200).
-COUNTS = {"predictions": 500, "labels": 400, "retrain_commands": 120, "training_examples": 80,
+#: Messages per consumed topic (about 2,300 in all; the in-process fuzz in test_fuzz.py adds 10,200).
+COUNTS = {"predictions": 500, "labels": 400, "retrain_commands": 120,
           "inference_requests": 500, "models": 300, "alerts": 500}  # fmt: skip
 
 
@@ -135,7 +134,6 @@ def test_hostile_messages_through_kafka_are_processed_or_dead_lettered_and_every
             "predictions": hostile(PREDICTION, batch(PREDICTION_BATCH_SCHEMA, PREDICTION)),
             "labels": hostile(LABEL, batch(LABEL_BATCH_SCHEMA, LABEL)),
             "retrain_commands": hostile(RETRAIN),
-            "training_examples": hostile(batch(TRAINING_EXAMPLE_BATCH_SCHEMA, EXAMPLE)),
             "inference_requests": hostile(request),
             "models": hostile(PUBLISHED),
             "alerts": hostile(ALERT),

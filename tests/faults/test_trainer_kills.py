@@ -18,7 +18,6 @@ import time
 import uuid
 from collections import Counter
 
-import orjson
 import pytest
 from fault_brokers import STEP_TIMEOUT_S, send_records, wait_for_line
 from service_trials import Service, read_events, trial_settings
@@ -28,6 +27,7 @@ from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWind
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.producer import example_envelopes
 from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
@@ -72,9 +72,9 @@ def test_a_trainer_killed_mid_command_gives_every_command_one_verdict_and_regist
     assert bootstrap(registry, MODEL, stable, TrainerConfig()).status == "promoted"
     drifted = [e | {"model_id": MODEL} for chunk in generate(Scenario(name="concept-drift", n_events=6_000, onset=0,
                seed=2)) for e in chunk.training_examples()]  # fmt: skip
-    batches = [orjson.dumps({"schema": "training-example-batch.v1", "model_id": MODEL, "events": drifted[i : i + 500]})
-               for i in range(0, len(drifted), 500)]  # fmt: skip
-    send_records(settings, settings.topics.training_examples, [(MODEL.encode(), b) for b in batches])
+    for topic, messages in zip((settings.topics.predictions, settings.topics.labels), example_envelopes(drifted, 500),
+                               strict=True):  # fmt: skip
+        send_records(settings, topic, [(MODEL.encode(), message) for message in messages])
 
     rng = random.Random(SEED)
     trainer = Service(["trainer", "--metrics-port", "0"], settings, tmp_path, "trainer")

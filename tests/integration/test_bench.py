@@ -23,6 +23,15 @@ def test_bench_core_reports_events_per_second(monkeypatch, capsys):
     assert re.search(r"10,000 events in envelopes of 200: [\d,]+ events/s", out)
 
 
+def test_bench_joiner_reports_bytes_per_pending_prediction_and_rss_while_full(monkeypatch, capsys):
+    out = run(monkeypatch, capsys, "joiner", "--pending", "50000", "--events", "100000")
+    held = re.search(r"^50,000 pending predictions: (\d+) bytes each \(tracemalloc\)", out, re.MULTILINE)
+    assert held and 100 < int(held.group(1)) <= 200, out  # issue 12: at most 200 bytes per pending prediction
+    rows = re.findall(r"^\| ([\d,]+) \| (\d+) \|$", out, re.MULTILINE)
+    assert rows[0][0] == "50,000" and rows[-1][0] == "100,000" and all(int(rss) > 50 for _, rss in rows)
+    assert re.search(r"^RSS from full to the end: [+-][\d.]+ %$", out, re.MULTILINE)
+
+
 def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, capsys):
     out = run(monkeypatch, capsys, "serving", "--batch-sizes", "1,8", "--requests", "20", "--concurrency", "2")
     rows = re.findall(r"^\| (\d+) \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \|$", out, re.MULTILINE)

@@ -21,6 +21,7 @@ from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.producer import example_envelopes
 from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
@@ -65,10 +66,10 @@ def test_the_trainer_consumes_every_codec(kafka, registry):
     try:
         model_id = unique_model("codec-trainer")
         data = examples(model_id, 2_400, seed=6)
-        for i, codec in enumerate(CODECS):
-            part = data[i * 600 : (i + 1) * 600]
-            envelope = {"schema": "training-example-batch.v1", "model_id": model_id, "events": part}
-            produce(kafka, kafka.topics.training_examples, model_id, [orjson.dumps(envelope)], codec)
+        for i, codec in enumerate(CODECS):  # predictions and labels, each codec on both topics
+            predictions, labels = example_envelopes(data[i * 600 : (i + 1) * 600], 600)
+            produce(kafka, kafka.topics.predictions, model_id, predictions, codec)
+            produce(kafka, kafka.topics.labels, model_id, labels, codec)
         command = RetrainCommand(command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:codecs",
                                  model_id=model_id, model_version="0", ts=1, reasons=["0123456789abcdef"],
                                  window=TrainingWindow(start_ts=0, end_ts=2e9))  # fmt: skip

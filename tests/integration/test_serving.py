@@ -20,6 +20,7 @@ from conftest import unique_model
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.events import ModelPublished, PredictionEvent, RetrainCommand, TrainingWindow
+from driftwarden.core.training_join import TrainingJoin
 from driftwarden.kafka.broker import free_port
 from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor.status import records_for, wait_for_status
@@ -127,7 +128,8 @@ def test_predictions_are_scored_and_written_back_to_the_stream(kafka, monitor_wo
 def test_the_monitor_takes_the_columnar_write_back_as_it_took_a_prediction_event_per_row(serving):
     """Serving used to write one prediction.v1 event per row (the request's features, the answer); it now
     writes a columnar batch per micro-batch. The rows are those events, and the monitor core counts,
-    deduplicates and joins them (labels for the event ids answered to clients) exactly as those events."""
+    deduplicates and joins them (labels for the event ids answered to clients) exactly as those events, and
+    the trainer joins the same examples from them."""
     from driftwarden.core.events import LabelEvent
     from driftwarden.core.monitor import Monitor
     from driftwarden.serving.models import ActiveModels
@@ -178,16 +180,26 @@ def test_the_monitor_takes_the_columnar_write_back_as_it_took_a_prediction_event
     labels = [LabelEvent(event_id=p["event_id"], model_id=serving.model_id, ts=now, label=str(i % 2))
               for i, (_, p) in enumerate(answered)]  # fmt: skip
     columnar, per_row = Monitor(), Monitor()
-    examples = []
     for monitor, inputs in ((columnar, [[m] for m in messages]), (per_row, before)):
         for _ in range(2):  # the second time every row is a duplicate
             for batch in inputs:
                 accepted, refused = monitor.screen(batch, now)
                 assert refused == []
                 monitor.observe(accepted, now)
-        examples.append(sorted(monitor.observe_labels(labels, now).examples, key=lambda e: e["event_id"]))
+        monitor.observe_labels(labels, now)
     status = columnar.status(serving.model_id, now)
-    assert status == per_row.status(serving.model_id, now) and examples[0] == examples[1]
+    assert status == per_row.status(serving.model_id, now)
+    # The trainer joins the same examples from the write-back's columnar messages as from the events.
+    joins = [TrainingJoin(serving.model_id, 0.0, 2e9) for _ in range(2)]
+    for message in messages:
+        assert joins[0].add_predictions(message.to_json()) == []
+    for event in (e for events in before for e in events):
+        assert joins[1].add_predictions(event.to_json()) == []
+    for join in joins:
+        for label in labels:
+            join.add_labels(label.to_json())
+    examples = [sorted(join.examples(), key=lambda e: e["event_id"]) for join in joins]
+    assert len(examples[0]) == 120 and examples[0] == examples[1]
     assert status.events_processed == 120 and status.label_joins["duplicate_predictions"] == 120
     assert status.label_joins["joined"] == 120 and status.label_joins["pending_predictions"] == 0
 

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 
 import numpy as np
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from conftest import produce, unique_model
@@ -21,6 +20,7 @@ from driftwarden.settings import Settings
 from driftwarden.trainer.model import NOT_SERVABLE, TrainerConfig
 from driftwarden.trainer.service import read_examples
 from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.producer import example_envelopes
 from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
@@ -97,11 +97,11 @@ def test_concept_drift_leads_to_a_promoted_challenger_and_a_duplicate_command_tr
     assert trainer.versions(model_id) == ["1", "2"]
 
 
-def example_batches(model_id: str, examples: list[dict]) -> list[bytes]:
-    return [
-        orjson.dumps({"schema": "training-example-batch.v1", "model_id": model_id, "events": examples[i : i + 300]})
-        for i in range(0, len(examples), 300)
-    ]
+def send_examples(kafka: Settings, model_id: str, examples: list[dict], *, poison: bytes | None = None) -> None:
+    """The examples as the trainer finds them: predictions, and their labels."""
+    predictions, labels = example_envelopes(examples, 300)
+    asyncio.run(send(kafka, kafka.topics.predictions, model_id, [*([poison] if poison else []), *predictions]))
+    asyncio.run(send(kafka, kafka.topics.labels, model_id, labels))
 
 
 def test_a_worse_challenger_is_rejected_and_the_champion_stays(kafka, trainer):
@@ -110,7 +110,7 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(kafka, trainer):
     rng = np.random.default_rng(1)
     noisy = [e | {"model_id": model_id, "label": int(rng.integers(0, 2))}
              for chunk in generate(Scenario(n_events=3_000, seed=9)) for e in chunk.training_examples()]  # fmt: skip
-    asyncio.run(send(kafka, kafka.topics.training_examples, model_id, example_batches(model_id, noisy)))
+    send_examples(kafka, model_id, noisy)
     command = RetrainCommand(command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:noise", model_id=model_id,
                              model_version="1", ts=1, reasons=["0123456789abcdef"],
                              window=TrainingWindow(start_ts=0, end_ts=2e9))  # fmt: skip
@@ -124,7 +124,7 @@ def test_the_training_window_is_read_completely(kafka):
     model_id = unique_model("window")
     examples = [e | {"model_id": model_id} for chunk in generate(Scenario(n_events=5_000, seed=10))
                 for e in chunk.training_examples()]  # fmt: skip
-    asyncio.run(send(kafka, kafka.topics.training_examples, model_id, example_batches(model_id, examples)))
+    send_examples(kafka, model_id, examples)
     start, end = examples[1_000]["ts"], examples[3_344]["ts"]
     window = asyncio.run(read_examples(kafka, model_id, start, end))
     assert len(window.examples) == 2_345 and window.invalid_records == 0
@@ -142,8 +142,7 @@ def test_poison_inputs_get_a_verdict_or_a_dead_letter_and_the_trainer_lives_on(k
             for chunk in generate(Scenario(n_events=2_000, seed=12)) for e in chunk.training_examples()]  # fmt: skip
     for example in data[:7]:
         example["features"]["num_00"] = 1e39  # beyond float32
-    records = [b"{not a training record", *example_batches(model_id, data)]
-    asyncio.run(send(kafka, kafka.topics.training_examples, model_id, records))
+    send_examples(kafka, model_id, data, poison=b"{not a prediction")
     command = RetrainCommand(command_id=str(uuid.uuid4()), idempotency_key=f"{model_id}:poison", model_id=model_id,
                              model_version="1", ts=1, reasons=["0123456789abcdef"],
                              window=TrainingWindow(start_ts=0, end_ts=2e9))  # fmt: skip
@@ -156,4 +155,5 @@ def test_poison_inputs_get_a_verdict_or_a_dead_letter_and_the_trainer_lives_on(k
     assert "odd.name-1 x" in manifest.numeric_features and manifest.excluded_features == {"vec": NOT_SERVABLE}
     letters = [DeadLetter.model_validate_json(v)
                for v in asyncio.run(records_for(kafka, kafka.topics.dead_letters, model_id))]  # fmt: skip
-    assert [letter.reason.split(":")[0] for letter in letters] == ["invalid retrain command"]
+    trainer_letters = [letter for letter in letters if letter.source_topic == kafka.topics.retrain_commands]
+    assert [letter.reason.split(":")[0] for letter in trainer_letters] == ["invalid retrain command"]

@@ -256,25 +256,6 @@ def test_a_profile_file_replaces_the_first_events_as_reference():
     assert ("data_drift", "x") in firing(alerts)
 
 
-def test_joined_labels_come_out_as_valid_training_examples():
-    from driftwarden.core.events import TrainingExample
-
-    scenario = Scenario(name="stable", n_events=3_000)
-    monitor = Monitor()
-    examples = []
-    for chunk in generate(scenario):
-        monitor.observe([PredictionEvent.model_validate(e) for e in chunk.prediction_events()], now=1.0)
-        labels = [LabelEvent.model_validate(label) for label in chunk.label_events()]
-        examples += monitor.observe_labels(labels, now=1.0).examples
-    assert len(examples) == 3_000
-    expected = {e["event_id"]: e for chunk in generate(scenario) for e in chunk.training_examples()}
-    for example in examples:
-        assert (
-            TrainingExample.model_validate(example).model_dump()
-            == TrainingExample.model_validate(expected[example["event_id"]]).model_dump()
-        )
-
-
 def test_results_do_not_depend_on_how_events_are_batched():
     """A replay after a restart arrives in far larger batches than live traffic: same alerts."""
     scenario = Scenario(name="abrupt-shift", n_events=20_000, onset=9_000)

@@ -41,7 +41,7 @@ def test_producer_ids_are_decoded_joined_and_deduplicated():
 def test_pending_producer_ids_survive_a_checkpoint():
     joiner = LabelJoiner(ttl_s=1e9, max_pending=100)
     for i, event_id in enumerate(IDS):
-        joiner.add_prediction(event_id, float(i), ("1", 1.0, 0.8, (), b"{}"))
+        joiner.add_prediction(event_id, float(i), "1", 1.0, 0.8, ())
     restored = LabelJoiner.from_bytes(joiner.to_bytes())
     joined = [restored.add_label(e, 1.0, 10.0) for e in IDS]
     assert [j.event_id if j else None for j in joined] == IDS

@@ -77,9 +77,6 @@ DEAD = {
     "reason": "not JSON",
     "payload_b64": "eyJ9",
 }
-EXAMPLE = {k: PREDICTION[k] for k in ("event_id", "model_id", "model_version", "ts", "features", "prediction")} | {
-    "label": 1
-}
 STATUS = {"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, "alerts_fired": 0}
 
 
@@ -144,10 +141,8 @@ CORPUS: list[tuple[str, Any, bool]] = [
     # event_id is the producer's own id: any non-empty string of at most 128 characters.
     *[("prediction.v1.json", with_(PREDICTION, event_id=i), True) for i in PRODUCER_IDS],
     *[("label.v1.json", with_(LABEL, event_id=i), True) for i in PRODUCER_IDS],
-    *[("training-example.v1.json", with_(EXAMPLE, event_id=i), True) for i in PRODUCER_IDS],
     *[("prediction.v1.json", with_(PREDICTION, event_id=i), False) for i in NOT_EVENT_IDS],
     *[("label.v1.json", with_(LABEL, event_id=i), False) for i in NOT_EVENT_IDS],
-    *[("training-example.v1.json", with_(EXAMPLE, event_id=i), False) for i in NOT_EVENT_IDS],
     ("prediction.v1.json", with_(PREDICTION, model_id=""), False),
     ("prediction.v1.json", with_(PREDICTION, model_id="../etc"), False),
     ("prediction.v1.json", with_(PREDICTION, model_id=7), False),
@@ -157,7 +152,6 @@ CORPUS: list[tuple[str, Any, bool]] = [
     # A feature may be an array of 1-4096 numbers (an embedding); nothing else nests.
     ("prediction.v1.json", with_(PREDICTION, features={"x": [1, 2.5, -3e-5]}), True),
     ("prediction.v1.json", with_(PREDICTION, features={"x": [0.5] * 4096, "y": [1]}), True),
-    ("training-example.v1.json", with_(EXAMPLE, features={"x": [0.25] * 64}), True),
     (
         "prediction-batch.v1.json",
         {"schema": "prediction-batch.v1", "model_id": "fraud", "events": [with_(PREDICTION, features={"x": [1, 2]})]},
@@ -169,7 +163,6 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("prediction.v1.json", with_(PREDICTION, features={"x": [1, None]}), False),
     ("prediction.v1.json", with_(PREDICTION, features={"x": [1, True]}), False),
     ("prediction.v1.json", with_(PREDICTION, features={"x": [[1], [2]]}), False),
-    ("training-example.v1.json", with_(EXAMPLE, features={"x": []}), False),
     ("prediction-columns.v1.json", with_column(features={"x": [[1.0], [2.0]]}), False),  # columns take no arrays
     ("prediction.v1.json", with_(PREDICTION, features={"x": {"nested": 1}}), False),
     ("prediction.v1.json", with_(PREDICTION, features=[1, 2]), False),
@@ -243,19 +236,6 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("dead-letter.v1.json", with_(DEAD, source_offset=1.5), False),
     ("dead-letter.v1.json", with_(DEAD, reason=""), False),
     ("dead-letter.v1.json", with_(DEAD, payload_b64=...), False),
-    ("training-example.v1.json", EXAMPLE, True),
-    ("training-example.v1.json", with_(EXAMPLE, label=...), False),
-    ("training-example.v1.json", with_(EXAMPLE, scores={"1": 0.5}), False),
-    (
-        "training-example-batch.v1.json",
-        {"schema": "training-example-batch.v1", "model_id": "fraud", "events": [EXAMPLE]},
-        True,
-    ),
-    (
-        "training-example-batch.v1.json",
-        {"schema": "training-example-batch.v1", "model_id": "fraud", "events": [LABEL]},
-        False,
-    ),
     (
         "inference-request.v1.json",
         {"request_id": "r1", "model_id": "fraud", "instances": [{"features": {"a": 1}}]},

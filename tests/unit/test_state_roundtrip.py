@@ -4,13 +4,12 @@ it behaves as if it had never stopped (the basis of restart-safe checkpoints).""
 from __future__ import annotations
 
 import numpy as np
-import orjson
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector, WindowDetector, window_detectors
 from driftwarden.core.events import LabelEvent, PredictionEvent
-from driftwarden.core.joins import LabelJoiner
+from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import build_profile, schema_of, to_columns
@@ -87,7 +86,7 @@ def test_performance_monitor_and_label_joiner_round_trip():
     performance = PerformanceMonitor("classification", "1", ModelMonitorConfig(label_window=100))
     joiner = LabelJoiner(ttl_s=1e9, max_pending=10_000)
     for e in events:
-        joiner.add_prediction(e.event_id, e.ts, (e.model_version, e.prediction, max(e.scores.values()), (), b"{}"))
+        joiner.add_prediction(e.event_id, e.ts, e.model_version, e.prediction, max(e.scores.values()), ())
     first = [joiner.add_label(label["event_id"], label["label"], label["ts"]) for label in labels[:400]]
     performance.update([j for j in first if j])
     copies = (PerformanceMonitor.from_bytes(performance.to_bytes()), LabelJoiner.from_bytes(joiner.to_bytes()))
@@ -144,15 +143,28 @@ def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detectio
     assert (many.n_seen, list(many._recent)) == (one.n_seen, list(one._recent))
 
 
-def test_kept_json_costs_its_length_not_a_serializer_buffer():
-    import tracemalloc
+def test_a_full_joiner_evicts_its_oldest_and_its_records_keep_text_predictions_versions_and_segments():
+    """75,000 predictions through a joiner bounded at 1,000: the oldest go (1 % at once), the dict is
+    compacted along the way, and what remains joins with its exact fields, before and after a checkpoint."""
+    joiner = LabelJoiner(ttl_s=1e9, max_pending=1_000)
+    segments: list[tuple[tuple[str, str], ...]] = [(), (("region", "eu"),), (("region", "us"), ("tier", "gold"))]
 
-    from driftwarden.core.joins import compact_json
+    def fields(i: int) -> tuple:
+        prediction = ("no", "yes")[i % 2] if i % 5 else 0.25 * i
+        return f"e{i}", float(i), str(1 + i % 2), prediction, i / 80_000, segments[i % 3]
 
-    features = {f"num_{i:02d}": 1.2345 * i for i in range(16)}
-    tracemalloc.start()
-    kept = [compact_json(features) for _ in range(1_000)]
-    per_item = tracemalloc.get_traced_memory()[0] / len(kept)
-    tracemalloc.stop()
-    assert orjson.loads(kept[0]) == features
-    assert per_item < 2 * len(kept[0])  # orjson.dumps alone keeps ~8 KB per item
+    for i in range(75_000):
+        assert joiner.add_prediction(*fields(i)) is None
+        assert len(joiner.predictions) <= 1_000
+    counts = joiner.counts()
+    assert counts["evicted"] == 75_000 - counts["pending_predictions"] and counts["pending_predictions"] > 980
+    # (version, segment, "no" / "yes" / None for a number), each once: the version and the text go together
+    assert len(joiner.kinds) == len(set(joiner.kinds)) == 4 * 3
+    restored = LabelJoiner.from_bytes(joiner.to_bytes())
+    for join in (joiner, restored):
+        assert join.add_label("e0", "yes", 1.0) is None  # evicted long ago: an early label now
+        for i in range(74_020, 75_000):  # the newest 980 (990 to 1,000 are pending)
+            event_id, ts, version, prediction, confidence, segment = fields(i)
+            assert join.add_label(event_id, "yes", ts + 1) == Joined(
+                event_id, ts, version, prediction, "yes", confidence, segment
+            )

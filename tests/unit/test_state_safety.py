@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":5', b'"version":4', 1), "version 4 is not supported"),  # centroid alert apart
+        (RAW.replace(b'"version":6', b'"version":5', 1), "version 5 is not supported"),  # joiner kept features
     ],
 )
 def test_garbage_is_refused(raw, message):
@@ -86,8 +86,9 @@ def version_1(model: dict) -> dict:
             r"^driftwarden\.monitor-state state\.models\.demo-model\.counters\.processed: expected an integer >= 0",
         ),
         (lambda m: m["joiner"]["predictions"].update(ts="%%%"), r"joiner\.predictions\.ts: expected base64"),
-        (lambda m: m["joiner"]["predictions"]["versions"].update(codes="AAAAAAAAAAk="), "codes below"),
-        (lambda m: m["joiner"]["predictions"].update(predictions=[[1]]), "expected numbers and strings"),
+        (lambda m: m["joiner"]["predictions"]["kinds"].update(codes="AAAAAAAAAAk="), "codes below"),
+        (lambda m: m["joiner"]["predictions"]["kinds"].update(values=[["1", [], 1.0]]), "a text prediction or null"),
+        (lambda m: m["joiner"]["predictions"].update(numbers="AAAAAAAAAAA="), "columns of different lengths"),
         (lambda m: version_1(m)["config"].update(window_size=1), r"config: not a valid config"),
         (lambda m: version_1(m)["window_detectors"][0].update({"class": "Popen"}), "is not a window detector"),
         (lambda m: version_1(m)["streaming"]["num_00"]["params"].update(arl=0.5), "arl must exceed 1"),

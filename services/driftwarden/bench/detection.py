@@ -123,7 +123,7 @@ class DriftwardenPerformance:
 
     def update(self, value: float) -> bool:
         self.seen += 1
-        joined = Joined(str(self.seen), float(self.seen), "1", int(value), 0, math.nan, (), {})
+        joined = Joined(str(self.seen), float(self.seen), "1", int(value), 0, math.nan, ())
         return any(f.drifted and f.kind == "performance_drift" for f, _ in self.monitor.update([joined]))
 
 

@@ -38,7 +38,7 @@ from driftwarden.core.events import (
     is_model_id,
 )
 from driftwarden.core.features import value_text
-from driftwarden.core.joins import PredictionRecord, compact_json
+from driftwarden.core.joins import Segment
 from driftwarden.core.profile import Columns, FeatureSchema, numeric_column
 
 MAX_ROWS = 100_000
@@ -218,19 +218,16 @@ class PredictionColumns:
             embeddings=[np.full((n, length), np.nan) for length in schema.embedding.values()],  # (no arrays here)
         )
 
-    def join_records(self) -> Iterator[tuple[str, float, PredictionRecord]]:
-        """(event_id, ts, what the label joiner keeps) per row, as the row path builds them."""
-        names = list(self.features)
-        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.features.values()]
+    def join_records(self) -> Iterator[tuple[str, float, str, float | str, float, Segment]]:
+        """Per row, what the label joiner takes (:meth:`~driftwarden.core.joins.LabelJoiner.add_prediction`):
+        event id, event time, model version, prediction, top score (NaN without scores), segment."""
         scores = list((self.scores or {}).values())
         confidence = np.max(np.vstack(scores), axis=0).tolist() if scores else [float("nan")] * len(self)
         segments = self.segment or {}
         keys = sorted(segments)
-        for i, row in enumerate(zip(*columns, strict=True) if columns else ((),) * len(self)):
+        for i, (event_id, ts) in enumerate(zip(self.event_ids, self.ts.tolist(), strict=True)):
             segment = tuple((k, v) for k in keys if (v := segments[k][i]) is not None)
-            record = (self.model_version, self.prediction[i], confidence[i], segment,
-                      compact_json(dict(zip(names, row, strict=True))))  # fmt: skip
-            yield self.event_ids[i], float(self.ts[i]), record
+            yield event_id, ts, self.model_version, self.prediction[i], confidence[i], segment
 
 
 @dataclass

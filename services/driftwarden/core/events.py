@@ -47,7 +47,6 @@ T = TypeVar("T")
 PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"
 PREDICTION_COLUMNS_SCHEMA = "prediction-columns.v1"
 LABEL_BATCH_SCHEMA = "label-batch.v1"
-TRAINING_EXAMPLE_BATCH_SCHEMA = "training-example-batch.v1"
 
 
 class Event(BaseModel):
@@ -95,16 +94,6 @@ class EventBatch(Event):
     events: Sequence[KeyedEvent]
 
 
-class TrainingExample(KeyedEvent):
-    """A prediction joined with its label (``schemas/training-example.v1.json``)."""
-
-    model_version: ModelId
-    ts: Timestamp
-    features: dict[str, FeatureValue]
-    prediction: float | str
-    label: float | str
-
-
 class PredictionBatch(EventBatch):
     """Many predictions of one model in one Kafka message (``schemas/prediction-batch.v1.json``)."""
 
@@ -142,14 +131,6 @@ class LabelBatch(EventBatch):
     schema_: Literal["label-batch.v1"] = Field(alias="schema")
     model_id: ModelId
     events: Annotated[list[LabelEvent], Field(min_length=1, max_length=100_000)]
-
-
-class TrainingExampleBatch(EventBatch):
-    """Many training examples of one model (``schemas/training-example-batch.v1.json``)."""
-
-    schema_: Literal["training-example-batch.v1"] = Field(alias="schema")
-    model_id: ModelId
-    events: Annotated[list[TrainingExample], Field(min_length=1, max_length=100_000)]
 
 
 AlertKind = Literal[
@@ -322,8 +303,6 @@ CONTRACTS: dict[str, type[Event]] = {
     "model-published.v1.json": ModelPublished,
     "dead-letter.v1.json": DeadLetter,
     "monitor-status.v1.json": MonitorStatus,
-    "training-example.v1.json": TrainingExample,
-    "training-example-batch.v1.json": TrainingExampleBatch,
     "inference-request.v1.json": InferenceRequest,
     "inference-response.v1.json": InferenceResponse,
 }

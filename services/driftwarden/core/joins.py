@@ -4,16 +4,26 @@ Predictions and labels of a model share a partition (both keyed by ``model_id``)
 local to one worker. A label may arrive after its prediction (the usual case), before it (held until
 the prediction comes), twice (the duplicate is counted and ignored) or never (the prediction expires
 after ``ttl_s`` of event time and is counted). Memory is bounded by ``max_pending`` per side: the
-oldest entries are evicted, and counted, first.
+oldest entries are evicted, and counted, first (pending predictions 1 % at a time).
+
+A pending prediction keeps only what the performance metrics need: its event time, model version,
+prediction, top score and segment, packed into 28 bytes (the version, the segment and a text
+prediction as one code into a small table); with its event id and the dict entry, ~170 bytes
+(``driftwarden bench joiner``). Features are not kept: the trainer joins its own examples
+(:mod:`driftwarden.core.training_join`).
 
 >>> joiner = LabelJoiner(ttl_s=60, max_pending=1000)
->>> joiner.add_prediction("a", 10.0, ("1", 1.0, 0.9, (), b"{}")) is None
+>>> joiner.add_prediction("a", 10.0, "1", 1.0, 0.9, ()) is None
 True
 >>> joiner.add_label("a", 1.0, 20.0).label, joiner.add_label("a", 1.0, 21.0)
 (1.0, None)
->>> joiner.add_label("b", 0.0, 22.0) is None, joiner.add_prediction("b", 22.5, ("1", 0.0, 0.8, (), b"{}")).label
+>>> joiner.add_label("b", 0.0, 22.0) is None, joiner.add_prediction("b", 22.5, "1", "no", 0.8, ()).label
 (True, 0.0)
->>> joiner.add_prediction("c", 30.0, ("1", 1.0, 0.7, (), b"{}"))
+>>> joiner.add_prediction("c", 30.0, "1", "yes", 0.7, (("country", "NL"),))
+>>> joined = joiner.add_label("c", "no", 31.0)
+>>> joined.prediction, joined.label, joined.confidence, joined.segment
+('yes', 'no', 0.7, (('country', 'NL'),))
+>>> joiner.add_prediction("d", 30.0, "1", 1.0, 0.7, ())
 >>> joiner.expire(100.0)
 >>> joiner.counts()["expired_predictions"]
 1
@@ -21,14 +31,17 @@ True
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import islice
 from typing import Any, TypeVar, cast
 
-import orjson
+import numpy as np
 
 from driftwarden.core.state import (
+    JsonValue,
     State,
     StateError,
     Stateful,
@@ -36,24 +49,29 @@ from driftwarden.core.state import (
     pack_array,
     pack_codes,
     pack_float,
-    pack_utf8_blobs,
 )
 
 #: How many joined event ids are remembered to recognise duplicate labels.
 RECENTLY_JOINED = 10_000
+#: Removed predictions leave holes in the dict that iterating from its oldest entry walks over; it is
+#: copied without them once more were removed than it holds (and at least this many).
+COMPACT_AFTER = 65_536
+#: A full joiner evicts this share of its pending predictions at once (one by one, each eviction would
+#: walk over the holes at the dict's front).
+EVICT_SHARE = 100
 
 T = TypeVar("T")
 #: A prediction or a label value (schemas: a number or a string).
 Value = float | str
-#: What the monitor keeps of a prediction until its label comes: (model_version, prediction,
-#: confidence or NaN, segment values as a tuple of (field, value), the features for training as
-#: JSON: a fraction of a dict's memory, and checkpoints write text much faster than dicts).
-PredictionRecord = tuple[str, Value, float, tuple[tuple[str, str], ...], bytes]
-
-
-def compact_json(value: object) -> bytes:
-    """JSON bytes of exactly their size, to keep: orjson's own buffers hold ~8 KB however short."""
-    return bytes(memoryview(orjson.dumps(value)))
+#: Segment values as a tuple of (field, value) pairs.
+Segment = tuple[tuple[str, str], ...]
+#: What a code stands for: (model_version, segment, the prediction when it is text, else None).
+Kind = tuple[str, Segment, str | None]
+#: A pending prediction: event time, top score (NaN without scores), the prediction when a number
+#: (NaN when text) and its kind's code. 28 bytes: a bytes object of 64 (a tuple of these was ~200).
+RECORD = struct.Struct("<dddI")
+RECORD_DTYPE = np.dtype([("ts", "<f8"), ("confidence", "<f8"), ("number", "<f8"), ("kind", "<u4")])
+_TS = struct.Struct("<d")
 
 
 @dataclass(frozen=True)
@@ -64,8 +82,7 @@ class Joined:
     prediction: Value
     label: Value
     confidence: float
-    segment: tuple[tuple[str, str], ...]
-    features: dict[str, Any]
+    segment: Segment
 
     def state(self) -> State:
         return {
@@ -76,7 +93,6 @@ class Joined:
             "label": self.label,
             "confidence": pack_float(self.confidence),
             "segment": [list(pair) for pair in self.segment],
-            "features": compact_json(self.features).decode(),
         }
 
     @classmethod
@@ -84,15 +100,9 @@ class Joined:
         prediction = _value(state.raw("prediction"), f"{state.where}.prediction")
         label = _value(state.raw("label"), f"{state.where}.label")
         segment = _segment(state.raw("segment"), f"{state.where}.segment")
-        try:
-            features = orjson.loads(state.text("features"))
-        except orjson.JSONDecodeError:
-            raise StateError(f"{state.where}.features: not JSON") from None
-        if not isinstance(features, dict):
-            raise StateError(f"{state.where}.features: expected an object")
         return cls(
             state.text("event_id"), state.number("ts"), state.text("model_version"), prediction, label,
-            state.number("confidence"), segment, features,
+            state.number("confidence"), segment,
         )  # fmt: skip
 
 
@@ -100,7 +110,11 @@ class LabelJoiner(Stateful):
     def __init__(self, ttl_s: float, max_pending: int) -> None:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
-        self.predictions: OrderedDict[str, tuple[float, PredictionRecord]] = OrderedDict()
+        #: event id -> packed record (:data:`RECORD`), oldest first (a dict: an OrderedDict costs ~50 B more)
+        self.predictions: dict[str, bytes] = {}
+        self.kinds: list[Kind] = []
+        self._kind_codes: dict[Kind, int] = {}
+        self._removed = 0  # predictions removed since the dict was last compacted
         self.early_labels: OrderedDict[str, tuple[float, Value]] = OrderedDict()
         self.recently_joined: OrderedDict[str, float] = OrderedDict()
         self.joined = 0
@@ -110,35 +124,53 @@ class LabelJoiner(Stateful):
         self.expired_labels = 0
         self.evicted = 0
 
-    def add_prediction(self, event_id: str, ts: float, record: PredictionRecord) -> Joined | None:
+    def add_prediction(
+        self, event_id: str, ts: float, model_version: str, prediction: Value, confidence: float, segment: Segment
+    ) -> Joined | None:
         waiting = self.early_labels.pop(event_id, None)
         if waiting is not None:
-            return self._join(event_id, ts, record, waiting[1])
+            return self._join(event_id, ts, model_version, prediction, confidence, segment, waiting[1])
         if event_id in self.predictions or event_id in self.recently_joined:
             self.duplicates += 1
             return None
-        self.predictions[event_id] = (ts, record)
-        self._bound(self.predictions)
+        text = prediction if isinstance(prediction, str) else None
+        kind = (model_version, segment, text)
+        code = self._kind_codes.get(kind)
+        if code is None:
+            code = self._kind_codes[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        number = float("nan") if text is not None else prediction
+        self.predictions[event_id] = RECORD.pack(ts, confidence, number, code)
+        if len(self.predictions) > self.max_pending:  # full: the oldest 1/EVICT_SHARE go at once
+            self.evicted += self._drop(len(self.predictions) - self.max_pending + self.max_pending // EVICT_SHARE)
         return None
 
     def add_label(self, event_id: str, label: Value, ts: float) -> Joined | None:
-        pending = self.predictions.pop(event_id, None)
-        if pending is not None:
-            return self._join(event_id, pending[0], pending[1], label)
+        packed = self.predictions.pop(event_id, None)
+        if packed is not None:
+            self._compact(1)
+            prediction_ts, confidence, number, code = RECORD.unpack(packed)
+            version, segment, text = self.kinds[code]
+            prediction = number if text is None else text
+            return self._join(event_id, prediction_ts, version, prediction, confidence, segment, label)
         if event_id in self.recently_joined or event_id in self.early_labels:
             self.duplicates += 1
             return None
         self.early += 1
         self.early_labels[event_id] = (ts, label)
-        self._bound(self.early_labels)
+        self.evicted += _drop_oldest(self.early_labels, len(self.early_labels) - self.max_pending)
         return None
 
     def expire(self, watermark_ts: float) -> None:
         """Drop what waited longer than the TTL, in event time."""
         horizon = watermark_ts - self.ttl_s
-        self.expired_predictions += _drop_older(self.predictions, horizon)
-        self.expired_labels += _drop_older(self.early_labels, horizon)
-        _drop_older(self.recently_joined, horizon)
+        self.expired_predictions += self._drop(
+            _count_older(self.predictions, horizon, lambda packed: _TS.unpack_from(packed)[0])
+        )
+        self.expired_labels += _drop_oldest(
+            self.early_labels, _count_older(self.early_labels, horizon, lambda value: value[0])
+        )
+        _drop_oldest(self.recently_joined, _count_older(self.recently_joined, horizon, float))
 
     def counts(self) -> dict[str, int]:
         return {
@@ -152,39 +184,44 @@ class LabelJoiner(Stateful):
             "pending_labels": len(self.early_labels),
         }
 
-    def _join(self, event_id: str, ts: float, record: PredictionRecord, label: Value) -> Joined:
+    def _join(
+        self, event_id: str, ts: float, version: str, prediction: Value, confidence: float, segment: Segment,
+        label: Value,
+    ) -> Joined:  # fmt: skip
         self.joined += 1
         self.recently_joined[event_id] = ts
-        while len(self.recently_joined) > RECENTLY_JOINED:
-            self.recently_joined.popitem(last=False)
-        version, prediction, confidence, segment, features = record
-        return Joined(event_id, ts, version, prediction, label, confidence, segment, orjson.loads(features))
+        _drop_oldest(self.recently_joined, len(self.recently_joined) - RECENTLY_JOINED)
+        return Joined(event_id, ts, version, prediction, label, confidence, segment)
 
-    def _bound(self, entries: OrderedDict[str, T]) -> None:
-        while len(entries) > self.max_pending:
-            entries.popitem(last=False)
-            self.evicted += 1
+    def _drop(self, n: int) -> int:
+        """Drop the ``n`` oldest pending predictions; how many were dropped."""
+        dropped = _drop_oldest(self.predictions, n)
+        self._compact(dropped)
+        return dropped
+
+    def _compact(self, removed: int) -> None:
+        self._removed += removed
+        if self._removed > max(COMPACT_AFTER, len(self.predictions)):
+            self.predictions = dict(self.predictions)  # (the copy leaves the holes out)
+            self._removed = 0
 
     # -- state: column-wise, so 200k pending predictions write fast -----------------------------
 
     COUNTERS = ("joined", "early", "duplicates", "expired_predictions", "expired_labels", "evicted")
 
     def state(self) -> State:
-        pending = list(self.predictions.values())
-        ts, records = list(map(itemgetter(0), pending)), list(map(itemgetter(1), pending))
-        versions, predictions, confidence, segments, features = (list(map(itemgetter(k), records)) for k in range(5))
+        records = np.frombuffer(b"".join(self.predictions.values()), dtype=RECORD_DTYPE)
+        kinds = self.kinds
         return {
             "ttl_s": self.ttl_s,
             "max_pending": self.max_pending,
             **{name: getattr(self, name) for name in self.COUNTERS},
             "predictions": {
                 "event_ids": list(self.predictions),
-                "ts": pack_array(ts),
-                "versions": pack_codes(versions),
-                "predictions": predictions,
-                "confidence": pack_array(confidence),
-                "segments": pack_codes(segments),  # (tuples are written as JSON lists)
-                "features": pack_utf8_blobs(features),
+                "ts": pack_array(records["ts"]),
+                "confidence": pack_array(records["confidence"]),
+                "numbers": pack_array(records["number"]),
+                "kinds": pack_codes(cast("list[JsonValue]", [kinds[code] for code in records["kind"].tolist()])),
             },
             "early_labels": {
                 "event_ids": list(self.early_labels),
@@ -203,24 +240,20 @@ class LabelJoiner(Stateful):
         for name in cls.COUNTERS:
             setattr(joiner, name, state.integer(name))
         predictions, labels = state.child("predictions"), state.child("early_labels")
-        ids, ts = _keyed(predictions)
+        ids, ts = predictions.texts("event_ids"), predictions.array("ts")
+        kinds, codes = predictions.codes("kinds")
+        joiner.kinds = [_kind(kind, f"{predictions.where}.kinds") for kind in kinds]
+        joiner._kind_codes = {kind: code for code, kind in enumerate(joiner.kinds)}
+        confidence, numbers = predictions.array("confidence"), predictions.array("numbers")
+        if len({len(ids), len(ts), len(confidence), len(numbers), len(codes)}) != 1:
+            raise StateError(f"{predictions.where}: columns of different lengths")
+        records = np.empty(len(ids), dtype=RECORD_DTYPE)
+        for name, column in zip(RECORD_DTYPE.names or (), (ts, confidence, numbers, codes), strict=True):
+            records[name] = column
+        data, size = records.tobytes(), RECORD.size
+        joiner.predictions = dict(zip(ids, (data[i : i + size] for i in range(0, len(data), size)), strict=True))
         label_ids, label_ts = _keyed(labels)
-        versions, version_codes = predictions.codes("versions")
-        segments, segment_codes = predictions.codes("segments")
-        checked_versions = [v for v in versions if isinstance(v, str)]
-        if len(checked_versions) != len(versions):
-            raise StateError(f"{predictions.where}.versions: expected strings")
-        checked_segments = [_segment(s, f"{predictions.where}.segments") for s in segments]
-        columns = zip(
-            map(checked_versions.__getitem__, version_codes),
-            _values(predictions, "predictions"),
-            predictions.array("confidence").tolist(),
-            map(checked_segments.__getitem__, segment_codes),
-            predictions.utf8_blobs("features"),
-            strict=True,
-        )
         try:
-            joiner.predictions = OrderedDict(zip(ids, zip(ts, columns, strict=True), strict=True))
             joiner.early_labels = OrderedDict(
                 zip(label_ids, zip(label_ts, _values(labels, "labels"), strict=True), strict=True)
             )
@@ -250,7 +283,7 @@ def _value(value: object, where: str) -> Value:
     raise StateError(f"{where}: expected a number or a string, got {value!r:.40}")
 
 
-def _segment(pairs: object, where: str) -> tuple[tuple[str, str], ...]:
+def _segment(pairs: object, where: str) -> Segment:
     """Segment values ``[[field, value], ...]`` from a state."""
     segment: list[tuple[str, str]] = []
     for pair in pairs if isinstance(pairs, list) else [None]:
@@ -260,13 +293,29 @@ def _segment(pairs: object, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(segment)
 
 
-def _drop_older(entries: OrderedDict[str, Any], horizon: float) -> int:
-    dropped = 0
-    while entries:
-        value = next(iter(entries.values()))
-        ts = value[0] if isinstance(value, tuple) else value
-        if ts >= horizon:
+def _kind(value: object, where: str) -> Kind:
+    """A kind ``[model_version, segment, text prediction or null]`` from a state."""
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)):
+        raise StateError(f"{where}: expected [model_version, segment, text or null] triples")
+    if not (value[2] is None or isinstance(value[2], str)):
+        raise StateError(f"{where}: expected a text prediction or null, got {value[2]!r:.40}")
+    return value[0], _segment(value[1], where), value[2]
+
+
+def _count_older(entries: MutableMapping[str, T], horizon: float, ts_of: Callable[[T], float]) -> int:
+    """How many of the oldest entries, up to the first one at or after ``horizon``, are older."""
+    older = 0
+    for value in entries.values():
+        if ts_of(value) >= horizon:
             break
-        entries.popitem(last=False)
-        dropped += 1
-    return dropped
+        older += 1
+    return older
+
+
+def _drop_oldest(entries: MutableMapping[str, Any], n: int) -> int:
+    """Drop the ``n`` oldest entries (none when ``n`` ≤ 0); how many were dropped."""
+    if n <= 0:
+        return 0
+    for key in list(islice(entries, n)):
+        del entries[key]
+    return n

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
-from typing import Any
 
 import numpy as np
 
@@ -50,7 +49,7 @@ from driftwarden.core.detectors import (
 from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
 from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
-from driftwarden.core.joins import Joined, LabelJoiner, compact_json
+from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
 from driftwarden.core.retrain_policy import PendingRetrain, RetrainPolicy
@@ -74,11 +73,13 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-#: 5: an embedding's distance-to-centroid alarm is keyed in the alert book by the embedding's name
+#: 6: the label joiner's pending predictions, and the performance window's joined ones, keep no
+#: features (the trainer joins its own examples); pending predictions are packed records. 5: an
+#: embedding's distance-to-centroid alarm is keyed in the alert book by the embedding's name
 #: (``<embedding>/centroid_distance`` before: an alert no window verdict could resolve); 4: embedding
 #: features (their profiles, window columns and detectors); 3: event-time watermark, recent event ids,
 #: duplicate counts, the alert book's settle streaks (2) and rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 5
+STATE_VERSION = 6
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns
@@ -96,15 +97,12 @@ class Rejected:
 class Outputs:
     alerts: list[Alert] = field(default_factory=list)
     commands: list[RetrainCommand] = field(default_factory=list)
-    #: Joined, labelled examples (``schemas/training-example.v1.json`` documents) for the trainer.
-    examples: list[dict[str, Any]] = field(default_factory=list)
     #: Predictions fed to the detectors, by (model_id, model_version): duplicates not included.
     processed: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __iadd__(self, other: Outputs) -> Outputs:
         self.alerts += other.alerts
         self.commands += other.commands
-        self.examples += other.examples
         for key, n in other.processed.items():
             self.processed[key] = self.processed.get(key, 0) + n
         return self
@@ -625,14 +623,14 @@ class Monitor:
             for event in batch:
                 state.clock.observe(event.ts)
             records = (
-                (event.event_id, event.ts,
-                 (version, event.prediction, max(event.scores.values()) if event.scores else float("nan"),
-                  tuple(sorted((event.segment or {}).items())), compact_json(event.features)))
+                (event.event_id, event.ts, version, event.prediction,
+                 max(event.scores.values()) if event.scores else float("nan"),
+                 tuple(sorted((event.segment or {}).items())))
                 for event in batch
             )  # fmt: skip
         joined = []
-        for event_id, ts, record in records:
-            match = state.joiner.add_prediction(event_id, ts, record)
+        for record in records:
+            match = state.joiner.add_prediction(*record)
             if match is not None:
                 joined.append(match)
         outputs += self._route_joined(model_id, joined, now)
@@ -674,11 +672,6 @@ class Monitor:
         outputs = Outputs()
         for version, run in groupby(joined, key=lambda j: j.model_version):
             outputs += self.model(model_id, version).observe_joined(list(run), now)
-        outputs.examples += [
-            {"event_id": j.event_id, "model_id": model_id, "model_version": j.model_version, "ts": j.ts,
-             "features": j.features, "prediction": j.prediction, "label": j.label}
-            for j in joined
-        ]  # fmt: skip
         return outputs
 
     def _count(self, outputs: Outputs) -> None:

@@ -24,19 +24,16 @@ import os
 import time
 from collections import Counter as TallyCounter
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.types import TP, EventT
 
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
 from driftwarden.core.events import (
-    TRAINING_EXAMPLE_BATCH_SCHEMA,
     KeyedEvent,
     LabelEvent,
     PredictionEvent,
@@ -67,8 +64,6 @@ log = logging.getLogger(__name__)
 #: nothing uncheckpointed was committed, so a restart replays it (what a broker outage makes likely).
 SHUTDOWN_TIMEOUT_S = 20.0
 
-#: Training examples per message on the training topic.
-EXAMPLES_PER_MESSAGE = 500
 #: Checkpoints are spaced at least this many times their own duration apart.
 CHECKPOINT_TIME_SHARE_INVERSE = 10
 
@@ -114,7 +109,6 @@ class MonitorService:
         self.dead_letters = self.app.topic(topics.dead_letters, **raw)
         self.status = self.app.topic(topics.monitor_status, **raw)
         self.state = self.app.topic(topics.monitor_state, **raw)
-        self.training = self.app.topic(topics.training_examples, **raw)
         self.partition_models: dict[int, set[str]] = {}
         self.ledger = OffsetLedger()
         self.line = CheckpointLine(self._write_checkpoints, self._commit)
@@ -203,31 +197,12 @@ class MonitorService:
             self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
                                                alert.state))  # fmt: skip
             log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
-        examples = await self._send_examples(outputs.examples)
-        if outputs.commands:  # the trainer reads a command's examples as soon as it gets it: land them first
-            await asyncio.gather(*examples)
         for command in outputs.commands:
             pending.append(await self.commands.send(key=command.model_id.encode(), value=command.to_json()))
             self.series.count(metrics.RETRAIN_COMMANDS, (command.model_id, command.model_version))
             log.warning("RETRAIN %s v%s: %s", command.model_id, command.model_version, command.idempotency_key)
-        await asyncio.gather(*pending, *examples)
+        await asyncio.gather(*pending)
         self._observe_metrics(batch)
-
-    async def _send_examples(self, examples: list[dict[str, Any]]) -> list[Awaitable[Any]]:
-        """Joined, labelled examples for the trainer, as batch envelopes per model."""
-        pending = []
-        for model_id, run in groupby(examples, key=lambda e: e["model_id"]):
-            items = list(run)
-            for i in range(0, len(items), EXAMPLES_PER_MESSAGE):
-                value = orjson.dumps(
-                    {
-                        "schema": TRAINING_EXAMPLE_BATCH_SCHEMA,
-                        "model_id": model_id,
-                        "events": items[i : i + EXAMPLES_PER_MESSAGE],
-                    }
-                )
-                pending.append(await self.training.send(key=model_id.encode(), value=value))
-        return pending
 
     def _track(self, partition: int, events: list[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
         models = {e.model_id for e in events}

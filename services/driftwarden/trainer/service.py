@@ -1,7 +1,9 @@
 """The trainer worker: retrain commands in, model-published verdicts out (Faust).
 
-For each command it reads the command's window of labelled examples from the training topic (to the
-fetch high-water mark, not the broker's reported end offset), runs :func:`retrain` in a worker thread
+For each command it assembles the command's window of labelled examples itself: the model's predictions
+with event time in the window, from the predictions topic, joined with their labels from the labels topic
+(:class:`~driftwarden.core.training_join.TrainingJoin`; both read to the fetch high-water mark, not the
+broker's reported end offset). It then runs :func:`retrain` in a worker thread
 (training is CPU-bound; the event loop keeps heartbeating), and publishes the verdict to the models
 topic. Commands are idempotent through the registry: a command seen before republishes its verdict.
 A command is committed as soon as it has its verdict (or dead letter), so a worker killed afterwards
@@ -21,7 +23,8 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from driftwarden.core.decoding import describe
-from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingExampleBatch
+from driftwarden.core.events import ModelPublished, RetrainCommand
+from driftwarden.core.training_join import TrainingJoin
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app
 from driftwarden.kafka.outages import watch_broker
@@ -42,6 +45,10 @@ RUN_SECONDS = Histogram("driftwarden_trainer_run_seconds", "Time to handle one r
                         buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))  # fmt: skip
 
 
+#: Unreadable records logged one by one per command (the rest are counted, and the count logged).
+LOGGED_INVALID = 5
+
+
 @dataclass
 class Window:
     """The labelled examples of one command's window, and how many records on the way could not be read."""
@@ -51,23 +58,26 @@ class Window:
 
 
 async def read_examples(settings: Settings, model_id: str, start_ts: float, end_ts: float) -> Window:
-    """Every training example of ``model_id`` with event time in [start_ts, end_ts], read to the high-water mark.
+    """Every labelled example of ``model_id`` with event time in [start_ts, end_ts]: its predictions, then
+    their labels, each topic read to its high-water mark.
 
-    A record that is not a valid training-example batch is skipped, logged and counted (it is on the topic
-    for 14 days: it must not make every command unanswerable)."""
-    window = Window()
-    async for record in read_topic(settings, settings.topics.training_examples):
-        if record.key != model_id.encode():
-            continue
-        try:
-            batch = TrainingExampleBatch.model_validate_json(record.value or b"")
-        except ValidationError as exc:
-            window.invalid_records += 1
-            log.warning("skipping training record %d@%d: %s", record.partition, record.offset,
-                        describe(exc.errors()))  # fmt: skip
-            continue
-        window.examples += [e.model_dump() for e in batch.events if start_ts <= e.ts <= end_ts]
-    return window
+    A prediction or label that cannot be read (a whole message or one event of a batch) is skipped,
+    logged and counted (the monitor dead-lettered it; it stays on the topic for the retention: it must
+    not make every command unanswerable)."""
+    join = TrainingJoin(model_id, start_ts, end_ts)
+    key, logged = model_id.encode(), 0
+    for topic, add in ((settings.topics.predictions, join.add_predictions), (settings.topics.labels, join.add_labels)):
+        async for record in read_topic(settings, topic):
+            if record.key != key:
+                continue
+            for refused in add(record.value):
+                logged += 1
+                if logged <= LOGGED_INVALID:
+                    log.warning("skipping %s record %d@%d%s: %s", topic, record.partition, record.offset,
+                                "" if refused.batch_index is None else f"[{refused.batch_index}]",
+                                refused.reason)  # fmt: skip
+    log.info("window of %s %.0f..%.0f: %s", model_id, start_ts, end_ts, join.counts())
+    return Window(join.examples(), join.invalid_records)
 
 
 class TrainerService:
