@@ -15,7 +15,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import Alert, format_alert
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.errors import DriftwardenError
@@ -506,6 +506,11 @@ def config_check(
     effective = config.for_model(model_id) if model_id else config.defaults
     typer.echo(f"{path}: valid ({len(config.models)} model sections)")
     typer.echo(orjson.dumps(effective.model_dump(), option=orjson.OPT_INDENT_2).decode())
+    typer.echo(
+        f"false-alarm budget {effective.false_alarms_per_million:g} per million events: window tests "
+        f"{WINDOW_TESTS_SHARE:.0%} (level {effective.window_level:g} per window of {effective.window_size} events), "
+        f"streaming detectors {1 - WINDOW_TESTS_SHARE:.0%}"
+    )
 
 
 @profile_cli.command("build")
@@ -635,7 +640,8 @@ def profile_diff(
     differ = [row.feature for row in rows if row.drift or row.change != "compared"]
     typer.echo(
         f"A = {reference.model_id} v{reference.model_version} ({reference.n_events:,} rows), "
-        f"B = {current.model_id} v{current.model_version} ({current.n_events:,} rows); tests at FDR {config.fdr_q}"
+        f"B = {current.model_id} v{current.model_version} ({current.n_events:,} rows); "
+        f"tests at level {config.window_level:g}"
     )
     for row in rows:
         typer.echo(row.as_text())

@@ -235,6 +235,11 @@ def test_settings_round_trip_through_the_environment(monkeypatch, tmp_path):
         ("[defaults]\nwindow_sise = 500", "defaults.window_sise: unknown key"),
         ("[defaults]\nwindow_size = 10", "defaults.window_size: Input should be greater than or equal to 100"),
         ("[models.fraud]\nfdr_q = 2", "models.fraud.fdr_q: Input should be less than 1"),
+        (
+            "[models.fraud]\nfalse_alarms_per_million = 1000",
+            "models.fraud.false_alarms_per_million: 1000 false alarms per million leave the window tests a level of "
+            "0.5 per window of 2000 events (at most 0.5)",
+        ),
         ("[models.fraud.retrain]\ncooldown_s = -5", "models.fraud.retrain.cooldown_s: Input should be greater"),
         ('[models.fraud]\nfeatures = { amount = "text" }', "models.fraud.features.amount: Input should be 'numeric'"),
         ("[models.fraud]\nerror_detector = 'kswin'", "models.fraud.error_detector: Input should be 'adwin'"),
@@ -259,6 +264,10 @@ def test_config_check_prints_the_effective_settings_of_a_model(monkeypatch, caps
     out = capsys.readouterr().out
     assert "valid (1 model sections)" in out
     assert '"window_size": 3000' in out and '"label_window": 400' in out
+    assert (
+        "false-alarm budget 1 per million events: window tests 25% (level 0.00075 per window of 3000 events), "
+        "streaming detectors 75%" in out
+    )
 
 
 def test_config_check_of_a_model_without_a_section_is_an_error(monkeypatch, capsys, tmp_path):

@@ -109,7 +109,7 @@ def test_the_detector_is_calibrated_and_within_its_false_alarm_budget_over_many_
     p_values, drifted, mmd2 = [], 0, []
     for _ in range(400):
         assert detector.update(window(topics(WINDOW_SAMPLE, rng)))
-        decide([detector], ModelMonitorConfig().fdr_q)
+        decide([detector], ModelMonitorConfig().window_level)
         p_values.append(detector.p_value)
         mmd2.append(detector.evidence()["mmd2"])
         drifted += detector.drift_detected
@@ -124,7 +124,7 @@ def test_a_topic_mix_change_is_detected(shift: float):
     detector = EmbeddingDriftDetector(EMBEDDING_FEATURE, 0, EmbeddingProfile.of(topics(5_000, rng), 0.0))
     moved = (1 - shift) * TOPIC_PROBS + shift * TOPIC_PROBS[::-1]
     assert detector.update(window(topics(2_000, rng, moved)))
-    decide([detector], ModelMonitorConfig().fdr_q)
+    decide([detector], ModelMonitorConfig().window_level)
     evidence = detector.evidence()
     assert detector.drift_detected, evidence
     assert evidence["p_value"] < 1e-6 and evidence["mmd2"] >= detector.mmd_threshold

@@ -80,7 +80,9 @@ def test_a_small_shift_spread_over_ten_features_is_caught_by_the_multivariate_de
     alerts, _, index, _ = run_scenario(scenario, labels=False)
     first = next(a for a in alerts if a.state == "firing")
     assert (first.kind, first.subject) == ("multivariate_drift", "numeric_features")
-    assert index[first.trigger_event_id] - scenario.onset <= 4_000  # within two windows
+    # within three windows: seeds 0-2 in the 3rd, 3rd and 1st (1st, 1st, 1st with the plain p-value at
+    # 0.001; the p-value given a 5,000-event reference at the window tests' share of the budget costs power)
+    assert index[first.trigger_event_id] - scenario.onset < 6_000
     assert first.evidence["features"] == 16
 
 

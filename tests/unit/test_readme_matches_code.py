@@ -131,5 +131,5 @@ def test_the_readme_toml_example_is_a_valid_config():
     (block,) = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
     config = MonitoringConfig.from_toml(block, "README.md")
     assert config.defaults.window_size == ModelMonitorConfig().window_size  # it quotes the defaults
-    assert config.defaults.fdr_q == ModelMonitorConfig().fdr_q
+    assert config.defaults.false_alarms_per_million == ModelMonitorConfig().false_alarms_per_million
     assert config.for_model("fraud").retrain.min_drifted_features == 2

@@ -47,6 +47,10 @@ from driftwarden.core.state import StateError, StateReader
 from driftwarden.core.stattests import DEFAULT_TESTS, check_tests
 from driftwarden.errors import DriftwardenError
 
+#: The share of a model's ``false_alarms_per_million`` given to its window tests; the streaming
+#: detectors share the rest (docs/detectors.md, "False alarms").
+WINDOW_TESTS_SHARE = 0.25
+
 ErrorDetector = Literal["adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "none"]
 
 
@@ -113,12 +117,12 @@ class ModelMonitorConfig(Strict):
     )
     ignore_features: list[str] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
-    # Streaming detector
+    # False-alarm budget, streaming detectors
     false_alarms_per_million: float = Field(
         default=1.0,
         gt=0,
-        description="False-alarm budget of the streaming detectors: alarms per million events of the model, "
-        "split evenly (Bonferroni) over its streaming detectors, each of which derives its thresholds from it.",
+        description="False-alarm budget of the model: alarms per million events. A quarter goes to the window "
+        "tests (window_level), the rest is split evenly (Bonferroni) over the streaming detectors (streaming_arl).",
     )
     adwin_delta: float = Field(default=1e-5, gt=0, lt=1, description="The label error stream's ADWIN confidence.")
     critical_shift_sigma: float = Field(
@@ -127,7 +131,6 @@ class ModelMonitorConfig(Strict):
         description="A streaming change whose values moved this far (normal scores, reference σ) is critical.",
     )
     # Window tests and false-alarm control
-    fdr_q: float = Field(default=0.001, gt=0, lt=1, description="Benjamini-Hochberg false discovery rate.")
     psi_threshold: float = Field(default=0.2, gt=0)
     wasserstein_threshold: float = Field(default=0.15, gt=0)
     js_threshold: float = Field(default=0.05, gt=0, le=1)
@@ -150,6 +153,13 @@ class ModelMonitorConfig(Strict):
     out_of_range_rate: float = Field(default=0.05, gt=0, le=1)
     type_violation_rate: float = Field(default=0.001, gt=0, le=1)
     # Performance with labels
+    fdr_q: float = Field(
+        default=0.001,
+        gt=0,
+        lt=1,
+        description="Level of the label-based performance tests: a label window's p-value, and "
+        "Benjamini-Hochberg's false discovery rate over the segments.",
+    )
     label_window: int = Field(default=1000, ge=50, description="Joined labels per performance window.")
     accuracy_drop: float = Field(default=0.05, gt=0, le=1, description="Smallest accuracy drop to alert on.")
     error_increase: float = Field(default=0.2, gt=0, description="Regression: relative MAE increase to alert on.")
@@ -215,6 +225,40 @@ class ModelMonitorConfig(Strict):
             else:
                 types[name] = spec
         return {**data, "features": types, "feature_tests": tests}
+
+    @property
+    def window_level(self) -> float:
+        """The level of one test window (every window test of the model, Benjamini–Hochberg across them).
+
+        The window tests' share of the budget (:data:`WINDOW_TESTS_SHARE`) per ``window_size`` events,
+        so their false alarms stay within that share per million events whatever the window size.
+
+        >>> ModelMonitorConfig().window_level
+        0.0005
+        >>> ModelMonitorConfig(false_alarms_per_million=4, window_size=100).window_level
+        0.0001
+        """
+        return WINDOW_TESTS_SHARE * self.false_alarms_per_million * self.window_size / 1e6
+
+    def streaming_arl(self, detectors: int) -> float:
+        """Mean events between false alarms of each of a model's ``detectors`` streaming detectors.
+
+        The rest of the budget after the window tests' share, split evenly (Bonferroni) over them.
+
+        >>> ModelMonitorConfig().streaming_arl(17) / 1e6
+        22.666666666666668
+        """
+        return 1e6 * detectors / ((1 - WINDOW_TESTS_SHARE) * self.false_alarms_per_million)
+
+    @model_validator(mode="after")
+    def _check_window_level(self) -> Self:
+        if self.window_level >= 0.5:
+            raise LocatedError(
+                ("false_alarms_per_million",),
+                f"{self.false_alarms_per_million:g} false alarms per million leave the window tests a level of "
+                f"{self.window_level:g} per window of {self.window_size} events (at most 0.5)",
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_feature_tests(self) -> Self:

@@ -5,9 +5,10 @@ The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, mode
 
 * streaming rank-CUSUM detectors on every numeric feature, on each embedding's distance to its
   reference centroid and on the prediction signal (fast path, thresholds from the false-alarm budget
-  ``false_alarms_per_million``);
+  ``false_alarms_per_million`` less the window tests' share);
 * every ``window_size`` events, the window detectors (distribution tests, multivariate, data
-  quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values;
+  quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values
+  at the window tests' share of the budget (``ModelMonitorConfig.window_level``);
 * on joined labels, the performance monitor (window tests, a River error detector, segments);
 
 and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and retrain policy.
@@ -242,8 +243,7 @@ class ModelMonitor:
             | {DISTANCE + name: p.distance for name, p in profile.embedding.items()}
             | ({SIGNAL: profile.signal} if profile.signal is not None else {})
         )
-        # The budget is per model: split evenly (Bonferroni) over its streaming detectors.
-        arl = 1e6 / self.config.false_alarms_per_million * len(streams)
+        arl = self.config.streaming_arl(len(streams))  # the model's budget less the window tests' share
         self.streaming = {
             name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed)
             for seed, (name, p) in enumerate(streams.items())
@@ -314,7 +314,7 @@ class ModelMonitor:
         assert self.profile is not None
         self.windows += 0 if early else 1
         tested = [d for d in self.window_detectors if d.update(window)]
-        decide(tested, self.config.fdr_q)
+        decide(tested, self.config.window_level)
         trigger, event_ts = window.event_ids[-1], float(window.ts[-1])
         fired = []
         for detector in tested:
@@ -324,7 +324,7 @@ class ModelMonitor:
             evidence = detector.evidence() | {
                 "window": self.windows,
                 "window_start_ts": float(window.ts[0]),
-                "fdr_q": self.config.fdr_q if detector.p_value is not None else None,
+                "level": self.config.window_level if detector.p_value is not None else None,
                 "reference_size": self.profile.n_events,
             }
             self._remember_window_statistic(detector, evidence)

@@ -4,11 +4,13 @@
 detectors (:class:`~driftwarden.core.detectors.NumericDriftDetector`,
 :class:`~driftwarden.core.detectors.CategoricalDriftDetector`,
 :class:`~driftwarden.core.detectors.EmbeddingDriftDetector`, with the config's tests, thresholds
-and Benjamini–Hochberg rate) with profile A as the reference and profile B as the window: a numeric
-feature's window is B's quantile summary (up to 1,000 points, so the KS p-value is that of a
-1,000-value window: conservative for larger profiles), a categorical feature's window is B's counts,
-an embedding's window is B's projected reference sample moved to A's centroid (the MMD of 250 of
-B's vectors, as of a monitor window), with how far the centroid moved and the mean distance to it.
+and Benjamini–Hochberg at the level of one monitor window, ``window_level``) with profile A as the
+reference and profile B as the window: a numeric feature's window is B's quantile summary (up to
+1,000 points, so the KS p-value is that of a 1,000-value window: conservative for larger profiles),
+a categorical feature's window is B's counts (one comparison, not many windows against one
+reference: the plain chi-square p-value), an embedding's window is B's projected reference sample
+moved to A's centroid (the MMD of 250 of B's vectors, as of a monitor window), with how far the
+centroid moved and the mean distance to it.
 Embeddings of different lengths are not compared: their row says so.
 
 >>> import numpy as np
@@ -157,8 +159,7 @@ def _categorical_detector(
     name: str, a: CategoricalProfile, b: CategoricalProfile, config: ModelMonitorConfig
 ) -> WindowDetector:
     detector = CategoricalDriftDetector(name, 0, a, config.js_threshold, config.tests_for(name, "categorical"), 1)
-    values: list[str | None] = [category for category, count in b.counts.items() for _ in range(count)]
-    detector.update(Columns.of_rows(np.zeros((len(values), 0)), categorical=[values]))
+    detector.update_profile(b)
     return detector
 
 
@@ -219,7 +220,7 @@ def compare(a: ReferenceProfile, b: ReferenceProfile, config: ModelMonitorConfig
         row = FeatureDiff(SIGNAL, "compared")
         rows.append(row)
         tested.append((row, _numeric_detector(SIGNAL, a.signal, b.signal, config)))
-    decide([detector for _, detector in tested], config.fdr_q)
+    decide([detector for _, detector in tested], config.window_level)
     for row, detector in tested:
         row.drift, row.evidence = detector.drift_detected, detector.evidence()
     return rows

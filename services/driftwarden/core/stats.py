@@ -22,6 +22,10 @@ from scipy.spatial.distance import jensenshannon
 
 EPSILON = 1e-4  # floor for empty bins in PSI
 
+#: A test run again and again against one reference keeps its level given that reference for this
+#: share of references (the rank CUSUMs' thresholds too, :mod:`~driftwarden.core.detectors.sequential`).
+REFERENCE_SHARE = 0.95
+
 
 def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
     """Inner bin edges at the reference's quantiles (duplicates dropped for discrete features)."""
@@ -72,19 +76,59 @@ def compare_distributions(
     return statistic, p_value, distance
 
 
-def category_test(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float, float]:
+def category_test(
+    reference_counts: np.ndarray, current_counts: np.ndarray, given_reference: bool = True
+) -> tuple[float, float, float]:
     """Chi-square test of homogeneity and Jensen–Shannon distance of two category count vectors.
 
     Returns (chi-square statistic, p-value, JS distance in [0, 1]). Categories seen in neither sample
-    are dropped; a single remaining category means no evidence of change.
+    are dropped; a single remaining category means no evidence of change. The p-value holds given the
+    reference (:func:`p_value_given_reference`), as a monitor testing every window against the same
+    reference needs; ``given_reference=False``: the plain two-sample p-value, for a one-off comparison.
+
+    >>> reference, window = np.array([2_000.0, 1_300, 700, 600, 400]), np.array([700.0, 560, 300, 260, 180])
+    >>> chi2, p_value, distance = category_test(reference, window, given_reference=False)
+    >>> round(chi2, 1), round(p_value, 4), round(distance, 3)
+    (15.3, 0.0041, 0.044)
+    >>> round(category_test(reference, window)[1], 4)  # the reference's own error allowed for
+    0.0143
     """
     keep = (reference_counts + current_counts) > 0
     ref, cur = reference_counts[keep], current_counts[keep]
     if len(ref) < 2 or cur.sum() == 0 or ref.sum() == 0:
         return 0.0, 1.0, 0.0
-    chi2, p_value, _, _ = scipy_stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    chi2, p_value, dof, _ = scipy_stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    if given_reference:
+        p_value = p_value_given_reference(chi2, dof, int(ref.sum()), int(cur.sum()))
     distance = float(jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2))
     return float(chi2), float(p_value), distance
+
+
+def p_value_given_reference(statistic: float, df: int, reference_n: int, window_n: int) -> float:
+    """The p-value of a two-sample quadratic statistic that holds given the reference, for 95 % of references.
+
+    ``statistic`` is Pearson's chi-square of homogeneity or Hotelling's T² (``df`` degrees of freedom)
+    of a window of ``window_n`` values against a reference of ``reference_n``. Its usual p-value
+    (chi-square) averages over references. A monitor tests every window against the *same*
+    reference, whose own sampling error ``R = reference_n · |reference - truth|²`` (chi-square with
+    ``df`` degrees of freedom over references) is then shared by all windows: given it the statistic
+    is ``reference_n / (reference_n + window_n)`` times a noncentral chi-square with ``df`` degrees
+    of freedom and noncentrality ``(window_n / reference_n) · R``, so an unlucky reference raises the
+    rate of every window. The p-value takes ``R`` at its :data:`REFERENCE_SHARE` quantile: the test
+    keeps its level for 95 % of references (Gandy & Kvaløy 2013, as the rank CUSUMs' thresholds).
+    The price is power, small for a reference much larger than the window (a profile from training
+    data) and larger for a small one.
+
+    >>> float(round(scipy_stats.chi2.sf(20.0, 4), 5)), round(p_value_given_reference(20.0, 4, 5_000, 2_000), 5)
+    (0.0005, 0.00192)
+    >>> round(p_value_given_reference(20.0, 4, 100_000, 2_000), 5)  # a large reference: nearly the plain one
+    0.00062
+    """
+    if df < 1:
+        return 1.0
+    scale = (reference_n + window_n) / reference_n
+    noncentrality = window_n / reference_n * float(scipy_stats.chi2.ppf(REFERENCE_SHARE, df))
+    return float(scipy_stats.ncx2.sf(statistic * scale, df, noncentrality))
 
 
 def hotelling_t2(
@@ -98,12 +142,14 @@ def hotelling_t2(
 
     Under no drift T² follows (approximately, for large samples) a chi-square distribution with as
     many degrees of freedom as features, so a small shift spread over many features adds up even when
-    no single feature stands out. Both means are estimates, hence the effective size n·m/(n+m).
+    no single feature stands out. Both means are estimates, hence the effective size n·m/(n+m). The
+    p-value holds given the reference (:func:`p_value_given_reference`): every window is tested
+    against the same reference mean.
     """
     diff = window_mean - reference_mean
     effective_n = n * reference_n / (n + reference_n)
     t2 = float(effective_n * diff @ reference_precision @ diff)
-    return t2, float(scipy_stats.chi2.sf(t2, df=len(diff)))
+    return t2, p_value_given_reference(t2, len(diff), reference_n, n)
 
 
 def two_proportion_z(reference_rate: float, reference_n: int, current_rate: float, current_n: int) -> float:

@@ -54,6 +54,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtri
 
+from driftwarden.core.stats import REFERENCE_SHARE
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -171,7 +173,7 @@ COEFFICIENTS = np.array([spec.coefficients for spec in BANK])
 
 
 #: The share of references whose CUSUMs must keep their false-alarm budget is Φ(REFERENCE_Z) = 95 %.
-REFERENCE_Z = 1.645
+REFERENCE_Z = float(ndtri(REFERENCE_SHARE))
 
 
 def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> float:

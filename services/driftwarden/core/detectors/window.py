@@ -3,7 +3,8 @@
 ``update(window)`` runs the detector's test and records its p-value (if it is a hypothesis test),
 whether the effect size crossed its floor, and the evidence. It does not decide: the verdict of a
 window is :func:`decide`'s, in one place, with Benjamini–Hochberg across every p-value of the window
-(the monitor calls it; a detector used alone is decided with ``decide([detector], q)``).
+(the monitor calls it at ``ModelMonitorConfig.window_level``, the window tests' share of the model's
+false-alarm budget; a detector used alone is decided with ``decide([detector], q)``).
 """
 
 from __future__ import annotations
@@ -257,6 +258,10 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
 class CategoricalDriftDetector(WindowDetector):
     """Category frequency shift: chi-square test (p-value) and Jensen–Shannon distance (effect).
 
+    Every window is tested against the same reference counts, so the p-value is the one that holds
+    given the reference (for 95 % of references, :func:`~driftwarden.core.stats.p_value_given_reference`);
+    :meth:`update_profile` compares a whole other profile once, with the plain p-value.
+
     >>> detector = CategoricalDriftDetector("country", 0, CategoricalProfile({"NL": 600, "DE": 400}, 0.0))
     >>> detector
     CategoricalDriftDetector (subject='country', min_values=30, column=0, profile={2 entries}, js_threshold=0.05, \
@@ -297,10 +302,22 @@ tests=['chi2', 'js'])
         values = [v for v in window.categorical[self.column] if v is not None]
         if len(values) < self.min_values:
             return None
-        seen = Counter(values)
+        return self._counts_test(Counter(values), given_reference=True)
+
+    def update_profile(self, other: CategoricalProfile) -> bool:
+        """Test another profile's counts as one window (``profile diff``).
+
+        A one-off comparison, not one of many windows against this reference: the p-value is the
+        plain two-sample one (:func:`~driftwarden.core.stats.category_test`).
+        """
+        if sum(other.counts.values()) < self.min_values:
+            return self._record(None)
+        return self._record(self._counts_test(Counter(other.counts), given_reference=False))
+
+    def _counts_test(self, seen: Counter[str], given_reference: bool) -> TestResult:
         counts = np.array([seen.pop(c, 0) for c in self.categories] + [sum(seen.values())], dtype=float)
         # (the last slot counts the categories unseen in the reference)
-        chi2, p_value, distance = category_test(np.append(self.reference_counts, 0.0), counts)
+        chi2, p_value, distance = category_test(np.append(self.reference_counts, 0.0), counts, given_reference)
         top_reference = self.categories[int(np.argmax(self.reference_counts))] if self.categories else None
         current_share = counts[:-1] / counts.sum()
         return (
@@ -315,7 +332,7 @@ tests=['chi2', 'js'])
                 "unseen_rate": float(counts[-1] / counts.sum()),
                 "top_reference_category": top_reference,
                 "top_current_category": self.categories[int(np.argmax(current_share))] if self.categories else None,
-                "window_values": len(values),
+                "window_values": int(counts.sum()),
             },
         )
 
@@ -354,7 +371,9 @@ class MultivariateDriftDetector(WindowDetector):
 
     Catches drift spread thinly over many features, each too small to flag alone. The effect size is
     the Mahalanobis distance between the window mean and the reference mean; ``distance_threshold``
-    is its floor (``ModelMonitorConfig.multivariate_distance_threshold``).
+    is its floor (``ModelMonitorConfig.multivariate_distance_threshold``). Every window is tested
+    against the same reference mean, so the p-value is the one that holds given the reference (for
+    95 % of references, :func:`~driftwarden.core.stats.p_value_given_reference`).
 
     >>> detector = MultivariateDriftDetector([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], 5_000, [0, 1])
     >>> detector

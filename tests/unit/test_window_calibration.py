@@ -1,0 +1,126 @@
+"""The window tests' false alarms: a level from the model's budget, p-values that hold given the reference.
+
+A monitor tests every window against the same reference, so a reference's own sampling error is shared
+by all its windows: with the plain two-sample p-value an unlucky reference raises the rate of every
+window (what the stable twin's categorical false alerts showed, docs/benchmarks.md). Seconds-long: the
+core on numpy draws, at levels high enough to count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
+from driftwarden.core.detectors import CategoricalDriftDetector, MultivariateDriftDetector, decide, window_detectors
+from driftwarden.core.profile import CategoricalProfile, Columns, FeatureSchema, profile_of
+from driftwarden.core.stats import REFERENCE_SHARE, category_test, p_value_given_reference
+
+PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])  # the load generator's categorical features
+LEVEL = 0.01
+
+
+def reference_with_error(draw, error, quantile: float, tries: int = 400):
+    """Of ``tries`` references drawn, the one whose own error is nearest its ``quantile`` over references."""
+    references = [draw() for _ in range(tries)]
+    errors = np.array([error(r) for r in references])
+    return references[int(np.argsort(errors)[int(quantile * (tries - 1))])]
+
+
+def test_an_unlucky_reference_keeps_the_categorical_test_within_its_level():
+    """Reference of 5,000, windows of 2,000 (the monitor's defaults), the reference at the 95th percentile
+    of its own error: with the plain chi-square p-value 2.75 % of the windows fall below 1 %, every
+    window sharing the reference's error; given the reference 1.1 % (the level exactly, at this
+    reference, up to the noise of 2,000 windows; below it for 95 % of references)."""
+    rng = np.random.default_rng(0)
+    error = lambda r: 5_000 * ((r / 5_000 - PROBS) ** 2 / PROBS).sum()  # noqa: E731 (Pearson's, chi-square 4 df)
+    reference = reference_with_error(lambda: rng.multinomial(5_000, PROBS), error, REFERENCE_SHARE)
+    counts = dict(zip("abcde", reference.tolist(), strict=True))
+    detector = CategoricalDriftDetector("c", 0, CategoricalProfile(counts, 0.0), tests=("chi2",))
+    plain = given = 0
+    windows = 2_000
+    for window in rng.multinomial(2_000, PROBS, size=windows):
+        values: list[str | None] = [c for c, k in zip("abcde", window.tolist(), strict=True) for _ in range(k)]
+        detector.update(Columns.of_rows(np.zeros((len(values), 0)), categorical=[values]))
+        decide([detector], LEVEL)
+        given += detector.drift_detected
+        plain += category_test(reference.astype(float), window.astype(float), given_reference=False)[1] < LEVEL
+    assert plain / windows >= 2.2 * LEVEL
+    assert given / windows <= 1.25 * LEVEL
+
+
+def test_an_unlucky_reference_keeps_hotellings_test_within_its_level():
+    """Four features, reference mean of 1,250 rows, windows of 500, the reference at the 95th percentile:
+    plain p-value 3.45 % of the windows below 1 %, given the reference 1.1 %."""
+    rng = np.random.default_rng(1)
+    d, reference_n, window_n = 4, 1_250, 500
+    mean = reference_with_error(
+        lambda: rng.normal(0, 1, (reference_n, d)).mean(axis=0), lambda m: reference_n * m @ m, REFERENCE_SHARE
+    )
+    detector = MultivariateDriftDetector(mean.tolist(), np.eye(d).tolist(), reference_n, list(range(d)), 1e-9)
+    plain = given = 0
+    windows = 2_000
+    for _ in range(windows):
+        detector.update(Columns.of_rows(rng.normal(0, 1, (window_n, d))))
+        decide([detector], LEVEL)
+        given += detector.drift_detected
+        plain += stats.chi2.sf(detector.evidence()["t2"], d) < LEVEL
+    assert plain / windows >= 2.2 * LEVEL
+    assert given / windows <= 1.25 * LEVEL
+
+
+@pytest.mark.parametrize("reference_n", [5_000, 100_000])
+def test_the_p_value_given_the_reference_is_uniform_given_a_typical_reference_error(reference_n):
+    """The derivation, checked: given the reference's error R, the statistic is a scaled noncentral
+    chi-square; at R's 95th percentile the p-value is uniform, and a large reference (a training-set
+    profile) makes it the plain one."""
+    rng = np.random.default_rng(2)
+    df, window_n = 4, 2_000
+    r = stats.chi2.ppf(REFERENCE_SHARE, df)
+    statistic = reference_n / (reference_n + window_n) * stats.ncx2.rvs(df, window_n / reference_n * r, size=20_000,
+                                                                        random_state=rng)  # fmt: skip
+    p_values = np.array([p_value_given_reference(s, df, reference_n, window_n) for s in statistic])
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+    if reference_n == 100_000:
+        assert p_value_given_reference(20.0, df, reference_n, window_n) < 1.3 * stats.chi2.sf(20.0, df)
+
+
+def test_the_window_level_follows_from_the_budget():
+    config = ModelMonitorConfig(false_alarms_per_million=3.0, window_size=1_000)
+    assert config.window_level == pytest.approx(WINDOW_TESTS_SHARE * 3.0 * 1_000 / 1e6)
+    # A million events hold 1e6 / window_size windows: the window tests' share of the budget, whatever the size.
+    for window_size in (500, 2_000, 10_000):
+        sized = ModelMonitorConfig(false_alarms_per_million=3.0, window_size=window_size)
+        assert sized.window_level * 1e6 / window_size == pytest.approx(WINDOW_TESTS_SHARE * 3.0)
+    # The two shares add up to the budget.
+    per_million = 17 * 1e6 / config.streaming_arl(17) + config.window_level * 1e6 / config.window_size
+    assert per_million == pytest.approx(3.0)
+
+
+def test_a_models_window_tests_raise_at_most_their_share_of_the_budget():
+    """The monitor's window detectors on stable windows, decided as the monitor does: 4 numeric features
+    (KS/PSI/Wasserstein, Hotelling), 4 categorical ones by chi-square alone (no effect floor, so the
+    p-values decide). At 400 false alarms per million and windows of 500 the level is 5 % a window;
+    over 6 references of 5,000 rows, drawn at random, the realized rate stays below it (0.9 %: most
+    references are better than the 95th percentile the p-values allow for)."""
+    categorical = {f"c{i}": {"type": "categorical", "tests": ["chi2"]} for i in range(4)}
+    config = ModelMonitorConfig(false_alarms_per_million=400, window_size=500, features=categorical)
+    assert config.window_level == pytest.approx(0.05)
+    schema = FeatureSchema([f"x{i}" for i in range(4)], list(categorical), "regression", None)
+    rng = np.random.default_rng(3)
+
+    def rows(n: int) -> Columns:
+        letters = np.array(list("abcde"))
+        return Columns.of_rows(rng.normal(0, 1, (n, 4)), categorical=[letters[rng.choice(5, n, p=PROBS)].tolist()
+                                                                      for _ in range(4)])  # fmt: skip
+
+    alarms, windows = 0, 0
+    for _ in range(6):
+        detectors = window_detectors(profile_of("m", "1", schema, rows(5_000)), config)
+        for _ in range(250):
+            tested = [d for d in detectors if d.update(rows(config.window_size))]
+            decide(tested, config.window_level)
+            alarms += any(d.drift_detected for d in tested)
+            windows += 1
+    assert config.window_level / 20 <= alarms / windows <= config.window_level
