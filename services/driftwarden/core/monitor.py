@@ -48,7 +48,7 @@ from driftwarden.core.detectors import (
 )
 from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
-from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
+from driftwarden.core.events import Alert, AlertKind, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
@@ -287,14 +287,16 @@ class ModelMonitor:
 
         def on_drift(name: str, detector: RankCusumDetector, i: int) -> None:
             assert self.profile is not None
+            kind: AlertKind = "prediction_drift" if name == SIGNAL else "data_drift"
+            subject, watched = self._stream_subject(name)
+            if self.book.counted_while_open(kind, subject):  # a persisting change: nothing to send
+                return
             evidence = detector.evidence()
             change = streaming_change(evidence)
             evidence |= {"reference_size": self.profile.n_events} | change.evidence()
-            is_signal = name == SIGNAL
-            subject, watched = self._stream_subject(name)
             critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
             finding = Finding(
-                "prediction_drift" if is_signal else "data_drift",
+                kind,
                 subject,
                 detector.name,
                 True,
