@@ -24,6 +24,8 @@ from driftwarden.core.state import State, StateError, StateReader, pack_array
 
 #: Recent values kept to describe a change (its median, spread, normal-score shift).
 RECENT = 512
+#: After an alarm, ``update_many`` looks at least this many values ahead for the next one at a time.
+MIN_HORIZON = 256
 
 
 class RankCusumDetector(StreamingDetector):
@@ -110,17 +112,24 @@ class RankCusumDetector(StreamingDetector):
         index = np.flatnonzero(np.isfinite(x))
         finite = x[index]
         self._drift_detected = False
-        start = 0
+        if not len(finite):
+            return
+        # A value's increments do not depend on the CUSUMs (its tie-breaking draw is numbered by its
+        # position), so they are computed once; after an alarm the CUSUMs restart from zero and only
+        # their paths are recomputed, over a horizon that doubles until the next alarm (a change that
+        # persists alarms again soon: rerunning the paths to the column's end each time is quadratic).
+        increments = COEFFICIENTS @ features(normal_scores(self.cdf.transform(finite, self.n_seen, self.seed)))
+        start, horizon = 0, len(finite)
         while start < len(finite):
-            chunk = finite[start:]
-            u = self.cdf.transform(chunk, self.n_seen, self.seed)
-            paths = cusum_paths(COEFFICIENTS @ features(normal_scores(u)), self.cusums)
-            over = paths >= self.thresholds[:, None]
-            crossed = over.any(axis=0)
-            stop = int(np.argmax(crossed)) + 1 if crossed.any() else len(chunk)
-            self._advance(chunk[:stop], paths[:, :stop])
+            end = min(len(finite), start + horizon)
+            paths = cusum_paths(increments[:, start:end], self.cusums)
+            crossed = (paths >= self.thresholds[:, None]).any(axis=0)
+            alarmed = bool(crossed.any())
+            stop = int(np.argmax(crossed)) + 1 if alarmed else end - start
+            self._advance(finite[start : start + stop], paths[:, :stop])
             start += stop
-            if crossed.any():
+            horizon = max(MIN_HORIZON, 2 * stop) if alarmed else 2 * horizon
+            if alarmed:
                 which = int(np.argmax(paths[:, stop - 1] - self.thresholds))
                 self.alarm = (which, self.n_seen, int(self.n_seen - self.run_starts[which]))
                 self.cusums[:] = 0.0
