@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, Literal
 
 FeatureType = Literal["numeric", "categorical", "embedding"]
@@ -66,15 +67,16 @@ def infer_types(
 ) -> FeatureTypes:
     """Feature types from the declared ones, else from the values (all numbers means numeric, all
     arrays of numbers an embedding, anything else categorical)."""
+    rows = list(rows)
     kinds: dict[str, str] = dict(declared)
-    seen: dict[str, str] = {}
-    for row in rows:
-        for name, value in row.items():
-            if value is not None:
-                kind = "numeric" if is_number(value) else "embedding" if is_vector(value) else "categorical"
-                seen[name] = kind if seen.get(name, kind) == kind else "categorical"
-    for name, kind in seen.items():
-        kinds.setdefault(name, kind)
+    for name in set().union(*rows) - kinds.keys():  # a column at a time: the value types as a set, in C
+        types = set(map(type, map(methodcaller("get", name), rows))) - {type(None)}
+        if types and types <= {float, int}:
+            kinds[name] = "numeric"
+        elif types == {list} and all(is_vector(v) for v in map(methodcaller("get", name), rows) if v is not None):
+            kinds[name] = "embedding"
+        elif types:
+            kinds[name] = "categorical"
     skip = set(ignored)
     numeric, categorical, embedding = (
         tuple(sorted(k for k, v in kinds.items() if v == kind and k not in skip)) for kind in FEATURE_TYPES
