@@ -327,6 +327,19 @@ def test_distribution_comparison_matches_scipy():
     assert distance == pytest.approx(stats.wasserstein_distance(reference, current) / 2.0, rel=1e-9)
 
 
+def test_category_test_matches_scipy_chi2_contingency():
+    from scipy import stats
+
+    from driftwarden.core.stats import category_test
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        k = int(rng.integers(2, 12))
+        reference, current = rng.integers(1, 500, k).astype(float), rng.integers(1, 300, k).astype(float)
+        chi2, p_value, _, _ = stats.chi2_contingency(np.vstack([reference, current]), correction=False)
+        assert category_test(reference, current)[:2] == pytest.approx((chi2, p_value), rel=1e-12, abs=1e-300)
+
+
 def test_a_feature_named_with_a_colon_works_end_to_end():
     """Statistics are keyed by (kind, subject, statistic), never by a joined string split again later."""
     from driftwarden.core.detectors import StatisticKey
