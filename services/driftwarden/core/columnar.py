@@ -252,8 +252,11 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         bad[:] |= rows
 
     ids = document["event_id"]
-    is_text = np.fromiter((type(i) is str for i in ids), bool, n) if set(map(type, ids)) != {str} else np.ones(n, bool)
-    lengths = np.fromiter((len(i) if t else 0 for i, t in zip(ids, is_text, strict=True)), int, n)
+    if set(map(type, ids)) == {str}:
+        is_text, lengths = np.ones(n, bool), np.fromiter(map(len, ids), int, n)
+    else:
+        is_text = np.fromiter((type(i) is str for i in ids), bool, n)
+        lengths = np.fromiter((len(i) if t else 0 for i, t in zip(ids, is_text, strict=True)), int, n)
     refuse(~is_text | (lengths < 1) | (lengths > EVENT_ID_MAX_LENGTH), "event_id: a string of 1-128 characters")
     ts = _numbers(document["ts"], n, 0.0, None, False, "ts", refuse)
     features: dict[str, FeatureColumn] = {}
@@ -268,13 +271,16 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         if not types <= _FEATURE_TYPES:
             wrong = np.fromiter((type(v) not in _FEATURE_TYPES for v in column), bool, n)
             refuse(wrong, f"features.{name}: Input should be a number, a string, a boolean or null")
-        features[name] = [float(v) if type(v) is int else v for v in column]  # as the row path reads it
+        # as the row path reads it (an integer is a float)
+        features[name] = [float(v) if type(v) is int else v for v in column] if int in types else column
     prediction = document["prediction"]
-    if not set(map(type, prediction)) <= {float, int, str}:
+    prediction_types = set(map(type, prediction))
+    if not prediction_types <= {float, int, str}:
         wrong = np.fromiter((type(v) not in (float, int, str) for v in prediction), bool, n)
         refuse(wrong, "prediction: Input should be a valid number or a valid string")
-    if int in set(map(type, prediction)):  # as the row path reads it
-        prediction = [float(v) if type(v) is int else v for v in prediction]
+    if int in prediction_types:  # as the row path reads it (an integer is a float)
+        mixed = not prediction_types <= _NUMBERS
+        prediction = [float(v) if type(v) is int else v for v in prediction] if mixed else list(map(float, prediction))
     scores = document.get("scores")
     if scores is not None:
         scores = {c: _numbers(v, n, 0.0, 1.0, False, f"scores.{c}", refuse) for c, v in scores.items()}
