@@ -330,6 +330,8 @@ class ModelMonitor:
                 "reference_size": self.profile.n_events,
             }
             self._remember_window_statistic(detector, evidence)
+            if drifted and self.book.counted_while_open(detector.kind, detector.subject):
+                continue  # a change that persists: what changed is described when it fires
             summary = ""
             if drifted:
                 change = window_change(detector, window, self.profile)
