@@ -165,19 +165,22 @@ class PredictionColumns:
         names = list(self.features)
         values = zip(*(column.tolist() if isinstance(column, np.ndarray) else column
                        for column in self.features.values()), strict=True)  # fmt: skip
+        ts = self.ts.tolist()  # (Python floats once per column, not a numpy scalar per value)
+        scores = None if self.scores is None else {c: v.tolist() for c, v in self.scores.items()}
+        optional = [(name, column.tolist()) for name, column in (("latency_ms", self.latency_ms), ("cost", self.cost))
+                    if column is not None]  # fmt: skip
         for i, row in enumerate(values if names else ((),) * len(self)):
             event: dict[str, Any] = {
                 "event_id": self.event_ids[i], "model_id": self.model_id, "model_version": self.model_version,
-                "ts": float(self.ts[i]), "features": dict(zip(names, row, strict=True)),
-                "prediction": self.prediction[i],
+                "ts": ts[i], "features": dict(zip(names, row, strict=True)), "prediction": self.prediction[i],
             }  # fmt: skip
-            if self.scores is not None:
-                event["scores"] = {c: float(v[i]) for c, v in self.scores.items()}
+            if scores is not None:
+                event["scores"] = {c: v[i] for c, v in scores.items()}
             if self.segment is not None:
                 event["segment"] = {k: v[i] for k, v in self.segment.items() if v[i] is not None}
-            for name, column in (("latency_ms", self.latency_ms), ("cost", self.cost)):
-                if column is not None and column[i] == column[i]:
-                    event[name] = float(column[i])
+            for name, column in optional:
+                if column[i] == column[i]:
+                    event[name] = column[i]
             yield event
 
     def events(self) -> list[PredictionEvent]:
