@@ -37,9 +37,9 @@ from driftwarden.core.events import (
     PredictionEvent,
     is_model_id,
 )
-from driftwarden.core.features import value_text
+from driftwarden.core.features import column_types, value_text
 from driftwarden.core.joins import Segment
-from driftwarden.core.profile import Columns, FeatureSchema, numeric_column
+from driftwarden.core.profile import Columns, FeatureSchema, common_length, feature_schema, numeric_column
 
 MAX_ROWS = 100_000
 _REQUIRED = frozenset({"schema", "model_id", "model_version", "event_id", "ts", "features", "prediction"})
@@ -186,6 +186,16 @@ class PredictionColumns:
     def events(self) -> list[PredictionEvent]:
         """The rows as prediction events (the reference phase builds its profile from events)."""
         return [PredictionEvent.model_validate(row) for row in self.rows()]
+
+    def schema(self, declared: dict[str, str], ignored: Sequence[str]) -> FeatureSchema:
+        """:func:`~driftwarden.core.profile.infer_schema` of the rows as events, read from the columns."""
+        types = column_types(self.features, declared, ignored)
+        embedding = {
+            name: common_length(len(v) for v in self.features.get(name, ()) if type(v) is list)
+            for name in types.embedding
+        }
+        text_predictions = any(type(p) is str for p in self.prediction)
+        return feature_schema(types, set(self.scores or {}), text_predictions, embedding)
 
     def columns(self, schema: FeatureSchema) -> Columns:
         """The rows as the detectors' :class:`~driftwarden.core.profile.Columns`, the same as

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from operator import methodcaller
 from typing import Any, Literal
 
+import numpy as np
+
 FeatureType = Literal["numeric", "categorical", "embedding"]
 FEATURE_TYPES: tuple[FeatureType, ...] = ("numeric", "categorical", "embedding")
 #: The category an ONNX model receives for a missing categorical value.
@@ -68,12 +70,27 @@ def infer_types(
     """Feature types from the declared ones, else from the values (all numbers means numeric, all
     arrays of numbers an embedding, anything else categorical)."""
     rows = list(rows)
+    names = set().union(*rows)
+    return column_types({name: list(map(methodcaller("get", name), rows)) for name in names}, declared, ignored)
+
+
+def column_types(
+    columns: Mapping[str, Sequence[Any] | np.ndarray], declared: Mapping[str, str], ignored: Sequence[str] = ()
+) -> FeatureTypes:
+    """:func:`infer_types` of rows held as columns (a numpy array is a column of numbers).
+
+    >>> column_types({"amount": np.array([1.5, 3.0]), "country": ["NL", None], "gone": [None, None]}, {})
+    FeatureTypes(numeric=('amount',), categorical=('country',), embedding=())
+    """
     kinds: dict[str, str] = dict(declared)
-    for name in set().union(*rows) - kinds.keys():  # a column at a time: the value types as a set, in C
-        types = set(map(type, map(methodcaller("get", name), rows))) - {type(None)}
+    for name, values in columns.items():
+        if name in kinds:
+            continue
+        # a column at a time: the value types as a set, in C
+        types = {float} if isinstance(values, np.ndarray) else set(map(type, values)) - {type(None)}
         if types and types <= {float, int}:
             kinds[name] = "numeric"
-        elif types == {list} and all(is_vector(v) for v in map(methodcaller("get", name), rows) if v is not None):
+        elif types == {list} and all(is_vector(v) for v in values if v is not None):
             kinds[name] = "embedding"
         elif types:
             kinds[name] = "categorical"
