@@ -246,7 +246,7 @@ class ReferenceCdf:
         counter = np.arange(first, first + len(x), dtype=np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64)
         v = _splitmix64(counter)
         if k > 1:
-            j = np.clip(lo, 1, k - 1)
+            j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
             left = q[j - 1]
             with np.errstate(divide="ignore", invalid="ignore"):  # (outside the range or in an atom: replaced)
                 g = levels[j - 1] + (x - left) / (q[j] - left) * step
@@ -260,10 +260,12 @@ class ReferenceCdf:
             above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
             g = np.where(atom, below + v * (above - below), g)
         u: np.ndarray = tail + (1 - 2 * tail) * g
-        for outside, value in ((lo == 0, tail * v), (lo >= k, 1 - tail * v)):  # (rare: skipped when empty)
-            outside &= ~atom
-            if outside.any():
-                u = np.where(outside, value, u)
+        below_range = (lo == 0) & ~atom  # (outside the reference's range is rare: skipped when empty)
+        if below_range.any():
+            u = np.where(below_range, tail * v, u)
+        above_range = lo >= k  # (never an atom)
+        if above_range.any():
+            u = np.where(above_range, 1 - tail * v, u)
         return u
 
 
