@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
@@ -96,7 +95,7 @@ class RankCusumDetector(StreamingDetector):
         self.cusums = np.zeros(len(BANK))
         self.run_starts = np.zeros(len(BANK), dtype=np.int64)  # value number where each CUSUM last left 0
         self.alarm: tuple[int, int, int] | None = None  # (CUSUM index, value number, values since change)
-        self._recent: deque[float] = deque(maxlen=RECENT)
+        self._recent = np.empty(0)  # the last RECENT values, oldest first
 
     def update(self, x: float) -> None:
         self.update_many([x])
@@ -146,7 +145,7 @@ class RankCusumDetector(StreamingDetector):
         self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero + 1, self.run_starts)
         self.cusums = paths[:, -1].copy()
         self.n_seen += len(values)
-        self._recent.extend(values[-RECENT:].tolist())
+        self._recent = np.concatenate([self._recent, values[-RECENT:]])[-RECENT:]
 
     def evidence(self) -> dict[str, Scalar]:
         """What changed (the last alarm's CUSUM and the values since its change point), on demand."""
@@ -164,7 +163,7 @@ class RankCusumDetector(StreamingDetector):
         which, at, since = self.alarm
         spec = BANK[which]
         behind = self.n_seen - at  # values seen after the alarm
-        recent = np.fromiter(self._recent, dtype=float)
+        recent = self._recent
         segment = (
             recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
         )
@@ -221,7 +220,7 @@ class RankCusumDetector(StreamingDetector):
             "cusums": pack_array(self.cusums),
             "run_starts": [int(v) for v in self.run_starts],
             "alarm": None if self.alarm is None else list(self.alarm),
-            "recent": pack_array(np.fromiter(self._recent, dtype=float, count=len(self._recent))),
+            "recent": pack_array(self._recent),
         }
 
     def load_dynamic_state(self, state: StateReader) -> None:
@@ -243,7 +242,7 @@ class RankCusumDetector(StreamingDetector):
         self.cusums = cusums.astype(float)
         self.run_starts = np.array(run_starts, dtype=np.int64)
         self.alarm = None if alarm is None else (int(alarm[0]), int(alarm[1]), int(alarm[2]))
-        self._recent = deque(recent.tolist(), maxlen=RECENT)
+        self._recent = recent.astype(float)
 
 
 def shift_in_sigma(evidence: dict[str, Scalar]) -> float:
