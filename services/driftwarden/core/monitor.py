@@ -403,12 +403,15 @@ class ModelMonitor:
     # -- state -----------------------------------------------------------------------------------
 
     def state(self) -> State:
+        # The reference's columnar batches are made into events once: a later checkpoint reuses them.
+        reference = self.reference_events
+        self.reference_parts = [reference] if reference else []
         return {
             "model_id": self.model_id,
             "model_version": self.model_version,
             "config": self.config.model_dump(mode="json"),
             "profile": None if self.profile is None else self.profile.state(),
-            "reference_events": [e.model_dump(mode="json", exclude_none=True) for e in self.reference_events],
+            "reference_events": [e.model_dump(mode="json", exclude_none=True) for e in reference],
             "streaming": {name: d.state() for name, d in self.streaming.items()},
             "window_detectors": [{"class": type(d).__name__, "state": d.state()} for d in self.window_detectors],
             "pending": [columns.state() for columns in self.pending],
