@@ -6,6 +6,7 @@ import uuid
 
 import numpy as np
 
+from driftwarden.core.alerting import AlertBook, Finding
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.monitor import Monitor
@@ -101,6 +102,21 @@ def test_an_alert_does_not_resolve_while_the_shift_persists():
         alerts = run(stream(30_000, subtle, seed), monitor(window_size=1_000))
         joint = states(alerts, "multivariate_drift", "numeric_features")
         assert joint == ["firing"], (seed, joint)
+
+
+def test_counting_a_finding_on_an_open_alert_needs_no_evidence_and_does_what_report_does():
+    """The monitor skips a streaming alarm's evidence while its subject's alert is open (a change that
+    persists alarms every few dozen values): the book ends as if each finding had been reported."""
+    drifted = Finding("data_drift", "x", "rank_cusum", True, {"change": "location"}, "x moved")
+    settled = Finding("data_drift", "x", "ks_psi_wasserstein", False, {"p_value": 0.9}, "", settled=True)
+    books = [AlertBook("m", "1"), AlertBook("m", "1")]
+    for book in books:
+        assert not book.counted_while_open("data_drift", "x")  # nothing open: the finding must be reported
+        assert book.report(drifted, "e1", 1.0, 1.0) is not None
+        assert book.report(settled, "e2", 2.0, 1.0) is None
+    assert books[0].report(drifted, "e3", 3.0, 1.0) is None
+    assert books[1].counted_while_open("data_drift", "x")
+    assert books[0].state() == books[1].state() and books[0].settled_streak[("data_drift", "x")] == 0
 
 
 def test_summaries_say_what_changed():

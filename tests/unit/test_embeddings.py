@@ -12,7 +12,7 @@ from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, Retrai
 from driftwarden.core.detectors import EmbeddingDriftDetector, decide
 from driftwarden.core.detectors.embedding import WINDOW_SAMPLE
 from driftwarden.core.events import Alert, LabelEvent, PredictionEvent, RetrainCommand
-from driftwarden.core.features import infer_types
+from driftwarden.core.features import FEATURE_TYPES, infer_types, is_number, is_vector
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.profile import (
     EMBEDDING_SAMPLE,
@@ -62,6 +62,31 @@ def test_an_array_of_numbers_is_an_embedding_and_declared_types_win():
     assert infer_types(rows, {"e": "categorical"}).embedding == ()
     assert infer_types([*rows, {"e": "text"}], {}).categorical == ("e",)  # mixed values: categorical
     assert infer_types(rows, {}, ignored=["e"]).names == ("x",)
+
+
+def test_types_read_a_column_at_a_time_follow_the_rule_value_by_value():
+    """Numeric when every value seen is a number, an embedding when every one is an array of numbers,
+    categorical otherwise (booleans, text, arrays holding anything else, any mix); only nulls: not seen."""
+    pool = [1.0, 2, True, "a", None, [1.0, 2], [], [1.0, "x"], {"k": 1}]
+    rng = np.random.default_rng(0)
+
+    def by_value(rows):
+        seen: dict[str, str] = {}
+        for row in rows:
+            for name, value in row.items():
+                if value is not None:
+                    kind = "numeric" if is_number(value) else "embedding" if is_vector(value) else "categorical"
+                    seen[name] = kind if seen.get(name, kind) == kind else "categorical"
+        return seen
+
+    for _ in range(300):
+        rows = [
+            {f"f{j}": pool[rng.integers(len(pool))] for j in range(4) if rng.random() < 0.8}
+            for _ in range(rng.integers(0, 4))
+        ]
+        types = infer_types(rows, {})
+        inferred = {name: kind for kind in FEATURE_TYPES for name in getattr(types, kind)}
+        assert inferred == by_value(rows), rows
 
 
 def test_the_length_is_the_commonest_and_other_lengths_count_as_missing():

@@ -329,6 +329,19 @@ def test_distribution_comparison_matches_scipy():
     assert distance == pytest.approx(stats.wasserstein_distance(reference, current) / 2.0, rel=1e-9)
 
 
+def test_category_test_matches_scipy_chi2_contingency():
+    from scipy import stats
+
+    from driftwarden.core.stats import category_test
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        k = int(rng.integers(2, 12))
+        reference, current = rng.integers(1, 500, k).astype(float), rng.integers(1, 300, k).astype(float)
+        chi2, p_value, _, _ = stats.chi2_contingency(np.vstack([reference, current]), correction=False)
+        assert category_test(reference, current)[:2] == pytest.approx((chi2, p_value), rel=1e-12, abs=1e-300)
+
+
 def test_a_feature_named_with_a_colon_works_end_to_end():
     """Statistics are keyed by (kind, subject, statistic), never by a joined string split again later."""
     from driftwarden.core.detectors import StatisticKey
@@ -345,3 +358,47 @@ def test_a_feature_named_with_a_colon_works_end_to_end():
     restored = Monitor(small_config())
     restored.restore(monitor.export(["hand"]))
     assert restored.model("hand", "1").latest_window == latest
+
+
+@pytest.mark.parametrize("scores", [True, False])
+def test_a_reference_of_columnar_batches_profiles_as_the_same_rows_as_events(scores):
+    """The reference is profiled from the batches' columns, events are never made: the same profile, detectors
+    and state as the rows sent as events, for mixed categories (numbers, booleans, nulls), a feature that is
+    always null, text or numeric predictions, latency and cost; batches with other features fall back to events."""
+    import orjson
+
+    from driftwarden.core.decoding import PREDICTIONS
+    from driftwarden.core.monitor import ModelMonitor
+
+    rng = np.random.default_rng(11)
+    config = ModelMonitorConfig(reference_size=1_200, min_reference_size=300, window_size=300)
+    batches, row_batches = [], []
+    for k in range(8):
+        n = 150
+        document = {
+            "schema": "prediction-columns.v1", "model_id": "m", "model_version": "1",
+            "event_id": [f"e{k}-{i}" for i in range(n)], "ts": (1.7e9 + k * n + np.arange(n)).tolist(),
+            "features": {"x": rng.normal(0, 1, n).round(3).tolist(),
+                         "mixed": [["a", 1, 2.5, True, None][int(v)] for v in rng.integers(0, 5, n)],
+                         "empty": [None] * n},
+            "prediction": (["yes", "no"] if not scores else [0, 1])[0:1] * n,
+            "latency_ms": rng.uniform(1, 9, n).round(2).tolist(), "cost": rng.uniform(0, 1, n).round(3).tolist(),
+        }  # fmt: skip
+        if scores:
+            p = rng.uniform(0, 1, n).round(4)
+            document["scores"] = {"0": (1 - p).round(4).tolist(), "1": p.tolist()}
+        if k == 5:
+            document["features"]["late"] = rng.normal(0, 1, n).round(3).tolist()  # one more feature: events from here
+        batches.append(PREDICTIONS.decode(orjson.dumps(document)).columns[0])
+        row_batches.append(batches[-1].events())
+    monitors = {way: ModelMonitor("m", "1", config) for way in ("columns", "events")}
+    for columns, events in zip(batches, row_batches, strict=True):
+        assert monitors["columns"].observe(columns, 0.0).alerts == monitors["events"].observe(events, 0.0).alerts
+        assert monitors["columns"].reference_events == monitors["events"].reference_events
+        assert monitors["columns"].profile == monitors["events"].profile
+    assert monitors["columns"].state() == monitors["events"].state()  # (a state makes the batches events)
+    profile = monitors["columns"].profile
+    assert profile is not None and profile.n_events == 1_200 and profile.categorical["mixed"].counts.keys() == {
+        "1", "2.5", "a", "true"
+    }  # fmt: skip
+    assert (profile.task, list(profile.numeric)) == ("classification", ["late", "x"])

@@ -143,6 +143,27 @@ def test_update_many_matches_update_in_any_split_with_gaps_and_repeated_detectio
     assert (many.n_seen, list(many._recent)) == (one.n_seen, list(one._recent))
 
 
+def test_update_many_in_one_call_matches_update_through_repeated_alarms_and_quiet_stretches():
+    """One column holding a persisting change (an alarm every few dozen values), a long quiet stretch
+    (``update_many`` looks ahead over a horizon that restarts small after each alarm and doubles), then
+    the change again: the same alarms, evidence and state as one value at a time."""
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(2, 1, 1_500), rng.normal(0, 1, 6_000), rng.normal(-2, 1, 700)])
+    one, many = rank_cusum(), rank_cusum()
+    hits_one, evidence_one = [], []
+    for i, x in enumerate(values.tolist()):
+        one.update(x)
+        if one.drift_detected:
+            hits_one.append(i)
+            evidence_one.append(one.evidence())
+    hits_many, evidence_many = [], []
+    many.update_many(values, lambda i: (hits_many.append(i), evidence_many.append(many.evidence())))
+    assert len(hits_one) > 20 and hits_one[-1] > 7_500 and hits_one == hits_many
+    assert evidence_one == evidence_many
+    assert (many.n_seen, list(many._recent), many.alarm) == (one.n_seen, list(one._recent), one.alarm)
+    assert np.allclose(many.cusums, one.cusums, rtol=0, atol=1e-9) and list(many.run_starts) == list(one.run_starts)
+
+
 def test_a_full_joiner_evicts_its_oldest_and_its_records_keep_text_predictions_versions_and_segments():
     """75,000 predictions through a joiner bounded at 1,000: the oldest go (1 % at once), the dict is
     compacted along the way, and what remains joins with its exact fields, before and after a checkpoint."""

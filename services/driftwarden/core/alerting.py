@@ -122,8 +122,10 @@ class AlertBook:
         """Record a finding; return the alert event it causes, if any."""
         key = (finding.kind, finding.subject)
         if finding.drifted:
+            if self.counted_while_open(finding.kind, finding.subject):
+                return None
             self.settled_streak[key] = 0
-            if key in self.open or self._repeats(key, finding, event_ts):
+            if self._repeats(key, finding, event_ts):
                 self.suppressed += 1
                 return None
             alert = self._alert(finding, "firing", trigger_event_id, now)
@@ -139,6 +141,20 @@ class AlertBook:
         summary = f"resolved: {opened.summary}"
         finding = Finding(finding.kind, finding.subject, opened.detector, False, finding.evidence, summary, "info")
         return self._alert(finding, "resolved", trigger_event_id, now)
+
+    def counted_while_open(self, kind: AlertKind, subject: str) -> bool:
+        """Whether the subject's alert is open; if so, a drifted finding on it is counted, as ``report`` does.
+
+        What ``report`` does with a drifted finding on an open subject needs no evidence, so a detector
+        that keeps alarming on a persisting change need not build any (the evidence is read only to fire
+        or to tell a repeat of a resolved alert).
+        """
+        key = (kind, subject)
+        if key not in self.open:
+            return False
+        self.settled_streak[key] = 0
+        self.suppressed += 1
+        return True
 
     def _repeats(self, key: tuple[str, str], finding: Finding, event_ts: float) -> bool:
         """Whether a drifted finding repeats the subject's resolved alert within the cooldown."""

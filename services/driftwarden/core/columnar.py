@@ -37,9 +37,9 @@ from driftwarden.core.events import (
     PredictionEvent,
     is_model_id,
 )
-from driftwarden.core.features import value_text
+from driftwarden.core.features import column_types, value_text
 from driftwarden.core.joins import Segment
-from driftwarden.core.profile import Columns, FeatureSchema, numeric_column
+from driftwarden.core.profile import Columns, FeatureSchema, common_length, feature_schema, numeric_column
 
 MAX_ROWS = 100_000
 _REQUIRED = frozenset({"schema", "model_id", "model_version", "event_id", "ts", "features", "prediction"})
@@ -165,24 +165,37 @@ class PredictionColumns:
         names = list(self.features)
         values = zip(*(column.tolist() if isinstance(column, np.ndarray) else column
                        for column in self.features.values()), strict=True)  # fmt: skip
+        ts = self.ts.tolist()  # (Python floats once per column, not a numpy scalar per value)
+        scores = None if self.scores is None else {c: v.tolist() for c, v in self.scores.items()}
+        optional = [(name, column.tolist()) for name, column in (("latency_ms", self.latency_ms), ("cost", self.cost))
+                    if column is not None]  # fmt: skip
         for i, row in enumerate(values if names else ((),) * len(self)):
             event: dict[str, Any] = {
                 "event_id": self.event_ids[i], "model_id": self.model_id, "model_version": self.model_version,
-                "ts": float(self.ts[i]), "features": dict(zip(names, row, strict=True)),
-                "prediction": self.prediction[i],
+                "ts": ts[i], "features": dict(zip(names, row, strict=True)), "prediction": self.prediction[i],
             }  # fmt: skip
-            if self.scores is not None:
-                event["scores"] = {c: float(v[i]) for c, v in self.scores.items()}
+            if scores is not None:
+                event["scores"] = {c: v[i] for c, v in scores.items()}
             if self.segment is not None:
                 event["segment"] = {k: v[i] for k, v in self.segment.items() if v[i] is not None}
-            for name, column in (("latency_ms", self.latency_ms), ("cost", self.cost)):
-                if column is not None and column[i] == column[i]:
-                    event[name] = float(column[i])
+            for name, column in optional:
+                if column[i] == column[i]:
+                    event[name] = column[i]
             yield event
 
     def events(self) -> list[PredictionEvent]:
         """The rows as prediction events (the reference phase builds its profile from events)."""
         return [PredictionEvent.model_validate(row) for row in self.rows()]
+
+    def schema(self, declared: dict[str, str], ignored: Sequence[str]) -> FeatureSchema:
+        """:func:`~driftwarden.core.profile.infer_schema` of the rows as events, read from the columns."""
+        types = column_types(self.features, declared, ignored)
+        embedding = {
+            name: common_length(len(v) for v in self.features.get(name, ()) if type(v) is list)
+            for name in types.embedding
+        }
+        text_predictions = any(type(p) is str for p in self.prediction)
+        return feature_schema(types, set(self.scores or {}), text_predictions, embedding)
 
     def columns(self, schema: FeatureSchema) -> Columns:
         """The rows as the detectors' :class:`~driftwarden.core.profile.Columns`, the same as
@@ -252,8 +265,11 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         bad[:] |= rows
 
     ids = document["event_id"]
-    is_text = np.fromiter((type(i) is str for i in ids), bool, n) if set(map(type, ids)) != {str} else np.ones(n, bool)
-    lengths = np.fromiter((len(i) if t else 0 for i, t in zip(ids, is_text, strict=True)), int, n)
+    if set(map(type, ids)) == {str}:
+        is_text, lengths = np.ones(n, bool), np.fromiter(map(len, ids), int, n)
+    else:
+        is_text = np.fromiter((type(i) is str for i in ids), bool, n)
+        lengths = np.fromiter((len(i) if t else 0 for i, t in zip(ids, is_text, strict=True)), int, n)
     refuse(~is_text | (lengths < 1) | (lengths > EVENT_ID_MAX_LENGTH), "event_id: a string of 1-128 characters")
     ts = _numbers(document["ts"], n, 0.0, None, False, "ts", refuse)
     features: dict[str, FeatureColumn] = {}
@@ -268,13 +284,16 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         if not types <= _FEATURE_TYPES:
             wrong = np.fromiter((type(v) not in _FEATURE_TYPES for v in column), bool, n)
             refuse(wrong, f"features.{name}: Input should be a number, a string, a boolean or null")
-        features[name] = [float(v) if type(v) is int else v for v in column]  # as the row path reads it
+        # as the row path reads it (an integer is a float)
+        features[name] = [float(v) if type(v) is int else v for v in column] if int in types else column
     prediction = document["prediction"]
-    if not set(map(type, prediction)) <= {float, int, str}:
+    prediction_types = set(map(type, prediction))
+    if not prediction_types <= {float, int, str}:
         wrong = np.fromiter((type(v) not in (float, int, str) for v in prediction), bool, n)
         refuse(wrong, "prediction: Input should be a valid number or a valid string")
-    if int in set(map(type, prediction)):  # as the row path reads it
-        prediction = [float(v) if type(v) is int else v for v in prediction]
+    if int in prediction_types:  # as the row path reads it (an integer is a float)
+        mixed = not prediction_types <= _NUMBERS
+        prediction = [float(v) if type(v) is int else v for v in prediction] if mixed else list(map(float, prediction))
     scores = document.get("scores")
     if scores is not None:
         scores = {c: _numbers(v, n, 0.0, 1.0, False, f"scores.{c}", refuse) for c, v in scores.items()}

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, Literal
+
+import numpy as np
 
 FeatureType = Literal["numeric", "categorical", "embedding"]
 FEATURE_TYPES: tuple[FeatureType, ...] = ("numeric", "categorical", "embedding")
@@ -66,15 +69,31 @@ def infer_types(
 ) -> FeatureTypes:
     """Feature types from the declared ones, else from the values (all numbers means numeric, all
     arrays of numbers an embedding, anything else categorical)."""
+    rows = list(rows)
+    names = set().union(*rows)
+    return column_types({name: list(map(methodcaller("get", name), rows)) for name in names}, declared, ignored)
+
+
+def column_types(
+    columns: Mapping[str, Sequence[Any] | np.ndarray], declared: Mapping[str, str], ignored: Sequence[str] = ()
+) -> FeatureTypes:
+    """:func:`infer_types` of rows held as columns (a numpy array is a column of numbers).
+
+    >>> column_types({"amount": np.array([1.5, 3.0]), "country": ["NL", None], "gone": [None, None]}, {})
+    FeatureTypes(numeric=('amount',), categorical=('country',), embedding=())
+    """
     kinds: dict[str, str] = dict(declared)
-    seen: dict[str, str] = {}
-    for row in rows:
-        for name, value in row.items():
-            if value is not None:
-                kind = "numeric" if is_number(value) else "embedding" if is_vector(value) else "categorical"
-                seen[name] = kind if seen.get(name, kind) == kind else "categorical"
-    for name, kind in seen.items():
-        kinds.setdefault(name, kind)
+    for name, values in columns.items():
+        if name in kinds:
+            continue
+        # a column at a time: the value types as a set, in C
+        types = {float} if isinstance(values, np.ndarray) else set(map(type, values)) - {type(None)}
+        if types and types <= {float, int}:
+            kinds[name] = "numeric"
+        elif types == {list} and all(is_vector(v) for v in values if v is not None):
+            kinds[name] = "embedding"
+        elif types:
+            kinds[name] = "categorical"
     skip = set(ignored)
     numeric, categorical, embedding = (
         tuple(sorted(k for k, v in kinds.items() if v == kind and k not in skip)) for kind in FEATURE_TYPES

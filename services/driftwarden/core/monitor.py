@@ -49,10 +49,10 @@ from driftwarden.core.detectors import (
 )
 from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
-from driftwarden.core.events import Alert, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
+from driftwarden.core.events import Alert, AlertKind, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.performance import PerformanceMonitor
-from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, schema_of, to_columns
+from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, profile_of, schema_of, to_columns
 from driftwarden.core.retrain_policy import PendingRetrain, RetrainPolicy
 from driftwarden.core.state import JsonValue, State, StateError, StateReader, decode, encode, pack_optional_float
 
@@ -123,7 +123,8 @@ class ModelMonitor:
         self.model_version = model_version
         self.config = config
         self.profile: ReferenceProfile | None = None
-        self.reference_events: list[PredictionEvent] = []
+        #: The reference being collected or grown, in stream order: event lists and columnar batches as they came.
+        self.reference_parts: list[Predictions] = []
         self.streaming: dict[str, RankCusumDetector] = {}
         self.window_detectors: list[WindowDetector] = []
         self.pending: list[Columns] = []
@@ -146,21 +147,21 @@ class ModelMonitor:
         start = 0
         while start < len(events):
             if self.profile is None:  # collect the first reference
-                stop = start + self._first_reference_size() - len(self.reference_events)
-                self.reference_events += _as_events(events[start:stop])
-                if len(self.reference_events) >= self._first_reference_size():
+                stop = start + self._first_reference_size() - self._reference_collected()
+                self.reference_parts.append(events[start:stop])
+                if self._reference_collected() >= self._first_reference_size():
                     self._build_reference()
                 start = stop
                 continue
             # While the reference grows, cut the batch where it grows (results must not depend on batching).
-            growing = bool(self.reference_events)
-            stop = start + self._next_reference_size() - len(self.reference_events) if growing else len(events)
+            growing = bool(self.reference_parts)
+            stop = start + self._next_reference_size() - self._reference_collected() if growing else len(events)
             run = events[start:stop]
             found = self._detect(run, now)
             fired += found
             if growing:
                 drifted = any(a.kind in DRIFT_KINDS for a in found) or self._drift_open()
-                self._grow_reference(_as_events(run), drifted=drifted)
+                self._grow_reference(run, drifted=drifted)
             start = stop
         if len(events) and self.profile is not None:
             last_ts = events.ts[-1] if isinstance(events, PredictionColumns) else events[-1].ts
@@ -214,26 +215,40 @@ class ModelMonitor:
     def _drift_open(self) -> bool:
         return any(kind in DRIFT_KINDS for kind, _ in self.book.open)
 
-    def _grow_reference(self, events: Sequence[PredictionEvent], drifted: bool) -> None:
+    @property
+    def reference_events(self) -> list[PredictionEvent]:
+        """The reference collected or growing, as events."""
+        return [event for part in self.reference_parts for event in _as_events(part)]
+
+    def _reference_collected(self) -> int:
+        return sum(len(part) for part in self.reference_parts)
+
+    def _grow_reference(self, events: Predictions, drifted: bool) -> None:
         """Events tested clean join the growing reference; a drift alert freezes it where it is."""
         if drifted:
-            self.reference_events = []
+            self.reference_parts = []
             return
-        self.reference_events += events
-        if len(self.reference_events) >= self._next_reference_size():
+        self.reference_parts.append(events)
+        if self._reference_collected() >= self._next_reference_size():
             self._build_reference()
 
     def _build_reference(self) -> None:
         """The profile of the reference events; they are kept (to grow on) until ``reference_size``."""
-        events = self.reference_events
         declared: dict[str, str] = dict(self.config.features)
         if self.profile is not None:  # growing: the same features, so pending windows stay comparable
             declared |= {name: "numeric" for name in self.profile.numeric}
             declared |= {name: "categorical" for name in self.profile.categorical}
             declared |= {name: "embedding" for name in self.profile.embedding}
-        profile = build_profile(self.model_id, self.model_version, events, declared, self.config.ignore_features)
-        if len(events) >= self.config.reference_size:
-            self.reference_events = []
+        ignored, parts = self.config.ignore_features, self.reference_parts
+        batches = [part for part in parts if isinstance(part, PredictionColumns)]
+        if len(batches) == len(parts) and _same_columns(batches):  # columnar batches: no events made
+            batch = PredictionColumns.concat(batches)
+            schema = batch.schema(declared, ignored)
+            profile = profile_of(self.model_id, self.model_version, schema, batch.columns(schema))
+        else:
+            profile = build_profile(self.model_id, self.model_version, self.reference_events, declared, ignored)
+        if profile.n_events >= self.config.reference_size:
+            self.reference_parts = []
         self._use_profile(profile)
 
     def _use_profile(self, profile: ReferenceProfile) -> None:
@@ -287,14 +302,16 @@ class ModelMonitor:
 
         def on_drift(name: str, detector: RankCusumDetector, i: int) -> None:
             assert self.profile is not None
+            kind: AlertKind = "prediction_drift" if name == SIGNAL else "data_drift"
+            subject, watched = self._stream_subject(name)
+            if self.book.counted_while_open(kind, subject):  # a persisting change: nothing to send
+                return
             evidence = detector.evidence()
             change = streaming_change(evidence)
             evidence |= {"reference_size": self.profile.n_events} | change.evidence()
-            is_signal = name == SIGNAL
-            subject, watched = self._stream_subject(name)
             critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
             finding = Finding(
-                "prediction_drift" if is_signal else "data_drift",
+                kind,
                 subject,
                 detector.name,
                 True,
@@ -328,6 +345,8 @@ class ModelMonitor:
                 "reference_size": self.profile.n_events,
             }
             self._remember_window_statistic(detector, evidence)
+            if drifted and self.book.counted_while_open(detector.kind, detector.subject):
+                continue  # a change that persists: what changed is described when it fires
             summary = ""
             if drifted:
                 change = window_change(detector, window, self.profile)
@@ -384,12 +403,15 @@ class ModelMonitor:
     # -- state -----------------------------------------------------------------------------------
 
     def state(self) -> State:
+        # The reference's columnar batches are made into events once: a later checkpoint reuses them.
+        reference = self.reference_events
+        self.reference_parts = [reference] if reference else []
         return {
             "model_id": self.model_id,
             "model_version": self.model_version,
             "config": self.config.model_dump(mode="json"),
             "profile": None if self.profile is None else self.profile.state(),
-            "reference_events": [e.model_dump(mode="json", exclude_none=True) for e in self.reference_events],
+            "reference_events": [e.model_dump(mode="json", exclude_none=True) for e in reference],
             "streaming": {name: d.state() for name, d in self.streaming.items()},
             "window_detectors": [{"class": type(d).__name__, "state": d.state()} for d in self.window_detectors],
             "pending": [columns.state() for columns in self.pending],
@@ -406,9 +428,10 @@ class ModelMonitor:
         profile = state.optional_child("profile")
         monitor.profile = None if profile is None else ReferenceProfile.from_state(profile)
         try:
-            monitor.reference_events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
+            events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
             raise StateError(f"{state.where}.reference_events: not valid events ({exc})") from None
+        monitor.reference_parts = [events] if events else []
         monitor.streaming = {k: RankCusumDetector.from_state(v) for k, v in state.mapping("streaming").items()}
         monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
         monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
@@ -734,5 +757,15 @@ class Monitor:
 
 
 def _as_events(predictions: Predictions) -> list[PredictionEvent]:
-    """Predictions as events (the reference is built from events)."""
+    """Predictions as events (a reference of events, or the state's copy of a reference)."""
     return predictions.events() if isinstance(predictions, PredictionColumns) else list(predictions)
+
+
+def _same_columns(batches: list[PredictionColumns]) -> bool:
+    """Whether columnar batches hold the same features and score classes (``PredictionColumns.concat`` joins them)."""
+    first = batches[0]
+    return all(
+        b.features.keys() == first.features.keys() and (b.scores or {}).keys() == (first.scores or {}).keys()
+        and (b.scores is None) == (first.scores is None)
+        for b in batches
+    )  # fmt: skip

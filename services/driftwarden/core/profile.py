@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 
 from driftwarden.core.events import PredictionEvent
-from driftwarden.core.features import infer_types, value_text
+from driftwarden.core.features import FeatureTypes, infer_types, value_text
 from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float, pack_optional_float
 from driftwarden.core.stats import bin_proportions, quantile_edges
 
@@ -415,21 +415,28 @@ _MATRICES = ("numeric", "numeric_missing", "type_violations")
 def infer_schema(events: Sequence[PredictionEvent], declared: dict[str, str], ignored: Sequence[str]) -> FeatureSchema:
     """Feature types from the config, else from the values (:func:`driftwarden.core.features.infer_types`)."""
     types = infer_types((e.features for e in events), declared, ignored)
-    with_scores = [e for e in events if e.scores]
-    classes = sorted({c for e in with_scores for c in e.scores or {}})
-    is_classification = bool(with_scores) or any(isinstance(e.prediction, str) for e in events)
+    classes = {c for e in events for c in e.scores or {}}
+    embedding = {
+        name: common_length(len(v) for e in events if type(v := e.features.get(name)) is list)
+        for name in types.embedding
+    }
+    return feature_schema(types, classes, any(isinstance(e.prediction, str) for e in events), embedding)
+
+
+def feature_schema(
+    types: FeatureTypes, classes: set[str], text_predictions: bool, embedding: dict[str, int]
+) -> FeatureSchema:
+    """The schema of rows whose features have ``types``, whose scores name ``classes`` (a classifier's, as
+    is a model predicting text) and whose embeddings have the given lengths."""
     positive = None
     if len(classes) == 2:
-        positive = "true" if set(classes) == {"false", "true"} else classes[1]
+        positive = "true" if classes == {"false", "true"} else sorted(classes)[1]
     return FeatureSchema(
         numeric=list(types.numeric),
         categorical=list(types.categorical),
-        task="classification" if is_classification else "regression",
+        task="classification" if classes or text_predictions else "regression",
         positive_class=positive,
-        embedding={
-            name: common_length(len(v) for e in events if type(v := e.features.get(name)) is list)
-            for name in types.embedding
-        },
+        embedding=embedding,
     )
 
 

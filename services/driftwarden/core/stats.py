@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as scipy_stats
 from scipy.spatial.distance import jensenshannon
+from scipy.special import chdtrc, kolmogorov
 
 EPSILON = 1e-4  # floor for empty bins in PSI
 
@@ -48,7 +49,7 @@ def psi(reference_props: np.ndarray, current_props: np.ndarray) -> float:
 
 def _cdf_gaps(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|F_reference - F_current| between consecutive points of the merged sample, and those steps."""
-    grid = np.sort(np.concatenate([reference_sorted, current_sorted]))
+    grid = np.sort(np.concatenate([reference_sorted, current_sorted]), kind="stable")  # two sorted runs: a merge
     cdf_reference = np.searchsorted(reference_sorted, grid[:-1], side="right") / len(reference_sorted)
     cdf_current = np.searchsorted(current_sorted, grid[:-1], side="right") / len(current_sorted)
     return np.abs(cdf_reference - cdf_current), np.diff(grid)
@@ -68,7 +69,7 @@ def compare_distributions(
     gaps, steps = _cdf_gaps(reference_sorted, current_sorted)
     statistic = float(gaps.max()) if len(gaps) else 0.0
     n, m = reference_n or len(reference_sorted), len(current_sorted)
-    p_value = float(scipy_stats.kstwobign.sf(statistic * np.sqrt(n * m / (n + m))))
+    p_value = float(kolmogorov(statistic * np.sqrt(n * m / (n + m))))  # kstwobign.sf without its overhead
     if reference_std <= 0:
         distance = 0.0 if np.allclose(current, reference_sorted[0]) else float("inf")
     else:
@@ -97,9 +98,14 @@ def category_test(
     ref, cur = reference_counts[keep], current_counts[keep]
     if len(ref) < 2 or cur.sum() == 0 or ref.sum() == 0:
         return 0.0, 1.0, 0.0
-    chi2, p_value, dof, _ = scipy_stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
-    if given_reference:
-        p_value = p_value_given_reference(chi2, dof, int(ref.sum()), int(cur.sum()))
+    # scipy's chi2_contingency (no continuity correction) term for term, without its ~0.2 ms of checks
+    observed = np.vstack([ref, cur])
+    expected = observed.sum(axis=1, keepdims=True) * observed.sum(axis=0, keepdims=True) / observed.sum()
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    dof = len(ref) - 1
+    p_value = (
+        p_value_given_reference(chi2, dof, int(ref.sum()), int(cur.sum())) if given_reference else chdtrc(dof, chi2)
+    )
     distance = float(jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2))
     return float(chi2), float(p_value), distance
 

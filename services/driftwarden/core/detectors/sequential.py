@@ -245,25 +245,30 @@ class ReferenceCdf:
         q, levels, step, tail = self.q, self.levels, self.step, self.tail
         lo = np.searchsorted(q, x, "left")
         k = len(q)
-        hi = lo.copy()
-        tied = (lo < k) & (q[np.minimum(lo, k - 1)] == x)  # only a value equal to a quantile needs the run's end
-        hi[tied] = np.searchsorted(q, x[tied], "right")
         counter = np.arange(first, first + len(x), dtype=np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64)
         v = _splitmix64(counter)
-        inner = (lo > 0) & (lo < k)
-        j = np.clip(lo, 1, k - 1) if k > 1 else np.zeros_like(lo)
-        gap = q[j] - q[j - 1] if k > 1 else np.ones(len(x))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            g = levels[j - 1] + (x - q[j - 1]) / gap * step if k > 1 else np.full(len(x), 0.5)
-        atom = hi > lo
-        below = np.clip(levels[np.minimum(lo, k - 1)] - step / 2, 0.0, 1.0)
-        above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
-        g = np.where(atom, below + v * (above - below), g)
-        u = tail + (1 - 2 * tail) * g
-        u = np.where(~atom & ~inner & (lo == 0), tail * v, u)
-        u = np.where(~atom & ~inner & (lo >= k), 1 - tail * v, u)
-        scores: np.ndarray = u
-        return scores
+        if k > 1:
+            j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
+            left = q[j - 1]
+            with np.errstate(divide="ignore", invalid="ignore"):  # (outside the range or in an atom: replaced)
+                g = levels[j - 1] + (x - left) / (q[j] - left) * step
+        else:
+            g = np.full(len(x), 0.5)
+        atom = (lo < k) & (q[np.minimum(lo, k - 1)] == x)  # a value equal to a quantile: uniform over its run
+        if atom.any():
+            hi = lo.copy()
+            hi[atom] = np.searchsorted(q, x[atom], "right")
+            below = np.clip(levels[np.minimum(lo, k - 1)] - step / 2, 0.0, 1.0)
+            above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
+            g = np.where(atom, below + v * (above - below), g)
+        u: np.ndarray = tail + (1 - 2 * tail) * g
+        below_range = (lo == 0) & ~atom  # (outside the reference's range is rare: skipped when empty)
+        if below_range.any():
+            u = np.where(below_range, tail * v, u)
+        above_range = lo >= k  # (never an atom)
+        if above_range.any():
+            u = np.where(above_range, 1 - tail * v, u)
+        return u
 
 
 def normal_scores(u: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
@@ -24,6 +23,8 @@ from driftwarden.core.state import State, StateError, StateReader, pack_array
 
 #: Recent values kept to describe a change (its median, spread, normal-score shift).
 RECENT = 512
+#: After an alarm, ``update_many`` looks at least this many values ahead for the next one at a time.
+MIN_HORIZON = 256
 
 
 class RankCusumDetector(StreamingDetector):
@@ -94,7 +95,7 @@ class RankCusumDetector(StreamingDetector):
         self.cusums = np.zeros(len(BANK))
         self.run_starts = np.zeros(len(BANK), dtype=np.int64)  # value number where each CUSUM last left 0
         self.alarm: tuple[int, int, int] | None = None  # (CUSUM index, value number, values since change)
-        self._recent: deque[float] = deque(maxlen=RECENT)
+        self._recent = np.empty(0)  # the last RECENT values, oldest first
 
     def update(self, x: float) -> None:
         self.update_many([x])
@@ -110,17 +111,24 @@ class RankCusumDetector(StreamingDetector):
         index = np.flatnonzero(np.isfinite(x))
         finite = x[index]
         self._drift_detected = False
-        start = 0
+        if not len(finite):
+            return
+        # A value's increments do not depend on the CUSUMs (its tie-breaking draw is numbered by its
+        # position), so they are computed once; after an alarm the CUSUMs restart from zero and only
+        # their paths are recomputed, over a horizon that doubles until the next alarm (a change that
+        # persists alarms again soon: rerunning the paths to the column's end each time is quadratic).
+        increments = COEFFICIENTS @ features(normal_scores(self.cdf.transform(finite, self.n_seen, self.seed)))
+        start, horizon = 0, len(finite)
         while start < len(finite):
-            chunk = finite[start:]
-            u = self.cdf.transform(chunk, self.n_seen, self.seed)
-            paths = cusum_paths(COEFFICIENTS @ features(normal_scores(u)), self.cusums)
-            over = paths >= self.thresholds[:, None]
-            crossed = over.any(axis=0)
-            stop = int(np.argmax(crossed)) + 1 if crossed.any() else len(chunk)
-            self._advance(chunk[:stop], paths[:, :stop])
+            end = min(len(finite), start + horizon)
+            paths = cusum_paths(increments[:, start:end], self.cusums)
+            crossed = (paths >= self.thresholds[:, None]).any(axis=0)
+            alarmed = bool(crossed.any())
+            stop = int(np.argmax(crossed)) + 1 if alarmed else end - start
+            self._advance(finite[start : start + stop], paths[:, :stop])
             start += stop
-            if crossed.any():
+            horizon = max(MIN_HORIZON, 2 * stop) if alarmed else 2 * horizon
+            if alarmed:
                 which = int(np.argmax(paths[:, stop - 1] - self.thresholds))
                 self.alarm = (which, self.n_seen, int(self.n_seen - self.run_starts[which]))
                 self.cusums[:] = 0.0
@@ -137,7 +145,7 @@ class RankCusumDetector(StreamingDetector):
         self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero + 1, self.run_starts)
         self.cusums = paths[:, -1].copy()
         self.n_seen += len(values)
-        self._recent.extend(values[-RECENT:].tolist())
+        self._recent = np.concatenate([self._recent, values[-RECENT:]])[-RECENT:]
 
     def evidence(self) -> dict[str, Scalar]:
         """What changed (the last alarm's CUSUM and the values since its change point), on demand."""
@@ -155,7 +163,7 @@ class RankCusumDetector(StreamingDetector):
         which, at, since = self.alarm
         spec = BANK[which]
         behind = self.n_seen - at  # values seen after the alarm
-        recent = np.fromiter(self._recent, dtype=float)
+        recent = self._recent
         segment = (
             recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
         )
@@ -212,7 +220,7 @@ class RankCusumDetector(StreamingDetector):
             "cusums": pack_array(self.cusums),
             "run_starts": [int(v) for v in self.run_starts],
             "alarm": None if self.alarm is None else list(self.alarm),
-            "recent": pack_array(np.fromiter(self._recent, dtype=float, count=len(self._recent))),
+            "recent": pack_array(self._recent),
         }
 
     def load_dynamic_state(self, state: StateReader) -> None:
@@ -234,7 +242,7 @@ class RankCusumDetector(StreamingDetector):
         self.cusums = cusums.astype(float)
         self.run_starts = np.array(run_starts, dtype=np.int64)
         self.alarm = None if alarm is None else (int(alarm[0]), int(alarm[1]), int(alarm[2]))
-        self._recent = deque(recent.tolist(), maxlen=RECENT)
+        self._recent = recent.astype(float)
 
 
 def shift_in_sigma(evidence: dict[str, Scalar]) -> float:
