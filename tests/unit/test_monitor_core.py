@@ -404,3 +404,18 @@ def test_a_reference_of_columnar_batches_profiles_as_the_same_rows_as_events(sco
         "1", "2.5", "a", "true"
     }  # fmt: skip
     assert (profile.task, list(profile.numeric)) == ("classification", ["late", "x"])
+
+
+@pytest.mark.parametrize("varying", [0, 1, 2])
+def test_a_reference_with_constant_numeric_features_builds_and_is_monitored(varying):
+    """np.cov of one varying column is 0-d (pinv raised LinAlgError for exactly one); the joint test needs two."""
+    from driftwarden.core.profile import build_profile
+
+    rng = np.random.default_rng(3)
+    features = lambda r, i: {"a": float(r.normal()) if varying >= 1 else 1.0,  # noqa: E731
+                             "b": float(r.normal()) if varying >= 2 else 2.0, "c": 3.0}  # fmt: skip
+    profile = build_profile("m", "1", make_events(1_000, rng, features=features))
+    assert profile.multivariate_features == (["a", "b"] if varying == 2 else [])
+    monitor = Monitor(small_config())
+    observe_all(monitor, make_events(3_000, rng, features=features))
+    assert monitor.status("hand", 0).events_processed == 3_000

@@ -586,11 +586,14 @@ def profile_of(model_id: str, model_version: str, schema: FeatureSchema, columns
 
 
 def _multivariate(columns: Columns, schema: FeatureSchema) -> tuple[list[float], list[list[float]], list[str]]:
-    """Mean and (pseudo-)inverse covariance over complete rows of the non-constant numeric features."""
+    """Mean and (pseudo-)inverse covariance over complete rows of the non-constant numeric features
+    (none when fewer than two vary: one feature alone is the univariate tests' subject)."""
     complete = columns.numeric[~np.isnan(columns.numeric).any(axis=1)]
     if len(schema.numeric) < 2 or len(complete) <= len(schema.numeric) * 5:
         return [], [], []
     keep = complete.std(axis=0) > 0
+    if keep.sum() < 2:
+        return [], [], []
     data = complete[:, keep]
     precision = np.linalg.pinv(np.cov(data, rowvar=False))
     names = [name for name, k in zip(schema.numeric, keep, strict=True) if k]
