@@ -755,8 +755,8 @@ def bench_throughput(
         if scaling_events:
             rates = run_scaling(bench_settings(base, work, "scaling", partitions=2), work, scaling_events)
             typer.echo(
-                f"2 partitions, {scaling_events:,} events: 1 worker {rates[1]:,.0f} events/s, 2 workers "
-                f"{rates[2]:,.0f} events/s ({rates[2] / rates[1]:.2f}x)"
+                f"2 partitions, {scaling_events:,} events: 1 worker {rates[1]} events/s, 2 workers "
+                f"{rates[2]} events/s ({rates[2].events_per_s / rates[1].events_per_s:.2f}x)"
             )
         if memory_events:
             typer.echo(run_memory(bench_settings(base, work, "memory"), work, memory_events).as_text())

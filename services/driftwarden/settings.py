@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     registry_dir: Path = Field(default=Path(".driftwarden/registry"), description="Model registry root.")
     checkpoint_interval_s: float = Field(default=5.0, gt=0, description="How often detector state is saved.")
     commit_interval_s: float = Field(default=2.8, gt=0, description="How often consumed offsets are committed.")
+    status_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the monitor publishes each model's status."
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Interface for /metrics; 0.0.0.0 inside a container.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from aiokafka.partitioner import DefaultPartitioner
 
-from driftwarden.bench.throughput import monitor_rate
+from driftwarden.bench.throughput import Rate, monitor_rate
 from driftwarden.core.events import Alert
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import free_port
@@ -157,7 +157,7 @@ def models_on_partitions(partitions: int) -> list[str]:
     return [chosen[p] for p in range(partitions)]
 
 
-def run_scaling(settings: Settings, work: Path, events: int) -> dict[int, float]:
+def run_scaling(settings: Settings, work: Path, events: int) -> dict[int, Rate]:
     """Events/s of one, then two workers over the same events on two partitions."""
     model_ids = models_on_partitions(2)
     for k, model_id in enumerate(model_ids):

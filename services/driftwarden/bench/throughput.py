@@ -38,20 +38,32 @@ from driftwarden_load.producer import ScenarioProducer
 from driftwarden_load.scenarios import Scenario
 
 
+@dataclass(frozen=True)
+class Rate:
+    """The monitor's events/s; a lower bound (printed ``≥``) when it processed every event between two
+    of its status reports, i.e. faster than the reports can time."""
+
+    events_per_s: float
+    lower_bound: bool = False
+
+    def __str__(self) -> str:
+        return f"{'≥' if self.lower_bound else ''}{self.events_per_s:,.0f}"
+
+
 @dataclass
 class ThroughputResult:
     batch_size: int
     events: int
     raw: float
     empty_faust: float
-    monitor: float
+    monitor: Rate
     columnar: bool = False
 
     def as_row(self) -> str:
-        rates = [self.raw, self.empty_faust, self.monitor]
         size = f"{self.batch_size} columnar" if self.columnar else f"{self.batch_size}"
-        cells = [size, f"{self.events:,}", *(f"{rate:,.0f}" for rate in rates)]
-        cells += [f"{self.monitor / self.raw:.2f}", f"{self.monitor / self.empty_faust:.2f}"]
+        cells = [size, f"{self.events:,}", f"{self.raw:,.0f}", f"{self.empty_faust:,.0f}", str(self.monitor)]
+        monitor = self.monitor.events_per_s
+        cells += [f"{monitor / self.raw:.2f}", f"{monitor / self.empty_faust:.2f}"]
         return "| " + " | ".join(cells) + " |"
 
 
@@ -94,7 +106,11 @@ def _empty_faust_rate(settings: Settings, messages: int, events: int, log: Path)
     return events / max(float(found.group(2)) - float(found.group(1)), 1e-9)
 
 
-def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers: int = 1) -> float:
+#: The monitor's status reports time its rate: ten a second, so a short run is still timed.
+STATUS_INTERVAL_S = 0.1
+
+
+def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers: int = 1) -> Rate:
     """Events/s of ``workers`` monitor processes (one consumer group) over models and their event counts.
 
     From this run's status reports: the events processed between the first report (of any model) and
@@ -120,16 +136,16 @@ def monitor_rate(settings: Settings, events: dict[str, int], work: Path, workers
     start = min(h[0].ts for h in history.values())
     end = max(next(r.ts for r in history[m] if r.events_processed >= n) for m, n in events.items())
     before = sum(h[0].events_processed for h in history.values() if h[0].ts == start)
-    if end <= start:  # everything between two reports: a lower bound
-        return float(sum(events.values()))
-    return (sum(events.values()) - before) / (end - start)
+    if end <= start:  # everything between two reports: faster than they can time
+        return Rate(sum(events.values()) / settings.status_interval_s, lower_bound=True)
+    return Rate((sum(events.values()) - before) / (end - start))
 
 
 def bench_settings(base: Settings, work: Path, name: str, partitions: int = 1) -> Settings:
     """Settings for one benchmark run: topics and consumer group of its own, on the same broker."""
     settings = base.model_copy(update={
         "topic_prefix": f"{name}.", "monitor_group": f"{name}-monitor", "state_dir": work / name,
-        "partitions": partitions,
+        "partitions": partitions, "status_interval_s": STATUS_INTERVAL_S,
     })  # fmt: skip
     asyncio.run(ensure_topics(settings, settings.topics.specs(settings.partitions)))
     return settings

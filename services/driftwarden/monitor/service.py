@@ -89,7 +89,6 @@ class MonitorService:
         config: MonitoringConfig | None = None,
         batch_max: int = 500,
         batch_within_s: float = 0.05,
-        status_interval_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.core = Monitor(config, load_profile=profile_loader(settings.profiles_dir))
@@ -124,7 +123,7 @@ class MonitorService:
         self.inputs_seen: TallyCounter[tuple[str, ...]] = TallyCounter()  # (model_id[, model_version]) -> events
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
-        self.app.timer(status_interval_s, name="monitor-status")(self.publish_status)
+        self.app.timer(settings.status_interval_s, name="monitor-status")(self.publish_status)
         self.app.timer(1.0, name="monitor-checkpoint")(self.checkpoint_when_quiet)
         on_rebalance(self.app.on_partitions_revoked, self.on_partitions_revoked)
         on_rebalance(self.app.on_partitions_assigned, self.on_partitions_assigned)
