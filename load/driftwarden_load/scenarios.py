@@ -221,7 +221,7 @@ class Chunk:
         }
 
     def training_examples(self) -> list[dict[str, Any]]:
-        """The chunk as joined, labelled examples (``schemas/training-example.v1.json``)."""
+        """The chunk as joined, labelled examples (as the trainer joins them, :mod:`driftwarden.core.training_join`)."""
         keep = ("event_id", "model_id", "model_version", "ts", "features", "prediction")
         return [
             {**{k: prediction[k] for k in keep}, "label": label["label"]}

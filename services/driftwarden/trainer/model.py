@@ -102,8 +102,9 @@ class Dataset:
 
     @classmethod
     def from_examples(cls, examples: Sequence[dict[str, Any]], declared: Mapping[str, str] | None = None) -> Dataset:
-        """Examples are ``{"features": {...}, "label": ..., "ts": ...}`` (training-example events);
-        feature types as declared, else inferred (:func:`driftwarden.core.features.infer_types`)."""
+        """Examples are ``{"features": {...}, "label": ..., "ts": ...}`` (as
+        :class:`~driftwarden.core.training_join.TrainingJoin` assembles them); feature types as
+        declared, else inferred (:func:`driftwarden.core.features.infer_types`)."""
         ordered = sorted(examples, key=lambda e: e["ts"])
         schema = infer_types((e["features"] for e in ordered), declared or {})
         columns: dict[str, Any] = {}
