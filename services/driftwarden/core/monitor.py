@@ -74,7 +74,7 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-#: 7: rank-CUSUM streaming detectors run 23 CUSUMs (the end-of-scale ones added), 31 where the reference
+#: 7: rank-CUSUM streaming detectors run 25 CUSUMs (the end-of-scale ones added), 33 where the reference
 #: has an end atom (location and spread within the continuous part). 6: the label joiner's pending
 #: predictions, and the performance window's joined ones, keep no features (the trainer joins its own
 #: examples); pending predictions are packed records. 5: an embedding's distance-to-centroid alarm is

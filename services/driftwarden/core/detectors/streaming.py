@@ -33,10 +33,12 @@ class RankCusumDetector(StreamingDetector):
     Each value is ranked against the reference (a randomized probability integral transform of the
     reference's quantile summary, ties included) and turned into a normal score, which is exactly
     N(0, 1) while nothing changes, for any feature shape: heavy tails, counts, zero inflation,
-    clipping. Eight CUSUMs watch the scores (location up/down at two sizes, spread up/down, upper
-    and lower tail; :data:`~driftwarden.core.detectors.sequential.BANK`); their thresholds follow
-    from ``arl``, the mean number of values between false alarms this detector may have, split
-    evenly over the eight (Bonferroni). After an alarm every CUSUM restarts from zero.
+    clipping. 25 CUSUMs watch the scores (location, spread, each tail, both tails, and the ends of the
+    rank scale emptied or heavier; :data:`~driftwarden.core.detectors.sequential.BANK`), 33 where
+    the reference has an atom at an end of its range (location and spread also within the rest:
+    :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
+    ``arl``, the mean number of values between false alarms this detector may have, split evenly
+    over them (Bonferroni). After an alarm every CUSUM restarts from zero.
 
     Parameters
     ----------
@@ -65,6 +67,9 @@ class RankCusumDetector(StreamingDetector):
     (True, True)
     >>> e["statistic"], e["direction"], 0.2 < e["shift_sigma"] < 1.0  # ln 1.5 = 0.41 σ of log(amount)
     ('location', 'up', True)
+    >>> zeros = np.where(rng.random(5_000) < 0.4, 0.0, rng.gamma(2.0, 10.0, 5_000))  # 40 % zeros
+    >>> len(RankCusumDetector(np.quantile(zeros, np.linspace(0, 1, 1_000)), 5_000).thresholds)
+    33
 
     References
     ----------
@@ -186,11 +191,14 @@ class RankCusumDetector(StreamingDetector):
 
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
-        what = {"location": "location", "spread": "spread", "upper_tail": "upper tail",
-                "lower_tail": "lower tail"}.get(str(e["statistic"]), "distribution")  # fmt: skip
+        what = {"location": "location", "spread": "spread", "upper_tail": "upper tail", "lower_tail": "lower tail",
+                "upper_end": "upper end", "lower_end": "lower end", "ends": "both ends"}.get(
+            str(e["statistic"]), "distribution")  # fmt: skip
         direction = "heavier" if "tail" in what else ("moved up" if e["direction"] == "up" else "moved down")
         if what == "spread":
             direction = "widened" if e["direction"] == "up" else "narrowed"
+        if "end" in what:  # the share of values at the end(s) of the reference's range
+            direction = "fuller" if e["direction"] == "up" else "emptier"
         return (
             f"{what} {direction}: median {e['reference_median']:.4g} -> {e['current_median']:.4g}, "
             f"IQR {e['reference_iqr']:.4g} -> {e['current_iqr']:.4g} ({e['shift_sigma']:+.2f} σ shift, spread "
