@@ -171,11 +171,18 @@ _END_Z = ndtri(np.array(END_SHARES))
 def features(z: np.ndarray) -> np.ndarray:
     """The rows the CUSUM increments combine: ``1, 1[z>0], 1[z<0], z, z^2 1[z>0], z^2 1[z<0], k(z)`` (``k``
     the heavy-tail score), then ``1[u < p]`` for each of :data:`END_SHARES` and ``1[u > 1 - p]`` for each."""
+    return np.vstack([_moment_features(z), _tails_score(z), z < _END_Z[:, None], z > -_END_Z[:, None]])
+
+
+def _moment_features(z: np.ndarray) -> np.ndarray:
+    """The first :data:`MOMENT_FEATURES` rows of :func:`features`, all that location and spread CUSUMs use."""
     positive = z > 0
     square = z * z
-    return np.vstack([np.ones_like(z), positive, ~positive, z, np.where(positive, square, 0.0),
-                      np.where(positive, 0.0, square), _tails_score(z), z < _END_Z[:, None],
-                      z > -_END_Z[:, None]])  # fmt: skip
+    return np.stack([np.ones_like(z), positive, ~positive, z, np.where(positive, square, 0.0),
+                     np.where(positive, 0.0, square)])  # fmt: skip
+
+
+MOMENT_FEATURES = 6
 
 
 _MOMENTS = _moments()
@@ -330,6 +337,7 @@ ATOM_SHARE = 0.1
 _CONTINUOUS = [i for i, spec in enumerate(BANK) if spec.statistic in ("location", "spread")]
 #: The CUSUMs that also run within the continuous part: location and spread, each way, at both sizes.
 CONTINUOUS_BANK = tuple(replace(BANK[i], name=f"{BANK[i].name} within the continuous part") for i in _CONTINUOUS)
+_CONTINUOUS_COEFFICIENTS = COEFFICIENTS[_CONTINUOUS, :MOMENT_FEATURES]
 
 
 def continuous_part(cdf: ReferenceCdf) -> tuple[float, float] | None:
@@ -388,7 +396,7 @@ def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
     a, b = part
     inside = (u > a) & (u < b)
     within = normal_scores(np.where(inside, (u - a) / (b - a), 0.5))  # (outside: masked below)
-    continuous: np.ndarray = (COEFFICIENTS[_CONTINUOUS] @ features(within)) * inside
+    continuous: np.ndarray = (_CONTINUOUS_COEFFICIENTS @ _moment_features(within)) * inside
     return np.vstack([steps, continuous])
 
 
