@@ -11,10 +11,16 @@ holds the state. Three steps per value ``x``:
 2. **Normal scores** ``z = Φ⁻¹(u)``: exactly N(0, 1) under no change.
 3. **A bank of CUSUMs** [2]_ (:data:`BANK`), each the log-likelihood ratio of one explicit
    alternative density of ``z`` against N(0, 1): location up/down at two sizes, spread up/down,
-   a heavier upper tail, a heavier lower tail. A location change of a lognormal amount, a count
-   rate change, a mixture weight moving, a tail growing: each is a change of ``u``'s density, and
-   the CUSUM whose alternative is closest (in Kullback–Leibler divergence) finds it at nearly the
-   optimal delay ``h / KL`` (Lorden [3]_).
+   a heavier upper tail, a heavier lower tail; and piecewise-constant densities of ``u`` at the ends
+   of the rank scale: an end emptied (a support shift: no values below a new minimum), more mass in
+   the last 2 % or 6 % (a small far-away mixture component), both ends heavier or lighter. A
+   location change of a lognormal amount, a count rate change, a mixture weight moving, a tail
+   growing: each is a change of ``u``'s density, and the CUSUM whose alternative is closest (in
+   Kullback–Leibler divergence) finds it at nearly the optimal delay ``h / KL`` (Lorden [3]_).
+   Where the reference has an atom at an end of its range (zero inflation, clipping), the location
+   and spread CUSUMs also run on the ranks within the rest (:func:`continuous_part`): a change of the
+   continuous part alone (the spread of the amounts above the zeros) is a location or spread change
+   there, and diluted by the atom's randomized ranks in ``z``.
 
 Thresholds follow from a false-alarm budget (:func:`cusum_threshold`): for a mean number of values
 between false alarms ``arl``, Siegmund's corrected approximation for the location CUSUMs [4]_
@@ -48,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import brentq
@@ -72,8 +78,7 @@ def _tails_score(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CusumSpec:
-    """One CUSUM: the log-likelihood ratio ``c . (1, 1[z>0], 1[z<0], z, z^2 1[z>0], z^2 1[z<0], k(z))``
-    with ``k`` the heavy-tail score.
+    """One CUSUM: the log-likelihood ratio ``c . features(z)`` (:func:`features`).
 
     ``overshoot`` (rho) enters the threshold approximation ``ARL = (e^(h+rho) - h - rho - 1) / KL``.
     ``reference_spread`` (s): how much a reference of ``n`` values moves this CUSUM's false-alarm rate.
@@ -85,7 +90,7 @@ class CusumSpec:
     name: str
     statistic: str  # location, spread, upper_tail, lower_tail, tails
     direction: str  # up or down
-    coefficients: tuple[float, float, float, float, float, float, float]
+    coefficients: tuple[float, ...]  # one per row of :func:`features`
     overshoot: float
     reference_spread: float
 
@@ -96,7 +101,7 @@ class CusumSpec:
 
 
 def _moments() -> np.ndarray:
-    """E[f f^T] for f = (1, 1[z>0], 1[z<0], z, z^2 1[z>0], z^2 1[z<0], k(z)), z ~ N(0, 1), by quadrature."""
+    """E[f f^T] for f = features(z), z ~ N(0, 1), by quadrature."""
     grid = np.linspace(-12, 12, 480_001)
     weight = np.exp(-grid * grid / 2) / math.sqrt(2 * math.pi) * (grid[1] - grid[0])
     f = features(grid)
@@ -107,7 +112,7 @@ def _moments() -> np.ndarray:
 def _location(delta: float, sign: int, reference_spread: float) -> CusumSpec:
     # z ~ N(+-delta, 1): delta z - delta^2/2; Siegmund's overshoot correction 2 x 0.583 delta.
     return CusumSpec(f"location{'+' if sign > 0 else '-'}{delta:g}", "location", "up" if sign > 0 else "down",
-                     (-delta * delta / 2, 0, 0, sign * delta, 0, 0, 0), _overshoot(delta * delta / 2),
+                     _padded(-delta * delta / 2, 0, 0, sign * delta, 0, 0, 0), _overshoot(delta * delta / 2),
                      reference_spread)  # fmt: skip
 
 
@@ -116,18 +121,41 @@ def _spread(sigma: float, reference_spread: float) -> CusumSpec:
     a = (1 - sigma**-2) / 2
     kl = (sigma**2 - 1) / 2 - math.log(sigma)
     return CusumSpec(f"spread x{sigma:g}", "spread", "up" if sigma > 1 else "down",
-                     (-math.log(sigma), 0, 0, 0, a, a, 0), 1.3 * _overshoot(kl), reference_spread)  # fmt: skip
+                     _padded(-math.log(sigma), 0, 0, 0, a, a, 0), 1.3 * _overshoot(kl), reference_spread)  # fmt: skip
 
 
 def _tail(sigma: float, upper: bool, reference_spread: float) -> CusumSpec:
     # One half of N(0, 1) stretched by sigma (a proper density: each half keeps mass 1/2).
     a = (1 - sigma**-2) / 2
     c = -math.log(sigma)
-    coefficients = (0, c, 0, 0, a, 0, 0) if upper else (0, 0, c, 0, 0, a, 0)
+    coefficients = _padded(0, c, 0, 0, a, 0, 0) if upper else _padded(0, 0, c, 0, 0, a, 0)
     side = "upper" if upper else "lower"
     kl = ((sigma**2 - 1) / 2 - math.log(sigma)) / 2
     return CusumSpec(f"{side}_tail x{sigma:g}", f"{side}_tail", "up", coefficients, 1.5 * _overshoot(kl),
                      reference_spread)  # fmt: skip
+
+
+def _ends(share: float, ratio: float, side: str, overshoot: float) -> CusumSpec:
+    """The density of ``u`` times ``ratio`` on the end(s) of total mass ``share`` (``side``: lower, upper or
+    both, half the share each), the rest renormalized: ``ln ratio`` there, ``ln((1 - share ratio) / (1 - share))``
+    elsewhere. Bounded likelihood ratio: the reference spread is sqrt(chi^2) / KL of the alternative."""
+    inside, outside = math.log(ratio), math.log((1 - share * ratio) / (1 - share))
+    lower = END_SHARES.index(share / 2 if side == "both" else share)
+    indicators = [0.0] * (2 * len(END_SHARES))
+    for end in {"lower": (lower,), "upper": (len(END_SHARES) + lower,), "both": (lower, len(END_SHARES) + lower)}[side]:
+        indicators[end] = inside - outside
+    rest = (1 - share * ratio) / (1 - share)
+    chi2 = share * ratio * ratio + (1 - share) * rest * rest - 1
+    kl = share * ratio * inside + (1 - share) * rest * outside
+    statistic = "ends" if side == "both" else f"{side}_end"
+    name = f"{statistic} {share:g} x{ratio:g}"
+    return CusumSpec(name, statistic, "up" if ratio > 1 else "down", (outside, 0, 0, 0, 0, 0, 0, *indicators),
+                     overshoot, math.sqrt(chi2) / kl)  # fmt: skip
+
+
+def _padded(*coefficients: float) -> tuple[float, ...]:
+    """Coefficients of the first seven features, zero on the end indicators."""
+    return (*coefficients, *[0.0] * (2 * len(END_SHARES)))
 
 
 def _overshoot(kl: float) -> float:
@@ -135,25 +163,45 @@ def _overshoot(kl: float) -> float:
     return 1.166 * math.sqrt(2 * kl)
 
 
+#: The ends of the rank scale the end CUSUMs look at: ``u < p`` and ``u > 1 - p`` for each ``p``.
+END_SHARES = (0.02, 0.06, 0.1, 0.2)
+_END_Z = ndtri(np.array(END_SHARES))
+
+
 def features(z: np.ndarray) -> np.ndarray:
-    """The rows ``(1, 1[z>0], 1[z<0], z, z^2 1[z>0], z^2 1[z<0], k(z))`` the CUSUM increments combine."""
+    """The rows the CUSUM increments combine: ``1, 1[z>0], 1[z<0], z, z^2 1[z>0], z^2 1[z<0], k(z)`` (``k``
+    the heavy-tail score), then ``1[u < p]`` for each of :data:`END_SHARES` and ``1[u > 1 - p]`` for each."""
+    return np.vstack([_moment_features(z), _tails_score(z), z < _END_Z[:, None], z > -_END_Z[:, None]])
+
+
+def _moment_features(z: np.ndarray) -> np.ndarray:
+    """The first :data:`MOMENT_FEATURES` rows of :func:`features`, all that location and spread CUSUMs use."""
     positive = z > 0
     square = z * z
     return np.stack([np.ones_like(z), positive, ~positive, z, np.where(positive, square, 0.0),
-                     np.where(positive, 0.0, square), _tails_score(z)])  # fmt: skip
+                     np.where(positive, 0.0, square)])  # fmt: skip
+
+
+MOMENT_FEATURES = 6
 
 
 _MOMENTS = _moments()
 
 #: The CUSUMs every numeric stream runs: location and spread at two sizes each way, each tail at two
-#: sizes, and heavier tails on both sides at once (a scale mixture). Overshoots: Siegmund's for location
-#: (exact for Gaussian increments); for spread and one-sided tails the same form scaled by 1.3 and 1.5,
-#: and 1.4 for the two-sided tails, fitted by simulation (measured ARL 0.8-1.25 times the target at 3e3, 3e4;
-#: 0.62-1.13 at 1e5, 1e6). Reference spreads: the standard deviation of sqrt(n) (1 - theta) over 150
-#: references of 5,000 and 80 of 1,000 values (the larger; the two sides of a mirror pair pooled); the
-#: randomized ranks make it the same for any continuous shape. Analytically it is sqrt(chi^2(alternative
-#: || null)) / KL(alternative || null) for a large reference (8.1 for location 0.25), unbounded for the
-#: alternatives whose likelihood ratio grows like e^(z^2 / 4) or faster: there the reference's extremes set it.
+#: sizes, and heavier tails on both sides at once (a scale mixture); then the ends of the rank scale
+#: (:func:`_ends`): each end emptied to a tenth of its mass over the last 2 %, 6 % or 20 % (a support
+#: shift), the last 2 % four times and the last 6 % twice as full (a small far-away component), and both
+#: ends (10 % each) 1.5 or 0.6 times as full (mass moving between the middle and the ends, as a
+#: clipped feature's spread does). Overshoots: Siegmund's for location (exact for Gaussian increments);
+#: for spread and one-sided tails the same form scaled by 1.3 and 1.5, 1.4 for the two-sided tails, 0.6
+#: for the emptied ends and 0.2 for the fuller ones, fitted by simulation (measured ARL 0.8-1.25 times the
+#: target at 3e3, 3e4; 0.62-1.13 at 1e5, 1e6; the ends 0.86-1.5 at 3e3, 3e4). Reference spreads: the
+#: standard deviation of sqrt(n) (1 - theta) over 150 references of 5,000 and 80 of 1,000 values (the
+#: larger; the two sides of a mirror pair pooled); the randomized ranks make it the same for any
+#: continuous shape. Analytically it is sqrt(chi^2(alternative || null)) / KL(alternative || null) for a
+#: large reference (8.1 for location 0.25; what the ends use, their likelihood ratios being bounded),
+#: unbounded for the alternatives whose likelihood ratio grows like e^(z^2 / 4) or faster: there the
+#: reference's extremes set it.
 BANK: tuple[CusumSpec, ...] = (
     _location(0.25, 1, 8.3),
     _location(0.25, -1, 8.3),
@@ -167,7 +215,19 @@ BANK: tuple[CusumSpec, ...] = (
     _tail(1.4, upper=False, reference_spread=8.3),
     _tail(2.2, upper=True, reference_spread=7.5),
     _tail(2.2, upper=False, reference_spread=7.5),
-    CusumSpec("tails", "tails", "up", (0, 0, 0, 0, 0, 0, 1), 1.4, 12.5),
+    CusumSpec("tails", "tails", "up", _padded(0, 0, 0, 0, 0, 0, 1), 1.4, 12.5),
+    _ends(0.02, 0.1, "lower", 0.6),
+    _ends(0.06, 0.1, "lower", 0.6),
+    _ends(0.2, 0.1, "lower", 0.6),
+    _ends(0.02, 0.1, "upper", 0.6),
+    _ends(0.06, 0.1, "upper", 0.6),
+    _ends(0.2, 0.1, "upper", 0.6),
+    _ends(0.02, 4.0, "lower", 0.2),
+    _ends(0.06, 2.0, "lower", 0.2),
+    _ends(0.02, 4.0, "upper", 0.2),
+    _ends(0.06, 2.0, "upper", 0.2),
+    _ends(0.2, 1.5, "both", 0.2),
+    _ends(0.2, 0.6, "both", 0.2),
 )
 COEFFICIENTS = np.array([spec.coefficients for spec in BANK])
 
@@ -271,9 +331,73 @@ class ReferenceCdf:
         return u
 
 
+#: An atom at an end of the reference's range with at least this share of the values gets the CUSUMs of
+#: :data:`CONTINUOUS_BANK` on the ranks of the rest (:func:`continuous_part`).
+ATOM_SHARE = 0.1
+_CONTINUOUS = [i for i, spec in enumerate(BANK) if spec.statistic in ("location", "spread")]
+#: The CUSUMs that also run within the continuous part: location and spread, each way, at both sizes.
+CONTINUOUS_BANK = tuple(replace(BANK[i], name=f"{BANK[i].name} within the continuous part") for i in _CONTINUOUS)
+_CONTINUOUS_COEFFICIENTS = COEFFICIENTS[_CONTINUOUS, :MOMENT_FEATURES]
+
+
+def continuous_part(cdf: ReferenceCdf) -> tuple[float, float] | None:
+    """The interval of ``u`` between the reference's end atoms of at least :data:`ATOM_SHARE` (None: no such
+    atom, or less than that share between them: a two-valued feature has no continuous part).
+
+    ``u`` is uniform within it while nothing changes, so ``(u - a) / (b - a)`` there is a rank in the
+    continuous part, which a change of the continuous part alone (the amounts above an atom of zeros,
+    the inside of a clipped range) moves undiluted by the atom's randomized ranks.
+
+    >>> a, b = continuous_part(ReferenceCdf([0.0] * 40 + list(np.linspace(0.1, 3.0, 60)), reference_n=5_000))
+    >>> round(a, 3), b  # 40 of 100 quantiles at 0: an atom of ~40 % of the values, as the summary resolves it
+    (0.399, 1.0)
+    >>> continuous_part(ReferenceCdf(list(np.linspace(0.1, 3.0, 100)), reference_n=5_000)) is None
+    True
+    """
+    q, levels, step, tail = cdf.q, cdf.levels, cdf.step, cdf.tail
+    if len(q) < 2:
+        return None
+    low_mass = float(levels[np.searchsorted(q, q[0], "right") - 1] + step / 2)  # the run of the minimum
+    high_mass = float(1 - (levels[np.searchsorted(q, q[-1], "left")] - step / 2))  # the run of the maximum
+    a = tail + (1 - 2 * tail) * low_mass if low_mass > ATOM_SHARE else 0.0
+    b = 1 - tail - (1 - 2 * tail) * high_mass if high_mass > ATOM_SHARE else 1.0
+    return (a, b) if (a, b) != (0.0, 1.0) and b - a > ATOM_SHARE else None
+
+
 def normal_scores(u: np.ndarray) -> np.ndarray:
     scores: np.ndarray = ndtri(u)
     return scores
+
+
+def bank(part: tuple[float, float] | None) -> tuple[CusumSpec, ...]:
+    """The CUSUMs of a stream whose reference has this continuous part (:func:`continuous_part`)."""
+    return BANK if part is None else BANK + CONTINUOUS_BANK
+
+
+def bank_thresholds(part: tuple[float, float] | None, arl: float, reference_n: int) -> np.ndarray:
+    """Each CUSUM of ``bank(part)`` at ``arl`` values between false alarms for the bank (Bonferroni).
+
+    A CUSUM within the continuous part moves on its share ``b - a`` of the values only (its increment
+    is 0 elsewhere): its mean number of *values* between false alarms is that of its own steps over
+    ``b - a``, and its reference is the ``(b - a) n`` values inside.
+    """
+    specs = bank(part)
+    share = 1.0 if part is None else part[1] - part[0]
+    return np.array([cusum_threshold(spec, arl * len(specs), reference_n) for spec in BANK]
+                    + [cusum_threshold(spec, arl * len(specs) * share, max(1, round(reference_n * share)))
+                       for spec in specs[len(BANK):]])  # fmt: skip
+
+
+def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
+    """The increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u``."""
+    steps: np.ndarray = COEFFICIENTS @ features(normal_scores(u))
+    if part is None:
+        return steps
+    a, b = part
+    inside = (u > a) & (u < b)
+    within = normal_scores(np.where(inside, (u - a) / (b - a), 0.5))  # (outside: masked below)
+    continuous: np.ndarray = (_CONTINUOUS_COEFFICIENTS @ _moment_features(within)) * inside
+    return np.vstack([steps, continuous])
 
 
 def cusum_paths(increments: np.ndarray, start: np.ndarray) -> np.ndarray:

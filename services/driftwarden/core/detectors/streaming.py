@@ -10,12 +10,12 @@ import numpy as np
 
 from driftwarden.core.detectors.base import StreamingDetector, build
 from driftwarden.core.detectors.sequential import (
-    BANK,
-    COEFFICIENTS,
     ReferenceCdf,
+    bank,
+    bank_thresholds,
+    continuous_part,
     cusum_paths,
-    cusum_threshold,
-    features,
+    increments,
     normal_scores,
 )
 from driftwarden.core.events import Scalar
@@ -33,10 +33,12 @@ class RankCusumDetector(StreamingDetector):
     Each value is ranked against the reference (a randomized probability integral transform of the
     reference's quantile summary, ties included) and turned into a normal score, which is exactly
     N(0, 1) while nothing changes, for any feature shape: heavy tails, counts, zero inflation,
-    clipping. Eight CUSUMs watch the scores (location up/down at two sizes, spread up/down, upper
-    and lower tail; :data:`~driftwarden.core.detectors.sequential.BANK`); their thresholds follow
-    from ``arl``, the mean number of values between false alarms this detector may have, split
-    evenly over the eight (Bonferroni). After an alarm every CUSUM restarts from zero.
+    clipping. 25 CUSUMs watch the scores (location, spread, each tail, both tails, and the ends of the
+    rank scale emptied or heavier; :data:`~driftwarden.core.detectors.sequential.BANK`), 33 where
+    the reference has an atom at an end of its range (location and spread also within the rest:
+    :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
+    ``arl``, the mean number of values between false alarms this detector may have, split evenly
+    over them (Bonferroni). After an alarm every CUSUM restarts from zero.
 
     Parameters
     ----------
@@ -65,6 +67,9 @@ class RankCusumDetector(StreamingDetector):
     (True, True)
     >>> e["statistic"], e["direction"], 0.2 < e["shift_sigma"] < 1.0  # ln 1.5 = 0.41 σ of log(amount)
     ('location', 'up', True)
+    >>> zeros = np.where(rng.random(5_000) < 0.4, 0.0, rng.gamma(2.0, 10.0, 5_000))  # 40 % zeros
+    >>> len(RankCusumDetector(np.quantile(zeros, np.linspace(0, 1, 1_000)), 5_000).thresholds)
+    33
 
     References
     ----------
@@ -90,10 +95,12 @@ class RankCusumDetector(StreamingDetector):
         self.reference_n = reference_n
         self.arl = float(arl)
         self.seed = seed
-        self.thresholds = np.array([cusum_threshold(spec, arl * len(BANK), reference_n) for spec in BANK])
+        self.part = continuous_part(self.cdf)
+        self.bank = bank(self.part)
+        self.thresholds = bank_thresholds(self.part, arl, reference_n)
         self.n_seen = 0
-        self.cusums = np.zeros(len(BANK))
-        self.run_starts = np.zeros(len(BANK), dtype=np.int64)  # value number where each CUSUM last left 0
+        self.cusums = np.zeros(len(self.bank))
+        self.run_starts = np.zeros(len(self.bank), dtype=np.int64)  # value number where each CUSUM last left 0
         self.alarm: tuple[int, int, int] | None = None  # (CUSUM index, value number, values since change)
         self._recent = np.empty(0)  # the last RECENT values, oldest first
 
@@ -117,11 +124,11 @@ class RankCusumDetector(StreamingDetector):
         # position), so they are computed once; after an alarm the CUSUMs restart from zero and only
         # their paths are recomputed, over a horizon that doubles until the next alarm (a change that
         # persists alarms again soon: rerunning the paths to the column's end each time is quadratic).
-        increments = COEFFICIENTS @ features(normal_scores(self.cdf.transform(finite, self.n_seen, self.seed)))
+        steps = increments(self.cdf.transform(finite, self.n_seen, self.seed), self.part)
         start, horizon = 0, len(finite)
         while start < len(finite):
             end = min(len(finite), start + horizon)
-            paths = cusum_paths(increments[:, start:end], self.cusums)
+            paths = cusum_paths(steps[:, start:end], self.cusums)
             crossed = (paths >= self.thresholds[:, None]).any(axis=0)
             alarmed = bool(crossed.any())
             stop = int(np.argmax(crossed)) + 1 if alarmed else end - start
@@ -161,7 +168,7 @@ class RankCusumDetector(StreamingDetector):
             return evidence | {"statistic": None, "direction": None, "current_median": None, "shift_sigma": None,
                                "spread_ratio": None, "values_since_change": None}  # fmt: skip
         which, at, since = self.alarm
-        spec = BANK[which]
+        spec = self.bank[which]
         behind = self.n_seen - at  # values seen after the alarm
         recent = self._recent
         segment = (
@@ -184,11 +191,14 @@ class RankCusumDetector(StreamingDetector):
 
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
-        what = {"location": "location", "spread": "spread", "upper_tail": "upper tail",
-                "lower_tail": "lower tail"}.get(str(e["statistic"]), "distribution")  # fmt: skip
+        what = {"location": "location", "spread": "spread", "upper_tail": "upper tail", "lower_tail": "lower tail",
+                "upper_end": "upper end", "lower_end": "lower end", "ends": "both ends"}.get(
+            str(e["statistic"]), "distribution")  # fmt: skip
         direction = "heavier" if "tail" in what else ("moved up" if e["direction"] == "up" else "moved down")
         if what == "spread":
             direction = "widened" if e["direction"] == "up" else "narrowed"
+        if "end" in what:  # the share of values at the end(s) of the reference's range
+            direction = "fuller" if e["direction"] == "up" else "emptier"
         return (
             f"{what} {direction}: median {e['reference_median']:.4g} -> {e['current_median']:.4g}, "
             f"IQR {e['reference_iqr']:.4g} -> {e['current_iqr']:.4g} ({e['shift_sigma']:+.2f} σ shift, spread "
@@ -226,8 +236,9 @@ class RankCusumDetector(StreamingDetector):
     def load_dynamic_state(self, state: StateReader) -> None:
         cusums, recent = state.array("cusums"), state.array("recent")
         run_starts = state.items("run_starts")
-        if len(cusums) != len(BANK) or len(run_starts) != len(BANK) or not all(type(v) is int for v in run_starts):
-            raise StateError(f"{state.where}: expected {len(BANK)} CUSUMs and run starts")
+        size = len(self.bank)
+        if len(cusums) != size or len(run_starts) != size or not all(type(v) is int for v in run_starts):
+            raise StateError(f"{state.where}: expected {size} CUSUMs and run starts")
         if len(recent) > RECENT or not np.all(cusums >= 0):
             raise StateError(f"{state.where}: CUSUMs must be >= 0 and at most {RECENT} recent values")
         alarm = state.raw("alarm")
@@ -235,7 +246,7 @@ class RankCusumDetector(StreamingDetector):
             isinstance(alarm, list) and len(alarm) == 3 and all(type(v) is int for v in alarm)
         ):
             raise StateError(f"{state.where}.alarm: expected [cusum, value number, values since change]")
-        if alarm is not None and not 0 <= alarm[0] < len(BANK):
+        if alarm is not None and not 0 <= alarm[0] < size:
             raise StateError(f"{state.where}.alarm: no such CUSUM")
         self.n_seen = state.integer("n_seen")
         self._drift_detected = state.flag("drift_detected")
