@@ -69,8 +69,13 @@ class CorpusSettings:
 
     @property
     def arl(self) -> float:
-        """Values between false alarms of a one-feature model at the budget."""
+        """Values between false alarms of a one-feature model at the budget (what Lorden's bound uses)."""
         return 1e6 / self.false_alarms_per_million
+
+    @property
+    def detector_arl(self) -> float:
+        """The streaming detector's share of that budget, as the monitor sets it for a one-feature model."""
+        return ModelMonitorConfig(false_alarms_per_million=self.false_alarms_per_million).streaming_arl(1)
 
 
 @dataclass
@@ -103,7 +108,7 @@ class DriftwardenRun:
     def __init__(self, reference: np.ndarray, settings: CorpusSettings) -> None:
         self.quantiles = np.quantile(reference, np.linspace(0, 1, 1_000))
         self.reference_n = len(reference)
-        self.arl = settings.arl
+        self.arl = settings.detector_arl
         self.critical_sigma = ModelMonitorConfig().critical_shift_sigma
         self.critical: list[bool] = []
 
