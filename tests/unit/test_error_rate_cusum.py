@@ -144,3 +144,18 @@ def test_a_version_that_improves_re_takes_its_reference_and_a_later_rise_is_foun
     assert monitor.reference is not None and monitor.reference["error"] < 0.1
     restored = PerformanceMonitor.from_bytes(monitor.to_bytes())
     assert restored.state() == monitor.state()
+
+
+def test_a_rise_during_a_re_take_does_not_become_the_reference():
+    """The fall is confirmed by a fresh sample: a re-take that caught a rise (300 labels at 2 %, then 45 %)
+    keeps the old reference, and the rise is alerted against it."""
+    rng = np.random.default_rng(4)
+    errors = np.r_[rng.random(1_000) < 0.3, rng.random(300) < 0.02, rng.random(3_000) < 0.45]
+    monitor = PerformanceMonitor("classification", None, ModelMonitorConfig())
+    items = joined(errors)
+    findings = monitor.update(items[:1_300])
+    assert monitor.retake is not None  # the fall was seen: a re-take began
+    findings += monitor.update(items[1_300:])
+    first_reference = float(errors[:1_000].mean())
+    assert monitor.reference is not None and monitor.reference["error"] == first_reference
+    assert any(f.drifted and f.detector == "bernoulli_cusum" and int(item.event_id) >= 1_300 for f, item in findings)

@@ -160,15 +160,18 @@ class PerformanceMonitor(Stateful):
     def _watch_improvement(self, improvement: BernoulliCusumDetector, error: float) -> None:
         """A reference is the version's performance level: once the error rate is shown to have fallen
         below it (a model that learns online, a hard reference period), the next ``label_window``
-        labels, a fresh sample, become the reference; the old CUSUMs watch until then."""
+        labels, a fresh sample, become the reference if they confirm it (fewer errors than the
+        reference had: a rise that began meanwhile must not become the new level); the old CUSUMs
+        watch until then."""
         if self.retake is None:
             improvement.update(1.0 - error)
             self.retake = [] if improvement.drift_detected else None
-        else:
-            self.retake.append(error)
-            if len(self.retake) >= self.config.label_window:
-                self._take_reference(np.array(self.retake))
-                self.retake = None
+            return
+        self.retake.append(error)
+        if len(self.retake) >= self.config.label_window:
+            errors, self.retake = np.array(self.retake), None
+            if self.reference is not None and errors.mean() < self.reference["error"]:
+                self._take_reference(errors)
 
     def _window_finding(self, errors: np.ndarray, metrics: dict[str, float | None], window: list[Joined]) -> Finding:
         reference = self.reference or {}
