@@ -242,7 +242,7 @@ def test_settings_round_trip_through_the_environment(monkeypatch, tmp_path):
         ),
         ("[models.fraud.retrain]\ncooldown_s = -5", "models.fraud.retrain.cooldown_s: Input should be greater"),
         ('[models.fraud]\nfeatures = { amount = "text" }', "models.fraud.features.amount: Input should be 'numeric'"),
-        ("[models.fraud]\nerror_detector = 'kswin'", "models.fraud.error_detector: Input should be 'adwin'"),
+        ("[models.fraud]\nerror_detector = 'kswin'", "models.fraud.error_detector: Input should be 'bernoulli_cusum'"),
         ("[alerting]\nx = 1", "alerting: unknown section"),
         ("[defaults\n", "not valid TOML: Expected ']'"),
     ],

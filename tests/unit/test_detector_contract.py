@@ -18,6 +18,7 @@ from driftwarden.core.columnar import decode_columns
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
+    BernoulliCusumDetector,
     Detector,
     RankCusumDetector,
     StreamingDetector,
@@ -80,6 +81,8 @@ def examples(cls: type[Detector]) -> list[Detector]:
         gauss = np.quantile(np.random.default_rng(0).normal(0, 1, 300), np.linspace(0, 1, 100))
         counts = np.quantile(np.random.default_rng(0).poisson(1.0, 2_000), np.linspace(0, 1, 1_000))
         return [RankCusumDetector(gauss, 300, arl=1e4), RankCusumDetector(counts, 2_000, arl=1e6, seed=3)]
+    if cls is BernoulliCusumDetector:  # (the stream's values >= 0.5 are its errors: 31 %, then 84 %)
+        return [BernoulliCusumDetector(310, 1_000, arl=1e4), BernoulliCusumDetector(2, 500, arl=1e6)]
     return [d for d in window_examples() if type(d) is cls]
 
 
@@ -110,7 +113,7 @@ def stream_values(seed: int) -> list[float]:
 def drive(detector: Detector, part: int) -> list[tuple]:
     """Feed ``part`` (0: the first half of the data, 1: the rest); what the detector said at each step."""
     said = []
-    if isinstance(detector, RankCusumDetector):
+    if isinstance(detector, StreamingDetector):
         values = stream_values(7)
         for x in values[:1_000] if part == 0 else values[1_000:]:
             detector.update(x)
@@ -151,7 +154,7 @@ def check_repr_shows_parameters(detector: Detector) -> None:
 
 
 def check_no_verdict_on_tiny_windows(detector: Detector) -> None:
-    if isinstance(detector, RankCusumDetector):
+    if isinstance(detector, RankCusumDetector | BernoulliCusumDetector):
         for _ in range(5):  # missing values are no evidence and no verdict
             detector.update(float("nan"))
             assert not detector.drift_detected and detector.n_seen == 0
@@ -165,7 +168,7 @@ def check_no_verdict_on_tiny_windows(detector: Detector) -> None:
 
 
 def check_evidence_has_what_summary_needs(detector: Detector) -> None:
-    if isinstance(detector, RankCusumDetector):
+    if isinstance(detector, StreamingDetector):
         for x in stream_values(3):
             detector.update(x)
     else:

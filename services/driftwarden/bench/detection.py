@@ -115,7 +115,7 @@ class Periodic:
 
 
 class DriftwardenPerformance:
-    """driftwarden's label-based performance monitor (window test + error-stream ADWIN), defaults."""
+    """driftwarden's label-based performance monitor (window test + error-rate CUSUMs), defaults."""
 
     def __init__(self) -> None:
         self.monitor = PerformanceMonitor("classification", None, ModelMonitorConfig())

@@ -51,7 +51,7 @@ from driftwarden.errors import DriftwardenError
 #: detectors share the rest (docs/detectors.md, "False alarms").
 WINDOW_TESTS_SHARE = 0.25
 
-ErrorDetector = Literal["adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "none"]
+ErrorDetector = Literal["bernoulli_cusum", "adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "none"]
 
 
 class ConfigError(DriftwardenError):
@@ -124,7 +124,9 @@ class ModelMonitorConfig(Strict):
         description="False-alarm budget of the model: alarms per million events. A quarter goes to the window "
         "tests (window_level), the rest is split evenly (Bonferroni) over the streaming detectors (streaming_arl).",
     )
-    adwin_delta: float = Field(default=1e-5, gt=0, lt=1, description="The label error stream's ADWIN confidence.")
+    adwin_delta: float = Field(
+        default=1e-5, gt=0, lt=1, description="The label error stream's ADWIN confidence (error_detector = adwin)."
+    )
     critical_shift_sigma: float = Field(
         default=2.0,
         gt=0,
@@ -163,7 +165,11 @@ class ModelMonitorConfig(Strict):
     label_window: int = Field(default=1000, ge=50, description="Joined labels per performance window.")
     accuracy_drop: float = Field(default=0.05, gt=0, le=1, description="Smallest accuracy drop to alert on.")
     error_increase: float = Field(default=0.2, gt=0, description="Regression: relative MAE increase to alert on.")
-    error_detector: ErrorDetector = "adwin"
+    error_detector: ErrorDetector = Field(
+        default="bernoulli_cusum",
+        description="The detector on the per-label error stream: Bernoulli CUSUMs with thresholds from the budget "
+        "(label_arl), or a River detector.",
+    )
     label_ttl_s: float = Field(default=86400.0, gt=0, description="Event time a prediction waits for its label.")
     max_pending: int = Field(default=200_000, ge=1, description="Unjoined predictions/labels kept per model.")
     # Event time and identity
@@ -249,6 +255,17 @@ class ModelMonitorConfig(Strict):
         22.666666666666668
         """
         return 1e6 * detectors / ((1 - WINDOW_TESTS_SHARE) * self.false_alarms_per_million)
+
+    @property
+    def label_arl(self) -> float:
+        """Mean labels between false alarms of the error-stream CUSUMs of a classifier.
+
+        The streaming detectors' share of the budget, counted per million labels (one detector).
+
+        >>> round(ModelMonitorConfig().label_arl)
+        1333333
+        """
+        return self.streaming_arl(1)
 
     @model_validator(mode="after")
     def _check_window_level(self) -> Self:

@@ -9,7 +9,7 @@ The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, mode
 * every ``window_size`` events, the window detectors (distribution tests, multivariate, data
   quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values
   at the window tests' share of the budget (``ModelMonitorConfig.window_level``);
-* on joined labels, the performance monitor (window tests, a River error detector, segments);
+* on joined labels, the performance monitor (window tests, error-rate CUSUMs, segments);
 
 and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and retrain policy.
 
@@ -74,15 +74,17 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
-#: 7: rank-CUSUM streaming detectors run 25 CUSUMs (the end-of-scale ones added), 33 where the reference
-#: has an end atom (location and spread within the continuous part). 6: the label joiner's pending
+#: 8: the performance monitor's error-rate CUSUMs (``cusum``, ``improvement``, ``retake``: Bernoulli
+#: CUSUMs, the default error detector; ADWIN before). 7: rank-CUSUM streaming detectors run 25 CUSUMs
+#: (the end-of-scale ones added), 33 where the reference has an end atom (location and spread within
+#: the continuous part). 6: the label joiner's pending
 #: predictions, and the performance window's joined ones, keep no features (the trainer joins its own
 #: examples); pending predictions are packed records. 5: an embedding's distance-to-centroid alarm is
 #: keyed in the alert book by the embedding's name (``<embedding>/centroid_distance`` before: an alert no
 #: window verdict could resolve); 4: embedding features (their profiles, window columns and detectors);
 #: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2) and
 #: rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 7
+STATE_VERSION = 8
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns

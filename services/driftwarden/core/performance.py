@@ -2,8 +2,11 @@
 
 The first ``label_window`` joined labels of a version are its performance reference; every later
 window of ``label_window`` joined labels is tested against it (one-sided: only degradation alerts).
-A River detector also watches the per-event error stream for a faster signal, and per-segment
-accuracy is compared with the rest of the traffic in each window.
+A sequential detector also watches the per-label error stream for a faster signal: for a classifier,
+Bernoulli CUSUMs against the reference's error rate with thresholds from the false-alarm budget
+(:class:`~driftwarden.core.detectors.error_rate.BernoulliCusumDetector`, ``ModelMonitorConfig.label_arl``),
+or a River detector (``error_detector``; for a regression model's absolute errors, ADWIN in place of
+the CUSUMs). Per-segment accuracy is compared with the rest of the traffic in each window.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from river import drift
 
 from driftwarden.core.alerting import Finding, Severity
 from driftwarden.core.config import ModelMonitorConfig, model_config_from_state
+from driftwarden.core.detectors.error_rate import BernoulliCusumDetector
 from driftwarden.core.events import Scalar
 from driftwarden.core.features import value_text
 from driftwarden.core.joins import Joined, Value
@@ -65,11 +69,17 @@ class PerformanceMonitor(Stateful):
         self.window: list[Joined] = []
         self.metrics: dict[str, float | None] = {}
         self.detector_name = config.error_detector
-        # (Page-Hinkley watches a mean: for a classifier's 0/1 errors ADWIN does that job)
-        self.detector_name_used = (
-            "adwin" if task == "classification" and self.detector_name == "page_hinkley" else self.detector_name
-        )
+        # (Page-Hinkley watches a mean: for a classifier's 0/1 errors ADWIN does that job; the Bernoulli
+        # CUSUMs need 0/1 errors: for a regression model's absolute errors ADWIN does theirs)
+        replaced = "page_hinkley" if task == "classification" else "bernoulli_cusum"
+        self.detector_name_used = "adwin" if self.detector_name == replaced else self.detector_name
         self.detector = error_detector(self.detector_name_used, config.adwin_delta)
+        #: The error-rate CUSUMs (``bernoulli_cusum``), built once the reference's error rate is known:
+        #: a rise alerts; a fall (the same CUSUMs on the correct labels) re-takes the reference.
+        self.cusum: BernoulliCusumDetector | None = None
+        self.improvement: BernoulliCusumDetector | None = None
+        #: The errors of a reference being re-taken (after the error rate fell below the reference's).
+        self.retake: list[float] | None = None
         self.recent_errors: deque[float] = deque(maxlen=config.label_window)
         self.recent_ts: deque[float] = deque(maxlen=config.label_window)
 
@@ -83,7 +93,12 @@ class PerformanceMonitor(Stateful):
             self.recent_errors.append(error)
             self.recent_ts.append(item.ts)
             self.window.append(item)
-            if self.reference is not None and self.detector is not None:
+            if self.cusum is not None and self.improvement is not None:
+                self.cusum.update(error)
+                if self.cusum.drift_detected:
+                    findings.append((self._cusum_finding(self.cusum), item))
+                self._watch_improvement(self.improvement, error)
+            elif self.reference is not None and self.detector is not None:
                 self.detector.update(error)
                 if self.detector.drift_detected and float(np.mean(self.recent_errors)) > self.reference["error"]:
                     findings.append((self._detector_finding(), item))
@@ -128,15 +143,35 @@ class PerformanceMonitor(Stateful):
         self.metrics = metrics
         errors = np.array([self._error(j) for j in window], dtype=float)
         if self.reference is None:
-            self.reference = {
-                "error": float(errors.mean()),
-                "std": float(errors.std()),
-                "n": float(len(errors)),
-            }
+            self._take_reference(errors)
             return []
         findings = [self._window_finding(errors, metrics, window)]
         findings += self._segment_findings(window)
         return findings
+
+    def _take_reference(self, errors: np.ndarray) -> None:
+        """``errors`` (a window of labels) become the reference, and the error-rate CUSUMs start on it."""
+        self.reference = {"error": float(errors.mean()), "std": float(errors.std()), "n": float(len(errors))}
+        if self.detector_name_used == "bernoulli_cusum":
+            wrong, n = int(errors.sum()), len(errors)
+            self.cusum = BernoulliCusumDetector(wrong, n, self.config.label_arl)
+            self.improvement = BernoulliCusumDetector(n - wrong, n, self.config.label_arl)
+
+    def _watch_improvement(self, improvement: BernoulliCusumDetector, error: float) -> None:
+        """A reference is the version's performance level: once the error rate is shown to have fallen
+        below it (a model that learns online, a hard reference period), the next ``label_window``
+        labels, a fresh sample, become the reference if they confirm it (fewer errors than the
+        reference had: a rise that began meanwhile must not become the new level); the old CUSUMs
+        watch until then."""
+        if self.retake is None:
+            improvement.update(1.0 - error)
+            self.retake = [] if improvement.drift_detected else None
+            return
+        self.retake.append(error)
+        if len(self.retake) >= self.config.label_window:
+            errors, self.retake = np.array(self.retake), None
+            if self.reference is not None and errors.mean() < self.reference["error"]:
+                self._take_reference(errors)
 
     def _window_finding(self, errors: np.ndarray, metrics: dict[str, float | None], window: list[Joined]) -> Finding:
         reference = self.reference or {}
@@ -188,6 +223,22 @@ class PerformanceMonitor(Stateful):
         }
         summary = f"{self.detector_name} saw the error rate rise from {reference.get('error', 0):.3f} to {recent:.3f}"
         return Finding("performance_drift", self.subject, self.detector_name, True, evidence, summary)
+
+    def _cusum_finding(self, cusum: BernoulliCusumDetector) -> Finding:
+        e = cusum.evidence()
+        since = int(e["labels_since_change"] or 1)
+        evidence: dict[str, Scalar] = e | {
+            "recent_labels": since,
+            # (the change point, as far back as the recent labels go)
+            "window_start_ts": self.recent_ts[-min(since, len(self.recent_ts))],
+        }
+        recent = e["recent_error"]
+        summary = (
+            f"{self.subject} fell from {1 - float(e['reference_error'] or 0):.3f} to "
+            f"{1 - float(recent if recent is not None else 0):.3f} over the last {since} labels "
+            f"(Bernoulli CUSUM, error odds x{e['odds_ratio']})"
+        )
+        return Finding("performance_drift", self.subject, cusum.name, True, evidence, summary)
 
     def _segment_findings(self, window: list[Joined]) -> list[Finding]:
         if self.task != "classification":
@@ -246,6 +297,9 @@ class PerformanceMonitor(Stateful):
             "window": [j.state() for j in self.window],
             "metrics": {k: None if v is None else pack_float(v) for k, v in self.metrics.items()},
             "detector": None if self.detector is None else river_state(self.detector),
+            "cusum": None if self.cusum is None else self.cusum.state(),
+            "improvement": None if self.improvement is None else self.improvement.state(),
+            "retake": None if self.retake is None else pack_array(self.retake),
             "recent_errors": pack_array(list(self.recent_errors)),
             "recent_ts": pack_array(list(self.recent_ts)),
         }
@@ -273,6 +327,18 @@ class PerformanceMonitor(Stateful):
         if type(restored) is not type(fresh):
             raise StateError(f"{state.where}.detector: not the detector the config names")
         monitor.detector = restored  # (of the type just checked)
+        cusums = [state.optional_child(key) for key in ("cusum", "improvement")]
+        expected = monitor.detector_name_used == "bernoulli_cusum" and reference is not None
+        if any((cusum is not None) != expected for cusum in cusums):
+            raise StateError(f"{state.where}.cusum: error-rate CUSUMs exactly when the config names them and "
+                             "the reference is set")  # fmt: skip
+        monitor.cusum, monitor.improvement = [
+            None if c is None else BernoulliCusumDetector.from_state(c) for c in cusums
+        ]
+        retake = state.raw("retake")
+        monitor.retake = None if retake is None else state.array("retake").tolist()
+        if monitor.retake is not None and (not expected or len(monitor.retake) >= config.label_window):
+            raise StateError(f"{state.where}.retake: a reference being re-taken needs the CUSUMs and a short run")
         monitor.recent_errors.extend(state.array("recent_errors").tolist())
         monitor.recent_ts.extend(state.array("recent_ts").tolist())
         return monitor

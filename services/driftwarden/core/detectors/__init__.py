@@ -3,7 +3,8 @@
 Each detector follows River's shape (:mod:`driftwarden.core.detectors.base`): ``update(...)``, then
 read ``drift_detected``; ``evidence()`` says why; ``repr()`` shows the parameters; the state
 round-trips through plain JSON values. Streaming detectors take one value per ``update``
-(:mod:`~driftwarden.core.detectors.streaming`); window detectors take a window of events compared
+(:mod:`~driftwarden.core.detectors.streaming`; a classifier's label errors:
+:mod:`~driftwarden.core.detectors.error_rate`); window detectors take a window of events compared
 with the reference profile and are judged together by :func:`decide`
 (:mod:`~driftwarden.core.detectors.window`, :mod:`~driftwarden.core.detectors.checks`).
 
@@ -31,6 +32,7 @@ from driftwarden.core.detectors.checks import (
     UnseenCategoryCheck,
 )
 from driftwarden.core.detectors.embedding import EmbeddingDriftDetector
+from driftwarden.core.detectors.error_rate import BernoulliCusumDetector
 from driftwarden.core.detectors.streaming import RankCusumDetector
 from driftwarden.core.detectors.window import (
     CategoricalDriftDetector,
@@ -43,6 +45,7 @@ from driftwarden.core.profile import ReferenceProfile
 
 __all__ = [
     "DETECTOR_CLASSES",
+    "BernoulliCusumDetector",
     "BudgetDetector",
     "CategoricalDriftDetector",
     "Detector",
@@ -68,6 +71,7 @@ DETECTOR_CLASSES: dict[str, type[Detector]] = {
     cls.__name__: cls
     for cls in (
         RankCusumDetector,
+        BernoulliCusumDetector,
         NumericDriftDetector,
         CategoricalDriftDetector,
         MultivariateDriftDetector,
