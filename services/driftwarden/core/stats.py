@@ -16,6 +16,8 @@ True
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from scipy import stats as scipy_stats
 from scipy.spatial.distance import jensenshannon
@@ -26,6 +28,9 @@ EPSILON = 1e-4  # floor for empty bins in PSI
 #: A test run again and again against one reference keeps its level given that reference for this
 #: share of references (the rank CUSUMs' thresholds too, :mod:`~driftwarden.core.detectors.sequential`).
 REFERENCE_SHARE = 0.95
+
+#: Draws of a reference's error that :class:`MmdReference` takes the :data:`REFERENCE_SHARE` quantile over.
+REFERENCE_DRAWS = 200
 
 
 def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
@@ -194,6 +199,37 @@ def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
     return reject
 
 
+def quadratic_form_sf(x: float, eigenvalues: np.ndarray, noncentralities: np.ndarray) -> np.ndarray:
+    """P(Σ λ_i χ²_1(δ_i) > x): Liu, Tang & Zhang's noncentral chi-square with the same four cumulants.
+
+    ``eigenvalues`` are the λ_i; each row of ``noncentralities`` one set of δ_i (one answer per row).
+    The chi-square's skewness and kurtosis follow the largest weights, so its tail does too (a
+    two-moment gamma fit is too light where a few weights dominate).
+
+    >>> float(quadratic_form_sf(3.84, np.array([1.0]), np.zeros((1, 1)))[0].round(3))  # one χ²_1
+    0.05
+    >>> float(quadratic_form_sf(20.0, np.ones(4), np.array([[0.0, 0.0, 0.0, 5.0]]))[0].round(4))  # exact here
+    0.0387
+    >>> round(float(scipy_stats.ncx2.sf(20.0, 4, 5.0)), 4)
+    0.0387
+
+    References
+    ----------
+    .. [1] Liu, H., Tang, Y., Zhang, H. H. (2009). A new chi-square approximation to the distribution of
+       non-negative definite quadratic forms in non-central normal variables. Computational Statistics
+       & Data Analysis 53, 853-856.
+    """
+    c1, c2, c3, c4 = ((eigenvalues**k).sum() + k * (noncentralities * eigenvalues**k).sum(axis=1) for k in (1, 2, 3, 4))
+    s1, s2 = c3 / c2**1.5, c4 / c2**2
+    skewed = s1**2 > s2
+    a = np.where(skewed, 1.0 / (s1 - np.sqrt(np.maximum(s1**2 - s2, 0.0))), 1.0 / s1)
+    delta = np.where(skewed, s1 * a**3 - a**2, 0.0)
+    df = np.where(skewed, a**2 - 2.0 * delta, 1.0 / s1**2)
+    standardized = (x - c1) / np.sqrt(2.0 * c2)
+    tail: np.ndarray = scipy_stats.ncx2.sf(standardized * np.sqrt(2.0) * a + df + delta, df, delta)
+    return tail
+
+
 class MmdReference:
     """A kernel two-sample test (MMD) of windows against one fixed reference sample of vectors (rows).
 
@@ -231,14 +267,20 @@ class MmdReference:
             [self._kernel(self.reference[i : i + 500], self.reference).sum(axis=1) for i in range(0, self.m, 500)]
         )  # each reference point's kernel sum over the reference (its diagonal 1 included)
         self._null: dict[int, tuple[float, float]] = {}
+        self._given: dict[int, np.ndarray] = {}
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         d2 = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * a @ b.T
         kernel: np.ndarray = np.exp(-np.maximum(d2, 0.0) / (2.0 * self.bandwidth**2))
         return kernel
 
-    def __call__(self, window: np.ndarray) -> tuple[float, float]:
-        """(unbiased MMD², p-value) of ``window`` (at most half the reference) against the reference."""
+    def __call__(self, window: np.ndarray, given_reference: bool = True) -> tuple[float, float]:
+        """(unbiased MMD², p-value) of ``window`` (at most half the reference) against the reference.
+
+        The p-value holds given the reference, for :data:`REFERENCE_SHARE` of references;
+        ``given_reference=False``: the gamma fit of the split null, calibrated averaged over
+        references, for a one-off comparison.
+        """
         n = len(window)
         if not 2 <= n <= self.m // 2:
             raise ValueError(f"a window of 2 to {self.m // 2} vectors, not {n}")
@@ -246,11 +288,37 @@ class MmdReference:
         sxx = self.row_sums.sum()
         biased = sxx / self.m**2 + syy / n**2 - 2.0 * sxy / (self.m * n)
         unbiased = (sxx - self.m) / (self.m * (self.m - 1)) + (syy - n) / (n * (n - 1)) - 2.0 * sxy / (self.m * n)
+        if given_reference:
+            return float(unbiased), self._p_value_given_reference(biased, n)
         mean, variance = self._null_moments(n)
         p_value = (
             float(scipy_stats.gamma.sf(biased, mean**2 / variance, scale=variance / mean)) if variance > 0 else 1.0
         )
         return float(unbiased), p_value
+
+    @cached_property
+    def eigenvalues(self) -> np.ndarray:
+        """The kernel covariance's spectrum, estimated: eigenvalues of the doubly centred kernel matrix / ``m``."""
+        mean = self.row_sums / self.m
+        centred = self._kernel(self.reference, self.reference) - mean[:, None] - mean[None, :] + mean.mean()
+        values: np.ndarray = np.linalg.eigvalsh(centred) / self.m
+        return values[values > 1e-9 * max(values.max(), 0.0)]
+
+    def _p_value_given_reference(self, biased: float, n: int) -> float:
+        """P(biased MMD² ≥ ``biased`` | the reference), for :data:`REFERENCE_SHARE` of references.
+
+        With the kernel covariance's eigenvalues λ_i, a window's error and the reference's are
+        independent Gaussians in the RKHS, ``n · MMD² = Σ λ_i (Z_i - √(n/m) W_i)²``: given the
+        reference (its W) a quadratic form in noncentral normals (:func:`quadratic_form_sf`). The
+        p-value is its tail at the :data:`REFERENCE_SHARE` quantile over seeded draws of W.
+        """
+        if not len(self.eigenvalues):
+            return 1.0  # every reference vector the same
+        if n not in self._given:
+            rng = np.random.default_rng([self.seed, n, 1])
+            self._given[n] = n / self.m * rng.normal(0.0, 1.0, (REFERENCE_DRAWS, len(self.eigenvalues))) ** 2
+        tails = quadratic_form_sf(n * biased, self.eigenvalues, self._given[n])
+        return float(np.quantile(tails, REFERENCE_SHARE))
 
     def _null_moments(self, n: int) -> tuple[float, float]:
         """Mean and variance of the biased MMD² between ``n`` reference points and the other ones."""

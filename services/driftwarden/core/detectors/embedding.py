@@ -115,7 +115,7 @@ mmd_threshold=0.005, draws=400)
             return None
         projected = self.profile.project(evenly_spaced(present, self.window_sample))
         current = float(self.profile.distances(present).mean())
-        return self._mmd(projected, current, 1.0 - len(present) / len(vectors), len(present))
+        return self._mmd(projected, current, 1.0 - len(present) / len(vectors), len(present), given_reference=True)
 
     def update_profile(self, other: EmbeddingProfile) -> bool:
         """Test another profile's projected reference sample as the window (``profile diff``).
@@ -133,7 +133,9 @@ mmd_threshold=0.005, draws=400)
         shift = np.asarray(other.centroid) - np.asarray(self.profile.centroid)
         sample = evenly_spaced(np.asarray(other.sample), self.window_sample)
         projected = sample + shift @ projection(self.profile.dim, self.profile.seed)
-        result = self._mmd(projected, other.distance.mean, other.distance.missing_rate, other.distance.n)
+        result = self._mmd(
+            projected, other.distance.mean, other.distance.missing_rate, other.distance.n, given_reference=False
+        )
         result[2]["centroid_shift"] = float(np.linalg.norm(shift))
         return self._record(result)
 
@@ -142,9 +144,11 @@ mmd_threshold=0.005, draws=400)
         """Vectors of a window the test compares: :data:`WINDOW_SAMPLE`, at most a quarter of the reference's."""
         return min(WINDOW_SAMPLE, len(self.profile.sample) // 4)
 
-    def _mmd(self, projected: np.ndarray, current_distance: float, missing_rate: float, values: int) -> TestResult:
+    def _mmd(
+        self, projected: np.ndarray, current_distance: float, missing_rate: float, values: int, given_reference: bool
+    ) -> TestResult:
         """The test of a window's sample of vectors, projected; the window's other evidence as given."""
-        mmd2, p_value = self.test(projected)
+        mmd2, p_value = self.test(projected, given_reference)
         return (
             p_value,
             mmd2 >= self.mmd_threshold,
