@@ -24,11 +24,13 @@ class EmbeddingDriftDetector(WindowDetector):
     :data:`~driftwarden.core.profile.PROJECTED_DIMS` dimensions by the profile's seeded Gaussian
     projection and compared with the profile's projected reference sample (up to
     :data:`~driftwarden.core.profile.EMBEDDING_SAMPLE` vectors) by the maximum mean discrepancy with a
-    Gaussian kernel whose bandwidth is the median distance between reference points. The p-value (a
-    gamma fit of the null over random splits of the reference, see
-    :class:`~driftwarden.core.stats.MmdReference`) enters :func:`decide` with every other p-value of
-    the window; the effect size is the unbiased MMD², whose floor is ``mmd_threshold``
-    (``ModelMonitorConfig.embedding_mmd_threshold``). A vector of another length counts as missing.
+    Gaussian kernel whose bandwidth is the median distance between reference points. The p-value
+    holds given the reference for 95 % of references (the reference's kernel spectrum, its own error
+    at its 95th percentile, see :class:`~driftwarden.core.stats.MmdReference`; ``profile diff``'s
+    one-off comparison keeps the gamma fit of the null over random splits of the reference) and
+    enters :func:`decide` with every other p-value of the window; the effect size is the unbiased
+    MMD², whose floor is ``mmd_threshold`` (``ModelMonitorConfig.embedding_mmd_threshold``). A vector
+    of another length counts as missing.
 
     Parameters
     ----------
@@ -41,7 +43,8 @@ class EmbeddingDriftDetector(WindowDetector):
     mmd_threshold
         The effect floor: the unbiased MMD² that must be reached (kernel values lie in [0, 1]).
     draws
-        Random splits of the reference that estimate the null distribution (once per window size).
+        Random splits of the reference that estimate the null distribution of ``profile diff``'s
+        comparison (once per window size).
     min_values
         Fewer vectors in a window: no verdict.
 
