@@ -199,13 +199,14 @@ def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
     return reject
 
 
-def quadratic_form_sf(x: float, eigenvalues: np.ndarray, noncentralities: np.ndarray) -> np.ndarray:
+def quadratic_form_sf(x: float | np.ndarray, eigenvalues: np.ndarray, noncentralities: np.ndarray) -> np.ndarray:
     """P(Σ λ_i χ²_1(δ_i) > x) by the saddlepoint approximation (Lugannani–Rice; Kuonen 1999).
 
-    ``eigenvalues`` are the λ_i (positive); each row of ``noncentralities`` one set of δ_i (one
-    answer per row). The saddlepoint keeps its relative accuracy far into the tail, where a few large
-    weights decide (moment fits, a gamma or Liu, Tang & Zhang's four-cumulant chi-square, are there
-    too light: 2e-6 for a true 1e-5 on the load generator's embedding spectrum).
+    ``eigenvalues`` are the λ_i (positive); each row of ``noncentralities`` one set of δ_i, ``x``
+    one value or one per row (one answer per row). The saddlepoint keeps its relative accuracy far
+    into the tail, where a few large weights decide (moment fits, a gamma or Liu, Tang & Zhang's
+    four-cumulant chi-square, are there too light: 2e-6 for a true 1e-5 on the load generator's
+    embedding spectrum, against the saddlepoint's 1.0e-5).
 
     >>> float(quadratic_form_sf(10.83, np.array([1.0]), np.zeros((1, 1)))[0].round(4))  # one χ²_1: 0.001
     0.001
@@ -220,30 +221,36 @@ def quadratic_form_sf(x: float, eigenvalues: np.ndarray, noncentralities: np.nda
        normal variables. Biometrika 86(4), 929-935.
     """
     weights, shifts = eigenvalues[None, :], np.atleast_2d(noncentralities)
-    if x <= 0:
-        return np.ones(len(shifts))
+    x = np.broadcast_to(np.asarray(x, dtype=float), len(shifts))
+    positive = x > 0
+    x = np.where(positive, x, 1.0)  # P(Q > x ≤ 0) = 1
 
-    def cumulants(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """K(s), K'(s), K''(s) of the quadratic form, at one s per row."""
+    def cumulants(s: np.ndarray, log: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """K(s) (if ``log``), K'(s), K''(s) of the quadratic form, at one s per row."""
         r = 1.0 / (1.0 - 2.0 * s[:, None] * weights)
-        k0 = (0.5 * np.log(r) + shifts * weights * s[:, None] * r).sum(axis=1)
+        k0 = (0.5 * np.log(r) + shifts * weights * s[:, None] * r).sum(axis=1) if log else s
         k1 = (weights * r * (1.0 + shifts * r)).sum(axis=1)
         k2 = (2.0 * weights**2 * r**2 * (1.0 + 2.0 * shifts * r)).sum(axis=1)
         return k0, k1, k2
 
-    # The saddlepoint K'(s) = x, by Newton's method kept in a bracket: K' rises from 0 (s → -∞; below
-    # x once -s > (terms + Σδ) / 2x) to ∞ (s → 1 / 2 max λ).
-    low = -(weights.size + shifts.sum(axis=1)) / (2.0 * x)
-    high = np.full(len(shifts), 0.5 / eigenvalues.max())
-    s = np.zeros(len(shifts))
+    # The saddlepoint K'(s) = x, by Newton's method on y = 1 / (1 - 2 s max λ), kept in a bracket:
+    # K' rises from 0 (s → -∞, y → 0; below x once -s > (terms + Σδ) / 2x) to ∞ (s → 1 / 2 max λ,
+    # y → ∞), near the pole about linearly in y.
+    top = eigenvalues.max()
+    low = 1.0 / (1.0 + top * (weights.size + shifts.sum(axis=1)) / x)
+    high = np.full(len(shifts), np.inf)
+    y = np.ones(len(shifts))
     for _ in range(100):
-        _, k1, k2 = cumulants(s)
+        s = (1.0 - 1.0 / y) / (2.0 * top)
+        _, k1, k2 = cumulants(s, log=False)
         above = k1 > x
-        high, low = np.where(above, s, high), np.where(above, low, s)
-        if np.all(np.abs(k1 - x) <= 1e-12 * x):
+        high, low = np.where(above, y, high), np.where(above, low, y)
+        if np.all(np.abs(k1 - x) <= 1e-6 * x):  # the tail is stationary in s there: ample
             break
-        newton = s - (k1 - x) / k2
-        s = np.where((newton > low) & (newton < high), newton, 0.5 * (low + high))
+        newton = y - (k1 - x) * 2.0 * top * y**2 / k2
+        fallback = np.where(np.isinf(high), 2.0 * low, 0.5 * (low + high))
+        y = np.where((newton > low) & (newton < high), newton, fallback)
+    s = (1.0 - 1.0 / y) / (2.0 * top)
     k0, _, k2 = cumulants(s)
     w = np.sign(s) * np.sqrt(np.maximum(2.0 * (s * x - k0), 0.0))
     u = s * np.sqrt(k2)
@@ -253,7 +260,7 @@ def quadratic_form_sf(x: float, eigenvalues: np.ndarray, noncentralities: np.nda
     limit = 0.5 - k3 / (6.0 * np.sqrt(2.0 * np.pi) * k2_0**1.5)
     safe_w, safe_u = np.where(at_mean, 1.0, w), np.where(at_mean, 1.0, u)
     tail = scipy_stats.norm.sf(safe_w) + scipy_stats.norm.pdf(safe_w) * (1.0 / safe_u - 1.0 / safe_w)
-    result: np.ndarray = np.clip(np.where(at_mean, limit, tail), 0.0, 1.0)
+    result: np.ndarray = np.where(positive, np.clip(np.where(at_mean, limit, tail), 0.0, 1.0), 1.0)
     return result
 
 
