@@ -133,7 +133,7 @@ def test_the_mmd_test_keeps_its_level_given_the_reference_for_most_references():
     references of 400 vectors and windows of 50 (the monitor's 2,000 : 250), 1,000 windows each at 1 %.
     The split null's gamma fit is calibrated averaged over references only: 12 of 30 references put
     more than 1 % of their windows below it (up to 4.4 %). Given the reference (the kernel spectrum's
-    quadratic form, the reference's error at its 95th percentile) 1 of 30 does, at 1.1 % (the level,
+    quadratic form, the reference's error at its 95th percentile) none does (at most 1.0 %, the level
     up to the noise of 1,000 windows); the median reference 0.3 %, the price in power."""
     rng = np.random.default_rng(4)
     m, n, windows = 400, 50, 1_000
@@ -157,4 +157,4 @@ def test_the_mmd_test_keeps_its_level_given_the_reference_for_most_references():
             over[given].append(below / windows)
     plain, given_rates = np.array(over[False]), np.array(over[True])
     assert (plain > LEVEL).sum() >= 9
-    assert (given_rates > LEVEL).sum() <= 2
+    assert (given_rates > LEVEL).sum() <= 1

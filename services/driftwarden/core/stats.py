@@ -288,7 +288,7 @@ class MmdReference:
     both the reference's and the window's sampling noise (a permutation test conditional on a reused
     sample does not), so this p-value is calibrated averaged over references, not given one: on the
     load generator's embedding, 12 of 30 references put more than 1 % of their windows below 0.01
-    (up to 4.4 %; given the reference 1 of 30, at 1.1 %; ``tests/unit/test_window_calibration.py``),
+    (up to 4.4 %; given the reference none, at most 1.0 %; ``tests/unit/test_window_calibration.py``),
     and the gamma's tail is too light so far out as Benjamini–Hochberg over many tests looks. ``n``
     should be a small part of the reference.
 
