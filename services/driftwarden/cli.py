@@ -509,7 +509,8 @@ def config_check(
     typer.echo(
         f"false-alarm budget {effective.false_alarms_per_million:g} per million events: window tests "
         f"{WINDOW_TESTS_SHARE:.0%} (level {effective.window_level:g} per window of {effective.window_size} events), "
-        f"streaming detectors {1 - WINDOW_TESTS_SHARE:.0%}"
+        f"streaming detectors {1 - WINDOW_TESTS_SHARE:.0%}; a classifier's error-stream CUSUMs: one false alarm per "
+        f"{effective.label_arl:,.0f} labels"
     )
 
 

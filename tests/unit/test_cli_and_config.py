@@ -266,7 +266,7 @@ def test_config_check_prints_the_effective_settings_of_a_model(monkeypatch, caps
     assert '"window_size": 3000' in out and '"label_window": 400' in out
     assert (
         "false-alarm budget 1 per million events: window tests 25% (level 0.00075 per window of 3000 events), "
-        "streaming detectors 75%" in out
+        "streaming detectors 75%; a classifier's error-stream CUSUMs: one false alarm per 1,333,333 labels" in out
     )
 
 
