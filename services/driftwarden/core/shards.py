@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ from driftwarden.core.detectors.sequential import (
     normal_scores,
 )
 from driftwarden.core.events import CategoricalSummary, NumericSummary, WindowSummary
-from driftwarden.core.profile import ReferenceProfile
+from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile
 from driftwarden.core.stats import benjamini_hochberg, category_test
 
 #: Equal-probability bins of the reference a numeric feature's ranks are counted in. Multiples of 1/50
@@ -173,6 +174,16 @@ class ShardBatch:
     ts: np.ndarray
     numeric: dict[str, np.ndarray]
     categorical: dict[str, list[str | None]]
+
+    @classmethod
+    def of_columns(cls, columns: Columns, schema: FeatureSchema) -> ShardBatch:
+        """The monitor's columns of decoded events (a type violation counts as missing, as in the detectors)."""
+        return cls(
+            columns.event_ids,
+            columns.ts,
+            {name: columns.numeric[:, i] for i, name in enumerate(schema.numeric)},
+            dict(zip(schema.categorical, columns.categorical, strict=True)),
+        )
 
 
 @dataclass
@@ -342,6 +353,7 @@ class SummaryMerger:
         self.next_bucket: int | None = None
         self.window = _Bucket()
         self.duplicates = 0
+        self.decide_s = 0.0  # time spent deciding merged buckets (the rest of ``add`` is merging)
 
     def add(self, summary: WindowSummary) -> list[Decision]:
         """Merge one summary; return the decisions on the buckets it completes."""
@@ -361,9 +373,11 @@ class SummaryMerger:
             self.next_bucket = min(self.pending)
         decisions: list[Decision] = []
         complete = min(self.latest.values())
+        started = time.perf_counter()
         while self.next_bucket <= complete:
             decisions += self._decide(self.next_bucket, self.pending.pop(self.next_bucket, _Bucket()))
             self.next_bucket += 1
+        self.decide_s += time.perf_counter() - started
         return decisions
 
     def _decide(self, index: int, bucket: _Bucket) -> list[Decision]:
