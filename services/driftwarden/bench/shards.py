@@ -46,6 +46,11 @@ class BucketCost:
     mean_delay: float  # values after the change (a run that never alarms counts its horizon)
 
     def as_row(self) -> str:
+        """The result as docs/benchmarks.md shows it.
+
+        >>> BucketCost("normal", 100, 15.0, 219.4).as_row()
+        '| normal | per bucket of 100 | 15 | 219 |'
+        """
         how = "per value (RankCusumDetector)" if self.bucket == 1 else f"per bucket of {self.bucket}"
         return f"| {self.family} | {how} | {self.false_alarms_per_million:.0f} | {self.mean_delay:,.0f} |"
 
