@@ -15,8 +15,11 @@ from driftwarden.bench.detection_shapes import (
     change,
     theta_for,
 )
+from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.detectors.sequential import BANK
-from driftwarden.core.events import WindowSummary
+from driftwarden.core.events import PredictionEvent, WindowSummary
+from driftwarden.core.profile import build_profile, schema_of, to_columns
 from driftwarden.core.shards import (
     BIN_LLR,
     BINS,
@@ -26,6 +29,8 @@ from driftwarden.core.shards import (
     ShardSummarizer,
     SummaryMerger,
 )
+from driftwarden_load.producer import envelope
+from driftwarden_load.scenarios import Scenario, generate
 
 REFERENCE_N = 5_000
 EVENTS = 16_000
@@ -193,3 +198,34 @@ def test_late_events_are_counted_and_left_out():
     (closed,) = summarizer.close(20.0)
     assert closed.events == 2 and closed.numeric["x"].missing == 1 and sum(closed.numeric["x"].bins) == 1
     assert closed.late_events == 1
+
+
+def test_decoded_events_of_a_load_scenario_on_n_shards_alert_as_on_one_and_only_where_it_drifted():
+    # the whole shard path from Kafka message bytes: decode, columns, counts; the reference a profile
+    scenario = Scenario(name="abrupt-shift", n_events=25_000, onset=15_000, magnitude=0.5, seed=4)
+    rows = [e for chunk in generate(scenario, chunk_size=5_000) for e in chunk.prediction_events()]
+    profile = build_profile("m", "1", [PredictionEvent.model_validate(e) for e in rows[:REFERENCE_N]])
+    schema, reference = schema_of(profile), ShardedReference.of(profile)
+    messages = [
+        envelope("prediction-batch.v1", scenario.model_id, rows[i : i + 250])
+        for i in range(REFERENCE_N, len(rows), 250)
+    ]
+    config = ModelMonitorConfig()
+    end = rows[-1]["ts"] + 1
+
+    def decide(shards: int) -> list[Decision]:
+        summarizers = [ShardSummarizer("m", "1", reference, s, shards, bucket_seconds=1.0) for s in range(shards)]
+        owner = SummaryMerger(reference, shards, config.streaming_arl(len(profile.numeric)), config.window_size,
+                              config.window_level)  # fmt: skip
+        summaries = []
+        for i, message in enumerate(messages):  # round robin, as a producer might
+            events = PREDICTIONS.decode(message).events
+            summaries += summarizers[i % shards].add(ShardBatch.of_columns(to_columns(events, schema), schema))
+        summaries += [summary for summarizer in summarizers for summary in summarizer.close(end)]
+        return [d for summary in sorted(summaries, key=lambda s: s.bucket) for d in owner.add(summary)]
+
+    one = decide(1)
+    assert {d.feature for d in one} == set(scenario.drift_features)
+    assert min(d.bucket for d in one) >= int(rows[scenario.onset]["ts"])
+    assert decide(2) == one
+    assert decide(4) == one
