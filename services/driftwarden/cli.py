@@ -684,7 +684,7 @@ def bench_shards(
     arl: Annotated[float, typer.Option(help="Mean values between false alarms of a feature's CUSUMs.", min=2)] = 1e3,
 ) -> None:
     """One model over several workers: throughput at 1, 2, 4 workers, and what deciding per bucket costs."""
-    from driftwarden.bench.shards import HEADER, run_bucket_costs, run_scaling
+    from driftwarden.bench.shards import HEADER, run_bucket_costs, run_scaling, run_window_false_alarms
 
     typer.echo(HEADER)
     for result in run_scaling(events, 500, tuple(int(n) for n in workers.split(","))):
@@ -695,6 +695,11 @@ def bench_shards(
         typer.echo("|---|---|---:|---:|")
         for cost in run_bucket_costs(null_values, delay_runs, 20_000, (10, 100, 1_000), arl):
             typer.echo(cost.as_row())
+        windows = max(1, null_values // 2_000)
+        typer.echo(f"\nWindow tests at level 0.05 (4 references x {windows} windows of 2,000, no change):")
+        typer.echo("| family | share of windows rejected |\n|---|---:|")
+        for family, share in run_window_false_alarms(4, windows, 0.05).items():
+            typer.echo(f"| {family} | {share:.4f} |")
 
 
 @bench_cli.command("peers")

@@ -41,6 +41,8 @@ def test_bench_shards_reports_throughput_per_worker_count_and_the_cost_of_bucket
     costs = re.findall(r"^\| (\w+) \| (per value \(RankCusumDetector\)|per bucket of [\d,]+) \| \d+ \| [\d,]+ \|$", out,
                        re.MULTILINE)  # fmt: skip
     assert len(costs) == 8 * 4, out
+    shares = re.findall(r"^\| \w+ \| (0\.\d{4}|1\.0000) \|$", out, re.MULTILINE)
+    assert len(shares) == 8, out
 
 
 def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, capsys):

@@ -7,6 +7,8 @@ Two measurements:
   a change of KL 0.05 (location), for the per-value rank CUSUM bank of the single-worker path
   (:class:`~driftwarden.core.detectors.streaming.RankCusumDetector`) and the sharded path's binned
   CUSUMs stepped once per bucket of ``b`` values, all at the same ``arl``.
+* **The window tests' false alarms** (:func:`run_window_false_alarms`): the share of windows with no
+  change whose test rejects, per shape family, against the level.
 * **Throughput of one model at 1, 2, 4 workers** (:func:`run_scaling`): the load scenario's stable
   stream (16 numeric, 4 categorical features) as ``prediction-batch.v1`` envelopes spread round robin
   over the workers, one process each: decode + validate, columns, counting into buckets, and the
@@ -88,6 +90,28 @@ def run_bucket_costs(null_values: int, delay_runs: int, horizon: int, buckets: t
                 delays.append(after[0] if after else horizon)
             results.append(BucketCost(family, bucket, false_alarms / null_values * 1e6, float(np.mean(delays))))
     return results
+
+
+def run_window_false_alarms(references: int, windows: int, level: float, seed: int = 0) -> dict[str, float]:
+    """Per shape family, the share of windows of 2,000 values with no change whose chi-square test of the
+    binned ranks rejects at ``level`` (``references`` references of 5,000, ``windows`` windows each)."""
+    rng = np.random.default_rng(seed)
+    shares = {}
+    for family in FAMILIES:
+        pre = change(family, "location", 0.0)[0]
+        rejected = 0
+        for _ in range(references):
+            quantiles = np.quantile(pre.sample(rng, REFERENCE_N), np.linspace(0, 1, 1_000))
+            reference = ShardedReference.of_quantiles({"x": quantiles.tolist()}, REFERENCE_N, {})
+            summarizer = ShardSummarizer("m", "1", reference, 0, 1, bucket_seconds=1.0)
+            merger = SummaryMerger(reference, 1, arl=1e12, window_size=2_000, window_level=level)
+            values = pre.sample(rng, 2_000 * windows)
+            ts = (np.arange(len(values)) // 1_000).astype(float)
+            batch = ShardBatch([str(i) for i in range(len(values))], ts, {"x": values}, {})
+            summaries = summarizer.add(batch) + summarizer.close(float(ts[-1]) + 1)
+            rejected += sum(d.kind == "window" for summary in summaries for d in merger.add(summary))
+        shares[family] = rejected / (references * windows)
+    return shares
 
 
 @dataclass
