@@ -60,8 +60,9 @@ import hashlib
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -117,25 +118,35 @@ def event_uniforms(event_ids: Sequence[str], feature: str) -> np.ndarray:
     return uniforms
 
 
-def ranks(cdf: ReferenceCdf, x: np.ndarray, event_ids: Sequence[str], feature: str) -> np.ndarray:
-    """The randomized ranks of finite values ``x`` with ``V`` from the event ids (:func:`event_uniforms`).
+def ranks(cdf: ReferenceCdf, x: np.ndarray, uniforms: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The randomized ranks of finite values ``x``, ``V`` of the values at some indexes given by
+    ``uniforms(indexes)`` (:func:`event_uniforms` of their event ids), not by their positions.
 
-    As :meth:`ReferenceCdf.transform`, whose ``V`` numbers the values by position: a value equal to a
-    reference quantile is uniform over that quantile's run; outside the reference's range ``V`` only
-    places the value within the tail mass, which lies in the first or last bin.
+    As :meth:`ReferenceCdf.transform`: a value equal to a reference quantile is uniform over that
+    quantile's run; a value outside the reference's range is uniform within the tail mass on its side;
+    elsewhere ``V`` plays no part, so only those values need one.
     """
     u = cdf.transform(x, first=0, seed=0)
     q, levels, step, tail = cdf.q, cdf.levels, cdf.step, cdf.tail
     k = len(q)
     lo = np.searchsorted(q, x, "left")
-    atom = np.flatnonzero((lo < k) & (q[np.minimum(lo, k - 1)] == x))
-    if len(atom):
-        hi = np.searchsorted(q, x[atom], "right")
-        below = np.clip(levels[lo[atom]] - step / 2, 0.0, 1.0)
-        above = np.clip(levels[hi - 1] + step / 2, 0.0, 1.0)
-        v = event_uniforms([event_ids[i] for i in atom.tolist()], feature)
-        u[atom] = tail + (1 - 2 * tail) * (below + v * (above - below))
+    atom = (lo < k) & (q[np.minimum(lo, k - 1)] == x)
+    below, above = (lo == 0) & ~atom, lo >= k
+    drawn = np.flatnonzero(atom | below | above)
+    if len(drawn):
+        v = uniforms(drawn)
+        j = lo[drawn]
+        hi = np.searchsorted(q, x[drawn], "right")
+        start = np.clip(levels[np.minimum(j, k - 1)] - step / 2, 0.0, 1.0)
+        stop = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
+        u[drawn] = np.where(below[drawn], tail * v, np.where(above[drawn], 1 - tail * v,
+                            tail + (1 - 2 * tail) * (start + v * (stop - start))))  # fmt: skip
     return u
+
+
+def _uniforms_of(event_ids: Sequence[str], rows: np.ndarray, feature: str, drawn: np.ndarray) -> np.ndarray:
+    """:func:`event_uniforms` of the events at ``rows[drawn]``."""
+    return event_uniforms([event_ids[i] for i in rows[drawn].tolist()], feature)
 
 
 @dataclass(frozen=True)
@@ -276,9 +287,8 @@ class ShardSummarizer:
         for name, cdf in self.reference.numeric.items():
             values = batch.numeric[name][rows] if name in batch.numeric else np.full(len(rows), np.nan)
             finite = np.isfinite(values)
-            x = values[finite]
-            ids = [batch.event_ids[i] for i in rows[finite]] if len(x) else []
-            u = ranks(cdf, x, ids, name)
+            x, present = values[finite], rows[finite]
+            u = ranks(cdf, x, partial(_uniforms_of, batch.event_ids, present, name))
             bins = np.bincount(np.minimum((u * BINS).astype(np.int64), BINS - 1), minlength=BINS)
             bucket.add_numeric(name, bins, int(len(rows) - len(x)), float(x.sum()), float(np.dot(x, x)))
         for name in self.reference.categorical:
