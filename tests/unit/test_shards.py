@@ -185,6 +185,9 @@ def test_a_bucket_waits_for_every_shard():
     assert owner.next_bucket == 2 and owner.window.events == 1  # buckets 0 and 1 decided, bucket 2 waits
     with pytest.raises(ValueError, match="this owner merges 2"):
         owner.add(summaries_of(1, {0: 1, 1: 1})[0])
+    other = ShardSummarizer("m", "2", reference, 1, 2, bucket_seconds=10)
+    with pytest.raises(ValueError, match=r"a summary of \('m', '2'\); this owner merges \('m', '1'\)"):
+        owner.add(other.close(41.0)[0])
 
 
 def test_late_events_are_counted_and_left_out():

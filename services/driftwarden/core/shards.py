@@ -362,6 +362,7 @@ class SummaryMerger:
         self.latest: dict[int, int] = {}  # shard -> the last bucket it published
         self.next_bucket: int | None = None
         self.window = _Bucket()
+        self.model: tuple[str, str] | None = None  # (model_id, model_version) of the summaries merged
         self.duplicates = 0
         self.decide_s = 0.0  # time spent deciding merged buckets (the rest of ``add`` is merging)
 
@@ -369,6 +370,10 @@ class SummaryMerger:
         """Merge one summary; return the decisions on the buckets it completes."""
         if summary.shards != self.shards or not 0 <= summary.shard < self.shards:
             raise ValueError(f"a summary of shard {summary.shard} of {summary.shards}; this owner merges {self.shards}")
+        model = (summary.model_id, summary.model_version)
+        if self.model is not None and model != self.model:
+            raise ValueError(f"a summary of {model}; this owner merges {self.model}")
+        self.model = model
         last = self.latest.get(summary.shard)
         done = self.next_bucket is not None and summary.bucket < self.next_bucket
         if done or (last is not None and summary.bucket <= last):
