@@ -675,6 +675,33 @@ def bench_joiner(
     typer.echo(run_joiner_benchmark(pending, max(events or pending, pending)).as_text())
 
 
+@bench_cli.command("shards")
+def bench_shards(
+    events: Annotated[int, typer.Option(help="Events of the one model spread over the workers.", min=1)] = 200_000,
+    workers: Annotated[str, typer.Option(help="Worker counts, comma-separated.")] = "1,2,4",
+    null_values: Annotated[int, typer.Option(help="Values per family with no change (false alarms).", min=0)] = 200_000,
+    delay_runs: Annotated[int, typer.Option(help="Changed streams per family (delays).", min=1)] = 10,
+    arl: Annotated[float, typer.Option(help="Mean values between false alarms of a feature's CUSUMs.", min=2)] = 1e3,
+) -> None:
+    """One model over several workers: throughput at 1, 2, 4 workers, and what deciding per bucket costs."""
+    from driftwarden.bench.shards import HEADER, run_bucket_costs, run_scaling, run_window_false_alarms
+
+    typer.echo(HEADER)
+    for result in run_scaling(events, 500, tuple(int(n) for n in workers.split(","))):
+        typer.echo(result.as_row())
+    if null_values:
+        typer.echo(f"\nCUSUMs at {arl:g} values between false alarms (budget {1e6 / arl:,.0f} per million values):")
+        typer.echo("| family | decided | false alarms per million values | mean delay (values), location KL 0.05 |")
+        typer.echo("|---|---|---:|---:|")
+        for cost in run_bucket_costs(null_values, delay_runs, 20_000, (10, 100, 1_000), arl):
+            typer.echo(cost.as_row())
+        windows = max(1, null_values // 2_000)
+        typer.echo(f"\nWindow tests at level 0.05 (4 references x {windows} windows of 2,000, no change):")
+        typer.echo("| family | share of windows rejected |\n|---|---:|")
+        for family, share in run_window_false_alarms(4, windows, 0.05).items():
+            typer.echo(f"| {family} | {share:.4f} |")
+
+
 @bench_cli.command("peers")
 def bench_peers(
     tools: Annotated[str, typer.Option(help="Comma-separated tools, in this order.")] = (

@@ -32,6 +32,19 @@ def test_bench_joiner_reports_bytes_per_pending_prediction_and_rss_while_full(mo
     assert re.search(r"^RSS from full to the end: [+-][\d.]+ %$", out, re.MULTILINE)
 
 
+def test_bench_shards_reports_throughput_per_worker_count_and_the_cost_of_bucketed_decisions(monkeypatch, capsys):
+    out = run(monkeypatch, capsys, "shards", "--events", "20000", "--workers", "1,2", "--null-values", "2000",
+              "--delay-runs", "1")  # fmt: skip
+    rows = re.findall(r"^\| (\d) \| [\d,]+ \| [\d,]+ \| ([\d,]+) \|", out, re.MULTILINE)
+    assert [workers for workers, _ in rows] == ["1", "2"], out
+    assert int(rows[1][1]) == 2 * int(rows[0][1])  # every worker publishes every bucket
+    costs = re.findall(r"^\| (\w+) \| (per value \(RankCusumDetector\)|per bucket of [\d,]+) \| \d+ \| [\d,]+ \|$", out,
+                       re.MULTILINE)  # fmt: skip
+    assert len(costs) == 8 * 4, out
+    shares = re.findall(r"^\| \w+ \| (0\.\d{4}|1\.0000) \|$", out, re.MULTILINE)
+    assert len(shares) == 8, out
+
+
 def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, capsys):
     out = run(monkeypatch, capsys, "serving", "--batch-sizes", "1,8", "--requests", "20", "--concurrency", "2")
     rows = re.findall(r"^\| (\d+) \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \|$", out, re.MULTILINE)

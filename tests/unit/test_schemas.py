@@ -78,6 +78,19 @@ DEAD = {
     "payload_b64": "eyJ9",
 }
 STATUS = {"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, "alerts_fired": 0}
+SUMMARY = {
+    "schema": "window-summary.v1",
+    "model_id": "fraud",
+    "model_version": "1",
+    "shard": 2,
+    "shards": 4,
+    "bucket": 170000000,
+    "bucket_seconds": 10,
+    "events": 3,
+    "late_events": 0,
+    "numeric": {"amount": {"bins": [1, 0, 1], "missing": 1, "sum": -2.5, "sum_squares": 8.5}},
+    "categorical": {"country": {"counts": {"NL": 2, "DE": 0}, "missing": 1}},
+}
 
 
 # What producers use as ids (UUID, ULID, request id, number as a string, unicode, the longest allowed),
@@ -298,6 +311,26 @@ CORPUS: list[tuple[str, Any, bool]] = [
         for i in PRODUCER_IDS[1:3] + NOT_EVENT_IDS[:3]
     ],
     ("monitor-status.v1.json", STATUS, True),
+    ("window-summary.v1.json", SUMMARY, True),
+    ("window-summary.v1.json", with_(SUMMARY, numeric={}, categorical={}, events=0), True),
+    ("window-summary.v1.json", with_(SUMMARY, schema="window-summary.v2"), False),
+    ("window-summary.v1.json", with_(SUMMARY, shards=0), False),
+    ("window-summary.v1.json", with_(SUMMARY, bucket=-1), False),
+    ("window-summary.v1.json", with_(SUMMARY, bucket_seconds=0), False),
+    ("window-summary.v1.json", with_(SUMMARY, late_events=...), False),
+    (
+        "window-summary.v1.json",
+        with_(SUMMARY, numeric={"a": {"bins": [1], "missing": 0, "sum": 0, "sum_squares": 0}}),
+        False,
+    ),
+    (
+        "window-summary.v1.json",
+        with_(SUMMARY, numeric={"a": {"bins": [1, 0.5], "missing": 0, "sum": 0, "sum_squares": 0}}),
+        False,
+    ),
+    ("window-summary.v1.json", with_(SUMMARY, numeric={"a": {"bins": [1, 2], "missing": 0, "sum": 0}}), False),
+    ("window-summary.v1.json", with_(SUMMARY, categorical={"c": {"counts": {"NL": -1}, "missing": 0}}), False),
+    ("window-summary.v1.json", with_(SUMMARY, categorical={"c": {"counts": {}, "missing": 0, "x": 1}}), False),
     ("monitor-status.v1.json", with_(STATUS, events_processed=-1), False),
     ("monitor-status.v1.json", with_(STATUS, alerts_fired=...), False),
     ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a:b", "psi", 0.3]]), True),
@@ -355,7 +388,12 @@ def test_schemas_are_valid_draft_2020_12(schema: str):
 
 
 def test_serialized_models_validate_against_their_schema():
-    for name, document in [("prediction.v1.json", PREDICTION), ("alert.v1.json", ALERT)]:
+    for name, document in [
+        ("prediction.v1.json", PREDICTION),
+        ("alert.v1.json", ALERT),
+        ("window-summary.v1.json", SUMMARY),
+        ("prediction-columns.v1.json", COLUMNS),
+    ]:
         model = CONTRACTS[name].model_validate_json(json.dumps(document))
         validator = Draft202012Validator(SCHEMAS[name], registry=REGISTRY)
         validator.validate(json.loads(model.to_json()))

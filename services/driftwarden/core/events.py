@@ -55,8 +55,9 @@ class Event(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     def to_json(self) -> bytes:
-        """Serialize without ``None`` fields (optional fields are absent, never ``null``)."""
-        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+        """Serialize without ``None`` fields (optional fields are absent, never ``null``), under the
+        contract's names (``schema``, not ``schema_``)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True, by_alias=True)
 
 
 class KeyedEvent(Event):
@@ -261,6 +262,43 @@ class MonitorStatus(Event):
     window_statistics: list[tuple[str, str, str, float]] | None = None
 
 
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class NumericSummary(Event):
+    """A numeric feature in one bucket of one shard: counts of its ranks per equal-probability bin of the
+    reference, missing values, and the sum and sum of squares of the values present."""
+
+    bins: Annotated[list[NonNegativeInt], Field(min_length=2, max_length=1000)]
+    missing: NonNegativeInt
+    sum: float
+    sum_squares: NonNegative
+
+
+class CategoricalSummary(Event):
+    """A categorical feature in one bucket of one shard: counts per category, and missing values."""
+
+    counts: dict[str, NonNegativeInt]
+    missing: NonNegativeInt
+
+
+class WindowSummary(Event):
+    """One shard's mergeable summary of one event-time bucket of a sharded model
+    (``schemas/window-summary.v1.json``; :mod:`driftwarden.core.shards`)."""
+
+    schema_: Literal["window-summary.v1"] = Field(alias="schema")
+    model_id: ModelId
+    model_version: ModelId
+    shard: NonNegativeInt
+    shards: Annotated[int, Field(ge=1)]
+    bucket: NonNegativeInt
+    bucket_seconds: Annotated[float, Field(gt=0)]
+    events: NonNegativeInt
+    late_events: NonNegativeInt
+    numeric: dict[str, NumericSummary]
+    categorical: dict[str, CategoricalSummary]
+
+
 class InferenceInstance(Event):
     features: dict[str, ScalarFeatureValue]
     event_id: EventId | None = None
@@ -305,4 +343,5 @@ CONTRACTS: dict[str, type[Event]] = {
     "monitor-status.v1.json": MonitorStatus,
     "inference-request.v1.json": InferenceRequest,
     "inference-response.v1.json": InferenceResponse,
+    "window-summary.v1.json": WindowSummary,
 }

@@ -1,0 +1,449 @@
+"""One hot model across many workers: mergeable per-bucket summaries, one owner that decides.
+
+A model whose traffic is too much for one worker may spread it over several partitions (key
+``model_id/shard``, :func:`shard_key`). Each worker that reads a shard summarises its events per
+**event-time bucket** (:class:`ShardSummarizer`) and publishes one ``window-summary.v1`` per bucket
+when its watermark passes the bucket's end; the model's **owner** (:class:`SummaryMerger`) adds the
+shards' summaries of each bucket and runs every decision on the merged buckets, in bucket order.
+
+Every summary is a vector of integer counts, so merging is exact and independent of how the events
+were spread over shards and of their order within a shard. Detection on N shards is then detection
+on one shard of the same events, by construction (``tests/unit/test_shards.py`` checks it on the
+shape corpus):
+
+* a numeric feature's values become ranks ``u`` against the reference (the randomized probability
+  integral transform of :class:`~driftwarden.core.detectors.sequential.ReferenceCdf`, its ``V`` drawn
+  from a hash of the event id and the feature, not from the value's position in a stream) counted in
+  :data:`BINS` equal-probability bins of the reference;
+* a categorical feature's values are counted per category.
+
+Decisions on a merged bucket:
+
+* **CUSUMs** (the bank of :data:`~driftwarden.core.detectors.sequential.BANK`), stepped once per bucket
+  by ``sum over bins of count x log(P_alt(bin) / P_ref(bin))``: the log-likelihood ratio of the binned
+  values (:data:`BIN_LLR`). Thresholds are the per-value ones (:func:`bank_thresholds`), which stay
+  conservative here: the binned ratio's drift under no change is smaller (the binning loses
+  information, Jensen), and a CUSUM stepped by a bucket's sum is at most the per-value CUSUM at the
+  bucket's end (each per-value step floors at zero), so it crosses no more often. The price is delay:
+  a change is seen at the end of a bucket, by a CUSUM on coarser evidence. The continuous-part
+  CUSUMs of :func:`~driftwarden.core.detectors.sequential.continuous_part` are not run.
+* **Window tests**: merged buckets accumulate until a window holds ``window_size`` events; then a
+  chi-square test per feature (numeric: the bins against the reference's equal shares; categorical:
+  the counts against the reference's, unseen categories pooled) with the p-value given the reference
+  (:func:`~driftwarden.core.stats.category_test`) and Benjamini-Hochberg over the features at
+  ``window_level``; a categorical one also needs the Jensen-Shannon effect floor.
+
+Means and variances (``sum``, ``sum_squares``) travel along for the evidence; being floating-point
+sums they may differ in the last bits between shardings, so no decision depends on them.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> quantiles = np.quantile(rng.normal(0, 1, 5_000), np.linspace(0, 1, 1_000))
+>>> reference = ShardedReference.of_quantiles({"x": quantiles.tolist()}, 5_000, {})
+>>> summarizer = ShardSummarizer("m", "1", reference, shard=0, shards=1, bucket_seconds=10)
+>>> merger = SummaryMerger(reference, shards=1, arl=1e4, window_size=2_000, window_level=1e-3)
+>>> values = np.concatenate([rng.normal(0, 1, 3_000), rng.normal(1, 1, 3_000)])
+>>> for i in range(0, 6_000, 100):  # one bucket of 10 s per 100 events
+...     batch = ShardBatch([f"e{j}" for j in range(i, i + 100)], np.full(100, 10.0 * (i // 100) + 5),
+...                        {"x": values[i:i + 100]}, {})
+...     summaries = summarizer.add(batch)
+...     decisions = [d for s in summaries for d in merger.add(s)]
+...     if decisions:
+...         break
+>>> decisions[0].kind, decisions[0].feature, decisions[0].bucket  # the change starts in bucket 30
+('cusum', 'x', 30)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+import numpy as np
+
+from driftwarden.core.detectors.sequential import (
+    BANK,
+    COEFFICIENTS,
+    ReferenceCdf,
+    bank_thresholds,
+    features,
+    normal_scores,
+)
+from driftwarden.core.events import CategoricalSummary, NumericSummary, WindowSummary
+from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile
+from driftwarden.core.stats import benjamini_hochberg, category_test
+
+#: Equal-probability bins of the reference a numeric feature's ranks are counted in. Multiples of 1/50
+#: include every end share of the bank (:data:`~driftwarden.core.detectors.sequential.END_SHARES`).
+BINS = 50
+WINDOW_SUMMARY_SCHEMA = "window-summary.v1"
+
+
+def shard_key(model_id: str, shard: int) -> bytes:
+    """The Kafka key of a prediction of a sharded model: ``model_id/shard`` (producers spread a model's
+    events over shards 0..shards-1 as they like, e.g. round robin or by a hash of the event id).
+
+    >>> shard_key("fraud", 3)
+    b'fraud/3'
+    """
+    return f"{model_id}/{shard}".encode()
+
+
+def _bin_llr() -> np.ndarray:
+    """``log(P_alt(bin) / P_ref(bin))`` per CUSUM of the bank (rows) and rank bin (columns), by quadrature."""
+    points = 2_000  # per bin
+    u = (np.arange(BINS * points) + 0.5) / (BINS * points)
+    density = np.exp(COEFFICIENTS @ features(normal_scores(u)))  # the alternative's density of u
+    mass = density.reshape(len(BANK), BINS, points).sum(axis=2)
+    llr: np.ndarray = np.log(mass / mass.sum(axis=1, keepdims=True) * BINS)
+    return llr
+
+
+#: One row per CUSUM of :data:`~driftwarden.core.detectors.sequential.BANK`: the log-likelihood ratio of
+#: a rank falling in each of the :data:`BINS` bins.
+BIN_LLR = _bin_llr()
+
+
+def event_uniforms(event_ids: Sequence[str], feature: str) -> np.ndarray:
+    """A uniform (0, 1) number per event id and feature (blake2b): the ``V`` of the randomized ranks."""
+    prefix = feature.encode() + b"\0"
+    raw = [int.from_bytes(hashlib.blake2b(prefix + e.encode(), digest_size=8).digest(), "little") for e in event_ids]
+    uniforms: np.ndarray = (np.array(raw, dtype=np.uint64) >> np.uint64(11)).astype(float) / 2.0**53 + 2.0**-54
+    return uniforms
+
+
+def ranks(cdf: ReferenceCdf, x: np.ndarray, uniforms: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The randomized ranks of finite values ``x``, ``V`` of the values at some indexes given by
+    ``uniforms(indexes)`` (:func:`event_uniforms` of their event ids), not by their positions.
+
+    As :meth:`ReferenceCdf.transform`: a value equal to a reference quantile is uniform over that
+    quantile's run; a value outside the reference's range is uniform within the tail mass on its side;
+    elsewhere ``V`` plays no part, so only those values need one.
+    """
+    u = cdf.transform(x, first=0, seed=0)
+    q, levels, step, tail = cdf.q, cdf.levels, cdf.step, cdf.tail
+    k = len(q)
+    lo = np.searchsorted(q, x, "left")
+    atom = (lo < k) & (q[np.minimum(lo, k - 1)] == x)
+    below, above = (lo == 0) & ~atom, lo >= k
+    drawn = np.flatnonzero(atom | below | above)
+    if len(drawn):
+        v = uniforms(drawn)
+        j = lo[drawn]
+        hi = np.searchsorted(q, x[drawn], "right")
+        start = np.clip(levels[np.minimum(j, k - 1)] - step / 2, 0.0, 1.0)
+        stop = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
+        u[drawn] = np.where(below[drawn], tail * v, np.where(above[drawn], 1 - tail * v,
+                            tail + (1 - 2 * tail) * (start + v * (stop - start))))  # fmt: skip
+    return u
+
+
+def _uniforms_of(event_ids: Sequence[str], rows: np.ndarray, feature: str, drawn: np.ndarray) -> np.ndarray:
+    """:func:`event_uniforms` of the events at ``rows[drawn]``."""
+    return event_uniforms([event_ids[i] for i in rows[drawn].tolist()], feature)
+
+
+@dataclass(frozen=True)
+class ShardedReference:
+    """What summarizing and deciding need of a reference: a rank scale per numeric feature, the category
+    counts per categorical one."""
+
+    numeric: dict[str, ReferenceCdf]
+    reference_n: dict[str, int]
+    categorical: dict[str, dict[str, int]]
+
+    @classmethod
+    def of(cls, profile: ReferenceProfile) -> ShardedReference:
+        return cls(
+            {name: ReferenceCdf(p.quantiles, max(1, p.n)) for name, p in profile.numeric.items()},
+            {name: max(1, p.n) for name, p in profile.numeric.items()},
+            {name: dict(p.counts) for name, p in profile.categorical.items()},
+        )
+
+    @classmethod
+    def of_quantiles(
+        cls, quantiles: Mapping[str, Sequence[float]], reference_n: int, categorical: Mapping[str, Mapping[str, int]]
+    ) -> ShardedReference:
+        return cls(
+            {name: ReferenceCdf(q, reference_n) for name, q in quantiles.items()},
+            dict.fromkeys(quantiles, reference_n),
+            {name: dict(counts) for name, counts in categorical.items()},
+        )
+
+
+@dataclass
+class ShardBatch:
+    """Events of one model read by one shard's worker, as columns (NaN / None: missing)."""
+
+    event_ids: list[str]
+    ts: np.ndarray
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, list[str | None]]
+
+    @classmethod
+    def of_columns(cls, columns: Columns, schema: FeatureSchema) -> ShardBatch:
+        """The monitor's columns of decoded events (a type violation counts as missing, as in the detectors)."""
+        return cls(
+            columns.event_ids,
+            columns.ts,
+            {name: columns.numeric[:, i] for i, name in enumerate(schema.numeric)},
+            dict(zip(schema.categorical, columns.categorical, strict=True)),
+        )
+
+
+@dataclass
+class _Bucket:
+    """One shard's (or the merged) counts of one bucket."""
+
+    events: int = 0
+    bins: dict[str, np.ndarray] = field(default_factory=dict)
+    missing: Counter[str] = field(default_factory=Counter)
+    sums: dict[str, list[float]] = field(default_factory=dict)  # feature -> [sum, sum of squares]
+    categories: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add_numeric(self, name: str, bins: np.ndarray, missing: int, total: float, squares: float) -> None:
+        self.bins[name] = self.bins[name] + bins if name in self.bins else bins.copy()
+        self.missing[name] += missing
+        sums = self.sums.setdefault(name, [0.0, 0.0])
+        sums[0] += total
+        sums[1] += squares
+
+    def add_categorical(self, name: str, counts: Mapping[str, int], missing: int) -> None:
+        self.categories.setdefault(name, Counter()).update(counts)
+        self.missing[name] += missing
+
+    def summary(self, model_id: str, model_version: str, shard: int, shards: int, bucket: int,
+                bucket_seconds: float, late: int) -> WindowSummary:  # fmt: skip
+        return WindowSummary.model_validate(
+            {
+                "schema": WINDOW_SUMMARY_SCHEMA,
+                "model_id": model_id,
+                "model_version": model_version,
+                "shard": shard,
+                "shards": shards,
+                "bucket": bucket,
+                "bucket_seconds": bucket_seconds,
+                "events": self.events,
+                "late_events": late,
+                "numeric": {
+                    name: NumericSummary(
+                        bins=bins.tolist(),
+                        missing=self.missing[name],
+                        sum=self.sums[name][0],
+                        sum_squares=self.sums[name][1],
+                    )
+                    for name, bins in self.bins.items()
+                },
+                "categorical": {
+                    name: CategoricalSummary(counts=dict(counts), missing=self.missing[name])
+                    for name, counts in self.categories.items()
+                },
+            }
+        )
+
+
+class ShardSummarizer:
+    """One shard's worker side: counts its events per event-time bucket, one summary per closed bucket.
+
+    A bucket closes when the shard's watermark (the latest event time it has seen minus ``lateness_s``)
+    passes its end; an event of a closed bucket is late: counted (``late``) and left out, which is the
+    one way N shards can differ from one (an event late on one shard need not be late on another), so
+    ``lateness_s`` must cover the disorder of the producers. Summaries are published for every bucket
+    from the shard's first on, empty ones included, so the owner knows when a bucket is complete.
+    """
+
+    def __init__(self, model_id: str, model_version: str, reference: ShardedReference, shard: int, shards: int,
+                 bucket_seconds: float, lateness_s: float = 0.0) -> None:  # fmt: skip
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard {shard} is not one of 0..{shards - 1}")
+        if bucket_seconds <= 0 or lateness_s < 0:
+            raise ValueError("bucket_seconds must be positive and lateness_s non-negative")
+        self.model_id, self.model_version, self.reference = model_id, model_version, reference
+        self.shard, self.shards, self.bucket_seconds, self.lateness_s = shard, shards, bucket_seconds, lateness_s
+        self.open: dict[int, _Bucket] = {}
+        self.closed_until: int | None = None  # every bucket below is published
+        self.latest_ts = -math.inf
+        self.late = 0
+
+    def add(self, batch: ShardBatch) -> list[WindowSummary]:
+        """Count ``batch`` and return the summaries of the buckets its event times close."""
+        buckets = np.floor(np.asarray(batch.ts, dtype=float) / self.bucket_seconds).astype(np.int64)
+        on_time = buckets >= self.closed_until if self.closed_until is not None else np.ones(len(buckets), bool)
+        self.late += int(len(buckets) - on_time.sum())
+        for bucket in np.unique(buckets[on_time]).tolist():
+            self._count(self.open.setdefault(bucket, _Bucket()), batch, np.flatnonzero(buckets == bucket))
+        if len(batch.ts):
+            self.latest_ts = max(self.latest_ts, float(np.max(batch.ts)))
+        return self.close(self.latest_ts - self.lateness_s)
+
+    def _count(self, bucket: _Bucket, batch: ShardBatch, rows: np.ndarray) -> None:
+        bucket.events += len(rows)
+        for name, cdf in self.reference.numeric.items():
+            values = batch.numeric[name][rows] if name in batch.numeric else np.full(len(rows), np.nan)
+            finite = np.isfinite(values)
+            x, present = values[finite], rows[finite]
+            u = ranks(cdf, x, partial(_uniforms_of, batch.event_ids, present, name))
+            bins = np.bincount(np.minimum((u * BINS).astype(np.int64), BINS - 1), minlength=BINS)
+            bucket.add_numeric(name, bins, int(len(rows) - len(x)), float(x.sum()), float(np.dot(x, x)))
+        for name in self.reference.categorical:
+            column = batch.categorical.get(name)
+            seen = [column[i] for i in rows] if column is not None else [None] * len(rows)
+            counts = Counter(v for v in seen if v is not None)
+            bucket.add_categorical(name, counts, len(seen) - counts.total())
+
+    def close(self, watermark: float) -> list[WindowSummary]:
+        """Publish every bucket that ends at or before ``watermark`` (a shard with no events yet publishes the
+        empty bucket just before it, so an idle shard does not hold the owner back)."""
+        end = math.floor(watermark / self.bucket_seconds) if math.isfinite(watermark) else None
+        if end is None:
+            return []
+        start = self.closed_until if self.closed_until is not None else min(self.open, default=end - 1)
+        summaries = [
+            self.open.pop(bucket, _Bucket()).summary(
+                self.model_id, self.model_version, self.shard, self.shards, bucket, self.bucket_seconds, self.late
+            )
+            for bucket in range(start, end)
+        ]
+        self.closed_until = max(start, end)
+        return summaries
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A finding of the owner on merged buckets: a CUSUM crossing or a window test rejected."""
+
+    bucket: int  # the merged bucket at whose end it was found
+    kind: Literal["cusum", "window"]
+    feature: str
+    detector: str  # the CUSUM's name, or the window test (chi2)
+    statistic: float
+    threshold: float  # the CUSUM's threshold, or the Benjamini-Hochberg level
+    p_value: float | None = None
+    values: int = 0  # values the window held (window tests)
+    mean: float | None = field(default=None, compare=False)  # from floating-point sums: not compared
+
+
+class SummaryMerger:
+    """The owner of one model: merges the shards' summaries per bucket and decides on merged buckets.
+
+    Buckets are decided in order once every shard has published that bucket or a later one (a shard
+    publishes its buckets in order from its first on; before its first it had no events). A summary of
+    a bucket already decided (a replay after a restart) is ignored and counted (``duplicates``).
+
+    Parameters
+    ----------
+    reference
+        The model version's reference.
+    shards
+        How many shards publish summaries.
+    arl
+        Mean number of values between false alarms of each numeric feature's CUSUM bank.
+    window_size
+        Events per window test.
+    window_level
+        Benjamini-Hochberg's rate over a window's features.
+    js_threshold
+        The Jensen-Shannon effect floor of a categorical window test.
+    """
+
+    def __init__(self, reference: ShardedReference, shards: int, arl: float, window_size: int,
+                 window_level: float, js_threshold: float = 0.05) -> None:  # fmt: skip
+        self.reference, self.shards = reference, shards
+        self.window_size, self.window_level, self.js_threshold = window_size, window_level, js_threshold
+        self.thresholds = {name: bank_thresholds(None, arl, n) for name, n in reference.reference_n.items()}
+        self.cusums = {name: np.zeros(len(BANK)) for name in reference.numeric}
+        self.pending: dict[int, _Bucket] = {}
+        self.latest: dict[int, int] = {}  # shard -> the last bucket it published
+        self.next_bucket: int | None = None
+        self.window = _Bucket()
+        self.model: tuple[str, str] | None = None  # (model_id, model_version) of the summaries merged
+        self.duplicates = 0
+        self.decide_s = 0.0  # time spent deciding merged buckets (the rest of ``add`` is merging)
+
+    def add(self, summary: WindowSummary) -> list[Decision]:
+        """Merge one summary; return the decisions on the buckets it completes."""
+        if summary.shards != self.shards or not 0 <= summary.shard < self.shards:
+            raise ValueError(f"a summary of shard {summary.shard} of {summary.shards}; this owner merges {self.shards}")
+        model = (summary.model_id, summary.model_version)
+        if self.model is not None and model != self.model:
+            raise ValueError(f"a summary of {model}; this owner merges {self.model}")
+        self.model = model
+        last = self.latest.get(summary.shard)
+        done = self.next_bucket is not None and summary.bucket < self.next_bucket
+        if done or (last is not None and summary.bucket <= last):
+            self.duplicates += 1
+            return []
+        self.latest[summary.shard] = summary.bucket
+        bucket = self.pending.setdefault(summary.bucket, _Bucket())
+        _merge(bucket, summary)
+        if len(self.latest) < self.shards:
+            return []
+        if self.next_bucket is None:
+            self.next_bucket = min(self.pending)
+        decisions: list[Decision] = []
+        complete = min(self.latest.values())
+        started = time.perf_counter()
+        while self.next_bucket <= complete:
+            decisions += self._decide(self.next_bucket, self.pending.pop(self.next_bucket, _Bucket()))
+            self.next_bucket += 1
+        self.decide_s += time.perf_counter() - started
+        return decisions
+
+    def _decide(self, index: int, bucket: _Bucket) -> list[Decision]:
+        decisions = []
+        for name, bins in bucket.bins.items():
+            paths = np.maximum(0.0, self.cusums[name] + BIN_LLR @ bins)
+            crossed = np.flatnonzero(paths > self.thresholds[name])
+            if len(crossed):
+                worst = int(crossed[np.argmax(paths[crossed] - self.thresholds[name][crossed])])
+                decisions.append(Decision(index, "cusum", name, BANK[worst].name, float(paths[worst]),
+                                          float(self.thresholds[name][worst])))  # fmt: skip
+                paths = np.zeros(len(BANK))
+            self.cusums[name] = paths
+            self.window.add_numeric(name, bins, bucket.missing[name], *bucket.sums[name])
+        for name, counts in bucket.categories.items():
+            self.window.add_categorical(name, counts, bucket.missing[name])
+        self.window.events += bucket.events
+        if self.window.events >= self.window_size:
+            decisions += self._window_tests(index)
+            self.window = _Bucket()
+        return decisions
+
+    def _window_tests(self, index: int) -> list[Decision]:
+        tests: list[tuple[str, float, float, int, float | None]] = []  # feature, chi2, p-value, values, mean
+        effects: list[bool] = []
+        for name, bins in self.window.bins.items():
+            n = int(bins.sum())
+            expected = np.full(BINS, self.reference.reference_n[name] / BINS)
+            chi2, p_value, _ = category_test(expected, bins.astype(float))
+            tests.append((name, chi2, p_value, n, self.window.sums[name][0] / n if n else None))
+            effects.append(True)
+        for name, seen in self.window.categories.items():
+            reference = self.reference.categorical[name]
+            counts = np.array([seen[c] for c in reference] + [seen.total() - sum(seen[c] for c in reference)], float)
+            chi2, p_value, distance = category_test(np.array([*reference.values(), 0.0]), counts)
+            tests.append((name, chi2, p_value, int(counts.sum()), None))
+            effects.append(distance >= self.js_threshold)
+        rejected = benjamini_hochberg(np.array([p for _, _, p, _, _ in tests]), self.window_level)
+        return [
+            Decision(index, "window", name, "chi2", chi2, self.window_level, p_value, n, mean)
+            for (name, chi2, p_value, n, mean), reject, effect in zip(tests, rejected, effects, strict=True)
+            if reject and effect
+        ]
+
+
+def _merge(bucket: _Bucket, summary: WindowSummary) -> None:
+    bucket.events += summary.events
+    for name, numeric in summary.numeric.items():
+        if len(numeric.bins) != BINS:
+            raise ValueError(f"{name}: {len(numeric.bins)} bins, not {BINS}")
+        bucket.add_numeric(name, np.array(numeric.bins, dtype=np.int64), numeric.missing, numeric.sum,
+                           numeric.sum_squares)  # fmt: skip
+    for name, categorical in summary.categorical.items():
+        bucket.add_categorical(name, categorical.counts, categorical.missing)
