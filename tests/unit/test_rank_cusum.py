@@ -15,11 +15,15 @@ from driftwarden.core.detectors import RankCusumDetector
 from driftwarden.core.detectors.sequential import (
     BANK,
     COEFFICIENTS,
+    SCALE,
     ReferenceCdf,
-    cusum_paths,
     cusum_threshold,
+    cusums_at,
     features,
+    first_crossing,
+    fixed_point,
     normal_scores,
+    running_sums,
 )
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.profile import NumericProfile, ReferenceProfile
@@ -95,12 +99,11 @@ def test_the_budget_holds_given_the_reference_not_only_on_average_over_reference
 
 def alarms_with_restarts(increments: np.ndarray, threshold: float) -> int:
     """How often one CUSUM of these increments crosses ``threshold``, restarting from 0 after each alarm."""
-    alarms, start = 0, 0
-    while True:
-        crossed = np.flatnonzero(cusum_paths(increments[None, start:], np.zeros(1))[0] >= threshold)
-        if not len(crossed):
-            return alarms
-        alarms, start = alarms + 1, start + int(crossed[0]) + 1
+    sums, limit = running_sums(increments[None]), fixed_point(np.array([threshold]))
+    alarms, start, floor = 0, 0, np.zeros(1, dtype=np.int64)
+    while (crossing := first_crossing(sums, floor, limit, start, len(increments))) is not None:
+        alarms, start, floor = alarms + 1, crossing, sums[:, crossing].copy()  # restart from 0
+    return alarms
 
 
 @pytest.mark.parametrize(
@@ -206,15 +209,23 @@ def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_
 
 
 def test_the_closed_form_cusum_is_lindleys_recursion():
+    """Every CUSUM, its last zero and its first crossing from the running sums, against the recursion in a loop."""
     rng = np.random.default_rng(3)
     increments = COEFFICIENTS @ features(rng.normal(0.3, 1.2, 500))
-    start = rng.uniform(0, 2, len(BANK))
-    expected = np.empty_like(increments)
-    s = start.copy()
-    for t in range(increments.shape[1]):
-        s = np.maximum(0.0, s + increments[:, t])
-        expected[:, t] = s
-    assert np.allclose(cusum_paths(increments, start), expected)
+    start = fixed_point(rng.uniform(0, 2, len(BANK)))
+    limits = fixed_point(rng.uniform(2, 30, len(BANK)))
+    sums, floor = running_sums(increments), -start
+    s, last_zero, crossing = start.copy(), np.full(len(BANK), -1), None
+    for k, step in enumerate(fixed_point(increments).T, start=1):
+        s = np.maximum(0, s + step)
+        last_zero[s == 0] = k
+        crossing = k if crossing is None and (s >= limits).any() else crossing
+        if k in (1, 31, 32, 33, 257, 500):
+            cusums, zeros = cusums_at(sums, floor, 0, k)
+            assert (cusums == s).all() and (zeros == last_zero).all()  # fixed point: exact
+    assert crossing is not None and first_crossing(sums, floor, limits, 0, 500) == crossing
+    assert first_crossing(sums, floor, np.full(len(BANK), fixed_point(np.array([1e4]))[0]), 0, 500) is None
+    assert np.allclose(cusums_at(sums, floor, 0, 500)[0] / SCALE, s / SCALE)
 
 
 def test_the_monitor_splits_the_budget_over_its_streaming_detectors():

@@ -299,35 +299,35 @@ class ReferenceCdf:
         self.step = 1.0 / (k - 1) if k > 1 else 1.0
         self.levels = np.arange(k) * self.step if k > 1 else np.array([0.5])
         self.tail = 1.0 / (reference_n + 1)
+        # Between q[j-1] and q[j] (j = 1 .. k-1; j = 0 for a single quantile): u = base[j] + (x - q[j-1]) slope[j].
+        scale = 1 - 2 * self.tail
+        self._left = np.concatenate([q[:1], q[:-1]])
+        self._base = self.tail + scale * np.concatenate([[0.5], self.levels[:-1]]) if k > 1 else np.array([0.5])
+        width = np.diff(q)  # (0 in a run of equal quantiles: only its atom lies there, and it is ranked apart)
+        self._slope = np.concatenate([[0.0], np.divide(scale * self.step, width, out=np.zeros(k - 1), where=width > 0)])
 
     def transform(self, x: np.ndarray, first: int, seed: int) -> np.ndarray:
         """Randomized PIT of finite values ``x``; ``first`` numbers the first value (for ``V``)."""
-        q, levels, step, tail = self.q, self.levels, self.step, self.tail
+        q, k = self.q, len(self.q)
         lo = np.searchsorted(q, x, "left")
+        j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
+        u: np.ndarray = self._base[j] + (x - self._left[j]) * self._slope[j]
+        # A value equal to a quantile (an atom, a tie) or outside the reference's range: rare, ranked apart.
+        apart = np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
+        if len(apart):
+            u[apart] = self._apart(x[apart], lo[apart], first + apart, seed)
+        return u
+
+    def _apart(self, x: np.ndarray, lo: np.ndarray, position: np.ndarray, seed: int) -> np.ndarray:
+        """``u`` of values equal to a quantile (uniform over the run of equal quantiles) or outside the range."""
+        q, levels, step, tail = self.q, self.levels, self.step, self.tail
         k = len(q)
-        counter = np.arange(first, first + len(x), dtype=np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64)
-        v = _splitmix64(counter)
-        if k > 1:
-            j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
-            left = q[j - 1]
-            with np.errstate(divide="ignore", invalid="ignore"):  # (outside the range or in an atom: replaced)
-                g = levels[j - 1] + (x - left) / (q[j] - left) * step
-        else:
-            g = np.full(len(x), 0.5)
-        atom = (lo < k) & (q[np.minimum(lo, k - 1)] == x)  # a value equal to a quantile: uniform over its run
-        if atom.any():
-            hi = lo.copy()
-            hi[atom] = np.searchsorted(q, x[atom], "right")
-            below = np.clip(levels[np.minimum(lo, k - 1)] - step / 2, 0.0, 1.0)
-            above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
-            g = np.where(atom, below + v * (above - below), g)
-        u: np.ndarray = tail + (1 - 2 * tail) * g
-        below_range = (lo == 0) & ~atom  # (outside the reference's range is rare: skipped when empty)
-        if below_range.any():
-            u = np.where(below_range, tail * v, u)
-        above_range = lo >= k  # (never an atom)
-        if above_range.any():
-            u = np.where(above_range, 1 - tail * v, u)
+        v = _splitmix64(position.astype(np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64))
+        hi = np.searchsorted(q, x, "right")
+        below = np.clip(levels[np.minimum(lo, k - 1)] - step / 2, 0.0, 1.0)
+        above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
+        outside = np.where(hi == 0, tail * v, 1 - tail * v)  # below the reference's range, or above it
+        u: np.ndarray = np.where(hi > lo, tail + (1 - 2 * tail) * (below + v * (above - below)), outside)
         return u
 
 
@@ -400,13 +400,56 @@ def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
     return np.vstack([steps, continuous])
 
 
-def cusum_paths(increments: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Every CUSUM ``S_t = max(0, S_{t-1} + x_t)`` at once (rows: CUSUMs), from ``start``.
+#: The CUSUMs run in fixed point: each increment rounded to a multiple of 2^-32 (an error of at most 1.2e-10
+#: nats a value, against thresholds of 10-20 nats) and summed in int64: exact, so ``update`` in a loop and
+#: ``update_many`` give the same CUSUMs bit for bit, and a running sum of integers is several times faster
+#: than of floats.
+SCALE = 2.0**32
+#: A CUSUM that is off (an infinite threshold) is held below this many nats, so its fixed point never overflows.
+CUSUM_CAP = 2.0**20
+#: The values per block of :func:`first_crossing`'s screen.
+BLOCK = 32
 
-    Lindley's recursion in closed form: ``S_t = C_t - min(-S_0, min_{s≤t} C_s)`` with ``C`` the
-    running sum of the increments.
+
+def fixed_point(values: np.ndarray) -> np.ndarray:
+    """``values`` (nats) in units of 2^-32, rounded to the nearest."""
+    units: np.ndarray = np.rint(values * SCALE).astype(np.int64)
+    return units
+
+
+def running_sums(increments: np.ndarray) -> np.ndarray:
+    """``sums[:, k]``: the sum of the first ``k`` increments of each CUSUM (rows), ``k = 0 .. n``, in fixed point."""
+    sums = np.zeros((len(increments), increments.shape[1] + 1), dtype=np.int64)
+    np.cumsum(fixed_point(increments), axis=1, out=sums[:, 1:])
+    return sums
+
+
+def first_crossing(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int) -> int | None:
+    """The first ``k`` in ``(start, stop]`` where some CUSUM reaches its limit (None: none does before ``stop``).
+
+    Lindley's recursion ``S_k = max(0, S_{k-1} + x_k)`` in closed form: ``S_k = sums_k - min(floor, min_{start<s≤k}
+    sums_s)`` with ``floor = sums_start - S_start`` (:func:`running_sums`; all in fixed point). The running minimum
+    is the costly part, so a screen goes first: over a block of :data:`BLOCK` values ``S`` is at most the block's
+    largest sum less the smallest up to the block's end (block maxima and minima are cheap reductions); only the
+    blocks of a CUSUM whose bound reaches its limit get the exact path.
     """
-    running = np.cumsum(increments, axis=1)
-    floor = np.minimum.accumulate(np.minimum(running, -start[:, None]), axis=1)
-    paths: np.ndarray = running - floor
-    return paths
+    span = sums[:, start + 1 : stop + 1]
+    edges = np.arange(0, stop - start, BLOCK)
+    lowest = np.minimum(np.minimum.accumulate(np.minimum.reduceat(span, edges, axis=1), axis=1), floor[:, None])
+    rows, blocks = np.nonzero(np.maximum.reduceat(span, edges, axis=1) - lowest >= limits[:, None])
+    if not len(rows):
+        return None
+    before = np.where(blocks > 0, lowest[rows, blocks - 1], floor[rows])  # the exact minimum before the block
+    columns = np.minimum(start + 1 + edges[blocks, None] + np.arange(BLOCK), stop)  # (a short last block repeats)
+    near = sums[rows[:, None], columns]
+    crossed = near - np.minimum.accumulate(np.minimum(near, before[:, None]), axis=1) >= limits[rows, None]
+    return int(columns[crossed].min()) if crossed.any() else None
+
+
+def cusums_at(sums: np.ndarray, floor: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every CUSUM after ``stop`` values (fixed point), and the last ``k`` in ``(start, stop]`` where it was 0
+    (-1: not since ``start``), from the running sums and floor of :func:`first_crossing`."""
+    span = sums[:, start + 1 : stop + 1]
+    low = span.min(axis=1)
+    last_zero = np.where(low <= floor, stop - np.argmin(span[:, ::-1], axis=1), -1)
+    return sums[:, stop] - np.minimum(low, floor), last_zero
