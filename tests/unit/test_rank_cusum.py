@@ -22,7 +22,7 @@ from driftwarden.core.detectors.sequential import (
     features,
     first_crossing,
     fixed_point,
-    normal_scores,
+    increments,
     running_sums,
 )
 from driftwarden.core.monitor import ModelMonitor
@@ -97,11 +97,11 @@ def test_the_budget_holds_given_the_reference_not_only_on_average_over_reference
     assert np.mean(rates) >= 0.02  # and not silent: the thresholds still follow from the budget
 
 
-def alarms_with_restarts(increments: np.ndarray, threshold: float) -> int:
-    """How often one CUSUM of these increments crosses ``threshold``, restarting from 0 after each alarm."""
-    sums, limit = running_sums(increments[None]), fixed_point(np.array([threshold]))
+def alarms_with_restarts(steps: np.ndarray, threshold: float) -> int:
+    """How often one CUSUM of these fixed-point increments crosses ``threshold``, restarting from 0 after each alarm."""
+    sums, limit = running_sums(steps[None]), fixed_point(np.array([threshold]))
     alarms, start, floor = 0, 0, np.zeros(1, dtype=np.int64)
-    while (crossing := first_crossing(sums, floor, limit, start, len(increments))) is not None:
+    while (crossing := first_crossing(sums, floor, limit, start, len(steps))) is not None:
         alarms, start, floor = alarms + 1, crossing, sums[:, crossing].copy()  # restart from 0
     return alarms
 
@@ -114,8 +114,7 @@ def test_each_end_of_scale_cusum_keeps_its_own_budget(which):
     error) each alarms at 0.67-1.16 times its budget at ARL 3,000 and 30,000 (~100 alarms each); here ~65."""
     budget_arl, values = 3_000.0, 200_000
     u = np.random.default_rng([5, which]).random(values)
-    alarms = alarms_with_restarts(COEFFICIENTS[which] @ features(normal_scores(u)),
-                                  cusum_threshold(BANK[which], budget_arl, None))  # fmt: skip
+    alarms = alarms_with_restarts(increments(u, None)[which], cusum_threshold(BANK[which], budget_arl, None))
     assert 0.4 <= alarms / values * budget_arl <= 1.4
 
 
@@ -211,12 +210,12 @@ def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_
 def test_the_closed_form_cusum_is_lindleys_recursion():
     """Every CUSUM, its last zero and its first crossing from the running sums, against the recursion in a loop."""
     rng = np.random.default_rng(3)
-    increments = COEFFICIENTS @ features(rng.normal(0.3, 1.2, 500))
+    steps = fixed_point(COEFFICIENTS @ features(rng.normal(0.3, 1.2, 500)))
     start = fixed_point(rng.uniform(0, 2, len(BANK)))
     limits = fixed_point(rng.uniform(2, 30, len(BANK)))
-    sums, floor = running_sums(increments), -start
+    sums, floor = running_sums(steps), -start
     s, last_zero, crossing = start.copy(), np.full(len(BANK), -1), None
-    for k, step in enumerate(fixed_point(increments).T, start=1):
+    for k, step in enumerate(steps.T, start=1):
         s = np.maximum(0, s + step)
         last_zero[s == 0] = k
         crossing = k if crossing is None and (s >= limits).any() else crossing
