@@ -12,6 +12,7 @@ from driftwarden.core.detectors.base import StreamingDetector, build
 from driftwarden.core.detectors.sequential import (
     CUSUM_CAP,
     SCALE,
+    RankIncrements,
     ReferenceCdf,
     bank,
     bank_thresholds,
@@ -19,7 +20,6 @@ from driftwarden.core.detectors.sequential import (
     cusums_at,
     first_crossing,
     fixed_point,
-    increments,
     normal_scores,
     running_sums,
 )
@@ -104,6 +104,7 @@ class RankCusumDetector(StreamingDetector):
         self.seed = seed
         self.part = continuous_part(self.cdf)
         self.bank = bank(self.part)
+        self._increments = RankIncrements(self.cdf, self.part)
         self.thresholds = bank_thresholds(self.part, arl, reference_n)
         self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
         on = self.thresholds < CUSUM_CAP
@@ -137,7 +138,7 @@ class RankCusumDetector(StreamingDetector):
         # which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`), and the
         # next alarm is looked for over a horizon that doubles until it comes (a change that persists alarms
         # again soon: looking to the column's end each time is quadratic).
-        sums = running_sums(increments(self.cdf.transform(finite, self.n_seen, self.seed), self.part))
+        sums = running_sums(self._increments(finite, self.n_seen, self.seed))
         floor = -fixed_point(np.minimum(self.cusums, CUSUM_CAP))
         start, horizon = 0, len(finite)
         while start < len(finite):
