@@ -16,7 +16,9 @@ from driftwarden.core.detectors.sequential import (
     BANK,
     COEFFICIENTS,
     SCALE,
+    RankIncrements,
     ReferenceCdf,
+    continuous_part,
     cusum_threshold,
     cusums_at,
     features,
@@ -235,3 +237,15 @@ def test_the_monitor_splits_the_budget_over_its_streaming_detectors():
     (arl,) = {d.arl for d in monitor.streaming.values()}  # the budget less the window tests' share, over 5
     assert arl == pytest.approx(1e6 * 5 / ((1 - WINDOW_TESTS_SHARE) * 2.0))
     assert {d.reference_n for d in monitor.streaming.values()} == {2_000}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_increments_looked_up_from_the_values_are_those_of_the_ranks(shape):
+    """The bins' edges mapped back to values once per reference give each value the bin of its rank's score
+    (short of rounding at an edge), ties and values outside the reference's range included."""
+    rng = np.random.default_rng([11, list(SHAPES).index(shape)])
+    cdf = ReferenceCdf(np.quantile(SHAPES[shape](rng, 5_000), np.linspace(0, 1, 1_000)), 5_000)
+    part = continuous_part(cdf)
+    x = SHAPES[shape](rng, 20_000) * rng.choice([1.0, 1.5], 20_000)  # (some beyond the reference's range)
+    same = (RankIncrements(cdf, part)(x, 100, 7) == increments(cdf.transform(x, 100, 7), part)).all(axis=0)
+    assert same.mean() >= 0.9999

@@ -45,7 +45,10 @@ class RankCusumDetector(StreamingDetector):
     the reference has an atom at an end of its range (location and spread also within the rest:
     :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
-    over them (Bonferroni). After an alarm every CUSUM restarts from zero.
+    over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
+    log-likelihood ratios looked up from the values (:class:`~driftwarden.core.detectors.sequential.RankIncrements`)
+    and the CUSUMs run in fixed point: ``update`` in a loop and ``update_many`` agree bit for bit (every
+    CUSUM that can alarm; one that is off is only held below 2^20 nats).
 
     Parameters
     ----------
