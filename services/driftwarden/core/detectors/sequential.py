@@ -310,22 +310,20 @@ class ReferenceCdf:
         self.step = 1.0 / (k - 1) if k > 1 else 1.0
         self.levels = np.arange(k) * self.step if k > 1 else np.array([0.5])
         self.tail = 1.0 / (reference_n + 1)
-        # Between q[j-1] and q[j] (j = 1 .. k-1; j = 0 for a single quantile): u = base[j] + (x - q[j-1]) slope[j].
-        scale = 1 - 2 * self.tail
-        self._left = np.concatenate([q[:1], q[:-1]])
-        self._base = self.tail + scale * np.concatenate([[0.5], self.levels[:-1]]) if k > 1 else np.array([0.5])
-        # A tie with q[lo] .. q[hi - 1]: u uniform between tie_low[lo] and tie_high[hi - 1].
-        self._tie_low = self.tail + scale * np.clip(self.levels - self.step / 2, 0.0, 1.0)
-        self._tie_high = self.tail + scale * np.clip(self.levels + self.step / 2, 0.0, 1.0)
-        width = np.diff(q)  # (0 in a run of equal quantiles: only its atom lies there, and it is ranked apart)
-        self._slope = np.concatenate([[0.0], np.divide(scale * self.step, width, out=np.zeros(k - 1), where=width > 0)])
 
     def transform(self, x: np.ndarray, first: int, seed: int) -> np.ndarray:
         """Randomized PIT of finite values ``x``; ``first`` numbers the first value (for ``V``)."""
-        q, k = self.q, len(self.q)
+        q, levels, step, tail = self.q, self.levels, self.step, self.tail
         lo = np.searchsorted(q, x, "left")
-        j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
-        u: np.ndarray = self._base[j] + (x - self._left[j]) * self._slope[j]
+        k = len(q)
+        if k > 1:
+            j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
+            left = q[j - 1]
+            with np.errstate(divide="ignore", invalid="ignore"):  # (in an atom: ranked apart below)
+                g = levels[j - 1] + (x - left) / (q[j] - left) * step
+        else:
+            g = np.full(len(x), 0.5)
+        u: np.ndarray = tail + (1 - 2 * tail) * g
         # A value equal to a quantile (an atom, a tie) or outside the reference's range: rare, ranked apart.
         apart = np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
         if len(apart):
@@ -335,11 +333,13 @@ class ReferenceCdf:
     def apart(self, x: np.ndarray, lo: np.ndarray, position: np.ndarray, seed: int) -> np.ndarray:
         """``u`` of values equal to a quantile (uniform over the run of equal quantiles) or outside the range
         (``lo``: their ``searchsorted(q, x)``, ``position``: their numbers for ``V``)."""
+        q, levels, step, tail = self.q, self.levels, self.step, self.tail
         v = _splitmix64(position.astype(np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64))
-        hi = np.searchsorted(self.q, x, "right")
-        below, above = self._tie_low[np.minimum(lo, len(self.q) - 1)], self._tie_high[np.maximum(hi - 1, 0)]
-        tied = below + v * (above - below)
-        u: np.ndarray = np.where(hi > lo, tied, np.where(hi == 0, self.tail * v, 1 - self.tail * v))
+        hi = np.searchsorted(q, x, "right")
+        below = np.clip(levels[np.minimum(lo, len(q) - 1)] - step / 2, 0.0, 1.0)
+        above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
+        tied = tail + (1 - 2 * tail) * (below + v * (above - below))
+        u: np.ndarray = np.where(hi > lo, tied, np.where(hi == 0, tail * v, 1 - tail * v))
         return u
 
 
