@@ -15,11 +15,17 @@ from driftwarden.core.detectors import RankCusumDetector
 from driftwarden.core.detectors.sequential import (
     BANK,
     COEFFICIENTS,
+    SCALE,
+    RankIncrements,
     ReferenceCdf,
-    cusum_paths,
+    continuous_part,
     cusum_threshold,
+    cusums_at,
     features,
-    normal_scores,
+    first_crossing,
+    fixed_point,
+    increments,
+    running_sums,
 )
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.profile import NumericProfile, ReferenceProfile
@@ -93,14 +99,13 @@ def test_the_budget_holds_given_the_reference_not_only_on_average_over_reference
     assert np.mean(rates) >= 0.02  # and not silent: the thresholds still follow from the budget
 
 
-def alarms_with_restarts(increments: np.ndarray, threshold: float) -> int:
-    """How often one CUSUM of these increments crosses ``threshold``, restarting from 0 after each alarm."""
-    alarms, start = 0, 0
-    while True:
-        crossed = np.flatnonzero(cusum_paths(increments[None, start:], np.zeros(1))[0] >= threshold)
-        if not len(crossed):
-            return alarms
-        alarms, start = alarms + 1, start + int(crossed[0]) + 1
+def alarms_with_restarts(steps: np.ndarray, threshold: float) -> int:
+    """How often one CUSUM of these fixed-point increments crosses ``threshold``, restarting from 0 after each alarm."""
+    sums, limit = running_sums(steps[None]), fixed_point(np.array([threshold]))
+    alarms, start, floor = 0, 0, np.zeros(1, dtype=np.int64)
+    while (crossing := first_crossing(sums, floor, limit, start, len(steps))) is not None:
+        alarms, start, floor = alarms + 1, crossing, sums[:, crossing].copy()  # restart from 0
+    return alarms
 
 
 @pytest.mark.parametrize(
@@ -111,8 +116,7 @@ def test_each_end_of_scale_cusum_keeps_its_own_budget(which):
     error) each alarms at 0.67-1.16 times its budget at ARL 3,000 and 30,000 (~100 alarms each); here ~65."""
     budget_arl, values = 3_000.0, 200_000
     u = np.random.default_rng([5, which]).random(values)
-    alarms = alarms_with_restarts(COEFFICIENTS[which] @ features(normal_scores(u)),
-                                  cusum_threshold(BANK[which], budget_arl, None))  # fmt: skip
+    alarms = alarms_with_restarts(increments(u, None)[which], cusum_threshold(BANK[which], budget_arl, None))
     assert 0.4 <= alarms / values * budget_arl <= 1.4
 
 
@@ -206,15 +210,23 @@ def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_
 
 
 def test_the_closed_form_cusum_is_lindleys_recursion():
+    """Every CUSUM, its last zero and its first crossing from the running sums, against the recursion in a loop."""
     rng = np.random.default_rng(3)
-    increments = COEFFICIENTS @ features(rng.normal(0.3, 1.2, 500))
-    start = rng.uniform(0, 2, len(BANK))
-    expected = np.empty_like(increments)
-    s = start.copy()
-    for t in range(increments.shape[1]):
-        s = np.maximum(0.0, s + increments[:, t])
-        expected[:, t] = s
-    assert np.allclose(cusum_paths(increments, start), expected)
+    steps = fixed_point(COEFFICIENTS @ features(rng.normal(0.3, 1.2, 500)))
+    start = fixed_point(rng.uniform(0, 2, len(BANK)))
+    limits = fixed_point(rng.uniform(2, 30, len(BANK)))
+    sums, floor = running_sums(steps), -start
+    s, last_zero, crossing = start.copy(), np.full(len(BANK), -1), None
+    for k, step in enumerate(steps.T, start=1):
+        s = np.maximum(0, s + step)
+        last_zero[s == 0] = k
+        crossing = k if crossing is None and (s >= limits).any() else crossing
+        if k in (1, 31, 32, 33, 257, 500):
+            cusums, zeros = cusums_at(sums, floor, 0, k)
+            assert (cusums == s).all() and (zeros == last_zero).all()  # fixed point: exact
+    assert crossing is not None and first_crossing(sums, floor, limits, 0, 500) == crossing
+    assert first_crossing(sums, floor, np.full(len(BANK), fixed_point(np.array([1e4]))[0]), 0, 500) is None
+    assert np.allclose(cusums_at(sums, floor, 0, 500)[0] / SCALE, s / SCALE)
 
 
 def test_the_monitor_splits_the_budget_over_its_streaming_detectors():
@@ -225,3 +237,15 @@ def test_the_monitor_splits_the_budget_over_its_streaming_detectors():
     (arl,) = {d.arl for d in monitor.streaming.values()}  # the budget less the window tests' share, over 5
     assert arl == pytest.approx(1e6 * 5 / ((1 - WINDOW_TESTS_SHARE) * 2.0))
     assert {d.reference_n for d in monitor.streaming.values()} == {2_000}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_increments_looked_up_from_the_values_are_those_of_the_ranks(shape):
+    """The bins' edges mapped back to values once per reference give each value the bin of its rank's score
+    (short of rounding at an edge), ties and values outside the reference's range included."""
+    rng = np.random.default_rng([11, list(SHAPES).index(shape)])
+    cdf = ReferenceCdf(np.quantile(SHAPES[shape](rng, 5_000), np.linspace(0, 1, 1_000)), 5_000)
+    part = continuous_part(cdf)
+    x = SHAPES[shape](rng, 20_000) * rng.choice([1.0, 1.5], 20_000)  # (some beyond the reference's range)
+    same = (RankIncrements(cdf, part)(x, 100, 7) == increments(cdf.transform(x, 100, 7), part)).all(axis=0)
+    assert same.mean() >= 0.9999

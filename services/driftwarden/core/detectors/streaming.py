@@ -10,13 +10,18 @@ import numpy as np
 
 from driftwarden.core.detectors.base import StreamingDetector, build
 from driftwarden.core.detectors.sequential import (
+    CUSUM_CAP,
+    SCALE,
+    RankIncrements,
     ReferenceCdf,
     bank,
     bank_thresholds,
     continuous_part,
-    cusum_paths,
-    increments,
+    cusums_at,
+    first_crossing,
+    fixed_point,
     normal_scores,
+    running_sums,
 )
 from driftwarden.core.events import Scalar
 from driftwarden.core.state import State, StateError, StateReader, pack_array
@@ -25,6 +30,8 @@ from driftwarden.core.state import State, StateError, StateReader, pack_array
 RECENT = 512
 #: After an alarm, ``update_many`` looks at least this many values ahead for the next one at a time.
 MIN_HORIZON = 256
+#: ``update_many`` takes at most this many values at a time (the fixed-point sums stay far from overflow).
+CHUNK = 1 << 22
 
 
 class RankCusumDetector(StreamingDetector):
@@ -38,7 +45,10 @@ class RankCusumDetector(StreamingDetector):
     the reference has an atom at an end of its range (location and spread also within the rest:
     :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
-    over them (Bonferroni). After an alarm every CUSUM restarts from zero.
+    over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
+    log-likelihood ratios looked up from the values (:class:`~driftwarden.core.detectors.sequential.RankIncrements`)
+    and the CUSUMs run in fixed point: ``update`` in a loop and ``update_many`` agree bit for bit (every
+    CUSUM that can alarm; one that is off is only held below 2^20 nats).
 
     Parameters
     ----------
@@ -97,7 +107,11 @@ class RankCusumDetector(StreamingDetector):
         self.seed = seed
         self.part = continuous_part(self.cdf)
         self.bank = bank(self.part)
+        self._increments = RankIncrements(self.cdf, self.part)
         self.thresholds = bank_thresholds(self.part, arl, reference_n)
+        self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
+        on = self.thresholds < CUSUM_CAP
+        self.limits[on] = np.ceil(self.thresholds[on] * SCALE)
         self.n_seen = 0
         self.cusums = np.zeros(len(self.bank))
         self.run_starts = np.zeros(len(self.bank), dtype=np.int64)  # value number where each CUSUM last left 0
@@ -116,43 +130,42 @@ class RankCusumDetector(StreamingDetector):
         """
         x = np.asarray(values, dtype=float)
         index = np.flatnonzero(np.isfinite(x))
-        finite = x[index]
         self._drift_detected = False
-        if not len(finite):
-            return
+        for first in range(0, len(index), CHUNK):  # (bounds the fixed-point sums: sequential.CUSUM_CAP)
+            piece = index[first : first + CHUNK]
+            self._update_finite(x[piece], piece, on_drift)
+
+    def _update_finite(self, finite: np.ndarray, index: np.ndarray, on_drift: Callable[[int], None] | None) -> None:
         # A value's increments do not depend on the CUSUMs (its tie-breaking draw is numbered by its
-        # position), so they are computed once; after an alarm the CUSUMs restart from zero and only
-        # their paths are recomputed, over a horizon that doubles until the next alarm (a change that
-        # persists alarms again soon: rerunning the paths to the column's end each time is quadratic).
-        steps = increments(self.cdf.transform(finite, self.n_seen, self.seed), self.part)
+        # position), so their running sums are computed once; after an alarm every CUSUM restarts from zero,
+        # which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`), and the
+        # next alarm is looked for over a horizon that doubles until it comes (a change that persists alarms
+        # again soon: looking to the column's end each time is quadratic).
+        sums = running_sums(self._increments(finite, self.n_seen, self.seed))
+        floor = -fixed_point(np.minimum(self.cusums, CUSUM_CAP))
         start, horizon = 0, len(finite)
         while start < len(finite):
             end = min(len(finite), start + horizon)
-            paths = cusum_paths(steps[:, start:end], self.cusums)
-            crossed = (paths >= self.thresholds[:, None]).any(axis=0)
-            alarmed = bool(crossed.any())
-            stop = int(np.argmax(crossed)) + 1 if alarmed else end - start
-            self._advance(finite[start : start + stop], paths[:, :stop])
-            start += stop
-            horizon = max(MIN_HORIZON, 2 * stop) if alarmed else 2 * horizon
-            if alarmed:
-                which = int(np.argmax(paths[:, stop - 1] - self.thresholds))
+            crossing = first_crossing(sums, floor, self.limits, start, end)
+            stop = end if crossing is None else crossing
+            cusums, last_zero = cusums_at(sums, floor, start, stop)
+            self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero - start, self.run_starts)
+            self.cusums = cusums / SCALE
+            self.n_seen += stop - start
+            self._recent = np.concatenate([self._recent, finite[max(start, stop - RECENT) : stop]])[-RECENT:]
+            floor = sums[:, stop] - cusums
+            horizon = max(MIN_HORIZON, 2 * (stop - start)) if crossing is not None else 2 * horizon
+            start = stop
+            self._drift_detected = False
+            if crossing is not None:
+                which = int(np.argmax(self.cusums - self.thresholds))
                 self.alarm = (which, self.n_seen, int(self.n_seen - self.run_starts[which]))
                 self.cusums[:] = 0.0
                 self.run_starts[:] = self.n_seen
+                floor = sums[:, stop].copy()
                 self._drift_detected = True
                 if on_drift is not None:
-                    on_drift(int(index[start - 1]))
-                self._drift_detected = start == len(finite)
-
-    def _advance(self, values: np.ndarray, paths: np.ndarray) -> None:
-        """Take ``values`` (whose CUSUM paths are ``paths``) into the state."""
-        zero = paths <= 0.0
-        last_zero = np.where(zero.any(axis=1), paths.shape[1] - 1 - np.argmax(zero[:, ::-1], axis=1), -1)
-        self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero + 1, self.run_starts)
-        self.cusums = paths[:, -1].copy()
-        self.n_seen += len(values)
-        self._recent = np.concatenate([self._recent, values[-RECENT:]])[-RECENT:]
+                    on_drift(int(index[stop - 1]))
 
     def evidence(self) -> dict[str, Scalar]:
         """What changed (the last alarm's CUSUM and the values since its change point), on demand."""
