@@ -127,8 +127,9 @@ def test_a_columnar_batch_with_an_array_is_refused_row_by_row_with_a_clear_reaso
 
 def test_the_detector_is_calibrated_and_within_its_false_alarm_budget_over_many_windows_of_no_change():
     """One profile (the same reference for every window, as in the monitor), 400 windows of the same
-    distribution: the p-values are close to uniform, no window reaches the effect floor, and with the
-    default q no window drifts."""
+    distribution: the p-values hold given the reference (within the level, as for 95 % of references,
+    test_window_calibration.py: 1.75 % below 0.05, 0.25 % below 0.01; the split null's gamma fit had
+    3.75 % and 1.25 %), no window reaches the effect floor, and at the default level no window drifts."""
     rng = np.random.default_rng(6)
     detector = EmbeddingDriftDetector(EMBEDDING_FEATURE, 0, EmbeddingProfile.of(topics(5_000, rng), 0.0))
     p_values, drifted, mmd2 = [], 0, []
@@ -139,7 +140,7 @@ def test_the_detector_is_calibrated_and_within_its_false_alarm_budget_over_many_
         mmd2.append(detector.evidence()["mmd2"])
         drifted += detector.drift_detected
     p = np.array(p_values)
-    assert 0.02 <= np.mean(p <= 0.05) <= 0.08 and np.mean(p <= 0.01) <= 0.025 and 0.4 <= np.mean(p <= 0.5) <= 0.6
+    assert np.mean(p <= 0.05) <= 0.05 and np.mean(p <= 0.01) <= 0.01 and 0.3 <= np.mean(p <= 0.5) <= 0.6
     assert drifted == 0 and max(mmd2) < detector.mmd_threshold
 
 
