@@ -156,6 +156,21 @@ def test_a_topic_mix_change_is_detected(shift: float):
     assert evidence["p_value"] < 1e-6 and evidence["mmd2"] >= detector.mmd_threshold
 
 
+def test_every_fully_drifted_window_of_the_half_way_topic_mix_is_far_below_the_smallest_window_threshold():
+    """The integration test's stream (seed 0, magnitude 0.5, onset 10,000; the monitor's reference of
+    5,000 events, windows of 2,000): each whole window after the onset is far below the smallest
+    Benjamini-Hochberg threshold of a window (~0.0005 / 22 tests). With a window sample of 250 the
+    window 17,000-19,000 got p = 2.2e-4 (its 250 vectors an MMD² of 0.0053; 500 give 0.0099)."""
+    scenario = Scenario(name="embedding-topic-mix", n_events=20_000, onset=10_000, magnitude=0.5)
+    vectors = np.concatenate([c.embedding for c in generate(scenario) if c.embedding is not None])
+    detector = EmbeddingDriftDetector(EMBEDDING_FEATURE, 0, EmbeddingProfile.of(vectors[:5_000], 0.0))
+    p_values = []
+    for start in range(11_000, 18_001, 2_000):
+        assert detector.update(window(vectors[start : start + 2_000]))
+        p_values.append(detector.p_value)
+    assert max(p_values) < 1e-8, p_values
+
+
 def test_the_monitor_alerts_on_the_topic_mix_drift_and_not_on_its_stable_twin():
     """Both embedding detectors find the drift; the feature gets one alert (the first detector's), the
     other finding is counted, as for a numeric feature's CUSUM and window test."""

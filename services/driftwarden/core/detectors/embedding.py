@@ -14,7 +14,9 @@ from driftwarden.core.state import State, StateReader
 from driftwarden.core.stats import MmdReference
 
 #: Vectors of a window the test compares (evenly spaced); at most a quarter of the reference sample.
-WINDOW_SAMPLE = 250
+#: 500: the window's own sampling noise, not the reference's, limits the power (with 250 a fully
+#: drifted window of the load generator's half-way topic mix could get p = 2.2e-4, docs/detectors.md).
+WINDOW_SAMPLE = 500
 
 
 class EmbeddingDriftDetector(WindowDetector):
