@@ -323,10 +323,11 @@ class MmdReference:
     reference's doubly centred kernel matrix, once), ``n · MMD² = Σ λ_i (Z_i - √(n/m) W_i)²``, Z the
     window's error and W the reference's, both standard normal (Gretton et al. 2009's spectral null
     when W is random too). Given W it is a quadratic form in noncentral normals, whose tail
-    :func:`quadratic_form_sf` approximates by the saddlepoint (Kuonen 1999); the p-value
-    is that tail at its :data:`REFERENCE_SHARE` quantile over :data:`REFERENCE_DRAWS` seeded draws of
-    W (drawn once per window size ``n``), so for 95 % of references a window's rate is within the level
-    (Gandy & Kvaløy 2013's guarantee for the rank CUSUMs' thresholds).
+    :func:`quadratic_form_sf` approximates by the saddlepoint (Kuonen 1999), over fewer weights
+    whose tail bounds it from above (:func:`bounding_spectrum`); the p-value is that tail at its
+    :data:`REFERENCE_SHARE` quantile over :data:`REFERENCE_DRAWS` seeded draws of W (drawn once per
+    window size ``n``), so for 95 % of references a window's rate is within the level (Gandy &
+    Kvaløy 2013's guarantee for the rank CUSUMs' thresholds).
 
     ``given_reference=False`` (a one-off comparison, ``profile diff``): the null over ``draws`` seeded
     random splits of the reference into ``n`` points and the other ones (computed once per ``n``),
@@ -423,7 +424,7 @@ class MmdReference:
         independent Gaussians in the RKHS, ``n · MMD² = Σ λ_i (Z_i - √(n/m) W_i)²``: given the
         reference (its W) a quadratic form in noncentral normals (:func:`quadratic_form_sf`). The
         p-value is its tail at the :data:`REFERENCE_SHARE` quantile over seeded draws of W, each tail
-        bounded from above by fewer weights (:func:`bounding_spectrum`; ~150 of ~2,000 on the load
+        bounded from above by fewer weights (:func:`bounding_spectrum`; ~140 of ~2,000 on the load
         generator's embedding, within 2 % of the full spectrum's p-value).
         """
         if not len(self.eigenvalues):
