@@ -660,7 +660,7 @@ def bench_core(
         typer.Option(help="Instead: stream columnar batches with labels, RSS every this many events.", min=1),
     ] = None,
     label_delay: Annotated[
-        int, typer.Option(help="With --rss-every: events between a prediction and its label.", min=0)
+        int, typer.Option(help="With --rss-every: events from each 10,000 predictions' last to their labels.", min=0)
     ] = 50_000,
 ) -> None:
     """Events/s of decode + the default detector set, 20 features, no Kafka (the worker's hot path).
