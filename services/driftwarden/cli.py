@@ -655,8 +655,26 @@ def profile_diff(
 def bench_core(
     events: Annotated[int, typer.Option(help="Events to push through the core.", min=10_000)] = 200_000,
     batch_size: Annotated[int, typer.Option(help="Events per batch envelope.", min=1)] = 500,
+    rss_every: Annotated[
+        int | None,
+        typer.Option(help="Instead: stream columnar batches with labels, RSS every this many events.", min=1),
+    ] = None,
+    label_delay: Annotated[
+        int, typer.Option(help="With --rss-every: events from each 10,000 predictions' last to their labels.", min=0)
+    ] = 50_000,
 ) -> None:
-    """Events/s of decode + the default detector set, 20 features, no Kafka (the worker's hot path)."""
+    """Events/s of decode + the default detector set, 20 features, no Kafka (the worker's hot path).
+
+    With ``--rss-every``: the process's RSS as the core runs long with half the predictions labelled.
+    """
+    if rss_every is not None:
+        from driftwarden.bench.memory import MemorySample, run_memory_benchmark
+
+        def progress(sample: MemorySample) -> None:
+            typer.echo(f"{sample.events:,} events: RSS {sample.rss_mb:.0f} MB", err=True)
+
+        typer.echo(run_memory_benchmark(events, batch_size, rss_every, label_delay, progress).as_text())
+        return
     from driftwarden.bench.core import run_core_benchmark
 
     typer.echo(run_core_benchmark(events, batch_size).as_text())

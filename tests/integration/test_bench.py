@@ -23,6 +23,21 @@ def test_bench_core_reports_events_per_second(monkeypatch, capsys):
     assert re.search(r"10,000 events in envelopes of 200: [\d,]+ events/s", out)
 
 
+def test_bench_core_rss_every_reports_memory_while_labels_join(monkeypatch, capsys):
+    out = run(monkeypatch, capsys, "core", "--events", "30000", "--batch-size", "500", "--rss-every", "10000",
+              "--label-delay", "5000")  # fmt: skip
+    assert re.search(r"^30,000 events in columnar batches of 500, every other one labelled 5,000 events later", out,
+                     re.MULTILINE), out  # fmt: skip
+    rows = re.findall(r"^\| ([\d,]+) \| (\d+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|$", out,
+                      re.MULTILINE)  # fmt: skip
+    assert [row[0] for row in rows] == ["10,000", "20,000", "30,000"], out
+    assert all(int(row[1]) > 50 for row in rows)
+    # every event's id is remembered; half of them wait for no label, the other half are joined ~5,000-15,000 later
+    assert [row[6] for row in rows] == ["10,000", "20,000", "30,000"]
+    assert [row[4] for row in rows] == ["0", "5,000", "10,000"] and rows[-1][2] == "20,000", out
+    assert re.search(r"^RSS at 30,000 / at 10,000: \d\.\d{3} \([+-][\d.]+ %\)$", out, re.MULTILINE)
+
+
 def test_bench_joiner_reports_bytes_per_pending_prediction_and_rss_while_full(monkeypatch, capsys):
     out = run(monkeypatch, capsys, "joiner", "--pending", "50000", "--events", "100000")
     held = re.search(r"^50,000 pending predictions: (\d+) bytes each \(tracemalloc\)", out, re.MULTILINE)
