@@ -60,7 +60,7 @@ import hashlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
@@ -116,32 +116,6 @@ def event_uniforms(event_ids: Sequence[str], feature: str) -> np.ndarray:
     raw = [int.from_bytes(hashlib.blake2b(prefix + e.encode(), digest_size=8).digest(), "little") for e in event_ids]
     uniforms: np.ndarray = (np.array(raw, dtype=np.uint64) >> np.uint64(11)).astype(float) / 2.0**53 + 2.0**-54
     return uniforms
-
-
-def ranks(cdf: ReferenceCdf, x: np.ndarray, uniforms: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """The randomized ranks of finite values ``x``, ``V`` of the values at some indexes given by
-    ``uniforms(indexes)`` (:func:`event_uniforms` of their event ids), not by their positions.
-
-    As :meth:`ReferenceCdf.transform`: a value equal to a reference quantile is uniform over that
-    quantile's run; a value outside the reference's range is uniform within the tail mass on its side;
-    elsewhere ``V`` plays no part, so only those values need one.
-    """
-    u = cdf.transform(x, first=0, seed=0)
-    q, levels, step, tail = cdf.q, cdf.levels, cdf.step, cdf.tail
-    k = len(q)
-    lo = np.searchsorted(q, x, "left")
-    atom = (lo < k) & (q[np.minimum(lo, k - 1)] == x)
-    below, above = (lo == 0) & ~atom, lo >= k
-    drawn = np.flatnonzero(atom | below | above)
-    if len(drawn):
-        v = uniforms(drawn)
-        j = lo[drawn]
-        hi = np.searchsorted(q, x[drawn], "right")
-        start = np.clip(levels[np.minimum(j, k - 1)] - step / 2, 0.0, 1.0)
-        stop = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
-        u[drawn] = np.where(below[drawn], tail * v, np.where(above[drawn], 1 - tail * v,
-                            tail + (1 - 2 * tail) * (start + v * (stop - start))))  # fmt: skip
-    return u
 
 
 def _uniforms_of(event_ids: Sequence[str], rows: np.ndarray, feature: str, drawn: np.ndarray) -> np.ndarray:
@@ -288,7 +262,7 @@ class ShardSummarizer:
             values = batch.numeric[name][rows] if name in batch.numeric else np.full(len(rows), np.nan)
             finite = np.isfinite(values)
             x, present = values[finite], rows[finite]
-            u = ranks(cdf, x, partial(_uniforms_of, batch.event_ids, present, name))
+            u = cdf.transform(x, 0, 0, partial(_uniforms_of, batch.event_ids, present, name))
             bins = np.bincount(np.minimum((u * BINS).astype(np.int64), BINS - 1), minlength=BINS)
             bucket.add_numeric(name, bins, int(len(rows) - len(x)), float(x.sum()), float(np.dot(x, x)))
         for name in self.reference.categorical:

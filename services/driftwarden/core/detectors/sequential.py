@@ -60,7 +60,7 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -291,6 +291,11 @@ def _splitmix64(counter: np.ndarray) -> np.ndarray:
     return uniform
 
 
+def position_uniforms(position: np.ndarray, seed: int) -> np.ndarray:
+    """The ``V`` of values numbered ``position`` in a stream: uniform (0, 1), a hash of the number and ``seed``."""
+    return _splitmix64(position.astype(np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64))
+
+
 class ReferenceCdf:
     """The reference's distribution function from its quantile summary (``NumericProfile.quantiles``).
 
@@ -311,10 +316,13 @@ class ReferenceCdf:
         self.levels = np.arange(k) * self.step if k > 1 else np.array([0.5])
         self.tail = 1.0 / (reference_n + 1)
 
-    def transform(self, x: np.ndarray, first: int, seed: int) -> np.ndarray:
-        """Randomized PIT of finite values ``x``; ``first`` numbers the first value (for ``V``)."""
+    def transform(
+        self, x: np.ndarray, first: int, seed: int, uniforms: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Randomized PIT of finite values ``x``; ``first`` numbers the first value (for ``V``), or
+        ``uniforms(indexes)`` gives ``V`` of the values at those indexes (e.g. from their event ids)."""
         q, levels, step, tail = self.q, self.levels, self.step, self.tail
-        lo = np.searchsorted(q, x, "left")
+        lo, apart = self.ranked_apart(x)
         k = len(q)
         if k > 1:
             j = np.minimum(np.maximum(lo, 1), k - 1)  # (np.clip's Python wrapper costs more than the work)
@@ -324,17 +332,22 @@ class ReferenceCdf:
         else:
             g = np.full(len(x), 0.5)
         u: np.ndarray = tail + (1 - 2 * tail) * g
-        # A value equal to a quantile (an atom, a tie) or outside the reference's range: rare, ranked apart.
-        apart = np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
-        if len(apart):
-            u[apart] = self.apart(x[apart], lo[apart], first + apart, seed)
+        if len(apart):  # equal to a quantile (an atom, a tie) or outside the reference's range: rare
+            v = position_uniforms(first + apart, seed) if uniforms is None else uniforms(apart)
+            u[apart] = self.apart(x[apart], lo[apart], v)
         return u
 
-    def apart(self, x: np.ndarray, lo: np.ndarray, position: np.ndarray, seed: int) -> np.ndarray:
+    def ranked_apart(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``searchsorted(q, x)`` and the indexes of the values ranked apart: equal to a quantile or
+        outside the reference's range (the only ones whose ``u`` needs a ``V``)."""
+        q, k = self.q, len(self.q)
+        lo = np.searchsorted(q, x, "left")
+        return lo, np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
+
+    def apart(self, x: np.ndarray, lo: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``u`` of values equal to a quantile (uniform over the run of equal quantiles) or outside the range
-        (``lo``: their ``searchsorted(q, x)``, ``position``: their numbers for ``V``)."""
+        (``lo``: their ``searchsorted(q, x)``, ``v``: their uniform draws)."""
         q, levels, step, tail = self.q, self.levels, self.step, self.tail
-        v = _splitmix64(position.astype(np.uint64) + np.uint64((seed * 0x632BE59BD9B4E019) & _MASK64))
         hi = np.searchsorted(q, x, "right")
         below = np.clip(levels[np.minimum(lo, len(q) - 1)] - step / 2, 0.0, 1.0)
         above = np.clip(levels[np.maximum(hi - 1, 0)] + step / 2, 0.0, 1.0)
@@ -482,16 +495,16 @@ class RankIncrements:
     def __call__(self, x: np.ndarray, first: int, seed: int) -> np.ndarray:
         """``increments(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
         cdf = self.cdf
-        q, k = cdf.q, len(cdf.q)
-        lo = np.searchsorted(q, x, "left")
+        lo, apart = cdf.ranked_apart(x)
         steps: np.ndarray = np.take(_INCREMENTS, np.searchsorted(self._edges, x, "left"), axis=1)
         if self.part is not None:
             inside = (x > self._inside[0]) & (x < self._inside[1])
             within = np.take(_CONTINUOUS_INCREMENTS, np.searchsorted(self._part_edges, x, "left"), axis=1)
             steps = np.vstack([steps, within * inside])  # (outside the continuous part: 0)
-        apart = np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
         if len(apart):
-            steps[:, apart] = increments(cdf.apart(x[apart], lo[apart], first + apart, seed), self.part)
+            steps[:, apart] = increments(
+                cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part
+            )
         return steps
 
 
