@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftwarden.bench.detection import DRIFTWARDEN, DRIFTWARDEN_EMBEDDING, Settings, run_feature_stream
+from driftwarden.bench.detection import DRIFTWARDEN, DRIFTWARDEN_EMBEDDING, Row, Settings, run_feature_stream, targets
 from driftwarden.bench.detection_streams import concept_stream, feature_stream
 from driftwarden.bench.evaluation import Drift, combine, score_alarms
 from driftwarden.cli import main
@@ -90,6 +90,22 @@ def test_the_text_models_topic_mix_change_is_found_and_its_stable_twin_stays_qui
     assert shifted.scores["ADWIN"].alarms == 0 and list(shifted.signal) == ["score"]  # no numeric feature to watch
     stable = run_feature_stream("text-model-stable", 3, settings).scores
     assert (stable[DRIFTWARDEN].alarms, stable[DRIFTWARDEN_EMBEDDING].alarms) == (0, 0)
+
+
+def test_the_targets_judge_the_text_models_embedding_detectors_and_its_whole_model_apart():
+    quiet = score_alarms([], [], n_events=1_000_000, tolerance=5_000)
+    noisy = score_alarms([], [612_935], n_events=1_000_000, tolerance=5_000)
+    found = score_alarms([Drift(20_000, lasts_until=40_000)], [20_378], n_events=40_000, tolerance=5_000)
+    rows = [
+        Row("text-model-topic-mix", DRIFTWARDEN, found),
+        Row("text-model-stable", DRIFTWARDEN, noisy),
+        Row("text-model-stable", DRIFTWARDEN_EMBEDDING, quiet),
+    ]
+    assert targets(rows) == [
+        ("text-model-topic-mix: the topic-mix change detected in every seed", True, "0 missed of 1"),
+        ("text-model-stable: no false alarm of the embedding detectors", True, "0 in 1,000,000 events"),
+        ("text-model-stable: no false alarm of the whole model", False, "1 in 1,000,000 events"),
+    ]
 
 
 def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, capsys, tmp_path):
