@@ -81,7 +81,9 @@ TOPIC_CENTERS = _TOPICS.normal(0, 1 / np.sqrt(EMBEDDING_DIMS), (8, EMBEDDING_DIM
 TOPIC_PROBS = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.03])
 TOPIC_NOISE = 1 / np.sqrt(EMBEDDING_DIMS)
 # The text model's concept: the logit of each topic (the commonest topics are the negative ones),
-# scored by a linear probe of the vector, the least-norm weights through the topics' centres.
+# scored by a linear probe of the vector, the least-norm weights through the topics' centres. The
+# logits are antisymmetric (topic k's is minus topic 7-k's) and a topic mix keeps p_k + p_(7-k): the
+# mix moves the score, not the model's confidence (so no estimated-accuracy alert is expected).
 TOPIC_LOGITS = np.array([-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0])
 TOPIC_WEIGHTS = np.linalg.lstsq(TOPIC_CENTERS, TOPIC_LOGITS, rcond=None)[0]
 
