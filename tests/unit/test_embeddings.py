@@ -297,8 +297,9 @@ def test_the_text_models_topic_mix_raises_its_ground_truth_and_its_stable_twin_n
 
 def test_the_monitor_service_runs_the_first_mmd_window_off_the_event_loop_with_the_same_p_values():
     """The first MMD window computes the reference's kernel spectrum (seconds): the service runs the
-    core in a thread, so its event loop keeps turning (heartbeats, timers); every window's MMD
-    p-value is bit-identical to the core's run on the caller's own thread."""
+    core in a thread, so its event loop keeps turning (heartbeats, timers; measured: longest gap
+    0.15 s in 17.8 s, on the loop one gap of the whole 20.9 s); the MMD p-value after each chunk (the
+    first window's last early look, then its whole window) is bit-identical to the core's own."""
     from driftwarden.monitor.service import MonitorService
     from driftwarden.settings import Settings
 
