@@ -13,6 +13,11 @@ before any drift its accuracy is the concept's Bayes accuracy. Scenarios:
   text is about one of 8 topics: its topic's centre plus noise); at ``onset`` the topic mix moves
   ``magnitude`` of the way from :data:`TOPIC_PROBS` to its reverse (rare topics become common).
 * ``embedding-stable``: its stable twin (the same embedding, the same 20 features, nothing changes).
+* ``text-model-topic-mix``: a text classifier as such a model is logged: its only feature is the
+  64-dimensional ``text_embedding`` (no tabular features), its score a linear probe of the vector
+  (:data:`TOPIC_WEIGHTS`: each topic's centre scores its own logit, :data:`TOPIC_LOGITS`); the same
+  topic-mix change as ``embedding-topic-mix``, which also moves the score (common topics score low).
+* ``text-model-stable``: its stable twin.
 
 >>> scenario = Scenario(name="abrupt-shift", n_events=2_000, onset=1_000, magnitude=1.0, seed=3)
 >>> chunks = list(generate(scenario, chunk_size=500))
@@ -24,6 +29,8 @@ before any drift its accuracy is the concept's Bayes accuracy. Scenarios:
 >>> chunk = next(generate(Scenario(name="embedding-topic-mix", n_events=3)))
 >>> len(chunk.prediction_events()[0]["features"][EMBEDDING_FEATURE])
 64
+>>> list(next(generate(Scenario(name="text-model-stable", n_events=3))).prediction_events()[0]["features"])
+['text_embedding']
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ ScenarioName = Literal[
     "concept-drift",
     "embedding-topic-mix",
     "embedding-stable",
+    "text-model-topic-mix",
+    "text-model-stable",
 ]
 SCENARIOS: tuple[ScenarioName, ...] = get_args(ScenarioName)
 
@@ -71,6 +80,12 @@ _TOPICS = np.random.default_rng(20261201)
 TOPIC_CENTERS = _TOPICS.normal(0, 1 / np.sqrt(EMBEDDING_DIMS), (8, EMBEDDING_DIMS))
 TOPIC_PROBS = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.03])
 TOPIC_NOISE = 1 / np.sqrt(EMBEDDING_DIMS)
+# The text model's concept: the logit of each topic (the commonest topics are the negative ones),
+# scored by a linear probe of the vector, the least-norm weights through the topics' centres. The
+# logits are antisymmetric (topic k's is minus topic 7-k's) and a topic mix keeps p_k + p_(7-k): the
+# mix moves the score, not the model's confidence (so no estimated-accuracy alert is expected).
+TOPIC_LOGITS = np.array([-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0])
+TOPIC_WEIGHTS = np.linalg.lstsq(TOPIC_CENTERS, TOPIC_LOGITS, rcond=None)[0]
 
 
 #: A feature shift moves the model's mean logit by sum(weight * magnitude); from this much on, the
@@ -122,7 +137,7 @@ class Scenario:
             raise ValueError("n_events, ramp and events_per_second must be positive; onset non-negative")
 
     def ground_truth(self) -> GroundTruth:
-        if self.name in ("stable", "embedding-stable") or self.onset >= self.n_events:
+        if self.name in ("stable", "embedding-stable", "text-model-stable") or self.onset >= self.n_events:
             return GroundTruth(self.name, None)
         if self.name in ("abrupt-shift", "gradual-shift"):
             expected = {("data_drift", f) for f in self.drift_features} | {("multivariate_drift", "numeric_features")}
@@ -136,14 +151,30 @@ class Scenario:
         if self.name == "embedding-topic-mix":
             moved = frozenset({("data_drift", EMBEDDING_FEATURE)})  # its MMD test or distance-to-centroid CUSUM
             return GroundTruth(self.name, self.onset, (EMBEDDING_FEATURE,), expected_alerts=moved)
-        if self.name == "embedding-stable":
-            return GroundTruth(self.name, None)
+        if self.name == "text-model-topic-mix":
+            text = {("data_drift", EMBEDDING_FEATURE)}  # and the score, when the mix moves its mean logit enough
+            if abs(float((topic_mix(self.magnitude) - TOPIC_PROBS) @ TOPIC_LOGITS)) >= PREDICTION_DRIFT_LOGIT_SHIFT:
+                text.add(("prediction_drift", "score"))
+            return GroundTruth(self.name, self.onset, (EMBEDDING_FEATURE,), expected_alerts=frozenset(text))
         concept = frozenset({("performance_drift", "accuracy")})
         return GroundTruth(self.name, self.onset, concept_drift=True, expected_alerts=concept)
 
     @property
     def has_embedding(self) -> bool:
-        return self.name.startswith("embedding-")
+        return self.name.startswith(("embedding-", "text-model-"))
+
+    @property
+    def tabular(self) -> bool:
+        """Whether the events carry the 20 tabular features (all but the text model's scenarios)."""
+        return not self.name.startswith("text-model-")
+
+    @property
+    def numeric_features(self) -> tuple[str, ...]:
+        return NUMERIC_FEATURES if self.tabular else ()
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        return CATEGORICAL_FEATURES if self.tabular else ()
 
 
 @dataclass
@@ -153,8 +184,8 @@ class Chunk:
     start: int
     event_ids: list[str]
     ts: np.ndarray
-    numeric: np.ndarray  # (n, 16)
-    categorical: np.ndarray  # (n, 4) of category indices
+    numeric: np.ndarray  # (n, 16); (n, 0) in the text model's scenarios
+    categorical: np.ndarray  # (n, 4) of category indices; (n, 0) in the text model's scenarios
     score: np.ndarray  # model's P(label = 1)
     label: np.ndarray  # true label, 0/1
     scenario: Scenario = field(repr=False)
@@ -172,8 +203,8 @@ class Chunk:
         vectors = None if self.embedding is None else np.round(self.embedding.astype(float), 5).tolist()
         events = []
         for i, event_id in enumerate(self.event_ids):
-            features: dict[str, Any] = dict(zip(NUMERIC_FEATURES, numeric[i], strict=True))
-            features.update(zip(CATEGORICAL_FEATURES, categories[i], strict=True))
+            features: dict[str, Any] = dict(zip(s.numeric_features, numeric[i], strict=True))
+            features.update(zip(s.categorical_features, categories[i], strict=True))
             if vectors is not None:
                 features[EMBEDDING_FEATURE] = vectors[i]
             p = scores[i]
@@ -207,8 +238,8 @@ class Chunk:
         numeric = np.round(self.numeric[rows], 4)
         categories = np.asarray(CATEGORIES)[self.categorical[rows]]
         scores = np.round(self.score[rows], 6)
-        features: dict[str, list[Any]] = {name: numeric[:, j].tolist() for j, name in enumerate(NUMERIC_FEATURES)}
-        features |= {name: categories[:, j].tolist() for j, name in enumerate(CATEGORICAL_FEATURES)}
+        features: dict[str, list[Any]] = {name: numeric[:, j].tolist() for j, name in enumerate(s.numeric_features)}
+        features |= {name: categories[:, j].tolist() for j, name in enumerate(s.categorical_features)}
         return {
             "schema": "prediction-columns.v1",
             "model_id": s.model_id,
@@ -258,6 +289,9 @@ def generate(scenario: Scenario, chunk_size: int = 1_000) -> Iterator[Chunk]:
     for start in range(0, scenario.n_events, chunk_size):
         n = min(chunk_size, scenario.n_events - start)
         index = np.arange(start, start + n)
+        if not scenario.tabular:
+            yield _text_chunk(scenario, start, index, rng)
+            continue
         z = rng.standard_normal((n, len(NUMERIC_FEATURES)))
         shift = _shift_fraction(scenario, index) * scenario.magnitude
         z[:, drift_columns] += shift[:, None]
@@ -289,10 +323,38 @@ def generate(scenario: Scenario, chunk_size: int = 1_000) -> Iterator[Chunk]:
         )
 
 
+def _text_chunk(scenario: Scenario, start: int, index: np.ndarray, rng: np.random.Generator) -> Chunk:
+    """The text model's events: the embedding its only feature, its score the linear probe's."""
+    embedding = _embedding(scenario, index, rng)
+    model_logit = embedding.astype(float) @ TOPIC_WEIGHTS
+    label = (rng.random(len(index)) < _sigmoid(model_logit)).astype(int)
+    return Chunk(
+        start=start,
+        event_ids=[str(uuid.UUID(bytes=b, version=4)) for b in _uuid_bytes(rng, len(index))],
+        ts=scenario.start_ts + index / scenario.events_per_second,
+        numeric=np.empty((len(index), 0)),
+        categorical=np.empty((len(index), 0), dtype=int),
+        score=_sigmoid(model_logit),
+        label=label,
+        scenario=scenario,
+        embedding=embedding,
+    )
+
+
+def topic_mix(magnitude: float) -> np.ndarray:
+    """The topic probabilities ``magnitude`` of the way from :data:`TOPIC_PROBS` to their reverse.
+
+    >>> topic_mix(0.5).round(3).tolist()
+    [0.165, 0.125, 0.11, 0.1, 0.1, 0.11, 0.125, 0.165]
+    """
+    shifted: np.ndarray = (1 - magnitude) * TOPIC_PROBS + magnitude * TOPIC_PROBS[::-1]
+    return shifted
+
+
 def _embedding(scenario: Scenario, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Topic centre plus noise per event; after the onset of a topic-mix drift, the shifted mix."""
-    shifted = (1 - scenario.magnitude) * TOPIC_PROBS + scenario.magnitude * TOPIC_PROBS[::-1]
-    after = (index >= scenario.onset) & (scenario.name == "embedding-topic-mix")
+    shifted = topic_mix(scenario.magnitude)
+    after = (index >= scenario.onset) & scenario.name.endswith("topic-mix")
     topic = np.where(after, rng.choice(8, len(index), p=shifted), rng.choice(8, len(index), p=TOPIC_PROBS))
     noise = rng.normal(0, TOPIC_NOISE, (len(index), EMBEDDING_DIMS))
     vectors: np.ndarray = (TOPIC_CENTERS[topic] + noise).astype(np.float32)

@@ -8,10 +8,11 @@ import numpy as np
 import orjson
 import pytest
 
-from driftwarden.bench.detection import DRIFTWARDEN, DRIFTWARDEN_EMBEDDING, Settings, run_feature_stream
+from driftwarden.bench.detection import DRIFTWARDEN, DRIFTWARDEN_EMBEDDING, Row, Settings, run_feature_stream, targets
 from driftwarden.bench.detection_streams import concept_stream, feature_stream
 from driftwarden.bench.evaluation import Drift, combine, score_alarms
 from driftwarden.cli import main
+from driftwarden_load.scenarios import EMBEDDING_FEATURE
 
 # River's three STAGGER concepts (documented in river.datasets.synth.STAGGER).
 STAGGER_RULES = (
@@ -79,6 +80,34 @@ def test_an_embeddings_topic_mix_change_is_found_by_its_detectors_and_its_stable
     assert (stable[DRIFTWARDEN].alarms, stable[DRIFTWARDEN_EMBEDDING].alarms) == (0, 0)
 
 
+def test_the_text_models_topic_mix_change_is_found_and_its_stable_twin_stays_quiet():
+    """The text model's events carry the embedding alone; the change moves its score too."""
+    settings = Settings(shift_events=14_000, shift_onset=8_000, stable_events=30_000)
+    stream = feature_stream("text-model-topic-mix", seed=3, n_events=14_000, onset=8_000)
+    assert list(stream.chunks[0].prediction_events()[0]["features"]) == [EMBEDDING_FEATURE]
+    shifted = run_feature_stream("text-model-topic-mix", 3, settings)
+    assert (shifted.scores[DRIFTWARDEN_EMBEDDING].detected, shifted.scores[DRIFTWARDEN].false_alarms) == (1, 0)
+    assert shifted.scores["ADWIN"].alarms == 0 and list(shifted.signal) == ["score"]  # no numeric feature to watch
+    stable = run_feature_stream("text-model-stable", 3, settings).scores
+    assert (stable[DRIFTWARDEN].alarms, stable[DRIFTWARDEN_EMBEDDING].alarms) == (0, 0)
+
+
+def test_the_targets_judge_the_text_models_embedding_detectors_and_its_whole_model_apart():
+    quiet = score_alarms([], [], n_events=1_000_000, tolerance=5_000)
+    noisy = score_alarms([], [612_935], n_events=1_000_000, tolerance=5_000)
+    found = score_alarms([Drift(20_000, lasts_until=40_000)], [20_378], n_events=40_000, tolerance=5_000)
+    rows = [
+        Row("text-model-topic-mix", DRIFTWARDEN, found),
+        Row("text-model-stable", DRIFTWARDEN, noisy),
+        Row("text-model-stable", DRIFTWARDEN_EMBEDDING, quiet),
+    ]
+    assert targets(rows) == [
+        ("text-model-topic-mix: the topic-mix change detected in every seed", True, "0 missed of 1"),
+        ("text-model-stable: no false alarm of the embedding detectors", True, "0 in 1,000,000 events"),
+        ("text-model-stable: no false alarm of the whole model", False, "1 in 1,000,000 events"),
+    ]
+
+
 def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, capsys, tmp_path):
     args = [
         "--out",
@@ -109,7 +138,7 @@ def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, cap
     assert {DRIFTWARDEN, "ADWIN", "PageHinkley", "DDM", "EDDM", "HDDM_A", "HDDM_W", "KSWIN"} <= detectors
     assert {"retrain every 1,000", "never retrain"} <= detectors
     streams = {r["stream"] for r in results["results"]}
-    assert len(streams) == 12 + 8  # concept streams, feature streams (two of them with an embedding)
+    assert len(streams) == 12 + 10  # concept streams, feature streams (four of them with an embedding)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(s.replace("/", "-") + ".png" for s in streams)
     report = (tmp_path / "results.md").read_text()
     assert all(f"| {r['stream']} | {r['detector']} |" in report for r in results["results"])

@@ -7,7 +7,9 @@ its neighbours (another SEA variant, Agrawal function, hyperplane, set of RBF ce
 
 Feature streams come from the load generator (:mod:`driftwarden_load.scenarios`): 20 features, one
 change at a known event; the embedding streams also carry a 64-dimensional embedding whose topic mix
-changes (half way from the reference mix to its reverse), or not (their stable twin).
+changes (half way from the reference mix to its reverse), or not (their stable twin). The text
+model's streams carry that embedding alone (a text classifier: no tabular features, its score a
+function of the embedding), with the same change or none.
 
 >>> stream = concept_stream("SEA", "gradual", seed=0, n_concepts=3, concept_length=1_000, width=200)
 >>> len(stream.samples), [(d.start, d.width) for d in stream.drifts]
@@ -90,11 +92,13 @@ FeatureStreamName = Literal[
     "stable",
     "embedding-topic-mix",
     "embedding-stable",
+    "text-model-topic-mix",
+    "text-model-stable",
 ]
 FEATURE_STREAMS: tuple[FeatureStreamName, ...] = get_args(FeatureStreamName)
 #: The streams in which nothing changes (their length is the benchmark's ``stable_events``).
-STABLE_STREAMS: tuple[FeatureStreamName, ...] = ("stable", "embedding-stable")
-#: How far the topic mix of ``embedding-topic-mix`` moves towards its reverse.
+STABLE_STREAMS: tuple[FeatureStreamName, ...] = ("stable", "embedding-stable", "text-model-stable")
+#: How far the topic mix of ``embedding-topic-mix`` and ``text-model-topic-mix`` moves towards its reverse.
 TOPIC_MIX_SHIFT = 0.5
 
 
@@ -112,16 +116,12 @@ class FeatureStream:
 
 def feature_stream(name: FeatureStreamName, seed: int, n_events: int, onset: int) -> FeatureStream:
     """A 20-feature stream: two numeric features change at ``onset`` (or a categorical one, or an
-    embedding's topic mix, or nothing)."""
-    kinds: dict[str, ScenarioName] = {
-        "categorical": "categorical-shift",
-        "stable": "stable",
-        "embedding-topic-mix": "embedding-topic-mix",
-        "embedding-stable": "embedding-stable",
-    }
+    embedding's topic mix, or nothing); or the text model's embedding-only stream."""
+    kinds: dict[str, ScenarioName] = {"categorical": "categorical-shift", "stable": "stable"}
+    kinds |= {n: n for n in get_args(ScenarioName) if n.startswith(("embedding-", "text-model-"))}
     kind = kinds.get(name, "abrupt-shift")
     magnitude = float(name.removeprefix("mean-").removesuffix("σ")) if name.startswith("mean-") else 0.0
-    magnitude = TOPIC_MIX_SHIFT if kind == "embedding-topic-mix" else magnitude
+    magnitude = TOPIC_MIX_SHIFT if kind.endswith("topic-mix") else magnitude
     scenario = Scenario(name=kind, n_events=n_events, onset=onset, magnitude=magnitude, seed=seed)
     chunks = list(generate(scenario, chunk_size=2_000))
     if name.startswith("variance-"):

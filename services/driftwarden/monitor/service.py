@@ -176,7 +176,7 @@ class MonitorService:
             self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
-                    outputs += self.core.observe(predictions, now)
+                    outputs += await self.observe(predictions, now)
                     predictions = []
                 outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
             else:
@@ -189,7 +189,7 @@ class MonitorService:
                     )
                 predictions += accepted
         if predictions:
-            outputs += self.core.observe(predictions, now)
+            outputs += await self.observe(predictions, now)
         self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
         for alert in outputs.alerts:
             pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
@@ -202,6 +202,13 @@ class MonitorService:
             log.warning("RETRAIN %s v%s: %s", command.model_id, command.model_version, command.idempotency_key)
         await asyncio.gather(*pending)
         self._observe_metrics(batch)
+
+    async def observe(self, predictions: list[PredictionEvent | PredictionColumns], now: float) -> Outputs:
+        """The core's detectors on ``predictions``, in a thread: a window can take seconds (an MMD
+        test's first window computes its reference's kernel spectrum, 3-8 s), which must not stall the
+        event loop (the consumer's heartbeats, the timers). Called under ``_lock``, as everything that
+        touches the core: the core stays synchronous and single-threaded."""
+        return await asyncio.to_thread(self.core.observe, predictions, now)
 
     def _track(self, partition: int, events: list[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
         models = {e.model_id for e in events}
