@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import uvloop
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -541,4 +542,4 @@ def run_server(settings: Settings, config: ServingConfig, host: str, port: int) 
     app = ServingApp(settings, config)
     quiet_connection_errors(app.broker)
     web.run_app(app.web_app(), host=host, port=port, print=lambda *_: None, access_log=None,
-                shutdown_timeout=config.shutdown_timeout_s)  # fmt: skip
+                shutdown_timeout=config.shutdown_timeout_s, loop=uvloop.new_event_loop())  # fmt: skip
