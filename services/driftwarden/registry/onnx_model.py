@@ -45,8 +45,11 @@ def _texts(values: list[Any]) -> list[str]:
 class OnnxModel:
     """An ONNX classifier exported by the trainer, run with onnxruntime on the CPU."""
 
-    def __init__(self, onnx_bytes: bytes) -> None:
-        self.session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    def __init__(self, onnx_bytes: bytes, threads: int = 0) -> None:
+        """``threads``: onnxruntime's threads per call (0: one per core; idle ones spin for a while)."""
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()
         self.numeric = tuple(i.name for i in inputs if i.type == "tensor(float)")
         self.categorical = tuple(i.name for i in inputs if i.type == "tensor(string)")
