@@ -68,8 +68,9 @@ class ServedModel:
             return None
         if not set(map(type, chain.from_iterable(categories))) <= _CATEGORIES:
             return None
-        try:
-            matrix = np.array(numbers, dtype=np.float64).reshape(len(rows), len(self.onnx.numeric))
+        shape = (len(rows), len(self.onnx.numeric))
+        try:  # (fromiter: no nested-sequence discovery; the types are checked above)
+            matrix = np.fromiter(chain.from_iterable(numbers), np.float64, shape[0] * shape[1]).reshape(shape)
         except OverflowError:  # an integer beyond any float
             return None
         if not (np.abs(matrix) <= FLOAT32_MAX).all():  # also refuses NaN

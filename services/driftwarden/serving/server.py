@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -234,9 +235,9 @@ def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConf
 
 def answers(scored: Scored, event_ids: list[str]) -> list[dict[str, Any]]:
     """What a request is answered: per instance its event id, label and class probabilities."""
-    classes = scored.served.manifest.classes
-    rows = zip(event_ids, scored.labels, scored.probabilities.tolist(), strict=True)
-    return [{"event_id": i, "label": label, "scores": dict(zip(classes, p, strict=True))} for i, label, p in rows]
+    scores = map(dict, map(zip, repeat(scored.served.manifest.classes), scored.probabilities.tolist()))
+    rows = zip(event_ids, scored.labels, scores, strict=True)
+    return [{"event_id": i, "label": label, "scores": s} for i, label, s in rows]
 
 
 def event_ids(instances: list[Any]) -> list[Any]:
