@@ -756,9 +756,9 @@ def bench_serving(
     from driftwarden.bench.serving import run_serving_benchmark
 
     sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
-    typer.echo(f"| rows/request | requests | predictions/s | p50 ms | p99 ms | onnxruntime alone, rows/s |"
-               f"  ({concurrency} clients)")  # fmt: skip
-    typer.echo("|---|---|---|---|---|---|")
+    typer.echo(f"| rows/request | requests | predictions/s | p50 ms | p99 ms | onnxruntime alone, rows/s "
+               f"| server CPU µs/request | client CPU µs/request |  ({concurrency} clients)")  # fmt: skip
+    typer.echo("|---|---|---|---|---|---|---|---|")
     for result in run_serving_benchmark(sizes, requests, concurrency):
         typer.echo(result.as_row())
 

@@ -62,10 +62,12 @@ def test_bench_shards_reports_throughput_per_worker_count_and_the_cost_of_bucket
 
 def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, capsys):
     out = run(monkeypatch, capsys, "serving", "--batch-sizes", "1,8", "--requests", "20", "--concurrency", "2")
-    rows = re.findall(r"^\| (\d+) \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \|$", out, re.MULTILINE)
+    cells = r" \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|$"
+    rows = re.findall(r"^\| (\d+)" + cells, out, re.MULTILINE)
     assert [r[0] for r in rows] == ["1", "8"]
     assert all(float(r[1].replace(",", "")) > 0 and float(r[2]) <= float(r[3]) for r in rows)
     assert all(float(r[4].replace(",", "")) > float(r[1].replace(",", "")) for r in rows), "the ceiling is above"
+    assert all(int(r[5].replace(",", "")) > 0 for r in rows), "the server's CPU time per request is measured"
 
 
 def test_bench_throughput_compares_the_monitor_with_both_ceilings(monkeypatch, capsys):

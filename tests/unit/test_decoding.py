@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from driftwarden.core.columnar import PredictionColumns, decode_columns, refusals
 from driftwarden.core.decoding import LABELS, PREDICTIONS
 from driftwarden_load.producer import envelope, malformed_message
 from driftwarden_load.scenarios import Scenario, generate
@@ -135,3 +139,33 @@ def test_a_columnar_batch_of_the_wrong_shape_is_refused_whole(change, reason):
     decoded = PREDICTIONS.decode(raw)
     assert len(decoded) == 0
     assert [(r.batch_index, r.reason, r.payload) for r in decoded.rejections] == [(None, reason, raw)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_refusals_found_on_a_batchs_columns_are_the_decoders_of_its_bytes(data):
+    """Serving checks its write-back on the columns it built (no encoding, no parsing): the rows and
+    reasons must be exactly those the monitor's decoder finds in the message those columns become."""
+    n = data.draw(st.integers(1, 6))
+    number = st.one_of(st.floats(-2, 3), st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -float("inf")]))
+    numbers = st.lists(number, min_size=n, max_size=n).map(np.array)
+    text = st.one_of(st.text(max_size=3), st.sampled_from(["x" * 129, "v1"]))
+    small = st.integers(-3, 3)
+    value = st.one_of(text, st.none(), st.booleans(), small, number, st.lists(small, max_size=2))
+    values = st.lists(value, min_size=n, max_size=n)
+    optional = st.one_of(st.none(), numbers)
+    batch = PredictionColumns(
+        "m",
+        "1",
+        data.draw(st.lists(st.one_of(text, small, st.none()), min_size=n, max_size=n)),
+        data.draw(numbers),
+        {"x": data.draw(numbers), "c": data.draw(st.one_of(values, values.map(lambda v: np.array(v, dtype=object))))},
+        data.draw(st.lists(st.one_of(text, small, number, st.none()), min_size=n, max_size=n)),
+        data.draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(["0", "1"]), numbers, min_size=1))),
+        data.draw(st.one_of(st.none(), st.fixed_dictionaries({"deployment": values}))),
+        data.draw(optional),
+        data.draw(optional),
+    )
+    raw = batch.to_json()
+    decoded = decode_columns(orjson.loads(raw), raw)
+    assert refusals(batch) == [(row, reason) for row, reason, _ in decoded.rejections]

@@ -63,7 +63,6 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.notify.service": NEEDS_BROKER,
     "driftwarden.core.performance": OWNED_ELSEWHERE,
     "driftwarden.processes": NEEDS_FILES,
-    "driftwarden.registry.onnx_model": NEEDS_FILES,
     "driftwarden.serving.readiness": NEEDS_FILES,
     "driftwarden.serving.supervisor": "restarts asyncio tasks: shown by tests/unit/test_supervision.py",
     "driftwarden.trainer.service": NEEDS_BROKER,

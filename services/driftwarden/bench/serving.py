@@ -5,17 +5,21 @@ Starts its own embedded broker (serving writes every prediction back to it, as i
 from ``concurrency`` concurrent clients and measures rows/s and per-request latency percentiles. The
 ceiling beside each row: a bare onnxruntime loop (``session.run`` on the same model, the same rows
 already as input columns, one call per request's rows) in the benchmark's own process, same run.
+Every answer is checked against the model's own labels and scores for the request's rows. The
+serving process's CPU time per request (``/proc``) is reported too: steadier than the rates on a
+machine whose cores the client, the broker and others share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import orjson
 
@@ -40,10 +44,14 @@ class ServingResult:
     p50_ms: float
     p99_ms: float
     ceiling_rows_per_s: float
+    server_cpu_us: float  # the serving process's CPU time per request (user + system)
+    client_cpu_us: float  # the benchmark client's, on the same cores
 
     def as_row(self) -> str:
-        cells = [f"{self.batch_size}", f"{self.requests:,}", f"{self.rows_per_s:,.0f}", f"{self.p50_ms:.1f}"]
-        return "| " + " | ".join([*cells, f"{self.p99_ms:.1f}", f"{self.ceiling_rows_per_s:,.0f}"]) + " |"
+        cells = [f"{self.batch_size}", f"{self.requests:,}", f"{self.rows_per_s:,.0f}", f"{self.p50_ms:.1f}",
+                 f"{self.p99_ms:.1f}", f"{self.ceiling_rows_per_s:,.0f}", f"{self.server_cpu_us:,.0f}",
+                 f"{self.client_cpu_us:,.0f}"]  # fmt: skip
+        return "| " + " | ".join(cells) + " |"
 
 
 def _instances(batch_size: int) -> list[dict[str, object]]:
@@ -61,37 +69,85 @@ def onnxruntime_ceiling(served: ServedModel, batch_size: int, seconds: float = 2
     return calls * batch_size / elapsed
 
 
-async def _load(url: str, batch_size: int, requests: int, concurrency: int) -> tuple[float, float, float]:
-    """Rows/s, p50 and p99 latency (ms) of ``requests`` requests of ``batch_size`` rows."""
+class _Answers:
+    """Checks every answer against the model's own predictions for the request's rows."""
+
+    def __init__(self, served: ServedModel, instances: list[dict[str, object]]) -> None:
+        labels, probabilities = served.score(served.frame(instances))
+        self.version = served.version
+        self.classes = served.manifest.classes
+        self.labels = labels
+        self.probabilities = probabilities
+
+    def check(self, status: int, body: bytes) -> None:
+        if status != 200:
+            raise DriftwardenError(f"serving answered {status} during the benchmark: {body[:200]!r}")
+        answer = orjson.loads(body)
+        predictions = answer["predictions"]
+        if answer["model_id"] != MODEL_ID or answer["model_version"] != self.version:
+            raise DriftwardenError(f"answered by {answer['model_id']} v{answer['model_version']}")
+        if [p["label"] for p in predictions] != self.labels or not all(type(p["event_id"]) is str for p in predictions):
+            raise DriftwardenError("serving answered other labels than the model predicts for these rows")
+        scores = np.array([[p["scores"][c] for c in self.classes] for p in predictions])
+        if not np.allclose(scores, self.probabilities, rtol=0, atol=1e-6):
+            raise DriftwardenError("serving answered other scores than the model predicts for these rows")
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """Send one prebuilt HTTP/1.1 request on a kept-alive connection; the answer's status and body."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+    if length is None:
+        raise DriftwardenError(f"an answer without Content-Length: {head!r}")
+    return int(head[9:12]), await reader.readexactly(int(length.group(1)))
+
+
+async def _load(
+    port: int, batch_size: int, requests: int, concurrency: int, answers: _Answers, server_pid: int
+) -> tuple[float, float, float, float, float]:
+    """Rows/s, p50 and p99 latency (ms), and the server's and this client's CPU µs per request, of
+    ``requests`` requests of ``batch_size`` rows from ``concurrency`` kept-alive connections.
+
+    The client is lean (raw asyncio streams, the request's bytes built once) so that it takes as little
+    of the cores it shares with the server as it can; every answer is still checked."""
     body = orjson.dumps({"instances": _instances(batch_size)})
+    request = (f"POST /v1/models/{MODEL_ID}/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
     latencies: list[float] = []
     remaining = requests
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
             started = time.perf_counter()
-            async with session.post(f"{url}/v1/models/{MODEL_ID}/predict", data=body) as response:
-                await response.read()
-                if response.status != 200:
-                    raise DriftwardenError(f"serving answered {response.status} during the benchmark")
+            status, answer = await _exchange(reader, writer, request)
             latencies.append(time.perf_counter() - started)
+            answers.check(status, answer)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await client_warmup(session, url, body)
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    try:
+        for reader, writer in connections:  # warm-up: every connection open and answered once
+            answers.check(*await _exchange(reader, writer, request))
+        server_cpu, client_cpu = _cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        await asyncio.gather(*(client(reader, writer) for reader, writer in connections))
         elapsed = time.perf_counter() - started
+        server_cpu, client_cpu = _cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
+    finally:
+        for _, writer in connections:
+            writer.close()
     ms = np.array(latencies) * 1000
-    return requests * batch_size / elapsed, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    return requests * batch_size / elapsed, p50, p99, server_cpu / requests * 1e6, client_cpu / requests * 1e6
 
 
-async def client_warmup(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
-    for _ in range(5):
-        async with session.post(f"{url}/v1/models/{MODEL_ID}/predict", data=body) as response:
-            await response.read()
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def run_serving_benchmark(batch_sizes: list[int], requests: int, concurrency: int) -> list[ServingResult]:
@@ -113,12 +169,15 @@ def run_serving_benchmark(batch_sizes: list[int], requests: int, concurrency: in
             port = free_port()
             server = spawn(["serve", "--port", str(port)], settings, work / "serving.log")
             try:
-                url = f"http://127.0.0.1:{port}"
-                asyncio.run(wait_until_ready(url, timeout_s=60, process=server))
+                asyncio.run(wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=60, process=server))
                 results = []
                 for size in batch_sizes:
-                    rate, p50, p99 = asyncio.run(_load(url, size, requests, concurrency))
-                    results.append(ServingResult(size, requests, rate, p50, p99, onnxruntime_ceiling(served, size)))
+                    answers = _Answers(served, _instances(size))
+                    rate, p50, p99, server_us, client_us = asyncio.run(
+                        _load(port, size, requests, concurrency, answers, server.pid)
+                    )
+                    ceiling = onnxruntime_ceiling(served, size)
+                    results.append(ServingResult(size, requests, rate, p50, p99, ceiling, server_us, client_us))
                 return results
             finally:
                 terminate(server)

@@ -255,16 +255,94 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
     shape_error = _shape_error(document)
     if shape_error is not None:
         return DecodedColumns(None, [(None, f"invalid columnar batch: {shape_error}", raw)])
-    n = len(document["event_id"])
-    bad = np.zeros(n, dtype=bool)
-    reasons: dict[int, str] = {}
+    refused = _Refused(len(document["event_id"]))
+    batch = _validated(document, refused)
+    if not refused.bad.any():
+        return DecodedColumns(batch, [])
+    refused_rows = np.flatnonzero(refused.bad)
+    rows = list(batch.take(refused_rows).rows())
+    rejections: list[tuple[int | None, str, bytes]] = [
+        (int(i), refused.reasons[int(i)], orjson.dumps(row)) for i, row in zip(refused_rows, rows, strict=True)
+    ]
+    if len(refused_rows) == len(batch):
+        return DecodedColumns(None, rejections)
+    kept = batch.take(np.flatnonzero(~refused.bad))
+    for name, column in kept.features.items():  # a column whose only non-number was refused: numbers again
+        if isinstance(column, list) and set(map(type, column)) <= {float}:
+            kept.features[name] = np.array(column, dtype=float)
+    return DecodedColumns(kept, rejections)
 
-    def refuse(rows: np.ndarray, reason: str) -> None:
-        for i in np.flatnonzero(rows & ~bad).tolist():
-            reasons[i] = reason
-        bad[:] |= rows
 
+def refusals(batch: PredictionColumns) -> list[tuple[int | None, str]]:
+    """The rows of ``batch`` that :func:`decode_columns` refuses in ``batch.to_json()``, with the same
+    reasons, found on the columns themselves: no encoding, no parsing (a number that is not finite is
+    null there, as ``to_json`` writes it). A batch whose envelope is wrong is decoded from its bytes.
+
+    >>> batch = PredictionColumns("m", "1", ["a", "b", ""], np.array([1.0, np.inf, 2.0]),
+    ...                           {"x": np.array([np.nan, 1.0, 2.0])}, ["0", "1", "1"],
+    ...                           {"1": np.array([0.5, 0.5, 1.5])})
+    >>> refusals(batch)
+    [(1, 'ts: Input should be a valid number'), (2, 'event_id: a string of 1-128 characters')]
+    >>> raw = batch.to_json()
+    >>> refusals(batch) == [(row, reason) for row, reason, _ in decode_columns(orjson.loads(raw), raw).rejections]
+    True
+    >>> refusals(PredictionColumns("not a model id", "1", ["a"], np.ones(1), {}, ["0"]))[0][1][:22]
+    'invalid columnar batch'
+    """
+    n = len(batch)
+    optional = (batch.latency_ms, batch.cost)
+    columns = [batch.ts, batch.prediction, *batch.features.values(), *(batch.scores or {}).values(),
+               *(batch.segment or {}).values(), *(column for column in optional if column is not None)]  # fmt: skip
+    if not (is_model_id(batch.model_id) and is_model_id(batch.model_version) and 1 <= n <= MAX_ROWS
+            and all(len(column) == n for column in columns)):  # fmt: skip
+        raw = batch.to_json()
+        return [(row, reason) for row, reason, _ in decode_columns(orjson.loads(raw), raw).rejections]
+    refused = _Refused(n)
+    document: dict[str, Any] = {
+        "model_id": batch.model_id, "model_version": batch.model_version, "event_id": _written(batch.event_ids),
+        "ts": _written(batch.ts), "prediction": _written(batch.prediction),
+        "features": {name: _written(values) for name, values in batch.features.items()},
+        "scores": None if batch.scores is None else {c: _written(v) for c, v in batch.scores.items()},
+        "segment": None if batch.segment is None else {k: _written(v) for k, v in batch.segment.items()},
+        "latency_ms": None if batch.latency_ms is None else _written(batch.latency_ms),
+        "cost": None if batch.cost is None else _written(batch.cost),
+    }  # fmt: skip
+    _validated(document, refused)
+    return [(i, refused.reasons[i]) for i in np.flatnonzero(refused.bad).tolist()]
+
+
+def _written(values: Any) -> Any:
+    """A column as :meth:`PredictionColumns.to_json` writes it: numbers as a float array (not finite:
+    null), anything else as a list (a float that is not finite: None)."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "fiu":
+            finite = np.isfinite(values)
+            return values if finite.all() else np.where(finite, values, np.nan)
+        values = values.tolist()
+    if float in set(map(type, values)):
+        return [None if type(v) is float and not np.isfinite(v) else v for v in values]
+    return values
+
+
+class _Refused:
+    """The rows refused so far, each with the first reason found."""
+
+    def __init__(self, n: int) -> None:
+        self.bad = np.zeros(n, dtype=bool)
+        self.reasons: dict[int, str] = {}
+
+    def __call__(self, rows: np.ndarray, reason: str) -> None:
+        for i in np.flatnonzero(rows & ~self.bad).tolist():
+            self.reasons[i] = reason
+        self.bad |= rows
+
+
+def _validated(document: dict[str, Any], refuse: _Refused) -> PredictionColumns:
+    """The batch of a document of a well-formed envelope, validated column by column (its columns as
+    decoded JSON, lists; or as :func:`_written`: numbers as float arrays, NaN for null); the rows the
+    monitor refuses are told to ``refuse``."""
     ids = document["event_id"]
+    n = len(ids)
     if set(map(type, ids)) == {str}:
         is_text, lengths = np.ones(n, bool), np.fromiter(map(len, ids), int, n)
     else:
@@ -274,6 +352,9 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
     ts = _numbers(document["ts"], n, 0.0, None, False, "ts", refuse)
     features: dict[str, FeatureColumn] = {}
     for name, column in document["features"].items():
+        if isinstance(column, np.ndarray):  # numbers, null where NaN: nothing to refuse
+            features[name] = column
+            continue
         types = set(map(type, column))
         if types <= _NUMBERS:
             features[name] = np.array(column, dtype=float)
@@ -307,29 +388,20 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         None if document.get(key) is None else _numbers(document[key], n, 0.0, None, True, key, refuse)
         for key in ("latency_ms", "cost")
     )
-    batch = PredictionColumns(document["model_id"], document["model_version"], ids, ts, features, prediction,
-                              scores, segment, latency, cost)  # fmt: skip
-    if not bad.any():
-        return DecodedColumns(batch, [])
-    refused = np.flatnonzero(bad)
-    rows = list(batch.take(refused).rows())
-    rejections: list[tuple[int | None, str, bytes]] = [
-        (int(i), reasons[int(i)], orjson.dumps(row)) for i, row in zip(refused, rows, strict=True)
-    ]
-    if len(refused) == n:
-        return DecodedColumns(None, rejections)
-    kept = batch.take(np.flatnonzero(~bad))
-    for name, column in kept.features.items():  # a column whose only non-number was refused: numbers again
-        if isinstance(column, list) and set(map(type, column)) <= {float}:
-            kept.features[name] = np.array(column, dtype=float)
-    return DecodedColumns(kept, rejections)
+    return PredictionColumns(document["model_id"], document["model_version"], ids, ts, features, prediction,
+                             scores, segment, latency, cost)  # fmt: skip
 
 
 def _numbers(
-    values: list[Any], n: int, low: float, high: float | None, nullable: bool, name: str, refuse: Any
+    values: list[Any] | np.ndarray, n: int, low: float, high: float | None, nullable: bool, name: str, refuse: Any
 ) -> np.ndarray:
-    """A column of numbers in [low, high] as floats (NaN for a refused row, or for null when allowed)."""
-    if set(map(type, values)) <= _NUMBERS:
+    """A column of numbers in [low, high] as floats (NaN for a refused row, or for null when allowed);
+    ``values`` decoded JSON, or a float array with NaN for null."""
+    if isinstance(values, np.ndarray):
+        array = values
+        if not nullable:
+            refuse(np.isnan(array), f"{name}: Input should be a valid number")
+    elif set(map(type, values)) <= _NUMBERS:
         array = np.array(values, dtype=float)
     else:  # rare: bools, strings or nulls among the numbers
         array = np.array([float(v) if type(v) in _NUMBERS else np.nan for v in values], dtype=float)

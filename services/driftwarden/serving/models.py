@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SERVABLE = ("promoted", "canary", "shadow")  # a version whose manifest says "rejected" is never served
+# One onnxruntime thread per call: micro-batches are small, and the threads of a larger pool spin
+# between calls, taking CPU time from the event loop (one row, 1 vs 2 threads: ~65 vs ~160-230 µs of CPU a call).
+ONNX_THREADS = 1
 _NUMBERS = {float, int}
 _CATEGORIES = {str, float, int, bool}  # not null, no objects, no arrays
 
@@ -65,8 +68,9 @@ class ServedModel:
             return None
         if not set(map(type, chain.from_iterable(categories))) <= _CATEGORIES:
             return None
-        try:
-            matrix = np.array(numbers, dtype=np.float64).reshape(len(rows), len(self.onnx.numeric))
+        shape = (len(rows), len(self.onnx.numeric))
+        try:  # (fromiter: no nested-sequence discovery; the types are checked above)
+            matrix = np.fromiter(chain.from_iterable(numbers), np.float64, shape[0] * shape[1]).reshape(shape)
         except OverflowError:  # an integer beyond any float
             return None
         if not (np.abs(matrix) <= FLOAT32_MAX).all():  # also refuses NaN
@@ -165,7 +169,7 @@ class ActiveModels:
         if expected_sha256 is not None and expected_sha256 != manifest.sha256:
             raise RegistryError(f"{model_id} v{version}: event sha256 does not match the registry's manifest")
         try:
-            onnx = OnnxModel(self.registry.load(model_id, version))
+            onnx = OnnxModel(self.registry.load(model_id, version), threads=ONNX_THREADS)
         except RegistryError:
             raise
         except Exception as exc:  # onnxruntime refuses the bytes

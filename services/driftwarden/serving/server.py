@@ -17,10 +17,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import orjson
+import uvloop
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -233,9 +235,9 @@ def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConf
 
 def answers(scored: Scored, event_ids: list[str]) -> list[dict[str, Any]]:
     """What a request is answered: per instance its event id, label and class probabilities."""
-    classes = scored.served.manifest.classes
-    rows = zip(event_ids, scored.labels, scored.probabilities.tolist(), strict=True)
-    return [{"event_id": i, "label": label, "scores": dict(zip(classes, p, strict=True))} for i, label, p in rows]
+    scores = map(dict, map(zip, repeat(scored.served.manifest.classes), scored.probabilities.tolist()))
+    rows = zip(event_ids, scored.labels, scores, strict=True)
+    return [{"event_id": i, "label": label, "scores": s} for i, label, s in rows]
 
 
 def event_ids(instances: list[Any]) -> list[Any]:
@@ -541,4 +543,4 @@ def run_server(settings: Settings, config: ServingConfig, host: str, port: int) 
     app = ServingApp(settings, config)
     quiet_connection_errors(app.broker)
     web.run_app(app.web_app(), host=host, port=port, print=lambda *_: None, access_log=None,
-                shutdown_timeout=config.shutdown_timeout_s)  # fmt: skip
+                shutdown_timeout=config.shutdown_timeout_s, loop=uvloop.new_event_loop())  # fmt: skip

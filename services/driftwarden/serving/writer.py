@@ -1,6 +1,6 @@
 """Write-back of served predictions: columnar envelopes (``prediction-columns.v1``), one per model
-version per micro-batch, split under the producer's request size, each checked with the monitor's own
-decoder before anything is written.
+version per micro-batch, split under the producer's request size, each checked before anything is
+written: the rows the monitor's own decoder would refuse in it are found on its columns (``refusals``).
 
 A request's predictions are all written or the request fails: a prediction the monitor would reject
 (a NaN score, ...) refuses its whole request, and no row of it reaches the stream.
@@ -15,6 +15,7 @@ carries its predictions is acknowledged; a failed write fails every request it c
 >>> split = envelopes(batch, max_bytes=1_000)
 >>> len(split), all(len(envelope) <= 1_000 for envelope in split)
 (3, True)
+>>> from driftwarden.core.decoding import PREDICTIONS
 >>> sum(len(PREDICTIONS.decode(envelope).columns[0]) for envelope in split)
 100
 >>> batch.scores["0"][7] = float("nan")
@@ -34,8 +35,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
-from driftwarden.core.columnar import PredictionColumns
-from driftwarden.core.decoding import PREDICTIONS
+from driftwarden.core.columnar import PredictionColumns, refusals
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.outages import BrokerState
@@ -71,22 +71,22 @@ def envelopes(batch: PredictionColumns, max_bytes: int = ENVELOPE_BYTES) -> list
 
 
 def checked(batch: PredictionColumns, max_bytes: int = ENVELOPE_BYTES) -> tuple[list[bytes], list[Refusal]]:
-    """``batch`` as envelopes of at most ``max_bytes`` each, in row order, each decoded as the monitor
-    decodes it, and the rows it would refuse (the envelopes are written only when there are none)."""
+    """``batch`` as envelopes of at most ``max_bytes`` each, in row order, and the rows the monitor's
+    decoder would refuse in them (:func:`~driftwarden.core.columnar.refusals`: found on the columns, not
+    by parsing the envelopes again); the envelopes are written only when there are none."""
     raw = batch.to_json()
     if len(raw) <= max_bytes:
-        decoded = PREDICTIONS.decode(raw)
-        return [raw], [Refusal(r.batch_index, f"the monitor would reject it: {r.reason}") for r in decoded.rejections]
+        return [raw], [Refusal(row, f"the monitor would reject it: {reason}") for row, reason in refusals(batch)]
     if len(batch) == 1:
         return [], [Refusal(0, f"it is larger than {max_bytes} bytes as a message")]
     step = -(-len(batch) // -(-len(raw) // max_bytes))  # rows per envelope, if rows are of similar size
     values: list[bytes] = []
-    refusals: list[Refusal] = []
+    refused: list[Refusal] = []
     for start in range(0, len(batch), step):
-        part_values, part_refusals = checked(batch[start : start + step], max_bytes)
+        part_values, part_refused = checked(batch[start : start + step], max_bytes)
         values += part_values
-        refusals += [Refusal(None if r.row is None else start + r.row, r.reason) for r in part_refusals]
-    return values, refusals
+        refused += [Refusal(None if r.row is None else start + r.row, r.reason) for r in part_refused]
+    return values, refused
 
 
 def micro_batch(
