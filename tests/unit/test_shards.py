@@ -15,7 +15,7 @@ from driftwarden.bench.detection_shapes import (
     change,
     theta_for,
 )
-from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.detectors.sequential import BANK
 from driftwarden.core.events import PredictionEvent, WindowSummary
@@ -25,6 +25,7 @@ from driftwarden.core.shards import (
     BINS,
     Decision,
     ShardBatch,
+    ShardedModels,
     ShardedReference,
     ShardSummarizer,
     SummaryMerger,
@@ -232,3 +233,21 @@ def test_decoded_events_of_a_load_scenario_on_n_shards_alert_as_on_one_and_only_
     assert min(d.bucket for d in one) >= int(rows[scenario.onset]["ts"])
     assert decide(2) == one
     assert decide(4) == one
+
+
+def test_sharded_models_turn_the_owners_decisions_into_one_alert_per_drifted_feature():
+    scenario = Scenario(name="abrupt-shift", n_events=REFERENCE_N + 20_000, onset=REFERENCE_N + 10_000, seed=4)
+    rows = [PredictionEvent.model_validate(e) for chunk in generate(scenario) for e in chunk.prediction_events()]
+    profile = build_profile(scenario.model_id, "1", rows[:REFERENCE_N])
+    config = MonitoringConfig.from_dict({"models": {scenario.model_id: {"shards": 3}}})
+    models = ShardedModels(config, lambda m, v: profile if (m, v) == (scenario.model_id, "1") else None)
+    assert models.shards_of(scenario.model_id) == 3 and models.shards_of("other") == 1
+    alerts = []
+    for i in range(REFERENCE_N, len(rows), 500):
+        for summary in models.summarize(scenario.model_id, (i // 500) % 3, rows[i : i + 500]):
+            alerts += models.merge(WindowSummary.model_validate_json(summary.to_json()), now=0.0)
+    assert sorted(a.subject for a in alerts) == sorted(scenario.drift_features)
+    assert {a.detector for a in alerts} <= {"sharded_rank_cusum", "sharded_chi2"}
+    assert all(a.state == "firing" and a.kind == "data_drift" for a in alerts)
+    unknown = [e.model_copy(update={"model_version": "2"}) for e in rows[:10]]
+    assert models.summarize(scenario.model_id, 0, unknown) == [] and models.unprofiled == 10

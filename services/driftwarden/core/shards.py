@@ -67,6 +67,8 @@ from typing import Literal
 
 import numpy as np
 
+from driftwarden.core.alerting import AlertBook, Finding
+from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.detectors.sequential import (
     BANK,
     COEFFICIENTS,
@@ -75,8 +77,16 @@ from driftwarden.core.detectors.sequential import (
     features,
     normal_scores,
 )
-from driftwarden.core.events import CategoricalSummary, NumericSummary, WindowSummary
-from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile
+from driftwarden.core.events import (
+    Alert,
+    CategoricalSummary,
+    NumericSummary,
+    PredictionEvent,
+    Scalar,
+    WindowSummary,
+    is_model_id,
+)
+from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile, schema_of, to_columns
 from driftwarden.core.stats import benjamini_hochberg, category_test
 
 #: Equal-probability bins of the reference a numeric feature's ranks are counted in. Multiples of 1/50
@@ -93,6 +103,21 @@ def shard_key(model_id: str, shard: int) -> bytes:
     b'fraud/3'
     """
     return f"{model_id}/{shard}".encode()
+
+
+def shard_of_key(key: bytes | None, shards_of: Callable[[str], int]) -> tuple[str, int] | None:
+    """``(model_id, shard)`` of a message keyed by :func:`shard_key` for one of the shards of a model with
+    ``shards_of(model_id) > 1``; None for any other key (the single-worker path).
+
+    >>> shards_of = {"hot": 4}.get
+    >>> [shard_of_key(key, lambda m: shards_of(m, 1)) for key in (b"hot/3", b"hot/4", b"hot", b"cold/0", None)]
+    [('hot', 3), None, None, None, None]
+    """
+    model_id, _, shard = (key or b"").decode("utf-8", "replace").partition("/")
+    if not (shard.isdigit() and is_model_id(model_id)):
+        return None
+    shards = shards_of(model_id)
+    return (model_id, int(shard)) if shards > 1 and int(shard) < shards else None
 
 
 def _bin_llr() -> np.ndarray:
@@ -421,3 +446,86 @@ def _merge(bucket: _Bucket, summary: WindowSummary) -> None:
                            numeric.sum_squares)  # fmt: skip
     for name, categorical in summary.categorical.items():
         bucket.add_categorical(name, categorical.counts, categorical.missing)
+
+
+class ShardedModels:
+    """The sharded path of a monitor worker: summarizes the shards it reads, owns the models whose summaries
+    it reads, and turns the owners' decisions into alerts (the service moves the summaries over a topic).
+
+    A model is sharded when its config says ``shards > 1``; its reference must be a profile from
+    ``load_profile`` (every shard needs the same one): without one its events are counted as
+    ``unprofiled`` and not monitored. An owner's findings fire alerts through an
+    :class:`~driftwarden.core.alerting.AlertBook` (one open alert per feature, as on the single-worker
+    path); they do not resolve yet. Nothing of this is checkpointed yet: a restarted worker starts its
+    buckets, CUSUMs and windows afresh.
+    """
+
+    def __init__(self, config: MonitoringConfig, load_profile: Callable[[str, str], ReferenceProfile | None]) -> None:
+        self.config, self.load_profile = config, load_profile
+        self.references: dict[tuple[str, str], tuple[ShardedReference, FeatureSchema] | None] = {}
+        self.summarizers: dict[tuple[str, str, int], ShardSummarizer] = {}
+        self.owners: dict[tuple[str, str], tuple[SummaryMerger, AlertBook]] = {}
+        self.unprofiled = 0
+
+    def shards_of(self, model_id: str) -> int:
+        return self.config.for_model(model_id).shards
+
+    def _reference(self, model_id: str, model_version: str) -> tuple[ShardedReference, FeatureSchema] | None:
+        key = (model_id, model_version)
+        if key not in self.references:
+            profile = self.load_profile(model_id, model_version)
+            self.references[key] = None if profile is None else (ShardedReference.of(profile), schema_of(profile))
+        return self.references[key]
+
+    def summarize(self, model_id: str, shard: int, events: Sequence[PredictionEvent]) -> list[WindowSummary]:
+        """Count one shard's events of a sharded model; the summaries of the buckets they close."""
+        config, shards = self.config.for_model(model_id), self.shards_of(model_id)
+        summaries: list[WindowSummary] = []
+        for version in dict.fromkeys(e.model_version for e in events):
+            of_version = [e for e in events if e.model_version == version]
+            reference = self._reference(model_id, version)
+            if reference is None:
+                self.unprofiled += len(of_version)
+                continue
+            key = (model_id, version, shard)
+            if key not in self.summarizers:
+                self.summarizers[key] = ShardSummarizer(model_id, version, reference[0], shard, shards,
+                                                        config.bucket_seconds, config.shard_lateness_s)  # fmt: skip
+            batch = ShardBatch.of_columns(to_columns(of_version, reference[1]), reference[1])
+            summaries += self.summarizers[key].add(batch)
+        return summaries
+
+    def merge(self, summary: WindowSummary, now: float) -> list[Alert]:
+        """Merge one summary into its model's owner; the alerts its decisions fire."""
+        key = (summary.model_id, summary.model_version)
+        reference = self._reference(*key)
+        if reference is None:
+            return []
+        if key not in self.owners:
+            config = self.config.for_model(summary.model_id)
+            owner = SummaryMerger(reference[0], summary.shards, config.streaming_arl(len(reference[0].numeric)),
+                                  config.window_size, config.window_level, config.js_threshold)  # fmt: skip
+            self.owners[key] = owner, AlertBook(*key, config.resolve_after_windows, config.cooldown_s,
+                                                config.repeat_tolerance)  # fmt: skip
+        owner, book = self.owners[key]
+        alerts = []
+        for decision in owner.add(summary):
+            alert = book.report(_finding(decision), f"{key[0]}/{key[1]}/bucket/{decision.bucket}",
+                                (decision.bucket + 1) * summary.bucket_seconds, now)  # fmt: skip
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+
+def _finding(decision: Decision) -> Finding:
+    evidence: dict[str, Scalar] = {"statistic": decision.statistic, "threshold": decision.threshold,
+                                   "bucket": decision.bucket}  # fmt: skip
+    if decision.kind == "window":
+        evidence |= {"p_value": decision.p_value, "window_values": decision.values, "current_mean": decision.mean}
+        summary = (
+            f"{decision.feature}: the window's binned ranks differ from the reference (p = {decision.p_value:.2g})"
+        )
+    else:
+        summary = f"{decision.feature}: CUSUM '{decision.detector}' crossed its threshold over merged shards"
+    detector = "sharded_chi2" if decision.kind == "window" else "sharded_rank_cusum"
+    return Finding("data_drift", decision.feature, detector, True, evidence, summary)

@@ -37,10 +37,12 @@ from driftwarden.core.events import (
     KeyedEvent,
     LabelEvent,
     PredictionEvent,
+    WindowSummary,
     is_model_id,
 )
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
+from driftwarden.core.shards import ShardedModels, shard_of_key
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, on_stop, take_events
 from driftwarden.kafka.outages import watch_broker
@@ -92,6 +94,7 @@ class MonitorService:
     ) -> None:
         self.settings = settings
         self.core = Monitor(config, load_profile=profile_loader(settings.profiles_dir))
+        self.sharded = ShardedModels(config or MonitoringConfig(), profile_loader(settings.profiles_dir) or _no_profile)
         self.batch_max = batch_max
         self.batch_within_s = batch_within_s
         self.topics = topics = settings.topics
@@ -108,6 +111,7 @@ class MonitorService:
         self.dead_letters = self.app.topic(topics.dead_letters, **raw)
         self.status = self.app.topic(topics.monitor_status, **raw)
         self.state = self.app.topic(topics.monitor_state, **raw)
+        self.summaries = self.app.topic(topics.window_summaries, partitions=settings.partitions, **raw)
         self.partition_models: dict[int, set[str]] = {}
         self.ledger = OffsetLedger()
         self.line = CheckpointLine(self._write_checkpoints, self._commit)
@@ -123,6 +127,7 @@ class MonitorService:
         self.inputs_seen: TallyCounter[tuple[str, ...]] = TallyCounter()  # (model_id[, model_version]) -> events
         self._lock = asyncio.Lock()
         self.app.agent(self.inputs, name="monitor")(self.consume)
+        self.app.agent(self.summaries, name="owner")(self.own)
         self.app.timer(settings.status_interval_s, name="monitor-status")(self.publish_status)
         self.app.timer(1.0, name="monitor-checkpoint")(self.checkpoint_when_quiet)
         on_rebalance(self.app.on_partitions_revoked, self.on_partitions_revoked)
@@ -173,6 +178,9 @@ class MonitorService:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
             self._track(message.partition, [*events, *decoded.columns], message.key)
+            if not is_label and (shard := shard_of_key(message.key, self.sharded.shards_of)) is not None:
+                pending += await self._summarize(shard, [e for e in events if isinstance(e, PredictionEvent)])
+                continue
             self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
@@ -438,6 +446,30 @@ class MonitorService:
 
     # -- dead letters and status ---------------------------------------------------------------------
 
+    async def _summarize(self, shard: tuple[str, int], events: list[PredictionEvent]) -> list[Awaitable[Any]]:
+        """One shard's events of a sharded model counted; the summaries of the buckets they close, sent."""
+        model_id, index = shard
+        mine = [e for e in events if e.model_id == model_id]
+        self.inputs_seen.update((e.model_id, e.model_version) for e in mine)
+        return [await self.summaries.send(key=model_id.encode(), value=summary.to_json())
+                for summary in self.sharded.summarize(model_id, index, mine)]  # fmt: skip
+
+    async def own(self, stream: faust.StreamT) -> AsyncIterator[None]:
+        """The owner of the sharded models whose summaries land on this worker's partitions: merge, decide, alert."""
+        async for event in stream.events():
+            try:
+                summary = WindowSummary.model_validate_json(event.message.value)
+            except ValueError as exc:
+                log.error("an unreadable window summary skipped: %s", exc)
+                yield None
+                continue
+            for alert in self.sharded.merge(summary, time.time()):
+                await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json())
+                self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
+                                                   alert.state))  # fmt: skip
+                log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
+            yield None
+
     @staticmethod
     def _model_of_key(key: bytes | None) -> str:
         """The model a message belongs to, by its Kafka key ("" when the key is not a model id)."""
@@ -473,6 +505,11 @@ class MonitorService:
                 if model_id in self.core.models:
                     status = self.core.status(model_id, now)
                     await self.status.send(key=model_id.encode(), value=status.to_json())
+
+
+def _no_profile(model_id: str, model_version: str) -> None:
+    """Without --profiles-dir a sharded model has no reference: its events are counted, not monitored."""
+    return None
 
 
 def tune_garbage_collector() -> None:
