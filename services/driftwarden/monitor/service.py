@@ -180,6 +180,9 @@ class MonitorService:
             self._track(message.partition, [*events, *decoded.columns], message.key)
             if not is_label and (shard := shard_of_key(message.key, self.sharded.shards_of)) is not None:
                 pending += await self._summarize(shard, [e for e in events if isinstance(e, PredictionEvent)])
+                if decoded.columns:  # not counted on the sharded path yet: kept whole, with the reason
+                    reason = "a columnar batch of a sharded model (not supported yet: send prediction-batch.v1)"
+                    pending.append(await self._send_dead_letter(message, Rejection(reason, message.value or b"")))
                 continue
             self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
