@@ -47,10 +47,10 @@ sums they may differ in the last bits between shardings, so no decision depends 
 ...     batch = ShardBatch([f"e{j}" for j in range(i, i + 100)], np.full(100, 10.0 * (i // 100) + 5),
 ...                        {"x": values[i:i + 100]}, {})
 ...     summaries = summarizer.add(batch)
-...     decisions = [d for s in summaries for d in merger.add(s)]
-...     if decisions:
+...     drifted = [d for s in summaries for d in merger.add(s) if d.drifted]
+...     if drifted:
 ...         break
->>> decisions[0].kind, decisions[0].feature, decisions[0].bucket  # the change starts in bucket 30
+>>> drifted[0].kind, drifted[0].feature, drifted[0].bucket  # the change starts in bucket 30
 ('cusum', 'x', 30)
 """
 
@@ -67,7 +67,7 @@ from typing import Literal
 
 import numpy as np
 
-from driftwarden.core.alerting import AlertBook, Finding
+from driftwarden.core.alerting import AlertBook, Finding, passes_with_margin
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.detectors.sequential import (
     BANK,
@@ -315,7 +315,7 @@ class ShardSummarizer:
 
 @dataclass(frozen=True)
 class Decision:
-    """A finding of the owner on merged buckets: a CUSUM crossing or a window test rejected."""
+    """A verdict of the owner on merged buckets: a CUSUM crossing, or a window test (rejected or not)."""
 
     bucket: int  # the merged bucket at whose end it was found
     kind: Literal["cusum", "window"]
@@ -326,6 +326,7 @@ class Decision:
     p_value: float | None = None
     values: int = 0  # values the window held (window tests)
     mean: float | None = field(default=None, compare=False)  # from floating-point sums: not compared
+    drifted: bool = True  # False: a window test that did not reject (evidence that nothing changed)
 
 
 class SummaryMerger:
@@ -431,9 +432,8 @@ class SummaryMerger:
             effects.append(distance >= self.js_threshold)
         rejected = benjamini_hochberg(np.array([p for _, _, p, _, _ in tests]), self.window_level)
         return [
-            Decision(index, "window", name, "chi2", chi2, self.window_level, p_value, n, mean)
+            Decision(index, "window", name, "chi2", chi2, self.window_level, p_value, n, mean, reject and effect)
             for (name, chi2, p_value, n, mean), reject, effect in zip(tests, rejected, effects, strict=True)
-            if reject and effect
         ]
 
 
@@ -455,9 +455,9 @@ class ShardedModels:
     A model is sharded when its config says ``shards > 1``; its reference must be a profile from
     ``load_profile`` (every shard needs the same one): without one its events are counted as
     ``unprofiled`` and not monitored. An owner's findings fire alerts through an
-    :class:`~driftwarden.core.alerting.AlertBook` (one open alert per feature, as on the single-worker
-    path); they do not resolve yet. Nothing of this is checkpointed yet: a restarted worker starts its
-    buckets, CUSUMs and windows afresh.
+    :class:`~driftwarden.core.alerting.AlertBook` (one open alert per feature, resolved by window tests
+    that pass with a margin, as on the single-worker path). Nothing of this is checkpointed yet: a
+    restarted worker starts its buckets, CUSUMs and windows afresh.
     """
 
     def __init__(self, config: MonitoringConfig, load_profile: Callable[[str, str], ReferenceProfile | None]) -> None:
@@ -509,15 +509,16 @@ class ShardedModels:
                                                 config.repeat_tolerance)  # fmt: skip
         owner, book = self.owners[key]
         alerts = []
+        resolve_p_value = self.config.for_model(summary.model_id).resolve_p_value
         for decision in owner.add(summary):
-            alert = book.report(_finding(decision), f"{key[0]}/{key[1]}/bucket/{decision.bucket}",
+            alert = book.report(_finding(decision, resolve_p_value), f"{key[0]}/{key[1]}/bucket/{decision.bucket}",
                                 (decision.bucket + 1) * summary.bucket_seconds, now)  # fmt: skip
             if alert is not None:
                 alerts.append(alert)
         return alerts
 
 
-def _finding(decision: Decision) -> Finding:
+def _finding(decision: Decision, resolve_p_value: float) -> Finding:
     evidence: dict[str, Scalar] = {"statistic": decision.statistic, "threshold": decision.threshold,
                                    "bucket": decision.bucket}  # fmt: skip
     if decision.kind == "window":
@@ -528,4 +529,5 @@ def _finding(decision: Decision) -> Finding:
     else:
         summary = f"{decision.feature}: CUSUM '{decision.detector}' crossed its threshold over merged shards"
     detector = "sharded_chi2" if decision.kind == "window" else "sharded_rank_cusum"
-    return Finding("data_drift", decision.feature, detector, True, evidence, summary)
+    settled = not decision.drifted and passes_with_margin(evidence, resolve_p_value)
+    return Finding("data_drift", decision.feature, detector, decision.drifted, evidence, summary, settled=settled)
