@@ -460,17 +460,18 @@ class MonitorService:
     async def own(self, stream: faust.StreamT) -> AsyncIterator[None]:
         """The owner of the sharded models whose summaries land on this worker's partitions: merge, decide, alert."""
         async for event in stream.events():
-            try:
-                summary = WindowSummary.model_validate_json(event.message.value)
+            try:  # (a summary another build cannot read, or of another shard count after a config change)
+                alerts = self.sharded.merge(WindowSummary.model_validate_json(event.message.value), time.time())
             except ValueError as exc:
-                log.error("an unreadable window summary skipped: %s", exc)
-                yield None
-                continue
-            for alert in self.sharded.merge(summary, time.time()):
-                await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json())
+                log.error("a window summary skipped: %s", exc)
+                alerts = []
+            pending = []
+            for alert in alerts:
+                pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
                 self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
                                                    alert.state))  # fmt: skip
                 log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
+            await asyncio.gather(*pending)  # acknowledged before the summary counts as done
             yield None
 
     @staticmethod
