@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from driftwarden.bench.detection_shapes import (
     change,
     theta_for,
 )
-from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
+from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.detectors.sequential import BANK
 from driftwarden.core.events import PredictionEvent, WindowSummary
@@ -25,11 +26,11 @@ from driftwarden.core.shards import (
     BINS,
     Decision,
     ShardBatch,
-    ShardedModels,
     ShardedReference,
     ShardSummarizer,
     SummaryMerger,
 )
+from driftwarden.core.state import StateError, decode, encode
 from driftwarden_load.producer import envelope
 from driftwarden_load.scenarios import Scenario, generate
 
@@ -236,39 +237,102 @@ def test_decoded_events_of_a_load_scenario_on_n_shards_alert_as_on_one_and_only_
     assert decide(4) == one
 
 
-def test_sharded_models_turn_the_owners_decisions_into_one_alert_per_drifted_feature():
-    scenario = Scenario(name="abrupt-shift", n_events=REFERENCE_N + 20_000, onset=REFERENCE_N + 10_000, seed=4)
-    rows = [PredictionEvent.model_validate(e) for chunk in generate(scenario) for e in chunk.prediction_events()]
-    profile = build_profile(scenario.model_id, "1", rows[:REFERENCE_N])
-    config = MonitoringConfig.from_dict({"models": {scenario.model_id: {"shards": 3}}})
-    models = ShardedModels(config, lambda m, v: profile if (m, v) == (scenario.model_id, "1") else None)
-    assert models.shards_of(scenario.model_id) == 3 and models.shards_of("other") == 1
-    alerts = []
-    for i in range(REFERENCE_N, len(rows), 500):
-        for summary in models.summarize(scenario.model_id, (i // 500) % 3, rows[i : i + 500]):
-            alerts += models.merge(WindowSummary.model_validate_json(summary.to_json()), now=0.0)
-    assert sorted(a.subject for a in alerts) == sorted(scenario.drift_features)
-    assert {a.detector for a in alerts} <= {"sharded_rank_cusum", "sharded_chi2"}
-    assert all(a.state == "firing" and a.kind == "data_drift" for a in alerts)
-    unknown = [e.model_copy(update={"model_version": "2"}) for e in rows[:10]]
-    assert models.summarize(scenario.model_id, 0, unknown) == [] and models.unprofiled == 10
+def stream(shard: int, shards: int = 2, partition: int = 0, origin: int = 0) -> ShardSummarizer:
+    reference = ShardedReference.of_quantiles({"x": np.linspace(0, 1, 100).tolist()}, 1_000, {})
+    return ShardSummarizer("m", "1", reference, shard, shards, 10, 0, "predictions", partition, origin)
 
 
-def test_a_sharded_models_alert_resolves_once_its_windows_pass_with_a_margin():
-    scenario = Scenario(name="stable", n_events=REFERENCE_N + 30_000, seed=6)
-    rows = [e for chunk in generate(scenario) for e in chunk.prediction_events()]
-    profile = build_profile(scenario.model_id, "1", [PredictionEvent.model_validate(e) for e in rows[:REFERENCE_N]])
-    shift = 2 * profile.numeric["num_03"].std
-    for row in rows[REFERENCE_N + 10_000 : REFERENCE_N + 16_000]:  # num_03 moves for 6 s of event time, then is back
-        row["features"]["num_03"] += shift
-    events = [PredictionEvent.model_validate(e) for e in rows[REFERENCE_N:]]
-    models = ShardedModels(
-        MonitoringConfig.from_dict({"models": {scenario.model_id: {"shards": 2}}}), lambda m, v: profile
-    )
-    alerts = []
-    for i in range(0, len(events), 500):
-        for summary in models.summarize(scenario.model_id, (i // 500) % 2, events[i : i + 500]):
-            alerts += models.merge(summary, now=0.0)
-    assert [(a.subject, a.state) for a in alerts] == [("num_03", "firing"), ("num_03", "resolved")]
-    firing, resolved = (int(a.trigger_event_id.rsplit("/", 1)[1]) - int(events[0].ts) for a in alerts)
-    assert 10 <= firing < 16 and resolved >= 16 + 3 * 2 - 1  # the last bucket of three settled windows of 2 s
+def counted(summarizer: ShardSummarizer, ts: list[float]) -> list[WindowSummary]:
+    """The summaries of one event per time in ``ts`` (ids unique per summarizer and time)."""
+    ids = [f"{summarizer.shard}-{summarizer.origin}-{t}" for t in ts]
+    return summarizer.add(ShardBatch(ids, np.array(ts), {"x": np.full(len(ts), 0.5)}, {}))
+
+
+def owner(shards: int = 2, idle_s: float = math.inf) -> SummaryMerger:
+    reference = ShardedReference.of_quantiles({"x": np.linspace(0, 1, 100).tolist()}, 1_000, {})
+    return SummaryMerger(reference, shards, arl=1e4, window_size=10_000, window_level=1e-3, idle_s=idle_s)
+
+
+def test_the_owner_merges_each_seq_of_a_stream_once_and_in_order_holding_what_follows_a_gap():
+    a, b = stream(0), stream(1)
+    first = counted(a, [1, 2, 11, 12, 21, 31])  # buckets 0, 1, 2 closed: seq 0, 1, 2
+    assert [s.seq for s in first] == [0, 1, 2] and [s.events for s in first] == [2, 2, 1]
+    merger = owner()
+    assert merger.add(first[0]) == [] and merger.add(first[2]) == []  # seq 2 before seq 1: a gap, held
+    assert merger.merged_events == 2 and next(iter(merger.held.values())).keys() == {2}
+    merger.add(first[1])  # the gap filled: seq 1, then the held seq 2
+    assert merger.merged_events == 5 and merger.held == {}
+    for summary in first:  # a replay (a restarted worker regenerates the same seqs): dropped, counted
+        merger.add(summary)
+    assert merger.duplicates == 3 and merger.merged_events == 5
+    merger.add(first[2])
+    assert merger.duplicates == 4
+    for summary in counted(b, [1, 25]):  # shard 1 through bucket 1: buckets 0 and 1 are decided
+        merger.add(summary)
+    assert merger.next_bucket == 2 and merger.window.events == 5 and merger.merged_events == 6
+
+
+def test_a_gap_holds_decisions_and_a_held_duplicate_is_dropped():
+    a, b = stream(0), stream(1)
+    merger = owner()
+    summaries = counted(a, [1, 11, 21, 31])  # seq 0, 1, 2
+    for summary in counted(b, [1, 11, 21, 31]):
+        merger.add(summary)
+    merger.add(summaries[0])
+    merger.add(summaries[2])
+    merger.add(summaries[2])  # a duplicate of a held one
+    assert merger.next_bucket == 1 and merger.duplicates == 1  # bucket 1 waits for shard 0's seq 1
+    merger.add(summaries[1])
+    assert merger.next_bucket == 3 and merger.merged_events == 6
+
+
+def test_a_stream_started_afresh_is_another_stream_and_one_first_seen_late_is_taken_from_there():
+    merger = owner(shards=1)
+    old, new = stream(0, shards=1, origin=0), stream(0, shards=1, origin=40)
+    merger.add(counted(old, [1, 11])[0])
+    merger.add(counted(new, [21, 31])[0])  # seq 0 of the stream that started at input offset 40: not a duplicate
+    assert merger.duplicates == 0 and merger.merged_events == 2
+    joined = stream(0, shards=1, partition=3)
+    counted(joined, [1, 11])  # seq 0, not seen by this owner
+    merger.add(counted(joined, [21])[0])  # seq 1: taken, the stream starts there for this owner
+    assert merger.merged_events == 3
+
+
+def test_a_silent_shard_stops_holding_decisions_after_idle_s_and_its_later_summaries_count_once():
+    a, b = stream(0), stream(1)
+    merger = owner(idle_s=30)
+    for summary in counted(a, [1, 11, 21]):
+        merger.add(summary, now=100.0)
+    assert merger.next_bucket is None and merger.decide(now=129.0) == []  # shard 1 never heard of: waits
+    merger.decide(now=131.0)  # idle for 30 s since the first summary: buckets 0 and 1 decided without it
+    assert merger.next_bucket == 2 and merger.window.events == 2
+    late = counted(b, [5, 6, 15, 31])  # shard 1 wakes up: its buckets 0..2, two of them decided already
+    for summary in late:
+        merger.add(summary, now=140.0)
+    assert (merger.late_summaries, merger.late_events) == (2, 3)  # merged into bucket 2, the next undecided
+    assert merger.next_bucket == 3 and merger.window.events == 5 and merger.merged_events == 5
+    for summary in late:
+        merger.add(summary, now=141.0)
+    assert merger.duplicates == 3 and merger.merged_events == 5
+    for summary in counted(a, [41]):  # both shards heard of: waits for shard 1 again
+        merger.add(summary, now=150.0)
+    assert merger.next_bucket == 3
+
+
+def test_summarizer_and_owner_state_round_trip_and_a_restored_summarizer_regenerates_the_same_summaries():
+    a = stream(0)
+    counted(a, [1, 2, 11, 13.5])
+    restored = ShardSummarizer.from_state(decode(encode("s", 1, a.state()), "s", 1), a.reference)
+    assert counted(restored, [25, 26, 40]) == counted(a, [25, 26, 40])  # same seqs, same counts
+    merger = owner(idle_s=30)
+    b = stream(1)
+    gap = counted(b, [1, 11, 21, 31])
+    for summary in [*counted(stream(0), [1, 11, 21, 31]), gap[0], gap[2]]:
+        merger.add(summary, now=5.0)
+    copy = owner(idle_s=30)
+    copy.restore(decode(encode("m", 1, merger.state()), "m", 1))
+    assert copy.state() == merger.state()
+    assert copy.add(gap[1], now=6.0) == merger.add(gap[1], now=6.0)
+    assert copy.state() == merger.state() and copy.merged_events == 6
+    with pytest.raises(StateError, match="3 shards"):
+        owner(shards=2).restore(decode(encode("m", 1, {**merger.state(), "shards": 3}), "m", 1))

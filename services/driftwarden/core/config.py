@@ -129,6 +129,12 @@ class ModelMonitorConfig(Strict):
     shard_lateness_s: float = Field(
         default=5.0, ge=0, description="How far a sharded model's events may arrive behind the latest of their shard."
     )
+    shard_idle_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wall-clock seconds after which a silent shard of a sharded model no longer holds its owner's "
+        "decisions back (a later summary of a decided bucket is counted in the next undecided one).",
+    )
     # False-alarm budget, streaming detectors
     false_alarms_per_million: float = Field(
         default=1.0,

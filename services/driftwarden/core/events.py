@@ -295,6 +295,10 @@ class WindowSummary(Event):
     bucket_seconds: Annotated[float, Field(gt=0)]
     events: NonNegativeInt
     late_events: NonNegativeInt
+    input_topic: str
+    input_partition: NonNegativeInt
+    input_origin: NonNegativeInt
+    seq: NonNegativeInt
     numeric: dict[str, NumericSummary]
     categorical: dict[str, CategoricalSummary]
 
