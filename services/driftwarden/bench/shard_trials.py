@@ -122,12 +122,22 @@ def run_shard_kills(base: Settings, work: Path, seed: int, kills: int, workers: 
     finally:
         producing.join(PROGRESS_TIMEOUT_S * 2)
         pool.stop()
-    _check_summaries(summaries_of(settings, scenario.model_id), result)
+    check_summaries(summaries_of(settings, scenario.model_id), result)
     return result
 
 
-def _check_summaries(summaries: list[WindowSummary], result: ShardKillResult) -> None:
-    """A replayed summary equals its original; the distinct ones add up to the events produced."""
+def check_summaries(summaries: list[WindowSummary], result: ShardKillResult) -> None:
+    """A replayed summary equals its original; the distinct ones add up to the events produced.
+
+    >>> import numpy as np
+    >>> from driftwarden.core.shards import ShardBatch, ShardedReference, ShardSummarizer
+    >>> shard = ShardSummarizer("m", "1", ShardedReference.of_quantiles({"x": [0.0, 1.0]}, 100, {}), 0, 2, 1.0)
+    >>> published = shard.add(ShardBatch(["a", "b"], np.array([0.5, 2.5]), {"x": np.array([0.1, 0.2])}, {}))
+    >>> result = ShardKillResult()
+    >>> check_summaries(published + published, result)  # buckets 0 (1 event) and 1 (none), each sent twice
+    >>> result.distinct_events, result.replayed, result.problems
+    (1, 2, [])
+    """
     first: dict[tuple[Any, ...], WindowSummary] = {}
     copies: Counter[tuple[Any, ...]] = Counter()
     for summary in summaries:

@@ -13,6 +13,12 @@ A sharded model's reference must be a profile from ``load_profile`` (every shard
 without one its events are counted as ``unprofiled`` and not monitored. An owner's findings fire alerts
 through its AlertBook (one open alert per feature, resolved by window tests that pass with a margin, as
 on the single-worker path).
+
+>>> models = ShardedModels(MonitoringConfig.from_dict({"models": {"hot": {"shards": 4}}}), lambda m, v: None)
+>>> models.shards_of("hot"), models.shards_of("cold")
+(4, 1)
+>>> models.export(0) is None  # no shard read, no model owned on partition 0: its checkpoint is the core's
+True
 """
 
 from __future__ import annotations
