@@ -9,6 +9,9 @@ sends one event per shard far enough ahead, so that every event before it reache
 killed with SIGKILL and restarted; afterwards the owner's merged count (its status) must equal the
 events produced, every replayed summary must equal its original, and every distinct summary must be
 merged once. Used by ``tests/faults/test_shard_kills.py``.
+
+:func:`run_broker_scaling`: the throughput of one sharded model on the broker at 1, 2, 4 workers
+(``driftwarden bench shards --on-broker``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from driftwarden.bench.kill_trials import PROGRESS_TIMEOUT_S, Workers, run_settings
-from driftwarden.bench.throughput import bench_settings
+from driftwarden.bench.throughput import Rate, bench_settings, monitor_rate
 from driftwarden.core.events import PREDICTION_BATCH_SCHEMA, PredictionEvent, WindowSummary
 from driftwarden.core.profile import build_profile
 from driftwarden.core.shards import shard_key, stream_of
@@ -147,3 +151,20 @@ def check_summaries(summaries: list[WindowSummary], result: ShardKillResult) -> 
             result.problems.append(f"summary {key} replayed with other counts")
     result.replayed = sum(1 for n in copies.values() if n > 1)
     result.distinct_events = sum(s.events for s in first.values())
+
+
+def run_broker_scaling(base: Settings, work: Path, events: int, workers: tuple[int, ...], shards: int = 8,
+                       partitions: int = 4) -> Iterator[tuple[int, Rate]]:  # fmt: skip
+    """Events/s of one stable model on ``shards`` shards through ``n`` monitor workers, for each ``n``:
+    pre-produced (batches of 500), closed, then timed from the owner's status reports (from its first
+    report to the one that has merged every event: summaries published, read, merged)."""
+    for n in workers:
+        name = f"shardbench{n}-{uuid.uuid4().hex[:6]}"
+        settings = bench_settings(base, work, name, partitions=partitions)
+        scenario = Scenario(name="stable", n_events=max(events, REFERENCE_N), seed=11, model_id=f"{name}-m")
+        (work / name).mkdir(parents=True, exist_ok=True)
+        config = {"shards": shards, "bucket_seconds": 1.0, "shard_lateness_s": 2.0}
+        settings = sharded_settings(settings, work / name, {scenario: config})
+        asyncio.run(ScenarioProducer(settings, scenario, batch_size=500, label_fraction=0.0, shards=shards).run())
+        asyncio.run(close_shards(settings, scenario, shards, 5.0))
+        yield n, monitor_rate(settings, {scenario.model_id: scenario.n_events}, work / name, workers=n)
