@@ -88,6 +88,7 @@ SUMMARY = {
     "bucket_seconds": 10,
     "events": 3,
     "late_events": 0,
+    "group": "driftwarden-monitor",
     "input_topic": "predictions",
     "input_partition": 1,
     "input_origin": 0,

@@ -85,6 +85,11 @@ def test_a_partition_restored_from_its_checkpoint_and_replayed_counts_every_even
     assert merger.duplicates == len(lost_with_the_worker) > 0
     assert merger.merged_events + still_open == len(rows) - REFERENCE_N
     assert merger.late_summaries == 0 and merger.held == {}
+    foreign = read(ShardedModels(config, lambda m, v: profile, group="another-group"), 0, 30)
+    for summary in foreign:  # of another group reading the same predictions: not merged here
+        assert summary.group == "another-group" and owner.merge(2, summary, now=0.0) == []
+    assert owner.foreign == len(foreign) > 0
+    assert merger.merged_events + still_open == len(rows) - REFERENCE_N
     (status,) = owner.statuses(now=1.0)
     assert status.events_processed == merger.merged_events and status.model_id == scenario.model_id
     restored_owner = ShardedModels(config, lambda m, v: profile)

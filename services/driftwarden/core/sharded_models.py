@@ -44,10 +44,14 @@ class Owner:
 
 
 class ShardedModels:
-    """The summarizers and owners of one worker, by partition (pure: the service moves the summaries)."""
+    """The summarizers and owners of one worker of consumer group ``group``, by partition (pure: the service
+    moves the summaries). Its summaries carry ``group``; its owners merge only those of ``group`` (others,
+    of another group reading the same predictions, are counted in ``foreign`` and left alone)."""
 
-    def __init__(self, config: MonitoringConfig, load_profile: Callable[[str, str], ReferenceProfile | None]) -> None:
-        self.config, self.load_profile = config, load_profile
+    def __init__(self, config: MonitoringConfig, load_profile: Callable[[str, str], ReferenceProfile | None],
+                 group: str = "") -> None:  # fmt: skip
+        self.config, self.load_profile, self.group = config, load_profile, group
+        self.foreign = 0
         self.references: dict[tuple[str, str], tuple[ShardedReference, FeatureSchema] | None] = {}
         self.summarizers: dict[int, dict[tuple[str, str, int], ShardSummarizer]] = {}  # by input partition
         self.owners: dict[int, dict[tuple[str, str], Owner]] = {}  # by window-summaries partition
@@ -80,7 +84,7 @@ class ShardedModels:
             if key not in summarizers:
                 summarizers[key] = ShardSummarizer(model_id, version, reference[0], shard, shards,
                                                    config.bucket_seconds, config.shard_lateness_s, topic, partition,
-                                                   offset)  # fmt: skip
+                                                   offset, self.group)  # fmt: skip
             batch = ShardBatch.of_columns(to_columns(of_version, reference[1]), reference[1])
             summaries += summarizers[key].add(batch)
         return summaries
@@ -89,6 +93,9 @@ class ShardedModels:
         """Take one summary read from ``partition`` of the window-summaries topic into its model's owner; the
         alerts its decisions fire. ``now``: wall-clock time (a shard silent for ``shard_idle_s`` stops
         holding decisions back)."""
+        if summary.group != self.group:
+            self.foreign += 1
+            return []
         key = (summary.model_id, summary.model_version)
         owners = self.owners.setdefault(partition, {})
         owner = owners.get(key) or self._owner(summary.model_id, summary.model_version, summary.shards)

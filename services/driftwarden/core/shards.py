@@ -244,6 +244,7 @@ class _Bucket:
                 "bucket_seconds": of.bucket_seconds,
                 "events": self.events,
                 "late_events": of.late,
+                "group": of.group,
                 "input_topic": of.input_topic,
                 "input_partition": of.input_partition,
                 "input_origin": of.origin,
@@ -283,14 +284,14 @@ class ShardSummarizer:
 
     def __init__(self, model_id: str, model_version: str, reference: ShardedReference, shard: int, shards: int,
                  bucket_seconds: float, lateness_s: float = 0.0, input_topic: str = "", input_partition: int = 0,
-                 origin: int = 0) -> None:  # fmt: skip
+                 origin: int = 0, group: str = "") -> None:  # fmt: skip
         if not 0 <= shard < shards:
             raise ValueError(f"shard {shard} is not one of 0..{shards - 1}")
         if bucket_seconds <= 0 or lateness_s < 0:
             raise ValueError("bucket_seconds must be positive and lateness_s non-negative")
         self.model_id, self.model_version, self.reference = model_id, model_version, reference
         self.shard, self.shards, self.bucket_seconds, self.lateness_s = shard, shards, bucket_seconds, lateness_s
-        self.input_topic, self.input_partition, self.origin = input_topic, input_partition, origin
+        self.input_topic, self.input_partition, self.origin, self.group = input_topic, input_partition, origin, group
         self.seq = 0  # of the next summary
         self.open: dict[int, _Bucket] = {}
         self.closed_until: int | None = None  # every bucket below is published
@@ -309,6 +310,7 @@ class ShardSummarizer:
             "input_topic": self.input_topic,
             "input_partition": self.input_partition,
             "origin": self.origin,
+            "group": self.group,
             "seq": self.seq,
             "open": [[bucket, counts.state()] for bucket, counts in sorted(self.open.items())],
             "closed_until": self.closed_until,
@@ -321,8 +323,8 @@ class ShardSummarizer:
         try:
             summarizer = cls(state.text("model_id"), state.text("model_version"), reference, state.integer("shard"),
                              state.integer("shards", 1), state.number("bucket_seconds"), state.number("lateness_s"),
-                             state.text("input_topic"), state.integer("input_partition"),
-                             state.integer("origin"))  # fmt: skip
+                             state.text("input_topic"), state.integer("input_partition"), state.integer("origin"),
+                             state.text("group"))  # fmt: skip
         except ValueError as exc:
             raise StateError(f"{state.where}: {exc}") from None
         summarizer.seq, summarizer.late = state.integer("seq"), state.integer("late")

@@ -103,7 +103,8 @@ class MonitorService:
     ) -> None:
         self.settings = settings
         self.core = Monitor(config, load_profile=profile_loader(settings.profiles_dir))
-        self.sharded = ShardedModels(config or MonitoringConfig(), profile_loader(settings.profiles_dir) or _no_profile)
+        self.sharded = ShardedModels(config or MonitoringConfig(), profile_loader(settings.profiles_dir) or _no_profile,
+                                     settings.monitor_group)  # fmt: skip
         self.batch_max = batch_max
         self.batch_within_s = batch_within_s
         self.topics = topics = settings.topics
