@@ -127,6 +127,7 @@ class MonitorService:
         self.ledger = OffsetLedger()
         self.line = CheckpointLine(self._write_checkpoints, self._commit)
         self.owned: set[int] = set()  # partitions assigned to this worker (none during a rebalance)
+        self.summary_partitions: set[int] = set()  # of them, those of the window-summaries topic
         self.initialized: set[int] = set()
         self.dirty: set[int] = set()
         self.changed_models: set[str] = set()
@@ -347,7 +348,9 @@ class MonitorService:
             partition = partition_of_key(record.key, self.settings.monitor_group)
             if partition is not None and record.value is not None:
                 checkpoints[partition] = record.value
-        inputs = [(t, p) for t in self.input_topics for p in sorted(checkpoints)]
+        # (the window summaries only where assigned: a deployment without sharded models may lack the topic)
+        inputs = [(t, p) for t in (self.topics.predictions, self.topics.labels) for p in sorted(checkpoints)]
+        inputs += [(self.topics.window_summaries, p) for p in sorted(checkpoints.keys() & self.summary_partitions)]
         self._input_watermarks = await watermarks(self.settings, inputs) if inputs else {}
         return checkpoints
 
@@ -407,6 +410,7 @@ class MonitorService:
 
     async def on_partitions_assigned(self, assigned: set[TP]) -> None:
         self.owned = {tp.partition for tp in assigned if tp.topic in self.input_topics}
+        self.summary_partitions = {tp.partition for tp in assigned if tp.topic == self.topics.window_summaries}
         log.info("partitions assigned: %s", sorted(self.owned))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
