@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from driftwarden.bench.kill_trials import PROGRESS_TIMEOUT_S, Workers, run_settings
 from driftwarden.bench.throughput import Rate, bench_settings, monitor_rate
 from driftwarden.core.events import PREDICTION_BATCH_SCHEMA, PredictionEvent, WindowSummary
@@ -161,10 +163,27 @@ def run_broker_scaling(base: Settings, work: Path, events: int, workers: tuple[i
     for n in workers:
         name = f"shardbench{n}-{uuid.uuid4().hex[:6]}"
         settings = bench_settings(base, work, name, partitions=partitions)
-        scenario = Scenario(name="stable", n_events=max(events, REFERENCE_N), seed=11, model_id=f"{name}-m")
+        model_id = spread_model_id(name, shards, partitions)
+        scenario = Scenario(name="stable", n_events=max(events, REFERENCE_N), seed=11, model_id=model_id)
         (work / name).mkdir(parents=True, exist_ok=True)
         config = {"shards": shards, "bucket_seconds": 1.0, "shard_lateness_s": 2.0}
         settings = sharded_settings(settings, work / name, {scenario: config})
         asyncio.run(ScenarioProducer(settings, scenario, batch_size=500, label_fraction=0.0, shards=shards).run())
         asyncio.run(close_shards(settings, scenario, shards, 5.0))
         yield n, monitor_rate(settings, {scenario.model_id: scenario.n_events}, work / name, workers=n)
+
+
+def spread_model_id(name: str, shards: int, partitions: int) -> str:
+    """A model id whose shard keys the producer's partitioner spreads evenly over the partitions.
+
+    >>> model_id = spread_model_id("bench", 8, 4)
+    >>> sorted(Counter((murmur2(shard_key(model_id, s)) & 0x7FFFFFFF) % 4 for s in range(8)).values())
+    [2, 2, 2, 2]
+    """
+    candidate = 0
+    while True:
+        model_id = f"{name}-m{candidate}"
+        counts = Counter((murmur2(shard_key(model_id, s)) & 0x7FFFFFFF) % partitions for s in range(shards))
+        if len(counts) == min(shards, partitions) and max(counts.values()) - min(counts.values()) <= 1:
+            return model_id
+        candidate += 1
