@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from driftwarden.core.events import LABEL_BATCH_SCHEMA, PREDICTION_BATCH_SCHEMA
+from driftwarden.core.shards import shard_key
 from driftwarden.kafka.clients import client_options
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import Scenario, generate
@@ -139,9 +140,12 @@ class ScenarioProducer:
         malformed_every: int = 0,
         stamp: dict[str, float] | None = None,
         columnar: bool = False,
+        shards: int = 0,
     ) -> None:
         """``stamp``: give each prediction its wall-clock send time as ``ts`` (as a model server
-        does) and record it there by event_id, to measure end-to-end latency."""
+        does) and record it there by event_id, to measure end-to-end latency. ``shards``: above 0, the
+        predictions of a sharded model, keyed ``model_id/shard`` round robin per message (labels keep
+        the key ``model_id``)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 <= label_fraction <= 1.0:
@@ -150,6 +154,8 @@ class ScenarioProducer:
             raise ValueError("rate, label delay and malformed-every must not be negative")
         if columnar and (malformed_every or stamp is not None):
             raise ValueError("columnar batches go without malformed messages and send-time stamps")
+        if columnar and shards:
+            raise ValueError("a sharded model's predictions go as events (a columnar batch is dead-lettered)")
         if columnar and scenario.has_embedding:
             raise ValueError("columnar batches carry no arrays: send an embedding scenario as events")
         self.settings = settings
@@ -161,6 +167,7 @@ class ScenarioProducer:
         self.malformed_every = malformed_every
         self.stamp = stamp
         self.columnar = columnar
+        self.shards = shards
         self.report = ProduceReport()
         self._pending_labels: deque[dict[str, Any]] = deque()
         self._label_rng = np.random.default_rng(scenario.seed + 1)
@@ -197,10 +204,14 @@ class ScenarioProducer:
             for event in events:
                 event["ts"] = now
                 self.stamp[event["event_id"]] = now
+        key = (
+            shard_key(self.scenario.model_id, self.report.prediction_messages % self.shards)
+            if self.shards
+            else self._key
+        )
         await producer.send(
-            self._topics.predictions, envelope(PREDICTION_BATCH_SCHEMA, self.scenario.model_id, events),
-            key=self._key,
-        )  # fmt: skip
+            self._topics.predictions, envelope(PREDICTION_BATCH_SCHEMA, self.scenario.model_id, events), key=key
+        )
         before = self.report.predictions
         self.report.predictions += len(events)
         self.report.prediction_messages += 1

@@ -700,10 +700,23 @@ def bench_shards(
     null_values: Annotated[int, typer.Option(help="Values per family with no change (false alarms).", min=0)] = 200_000,
     delay_runs: Annotated[int, typer.Option(help="Changed streams per family (delays).", min=1)] = 10,
     arl: Annotated[float, typer.Option(help="Mean values between false alarms of a feature's CUSUMs.", min=2)] = 1e3,
+    on_broker: Annotated[
+        bool, typer.Option(help="Only the throughput, of real monitor workers on an embedded broker (8 shards).")
+    ] = False,
 ) -> None:
     """One model over several workers: throughput at 1, 2, 4 workers, and what deciding per bucket costs."""
     from driftwarden.bench.shards import HEADER, run_bucket_costs, run_scaling, run_window_false_alarms
 
+    if on_broker:
+        from driftwarden.bench.shard_trials import run_broker_scaling
+        from driftwarden.bench.throughput import bench_broker
+
+        typer.echo("| workers | events | events/s (owner's merged count over time) |\n|---:|---:|---:|")
+        with bench_broker() as (base, work):
+            counts = tuple(int(n) for n in workers.split(","))
+            for n, rate in run_broker_scaling(base, work, events, counts):
+                typer.echo(f"| {n} | {events:,} | {rate} |")
+        return
     typer.echo(HEADER)
     for result in run_scaling(events, 500, tuple(int(n) for n in workers.split(","))):
         typer.echo(result.as_row())

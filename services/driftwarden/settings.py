@@ -82,6 +82,10 @@ class Topics:
         return f"{self.prefix}monitor-state"
 
     @property
+    def window_summaries(self) -> str:
+        return f"{self.prefix}window-summaries"
+
+    @property
     def inference_requests(self) -> str:
         return f"{self.prefix}inference-requests"
 
@@ -104,6 +108,7 @@ class Topics:
             TopicSpec(self.models, 1, compacted=False),
             TopicSpec(self.monitor_status, 1, compacted=True),
             TopicSpec(self.monitor_state, 1, compacted=True, max_message_bytes=CHECKPOINT_MAX_BYTES),
+            TopicSpec(self.window_summaries, partitions),
             TopicSpec(self.inference_requests, partitions),
             TopicSpec(self.inference_responses, partitions),
         ]

@@ -40,8 +40,8 @@ def test_topics_dry_run_create_and_list(kafka: Settings):
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     assert f"would create  {topics.monitor_state}  partitions=1  replication=1  cleanup.policy=compact" in lines[7]
-    assert lines[-1] == "dry run: 10 of 10 topics would be created on a cluster of 1 brokers"
-    assert cli(settings, "topics", "list").stdout.splitlines()[-1] == "0 of 10 topics exist; 1 brokers"  # nothing made
+    assert lines[-1] == "dry run: 11 of 11 topics would be created on a cluster of 1 brokers"
+    assert cli(settings, "topics", "list").stdout.splitlines()[-1] == "0 of 11 topics exist; 1 brokers"  # nothing made
 
     three = cli(settings.model_copy(update={"topic_replication_factor": 3}), "topics", "create", "--dry-run")
     assert three.returncode == 1
@@ -53,14 +53,14 @@ def test_topics_dry_run_create_and_list(kafka: Settings):
     created = cli(settings, "topics", "create")
     assert created.returncode == 0 and created.stdout.startswith(f"created: {topics.predictions}, ")
     listed = cli(settings, "topics", "list").stdout.splitlines()
-    assert listed[-1] == "10 of 10 topics exist; 1 brokers"
+    assert listed[-1] == "11 of 11 topics exist; 1 brokers"
     retention = f"retention.ms={14 * 24 * 3600 * 1000}"  # the trainer joins a retrain's examples from them
     for name in (topics.predictions, topics.labels):
         assert f"{name}  partitions=4  replication=1  min.insync.replicas=1  {retention}" in listed
     state = next(line for line in listed if line.startswith(topics.monitor_state))
     assert "cleanup.policy=compact" in state and "max.message.bytes=67108864" in state
     again = cli(settings, "topics", "create", "--dry-run").stdout.splitlines()
-    assert all(line.startswith("exists  ") for line in again[:-1]) and again[-1].startswith("dry run: 0 of 10")
+    assert all(line.startswith("exists  ") for line in again[:-1]) and again[-1].startswith("dry run: 0 of 11")
 
 
 async def committed(settings: Settings, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:

@@ -88,6 +88,11 @@ SUMMARY = {
     "bucket_seconds": 10,
     "events": 3,
     "late_events": 0,
+    "group": "driftwarden-monitor",
+    "input_topic": "predictions",
+    "input_partition": 1,
+    "input_origin": 0,
+    "seq": 7,
     "numeric": {"amount": {"bins": [1, 0, 1], "missing": 1, "sum": -2.5, "sum_squares": 8.5}},
     "categorical": {"country": {"counts": {"NL": 2, "DE": 0}, "missing": 1}},
 }
@@ -318,6 +323,8 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("window-summary.v1.json", with_(SUMMARY, bucket=-1), False),
     ("window-summary.v1.json", with_(SUMMARY, bucket_seconds=0), False),
     ("window-summary.v1.json", with_(SUMMARY, late_events=...), False),
+    ("window-summary.v1.json", with_(SUMMARY, seq=...), False),
+    ("window-summary.v1.json", with_(SUMMARY, seq=-1), False),
     (
         "window-summary.v1.json",
         with_(SUMMARY, numeric={"a": {"bins": [1], "missing": 0, "sum": 0, "sum_squares": 0}}),

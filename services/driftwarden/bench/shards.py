@@ -109,7 +109,7 @@ def run_window_false_alarms(references: int, windows: int, level: float, seed: i
             ts = (np.arange(len(values)) // 1_000).astype(float)
             batch = ShardBatch([str(i) for i in range(len(values))], ts, {"x": values}, {})
             summaries = summarizer.add(batch) + summarizer.close(float(ts[-1]) + 1)
-            rejected += sum(d.kind == "window" for summary in summaries for d in merger.add(summary))
+            rejected += sum(d.kind == "window" and d.drifted for summary in summaries for d in merger.add(summary))
         shares[family] = rejected / (references * windows)
     return shares
 

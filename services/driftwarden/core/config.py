@@ -117,6 +117,24 @@ class ModelMonitorConfig(Strict):
     )
     ignore_features: list[str] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list, description="Segment fields monitored per value.")
+    # One hot model over several workers (driftwarden.core.shards)
+    shards: int = Field(
+        default=1,
+        ge=1,
+        description="Above 1, the model's predictions keyed model_id/shard (shard 0..shards-1) are counted per "
+        "event-time bucket by each shard's worker and decided by one owner on the merged buckets (its reference "
+        "must be a profile in --profiles-dir). Keyed model_id, they take the single-worker path as before.",
+    )
+    bucket_seconds: float = Field(default=1.0, gt=0, description="Event time per bucket of a sharded model.")
+    shard_lateness_s: float = Field(
+        default=5.0, ge=0, description="How far a sharded model's events may arrive behind the latest of their shard."
+    )
+    shard_idle_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wall-clock seconds after which a silent shard of a sharded model no longer holds its owner's "
+        "decisions back (a later summary of a decided bucket is counted in the next undecided one).",
+    )
     # False-alarm budget, streaming detectors
     false_alarms_per_million: float = Field(
         default=1.0,

@@ -295,6 +295,11 @@ class WindowSummary(Event):
     bucket_seconds: Annotated[float, Field(gt=0)]
     events: NonNegativeInt
     late_events: NonNegativeInt
+    group: str
+    input_topic: str
+    input_partition: NonNegativeInt
+    input_origin: NonNegativeInt
+    seq: NonNegativeInt
     numeric: dict[str, NumericSummary]
     categorical: dict[str, CategoricalSummary]
 

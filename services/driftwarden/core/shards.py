@@ -47,10 +47,10 @@ sums they may differ in the last bits between shardings, so no decision depends 
 ...     batch = ShardBatch([f"e{j}" for j in range(i, i + 100)], np.full(100, 10.0 * (i // 100) + 5),
 ...                        {"x": values[i:i + 100]}, {})
 ...     summaries = summarizer.add(batch)
-...     decisions = [d for s in summaries for d in merger.add(s)]
-...     if decisions:
+...     drifted = [d for s in summaries for d in merger.add(s) if d.drifted]
+...     if drifted:
 ...         break
->>> decisions[0].kind, decisions[0].feature, decisions[0].bucket  # the change starts in bucket 30
+>>> drifted[0].kind, drifted[0].feature, drifted[0].bucket  # the change starts in bucket 30
 ('cusum', 'x', 30)
 """
 
@@ -60,10 +60,10 @@ import hashlib
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -75,8 +75,9 @@ from driftwarden.core.detectors.sequential import (
     features,
     normal_scores,
 )
-from driftwarden.core.events import CategoricalSummary, NumericSummary, WindowSummary
+from driftwarden.core.events import CategoricalSummary, NumericSummary, WindowSummary, is_model_id
 from driftwarden.core.profile import Columns, FeatureSchema, ReferenceProfile
+from driftwarden.core.state import State, StateError, StateReader, pack_float, pack_ints
 from driftwarden.core.stats import benjamini_hochberg, category_test
 
 #: Equal-probability bins of the reference a numeric feature's ranks are counted in. Multiples of 1/50
@@ -93,6 +94,21 @@ def shard_key(model_id: str, shard: int) -> bytes:
     b'fraud/3'
     """
     return f"{model_id}/{shard}".encode()
+
+
+def shard_of_key(key: bytes | None, shards_of: Callable[[str], int]) -> tuple[str, int] | None:
+    """``(model_id, shard)`` of a message keyed by :func:`shard_key` for one of the shards of a model with
+    ``shards_of(model_id) > 1``; None for any other key (the single-worker path).
+
+    >>> shards_of = {"hot": 4}.get
+    >>> [shard_of_key(key, lambda m: shards_of(m, 1)) for key in (b"hot/3", b"hot/4", b"hot", b"cold/0", None)]
+    [('hot', 3), None, None, None, None]
+    """
+    model_id, _, shard = (key or b"").decode("utf-8", "replace").partition("/")
+    if not (shard.isdigit() and is_model_id(model_id)):
+        return None
+    shards = shards_of(model_id)
+    return (model_id, int(shard)) if shards > 1 and int(shard) < shards else None
 
 
 def _bin_llr() -> np.ndarray:
@@ -192,19 +208,47 @@ class _Bucket:
         self.categories.setdefault(name, Counter()).update(counts)
         self.missing[name] += missing
 
-    def summary(self, model_id: str, model_version: str, shard: int, shards: int, bucket: int,
-                bucket_seconds: float, late: int) -> WindowSummary:  # fmt: skip
+    def state(self) -> State:
+        return {
+            "events": self.events,
+            "bins": {name: pack_ints(bins) for name, bins in self.bins.items()},
+            "missing": dict(self.missing),
+            "sums": {name: [pack_float(total), pack_float(squares)] for name, (total, squares) in self.sums.items()},
+            "categories": {name: dict(counts) for name, counts in self.categories.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader) -> _Bucket:
+        bins, missing, sums = state.child("bins"), state.child("missing"), state.child("sums")
+        categories = state.child("categories")
+        bucket = cls(state.integer("events"))
+        bucket.bins = {name: bins.ints(name) for name in bins.data}
+        bucket.missing = Counter({name: missing.integer(name) for name in missing.data})
+        bucket.sums = {name: sums.numbers(name) for name in sums.data}
+        for name in categories.data:
+            counts = categories.child(name)
+            bucket.categories[name] = Counter({category: counts.integer(category) for category in counts.data})
+        if any(len(pair) != 2 for pair in bucket.sums.values()) or any(len(b) != BINS for b in bucket.bins.values()):
+            raise StateError(f"{state.where}: bins or sums of the wrong length")
+        return bucket
+
+    def summary(self, of: ShardSummarizer, bucket: int) -> WindowSummary:
         return WindowSummary.model_validate(
             {
                 "schema": WINDOW_SUMMARY_SCHEMA,
-                "model_id": model_id,
-                "model_version": model_version,
-                "shard": shard,
-                "shards": shards,
+                "model_id": of.model_id,
+                "model_version": of.model_version,
+                "shard": of.shard,
+                "shards": of.shards,
                 "bucket": bucket,
-                "bucket_seconds": bucket_seconds,
+                "bucket_seconds": of.bucket_seconds,
                 "events": self.events,
-                "late_events": late,
+                "late_events": of.late,
+                "group": of.group,
+                "input_topic": of.input_topic,
+                "input_partition": of.input_partition,
+                "input_origin": of.origin,
+                "seq": of.seq,
                 "numeric": {
                     name: NumericSummary(
                         bins=bins.tolist(),
@@ -230,20 +274,64 @@ class ShardSummarizer:
     one way N shards can differ from one (an event late on one shard need not be late on another), so
     ``lateness_s`` must cover the disorder of the producers. Summaries are published for every bucket
     from the shard's first on, empty ones included, so the owner knows when a bucket is complete.
+
+    The summaries are a function of the summarizer's state and the batches added, nothing else (no clock,
+    no batch boundaries beyond those of ``add``): restored from :meth:`state` and given the same batches,
+    it publishes the same summaries with the same ``seq``. They form one stream, named by ``input_topic``,
+    ``input_partition``, ``shard`` and ``origin`` (the input offset where counting started: a summarizer
+    started afresh on the same shard is another stream), numbered 0, 1, 2, ... by ``seq``.
     """
 
     def __init__(self, model_id: str, model_version: str, reference: ShardedReference, shard: int, shards: int,
-                 bucket_seconds: float, lateness_s: float = 0.0) -> None:  # fmt: skip
+                 bucket_seconds: float, lateness_s: float = 0.0, input_topic: str = "", input_partition: int = 0,
+                 origin: int = 0, group: str = "") -> None:  # fmt: skip
         if not 0 <= shard < shards:
             raise ValueError(f"shard {shard} is not one of 0..{shards - 1}")
         if bucket_seconds <= 0 or lateness_s < 0:
             raise ValueError("bucket_seconds must be positive and lateness_s non-negative")
         self.model_id, self.model_version, self.reference = model_id, model_version, reference
         self.shard, self.shards, self.bucket_seconds, self.lateness_s = shard, shards, bucket_seconds, lateness_s
+        self.input_topic, self.input_partition, self.origin, self.group = input_topic, input_partition, origin, group
+        self.seq = 0  # of the next summary
         self.open: dict[int, _Bucket] = {}
         self.closed_until: int | None = None  # every bucket below is published
         self.latest_ts = -math.inf
         self.late = 0
+
+    def state(self) -> State:
+        """Everything but the reference (the same profile's, given back to :meth:`from_state`)."""
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "shard": self.shard,
+            "shards": self.shards,
+            "bucket_seconds": self.bucket_seconds,
+            "lateness_s": self.lateness_s,
+            "input_topic": self.input_topic,
+            "input_partition": self.input_partition,
+            "origin": self.origin,
+            "group": self.group,
+            "seq": self.seq,
+            "open": [[bucket, counts.state()] for bucket, counts in sorted(self.open.items())],
+            "closed_until": self.closed_until,
+            "latest_ts": pack_float(self.latest_ts),
+            "late": self.late,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateReader, reference: ShardedReference) -> ShardSummarizer:
+        try:
+            summarizer = cls(state.text("model_id"), state.text("model_version"), reference, state.integer("shard"),
+                             state.integer("shards", 1), state.number("bucket_seconds"), state.number("lateness_s"),
+                             state.text("input_topic"), state.integer("input_partition"), state.integer("origin"),
+                             state.text("group"))  # fmt: skip
+        except ValueError as exc:
+            raise StateError(f"{state.where}: {exc}") from None
+        summarizer.seq, summarizer.late = state.integer("seq"), state.integer("late")
+        summarizer.closed_until = None if state.raw("closed_until") is None else state.integer("closed_until", None)
+        summarizer.latest_ts = state.number("latest_ts")
+        summarizer.open = {bucket: _Bucket.from_state(counts) for bucket, counts in _rows(state, "open")}
+        return summarizer
 
     def add(self, batch: ShardBatch) -> list[WindowSummary]:
         """Count ``batch`` and return the summaries of the buckets its event times close."""
@@ -278,19 +366,17 @@ class ShardSummarizer:
         if end is None:
             return []
         start = self.closed_until if self.closed_until is not None else min(self.open, default=end - 1)
-        summaries = [
-            self.open.pop(bucket, _Bucket()).summary(
-                self.model_id, self.model_version, self.shard, self.shards, bucket, self.bucket_seconds, self.late
-            )
-            for bucket in range(start, end)
-        ]
+        summaries = []
+        for bucket in range(start, end):
+            summaries.append(self.open.pop(bucket, _Bucket()).summary(self, bucket))
+            self.seq += 1
         self.closed_until = max(start, end)
         return summaries
 
 
 @dataclass(frozen=True)
 class Decision:
-    """A finding of the owner on merged buckets: a CUSUM crossing or a window test rejected."""
+    """A verdict of the owner on merged buckets: a CUSUM crossing, or a window test (rejected or not)."""
 
     bucket: int  # the merged bucket at whose end it was found
     kind: Literal["cusum", "window"]
@@ -301,14 +387,28 @@ class Decision:
     p_value: float | None = None
     values: int = 0  # values the window held (window tests)
     mean: float | None = field(default=None, compare=False)  # from floating-point sums: not compared
+    drifted: bool = True  # False: a window test that did not reject (evidence that nothing changed)
 
 
 class SummaryMerger:
     """The owner of one model: merges the shards' summaries per bucket and decides on merged buckets.
 
-    Buckets are decided in order once every shard has published that bucket or a later one (a shard
-    publishes its buckets in order from its first on; before its first it had no events). A summary of
-    a bucket already decided (a replay after a restart) is ignored and counted (``duplicates``).
+    **Exactly once.** Summaries come in streams (one per shard's summarizer, named by its input topic,
+    partition, shard and origin), numbered by ``seq``. Per stream the owner merges ``seq`` 0, 1, 2, ...
+    in order, each once: a summary whose ``seq`` it merged already (a replay after a restart or a
+    rebalance) is dropped and counted (``duplicates``); one beyond the next expected (a gap) is held,
+    not merged, until the summaries before it arrive. A stream first seen at a ``seq`` above 0 is taken
+    from there (the owner's state started after it: e.g. a refused checkpoint).
+
+    **Deciding.** Buckets are decided in order once every shard has published that bucket or a later
+    one. A shard that has published nothing for ``idle_s`` seconds of wall-clock (``now``; since the
+    owner's first summary for a shard never heard of) no longer holds decisions back: buckets are
+    decided up to the last one every shard still heard of published (all of them, when every shard is
+    idle). A summary of an already decided bucket (from a shard that was idle, or whose worker was
+    restarting) is not lost: it is merged into the next undecided bucket and counted
+    (``late_summaries``, ``late_events``). Without ``idle_s`` (infinite) the decisions are a function of
+    the summaries alone; with it they also depend on when summaries arrive, but every summary is still
+    counted exactly once (``merged_events``).
 
     Parameters
     ----------
@@ -324,50 +424,142 @@ class SummaryMerger:
         Benjamini-Hochberg's rate over a window's features.
     js_threshold
         The Jensen-Shannon effect floor of a categorical window test.
+    idle_s
+        Wall-clock seconds after which a silent shard no longer holds decisions back.
     """
 
     def __init__(self, reference: ShardedReference, shards: int, arl: float, window_size: int,
-                 window_level: float, js_threshold: float = 0.05) -> None:  # fmt: skip
-        self.reference, self.shards = reference, shards
+                 window_level: float, js_threshold: float = 0.05, idle_s: float = math.inf) -> None:  # fmt: skip
+        self.reference, self.shards, self.idle_s = reference, shards, idle_s
         self.window_size, self.window_level, self.js_threshold = window_size, window_level, js_threshold
         self.thresholds = {name: bank_thresholds(None, arl, n) for name, n in reference.reference_n.items()}
         self.cusums = {name: np.zeros(len(BANK)) for name in reference.numeric}
         self.pending: dict[int, _Bucket] = {}
         self.latest: dict[int, int] = {}  # shard -> the last bucket it published
+        self.heard: dict[int, float] = {}  # shard -> wall-clock time of its last summary merged
+        self.started: float | None = None  # wall-clock time of the first summary merged
         self.next_bucket: int | None = None
         self.window = _Bucket()
         self.model: tuple[str, str] | None = None  # (model_id, model_version) of the summaries merged
+        self.streams: dict[Stream, int] = {}  # the next seq of each stream
+        self.held: dict[Stream, dict[int, WindowSummary]] = {}  # summaries beyond a gap, by seq
         self.duplicates = 0
+        self.late_summaries = 0
+        self.late_events = 0
+        self.merged_events = 0
         self.decide_s = 0.0  # time spent deciding merged buckets (the rest of ``add`` is merging)
 
-    def add(self, summary: WindowSummary) -> list[Decision]:
-        """Merge one summary; return the decisions on the buckets it completes."""
+    def add(self, summary: WindowSummary, now: float = 0.0) -> list[Decision]:
+        """Take one summary (merged, dropped as a duplicate or held behind a gap); return the decisions on
+        the buckets that are complete at wall-clock time ``now``."""
         if summary.shards != self.shards or not 0 <= summary.shard < self.shards:
             raise ValueError(f"a summary of shard {summary.shard} of {summary.shards}; this owner merges {self.shards}")
         model = (summary.model_id, summary.model_version)
         if self.model is not None and model != self.model:
             raise ValueError(f"a summary of {model}; this owner merges {self.model}")
         self.model = model
-        last = self.latest.get(summary.shard)
-        done = self.next_bucket is not None and summary.bucket < self.next_bucket
-        if done or (last is not None and summary.bucket <= last):
+        stream = stream_of(summary)
+        expected = self.streams.get(stream, summary.seq)
+        held = self.held.setdefault(stream, {})
+        if summary.seq < expected or summary.seq in held:
             self.duplicates += 1
-            return []
-        self.latest[summary.shard] = summary.bucket
-        bucket = self.pending.setdefault(summary.bucket, _Bucket())
-        _merge(bucket, summary)
-        if len(self.latest) < self.shards:
+        else:
+            held[summary.seq] = summary
+        while expected in held:
+            self._merge(held.pop(expected), now)
+            expected += 1
+        self.streams[stream] = expected
+        if not held:
+            del self.held[stream]
+        return self.decide(now)
+
+    def _merge(self, summary: WindowSummary, now: float) -> None:
+        self.started = now if self.started is None else self.started
+        self.latest[summary.shard] = max(summary.bucket, self.latest.get(summary.shard, summary.bucket))
+        self.heard[summary.shard] = now
+        self.merged_events += summary.events
+        index = summary.bucket
+        if self.next_bucket is not None and index < self.next_bucket:  # decided without it: into the next one
+            self.late_summaries += 1
+            self.late_events += summary.events
+            index = self.next_bucket
+        _merge(self.pending.setdefault(index, _Bucket()), summary)
+
+    def decide(self, now: float) -> list[Decision]:
+        """Decide the buckets complete at wall-clock time ``now`` (call it now and then: a shard turns idle
+        while nothing arrives)."""
+        complete = self._complete(now)
+        if complete is None:
             return []
         if self.next_bucket is None:
             self.next_bucket = min(self.pending)
         decisions: list[Decision] = []
-        complete = min(self.latest.values())
         started = time.perf_counter()
         while self.next_bucket <= complete:
             decisions += self._decide(self.next_bucket, self.pending.pop(self.next_bucket, _Bucket()))
             self.next_bucket += 1
         self.decide_s += time.perf_counter() - started
         return decisions
+
+    def _complete(self, now: float) -> int | None:
+        """The last bucket every shard not idle has published (None: a shard not idle published none yet)."""
+        if self.started is None:
+            return None
+        awaited = [s for s in range(self.shards) if now - self.heard.get(s, self.started) <= self.idle_s]
+        if any(s not in self.latest for s in awaited):
+            return None
+        return min(self.latest[s] for s in awaited) if awaited else max(self.latest.values())
+
+    def state(self) -> State:
+        """Everything but the reference and the parameters (given back to :meth:`from_state`)."""
+        return {
+            "shards": self.shards,
+            "model": None if self.model is None else list(self.model),
+            "cusums": {name: [pack_float(v) for v in paths.tolist()] for name, paths in self.cusums.items()},
+            "pending": [[index, bucket.state()] for index, bucket in sorted(self.pending.items())],
+            "window": self.window.state(),
+            "latest": [[shard, index] for shard, index in sorted(self.latest.items())],
+            "heard": [[shard, t] for shard, t in sorted(self.heard.items())],
+            "started": self.started,
+            "next_bucket": self.next_bucket,
+            "streams": [[*stream, seq] for stream, seq in sorted(self.streams.items())],
+            "held": [s.model_dump(mode="json", by_alias=True) for held in self.held.values() for s in held.values()],
+            "duplicates": self.duplicates,
+            "late_summaries": self.late_summaries,
+            "late_events": self.late_events,
+            "merged_events": self.merged_events,
+        }
+
+    def restore(self, state: StateReader) -> None:
+        """Take over a state of :meth:`state` (of a merger with the same reference and parameters)."""
+        if state.integer("shards", 1) != self.shards:
+            raise StateError(f"{state.where}: a state of {state.integer('shards')} shards; this owner merges "
+                             f"{self.shards}")  # fmt: skip
+        model = state.texts("model") if state.raw("model") is not None else None
+        self.model = (model[0], model[1]) if model is not None and len(model) == 2 else None
+        cusums = state.child("cusums")
+        self.cusums = {name: np.array(cusums.numbers(name)) for name in self.reference.numeric}
+        if any(len(paths) != len(BANK) for paths in self.cusums.values()):
+            raise StateError(f"{state.where}.cusums: not one path per CUSUM of the bank")
+        self.pending = {index: _Bucket.from_state(bucket) for index, bucket in _rows(state, "pending")}
+        self.window = _Bucket.from_state(state.child("window"))
+        self.latest = {shard: index for shard, index in _table(state, "latest", (int, int))}
+        self.heard = {shard: float(t) for shard, t in _table(state, "heard", (int, float))}
+        self.started = state.optional_number("started")
+        self.next_bucket = None if state.raw("next_bucket") is None else state.integer("next_bucket", None)
+        self.streams = {
+            (topic, partition, shard, origin): seq
+            for topic, partition, shard, origin, seq in _table(state, "streams", (str, int, int, int, int))
+        }
+        self.held = {}
+        for document in state.items("held"):
+            try:
+                summary = WindowSummary.model_validate(document)
+            except ValueError as exc:
+                raise StateError(f"{state.where}.held: not a window summary ({exc})") from None
+            self.held.setdefault(stream_of(summary), {})[summary.seq] = summary
+        self.duplicates, self.late_summaries = state.integer("duplicates"), state.integer("late_summaries")
+        self.late_events, self.merged_events = state.integer("late_events"), state.integer("merged_events")
 
     def _decide(self, index: int, bucket: _Bucket) -> list[Decision]:
         decisions = []
@@ -406,10 +598,35 @@ class SummaryMerger:
             effects.append(distance >= self.js_threshold)
         rejected = benjamini_hochberg(np.array([p for _, _, p, _, _ in tests]), self.window_level)
         return [
-            Decision(index, "window", name, "chi2", chi2, self.window_level, p_value, n, mean)
+            Decision(index, "window", name, "chi2", chi2, self.window_level, p_value, n, mean, reject and effect)
             for (name, chi2, p_value, n, mean), reject, effect in zip(tests, rejected, effects, strict=True)
-            if reject and effect
         ]
+
+
+#: A stream of summaries: (input topic, input partition, shard, origin).
+Stream = tuple[str, int, int, int]
+
+
+def stream_of(summary: WindowSummary) -> Stream:
+    return summary.input_topic, summary.input_partition, summary.shard, summary.input_origin
+
+
+def _table(state: StateReader, key: str, types: tuple[type, ...]) -> list[list[Any]]:
+    """The rows of a table of state, each checked to be a list of values of ``types`` (a float may be an int)."""
+    rows = state.items(key)
+    for i, row in enumerate(rows):
+        if not (
+            isinstance(row, list)
+            and len(row) == len(types)
+            and all(type(v) is t or (t is float and type(v) is int) for v, t in zip(row, types, strict=True))
+        ):
+            raise StateError(f"{state.where}.{key}[{i}]: expected a row of {', '.join(t.__name__ for t in types)}")
+    return cast("list[list[Any]]", rows)
+
+
+def _rows(state: StateReader, key: str) -> list[tuple[int, StateReader]]:
+    """The rows ``[integer, state]`` of a table of state."""
+    return [(row[0], StateReader(row[1], f"{state.where}.{key}")) for row in _table(state, key, (int, dict))]
 
 
 def _merge(bucket: _Bucket, summary: WindowSummary) -> None:

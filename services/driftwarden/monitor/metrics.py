@@ -103,6 +103,12 @@ CHECKPOINTS_REFUSED = Counter(
 OFFSET_GAPS = Counter(
     "driftwarden_offset_gaps", "Times an input partition skipped offsets that never arrived.", ["topic"]
 )
+SHARD_SUMMARIES = Counter(
+    "driftwarden_shard_summaries",
+    "Window summaries of a sharded model its owner did not merge into their own bucket: outcome duplicate "
+    "(a replay, dropped) or late (its bucket was decided without it: merged into the next undecided one).",
+    [*MODEL, "outcome"],
+)
 
 #: Subject-level statistic -> its gauge (labels model_id, model_version, kind, subject).
 SUBJECT_STATISTICS: dict[str, Gauge] = {

@@ -28,19 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP, EventT
 
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
 from driftwarden.core.events import (
+    Alert,
     KeyedEvent,
     LabelEvent,
     PredictionEvent,
+    WindowSummary,
     is_model_id,
 )
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
+from driftwarden.core.sharded_models import ShardedModels
+from driftwarden.core.shards import shard_of_key
+from driftwarden.core.state import StateError, decode, encode
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, on_stop, take_events
 from driftwarden.kafka.outages import watch_broker
@@ -63,6 +69,11 @@ log = logging.getLogger(__name__)
 #: Longest a SIGTERM waits for a clean stop (revoke checkpoint included) before the worker exits anyway:
 #: nothing uncheckpointed was committed, so a restart replays it (what a broker outage makes likely).
 SHUTDOWN_TIMEOUT_S = 20.0
+
+#: The state of a partition that holds sharded models (:meth:`MonitorService._export`); others hold the core's.
+PARTITION_STATE = "driftwarden-partition-state"
+PARTITION_STATE_VERSION = 1
+PARTITION_STATE_MARK = f'"format":"{PARTITION_STATE}"'.encode()
 
 #: Checkpoints are spaced at least this many times their own duration apart.
 CHECKPOINT_TIME_SHARE_INVERSE = 10
@@ -92,6 +103,8 @@ class MonitorService:
     ) -> None:
         self.settings = settings
         self.core = Monitor(config, load_profile=profile_loader(settings.profiles_dir))
+        self.sharded = ShardedModels(config or MonitoringConfig(), profile_loader(settings.profiles_dir) or _no_profile,
+                                     settings.monitor_group)  # fmt: skip
         self.batch_max = batch_max
         self.batch_within_s = batch_within_s
         self.topics = topics = settings.topics
@@ -100,18 +113,21 @@ class MonitorService:
         )
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         # acks=False: Faust never commits these topics; the checkpoint line commits them (monitor/state.py).
-        self.inputs = self.app.topic(
-            topics.predictions, topics.labels, partitions=settings.partitions, acks=False, **raw
-        )
+        # The window summaries are an input as well, co-partitioned with the others (same partition count,
+        # same subscribers): a partition's checkpoint holds its shard counts and its models' owners.
+        self.input_topics = (topics.predictions, topics.labels, topics.window_summaries)
+        self.inputs = self.app.topic(*self.input_topics, partitions=settings.partitions, acks=False, **raw)
         self.alerts = self.app.topic(topics.alerts, **raw)
         self.commands = self.app.topic(topics.retrain_commands, **raw)
         self.dead_letters = self.app.topic(topics.dead_letters, **raw)
         self.status = self.app.topic(topics.monitor_status, **raw)
         self.state = self.app.topic(topics.monitor_state, **raw)
+        self.summaries = self.app.topic(topics.window_summaries, **raw)
         self.partition_models: dict[int, set[str]] = {}
         self.ledger = OffsetLedger()
         self.line = CheckpointLine(self._write_checkpoints, self._commit)
         self.owned: set[int] = set()  # partitions assigned to this worker (none during a rebalance)
+        self.summary_partitions: set[int] = set()  # of them, those of the window-summaries topic
         self.initialized: set[int] = set()
         self.dirty: set[int] = set()
         self.changed_models: set[str] = set()
@@ -125,6 +141,7 @@ class MonitorService:
         self.app.agent(self.inputs, name="monitor")(self.consume)
         self.app.timer(settings.status_interval_s, name="monitor-status")(self.publish_status)
         self.app.timer(1.0, name="monitor-checkpoint")(self.checkpoint_when_quiet)
+        self.app.timer(1.0, name="shard-owners")(self.decide_idle)
         on_rebalance(self.app.on_partitions_revoked, self.on_partitions_revoked)
         on_rebalance(self.app.on_partitions_assigned, self.on_partitions_assigned)
         on_stop(self.app, self.on_stop)
@@ -163,6 +180,9 @@ class MonitorService:
             message = event.message
             if not await self._accept(message):
                 continue
+            if message.topic == self.topics.window_summaries:
+                pending += await self._own(message, now)
+                continue
             if (reason := undecodable_reason(message)) is not None:  # its batch cannot be decoded: by coordinates
                 pending.append(await self._send_dead_letter(message, Rejection(reason, b"")))
                 self._track(message.partition, [], message.key)
@@ -173,6 +193,12 @@ class MonitorService:
                 pending.append(await self._send_dead_letter(message, rejection))
             events: list[KeyedEvent] = list(decoded.events)
             self._track(message.partition, [*events, *decoded.columns], message.key)
+            if not is_label and (shard := shard_of_key(message.key, self.sharded.shards_of)) is not None:
+                pending += await self._summarize(message, shard, [e for e in events if isinstance(e, PredictionEvent)])
+                if decoded.columns:  # not counted on the sharded path yet: kept whole, with the reason
+                    reason = "a columnar batch of a sharded model (not supported yet: send prediction-batch.v1)"
+                    pending.append(await self._send_dead_letter(message, Rejection(reason, message.value or b"")))
+                continue
             self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
             if is_label:
                 if predictions:  # keep stream order: predictions before these labels first
@@ -192,10 +218,7 @@ class MonitorService:
             outputs += await self.observe(predictions, now)
         self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
         for alert in outputs.alerts:
-            pending.append(await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json()))
-            self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
-                                               alert.state))  # fmt: skip
-            log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
+            pending.append(await self._send_alert(alert))
         for command in outputs.commands:
             pending.append(await self.commands.send(key=command.model_id.encode(), value=command.to_json()))
             self.series.count(metrics.RETRAIN_COMMANDS, (command.model_id, command.model_version))
@@ -305,7 +328,7 @@ class MonitorService:
         try:
             checkpoint = Checkpoint.decode(raw, self.settings.monitor_group, partition)
             check_within_log(checkpoint.offsets, self._marks_of(partition, self._input_watermarks))
-            models = self.core.restore(checkpoint.state)
+            models = self._restore(partition, checkpoint.state)
         except CheckpointRefused as refused:
             self._refuse(partition, refused)
             return
@@ -325,7 +348,9 @@ class MonitorService:
             partition = partition_of_key(record.key, self.settings.monitor_group)
             if partition is not None and record.value is not None:
                 checkpoints[partition] = record.value
+        # (the window summaries only where assigned: a deployment without sharded models may lack the topic)
         inputs = [(t, p) for t in (self.topics.predictions, self.topics.labels) for p in sorted(checkpoints)]
+        inputs += [(self.topics.window_summaries, p) for p in sorted(checkpoints.keys() & self.summary_partitions)]
         self._input_watermarks = await watermarks(self.settings, inputs) if inputs else {}
         return checkpoints
 
@@ -345,6 +370,7 @@ class MonitorService:
         models = self.partition_models.pop(partition, set())
         self.core.forget(models)
         self.series.forget(models)
+        self.sharded.forget({partition})
         self.ledger.forget({partition})
         self.dirty.discard(partition)
 
@@ -354,10 +380,7 @@ class MonitorService:
         started = time.monotonic()
         chosen = self.dirty if partitions is None else self.dirty & partitions
         group = self.settings.monitor_group
-        snapshots = [
-            Checkpoint(group, p, self.ledger.covered(p), self.core.export(self.partition_models.get(p, set())))
-            for p in sorted(chosen)
-        ]
+        snapshots = [Checkpoint(group, p, self.ledger.covered(p), self._export(p)) for p in sorted(chosen)]
         self.dirty -= chosen
         self.last_checkpoint = started
         done = self.line.submit(snapshots)
@@ -386,13 +409,12 @@ class MonitorService:
             log.info("offsets %s not committed (rebalanced meanwhile); the checkpoint covers them", offsets)
 
     async def on_partitions_assigned(self, assigned: set[TP]) -> None:
-        self.owned = {tp.partition for tp in assigned if tp.topic in (self.topics.predictions, self.topics.labels)}
+        self.owned = {tp.partition for tp in assigned if tp.topic in self.input_topics}
+        self.summary_partitions = {tp.partition for tp in assigned if tp.topic == self.topics.window_summaries}
         log.info("partitions assigned: %s", sorted(self.owned))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        await self._release(
-            {tp.partition for tp in revoked if tp.topic in (self.topics.predictions, self.topics.labels)}
-        )
+        await self._release({tp.partition for tp in revoked if tp.topic in self.input_topics})
 
     async def on_stop(self) -> None:
         """A stop (SIGTERM) releases every partition as a revoke would, so the next owner replays nothing."""
@@ -417,8 +439,9 @@ class MonitorService:
                 self.core.forget(models)
                 self.series.forget(models)
                 self.initialized.discard(partition)
-                for topic in (self.topics.predictions, self.topics.labels):
+                for topic in self.input_topics:
                     metrics.CONSUMER_LAG.remove(topic, str(partition))
+            self.sharded.forget(partitions)
             self.ledger.forget(partitions)
             self._checkpoints = None
 
@@ -437,6 +460,62 @@ class MonitorService:
                 self._drop_foreign_state(partition, refused.detail)
 
     # -- dead letters and status ---------------------------------------------------------------------
+
+    async def _send_alert(self, alert: Alert) -> Awaitable[Any]:
+        self.series.count(metrics.ALERTS, (alert.model_id, alert.model_version, alert.kind, alert.severity,
+                                           alert.state))  # fmt: skip
+        log.warning("ALERT %s %s %s: %s", alert.state, alert.severity, alert.kind, alert.summary)
+        return await self.alerts.send(key=alert.model_id.encode(), value=alert.to_json())
+
+    # -- sharded models (driftwarden.core.sharded_models) ---------------------------------------------
+
+    async def _summarize(self, message: Any, shard: tuple[str, int], events: list[PredictionEvent]
+                         ) -> list[Awaitable[Any]]:  # fmt: skip
+        """One message of a shard of a sharded model counted; the summaries of the buckets it closes, sent
+        (keyed by the model: its owner reads them)."""
+        model_id, index = shard
+        mine = [e for e in events if e.model_id == model_id]
+        self.inputs_seen.update((e.model_id, e.model_version) for e in mine)
+        summaries = self.sharded.summarize(message.topic, message.partition, message.offset, model_id, index, mine)
+        return [await self.summaries.send(key=model_id.encode(), value=summary.to_json()) for summary in summaries]
+
+    async def _own(self, message: Any, now: float) -> list[Awaitable[Any]]:
+        """A window summary into its model's owner; the alerts its decisions fire, sent (acknowledged before
+        the summary counts as done, as for every input)."""
+        self.dirty.add(message.partition)
+        try:  # (a summary another build cannot read, or of another shard count after a config change)
+            alerts = self.sharded.merge(message.partition, WindowSummary.model_validate_json(message.value), now)
+        except ValueError as exc:
+            log.error("%s/%d@%d: a window summary skipped: %s", message.topic, message.partition, message.offset, exc)
+            return []
+        return [await self._send_alert(alert) for alert in alerts]
+
+    async def decide_idle(self) -> None:
+        """Decisions no silent shard holds back any more (``shard_idle_s``), and their alerts."""
+        async with self._lock:
+            alerts, changed = self.sharded.decide_idle(time.time())
+            self.dirty |= changed
+            await asyncio.gather(*[await self._send_alert(alert) for alert in alerts])
+
+    def _export(self, partition: int) -> bytes:
+        """The state of a partition: the monitor core's, and (only when it has any) its sharded models'."""
+        monitor = self.core.export(self.partition_models.get(partition, set()))
+        sharded = self.sharded.export(partition)
+        if sharded is None:  # the unsharded path: the core's state as ever
+            return monitor
+        return encode(PARTITION_STATE, PARTITION_STATE_VERSION, {"monitor": orjson.loads(monitor), "sharded": sharded})
+
+    def _restore(self, partition: int, raw: bytes) -> list[str]:
+        """Restore a state of :meth:`_export`; the monitor core's models in it."""
+        if PARTITION_STATE_MARK not in raw[: len(PARTITION_STATE_MARK) + 16]:
+            return self.core.restore(raw)
+        state = decode(raw, PARTITION_STATE, PARTITION_STATE_VERSION)
+        self.sharded.restore(partition, state.child("sharded"))
+        try:
+            return self.core.restore(orjson.dumps(state.raw("monitor")))
+        except StateError:
+            self.sharded.forget({partition})
+            raise
 
     @staticmethod
     def _model_of_key(key: bytes | None) -> str:
@@ -473,6 +552,16 @@ class MonitorService:
                 if model_id in self.core.models:
                     status = self.core.status(model_id, now)
                     await self.status.send(key=model_id.encode(), value=status.to_json())
+            for status in self.sharded.statuses(now):
+                await self.status.send(key=status.model_id.encode(), value=status.to_json())
+            for (model_id, version), merger in self.sharded.mergers():
+                self.series.advance(metrics.SHARD_SUMMARIES, (model_id, version, "duplicate"), merger.duplicates)
+                self.series.advance(metrics.SHARD_SUMMARIES, (model_id, version, "late"), merger.late_summaries)
+
+
+def _no_profile(model_id: str, model_version: str) -> None:
+    """Without --profiles-dir a sharded model has no reference: its events are counted, not monitored."""
+    return None
 
 
 def tune_garbage_collector() -> None:
@@ -487,7 +576,7 @@ def run_worker(settings: Settings) -> None:
     config = MonitoringConfig.from_file(settings.monitor_config) if settings.monitor_config else None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if settings.auto_offset_reset == "latest":
-        inputs = [settings.topics.predictions, settings.topics.labels]
+        inputs = [settings.topics.predictions, settings.topics.labels, settings.topics.window_summaries]
         started = asyncio.run(start_new_group_at_end(settings, settings.monitor_group, inputs))
         if started:
             log.info("new group %s starts at the end of its inputs: %s", settings.monitor_group, started)

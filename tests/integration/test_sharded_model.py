@@ -1,0 +1,117 @@
+"""One hot model over shards on the real broker: predictions keyed model_id/shard, summaries over the
+window-summaries topic, alerts from the owner on the merged buckets; a silent shard holds nothing up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from driftwarden.bench.shard_trials import REFERENCE_N, close_shards, sharded_settings, summaries_of
+from driftwarden.core.events import Alert, DeadLetter
+from driftwarden.core.shards import shard_key, stream_of
+from driftwarden.monitor.status import latest_status, records_for, wait_for_status
+from driftwarden.processes import spawn, terminate
+from driftwarden.settings import Settings
+from driftwarden_load.producer import ScenarioProducer, shared_producer
+from driftwarden_load.scenarios import Scenario, generate
+
+pytestmark = pytest.mark.integration
+
+
+def unique_model(
+    prefix: str,
+) -> str:  # (not conftest's: the module runs beside tests/faults, whose conftest is another)
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+LATENESS_S = 2.0
+DRIFT = Scenario(name="abrupt-shift", n_events=REFERENCE_N + 30_000, onset=REFERENCE_N + 15_000, magnitude=0.5,
+                 seed=4, model_id=unique_model("sharded-drift"))  # fmt: skip
+STABLE = Scenario(name="stable", n_events=REFERENCE_N + 30_000, seed=5, model_id=unique_model("sharded-stable"))
+# configured with 2 shards, produced to shard 0 only: shard 1 never says a word
+IDLE = Scenario(name="abrupt-shift", n_events=REFERENCE_N + 25_000, onset=REFERENCE_N + 12_000, magnitude=0.5,
+                seed=6, model_id=unique_model("sharded-idle"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sharded(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
+    """A monitor worker of its own group with the three sharded models configured and profiled."""
+    work = tmp_path_factory.mktemp("sharded")
+    config = {"shards": 2, "bucket_seconds": 1.0, "shard_lateness_s": LATENESS_S, "shard_idle_s": 3.0}
+    settings = sharded_settings(kafka, work, dict.fromkeys((DRIFT, STABLE, IDLE), config))
+    settings = settings.model_copy(update={"state_dir": work / "state", "monitor_group": f"{kafka.monitor_group}-sh"})
+    worker = spawn(["monitor"], settings, work / "monitor.log")
+    try:
+        yield settings, work
+    finally:
+        terminate(worker)
+
+
+def sharded_alerts(settings: Settings, model_id: str) -> list[Alert]:
+    values = asyncio.run(records_for(settings, settings.topics.alerts, model_id))
+    return [a for a in map(Alert.model_validate_json, values) if a.detector.startswith("sharded_")]
+
+
+def wait_alerted(settings: Settings, scenario: Scenario, timeout_s: float) -> list[Alert]:
+    deadline, alerts = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline:
+        alerts = sharded_alerts(settings, scenario.model_id)
+        if {a.subject for a in alerts} >= set(scenario.drift_features):
+            time.sleep(3)  # anything else the owner would say
+            return sharded_alerts(settings, scenario.model_id)
+        time.sleep(1)
+    return alerts
+
+
+def test_a_sharded_model_alerts_on_its_drifted_features_only_and_a_stable_one_not_at_all(sharded):
+    settings, work = sharded
+
+    async def produce() -> None:
+        for scenario in (DRIFT, STABLE):
+            await ScenarioProducer(settings, scenario, batch_size=250, label_fraction=0.0, shards=2).run()
+            await close_shards(settings, scenario, 2, LATENESS_S + 3.0)
+        async with shared_producer(settings) as producer:  # a columnar batch: not counted on the sharded path
+            columns = next(generate(DRIFT, chunk_size=10)).prediction_columns(0, 10)
+            await producer.send(settings.topics.predictions, orjson.dumps(columns), key=shard_key(DRIFT.model_id, 0))
+
+    asyncio.run(produce())
+    alerts = wait_alerted(settings, DRIFT, timeout_s=180)
+    log = (work / "monitor.log").read_text(errors="replace")
+    assert sorted(a.subject for a in alerts) == sorted(DRIFT.drift_features), log[-3000:]
+    assert all(a.state == "firing" and a.kind == "data_drift" for a in alerts)
+    onset_bucket = int(DRIFT.start_ts + DRIFT.onset / DRIFT.events_per_second)
+    assert all(int(a.trigger_event_id.rsplit("/", 1)[1]) >= onset_bucket for a in alerts)
+    # every event reached the owners, once (the closers stay open in their shards)
+    for scenario in (DRIFT, STABLE):
+        status = asyncio.run(wait_for_status(settings, scenario.model_id,
+                                             lambda s, n=scenario.n_events: s.events_processed >= n, 60))  # fmt: skip
+        assert status.events_processed == scenario.n_events
+        summaries = summaries_of(settings, scenario.model_id)
+        streams: dict[tuple[str, int, int, int], list[int]] = {}
+        for summary in summaries:
+            streams.setdefault(stream_of(summary), []).append(summary.seq)
+        assert {stream[2] for stream in streams} == {0, 1}
+        assert all(seqs == list(range(len(seqs))) for seqs in streams.values())  # 0, 1, 2, ...: no replays
+        assert not any(s.late_events for s in summaries)
+    assert sharded_alerts(settings, STABLE.model_id) == []
+    letters = asyncio.run(records_for(settings, settings.topics.dead_letters, f"{DRIFT.model_id}/0"))
+    (letter,) = [DeadLetter.model_validate_json(v) for v in letters]  # the columnar batch: kept whole, with the reason
+    assert letter.reason.startswith("a columnar batch of a sharded model") and letter.payload_b64
+
+
+def test_a_silent_shard_does_not_hold_the_owners_decisions(sharded):
+    settings, work = sharded
+    started = time.monotonic()
+    asyncio.run(ScenarioProducer(settings, IDLE, batch_size=250, label_fraction=0.0, shards=1).run())
+    alerts = wait_alerted(settings, IDLE, timeout_s=120)
+    log = (work / "monitor.log").read_text(errors="replace")
+    assert sorted(a.subject for a in alerts) == sorted(IDLE.drift_features), log[-3000:]
+    assert time.monotonic() - started < 120
+    status = asyncio.run(latest_status(settings, IDLE.model_id))
+    assert status is not None and 0 < status.events_processed <= IDLE.n_events
