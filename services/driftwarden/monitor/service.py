@@ -245,8 +245,8 @@ class MonitorService:
         self.dirty.add(partition)
 
     def _observe_metrics(self, batch: Sequence[EventT]) -> None:
-        last_offsets = {TP(e.message.topic, e.message.partition): e.message.offset for e in batch}
-        for tp, offset in last_offsets.items():  # once per partition, not per message
+        last_offsets = {(m.topic, m.partition): m.offset for m in (e.message for e in batch)}
+        for tp, offset in ((TP(*key), offset) for key, offset in last_offsets.items()):  # once per partition
             highwater = self.app.consumer.highwater(tp) if self.app.consumer else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
