@@ -6,6 +6,7 @@ import uuid
 from collections import deque
 
 import numpy as np
+import orjson
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig
@@ -271,6 +272,48 @@ def test_results_do_not_depend_on_how_events_are_batched():
         outcomes.append(sorted((a.alert_id, a.state) for a in alerts))  # order within a batch may vary
     assert outcomes[0] and outcomes[0] == outcomes[1] == outcomes[2]
     assert all(state == "firing" for _, state in outcomes[0])
+
+
+def test_single_events_batched_as_the_service_batches_them_give_what_one_event_at_a_time_gives():
+    """The worker feeds the single-event messages of a Kafka batch to the core together: two models
+    interleaved (one changes version, one drifts), duplicates and labels between them give the same
+    alerts, counters and label joins as each event fed on its own."""
+    drifting = [e for c in generate(Scenario(name="abrupt-shift", n_events=7_000, onset=4_000, magnitude=2.0,
+                                             drift_features=("num_02",))) for e in c.prediction_events()]  # fmt: skip
+    other = [e | {"model_id": "other", "model_version": "2" if i > 4_500 else "1", "segment": {"region": "eu"}}
+             for i, e in enumerate(e for c in generate(Scenario(name="stable", n_events=6_000, seed=4))
+                                   for e in c.prediction_events())]  # fmt: skip
+    inputs: list[PredictionEvent | LabelEvent] = []
+    for i in range(len(drifting)):
+        for events in (drifting, other):
+            if i < len(events):
+                inputs.append(PredictionEvent.model_validate(events[i]))
+                if i % 97 == 0:
+                    inputs.append(inputs[-1])  # a duplicate
+                if i % 5 == 0 and i >= 50:
+                    old = events[i - 50]
+                    inputs.append(LabelEvent(event_id=old["event_id"], model_id=old["model_id"], ts=old["ts"] + 1,
+                                             label=old["prediction"]))  # fmt: skip
+
+    def run(batch: int) -> tuple[list[str], list[dict[str, object]], list[dict[str, int]]]:
+        monitor, alerts, predictions = Monitor(), [], []
+        for item in [*inputs, None]:
+            if item is None or isinstance(item, LabelEvent) or len(predictions) == batch:
+                alerts += monitor.observe(predictions, now=123.0).alerts  # (predictions before a label)
+                predictions = []
+            if isinstance(item, LabelEvent):
+                alerts += monitor.observe_labels([item], now=123.0).alerts
+            elif item is not None:
+                predictions.append(item)
+        counters = [monitor.models[m].counters.state() for m in ("demo-model", "other")]
+        return sorted(a.to_json().decode() for a in alerts), counters, [monitor.models[m].joiner.counts()
+                                                                        for m in ("demo-model", "other")]  # fmt: skip
+
+    one_by_one = run(1)
+    assert ("data_drift", "num_02") in {(a["kind"], a["subject"]) for a in map(orjson.loads, one_by_one[0])}
+    assert all(c["duplicates"] and c["processed"] for c in one_by_one[1])
+    assert all(c["joined"] for c in one_by_one[2])
+    assert run(500) == one_by_one
 
 
 def test_repeated_detections_of_one_problem_stay_one_open_alert_and_are_counted():

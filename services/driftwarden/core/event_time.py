@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from hashlib import blake2b
 
 import numpy as np
@@ -50,10 +51,16 @@ class Watermark(Stateful):
         self._top: list[float] = []  # min-heap of the largest event times
 
     def observe(self, ts: float) -> None:
-        if len(self._top) < self.quorum:
-            heapq.heappush(self._top, ts)
-        elif ts > self._top[0]:
-            heapq.heapreplace(self._top, ts)
+        self.observe_many((ts,))
+
+    def observe_many(self, times: Iterable[float]) -> None:
+        """``observe`` each time in order (one call per batch: the hot path)."""
+        top, quorum = self._top, self.quorum
+        for ts in times:
+            if len(top) < quorum:
+                heapq.heappush(top, ts)
+            elif ts > top[0]:
+                heapq.heapreplace(top, ts)
 
     @property
     def value(self) -> float | None:

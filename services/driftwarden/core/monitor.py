@@ -624,15 +624,18 @@ class Monitor:
         """
         outputs = Outputs()
         fresh = [f for e in events if (f := self._fresh(e)) is not None]  # in stream order
-        for key, run in groupby(fresh, key=lambda e: (e.model_id, e.model_version, isinstance(e, PredictionColumns))):
-            items = list(run)
-            batches: list[Predictions] = (
-                [c for c in items if isinstance(c, PredictionColumns)]
-                if key[2]
-                else [[e for e in items if isinstance(e, PredictionEvent)]]
-            )
-            for batch in batches:
-                outputs += self._observe_version(key[0], key[1], batch, now)
+        run: list[PredictionEvent] = []  # consecutive events of one model version
+        for item in fresh:
+            if run and (isinstance(item, PredictionColumns) or item.model_id != run[0].model_id
+                        or item.model_version != run[0].model_version):  # fmt: skip
+                outputs += self._observe_version(run[0].model_id, run[0].model_version, run, now)
+                run = []
+            if isinstance(item, PredictionColumns):
+                outputs += self._observe_version(item.model_id, item.model_version, item, now)
+            else:
+                run.append(item)
+        if run:
+            outputs += self._observe_version(run[0].model_id, run[0].model_version, run, now)
         self._count(outputs)
         return outputs
 
@@ -642,24 +645,22 @@ class Monitor:
         outputs.processed[(model_id, version)] = outputs.processed.get((model_id, version), 0) + len(batch)
         state.counters.processed += len(batch)
         state.counters.latest_version = version
-        if isinstance(batch, PredictionColumns):
-            for ts in batch.ts.tolist():
-                state.clock.observe(ts)
-            records = batch.join_records()
-        else:
-            for event in batch:
-                state.clock.observe(event.ts)
-            records = (
-                (event.event_id, event.ts, version, event.prediction,
-                 max(event.scores.values()) if event.scores else float("nan"),
-                 tuple(sorted((event.segment or {}).items())))
-                for event in batch
-            )  # fmt: skip
+        add = state.joiner.add_prediction
         joined = []
-        for record in records:
-            match = state.joiner.add_prediction(*record)
-            if match is not None:
-                joined.append(match)
+        if isinstance(batch, PredictionColumns):
+            state.clock.observe_many(batch.ts.tolist())
+            for record in batch.join_records():
+                if (match := add(*record)) is not None:
+                    joined.append(match)
+        else:
+            state.clock.observe_many([event.ts for event in batch])
+            for event in batch:
+                scores, segment = event.scores, event.segment
+                match = add(event.event_id, event.ts, version, event.prediction,
+                            max(scores.values()) if scores else math.nan,
+                            tuple(sorted(segment.items())) if segment else ())  # fmt: skip
+                if match is not None:
+                    joined.append(match)
         outputs += self._route_joined(model_id, joined, now)
         watermark = state.clock.value
         if watermark is not None:
@@ -671,7 +672,7 @@ class Monitor:
 
         A duplicate id (among the model's last ``dedupe_horizon``) is counted and dropped.
         """
-        state = self.state(event.model_id)
+        state = self.models.get(event.model_id) or self.state(event.model_id)
         if isinstance(event, PredictionEvent):
             if state.ids.add(event.event_id):
                 return event

@@ -25,6 +25,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -466,10 +468,24 @@ def vectors(values: Sequence[Any], length: int) -> np.ndarray:
     return rows
 
 
+def feature_rows(features: list[dict[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Each event's values of ``names``, None where absent (one C-level lookup per event when none is).
+
+    >>> feature_rows([{"a": 1.0, "b": "x"}, {"b": "y"}], ["a", "b"])
+    [(1.0, 'x'), (None, 'y')]
+    """
+    if len(names) > 1:
+        try:
+            return list(map(itemgetter(*names), features))
+        except KeyError:  # some event lacks a feature
+            pass
+    return [tuple(f.get(name) for name in names) for f in features]
+
+
 def _numeric_columns(features: list[dict[str, Any]], names: Sequence[str]) -> tuple[np.ndarray, ...]:
     """(values, missing, type violations), each (events, names). Vectorized when all are numbers."""
     n, k = len(features), len(names)
-    flat = [f.get(name) for f in features for name in names]
+    flat = list(chain.from_iterable(feature_rows(features, names)))
     types = set(map(type, flat))
     if types <= {float}:  # the common case: one conversion, no per-value Python work
         numeric = np.array(flat, dtype=float).reshape(n, k) if flat else np.full((n, k), np.nan)
@@ -500,8 +516,9 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
     features = [e.features for e in events]
     numeric, missing, violations = _numeric_columns(features, schema.numeric)
     categorical = []
-    for name in schema.categorical:
-        values = [f.get(name) for f in features]
+    rows = feature_rows(features, schema.categorical)
+    for column in list(zip(*rows, strict=True)) or [()] * len(schema.categorical):  # (no events: empty columns)
+        values = list(column)
         texts = cast("list[str | None]", values) if set(map(type, values)) <= {str} else list(map(value_text, values))
         categorical.append(texts)
     positive = schema.positive_class

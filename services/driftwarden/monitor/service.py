@@ -37,7 +37,6 @@ from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
 from driftwarden.core.events import (
     Alert,
     KeyedEvent,
-    LabelEvent,
     PredictionEvent,
     WindowSummary,
     is_model_id,
@@ -175,45 +174,47 @@ class MonitorService:
         outputs = Outputs()
         now = time.time()
         self.inputs_seen.clear()  # what a failed batch saw is not counted
+        labels_topic, summaries_topic = self.topics.labels, self.topics.window_summaries
         predictions: list[PredictionEvent | PredictionColumns] = []
         for event in batch:
             message = event.message
             if not await self._accept(message):
                 continue
-            if message.topic == self.topics.window_summaries:
+            if message.topic == summaries_topic:
                 pending += await self._own(message, now)
                 continue
             if (reason := undecodable_reason(message)) is not None:  # its batch cannot be decoded: by coordinates
                 pending.append(await self._send_dead_letter(message, Rejection(reason, b"")))
                 self._track(message.partition, [], message.key)
                 continue
-            is_label = message.topic == self.topics.labels
-            decoded = (LABELS if is_label else PREDICTIONS).decode(message.value)
+            if message.topic == labels_topic:
+                labels = LABELS.decode(message.value)
+                for rejection in labels.rejections:
+                    pending.append(await self._send_dead_letter(message, rejection))
+                self._track(message.partition, labels.events, message.key)
+                self.inputs_seen.update((e.model_id,) for e in labels.events)
+                if predictions:  # keep stream order: predictions before these labels first
+                    outputs += await self.observe(predictions, now)
+                    predictions = []
+                outputs += self.core.observe_labels(labels.events, now)
+                continue
+            decoded = PREDICTIONS.decode(message.value)
             for rejection in decoded.rejections:
                 pending.append(await self._send_dead_letter(message, rejection))
-            events: list[KeyedEvent] = list(decoded.events)
-            self._track(message.partition, [*events, *decoded.columns], message.key)
-            if not is_label and (shard := shard_of_key(message.key, self.sharded.shards_of)) is not None:
-                pending += await self._summarize(message, shard, [e for e in events if isinstance(e, PredictionEvent)])
+            items: list[PredictionEvent | PredictionColumns] = [*decoded.events, *decoded.columns]
+            self._track(message.partition, items, message.key)
+            if (shard := shard_of_key(message.key, self.sharded.shards_of)) is not None:
+                pending += await self._summarize(message, shard, decoded.events)
                 if decoded.columns:  # not counted on the sharded path yet: kept whole, with the reason
                     reason = "a columnar batch of a sharded model (not supported yet: send prediction-batch.v1)"
                     pending.append(await self._send_dead_letter(message, Rejection(reason, message.value or b"")))
                 continue
-            self.inputs_seen.update((e.model_id,) for e in events if isinstance(e, LabelEvent))
-            if is_label:
-                if predictions:  # keep stream order: predictions before these labels first
-                    outputs += await self.observe(predictions, now)
-                    predictions = []
-                outputs += self.core.observe_labels([e for e in events if isinstance(e, LabelEvent)], now)
-            else:
-                accepted, rejected = self.core.screen(
-                    [*(e for e in events if isinstance(e, PredictionEvent)), *decoded.columns], now
+            accepted, rejected = self.core.screen(items, now)
+            for refused in rejected:  # an implausible event time: dead-lettered with the reason
+                pending.append(
+                    await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
                 )
-                for refused in rejected:  # an implausible event time: dead-lettered with the reason
-                    pending.append(
-                        await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
-                    )
-                predictions += accepted
+            predictions += accepted
         if predictions:
             outputs += await self.observe(predictions, now)
         self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
@@ -233,9 +234,10 @@ class MonitorService:
         touches the core: the core stays synchronous and single-threaded."""
         return await asyncio.to_thread(self.core.observe, predictions, now)
 
-    def _track(self, partition: int, events: list[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
-        models = {e.model_id for e in events}
-        if not events:
+    def _track(self, partition: int, events: Sequence[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
+        if events:
+            models = {e.model_id for e in events}
+        else:
             model_id = self._model_of_key(key)
             models = {model_id} if model_id else set()
         self.partition_models.setdefault(partition, set()).update(models)
@@ -243,8 +245,8 @@ class MonitorService:
         self.dirty.add(partition)
 
     def _observe_metrics(self, batch: Sequence[EventT]) -> None:
-        last_offsets = {TP(e.message.topic, e.message.partition): e.message.offset for e in batch}
-        for tp, offset in last_offsets.items():  # once per partition, not per message
+        last_offsets = {(m.topic, m.partition): m.offset for m in (e.message for e in batch)}
+        for tp, offset in ((TP(*key), offset) for key, offset in last_offsets.items()):  # once per partition
             highwater = self.app.consumer.highwater(tp) if self.app.consumer else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
