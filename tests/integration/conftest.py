@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from helpers_integration import Worker
 
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.clients import ensure_topics
 from driftwarden.monitor.status import probe_monitor
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
-from driftwarden_load.producer import ProduceReport, ScenarioProducer
-from driftwarden_load.scenarios import Scenario
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +47,6 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         broker.stop()
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    metrics_port: int
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @pytest.fixture(scope="session")
 def monitor_worker(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """A real ``driftwarden monitor`` process, ready (it has processed a probe event)."""
@@ -76,11 +62,3 @@ def monitor_worker(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         raise RuntimeError(f"monitor worker did not become ready:\n{worker.log_tail()}") from None
     yield worker
     terminate(worker.process)
-
-
-def produce(settings: Settings, scenario: Scenario, **options: object) -> ProduceReport:
-    return asyncio.run(ScenarioProducer(settings, scenario, **options).run())  # type: ignore[arg-type]
-
-
-def unique_model(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"

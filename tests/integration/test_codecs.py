@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Producer
-from conftest import unique_model
+from helpers_integration import unique_model
 
 from driftwarden.core.events import InferenceResponse, ModelPublished, RetrainCommand, TrainingWindow
 from driftwarden.kafka.broker import free_port

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import unique_model
+from helpers_integration import unique_model
 from test_serving import train_version
 
 from driftwarden.core.events import Alert, ModelPublished, RetrainCommand

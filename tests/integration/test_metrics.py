@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import murmur2
-from conftest import produce
+from helpers_integration import produce
 from oncall_stack import poll
 from prometheus_client.metrics_core import Metric
 

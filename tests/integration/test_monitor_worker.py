@@ -7,7 +7,7 @@ import base64
 
 import orjson
 import pytest
-from conftest import Worker, produce, unique_model
+from helpers_integration import Worker, produce, unique_model
 
 from driftwarden.bench.scrape import samples, scrape
 from driftwarden.core.decoding import PREDICTIONS

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import conftest
+import helpers_integration
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.client import AIOKafkaClient
@@ -62,7 +62,7 @@ def test_the_monitor_goes_on_past_a_hole_in_an_input_and_loses_nothing(kafka, mo
     """Events before, around and after a hole in the predictions partition of one model are all processed,
     the offsets are committed past the hole, and the worker stays up (it used to exit with code 76, and
     after every restart again: the replay reaches the same hole)."""
-    model_id = conftest.unique_model("hole")
+    model_id = helpers_integration.unique_model("hole")
     inputs = model_inputs(kafka, model_id)
     produce_events(kafka, model_id, seed=1)
     around = next(generate(Scenario(n_events=100, seed=3, model_id=model_id))).prediction_events()  # no labels

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from conftest import Worker, produce, unique_model
+from helpers_integration import Worker, produce, unique_model
 from oncall_stack import ROOT, Server, WebhookReceiver, get_json, poll, start_alertmanager, start_prometheus
 
 from driftwarden.core.events import PREDICTION_BATCH_SCHEMA, Alert, DeadLetter, alert_fingerprint

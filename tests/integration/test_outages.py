@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from conftest import unique_model
+from helpers_integration import unique_model
 
 from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.object_store import free_low_port

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import unique_model
+from helpers_integration import unique_model
 
 from driftwarden.monitor.status import wait_for_status
 from driftwarden.settings import Settings

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import produce
+from helpers_integration import produce
 
 from driftwarden.bench.kill_trials import wait_counts
 from driftwarden.core.events import Alert

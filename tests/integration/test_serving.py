@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from conftest import unique_model
+from helpers_integration import unique_model
 
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import PREDICTIONS

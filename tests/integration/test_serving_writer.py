@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import unique_model
+from helpers_integration import unique_model
 
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import PREDICTIONS

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from helpers_integration import unique_model
 
 from driftwarden.bench.shard_trials import REFERENCE_N, close_shards, sharded_settings, summaries_of
 from driftwarden.core.events import Alert, DeadLetter
@@ -22,12 +22,6 @@ from driftwarden_load.producer import ScenarioProducer, shared_producer
 from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
-
-
-def unique_model(
-    prefix: str,
-) -> str:  # (not conftest's: the module runs beside tests/faults, whose conftest is another)
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 LATENESS_S = 2.0

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import produce, unique_model
+from helpers_integration import produce, unique_model
 
 from driftwarden.kafka.clients import client_options, ensure_topics
 from driftwarden.kafka.reader import start_new_group_at_end, watermarks

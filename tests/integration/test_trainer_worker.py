@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
-from conftest import produce, unique_model
+from helpers_integration import produce, unique_model
 
 from driftwarden.core.events import ModelPublished, RetrainCommand, TrainingWindow
 from driftwarden.kafka.broker import free_port

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import produce, unique_model
+from helpers_integration import produce, unique_model
 from oncall_stack import answers, poll
 from playwright.sync_api import Page, expect
 

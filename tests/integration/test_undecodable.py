@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-import conftest
+import helpers_integration
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
@@ -123,7 +123,8 @@ def model_inputs(kafka: Settings, model_id: str) -> list[TopicPartition]:
 
 def produce_events(kafka: Settings, model_id: str, seed: int) -> None:
     """400 predictions of ``model_id`` in envelopes of 50, each labelled at once."""
-    conftest.produce(kafka, Scenario(n_events=400, seed=seed, model_id=model_id), batch_size=50, label_delay=0)
+    scenario = Scenario(n_events=400, seed=seed, model_id=model_id)
+    helpers_integration.produce(kafka, scenario, batch_size=50, label_delay=0)
 
 
 def wait_committed_to_the_end(kafka: Settings, inputs: list[TopicPartition], timeout_s: float = 60) -> None:
@@ -150,7 +151,7 @@ def test_the_monitor_dead_letters_an_undecodable_batch_by_coordinates_and_carrie
     """A corrupt batch on the predictions and on the labels topic, between good events of one model: the
     monitor worker stays up, dead-letters each offset of the batches by its coordinates, processes every
     good event and label, and commits its offsets past the batches (every offset accounted for)."""
-    model_id = conftest.unique_model("corrupt")
+    model_id = helpers_integration.unique_model("corrupt")
     inputs = model_inputs(kafka, model_id)
     produce_events(kafka, model_id, seed=1)
     before = asyncio.run(watermarks(kafka, [(tp.topic, tp.partition) for tp in inputs]))
