@@ -672,7 +672,7 @@ class Monitor:
 
         A duplicate id (among the model's last ``dedupe_horizon``) is counted and dropped.
         """
-        state = self.models.get(event.model_id) or self.state(event.model_id)
+        state = self.state(event.model_id)
         if isinstance(event, PredictionEvent):
             if state.ids.add(event.event_id):
                 return event
