@@ -165,6 +165,17 @@ def _codes(values: np.ndarray) -> list[str | None]:
     return [str(int(v)) for v in values]
 
 
+def one_feature_profile(reference: np.ndarray, categorical: bool) -> ReferenceProfile:
+    """The reference profile of a model whose one feature ``x`` has these reference values (no prediction signal)."""
+    numeric, categories = {}, {}
+    if categorical:
+        counts = Counter(_codes(reference))
+        categories["x"] = CategoricalProfile({str(c): n for c, n in sorted(counts.items())}, 0.0)
+    else:
+        numeric["x"] = NumericProfile.of(reference, 0.0)
+    return ReferenceProfile("shapes", "1", len(reference), "regression", None, numeric, categories, None, None)
+
+
 class WindowRun:
     """The monitor's window tests for a one-feature model on a fresh stream; remembers which alarms were critical.
 
@@ -178,14 +189,7 @@ class WindowRun:
     def __init__(self, reference: np.ndarray, categorical: bool, settings: CorpusSettings) -> None:
         self.config = ModelMonitorConfig(false_alarms_per_million=settings.false_alarms_per_million)
         self.categorical = categorical
-        numeric, categories = {}, {}
-        if categorical:
-            counts = Counter(_codes(reference))
-            categories["x"] = CategoricalProfile({str(c): n for c, n in sorted(counts.items())}, 0.0)
-        else:
-            numeric["x"] = NumericProfile.of(reference, 0.0)
-        profile = ReferenceProfile("shapes", "1", len(reference), "regression", None, numeric, categories, None, None)
-        self.detectors = window_detectors(profile, self.config)
+        self.detectors = window_detectors(one_feature_profile(reference, categorical), self.config)
         self.critical: list[bool] = []
 
     def __call__(self, values: np.ndarray) -> list[int]:
