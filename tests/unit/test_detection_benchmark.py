@@ -9,9 +9,20 @@ import orjson
 import pytest
 
 from driftwarden.bench.detection import DRIFTWARDEN, DRIFTWARDEN_EMBEDDING, Row, Settings, run_feature_stream, targets
+from driftwarden.bench.detection_corpus import (
+    STREAMING,
+    WINDOW_TESTS,
+    CorpusSettings,
+    _score,
+    monitor_windows,
+    one_feature_profile,
+)
 from driftwarden.bench.detection_streams import concept_stream, feature_stream
 from driftwarden.bench.evaluation import Drift, combine, score_alarms
 from driftwarden.cli import main
+from driftwarden.core.columnar import PredictionColumns
+from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.monitor import DRIFT_KINDS, ModelMonitor
 from driftwarden_load.scenarios import EMBEDDING_FEATURE
 
 # River's three STAGGER concepts (documented in river.datasets.synth.STAGGER).
@@ -152,3 +163,60 @@ def test_the_command_rejects_a_gradual_change_longer_than_a_concept(monkeypatch,
         main()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().startswith("driftwarden: error:")
+
+
+def _first_alert(values: np.ndarray, categorical: bool, reference: np.ndarray) -> tuple[int, str] | None:
+    """The first drift alert of a real one-feature ModelMonitor on ``values``: (index, detector)."""
+    profile = one_feature_profile(reference, categorical)
+    monitor = ModelMonitor("shapes", "1", ModelMonitorConfig(), profile)
+    feature = [str(int(v)) for v in values] if categorical else values
+    batch = PredictionColumns("shapes", "1", [str(i) for i in range(len(values))], np.arange(len(values), dtype=float),
+                              {"x": feature}, [0.0] * len(values))  # fmt: skip
+    alerts = [a for a in monitor.observe(batch, now=0.0).alerts if a.state == "firing" and a.kind in DRIFT_KINDS]
+    return (int(alerts[0].trigger_event_id or ""), alerts[0].detector) if alerts else None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_the_shape_corpus_default_set_alarms_first_where_and_as_the_monitor_does(seed):
+    # A 0.5σ shift from the first value: the rank CUSUMs (seed 0) or the window tests' early look at
+    # 125 values (seeds 1 and 5) fire first; the bench must see what a one-feature monitor raises first.
+    rng = np.random.default_rng(seed)
+    reference, values = rng.normal(0, 1, 5_000), rng.normal(0.5, 1, 3_000)
+    (row,) = [r for r in _score("normal", "location", 0.1, seed, values, 0, CorpusSettings(), reference, False)
+              if r.configuration == DRIFTWARDEN]  # fmt: skip
+    assert row.delay is not None and row.source is not None
+    index, detector = _first_alert(values, False, reference) or (-1, "")
+    assert (row.delay - 1, row.source) == (index, "streaming" if detector == "rank_cusum" else "window")
+    assert row.source == ("streaming" if seed == 0 else "window")
+
+
+def test_the_shape_corpus_default_set_of_a_categorical_feature_is_its_window_tests():
+    rng = np.random.default_rng(3)
+    reference = rng.choice(4, size=5_000, p=[0.4, 0.3, 0.2, 0.1]).astype(float)
+    values = rng.choice(4, size=3_000, p=[0.1, 0.2, 0.3, 0.4]).astype(float)
+    rows = {r.configuration: r for r in _score("categorical", "mixture", 0.1, 3, values, 0, CorpusSettings(),
+                                               reference, False)}  # fmt: skip
+    default, window = rows[DRIFTWARDEN], rows[WINDOW_TESTS]
+    assert (default.delay, default.source) == (window.delay, "window") == (125, "window")  # the first early look
+    assert rows[STREAMING].delay is not None and rows[STREAMING].delay < 125  # (the monitor runs no CUSUM on it)
+    assert _first_alert(values, True, reference) == (124, "chi2_js")
+
+
+def test_the_shape_corpus_default_set_counts_the_false_alarms_of_both_its_parts():
+    # Every value counted as unchanged (onset at the end): each part's alarms are false alarms.
+    rng = np.random.default_rng(0)
+    reference, values = rng.normal(0, 1, 5_000), rng.normal(1.5, 1, 4_000)
+    rows = {r.configuration: r for r in _score("normal", "location", None, 0, values, len(values), CorpusSettings(),
+                                               reference, False)}  # fmt: skip
+    streaming, window, default = rows[STREAMING], rows[WINDOW_TESTS], rows[DRIFTWARDEN]
+    assert window.false_alarms == 6 and window.critical_false_alarms == 6  # 4 early looks, 2 windows; W ≈ 1.5σ
+    assert streaming.false_alarms > 10 and streaming.critical_false_alarms > 0
+    assert default.false_alarms == streaming.false_alarms + window.false_alarms
+    assert default.critical_false_alarms == streaming.critical_false_alarms + window.critical_false_alarms
+    assert default.delay is None and default.source is None
+
+
+def test_the_shape_corpus_windows_are_the_monitors():
+    config = ModelMonitorConfig(window_size=400, early_looks=3, min_window_values=60)
+    assert monitor_windows(1_000, config) == [(0, 100), (0, 200), (0, 400), (400, 800)]
+    assert monitor_windows(150, config) == [(0, 100)]

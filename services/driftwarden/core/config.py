@@ -264,6 +264,16 @@ class ModelMonitorConfig(Strict):
         """
         return WINDOW_TESTS_SHARE * self.false_alarms_per_million * self.window_size / 1e6
 
+    @property
+    def early_looks_at(self) -> list[int]:
+        """Sizes of the growing first window at which the window tests also run: window_size / 2^k, k = looks..1.
+
+        >>> ModelMonitorConfig().early_looks_at
+        [125, 250, 500, 1000]
+        """
+        sizes = [self.window_size >> k for k in range(self.early_looks, 0, -1)]
+        return [n for n in sizes if n >= self.min_window_values]
+
     def streaming_arl(self, detectors: int) -> float:
         """Mean events between false alarms of each of a model's ``detectors`` streaming detectors.
 

@@ -113,6 +113,17 @@ class Outputs:
         return self
 
 
+def window_severity(config: ModelMonitorConfig, evidence: dict[str, Scalar]) -> Severity:
+    """A window drift's severity: ``critical`` when an effect size reaches its critical floor."""
+    floors = {
+        "psi": config.critical_psi,
+        "wasserstein_normed": config.critical_wasserstein,
+        "js_distance": config.critical_js,
+    }
+    big = any(isinstance(v := evidence.get(key), float) and v >= floor for key, floor in floors.items())
+    return "critical" if big else "warning"
+
+
 class ModelMonitor:
     """Detectors, alerts and retrain policy of one (model_id, model_version)."""
 
@@ -191,19 +202,14 @@ class ModelMonitor:
                 window = Columns.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
                 self.pending, self.pending_events = [], 0
                 fired += self._evaluate_window(window, now)
-            elif self.windows == 0 and self.pending_events in self._early_looks():
+            elif self.windows == 0 and self.pending_events in self.config.early_looks_at:
                 fired += self._evaluate_window(Columns.concat(self.pending), now, early=True)
             start = stop
         return fired
 
-    def _early_looks(self) -> list[int]:
-        """Sizes of the growing first window at which its tests also run: window_size / 2^k, k = looks..1."""
-        sizes = [self.config.window_size >> k for k in range(self.config.early_looks, 0, -1)]
-        return [n for n in sizes if n >= self.config.min_window_values]
-
     def _next_window_cut(self) -> int:
         """Pending events at which the next test runs (an early look or the full window)."""
-        looks = [n for n in self._early_looks() if n > self.pending_events] if self.windows == 0 else []
+        looks = [n for n in self.config.early_looks_at if n > self.pending_events] if self.windows == 0 else []
         return looks[0] if looks else self.config.window_size
 
     # -- the reference ---------------------------------------------------------------------------
@@ -365,7 +371,7 @@ class ModelMonitor:
                 drifted,
                 evidence,
                 summary,
-                self._severity(evidence),
+                window_severity(self.config, evidence),
                 settled and passes_with_margin(evidence, self.config.resolve_p_value),
             )
             alert = self.book.report(finding, trigger, event_ts, now)
@@ -378,16 +384,6 @@ class ModelMonitor:
             value = evidence.get(key)
             if isinstance(value, float) and math.isfinite(value):
                 self.latest_window[StatisticKey(detector.kind, detector.subject, key)] = value
-
-    def _severity(self, evidence: dict[str, Scalar]) -> Severity:
-        config = self.config
-        floors = {
-            "psi": config.critical_psi,
-            "wasserstein_normed": config.critical_wasserstein,
-            "js_distance": config.critical_js,
-        }
-        big = any(isinstance(v := evidence.get(key), float) and v >= floor for key, floor in floors.items())
-        return "critical" if big else "warning"
 
     # -- labels ----------------------------------------------------------------------------------
 
