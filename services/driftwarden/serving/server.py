@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -37,7 +37,7 @@ from driftwarden.kafka.outages import BrokerProbe, BrokerState, quiet_connection
 from driftwarden.kafka.reader import read_topic
 from driftwarden.kafka.undecodable import GuardedFetch
 from driftwarden.registry.store import ModelRegistry
-from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel, concat_columns
+from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel
 from driftwarden.serving.supervisor import Supervisor
 from driftwarden.serving.writer import ENVELOPE_BYTES, PredictionWriter, UnservableError, WriteError
 from driftwarden.settings import Settings
@@ -152,16 +152,16 @@ class MicroBatcher:
             for item in batch:
                 item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
             return
+        frame, parts = served.frames([item.instances for item in batch])
         frames, accepted = [], []
-        for item in batch:
-            try:
-                frames.append(served.frame(item.instances))
+        for item, part in zip(batch, parts, strict=True):
+            if isinstance(part, BadRequestError):
+                item.future.set_exception(part)
+            else:
+                frames.append(part)
                 accepted.append(item)
-            except BadRequestError as exc:
-                item.future.set_exception(exc)
         if not accepted:
             return
-        frame = concat_columns(frames)
         rows = sum(len(item.instances) for item in accepted)
         BATCH_ROWS.observe(rows)
         try:
@@ -175,17 +175,19 @@ class MicroBatcher:
         start = 0
         for index, item in enumerate(accepted):
             stop = start + len(item.instances)
-            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index])
+            latency = (done - item.enqueued) * 1000
+            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index], latency_ms=latency)
             result = champion
             if tried is not None and challenger is not None:
-                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index])
+                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index],
+                               latency_ms=latency)  # fmt: skip
                 if challenger.mode == "shadow":
                     result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
                 elif random.random() < challenger.fraction:
                     result = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
                 else:
                     result = replace(champion, deployment="primary")
-            item.future.set_result(replace(result, latency_ms=(done - item.enqueued) * 1000))
+            item.future.set_result(result)
             start = stop
         ROWS.labels(model_id, served.version).inc(rows)
 
@@ -197,8 +199,11 @@ class MicroBatcher:
         if challenger is None:
             return None
         try:
-            frames = [challenger.served.frame(item.instances) for item in items]
-            return frames, *await score(challenger.served, concat_columns(frames))
+            frame, frames = challenger.served.frames([item.instances for item in items])
+            refused = next((part for part in frames if isinstance(part, BadRequestError)), None)
+            if refused is not None:
+                raise refused
+            return cast(list[dict[str, np.ndarray]], frames), *await score(challenger.served, frame)
         except Exception as exc:  # the challenger must never fail a request the champion can answer
             log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
             return None
