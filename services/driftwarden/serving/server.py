@@ -267,7 +267,7 @@ def random_uuids(n: int) -> list[str]:
     True
     """
     if n < SMALL_REQUEST:
-        return [str(uuid.uuid4()) for _ in range(n)]
+        return [random_uuid() for _ in range(n)]
     octets = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
     octets[:, 6] = octets[:, 6] & 0x0F | 0x40  # version 4
     octets[:, 8] = octets[:, 8] & 0x3F | 0x80  # RFC 4122 variant
@@ -275,6 +275,18 @@ def random_uuids(n: int) -> list[str]:
     text[:, _UUID_DIGITS] = np.frombuffer(octets.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
     ids: list[str] = text.view("S36").ravel().astype("U36").tolist()
     return ids
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` (122 random bits) at a third of its cost.
+
+    >>> texts = [random_uuid() for _ in range(200)]
+    >>> all(str(uuid.UUID(text)) == text and uuid.UUID(text).version == 4 for text in texts), len(set(texts))
+    (True, 200)
+    """
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]  # RFC 4122
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def request_event_id(request_id: str, index: int) -> str:
@@ -312,6 +324,7 @@ class ServingApp:
         self.writer = PredictionWriter(settings, self.broker, config.write_timeout_s)
         self.supervisor = Supervisor()
         self.started = False
+        self._metrics: dict[str, tuple[Histogram, Counter]] = {}
 
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
@@ -511,10 +524,18 @@ class ServingApp:
         scored = await self.batcher.submit(model_id, instances)
         ids = event_ids(instances)
         await self.writer.write(model_id, prediction_columns(scored, ids, self.config))  # answered once written
-        LATENCY.labels(model_id).observe(time.perf_counter() - started)
-        REQUESTS.labels(model_id, "200").inc()
+        latency, answered = self._answer_metrics(model_id)
+        latency.observe(time.perf_counter() - started)
+        answered.inc()
         payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": answers(scored, ids)}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    def _answer_metrics(self, model_id: str) -> tuple[Histogram, Counter]:
+        """The latency and answered-request series of a served model (looked up once: ``labels`` costs more
+        than the update)."""
+        if model_id not in self._metrics:
+            self._metrics[model_id] = LATENCY.labels(model_id), REQUESTS.labels(model_id, "200")
+        return self._metrics[model_id]
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
