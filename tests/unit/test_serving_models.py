@@ -85,6 +85,26 @@ def test_instances_become_columns_of_the_values_sent_and_the_first_bad_row_is_na
         served.frame([*rows[:3], {"features": [1.0]}])
 
 
+def test_a_micro_batch_is_converted_at_once_and_a_bad_request_is_refused_alone(registry):
+    served = ActiveModels(registry).load("served", "1")
+    rows = [{"features": e["features"]} for e in next(generate(Scenario(n_events=12, seed=5))).prediction_events()]
+    requests = [rows[:1], rows[1:6], rows[6:]]
+    frame, parts = served.frames(requests)
+    assert all(np.array_equal(frame[name], served.frame(rows)[name]) for name in frame)
+    for part, instances in zip(parts, requests, strict=True):
+        assert part.keys() == frame.keys() and all(np.array_equal(part[n], served.frame(instances)[n]) for n in part)
+    numeric = served.onnx.numeric[0]
+    bad = [{"features": rows[7]["features"] | {numeric: "x"}}]
+    frame, parts = served.frames([rows[:1], bad, rows[6:]])
+    assert isinstance(parts[1], BadRequestError) and str(parts[1]).startswith(f"instances[0].features.{numeric}: ")
+    assert all(np.array_equal(frame[name], served.frame([*rows[:1], *rows[6:]])[name]) for name in frame)
+    assert [len(part[numeric]) for part in (parts[0], parts[2])] == [1, 6]
+    frame, parts = served.frames([bad])
+    assert frame == {} and [str(part) for part in parts] == [
+        f"instances[0].features.{numeric}: expected a number, got 'x'"
+    ]
+
+
 def test_write_back_envelopes_keep_every_prediction_in_order_under_the_limit():
     n = 5_000
     ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]

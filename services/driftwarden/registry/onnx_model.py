@@ -22,11 +22,6 @@ class Columns(Protocol):
     def __getitem__(self, name: str, /) -> Any: ...
 
 
-def _number_column(values: Any) -> np.ndarray:
-    column = np.asarray(values, dtype=np.float32)
-    return np.where(np.isnan(column), np.float32(0.0), column).reshape(-1, 1)
-
-
 def _category_column(values: Any) -> np.ndarray:
     return np.array(_texts(np.asarray(values, dtype=object).tolist()), dtype=object).reshape(-1, 1)
 
@@ -58,9 +53,12 @@ class OnnxModel:
 
     def feeds(self, columns: Columns) -> dict[str, np.ndarray]:
         """The model's inputs: missing numbers become 0, categories their normalized text."""
-        feeds = {n: _number_column(columns[n]) for n in self.numeric}
-        feeds |= {n: _category_column(columns[n]) for n in self.categorical}
-        return feeds
+        feeds: dict[str, np.ndarray] = {}
+        if self.numeric:  # (one conversion for all the number columns; each input a [N, 1] view of it)
+            numbers = np.asarray([columns[n] for n in self.numeric], dtype=np.float32)
+            numbers[np.isnan(numbers)] = 0.0
+            feeds |= zip(self.numeric, numbers[:, :, np.newaxis], strict=True)
+        return feeds | {n: _category_column(columns[n]) for n in self.categorical}
 
     def predict(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
         """Predicted labels (text) and class probabilities (columns in ``classes`` order)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, pairwise
 from operator import itemgetter
 from typing import Any, cast
 
@@ -54,9 +54,35 @@ class ServedModel:
     def frame(self, instances: list[Any]) -> dict[str, np.ndarray]:
         """Validate raw feature dicts against the model's inputs and build its input columns: numbers as
         float64 (the values as sent; within the float32 range the model takes), categories as sent."""
-        rows = [instance.get("features") if type(instance) is dict else None for instance in instances]
-        columns = self._columns(cast(list[dict[str, Any]], rows)) if all(type(r) is dict for r in rows) else None
+        columns = self._plain_frame(instances)
         return self._checked_frame(instances) if columns is None else columns
+
+    def frames(
+        self, requests: list[list[Any]]
+    ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray] | BadRequestError]]:
+        """:meth:`frame` of several requests' instances: the input columns of all the rows it accepts, in
+        order, and each request's own columns (views of those) or why it is refused. The rows are
+        converted together; request by request only when one of them is refused."""
+        columns = self._plain_frame([instance for instances in requests for instance in instances])
+        if columns is not None:
+            bounds = np.cumsum([0, *map(len, requests)]).tolist()
+            views: list[dict[str, np.ndarray] | BadRequestError] = [
+                {name: column[start:stop] for name, column in columns.items()} for start, stop in pairwise(bounds)
+            ]
+            return columns, views
+        frames: list[dict[str, np.ndarray] | BadRequestError] = []
+        for instances in requests:
+            try:
+                frames.append(self.frame(instances))
+            except BadRequestError as exc:
+                frames.append(exc)
+        accepted = [frame for frame in frames if not isinstance(frame, BadRequestError)]
+        return (concat_columns(accepted) if accepted else {}), frames
+
+    def _plain_frame(self, instances: list[Any]) -> dict[str, np.ndarray] | None:
+        """The input columns, all numbers converted at once; None if any instance is not plainly servable."""
+        rows = [instance.get("features") if type(instance) is dict else None for instance in instances]
+        return self._columns(cast(list[dict[str, Any]], rows)) if all(type(r) is dict for r in rows) else None
 
     def _columns(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
         """The input columns, all numbers converted at once; None if any value is not plainly servable."""

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -37,7 +37,7 @@ from driftwarden.kafka.outages import BrokerProbe, BrokerState, quiet_connection
 from driftwarden.kafka.reader import read_topic
 from driftwarden.kafka.undecodable import GuardedFetch
 from driftwarden.registry.store import ModelRegistry
-from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel, concat_columns
+from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel
 from driftwarden.serving.supervisor import Supervisor
 from driftwarden.serving.writer import ENVELOPE_BYTES, PredictionWriter, UnservableError, WriteError
 from driftwarden.settings import Settings
@@ -152,16 +152,16 @@ class MicroBatcher:
             for item in batch:
                 item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
             return
+        frame, parts = served.frames([item.instances for item in batch])
         frames, accepted = [], []
-        for item in batch:
-            try:
-                frames.append(served.frame(item.instances))
+        for item, part in zip(batch, parts, strict=True):
+            if isinstance(part, BadRequestError):
+                item.future.set_exception(part)
+            else:
+                frames.append(part)
                 accepted.append(item)
-            except BadRequestError as exc:
-                item.future.set_exception(exc)
         if not accepted:
             return
-        frame = concat_columns(frames)
         rows = sum(len(item.instances) for item in accepted)
         BATCH_ROWS.observe(rows)
         try:
@@ -175,17 +175,19 @@ class MicroBatcher:
         start = 0
         for index, item in enumerate(accepted):
             stop = start + len(item.instances)
-            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index])
+            latency = (done - item.enqueued) * 1000
+            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index], latency_ms=latency)
             result = champion
             if tried is not None and challenger is not None:
-                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index])
+                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index],
+                               latency_ms=latency)  # fmt: skip
                 if challenger.mode == "shadow":
                     result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
                 elif random.random() < challenger.fraction:
                     result = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
                 else:
                     result = replace(champion, deployment="primary")
-            item.future.set_result(replace(result, latency_ms=(done - item.enqueued) * 1000))
+            item.future.set_result(result)
             start = stop
         ROWS.labels(model_id, served.version).inc(rows)
 
@@ -197,8 +199,11 @@ class MicroBatcher:
         if challenger is None:
             return None
         try:
-            frames = [challenger.served.frame(item.instances) for item in items]
-            return frames, *await score(challenger.served, concat_columns(frames))
+            frame, frames = challenger.served.frames([item.instances for item in items])
+            refused = next((part for part in frames if isinstance(part, BadRequestError)), None)
+            if refused is not None:
+                raise refused
+            return cast(list[dict[str, np.ndarray]], frames), *await score(challenger.served, frame)
         except Exception as exc:  # the challenger must never fail a request the champion can answer
             log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
             return None
@@ -262,7 +267,7 @@ def random_uuids(n: int) -> list[str]:
     True
     """
     if n < SMALL_REQUEST:
-        return [str(uuid.uuid4()) for _ in range(n)]
+        return [random_uuid() for _ in range(n)]
     octets = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
     octets[:, 6] = octets[:, 6] & 0x0F | 0x40  # version 4
     octets[:, 8] = octets[:, 8] & 0x3F | 0x80  # RFC 4122 variant
@@ -270,6 +275,18 @@ def random_uuids(n: int) -> list[str]:
     text[:, _UUID_DIGITS] = np.frombuffer(octets.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
     ids: list[str] = text.view("S36").ravel().astype("U36").tolist()
     return ids
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` (122 random bits) at a third of its cost.
+
+    >>> texts = [random_uuid() for _ in range(200)]
+    >>> all(str(uuid.UUID(text)) == text and uuid.UUID(text).version == 4 for text in texts), len(set(texts))
+    (True, 200)
+    """
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]  # RFC 4122
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def request_event_id(request_id: str, index: int) -> str:
@@ -307,6 +324,7 @@ class ServingApp:
         self.writer = PredictionWriter(settings, self.broker, config.write_timeout_s)
         self.supervisor = Supervisor()
         self.started = False
+        self._metrics: dict[str, tuple[Histogram, Counter]] = {}
 
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
@@ -506,10 +524,18 @@ class ServingApp:
         scored = await self.batcher.submit(model_id, instances)
         ids = event_ids(instances)
         await self.writer.write(model_id, prediction_columns(scored, ids, self.config))  # answered once written
-        LATENCY.labels(model_id).observe(time.perf_counter() - started)
-        REQUESTS.labels(model_id, "200").inc()
+        latency, answered = self._answer_metrics(model_id)
+        latency.observe(time.perf_counter() - started)
+        answered.inc()
         payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": answers(scored, ids)}
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    def _answer_metrics(self, model_id: str) -> tuple[Histogram, Counter]:
+        """The latency and answered-request series of a served model (looked up once: ``labels`` costs more
+        than the update)."""
+        if model_id not in self._metrics:
+            self._metrics[model_id] = LATENCY.labels(model_id), REQUESTS.labels(model_id, "200")
+        return self._metrics[model_id]
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
