@@ -92,9 +92,9 @@ class ShardedModels:
     def merge(self, partition: int, summary: WindowSummary, now: float) -> list[Alert]:
         """Take one summary read from ``partition`` of the window-summaries topic into its model's owner; the
         alerts its decisions fire. ``now``: wall-clock time (a shard silent for ``shard_idle_s`` stops
-        holding decisions back). A summary its owner cannot merge raises ValueError with the reason
-        (:meth:`~driftwarden.core.shards.SummaryMerger.refusal`); the caller dead-letters it and calls
-        :meth:`skip`."""
+        holding decisions back). A summary that cannot be merged raises ValueError with the reason (no
+        profile of its model version, :meth:`~driftwarden.core.shards.SummaryMerger.refusal`); the caller
+        dead-letters it and calls :meth:`skip`."""
         if summary.group != self.group:
             self.foreign += 1
             return []
@@ -102,7 +102,7 @@ class ShardedModels:
         owners = self.owners.setdefault(partition, {})
         owner = owners.get(key) or self._owner(summary.model_id, summary.model_version, summary.shards)
         if owner is None:
-            return []
+            raise ValueError(f"no reference profile of {summary.model_id} version {summary.model_version} here")
         owners[key] = owner
         return self._alerts(owner, owner.merger.add(summary, now), summary.bucket_seconds, now)
 
