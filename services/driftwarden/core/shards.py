@@ -493,7 +493,7 @@ class SummaryMerger:
 
     def skip(self, summary: WindowSummary, now: float = 0.0) -> None:
         """Let ``summary``'s stream move past its ``seq`` without merging it (it was refused or dead-lettered):
-        what the stream holds behind it is merged; the decisions that completes come with the next
+        what the stream holds behind it is merged; the decisions this completes come with the next
         :meth:`decide`. A ``seq`` merged or skipped already: nothing changes."""
         if self._take(summary, None, now):
             self.skipped += 1
