@@ -19,7 +19,7 @@ from driftwarden.bench.detection_shapes import (
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.detectors.sequential import BANK
-from driftwarden.core.events import NumericSummary, PredictionEvent, WindowSummary
+from driftwarden.core.events import CategoricalSummary, NumericSummary, PredictionEvent, WindowSummary
 from driftwarden.core.profile import build_profile, schema_of, to_columns
 from driftwarden.core.shards import (
     BIN_LLR,
@@ -350,6 +350,9 @@ def test_a_refused_summary_changes_nothing_and_once_skipped_what_follows_in_its_
     with pytest.raises(ValueError, match=f"x: 2 bins, not {BINS}"):
         merger.add(corrupt)
     assert merger.state() == before
+    unknown = first[1].model_copy(update={"categorical": {"zzz": CategoricalSummary(counts={"q": 1}, missing=0)}})
+    with pytest.raises(ValueError, match="features the reference lacks: zzz"):  # (was a KeyError at each window)
+        merger.add(unknown)
     merger.skip(corrupt)  # dead-lettered: its stream moves past seq 1
     merger.add(first[2])
     assert merger.held == {} and merger.merged_events == 2 and merger.skipped == 1
