@@ -1,9 +1,11 @@
 """One hot model over shards on the real broker: predictions keyed model_id/shard, summaries over the
-window-summaries topic, alerts from the owner on the merged buckets; a silent shard holds nothing up."""
+window-summaries topic, alerts from the owner on the merged buckets; a silent shard holds nothing up, nor do
+summaries that cannot be merged (dead-lettered with the reason)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,12 @@ import orjson
 import pytest
 from helpers_integration import unique_model
 
+from driftwarden.bench.scrape import samples, scrape
 from driftwarden.bench.shard_trials import REFERENCE_N, close_shards, sharded_settings, summaries_of
-from driftwarden.core.events import Alert, DeadLetter
-from driftwarden.core.shards import shard_key, stream_of
+from driftwarden.core.events import Alert, DeadLetter, NumericSummary
+from driftwarden.core.profile import ReferenceProfile
+from driftwarden.core.shards import ShardedReference, ShardSummarizer, shard_key, stream_of
+from driftwarden.kafka.broker import free_port
 from driftwarden.monitor.status import latest_status, records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
@@ -31,18 +36,22 @@ STABLE = Scenario(name="stable", n_events=REFERENCE_N + 30_000, seed=5, model_id
 # configured with 2 shards, produced to shard 0 only: shard 1 never says a word
 IDLE = Scenario(name="abrupt-shift", n_events=REFERENCE_N + 25_000, onset=REFERENCE_N + 12_000, magnitude=0.5,
                 seed=6, model_id=unique_model("sharded-idle"))  # fmt: skip
+# among its traffic: window summaries that cannot be merged
+FORGED = Scenario(name="abrupt-shift", n_events=REFERENCE_N + 20_000, onset=REFERENCE_N + 10_000, magnitude=0.5,
+                  seed=7, model_id=unique_model("sharded-forged"))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def sharded(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
-    """A monitor worker of its own group with the three sharded models configured and profiled."""
+def sharded(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path, int]]:
+    """A monitor worker of its own group with the sharded models configured and profiled; its metrics port."""
     work = tmp_path_factory.mktemp("sharded")
     config = {"shards": 2, "bucket_seconds": 1.0, "shard_lateness_s": LATENESS_S, "shard_idle_s": 3.0}
-    settings = sharded_settings(kafka, work, dict.fromkeys((DRIFT, STABLE, IDLE), config))
+    settings = sharded_settings(kafka, work, dict.fromkeys((DRIFT, STABLE, IDLE, FORGED), config))
     settings = settings.model_copy(update={"state_dir": work / "state", "monitor_group": f"{kafka.monitor_group}-sh"})
-    worker = spawn(["monitor"], settings, work / "monitor.log")
+    port = free_port()
+    worker = spawn(["monitor", "--metrics-port", str(port)], settings, work / "monitor.log")
     try:
-        yield settings, work
+        yield settings, work, port
     finally:
         terminate(worker)
 
@@ -64,7 +73,7 @@ def wait_alerted(settings: Settings, scenario: Scenario, timeout_s: float) -> li
 
 
 def test_a_sharded_model_alerts_on_its_drifted_features_only_and_a_stable_one_not_at_all(sharded):
-    settings, work = sharded
+    settings, work, _ = sharded
 
     async def produce() -> None:
         for scenario in (DRIFT, STABLE):
@@ -100,7 +109,7 @@ def test_a_sharded_model_alerts_on_its_drifted_features_only_and_a_stable_one_no
 
 
 def test_a_silent_shard_does_not_hold_the_owners_decisions(sharded):
-    settings, work = sharded
+    settings, work, _ = sharded
     started = time.monotonic()
     asyncio.run(ScenarioProducer(settings, IDLE, batch_size=250, label_fraction=0.0, shards=1).run())
     alerts = wait_alerted(settings, IDLE, timeout_s=120)
@@ -109,3 +118,62 @@ def test_a_silent_shard_does_not_hold_the_owners_decisions(sharded):
     assert time.monotonic() - started < 120
     status = asyncio.run(latest_status(settings, IDLE.model_id))
     assert status is not None and 0 < status.events_processed <= IDLE.n_events
+
+
+def test_summaries_that_cannot_be_merged_are_dead_lettered_with_the_reason_and_hold_nothing_up(sharded):
+    # Among the model's traffic, a stream of empty summaries of shard 0 (from a bucket before the traffic):
+    # seq 0 merged; seq 1 with bins of another build, refused; seq 2 merged; seq 3 never arrives (an unreadable
+    # summary is dead-lettered, its stream unknown); seq 4 held behind that gap, given up after shard_idle_s;
+    # and one of another shard count. None of them changes a count or holds a decision.
+    settings, work, port = sharded
+    profile = ReferenceProfile.from_json((settings.profiles_dir / FORGED.model_id / "1.json").read_bytes())
+    forger = ShardSummarizer(FORGED.model_id, "1", ShardedReference.of(profile), 0, 2, 1.0,
+                             input_topic="forged", group=settings.monitor_group)  # fmt: skip
+    first = int(FORGED.start_ts) - 10
+    empty = [summary for bucket in range(first, first + 5) for summary in forger.close(bucket + 1.0)]
+    feature = sorted(profile.numeric)[0]
+    other_build = empty[1].model_copy(update={"numeric": {**empty[1].numeric, feature: NumericSummary(
+        bins=[0, 0], missing=0, sum=0.0, sum_squares=0.0)}})  # fmt: skip
+    other_count = empty[0].model_copy(update={"shards": 3, "input_origin": 1})
+    forged = [empty[0].to_json(), other_build.to_json(), empty[2].to_json(), b'{"schema": "window-summary.v1", ',
+              empty[4].to_json(), other_count.to_json()]  # fmt: skip
+
+    async def produce() -> None:
+        traffic = asyncio.create_task(
+            ScenarioProducer(settings, FORGED, batch_size=250, label_fraction=0.0, shards=2).run()
+        )
+        await asyncio.sleep(1.0)
+        async with shared_producer(settings) as producer:
+            for value in forged:
+                await producer.send(settings.topics.window_summaries, value, key=FORGED.model_id.encode())
+        await traffic
+        await close_shards(settings, FORGED, 2, LATENESS_S + 3.0)
+
+    asyncio.run(produce())
+    alerts = wait_alerted(settings, FORGED, timeout_s=180)
+    log = (work / "monitor.log").read_text(errors="replace")
+    assert sorted(a.subject for a in alerts) == sorted(FORGED.drift_features), log[-3000:]
+    onset_bucket = int(FORGED.start_ts + FORGED.onset / FORGED.events_per_second)
+    assert all(int(a.trigger_event_id.rsplit("/", 1)[1]) >= onset_bucket for a in alerts)
+    status = asyncio.run(wait_for_status(settings, FORGED.model_id, lambda s: s.events_processed >= FORGED.n_events,
+                                         60))  # fmt: skip
+    assert status.events_processed == FORGED.n_events  # every event merged once: nothing held, nothing lost
+    letters = [DeadLetter.model_validate_json(v)
+               for v in asyncio.run(records_for(settings, settings.topics.dead_letters, FORGED.model_id))]  # fmt: skip
+    assert all(letter.source_topic == settings.topics.window_summaries for letter in letters)
+    assert [base64.b64decode(letter.payload_b64) for letter in letters] == [forged[1], forged[3], forged[5]]
+    reasons = [letter.reason for letter in letters]
+    assert reasons[0] == f"a window summary refused: {feature}: 2 bins, not 50", reasons
+    assert reasons[1].startswith("not a window summary: "), reasons
+    assert reasons[2] == "a window summary refused: a summary of shard 0 of 3; this owner merges 2", reasons
+    deadline, outcomes = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:  # the owner's counts reach the metrics with its next status
+        families = scrape(port)
+        found = samples(families, "driftwarden_shard_summaries_total", model_id=FORGED.model_id)
+        outcomes = {dict(labels)["outcome"]: value for labels, value in found.items()}
+        if outcomes.get("missing"):
+            break
+        time.sleep(1)
+    assert outcomes.get("skipped") == 2 and outcomes.get("missing") == 1, outcomes  # seq 4 merged after its gap
+    letters_counted = samples(families, "driftwarden_dead_letters_total", model_id=FORGED.model_id)
+    assert list(letters_counted.values()) == [3.0] and settings.topics.window_summaries in str(letters_counted)

@@ -3,10 +3,13 @@ state that a restart restores and replays on from without losing or double count
 
 from __future__ import annotations
 
+import pytest
+
 from driftwarden.core.config import MonitoringConfig
 from driftwarden.core.events import PredictionEvent, WindowSummary
 from driftwarden.core.profile import build_profile
 from driftwarden.core.sharded_models import ShardedModels
+from driftwarden.core.shards import stream_of
 from driftwarden.core.state import decode, encode
 from driftwarden_load.scenarios import Scenario, generate
 
@@ -95,3 +98,38 @@ def test_a_partition_restored_from_its_checkpoint_and_replayed_counts_every_even
     restored_owner = ShardedModels(config, lambda m, v: profile)
     restored_owner.restore(2, decode(encode("partition", 1, owner.export(2) or {}), "partition", 1))
     assert restored_owner.export(2) == owner.export(2) and restored_owner.export(0) is None
+
+
+def test_an_owner_moves_past_a_refused_summary_and_a_gap_is_given_up_after_shard_idle_s():
+    scenario = Scenario(name="stable", n_events=REFERENCE_N + 4_000, seed=9)
+    rows = [PredictionEvent.model_validate(e) for chunk in generate(scenario) for e in chunk.prediction_events()]
+    profile = build_profile(scenario.model_id, "1", rows[:REFERENCE_N])
+    config = MonitoringConfig.from_dict(
+        {
+            "models": {
+                scenario.model_id: {"shards": 2, "shard_idle_s": 5.0, "bucket_seconds": 0.25, "shard_lateness_s": 0.0}
+            }
+        }
+    )
+    models = ShardedModels(config, lambda m, v: profile if v == "1" else None)
+    summaries = [s for i in range(REFERENCE_N, len(rows), 500)
+                 for s in models.summarize("predictions", 0, i, scenario.model_id, 0, rows[i : i + 500])]  # fmt: skip
+    assert [s.seq for s in summaries] == list(range(len(summaries))) and len(summaries) >= 6
+    with pytest.raises(ValueError, match=f"no reference profile of {scenario.model_id} version 2 here"):
+        models.merge(2, summaries[0].model_copy(update={"model_version": "2"}), now=100.0)
+    models.merge(2, summaries[0], now=100.0)
+    of_another_count = summaries[1].model_copy(update={"shards": 3})  # e.g. a worker on another config
+    with pytest.raises(ValueError, match="this owner merges 2"):
+        models.merge(2, of_another_count, now=100.0)
+    models.skip(2, of_another_count, now=100.0)  # dead-lettered by the service
+    models.merge(2, summaries[2], now=100.0)
+    ((_, merger),) = models.mergers()
+    assert merger.held == {} and merger.skipped == 1
+    assert merger.merged_events == summaries[0].events + summaries[2].events
+    for summary in summaries[4:]:  # seq 3 lost (unreadable): what follows is held
+        models.merge(2, summary, now=101.0)
+    assert merger.held.keys() == {stream_of(summaries[0])}
+    assert models.decide_idle(now=105.0)[1] == set()
+    assert models.decide_idle(now=106.5)[1] == {2}  # held for shard_idle_s: the gap is given up
+    assert merger.held == {} and merger.missing == 1
+    assert merger.merged_events == sum(s.events for s in summaries) - summaries[1].events - summaries[3].events

@@ -19,11 +19,12 @@ from driftwarden.bench.detection_shapes import (
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.detectors.sequential import BANK
-from driftwarden.core.events import PredictionEvent, WindowSummary
+from driftwarden.core.events import CategoricalSummary, NumericSummary, PredictionEvent, WindowSummary
 from driftwarden.core.profile import build_profile, schema_of, to_columns
 from driftwarden.core.shards import (
     BIN_LLR,
     BINS,
+    HELD_MAX,
     Decision,
     ShardBatch,
     ShardedReference,
@@ -336,3 +337,68 @@ def test_summarizer_and_owner_state_round_trip_and_a_restored_summarizer_regener
     assert copy.state() == merger.state() and copy.merged_events == 6
     with pytest.raises(StateError, match="3 shards"):
         owner(shards=2).restore(decode(encode("m", 1, {**merger.state(), "shards": 3}), "m", 1))
+
+
+def test_a_refused_summary_changes_nothing_and_once_skipped_what_follows_in_its_stream_is_not_held():
+    a, b = stream(0), stream(1)
+    merger = owner()
+    first, second = counted(a, [1, 11, 21, 31, 41]), counted(b, [1, 2, 11, 21, 31, 41])  # seq 0..3 each
+    merger.add(first[0])
+    corrupt = first[1].model_copy(update={"numeric": {"x": NumericSummary(bins=[1, 2], missing=0, sum=0.5,
+                                                                           sum_squares=0.25)}})  # fmt: skip
+    before = merger.state()
+    with pytest.raises(ValueError, match=f"x: 2 bins, not {BINS}"):
+        merger.add(corrupt)
+    assert merger.state() == before
+    unknown = first[1].model_copy(update={"categorical": {"zzz": CategoricalSummary(counts={"q": 1}, missing=0)}})
+    with pytest.raises(ValueError, match="features the reference lacks: zzz"):  # (was a KeyError at each window)
+        merger.add(unknown)
+    merger.skip(corrupt)  # dead-lettered: its stream moves past seq 1
+    merger.add(first[2])
+    assert merger.held == {} and merger.merged_events == 2 and merger.skipped == 1
+    merger.skip(first[2])  # a seq merged already: nothing changes
+    assert merger.skipped == 1 and merger.merged_events == 2
+    # a refused summary beyond a gap keeps its place: once the gap fills, the stream runs through it
+    merger.add(second[0])
+    other_count = second[2].model_copy(update={"shards": 3})
+    with pytest.raises(ValueError, match="a summary of shard 1 of 3; this owner merges 2"):
+        merger.add(other_count)
+    merger.skip(other_count)
+    merger.add(second[3])
+    assert merger.held[("predictions", 0, 1, 0)].keys() == {2, 3}
+    copy = owner()
+    copy.restore(decode(encode("m", 1, merger.state()), "m", 1))
+    assert copy.state() == merger.state()
+    for restored_or_not in (merger, copy):
+        restored_or_not.add(second[1])
+        assert restored_or_not.held == {} and restored_or_not.merged_events == 2 + 4
+        assert restored_or_not.skipped == 2 and restored_or_not.missing == 0
+        assert restored_or_not.streams[("predictions", 0, 1, 0)] == 4
+
+
+def test_a_gap_nothing_fills_is_given_up_after_idle_s_and_a_stream_holds_at_most_held_max_summaries():
+    a, b = stream(0), stream(1)
+    merger = owner(idle_s=30)
+    summaries = counted(a, [1, 11, 21, 31, 41])  # seq 0..3; seq 1 never arrives (unreadable, dead-lettered)
+    for summary in counted(b, [1, 11, 21, 31, 41]):
+        merger.add(summary, now=100.0)
+    merger.add(summaries[0], now=100.0)
+    merger.add(summaries[2], now=101.0)
+    merger.add(summaries[3], now=105.0)
+    assert merger.held[("predictions", 0, 0, 0)].keys() == {2, 3} and merger.next_bucket == 1
+    assert merger.decide(now=131.0) == [] and merger.missing == 0  # held for 30 s since the gap: still waiting
+    merger.decide(now=131.5)
+    assert merger.held == {} and merger.missing == 1 and merger.next_bucket == 4
+    assert merger.merged_events == 4 + 3 and merger.stalled == {}
+    merger.add(summaries[1], now=132.0)  # arrives after all: its seq was given up
+    assert merger.duplicates == 1 and merger.merged_events == 7
+
+    merger = owner(shards=1)  # no idle_s: the count bounds what a stream holds
+    summaries = counted(stream(0, shards=1), [10.0 * i + 1 for i in range(HELD_MAX + 4)])  # seq 0..HELD_MAX + 2
+    merger.add(summaries[0])
+    most = 0
+    for summary in summaries[2:]:
+        merger.add(summary)
+        most = max(most, *(len(held) for held in merger.held.values()), 0)
+    assert most == HELD_MAX and merger.held == {} and merger.missing == 1
+    assert merger.merged_events == len(summaries) - 1

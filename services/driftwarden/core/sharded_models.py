@@ -92,7 +92,9 @@ class ShardedModels:
     def merge(self, partition: int, summary: WindowSummary, now: float) -> list[Alert]:
         """Take one summary read from ``partition`` of the window-summaries topic into its model's owner; the
         alerts its decisions fire. ``now``: wall-clock time (a shard silent for ``shard_idle_s`` stops
-        holding decisions back)."""
+        holding decisions back). A summary that cannot be merged raises ValueError with the reason (no
+        profile of its model version, :meth:`~driftwarden.core.shards.SummaryMerger.refusal`); the caller
+        dead-letters it and calls :meth:`skip`."""
         if summary.group != self.group:
             self.foreign += 1
             return []
@@ -100,17 +102,26 @@ class ShardedModels:
         owners = self.owners.setdefault(partition, {})
         owner = owners.get(key) or self._owner(summary.model_id, summary.model_version, summary.shards)
         if owner is None:
-            return []
+            raise ValueError(f"no reference profile of {summary.model_id} version {summary.model_version} here")
         owners[key] = owner
         return self._alerts(owner, owner.merger.add(summary, now), summary.bucket_seconds, now)
 
+    def skip(self, partition: int, summary: WindowSummary, now: float) -> None:
+        """The owner of ``summary`` (read from ``partition``) moves past it without merging it: it was
+        dead-lettered, and what its stream holds behind it is merged (decided by the next :meth:`decide_idle`)."""
+        owner = self.owners.get(partition, {}).get((summary.model_id, summary.model_version))
+        if owner is not None and summary.group == self.group:
+            owner.merger.skip(summary, now)
+
     def decide_idle(self, now: float) -> tuple[list[Alert], set[int]]:
-        """Decisions that wait for no silent shard any more: their alerts, and the partitions that changed."""
+        """Decisions that wait for no silent shard (or gap) any more: their alerts, and the partitions that
+        changed."""
         alerts, changed = [], set()
         for partition, owners in self.owners.items():
             for owner in owners.values():
+                missing = owner.merger.missing
                 decisions = owner.merger.decide(now)
-                if decisions:
+                if decisions or owner.merger.missing != missing:
                     changed.add(partition)
                     alerts += self._alerts(owner, decisions, self.config.for_model(owner.book.model_id).bucket_seconds,
                                            now)  # fmt: skip

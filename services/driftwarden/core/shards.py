@@ -84,6 +84,8 @@ from driftwarden.core.stats import benjamini_hochberg, category_test
 #: include every end share of the bank (:data:`~driftwarden.core.detectors.sequential.END_SHARES`).
 BINS = 50
 WINDOW_SUMMARY_SCHEMA = "window-summary.v1"
+#: Summaries one stream holds behind a gap at the most (:class:`SummaryMerger`): one more gives the gap up.
+HELD_MAX = 256
 
 
 def shard_key(model_id: str, shard: int) -> bytes:
@@ -400,6 +402,18 @@ class SummaryMerger:
     not merged, until the summaries before it arrive. A stream first seen at a ``seq`` above 0 is taken
     from there (the owner's state started after it: e.g. a refused checkpoint).
 
+    **Refused and missing summaries.** A summary this owner cannot merge (another shard count, bins or
+    features of another build: :meth:`refusal`) is refused by :meth:`add`, which then changes nothing;
+    its reader dead-letters it and calls :meth:`skip`: the stream moves past its ``seq`` (counted,
+    ``skipped``), so what follows it is not held. A summary that never arrives (unreadable and
+    dead-lettered, deleted by retention, lost with a failed batch) leaves a gap that nothing fills: a
+    stream gives its gap up (the ``seq`` it lacks counted as ``missing``, what it held merged) when it
+    has held summaries for ``idle_s`` of wall-clock without moving (timed from this merger's first sight
+    of the gap: after a restore, from the restore), or when it would hold more than :data:`HELD_MAX`.
+    So a gap holds decisions no longer than a silent shard does, and a stream holds at most
+    :data:`HELD_MAX` summaries. A summary of a ``seq`` given up that arrives after all is dropped as a
+    duplicate.
+
     **Deciding.** Buckets are decided in order once every shard has published that bucket or a later
     one. A shard that has published nothing for ``idle_s`` seconds of wall-clock (``now``; since the
     owner's first summary for a shard never heard of) no longer holds decisions back: buckets are
@@ -442,36 +456,81 @@ class SummaryMerger:
         self.window = _Bucket()
         self.model: tuple[str, str] | None = None  # (model_id, model_version) of the summaries merged
         self.streams: dict[Stream, int] = {}  # the next seq of each stream
-        self.held: dict[Stream, dict[int, WindowSummary]] = {}  # summaries beyond a gap, by seq
+        self.held: dict[Stream, dict[int, WindowSummary | None]] = {}  # beyond a gap, by seq (None: skipped)
+        self.stalled: dict[Stream, float] = {}  # wall-clock time a stream that holds summaries last moved
         self.duplicates = 0
+        self.skipped = 0
+        self.missing = 0
         self.late_summaries = 0
         self.late_events = 0
         self.merged_events = 0
         self.decide_s = 0.0  # time spent deciding merged buckets (the rest of ``add`` is merging)
 
-    def add(self, summary: WindowSummary, now: float = 0.0) -> list[Decision]:
-        """Take one summary (merged, dropped as a duplicate or held behind a gap); return the decisions on
-        the buckets that are complete at wall-clock time ``now``."""
+    def refusal(self, summary: WindowSummary) -> str | None:
+        """Why this owner cannot merge ``summary`` (None: it can)."""
         if summary.shards != self.shards or not 0 <= summary.shard < self.shards:
-            raise ValueError(f"a summary of shard {summary.shard} of {summary.shards}; this owner merges {self.shards}")
+            return f"a summary of shard {summary.shard} of {summary.shards}; this owner merges {self.shards}"
         model = (summary.model_id, summary.model_version)
         if self.model is not None and model != self.model:
-            raise ValueError(f"a summary of {model}; this owner merges {self.model}")
-        self.model = model
-        stream = stream_of(summary)
-        expected = self.streams.get(stream, summary.seq)
-        held = self.held.setdefault(stream, {})
-        if summary.seq < expected or summary.seq in held:
+            return f"a summary of {model}; this owner merges {self.model}"
+        unknown = sorted((summary.numeric.keys() - self.reference.numeric.keys())
+                         | (summary.categorical.keys() - self.reference.categorical.keys()))  # fmt: skip
+        if unknown:
+            return f"features the reference lacks: {', '.join(unknown)}"
+        bins = {name: len(s.bins) for name, s in summary.numeric.items()}
+        return "; ".join(f"{name}: {n} bins, not {BINS}" for name, n in bins.items() if n != BINS) or None
+
+    def add(self, summary: WindowSummary, now: float = 0.0) -> list[Decision]:
+        """Take one summary (merged, dropped as a duplicate or held behind a gap); return the decisions on
+        the buckets that are complete at wall-clock time ``now``. One it cannot merge raises ValueError
+        (:meth:`refusal`) and changes nothing."""
+        if (refused := self.refusal(summary)) is not None:
+            raise ValueError(refused)
+        self.model = (summary.model_id, summary.model_version)
+        if not self._take(summary, summary, now):
             self.duplicates += 1
-        else:
-            held[summary.seq] = summary
+        return self.decide(now)
+
+    def skip(self, summary: WindowSummary, now: float = 0.0) -> None:
+        """Let ``summary``'s stream move past its ``seq`` without merging it (it was refused or dead-lettered):
+        what the stream holds behind it is merged; the decisions this completes come with the next
+        :meth:`decide`. A ``seq`` merged or skipped already: nothing changes."""
+        if self._take(summary, None, now):
+            self.skipped += 1
+
+    def _take(self, summary: WindowSummary, merged: WindowSummary | None, now: float) -> bool:
+        """Put ``merged`` (None: nothing) at ``summary``'s place in its stream; False: that place is taken."""
+        stream = stream_of(summary)
+        self.streams.setdefault(stream, summary.seq)
+        held = self.held.setdefault(stream, {})
+        taken = summary.seq < self.streams[stream] or summary.seq in held
+        if not taken:
+            held[summary.seq] = merged
+        self._advance(stream, now)
+        if len(self.held.get(stream, ())) > HELD_MAX:
+            self._give_up_gap(stream, now)
+        return not taken
+
+    def _advance(self, stream: Stream, now: float) -> None:
+        """Merge what follows the stream's next expected ``seq`` without a gap."""
+        held, expected = self.held[stream], self.streams[stream]
         while expected in held:
-            self._merge(held.pop(expected), now)
+            if (summary := held.pop(expected)) is not None:
+                self._merge(summary, now)
             expected += 1
-        self.streams[stream] = expected
         if not held:
             del self.held[stream]
-        return self.decide(now)
+            self.stalled.pop(stream, None)
+        elif expected != self.streams[stream] or stream not in self.stalled:
+            self.stalled[stream] = now
+        self.streams[stream] = expected
+
+    def _give_up_gap(self, stream: Stream, now: float) -> None:
+        """The stream's gap will not fill: go on from the first ``seq`` it holds."""
+        first = min(self.held[stream])
+        self.missing += first - self.streams[stream]
+        self.streams[stream] = first
+        self._advance(stream, now)
 
     def _merge(self, summary: WindowSummary, now: float) -> None:
         self.started = now if self.started is None else self.started
@@ -488,6 +547,9 @@ class SummaryMerger:
     def decide(self, now: float) -> list[Decision]:
         """Decide the buckets complete at wall-clock time ``now`` (call it now and then: a shard turns idle
         while nothing arrives)."""
+        for stream in list(self.held):  # a gap that held its stream for idle_s is given up
+            if now - self.stalled.setdefault(stream, now) > self.idle_s:
+                self._give_up_gap(stream, now)
         complete = self._complete(now)
         if complete is None:
             return []
@@ -512,6 +574,7 @@ class SummaryMerger:
 
     def state(self) -> State:
         """Everything but the reference and the parameters (given back to :meth:`from_state`)."""
+        held = [(stream, seq, s) for stream, by_seq in sorted(self.held.items()) for seq, s in sorted(by_seq.items())]
         return {
             "shards": self.shards,
             "model": None if self.model is None else list(self.model),
@@ -523,8 +586,11 @@ class SummaryMerger:
             "started": self.started,
             "next_bucket": self.next_bucket,
             "streams": [[*stream, seq] for stream, seq in sorted(self.streams.items())],
-            "held": [s.model_dump(mode="json", by_alias=True) for held in self.held.values() for s in held.values()],
+            "held": [s.model_dump(mode="json", by_alias=True) for _, _, s in held if s is not None],
+            "skipped_seqs": [[*stream, seq] for stream, seq, s in held if s is None],
             "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "missing": self.missing,
             "late_summaries": self.late_summaries,
             "late_events": self.late_events,
             "merged_events": self.merged_events,
@@ -558,6 +624,11 @@ class SummaryMerger:
             except ValueError as exc:
                 raise StateError(f"{state.where}.held: not a window summary ({exc})") from None
             self.held.setdefault(stream_of(summary), {})[summary.seq] = summary
+        self.stalled = {}
+        if "skipped" in state.data:  # (not in the states of earlier versions)
+            for topic, partition, shard, origin, seq in _table(state, "skipped_seqs", (str, int, int, int, int)):
+                self.held.setdefault((topic, partition, shard, origin), {})[seq] = None
+            self.skipped, self.missing = state.integer("skipped"), state.integer("missing")
         self.duplicates, self.late_summaries = state.integer("duplicates"), state.integer("late_summaries")
         self.late_events, self.merged_events = state.integer("late_events"), state.integer("merged_events")
 
@@ -632,8 +703,6 @@ def _rows(state: StateReader, key: str) -> list[tuple[int, StateReader]]:
 def _merge(bucket: _Bucket, summary: WindowSummary) -> None:
     bucket.events += summary.events
     for name, numeric in summary.numeric.items():
-        if len(numeric.bins) != BINS:
-            raise ValueError(f"{name}: {len(numeric.bins)} bins, not {BINS}")
         bucket.add_numeric(name, np.array(numeric.bins, dtype=np.int64), numeric.missing, numeric.sum,
                            numeric.sum_squares)  # fmt: skip
     for name, categorical in summary.categorical.items():

@@ -106,7 +106,8 @@ OFFSET_GAPS = Counter(
 SHARD_SUMMARIES = Counter(
     "driftwarden_shard_summaries",
     "Window summaries of a sharded model its owner did not merge into their own bucket: outcome duplicate "
-    "(a replay, dropped) or late (its bucket was decided without it: merged into the next undecided one).",
+    "(a replay, dropped), late (its bucket was decided without it: merged into the next undecided one), "
+    "skipped (refused or in a failed batch: dead-lettered) or missing (a gap in its stream given up).",
     [*MODEL, "outcome"],
 )
 

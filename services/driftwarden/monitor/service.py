@@ -17,6 +17,7 @@ deterministic, so an alert re-raised by that replay is the same alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import math
@@ -485,11 +486,16 @@ class MonitorService:
         """A window summary into its model's owner; the alerts its decisions fire, sent (acknowledged before
         the summary counts as done, as for every input)."""
         self.dirty.add(message.partition)
-        try:  # (a summary another build cannot read, or of another shard count after a config change)
-            alerts = self.sharded.merge(message.partition, WindowSummary.model_validate_json(message.value), now)
-        except ValueError as exc:
-            log.error("%s/%d@%d: a window summary skipped: %s", message.topic, message.partition, message.offset, exc)
-            return []
+        value = message.value or b""
+        try:  # (a summary another build cannot read)
+            summary = WindowSummary.model_validate_json(value)
+        except ValueError as exc:  # its stream unknown: the gap it leaves is given up (SummaryMerger)
+            return [await self._send_dead_letter(message, Rejection(f"not a window summary: {exc}", value))]
+        try:  # (e.g. of another shard count after a config change)
+            alerts = self.sharded.merge(message.partition, summary, now)
+        except ValueError as exc:  # its owner moves past it: what follows in its stream is not held
+            self.sharded.skip(message.partition, summary, now)
+            return [await self._send_dead_letter(message, Rejection(f"a window summary refused: {exc}", value))]
         return [await self._send_alert(alert) for alert in alerts]
 
     async def decide_idle(self) -> None:
@@ -529,7 +535,7 @@ class MonitorService:
         letter = dead_letter(message, rejection.reason, rejection.payload, rejection.batch_index)
         model_id = self._model_of_key(message.key)
         self.series.count(metrics.DEAD_LETTERS, (model_id, message.topic))
-        if model_id:
+        if model_id and message.topic != self.topics.window_summaries:  # (the core holds no sharded model)
             self.core.count_dead_letters(model_id, 1)
         return await self.dead_letters.send(key=message.key, value=letter.to_json())
 
@@ -544,6 +550,13 @@ class MonitorService:
             log.critical("cannot write to the dead-letter topic; exiting without committing offsets")
             logging.shutdown()
             os._exit(EXIT_CANNOT_PUBLISH)
+        # The owners move past the window summaries of the batch (a no-op for those merged before the error).
+        now = time.time()
+        for message in (e.message for e in batch if e.message.topic == self.topics.window_summaries):
+            if message.partition in self.initialized:
+                self.dirty.add(message.partition)
+                with contextlib.suppress(ValueError):  # unreadable: its gap is given up (SummaryMerger)
+                    self.sharded.skip(message.partition, WindowSummary.model_validate_json(message.value or b""), now)
 
     async def publish_status(self) -> None:
         """Publish the counters and rolling metrics of every model that changed since the last call."""
@@ -557,8 +570,10 @@ class MonitorService:
             for status in self.sharded.statuses(now):
                 await self.status.send(key=status.model_id.encode(), value=status.to_json())
             for (model_id, version), merger in self.sharded.mergers():
-                self.series.advance(metrics.SHARD_SUMMARIES, (model_id, version, "duplicate"), merger.duplicates)
-                self.series.advance(metrics.SHARD_SUMMARIES, (model_id, version, "late"), merger.late_summaries)
+                outcomes = {"duplicate": merger.duplicates, "late": merger.late_summaries,
+                            "skipped": merger.skipped, "missing": merger.missing}  # fmt: skip
+                for outcome, total in outcomes.items():
+                    self.series.advance(metrics.SHARD_SUMMARIES, (model_id, version, outcome), total)
 
 
 def _no_profile(model_id: str, model_version: str) -> None:
