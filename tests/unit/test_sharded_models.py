@@ -117,6 +117,8 @@ def test_an_owner_moves_past_a_refused_summary_and_a_gap_is_given_up_after_shard
     assert [s.seq for s in summaries] == list(range(len(summaries))) and len(summaries) >= 6
     with pytest.raises(ValueError, match=f"no reference profile of {scenario.model_id} version 2 here"):
         models.merge(2, summaries[0].model_copy(update={"model_version": "2"}), now=100.0)
+    with pytest.raises(ValueError, match="this owner merges 2"):  # the owner's count is its config's, not the first
+        models.merge(2, summaries[0].model_copy(update={"shards": 3, "shard": 2}), now=100.0)  # summary's
     models.merge(2, summaries[0], now=100.0)
     of_another_count = summaries[1].model_copy(update={"shards": 3})  # e.g. a worker on another config
     with pytest.raises(ValueError, match="this owner merges 2"):

@@ -100,7 +100,7 @@ class ShardedModels:
             return []
         key = (summary.model_id, summary.model_version)
         owners = self.owners.setdefault(partition, {})
-        owner = owners.get(key) or self._owner(summary.model_id, summary.model_version, summary.shards)
+        owner = owners.get(key) or self._owner(*key, self.shards_of(summary.model_id))
         if owner is None:
             raise ValueError(f"no reference profile of {summary.model_id} version {summary.model_version} here")
         owners[key] = owner
