@@ -847,11 +847,16 @@ def bench_detection(
     kswin_seeds: Annotated[int, typer.Option(help="Shape seeds whose change streams KSWIN also watches.", min=0)] = 2,
     shape_families: Annotated[str, typer.Option(help="Shape families (default: all).")] = "",
     feature_streams: Annotated[str, typer.Option(help="Comma-separated feature streams (default: all).")] = "",
+    concept_detector: Annotated[
+        list[str] | None,
+        typer.Option(help="A configuration run on concept streams, e.g. 'driftwarden (default)' (repeat; none: all)."),
+    ] = None,
 ) -> None:
     """Detection quality (delay, misses, false alarms) against River's detectors and dummy baselines."""
     from driftwarden.bench.detection import (
         Settings,
         as_json,
+        error_stream_configurations,
         markdown,
         pooled,
         run_detection_benchmark,
@@ -883,6 +888,10 @@ def bench_detection(
     streams = tuple(name.strip() for name in feature_streams.split(",") if name.strip()) or FEATURE_STREAMS
     if set(streams) - set(FEATURE_STREAMS):
         raise typer.BadParameter(f"--feature-streams takes {', '.join(FEATURE_STREAMS)}")
+    configurations = tuple(concept_detector or ())
+    known = tuple(error_stream_configurations(Settings().period))
+    if set(configurations) - set(known):
+        raise typer.BadParameter(f"--concept-detector takes one of: {'; '.join(known)}")
     settings = Settings(
         seeds=seeds,
         n_concepts=concepts,
@@ -893,6 +902,7 @@ def bench_detection(
         shift_onset=shift_events // 2,
         stable_events=stable_events,
         generators=tuple(CONCEPTS) if "concepts" in chosen else (),
+        concept_configurations=configurations,
         feature_streams=cast("tuple[FeatureStreamName, ...]", streams) if "features" in chosen else (),
     )
     out.mkdir(parents=True, exist_ok=True)

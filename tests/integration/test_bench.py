@@ -132,3 +132,13 @@ def test_bench_detection_runs_the_shape_corpus(monkeypatch, capsys, tmp_path):
     assert all(r[3] == "0.00" and r[5] == r[6] for r in never)  # never alarms: misses every change
     assert re.search(r"^- (met|NOT met): 0 missed changes with KL ≥ 0.2", out, re.MULTILINE)
     assert (tmp_path / "shapes.json").exists() and (tmp_path / "results.md").read_text() in out
+
+
+def test_bench_detection_runs_only_the_chosen_concept_configurations(monkeypatch, capsys, tmp_path):
+    args = ["detection", "--out", str(tmp_path), "--parts", "concepts", "--seeds", "1", "--concepts", "2",
+            "--concept-length", "500", "--gradual-width", "100", "--workers", "1",
+            "--concept-detector", "driftwarden (default)", "--concept-detector", "retrain every 1,000"]  # fmt: skip
+    out = run(monkeypatch, capsys, *args)
+    rows = re.findall(r"^\| (\w+/\w+) \| (.+?) \|", out, re.MULTILINE)
+    assert {r[1] for r in rows} == {"driftwarden (default)", "retrain every 1,000"}
+    assert len(rows) == 2 * 12  # both, on each of the 12 concept streams

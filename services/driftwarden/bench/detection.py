@@ -86,6 +86,8 @@ class Settings:
     feature_tolerance: int = 5_000
     period: int = 1_000
     generators: tuple[str, ...] = tuple(CONCEPTS)
+    #: The configurations run on concept streams (empty: all of them).
+    concept_configurations: tuple[str, ...] = ()
     feature_streams: tuple[FeatureStreamName, ...] = FEATURE_STREAMS
 
 
@@ -185,7 +187,9 @@ def run_concept_stream(generator: str, change: Change, seed: int, settings: Sett
     )
     n = len(stream.samples)
     run = StreamRun(stream.name, seed, n, stream.drifts, {}, {}, signal_label="error rate (trailing 500)")
-    for name, factory in error_stream_configurations(settings.period).items():
+    configurations = error_stream_configurations(settings.period)
+    for name in settings.concept_configurations or tuple(configurations):
+        factory = configurations[name]
         alarms, errors = prequential(stream, factory)
         score = score_alarms(stream.drifts, alarms, n, settings.tolerance)
         score.correct, score.predicted = int(n - errors.sum()), n
