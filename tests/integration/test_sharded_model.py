@@ -73,7 +73,7 @@ def wait_alerted(settings: Settings, scenario: Scenario, timeout_s: float) -> li
 
 
 def test_a_sharded_model_alerts_on_its_drifted_features_only_and_a_stable_one_not_at_all(sharded):
-    settings, work, _ = sharded
+    settings, work, port = sharded
 
     async def produce() -> None:
         for scenario in (DRIFT, STABLE):
@@ -106,6 +106,9 @@ def test_a_sharded_model_alerts_on_its_drifted_features_only_and_a_stable_one_no
     letters = asyncio.run(records_for(settings, settings.topics.dead_letters, f"{DRIFT.model_id}/0"))
     (letter,) = [DeadLetter.model_validate_json(v) for v in letters]  # the columnar batch: kept whole, with the reason
     assert letter.reason.startswith("a columnar batch of a sharded model") and letter.payload_b64
+    # counted for its model (keyed model_id/shard), where an SRE looks for it
+    counted = samples(scrape(port), "driftwarden_dead_letters_total", model_id=DRIFT.model_id)
+    assert list(counted.values()) == [1.0] and settings.topics.predictions in str(counted), counted
 
 
 def test_a_silent_shard_does_not_hold_the_owners_decisions(sharded):

@@ -525,9 +525,11 @@ class MonitorService:
             self.sharded.forget({partition})
             raise
 
-    @staticmethod
-    def _model_of_key(key: bytes | None) -> str:
-        """The model a message belongs to, by its Kafka key ("" when the key is not a model id)."""
+    def _model_of_key(self, key: bytes | None) -> str:
+        """The model a message belongs to, by its Kafka key: a model id, or a sharded model's
+        ``model_id/shard`` ("" when the key is neither)."""
+        if (shard := shard_of_key(key, self.sharded.shards_of)) is not None:
+            return shard[0]
         text = key.decode("utf-8", "replace") if key else ""
         return text if is_model_id(text) else ""
 
@@ -535,8 +537,8 @@ class MonitorService:
         letter = dead_letter(message, rejection.reason, rejection.payload, rejection.batch_index)
         model_id = self._model_of_key(message.key)
         self.series.count(metrics.DEAD_LETTERS, (model_id, message.topic))
-        if model_id and message.topic != self.topics.window_summaries:  # (the core holds no sharded model)
-            self.core.count_dead_letters(model_id, 1)
+        if model_id and message.key == model_id.encode() and message.topic != self.topics.window_summaries:
+            self.core.count_dead_letters(model_id, 1)  # (the core holds no sharded model: its letters are metrics)
         return await self.dead_letters.send(key=message.key, value=letter.to_json())
 
     async def _dead_letter_batch(self, batch: Sequence[EventT], reason: str) -> None:
