@@ -56,7 +56,6 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.demo": "the demo: run by tests/integration/test_demo.py",
     "driftwarden.errors": "one exception base class, nothing to compute",
     "driftwarden.kafka.broker": NEEDS_FILES,
-    "driftwarden.kafka.faust_app": NEEDS_BROKER,
     "driftwarden.kafka.reader": NEEDS_BROKER,
     "driftwarden.monitor.service": NEEDS_BROKER,
     "driftwarden.monitor.status": NEEDS_BROKER,

@@ -2,10 +2,14 @@
 Faust's internals (pinned to faust-streaming 0.15.3; ``tests/unit/test_state_protocol.py`` fails
 loudly when the pinned version changes): the committing of exact offsets, and the fetch in Faust's
 consumer thread, which goes through :class:`~driftwarden.kafka.undecodable.GuardedFetch` so that an
-undecodable record batch reaches the services as placeholder records instead of crashing the worker."""
+undecodable record batch reaches the services as placeholder records instead of crashing the worker,
+and which stops fetching while the fetched messages no stream has taken yet exceed a byte budget
+(:class:`FetchBudget`)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +19,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, EventT
+from faust.types import TP, EventT, StreamT
 
 from driftwarden.kafka.clients import bootstrap_of, client_options
 from driftwarden.kafka.undecodable import GuardedFetch, in_line
@@ -77,6 +81,72 @@ def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGe
     return stream.take_events(max_, within=within)
 
 
+#: How long the consumer thread waits before it looks again at a spent :class:`FetchBudget`.
+SPENT_WAIT_S = 0.01
+
+
+class FetchBudget:
+    """The bytes of fetched messages that no stream has taken yet, against a limit.
+
+    Faust bounds a stream's buffer in messages (``stream_buffer_maxsize``, 4,096), not bytes: with
+    prediction envelopes of 1,000 events (~500 KB each) a worker behind its producers held 2 GB in it
+    (docs/benchmarks.md). The consumer thread holds what it fetches (:meth:`hold`) and fetches nothing
+    while the budget is spent; a stream gives a message's bytes back as it takes the message
+    (:class:`BudgetSensor`); a new consumer generation starts afresh (Faust drops the messages fetched
+    in the one before without handing them to a stream). One fetch may overshoot the limit by what it
+    returns: at most ``consumer_max_fetch_size`` per assigned partition.
+
+    >>> budget = FetchBudget(1_000)
+    >>> budget.hold(600); budget.spent
+    False
+    >>> budget.hold(600); budget.spent, budget.held
+    (True, 1200)
+    >>> budget.release(900); budget.spent, budget.held
+    (False, 300)
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the fetch budget must be at least one byte")
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()  # the consumer thread holds, the event loop's streams release
+
+    def hold(self, n: int) -> None:
+        with self._lock:
+            self.held += n
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.held = max(0, self.held - n)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.held = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.held >= self.limit
+
+
+def message_bytes(key: bytes | None, value: bytes | None) -> int:
+    """What a message counts against a :class:`FetchBudget`: its key and value."""
+    return len(key or b"") + len(value or b"")
+
+
+class BudgetSensor(faust.Sensor):
+    """Gives a message's bytes back to the app's :class:`FetchBudget` when a stream takes it."""
+
+    def __init__(self, budget: FetchBudget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT, event: EventT) -> dict[str, Any] | None:
+        message = event.message
+        self.budget.release(message_bytes(message.key, message.value))
+        return None
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     _guard: GuardedFetch | None = None
     _guard_generation = -1
@@ -103,10 +173,16 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         """
         if not self.consumer.flow_active:
             return {}
-        generation = self.app.consumer_generation_id
+        app = self.app
+        assert isinstance(app, DriftwardenApp)  # only a DriftwardenApp builds this transport
+        generation = app.consumer_generation_id
         if self._guard is None or self._guard.consumer is not consumer or generation != self._guard_generation:
             self._guard = GuardedFetch(consumer, grouped=True)  # positions were set anew: nothing handed out yet
             self._guard_generation = generation
+            app.fetch_budget.reset()  # what the last generation fetched is dropped, not taken
+        if app.fetch_budget.spent:
+            await asyncio.sleep(SPENT_WAIT_S)
+            return {}
         try:
             partitions = (aiokafka.TopicPartition(tp.topic, tp.partition) for tp in active_partitions)
             fetched, letters = await self._guard.fetch(
@@ -115,7 +191,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         except IllegalStateError:  # the assignment changed under the fetch: the next generation re-seeks
             self._guard = None
             return {}
-        return in_line(fetched, letters)
+        records = in_line(fetched, letters)
+        app.fetch_budget.hold(sum(message_bytes(r.key, r.value) for rs in records.values() for r in rs))
+        return records
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -128,9 +206,11 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class DriftwardenApp(faust.App):
-    """A Faust app whose consumers wait at most ``fetch_max_wait_ms`` per fetch."""
+    """A Faust app whose consumers wait at most ``fetch_max_wait_ms`` per fetch and hold at most
+    ``fetch_budget`` of fetched messages its streams have not taken."""
 
     fetch_max_wait_ms = 1_500
+    fetch_budget: FetchBudget  # (set by create_faust_app)
 
     def _new_transport(self) -> _Transport:
         return _Transport(self.conf.broker_consumer, self)
@@ -147,7 +227,8 @@ def create_faust_app(
     * ``offset_reset`` where a group without committed offsets starts (``earliest`` unless asked):
       "latest" is computed from wrong end offsets on the embedded broker, so a caller asking for it
       commits the right start first (:func:`driftwarden.kafka.reader.start_new_group_at_end`);
-    * at-least-once delivery (``acks=all``, no transactions: the embedded broker cannot do them).
+    * at-least-once delivery (``acks=all``, no transactions: the embedded broker cannot do them);
+    * at most ``fetch_buffer_mb`` of fetched messages waiting for the streams (:class:`FetchBudget`).
     """
     app = DriftwardenApp(
         app_id,
@@ -167,6 +248,8 @@ def create_faust_app(
         **overrides,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.fetch_budget = FetchBudget(settings.fetch_buffer_mb * 1024 * 1024)
+    app.sensors.add(BudgetSensor(app.fetch_budget))
     return app
 
 

@@ -251,6 +251,7 @@ class MonitorService:
             highwater = self.app.consumer.highwater(tp) if self.app.consumer else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+        metrics.FETCH_BUFFER.set(self.app.fetch_budget.held)
         seen, self.inputs_seen = self.inputs_seen, TallyCounter()
         for labels, n in seen.items():
             self.series.count(metrics.LABELS_RECEIVED if len(labels) == 1 else metrics.EVENTS_PROCESSED, labels, n)
