@@ -126,7 +126,8 @@ def test_sigterm_under_load_saves_what_it_processed(kafka: Settings, tmp_path):
     last_seen = processed(settings, scenario.model_id)  # the worker's last status: at most what it processed
     assert code == 0 and last_seen < 40_000
     log = (tmp_path / "worker.log").read_text()
-    assert "stopping: saving" in log and "failed" not in log, log[-3000:]
+    failures = [line for line in log.splitlines() if "failed" in line and "retrying" not in line]
+    assert "stopping: saving" in log and not failures, log[-3000:]  # (a request retried on a busy broker is no failure)
     saved = sum(
         100 * ((offset or 0) - before[tp]) for tp, offset in asyncio.run(committed(settings, predictions)).items()
     )  # (each message carries 100 events; only the scenario wrote after ``before``)
