@@ -72,8 +72,6 @@ SIGNAL = "\0signal"
 DISTANCE = "\0distance:"
 #: The streaming detector of a categorical feature's frequency ranks (its category mix): this, then its name.
 CATEGORIES = "\0categories:"
-#: How a category-mix alarm names the categories its reference never saw (they share one code: above the last).
-UNSEEN = "(new categories)"
 #: A categorical feature whose reference leaves more than this share of values to unseen categories (Good and
 #: Turing's estimate) gets no rank CUSUMs (:func:`_category_codes`): 2,000 Zipf levels in 5,000 values (~17 %)
 #: gave them 12 times their false-alarm budget, 300 levels (~1.5 %) half of it.
@@ -349,7 +347,11 @@ class ModelMonitor:
                 return
             evidence = detector.evidence()
             if name.startswith(CATEGORIES):  # the categories that moved most since the change point
-                change = category_change(self.profile.categorical[subject], self._categories(subject, detector))
+                # (the categories since the change point, as far as this batch holds them)
+                column = columns.categorical[list(self.profile.categorical).index(subject)]
+                since = int(evidence["values_since_change"] or 1)
+                recent = [v for v in column[max(0, i + 1 - since) : i + 1] if v is not None]
+                change = category_change(self.profile.categorical[subject], recent)
                 summary = (
                     f"{watched} category mix changed over the last {evidence['values_since_change']} values on "
                     f"{self.model_id} v{self.model_version}"
@@ -369,11 +371,6 @@ class ModelMonitor:
 
         self._feed_streaming(columns, on_drift)
         return fired
-
-    def _categories(self, feature: str, detector: RankCusumDetector) -> list[str]:
-        """The categories of a categorical feature's values since its detector's change point (by their codes)."""
-        ranked = [*self.category_codes[feature], UNSEEN]
-        return [ranked[int(code)] for code in detector.changed_values()]
 
     def _evaluate_window(self, window: Columns, now: float, early: bool = False) -> list[Alert]:
         """Test a window; an early look (part of the first window) reports drift only, never a clean verdict."""
@@ -803,7 +800,7 @@ def category_detector(profile: CategoricalProfile, arl: float, seed: int) -> tup
 
     >>> codes, detector = category_detector(CategoricalProfile({"a": 600, "b": 300, "c": 100}, 0.0), 1e5, 0)
     >>> codes, detector.cdf.above.round(2).tolist()  # (the last rank: categories the reference did not see)
-    ({'a': 0, 'b': 1, 'c': 2}, [0.59, 0.89, 1.0, 1.0])
+    ({'a': 0, 'b': 1, 'c': 2}, [0.61, 0.9, 1.0, 1.0])
     >>> category_ranks(["c", None, "a", "z"], codes).tolist()  # (missing: skipped; unseen: the last rank)
     [2.0, nan, 0.0, 3.0]
     """
