@@ -74,7 +74,7 @@ DISTANCE = "\0distance:"
 CATEGORIES = "\0categories:"
 #: A categorical feature whose reference leaves more than this share of values to unseen categories (Good and
 #: Turing's estimate) gets no rank CUSUMs (:func:`_category_codes`): 2,000 Zipf levels in 5,000 values (~17 %)
-#: gave them 12 times their false-alarm budget, 300 levels (~1.5 %) half of it.
+#: gave them 12 times their false-alarm budget, 300 levels (~0.5 %) an eighth of it.
 MAX_UNSEEN_SHARE = 0.05
 #: Alert kinds that stop a growing reference (their data must not become the reference).
 DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
@@ -346,8 +346,7 @@ class ModelMonitor:
             if self.book.counted_while_open(kind, subject):  # a persisting change: nothing to send
                 return
             evidence = detector.evidence()
-            if name.startswith(CATEGORIES):  # the categories that moved most since the change point
-                # (the categories since the change point, as far as this batch holds them)
+            if name.startswith(CATEGORIES):  # the category that moved most since the change point (in this batch)
                 column = columns.categorical[list(self.profile.categorical).index(subject)]
                 since = int(evidence["values_since_change"] or 1)
                 recent = [v for v in column[max(0, i + 1 - since) : i + 1] if v is not None]
