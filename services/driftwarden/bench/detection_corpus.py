@@ -53,8 +53,7 @@ from driftwarden.bench.detection_shapes import (
 )
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector, decide, window_detectors
-from driftwarden.core.detectors.streaming import shift_in_sigma
-from driftwarden.core.monitor import DRIFT_KINDS, category_detector, category_ranks, window_severity
+from driftwarden.core.monitor import DRIFT_KINDS, category_alarm, category_detector, category_ranks, drift_severity
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
 
 #: The monitor's default set for a one-feature model: the streaming detector and the window tests.
@@ -132,10 +131,11 @@ class DriftwardenRun:
         self.profile = one_feature_profile(reference, categorical)
         self.categorical = categorical
         self.arl = settings.detector_arl
-        self.critical_sigma = ModelMonitorConfig().critical_shift_sigma
+        self.config = ModelMonitorConfig()
         self.critical: list[bool] = []
 
     def __call__(self, values: np.ndarray) -> list[int]:
+        codes: dict[str, int] = {}
         if self.categorical:
             codes, detector = category_detector(self.profile.categorical["x"], self.arl, 0)
             values = category_ranks(_codes(values), codes)
@@ -145,9 +145,11 @@ class DriftwardenRun:
         alarms: list[int] = []
         self.critical = []
 
-        def on_drift(i: int) -> None:
+        def on_drift(i: int) -> None:  # critical as the monitor judges it
             alarms.append(i)
-            self.critical.append(shift_in_sigma(detector.evidence()) >= self.critical_sigma)
+            categorical = self.profile.categorical
+            evidence = category_alarm(categorical["x"], codes, detector)[1] if codes else detector.evidence()
+            self.critical.append(drift_severity(self.config, evidence) == "critical")
 
         detector.update_many(values, on_drift)
         return alarms
@@ -211,7 +213,7 @@ class WindowRun:
             drifted = [d for d in tested if d.drift_detected and d.kind in DRIFT_KINDS]
             if drifted:
                 alarms.append(stop - 1)
-                self.critical.append(any(window_severity(self.config, d.evidence()) == "critical" for d in drifted))
+                self.critical.append(any(drift_severity(self.config, d.evidence()) == "critical" for d in drifted))
         return alarms
 
 

@@ -29,6 +29,7 @@ and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and re
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,7 +38,7 @@ from itertools import groupby
 import numpy as np
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
-from driftwarden.core.changes import category_change, streaming_change, window_change
+from driftwarden.core.changes import TOP_MOVERS, Change, rank_mix_change, streaming_change, window_change
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
@@ -130,15 +131,17 @@ class Outputs:
         return self
 
 
-def window_severity(config: ModelMonitorConfig, evidence: dict[str, Scalar]) -> Severity:
-    """A window drift's severity: ``critical`` when an effect size reaches its critical floor."""
+def drift_severity(config: ModelMonitorConfig, evidence: dict[str, Scalar]) -> Severity:
+    """A drift finding's severity: ``critical`` when an effect size reaches its critical floor (a streaming
+    alarm's normal-score shift; a window's PSI or Wasserstein distance; a category mix's Jensen-Shannon
+    distance, a window's or a categorical rank-CUSUM alarm's)."""
     floors = {
         "psi": config.critical_psi,
         "wasserstein_normed": config.critical_wasserstein,
         "js_distance": config.critical_js,
     }
     big = any(isinstance(v := evidence.get(key), float) and v >= floor for key, floor in floors.items())
-    return "critical" if big else "warning"
+    return "critical" if big or shift_in_sigma(evidence) >= config.critical_shift_sigma else "warning"
 
 
 class ModelMonitor:
@@ -345,25 +348,21 @@ class ModelMonitor:
             subject, watched = self._stream_subject(name)
             if self.book.counted_while_open(kind, subject):  # a persisting change: nothing to send
                 return
-            evidence = detector.evidence()
-            if name.startswith(CATEGORIES):  # the category that moved most since the change point (in this batch)
+            if name.startswith(CATEGORIES):  # on the categories' scale: their shares since the change point
+                codes = self.category_codes[subject]
                 column = columns.categorical[list(self.profile.categorical).index(subject)]
-                since = int(evidence["values_since_change"] or 1)
-                recent = [v for v in column[max(0, i + 1 - since) : i + 1] if v is not None]
-                change = category_change(self.profile.categorical[subject], recent)
+                change, evidence = category_alarm(self.profile.categorical[subject], codes, detector, column[: i + 1])
                 summary = (
                     f"{watched} category mix changed over the last {evidence['values_since_change']} values on "
                     f"{self.model_id} v{self.model_version}"
                 )
             else:
+                evidence = detector.evidence()
                 change = streaming_change(evidence)
                 summary = f"{watched} {detector.summary(self.model_id, self.model_version)}"
             evidence |= {"reference_size": self.profile.n_events} | change.evidence()
-            critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
-            finding = Finding(
-                kind, subject, detector.name, True, evidence, f"{summary}; {change.text}",
-                "critical" if critical else "warning",
-            )  # fmt: skip
+            severity = drift_severity(self.config, evidence)
+            finding = Finding(kind, subject, detector.name, True, evidence, f"{summary}; {change.text}", severity)
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
             if alert is not None:
                 fired.append(alert)
@@ -406,7 +405,7 @@ class ModelMonitor:
                 drifted,
                 evidence,
                 summary,
-                window_severity(self.config, evidence),
+                drift_severity(self.config, evidence),
                 settled and passes_with_margin(evidence, self.config.resolve_p_value),
             )
             alert = self.book.report(finding, trigger, event_ts, now)
@@ -806,6 +805,26 @@ def category_detector(profile: CategoricalProfile, arl: float, seed: int) -> tup
     ranked, counts = frequency_ranks(profile.counts)
     detector = RankCusumDetector(range(len(counts)), sum(counts), arl, seed, masses=counts)
     return {c: code for code, c in enumerate(ranked)}, detector
+
+
+def category_alarm(
+    profile: CategoricalProfile, codes: dict[str, int], detector: RankCusumDetector, batch: Sequence[str | None] = ()
+) -> tuple[Change, dict[str, Scalar]]:
+    """A categorical feature's rank-CUSUM alarm on the categories' scale: the shares of the detector's values
+    since the change point (at most its last :data:`~driftwarden.core.detectors.streaming.RECENT`,
+    ``recent_values``) against the reference's
+    (:func:`~driftwarden.core.changes.rank_mix_change`). The detector keeps those values (as codes), so a
+    restored one describes an alarm as before the restart. The categories the ranks leave out are named by
+    the most common of them among as many of the last values of ``batch`` (the alarm's batch up to it).
+    """
+    since = detector.evidence()
+    changed = detector.changed_values()
+    others = Counter(v for v in batch[len(batch) - len(changed) :] if v is not None and v not in codes)
+    named = ", ".join(c for c, _ in others.most_common(TOP_MOVERS))
+    label = f"new or rare categories ({named})" if named else "new or rare categories"
+    change, evidence = rank_mix_change(profile, list(codes), changed, label)
+    kept = {key: since[key] for key in ("values_since_change", "values_seen", "false_alarm_arl")}
+    return change, kept | {"recent_values": len(changed)} | evidence
 
 
 def category_ranks(column: Sequence[str | None], codes: dict[str, int]) -> np.ndarray:
