@@ -157,7 +157,7 @@ def rank_mix_change(
     ranks leave out, new or rare in the reference, together named ``others``). The evidence names the
     :data:`TOP_MOVERS` categories whose shares moved most, the share of the values that moved (total
     variation distance, the change's size) and the Jensen-Shannon distance (base 2, the window test's
-    effect size; the categories expected fewer than :data:`MIN_EXPECTED` times and ``others`` pooled).
+    effect size; the ranked categories expected fewer than :data:`MIN_EXPECTED` times pooled).
 
     >>> profile = CategoricalProfile({"NL": 600, "DE": 300, "BE": 95, "LU": 5}, 0.0)
     >>> codes = np.array([0.0] * 40 + [1.0] * 48 + [2.0] * 7 + [3.0] * 5)  # (LU: not ranked)
@@ -168,15 +168,16 @@ JS distance 0.215)'
     >>> evidence["top_category"], evidence["reference_share"], evidence["recent_share"]
     ('NL', 0.6, 0.4)
     """
-    before = np.array([profile.counts.get(c, 0) for c in ranked], dtype=float) / max(sum(profile.counts.values()), 1)
-    before = np.append(before, max(0.0, 1.0 - before.sum()))
+    counts = [profile.counts.get(c, 0) for c in ranked]
+    total = sum(profile.counts.values())
+    before = np.array([*counts, total - sum(counts)], dtype=float) / max(total, 1)
     after = np.bincount(codes.astype(np.int64), minlength=len(before)) / max(len(codes), 1)
     moved = after - before
     names = [*ranked, others]
     top = [int(k) for k in np.argsort(-np.abs(moved), kind="stable")[:TOP_MOVERS]]
     shares = ", ".join(f"{names[k]} {before[k]:.1%} -> {after[k]:.1%}" for k in top)
     pooled = before * len(codes) < MIN_EXPECTED
-    pooled[-1] = True
+    pooled[-1] = False  # (``others``: mostly new categories, a change however few the values)
     pair = [np.append(p[~pooled], p[pooled].sum()) for p in (before, after)]
     js = float(jensenshannon(*pair, base=2))
     total_variation = float(0.5 * np.abs(moved).sum())
