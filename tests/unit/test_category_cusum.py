@@ -105,8 +105,7 @@ def test_a_replay_raises_the_same_alarms_and_a_restored_monitor_continues_them()
     split = alerts(one, stream[:3_560])  # a restart within the change: the CUSUMs' state carries over
     restored = ModelMonitor.from_state(decode(encode("t", 1, one.state()), "t", 1))  # (through JSON bytes)
     split += alerts(restored, stream[3_560:], first=3_560)
-    # the same alarms (the summary's shares come from the values the alarm's batch holds)
-    assert [alert[:2] for alert in split] == [alert[:2] for alert in first]
+    assert split == first  # the same alarms, described alike (from the values the detector keeps)
 
 
 def test_the_budget_counts_the_categorical_detectors():
@@ -117,3 +116,43 @@ def test_the_budget_counts_the_categorical_detectors():
     monitor = ModelMonitor("m", "1", ModelMonitorConfig(), profile)
     assert sorted(monitor.streaming) == ["\0categories:a", "\0categories:b"]
     assert {d.arl for d in monitor.streaming.values()} == {ModelMonitorConfig().streaming_arl(2)}
+
+
+COUNTRIES = ["NL", "DE", "BE", "LU", "PL"]
+BEFORE = [0.5, 0.3, 0.15, 0.05, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("after", "moved", "named", "severity"),
+    [
+        ([0.1, 0.1, 0.1, 0.7, 0.0], "LU", "LU", "critical"),  # the mixes' JS distance: 0.62
+        ([0.4, 0.3, 0.2, 0.1, 0.0], "NL", "NL", "warning"),  # 0.11
+        ([0.35, 0.25, 0.1, 0.0, 0.3], "PL", "new or rare categories (PL)", "critical"),  # a new category (0.44)
+    ],
+)
+def test_a_category_mix_alarm_gives_the_categories_shares_and_is_as_severe_as_its_js_distance(
+    after, moved, named, severity
+):
+    """An SRE reads categories, not rank codes: the shares of the categories that moved most, before and
+    since the change point, the total variation and JS distances; critical by the window test's JS floor."""
+    rng = np.random.default_rng(0)
+    reference = list(rng.choice(COUNTRIES, size=5_000, p=BEFORE))
+    monitor = ModelMonitor("m", "1", ModelMonitorConfig(), profile_of(reference))
+    values = list(rng.choice(COUNTRIES, size=1_000, p=BEFORE)) + list(rng.choice(COUNTRIES, size=3_000, p=after))
+    batch = PredictionColumns("m", "1", [str(i) for i in range(len(values))], np.arange(len(values), dtype=float),
+                              {"x": values}, [0.0] * len(values))  # fmt: skip
+    alert = next(a for a in monitor.observe(batch, now=0.0).alerts if a.state == "firing" and a.kind == "data_drift")
+    e = alert.evidence
+    assert (alert.subject, alert.detector) == ("x", "rank_cusum") and int(alert.trigger_event_id or "") >= 1_000
+    assert not {"shift_sigma", "reference_median", "current_median", "spread_ratio", "statistic"} & set(e)  # ranks'
+    assert (e["top_category"], e["change"], e["change_size"]) == (named, "category_mix", e["total_variation"])
+    assert e["reference_share"] == Counter(reference)[moved] / 5_000  # (PL: none)
+    since = e["recent_share"] - e["reference_share"]
+    k = COUNTRIES.index(moved)
+    assert abs(e["recent_share"] - after[k]) < 0.2 and since * (after[k] - BEFORE[k]) > 0  # (a few hundred values)
+    shares = f"{named} {e['reference_share']:.1%} -> {e['recent_share']:.1%}"
+    assert str(e["categories_moved"]).startswith(shares) and len(str(e["categories_moved"]).split(", ")) == 3
+    assert alert.summary.startswith(f"x category mix changed over the last {e['values_since_change']} values")
+    assert f"category mix: {shares}" in alert.summary and f"JS distance {e['js_distance']:.3f}" in alert.summary
+    critical = e["js_distance"] >= ModelMonitorConfig().critical_js
+    assert alert.severity == severity == ("critical" if critical else "warning")

@@ -352,10 +352,10 @@ class ModelMonitor:
                 codes = self.category_codes[subject]
                 column = columns.categorical[list(self.profile.categorical).index(subject)]
                 change, evidence = category_alarm(self.profile.categorical[subject], codes, detector, column[: i + 1])
-                summary = (
-                    f"{watched} category mix changed over the last {evidence['values_since_change']} values on "
-                    f"{self.model_id} v{self.model_version}"
-                )
+                since, shared = evidence["values_since_change"], evidence["recent_values"]
+                of = f" (shares of the last {shared})" if shared != since else ""
+                summary = f"{watched} category mix changed over the last {since} values{of} on "
+                summary += f"{self.model_id} v{self.model_version}"
             else:
                 evidence = detector.evidence()
                 change = streaming_change(evidence)
