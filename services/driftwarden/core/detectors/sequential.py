@@ -544,6 +544,10 @@ class RankIncrements:
     >>> x = np.concatenate([rng.lognormal(0, 1, 2_000), cdf.q[:5], [-1.0, 1e9]])  # (ties, outside the range)
     >>> bool((RankIncrements(cdf, None)(x, 0, 3) == increments(cdf.transform(x, 0, 3), None)).all())
     True
+    >>> ranks = ReferenceCdf([0.0, 1.0, 2.0], 1_000, masses=[0.5, 0.3, 0.2])  # (discrete: every value through u)
+    >>> part, y = continuous_part(ranks), rng.integers(0, 4, 500).astype(float)
+    >>> bool((RankIncrements(ranks, part)(y, 0, 3) == increments(ranks.transform(y, 0, 3), part)).all())
+    True
     """
 
     def __init__(self, cdf: ReferenceCdf, part: tuple[float, float] | None) -> None:
@@ -559,6 +563,8 @@ class RankIncrements:
         """``increments(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
         cdf = self.cdf
         lo, apart = cdf.ranked_apart(x)
+        if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
+            return increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
         steps: np.ndarray = np.take(_INCREMENTS, np.searchsorted(self._edges, x, "left"), axis=1)
         if self.part is not None:
             inside = (x > self._inside[0]) & (x < self._inside[1])
