@@ -817,13 +817,13 @@ def category_alarm(
     restored one describes an alarm as before the restart. The categories the ranks leave out are named by
     the most common of them among as many of the last values of ``batch`` (the alarm's batch up to it).
     """
-    since = detector.evidence()
+    alarm = detector.evidence()
     changed = detector.changed_values()
     others = Counter(v for v in batch[len(batch) - len(changed) :] if v is not None and v not in codes)
     named = ", ".join(c for c, _ in others.most_common(TOP_MOVERS))
     label = f"new or rare categories ({named})" if named else "new or rare categories"
     change, evidence = rank_mix_change(profile, list(codes), changed, label)
-    kept = {key: since[key] for key in ("values_since_change", "values_seen", "false_alarm_arl")}
+    kept = {key: alarm[key] for key in ("values_since_change", "values_seen", "false_alarm_arl")}
     return change, kept | {"recent_values": len(changed)} | evidence
 
 
