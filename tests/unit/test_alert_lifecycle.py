@@ -139,7 +139,9 @@ def test_summaries_say_what_changed():
     y = by_subject["data_drift", "y"]
     assert (y.evidence["change"], y.evidence["change_direction"]) == ("location", "up"), y.summary
     c = by_subject["data_drift", "c"]
-    assert c.evidence["change"] == "category_mix" and "b 0.0% -> " in c.summary
+    # (the rank CUSUMs find it within tens of values, where a and b moved by the same share: either names it)
+    assert c.evidence["change"] == "category_mix" and "c category mix changed" in c.summary
+    assert "b 0.0% -> " in c.summary or "a 100.0% -> " in c.summary
     # Streaming alerts name the size of the reference they compare with (never 0).
     assert {a.evidence["reference_size"] for a in alerts} == {3_000}
 

@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":8', b'"version":7', 1), "version 7 is not supported"),  # the error detector was ADWIN
+        (RAW.replace(b'"version":9', b'"version":8', 1), "version 8 is not supported"),  # no categorical rank CUSUMs
     ],
 )
 def test_garbage_is_refused(raw, message):

@@ -10,8 +10,8 @@ its delay (changed values consumed, so the bound ``ln(arl) / KL`` compares direc
 Configurations: driftwarden's default detector set for a one-feature model (:data:`DRIFTWARDEN`: an
 alarm is whichever of its streaming detector and its window tests fires first, the source recorded);
 each of them alone: the streaming detector (:class:`RankCusumDetector` at the monitor's streaming
-share of one false alarm per million values; a categorical feature, which the monitor watches with
-the window tests only, is ranked by its reference frequencies) and the window tests as the monitor
+share of one false alarm per million values; a categorical feature on its categories' frequency ranks,
+as the monitor runs it) and the window tests as the monitor
 runs them (:class:`WindowRun`); River's ADWIN and PageHinkley with default parameters on values
 standardized by the reference (as River users would); KSWIN (default parameters, ~170 µs per update:
 change streams of the first ``kswin_seeds`` seeds only); a windowed two-sample test per 1,000 values
@@ -53,8 +53,7 @@ from driftwarden.bench.detection_shapes import (
 )
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector, decide, window_detectors
-from driftwarden.core.detectors.streaming import shift_in_sigma
-from driftwarden.core.monitor import DRIFT_KINDS, window_severity
+from driftwarden.core.monitor import DRIFT_KINDS, category_alarm, category_detector, category_ranks, drift_severity
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
 
 #: The monitor's default set for a one-feature model: the streaming detector and the window tests.
@@ -125,23 +124,32 @@ class Alarm:
 
 
 class DriftwardenRun:
-    """driftwarden's streaming detector on a fresh stream; remembers which alarms were ``critical``."""
+    """driftwarden's streaming detector on a fresh stream, as the monitor runs it on a one-feature model (a
+    categorical feature: on its categories' frequency ranks); remembers which alarms were ``critical``."""
 
-    def __init__(self, reference: np.ndarray, settings: CorpusSettings) -> None:
-        self.quantiles = np.quantile(reference, np.linspace(0, 1, 1_000))
-        self.reference_n = len(reference)
+    def __init__(self, reference: np.ndarray, categorical: bool, settings: CorpusSettings) -> None:
+        self.profile = one_feature_profile(reference, categorical)
+        self.categorical = categorical
         self.arl = settings.detector_arl
-        self.critical_sigma = ModelMonitorConfig().critical_shift_sigma
+        self.config = ModelMonitorConfig()
         self.critical: list[bool] = []
 
     def __call__(self, values: np.ndarray) -> list[int]:
-        detector = RankCusumDetector(self.quantiles, self.reference_n, self.arl)
+        codes: dict[str, int] = {}
+        if self.categorical:
+            codes, detector = category_detector(self.profile.categorical["x"], self.arl, 0)
+            values = category_ranks(_codes(values), codes)
+        else:
+            numeric = self.profile.numeric["x"]
+            detector = RankCusumDetector(numeric.quantiles, numeric.n, self.arl)
         alarms: list[int] = []
         self.critical = []
 
-        def on_drift(i: int) -> None:
+        def on_drift(i: int) -> None:  # critical as the monitor judges it
             alarms.append(i)
-            self.critical.append(shift_in_sigma(detector.evidence()) >= self.critical_sigma)
+            categorical = self.profile.categorical
+            evidence = category_alarm(categorical["x"], codes, detector)[1] if codes else detector.evidence()
+            self.critical.append(drift_severity(self.config, evidence) == "critical")
 
         detector.update_many(values, on_drift)
         return alarms
@@ -205,22 +213,21 @@ class WindowRun:
             drifted = [d for d in tested if d.drift_detected and d.kind in DRIFT_KINDS]
             if drifted:
                 alarms.append(stop - 1)
-                self.critical.append(any(window_severity(self.config, d.evidence()) == "critical" for d in drifted))
+                self.critical.append(any(drift_severity(self.config, d.evidence()) == "critical" for d in drifted))
         return alarms
 
 
-def default_set(streaming: list[Alarm], window: list[Alarm], categorical: bool) -> list[Alarm]:
+def default_set(streaming: list[Alarm], window: list[Alarm]) -> list[Alarm]:
     """The alarms of the monitor's default set, in the order it raises them, each with its source.
 
-    The window tests only for a categorical feature (the monitor runs no streaming detector on one).
     On the same value the streaming alarm comes first (the monitor feeds a window's values to the
     streaming detector before it tests the window).
 
-    >>> default_set([Alarm(5, source="streaming")], [Alarm(5, True, "window"), Alarm(1, source="window")], False)
+    >>> default_set([Alarm(5, source="streaming")], [Alarm(5, True, "window"), Alarm(1, source="window")])
     [Alarm(at=1, critical=False, source='window'), Alarm(at=5, critical=False, source='streaming'), \
 Alarm(at=5, critical=True, source='window')]
     """
-    return sorted(window if categorical else streaming + window, key=lambda a: (a.at, a.source != "streaming"))
+    return sorted(streaming + window, key=lambda a: (a.at, a.source != "streaming"))
 
 
 def _river(factory: Callable[[], Any], mean: float, std: float) -> Run:
@@ -264,7 +271,7 @@ def watchers(reference: np.ndarray, categorical: bool, settings: CorpusSettings,
     """Every configuration for a stream with this reference."""
     mean, std = float(reference.mean()), float(reference.std())
     configurations: list[tuple[str, Run]] = [
-        (STREAMING, DriftwardenRun(reference, settings)),
+        (STREAMING, DriftwardenRun(reference, categorical, settings)),
         (WINDOW_TESTS, WindowRun(reference, categorical, settings)),
         ("ADWIN", _river(drift.ADWIN, mean, std)),
         ("PageHinkley", _river(drift.PageHinkley, mean, std)),
@@ -295,7 +302,7 @@ def _score(
         at = run(values)
         flags = run.critical if isinstance(run, DriftwardenRun | WindowRun) else [False] * len(at)
         found[name] = [Alarm(a, c, SOURCES.get(name)) for a, c in zip(at, flags, strict=True)]
-    found = {DRIFTWARDEN: default_set(found[STREAMING], found[WINDOW_TESTS], family == CATEGORICAL)} | found
+    found = {DRIFTWARDEN: default_set(found[STREAMING], found[WINDOW_TESTS])} | found
     bound = lorden_bound(kl, settings.arl) if kl else None
     rows = []
     for name, alarms in found.items():

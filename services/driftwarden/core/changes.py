@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.distance import jensenshannon
 
 from driftwarden.core.detectors import (
     CategoricalDriftDetector,
@@ -44,6 +45,11 @@ SHAPE_FLOOR = 0.05
 _QUARTILES = (0.25, 0.5, 0.75)
 #: The evidence value that sizes a finding of the other window checks (the first one present).
 SIZE_STATISTICS = ("rate", "estimated_accuracy", "current")
+#: A categorical rank-CUSUM alarm names this many categories, those whose shares moved most (:func:`rank_mix_change`).
+TOP_MOVERS = 3
+#: ... and pools, for its Jensen-Shannon distance, the categories its values since the change point hold fewer
+#: than this many of by the reference's shares (over many categories a few hundred values' distance is noise).
+MIN_EXPECTED = 5.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,54 @@ def category_change(profile: CategoricalProfile, values: Sequence[str]) -> Chang
     moved = 0.5 * sum(abs(after_ - before_) for _, before_, after_ in shares)  # total variation distance
     direction = f"{category} {'up' if after > before else 'down'}"
     return Change("category_mix", direction, moved, f"category mix: {category} {before:.1%} -> {after:.1%}")
+
+
+def rank_mix_change(
+    profile: CategoricalProfile, ranked: Sequence[str], codes: np.ndarray, others: str
+) -> tuple[Change, dict[str, Scalar]]:
+    """A categorical feature's rank-CUSUM alarm on the categories' scale: the shares of its values since the
+    change point against the reference's, by category.
+
+    ``codes`` are those values as their frequency ranks (``ranked[code]``; ``len(ranked)``: a category the
+    ranks leave out, new or rare in the reference, together named ``others``). The evidence names the
+    :data:`TOP_MOVERS` categories whose shares moved most, the share of the values that moved (total
+    variation distance, the change's size) and the Jensen-Shannon distance (base 2, the window test's
+    effect size; the ranked categories expected fewer than :data:`MIN_EXPECTED` times pooled).
+
+    >>> profile = CategoricalProfile({"NL": 600, "DE": 300, "BE": 95, "LU": 5}, 0.0)
+    >>> codes = np.array([0.0] * 40 + [1.0] * 48 + [2.0] * 7 + [3.0] * 5)  # (LU: not ranked)
+    >>> change, evidence = rank_mix_change(profile, ["NL", "DE", "BE"], codes, "new or rare categories")
+    >>> change.text
+    'category mix: NL 60.0% -> 40.0%, DE 30.0% -> 48.0%, new or rare categories 0.5% -> 5.0% (total variation 0.225, \
+JS distance 0.215)'
+    >>> evidence["top_category"], evidence["reference_share"], evidence["recent_share"]
+    ('NL', 0.6, 0.4)
+    """
+    counts = [profile.counts.get(c, 0) for c in ranked]
+    total = sum(profile.counts.values())
+    before = np.array([*counts, total - sum(counts)], dtype=float) / max(total, 1)
+    after = np.bincount(codes.astype(np.int64), minlength=len(before)) / max(len(codes), 1)
+    moved = after - before
+    names = [*ranked, others]
+    top = [int(k) for k in np.argsort(-np.abs(moved), kind="stable")[:TOP_MOVERS]]
+    shares = ", ".join(f"{names[k]} {before[k]:.1%} -> {after[k]:.1%}" for k in top)
+    pooled = before * len(codes) < MIN_EXPECTED
+    pooled[-1] = False  # (``others``: mostly new categories, a change however few the values)
+    pair = [np.append(p[~pooled], p[pooled].sum()) for p in (before, after)]
+    js = float(jensenshannon(*pair, base=2))
+    total_variation = float(0.5 * np.abs(moved).sum())
+    k = top[0]
+    direction = f"{names[k]} {'up' if moved[k] > 0 else 'down'}"
+    text = f"category mix: {shares} (total variation {total_variation:.3f}, JS distance {js:.3f})"
+    evidence: dict[str, Scalar] = {
+        "top_category": names[k],
+        "reference_share": float(before[k]),
+        "recent_share": float(after[k]),
+        "categories_moved": shares,
+        "total_variation": total_variation,
+        "js_distance": js,
+    }
+    return Change("category_mix", direction, total_variation, text), evidence
 
 
 def streaming_change(evidence: dict[str, Scalar]) -> Change:

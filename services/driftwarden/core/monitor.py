@@ -3,8 +3,9 @@
 The Faust service is a thin adapter around :class:`Monitor`. Per (model_id, model_version) a
 :class:`ModelMonitor` collects the version's reference (or loads a profile), then runs
 
-* streaming rank-CUSUM detectors on every numeric feature, on each embedding's distance to its
-  reference centroid and on the prediction signal (fast path, thresholds from the false-alarm budget
+* streaming rank-CUSUM detectors on every numeric feature, on every categorical feature's frequency
+  ranks (a category-mix change), on each embedding's distance to its reference centroid and on the
+  prediction signal (fast path, thresholds from the false-alarm budget
   ``false_alarms_per_million`` less the window tests' share);
 * every ``window_size`` events, the window detectors (distribution tests, multivariate, data
   quality, estimated accuracy, latency/cost), with Benjamini–Hochberg across the window's p-values
@@ -28,6 +29,7 @@ and reports findings to its :class:`~driftwarden.core.alerting.AlertBook` and re
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +38,7 @@ from itertools import groupby
 import numpy as np
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
-from driftwarden.core.changes import streaming_change, window_change
+from driftwarden.core.changes import TOP_MOVERS, Change, rank_mix_change, streaming_change, window_change
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
@@ -47,12 +49,21 @@ from driftwarden.core.detectors import (
     decide,
     window_detectors,
 )
+from driftwarden.core.detectors.sequential import frequency_ranks
 from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
 from driftwarden.core.events import Alert, AlertKind, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
 from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.performance import PerformanceMonitor
-from driftwarden.core.profile import Columns, ReferenceProfile, build_profile, profile_of, schema_of, to_columns
+from driftwarden.core.profile import (
+    CategoricalProfile,
+    Columns,
+    ReferenceProfile,
+    build_profile,
+    profile_of,
+    schema_of,
+    to_columns,
+)
 from driftwarden.core.retrain_policy import PendingRetrain, RetrainPolicy
 from driftwarden.core.state import JsonValue, State, StateError, StateReader, decode, encode, pack_optional_float
 
@@ -60,6 +71,12 @@ from driftwarden.core.state import JsonValue, State, StateError, StateReader, de
 SIGNAL = "\0signal"
 #: The streaming detector of an embedding's distances to its reference centroid: this, then its name.
 DISTANCE = "\0distance:"
+#: The streaming detector of a categorical feature's frequency ranks (its category mix): this, then its name.
+CATEGORIES = "\0categories:"
+#: A categorical feature whose reference leaves more than this share of values to unseen categories (Good and
+#: Turing's estimate) gets no rank CUSUMs (:func:`_category_codes`): 2,000 Zipf levels in 5,000 values (~17 %)
+#: gave them 12 times their false-alarm budget, 300 levels (~0.5 %) an eighth of it.
+MAX_UNSEEN_SHARE = 0.05
 #: Alert kinds that stop a growing reference (their data must not become the reference).
 DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
 #: Window statistics kept for metrics and the status topic: each of these a detector's evidence holds.
@@ -74,6 +91,7 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
+#: 9: rank-CUSUM streaming detectors on categorical features' frequency ranks (``masses`` in their params).
 #: 8: the performance monitor's error-rate CUSUMs (``cusum``, ``improvement``, ``retake``: Bernoulli
 #: CUSUMs, the default error detector; ADWIN before). 7: rank-CUSUM streaming detectors run 25 CUSUMs
 #: (the end-of-scale ones added), 33 where the reference has an end atom (location and spread within
@@ -84,7 +102,7 @@ STATE_FORMAT = "driftwarden.monitor-state"
 #: window verdict could resolve); 4: embedding features (their profiles, window columns and detectors);
 #: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2) and
 #: rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 8
+STATE_VERSION = 9
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns
@@ -113,15 +131,17 @@ class Outputs:
         return self
 
 
-def window_severity(config: ModelMonitorConfig, evidence: dict[str, Scalar]) -> Severity:
-    """A window drift's severity: ``critical`` when an effect size reaches its critical floor."""
+def drift_severity(config: ModelMonitorConfig, evidence: dict[str, Scalar]) -> Severity:
+    """A drift finding's severity: ``critical`` when an effect size reaches its critical floor (a streaming
+    alarm's normal-score shift; a window's PSI or Wasserstein distance; a category mix's Jensen-Shannon
+    distance, a window's or a categorical rank-CUSUM alarm's)."""
     floors = {
         "psi": config.critical_psi,
         "wasserstein_normed": config.critical_wasserstein,
         "js_distance": config.critical_js,
     }
     big = any(isinstance(v := evidence.get(key), float) and v >= floor for key, floor in floors.items())
-    return "critical" if big else "warning"
+    return "critical" if big or shift_in_sigma(evidence) >= config.critical_shift_sigma else "warning"
 
 
 class ModelMonitor:
@@ -141,6 +161,8 @@ class ModelMonitor:
         #: The reference being collected or grown, in stream order: event lists and columnar batches as they came.
         self.reference_parts: list[Predictions] = []
         self.streaming: dict[str, RankCusumDetector] = {}
+        #: Per categorical feature, its reference's categories by frequency rank (their codes for its detector).
+        self.category_codes: dict[str, dict[str, int]] = {}
         self.window_detectors: list[WindowDetector] = []
         self.pending: list[Columns] = []
         self.pending_events = 0
@@ -268,11 +290,15 @@ class ModelMonitor:
             | {DISTANCE + name: p.distance for name, p in profile.embedding.items()}
             | ({SIGNAL: profile.signal} if profile.signal is not None else {})
         )
-        arl = self.config.streaming_arl(len(streams))  # the model's budget less the window tests' share
+        self.category_codes = _category_codes(profile)
+        # the model's budget less the window tests' share, over every streaming detector
+        arl = self.config.streaming_arl(len(streams) + len(self.category_codes))
         self.streaming = {
             name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed)
             for seed, (name, p) in enumerate(streams.items())
         }
+        for seed, name in enumerate(self.category_codes, start=len(streams)):
+            _, self.streaming[CATEGORIES + name] = category_detector(profile.categorical[name], arl, seed)
         self.window_detectors = window_detectors(profile, self.config)
         if self.performance is None:  # (a growing reference keeps the labels' history)
             self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
@@ -280,9 +306,13 @@ class ModelMonitor:
     def _feed_streaming(self, columns: Columns, on_drift: Callable[[str, RankCusumDetector, int], None]) -> None:
         assert self.profile is not None
         numeric_names, embeddings = list(self.profile.numeric), list(self.profile.embedding)
+        categorical = list(self.profile.categorical)
         for name, detector in self.streaming.items():
             if name == SIGNAL:
                 values = columns.signal
+            elif name.startswith(CATEGORIES):
+                feature = name.removeprefix(CATEGORIES)
+                values = category_ranks(columns.categorical[categorical.index(feature)], self.category_codes[feature])
             elif name.startswith(DISTANCE):
                 feature = name.removeprefix(DISTANCE)
                 values = self.profile.embedding[feature].distances(columns.embeddings[embeddings.index(feature)])
@@ -305,6 +335,8 @@ class ModelMonitor:
         if name.startswith(DISTANCE):
             feature = name.removeprefix(DISTANCE)
             return feature, f"{feature} distance to the reference centroid:"
+        if name.startswith(CATEGORIES):
+            return name.removeprefix(CATEGORIES), name.removeprefix(CATEGORIES)
         return name, name
 
     def _stream(self, columns: Columns, now: float) -> list[Alert]:
@@ -316,19 +348,21 @@ class ModelMonitor:
             subject, watched = self._stream_subject(name)
             if self.book.counted_while_open(kind, subject):  # a persisting change: nothing to send
                 return
-            evidence = detector.evidence()
-            change = streaming_change(evidence)
+            if name.startswith(CATEGORIES):  # on the categories' scale: their shares since the change point
+                codes = self.category_codes[subject]
+                column = columns.categorical[list(self.profile.categorical).index(subject)]
+                change, evidence = category_alarm(self.profile.categorical[subject], codes, detector, column[: i + 1])
+                since, shared = evidence["values_since_change"], evidence["recent_values"]
+                of = f" (shares of the last {shared})" if shared != since else ""
+                summary = f"{watched} category mix changed over the last {since} values{of} on "
+                summary += f"{self.model_id} v{self.model_version}"
+            else:
+                evidence = detector.evidence()
+                change = streaming_change(evidence)
+                summary = f"{watched} {detector.summary(self.model_id, self.model_version)}"
             evidence |= {"reference_size": self.profile.n_events} | change.evidence()
-            critical = shift_in_sigma(evidence) >= self.config.critical_shift_sigma
-            finding = Finding(
-                kind,
-                subject,
-                detector.name,
-                True,
-                evidence,
-                f"{watched} {detector.summary(self.model_id, self.model_version)}; {change.text}",
-                "critical" if critical else "warning",
-            )
+            severity = drift_severity(self.config, evidence)
+            finding = Finding(kind, subject, detector.name, True, evidence, f"{summary}; {change.text}", severity)
             alert = self.book.report(finding, columns.event_ids[i], float(columns.ts[i]), now)
             if alert is not None:
                 fired.append(alert)
@@ -371,7 +405,7 @@ class ModelMonitor:
                 drifted,
                 evidence,
                 summary,
-                window_severity(self.config, evidence),
+                drift_severity(self.config, evidence),
                 settled and passes_with_margin(evidence, self.config.resolve_p_value),
             )
             alert = self.book.report(finding, trigger, event_ts, now)
@@ -427,6 +461,7 @@ class ModelMonitor:
         monitor = cls(state.text("model_id"), state.text("model_version"), model_config_from_state(state, "config"))
         profile = state.optional_child("profile")
         monitor.profile = None if profile is None else ReferenceProfile.from_state(profile)
+        monitor.category_codes = {} if monitor.profile is None else _category_codes(monitor.profile)
         try:
             events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
@@ -755,6 +790,62 @@ class Monitor:
     def forget(self, model_ids: Iterable[str]) -> None:
         for model_id in model_ids:
             self.models.pop(model_id, None)
+
+
+def category_detector(profile: CategoricalProfile, arl: float, seed: int) -> tuple[dict[str, int], RankCusumDetector]:
+    """A categorical feature's categories and their codes (frequency ranks), and its rank CUSUMs: on the
+    codes, against the ranks' exact reference shares (:func:`~driftwarden.core.detectors.sequential.frequency_ranks`).
+
+    >>> codes, detector = category_detector(CategoricalProfile({"a": 600, "b": 300, "c": 100}, 0.0), 1e5, 0)
+    >>> codes, detector.cdf.above.round(2).tolist()  # (the last rank: categories the reference did not see)
+    ({'a': 0, 'b': 1, 'c': 2}, [0.61, 0.9, 1.0, 1.0])
+    >>> category_ranks(["c", None, "a", "z"], codes).tolist()  # (missing: skipped; unseen: the last rank)
+    [2.0, nan, 0.0, 3.0]
+    """
+    ranked, counts = frequency_ranks(profile.counts)
+    detector = RankCusumDetector(range(len(counts)), sum(counts), arl, seed, masses=counts)
+    return {c: code for code, c in enumerate(ranked)}, detector
+
+
+def category_alarm(
+    profile: CategoricalProfile, codes: dict[str, int], detector: RankCusumDetector, batch: Sequence[str | None] = ()
+) -> tuple[Change, dict[str, Scalar]]:
+    """A categorical feature's rank-CUSUM alarm on the categories' scale: the shares of the detector's values
+    since the change point (at most its last :data:`~driftwarden.core.detectors.streaming.RECENT`,
+    ``recent_values``) against the reference's
+    (:func:`~driftwarden.core.changes.rank_mix_change`). The detector keeps those values (as codes), so a
+    restored one describes an alarm as before the restart. The categories the ranks leave out are named by
+    the most common of them among as many of the last values of ``batch`` (the alarm's batch up to it).
+    """
+    alarm = detector.evidence()
+    changed = detector.changed_values()
+    others = Counter(v for v in batch[len(batch) - len(changed) :] if v is not None and v not in codes)
+    named = ", ".join(c for c, _ in others.most_common(TOP_MOVERS))
+    label = f"new or rare categories ({named})" if named else "new or rare categories"
+    change, evidence = rank_mix_change(profile, list(codes), changed, label)
+    kept = {key: alarm[key] for key in ("values_since_change", "values_seen", "false_alarm_arl")}
+    return change, kept | {"recent_values": len(changed)} | evidence
+
+
+def category_ranks(column: Sequence[str | None], codes: dict[str, int]) -> np.ndarray:
+    """A categorical column as its categories' codes (NaN: missing; one the ranks leave out: ``len(codes)``)."""
+    unseen = len(codes)  # the last rank: categories the reference did not see
+    return np.array([math.nan if v is None else codes.get(v, unseen) for v in column], dtype=float)
+
+
+def _category_codes(profile: ReferenceProfile) -> dict[str, dict[str, int]]:
+    """Per categorical feature the rank CUSUMs watch, its categories' codes (:func:`category_detector`).
+
+    Not a feature without reference values, nor one whose categories the reference did not see are more than
+    :data:`MAX_UNSEEN_SHARE` of the values (an identifier, say: new ones keep coming, and how many is too
+    uncertain for the CUSUMs' budget; its window tests still watch it).
+    """
+    codes = {}
+    for name, p in profile.categorical.items():
+        ranked, counts = frequency_ranks(p.counts)
+        if ranked and counts[-1] <= MAX_UNSEEN_SHARE * sum(counts):
+            codes[name] = {c: code for code, c in enumerate(ranked)}
+    return codes
 
 
 def _as_events(predictions: Predictions) -> list[PredictionEvent]:

@@ -61,6 +61,10 @@ class RankCusumDetector(StreamingDetector):
         ``false_alarms_per_million`` over every streaming detector of the model).
     seed
         Seeds the randomization of ties (reproducible; a restored detector continues the sequence).
+    masses
+        A discrete reference, exactly: ``quantiles`` its distinct values, these their shares
+        (:class:`~driftwarden.core.detectors.sequential.ReferenceCdf`; a categorical feature's
+        frequency ranks, :func:`~driftwarden.core.detectors.sequential.frequency_ranks`).
 
     Examples
     --------
@@ -96,9 +100,17 @@ class RankCusumDetector(StreamingDetector):
          "values_since_change"}
     )  # fmt: skip
 
-    def __init__(self, quantiles: Sequence[float], reference_n: int, arl: float = 1e6, seed: int = 0) -> None:
+    def __init__(
+        self,
+        quantiles: Sequence[float],
+        reference_n: int,
+        arl: float = 1e6,
+        seed: int = 0,
+        masses: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
-        self.cdf = ReferenceCdf(quantiles, reference_n)
+        self.cdf = ReferenceCdf(quantiles, reference_n, masses)
+        self.masses = None if masses is None else [float(v) for v in masses]
         if not arl > 1:
             raise ValueError("arl must exceed 1")
         self.quantiles = [float(v) for v in quantiles]
@@ -180,15 +192,9 @@ class RankCusumDetector(StreamingDetector):
         if self.alarm is None:
             return evidence | {"statistic": None, "direction": None, "current_median": None, "shift_sigma": None,
                                "spread_ratio": None, "values_since_change": None}  # fmt: skip
-        which, at, since = self.alarm
+        which, _, since = self.alarm
         spec = self.bank[which]
-        behind = self.n_seen - at  # values seen after the alarm
-        recent = self._recent
-        segment = (
-            recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
-        )
-        if len(segment) == 0:
-            segment = recent
+        segment = self.changed_values()
         z = normal_scores(self.cdf.transform(segment, 0, self.seed))
         return evidence | {
             "statistic": spec.statistic,
@@ -201,6 +207,18 @@ class RankCusumDetector(StreamingDetector):
             "shift_sigma": float(z.mean()),
             "spread_ratio": float(z.std()) if len(z) > 1 else 1.0,
         }
+
+    def changed_values(self) -> np.ndarray:
+        """The last alarm's values since its change point (at most the last :data:`RECENT`; all kept if none)."""
+        if self.alarm is None:
+            return self._recent
+        _, at, since = self.alarm
+        behind = self.n_seen - at  # values seen after the alarm
+        recent = self._recent
+        segment = (
+            recent[max(0, len(recent) - behind - since) : len(recent) - behind] if behind < len(recent) else recent
+        )
+        return segment if len(segment) else recent
 
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
@@ -223,7 +241,7 @@ class RankCusumDetector(StreamingDetector):
 
     def params(self) -> State:
         return {"quantiles": list(self.quantiles), "reference_n": self.reference_n, "arl": self.arl,
-                "seed": self.seed}  # fmt: skip
+                "seed": self.seed, **({} if self.masses is None else {"masses": list(self.masses)})}  # fmt: skip
 
     @classmethod
     def from_params(cls, params: StateReader) -> Self:
@@ -234,6 +252,7 @@ class RankCusumDetector(StreamingDetector):
             params.integer("reference_n", minimum=1),
             params.number("arl"),
             params.integer("seed", minimum=0),
+            params.numbers("masses") if "masses" in params.data else None,
         )
 
     def dynamic_state(self) -> State:
