@@ -156,13 +156,23 @@ def _ends(share: float, ratio: float, side: str, overshoot: float) -> CusumSpec:
     kl = share * ratio * inside + (1 - share) * rest * outside
     statistic = "ends" if side == "both" else f"{side}_end"
     name = f"{statistic} {share:g} x{ratio:g}"
-    return CusumSpec(name, statistic, "up" if ratio > 1 else "down", (outside, 0, 0, 0, 0, 0, 0, *indicators),
+    return CusumSpec(name, statistic, "up" if ratio > 1 else "down", _padded(outside, 0, 0, 0, 0, 0, 0, *indicators),
                      overshoot, math.sqrt(chi2) / kl)  # fmt: skip
 
 
+def _component(shift: float, share: float, overshoot: float, reference_spread: float) -> CusumSpec:
+    """A share of the values from N(shift, 1) in normal scores (:data:`COMPONENTS`): a small component away
+    from the bulk, as a mixture weight moving towards a far mode does; its log-likelihood ratio is the
+    component's row of :func:`features`."""
+    side = "upper" if shift > 0 else "lower"
+    row = _FIRST_COMPONENT + COMPONENTS.index((shift, share))
+    return CusumSpec(f"{side}_tail component {share:g} at {shift:+g}σ", f"{side}_tail", "up",
+                     _padded(*[0.0] * row, 1.0), overshoot, reference_spread)  # fmt: skip
+
+
 def _padded(*coefficients: float) -> tuple[float, ...]:
-    """Coefficients of the first seven features, zero on the end indicators."""
-    return (*coefficients, *[0.0] * (2 * len(END_SHARES)))
+    """Coefficients of the first features, zero on the rest (:data:`FEATURES` in all)."""
+    return (*coefficients, *[0.0] * (FEATURES - len(coefficients)))
 
 
 def _overshoot(kl: float) -> float:
@@ -173,12 +183,25 @@ def _overshoot(kl: float) -> float:
 #: The ends of the rank scale the end CUSUMs look at: ``u < p`` and ``u > 1 - p`` for each ``p``.
 END_SHARES = (0.02, 0.06, 0.1, 0.2)
 _END_Z = ndtri(np.array(END_SHARES))
+#: The small components of :func:`_component`: (shift in σ of the normal scores, share of the values).
+COMPONENTS = ((1.75, 0.05), (-1.75, 0.05))
+_FIRST_COMPONENT = 7 + 2 * len(END_SHARES)
+#: The rows of :func:`features`.
+FEATURES = _FIRST_COMPONENT + len(COMPONENTS)
+
+
+def _component_score(z: np.ndarray, shift: float, share: float) -> np.ndarray:
+    """log(1 - w + w exp(a z - a^2 / 2)): a share ``w`` of the scores from N(a, 1), the rest N(0, 1)."""
+    score: np.ndarray = np.log1p(-share + share * np.exp(np.minimum(shift * z - shift * shift / 2, 700.0)))
+    return score
 
 
 def features(z: np.ndarray) -> np.ndarray:
     """The rows the CUSUM increments combine: ``1, 1[z>0], 1[z<0], z, z^2 1[z>0], z^2 1[z<0], k(z)`` (``k``
-    the heavy-tail score), then ``1[u < p]`` for each of :data:`END_SHARES` and ``1[u > 1 - p]`` for each."""
-    return np.vstack([_moment_features(z), _tails_score(z), z < _END_Z[:, None], z > -_END_Z[:, None]])
+    the heavy-tail score), then ``1[u < p]`` for each of :data:`END_SHARES` and ``1[u > 1 - p]`` for each, then
+    the log-likelihood ratio of each small component of :data:`COMPONENTS`."""
+    components = [_component_score(z, shift, share) for shift, share in COMPONENTS]
+    return np.vstack([_moment_features(z), _tails_score(z), z < _END_Z[:, None], z > -_END_Z[:, None], *components])
 
 
 def _moment_features(z: np.ndarray) -> np.ndarray:
@@ -235,6 +258,10 @@ BANK: tuple[CusumSpec, ...] = (
     _ends(0.06, 2.0, "upper", 0.2),
     _ends(0.2, 1.5, "both", 0.2),
     _ends(0.2, 0.6, "both", 0.2),
+    _location(0.15, 1, 13.0),
+    _location(0.15, -1, 13.0),
+    _component(1.75, 0.05, 0.3, 16.6),
+    _component(-1.75, 0.05, 0.3, 16.6),
 )
 COEFFICIENTS = np.array([spec.coefficients for spec in BANK])
 
