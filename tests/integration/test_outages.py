@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -70,8 +71,9 @@ def test_serving_through_a_broker_outage(tmp_path):
         broker.stop()
         wait_until(lambda: "kafka" in get(f"{url}/readyz")[1]["problems"], "readyz names Kafka")
         started = time.monotonic()
-        status, answer = get(predict_url, body)
-        assert status == 503 and "could not be written to the stream" in answer["error"]
+        with ThreadPoolExecutor(8) as pool:  # concurrent: micro-batches of several requests, each failing whole
+            answers = list(pool.map(lambda _: get(predict_url, body), range(8)))
+        assert all(status == 503 and "could not be written to the stream" in a["error"] for status, a in answers)
         assert time.monotonic() - started < 5  # fails fast instead of blocking for the request timeout
         time.sleep(3)  # the time in which aiokafka used to log ~170 connection errors
         log = log_path.read_text()

@@ -125,6 +125,41 @@ def test_predictions_are_scored_and_written_back_to_the_stream(kafka, monitor_wo
     assert status.model_version == "1"  # the monitor sees serving's predictions without any glue
 
 
+def micro_batches(serving: Serving) -> float:
+    """How many micro-batches serving has scored, from its /metrics."""
+    with urllib.request.urlopen(f"{serving.url}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return next(float(line.split()[-1]) for line in lines if line.startswith("driftwarden_serving_batch_rows_count"))
+
+
+def test_concurrent_requests_are_written_back_once_per_micro_batch_each_request_whole(kafka, serving):
+    before = micro_batches(serving)
+    bodies = [orjson.dumps({"instances": instances(2, seed=seed)}) for seed in range(160)]
+
+    async def send() -> list[list[str]]:
+        url = f"{serving.url}/v1/models/{serving.model_id}/predict"
+        queue = list(bodies)
+        answered: list[list[str]] = []
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+
+            async def client() -> None:
+                while queue:
+                    async with session.post(url, data=queue.pop()) as response:
+                        assert response.status == 200
+                        answered.append([p["event_id"] for p in (await response.json())["predictions"]])
+
+            await asyncio.gather(*(client() for _ in range(16)))
+        return answered
+
+    answered = asyncio.run(send())
+    batches = micro_batches(serving) - before
+    ours = {event_id for ids in answered for event_id in ids}
+    messages = [ids for m in written_messages(kafka, serving.model_id) if (ids := set(m.event_ids) & ours)]
+    assert sorted(i for m in messages for i in m) == sorted(ours)  # every answered prediction, once
+    assert all(any(set(ids) <= m for m in messages) for ids in answered)  # a request's rows in one message
+    assert len(messages) <= batches < len(answered), (len(messages), batches)  # a write per micro-batch at most
+
+
 def test_the_monitor_takes_the_columnar_write_back_as_it_took_a_prediction_event_per_row(serving):
     """Serving used to write one prediction.v1 event per row (the request's features, the answer); it now
     writes a columnar batch per micro-batch. The rows are those events, and the monitor core counts,

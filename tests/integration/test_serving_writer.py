@@ -1,9 +1,12 @@
-"""Serving's write-back against the real broker: one write per micro-batch (group commit), each request
-answered only once the write carrying its predictions is acknowledged, a refused request never written."""
+"""Serving's write-back against the real broker: one write per micro-batch (and micro-batches queued
+behind a write in flight go out together: group commit), each request answered only once the write
+carrying its predictions is acknowledged, a refused request never written, a failed write failing
+every request it carried."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import numpy as np
 import pytest
@@ -11,9 +14,11 @@ from helpers_integration import unique_model
 
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.decoding import PREDICTIONS
+from driftwarden.kafka.broker import EmbeddedBroker
+from driftwarden.kafka.object_store import free_low_port
 from driftwarden.kafka.outages import BrokerState
 from driftwarden.monitor.status import records_for
-from driftwarden.serving.writer import PredictionWriter, UnservableError, WriteError
+from driftwarden.serving.writer import PredictionWriter, UnservableError, WriteBack, WriteError
 from driftwarden.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -34,25 +39,35 @@ def ids_on_topic(kafka: Settings, model_id: str) -> list[list[str]]:
     return [d.columns[0].event_ids for d in decoded]
 
 
-async def write_concurrently(kafka: Settings, model_id: str, requests: list[list[PredictionColumns]]) -> list[object]:
+def write_back(requests: list[list[PredictionColumns]]) -> WriteBack:
+    """A micro-batch of ``requests`` as serving hands it to the writer: each batch with its request's number."""
+    return [(batch, np.full(len(batch), index)) for index, batches in enumerate(requests) for batch in batches]
+
+
+async def write_concurrently(
+    kafka: Settings, model_id: str, micro_batches: list[list[list[PredictionColumns]]]
+) -> list[object]:
+    """Each request's outcome, the first micro-batch written at once, the others queued behind its write."""
     writer = PredictionWriter(kafka, BrokerState("test"))
     await writer.start()
     try:
-        first = asyncio.ensure_future(writer.write(model_id, requests[0]))
-        await asyncio.sleep(0)  # the first request's write is under way: the rest queue behind it
-        rest = await asyncio.gather(*(writer.write(model_id, r) for r in requests[1:]), return_exceptions=True)
-        return [await first, *rest]
+        outcomes = writer.enqueue(model_id, write_back(micro_batches[0]), len(micro_batches[0]))
+        await asyncio.sleep(0)  # the first micro-batch's write is under way: the rest queue behind it
+        for requests in micro_batches[1:]:
+            outcomes += writer.enqueue(model_id, write_back(requests), len(requests))
+        return await asyncio.gather(*outcomes, return_exceptions=True)
     finally:
         await writer.stop(10)
 
 
-def test_requests_queued_during_a_write_go_out_together_in_arrival_order(kafka: Settings) -> None:
+def test_micro_batches_queued_during_a_write_go_out_together_in_order(kafka: Settings) -> None:
     model_id = unique_model("group-commit")
     requests = [events(model_id, r, 3) for r in range(40)]
-    outcomes = asyncio.run(write_concurrently(kafka, model_id, requests))
+    outcomes = asyncio.run(write_concurrently(kafka, model_id, [requests[:1], requests[1:14], requests[14:15],
+                                                                requests[15:]]))  # fmt: skip
     assert outcomes == [None] * 40
     messages = ids_on_topic(kafka, model_id)
-    assert [len(m) for m in messages] == [3, 117], "one write for the first request, one for the 39 queued behind it"
+    assert [len(m) for m in messages] == [3, 117], "one write for the first micro-batch, one for the 3 behind it"
     assert [i for m in messages for i in m] == [i for r in requests for i in r[0].event_ids]
 
 
@@ -70,23 +85,35 @@ def test_a_refused_request_is_never_written_and_the_others_are(kafka: Settings, 
     requests = [events(model_id, r, 2) for r in range(5)]
     refused = requests[2][0]
     {"scores": refused.scores["0"], "ts": refused.ts, "event_id": refused.event_ids}[column][1] = value
-    outcomes = asyncio.run(write_concurrently(kafka, model_id, requests))
+    outcomes = asyncio.run(write_concurrently(kafka, model_id, [requests[:1], requests[1:4], requests[4:]]))
     assert [type(o) for o in outcomes] == [type(None), type(None), UnservableError, type(None), type(None)]
     assert str(outcomes[2]).startswith(reason)
     written = [i for m in ids_on_topic(kafka, model_id) for i in m]
     assert written == [i for r in (0, 1, 3, 4) for i in requests[r][0].event_ids]
 
 
-def test_a_failed_write_fails_every_request_it_carried(kafka: Settings) -> None:
-    async def run() -> list[object]:
-        state = BrokerState("test")
-        writer = PredictionWriter(kafka, state)
+def test_a_failed_write_fails_every_request_it_carried(tmp_path) -> None:
+    """The broker stops between two micro-batches: every request of the second fails, none is answered."""
+    settings = Settings(topic_prefix=f"dwwb-{uuid.uuid4().hex[:8]}.", state_dir=tmp_path)
+    broker = EmbeddedBroker(tmp_path / "broker.log", port=free_low_port(), settings=settings)
+    broker.start()
+
+    async def run() -> tuple[list[object], list[object]]:
+        writer = PredictionWriter(broker.settings, BrokerState("test"), timeout_s=3)
         await writer.start()
         try:
-            state.down("the broker is gone, as far as this writer knows")
-            return await asyncio.gather(*(writer.write("m", events("m", r, 1)) for r in range(3)),
-                                        return_exceptions=True)  # fmt: skip
+            first = [events("m", r, 2) for r in range(4)]
+            written = await asyncio.gather(*writer.enqueue("m", write_back(first), 4), return_exceptions=True)
+            broker.stop()
+            second = [events("m", r, 2) for r in range(4, 9)]
+            return written, await asyncio.gather(*writer.enqueue("m", write_back(second), 5), return_exceptions=True)
         finally:
-            await writer.stop(10)
+            await writer.stop(5)
 
-    assert [type(o) for o in asyncio.run(run())] == [WriteError] * 3
+    try:
+        written, failed = asyncio.run(run())
+    finally:
+        broker.stop()
+    assert written == [None] * 4
+    assert [type(o) for o in failed] == [WriteError] * 5
+    assert all("was not acknowledged" in str(o) for o in failed)

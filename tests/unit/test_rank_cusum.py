@@ -109,11 +109,13 @@ def alarms_with_restarts(steps: np.ndarray, threshold: float) -> int:
 
 
 @pytest.mark.parametrize(
-    "which", [i for i, spec in enumerate(BANK) if spec.statistic in ("lower_end", "upper_end", "ends")]
+    "which",
+    [i for i, spec in enumerate(BANK) if spec.statistic.endswith(("end", "ends")) or "component" in spec.name],
 )
-def test_each_end_of_scale_cusum_keeps_its_own_budget(which):
-    """The end-of-scale CUSUMs' thresholds use an overshoot fitted by simulation: on exact ranks (no reference
-    error) each alarms at 0.67-1.16 times its budget at ARL 3,000 and 30,000 (~100 alarms each); here ~65."""
+def test_each_end_of_scale_and_component_cusum_keeps_its_own_budget(which):
+    """The end-of-scale and small-component CUSUMs' thresholds use an overshoot fitted by simulation: on exact ranks
+    (no reference error) each alarms at 0.67-1.16 times its budget at ARL 3,000 and 30,000 (~100 alarms each; the
+    components at overshoot 0.2: 0.66-0.95, at 0.6: 1.04-1.42; 0.3 taken); here ~65."""
     budget_arl, values = 3_000.0, 200_000
     u = np.random.default_rng([5, which]).random(values)
     alarms = alarms_with_restarts(increments(u, None)[which], cusum_threshold(BANK[which], budget_arl, None))
@@ -174,6 +176,42 @@ def test_a_support_shift_empties_the_lower_end():
         delays.append(after[0] if after else np.inf)
         assert not after or detector.evidence()["statistic"] == "lower_end"
     assert max(delays) <= 1_500
+
+
+def changed_stream_delays(before, after, seeds: int = 10) -> list[float]:
+    """Changed values consumed by the first alarm on streams of 20,000 unchanged then 8,000 changed values, each
+    with its own reference of 5,000 (at ARL_17); no alarm before the change."""
+    delays = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([11, seed])
+        detector = detector_for(before(rng, 5_000), ARL_17, seed)
+        found: list[int] = []
+        detector.update_many(np.concatenate([before(rng, 20_000), after(rng, 8_000)]), found.append)
+        assert [i for i in found if i < 20_000] == []
+        delays.append(next((i - 20_000 + 1 for i in found if i >= 20_000), np.inf))
+    return delays
+
+
+def test_a_small_component_far_above_the_bulk_is_found():
+    """1.7 % of the values from N(3, 1) among N(0, 1) (the shape corpus's normal mixture at KL 0.02; Lorden's bound
+    ln(22.7e6) / 0.02 = 846 values). Seeds 0-9: 846-3,728 values, every alarm the upper component CUSUM's; with
+    the component and location ±0.15σ CUSUMs switched off, 873-3,948 and one seed none within 8,000 (the corpus
+    missed 1 of 10 at KL 0.02). The information sits in a few large ranks, where the 5,000 reference values are
+    thin: on the corpus's 10 streams the true likelihood ratio gathers 71-160 nats over the change from the values,
+    20-136 from their ranks against the stream's reference."""
+
+    def mixture(rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.where(rng.random(n) < 0.0172, rng.normal(3, 1, n), rng.normal(0, 1, n))
+
+    assert max(changed_stream_delays(SHAPES["normal"], mixture)) <= 4_000
+
+
+def test_both_modes_moving_together_are_found():
+    """A bimodal feature (60 % N(0, 1), 40 % N(4, 1)) moved by 0.23 (the shape corpus's bimodal location change at
+    KL 0.02): in ranks a saw-tooth, each mode's ranks rising, whose mean normal score moves by ~0.15, closer to
+    the location +0.15σ CUSUM than to +0.25σ. Seeds 0-9: 1,329-5,774 values; with the new CUSUMs switched off,
+    3 of 10 none within 8,000 (the corpus missed 1 of 10)."""
+    assert max(changed_stream_delays(SHAPES["bimodal"], lambda rng, n: SHAPES["bimodal"](rng, n) + 0.2346)) <= 6_000
 
 
 def test_the_issue_10_lognormal_false_alarms_are_gone():

@@ -91,6 +91,8 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
+#: 10: rank-CUSUM streaming detectors run 29 CUSUMs (location ±0.15σ and a small component beyond either side
+#: added), 39 beside an end atom.
 #: 9: rank-CUSUM streaming detectors on categorical features' frequency ranks (``masses`` in their params).
 #: 8: the performance monitor's error-rate CUSUMs (``cusum``, ``improvement``, ``retake``: Bernoulli
 #: CUSUMs, the default error detector; ADWIN before). 7: rank-CUSUM streaming detectors run 25 CUSUMs
@@ -102,7 +104,7 @@ STATE_FORMAT = "driftwarden.monitor-state"
 #: window verdict could resolve); 4: embedding features (their profiles, window columns and detectors);
 #: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2) and
 #: rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 9
+STATE_VERSION = 10
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from itertools import chain, pairwise
+from itertools import chain
 from operator import itemgetter
 from typing import Any, cast
 
@@ -57,27 +57,22 @@ class ServedModel:
         columns = self._plain_frame(instances)
         return self._checked_frame(instances) if columns is None else columns
 
-    def frames(
-        self, requests: list[list[Any]]
-    ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray] | BadRequestError]]:
+    def frames(self, requests: list[list[Any]]) -> tuple[dict[str, np.ndarray], list[BadRequestError | None]]:
         """:meth:`frame` of several requests' instances: the input columns of all the rows it accepts, in
-        order, and each request's own columns (views of those) or why it is refused. The rows are
-        converted together; request by request only when one of them is refused."""
+        order, and why each request is refused (None: accepted). The rows are converted together; request
+        by request only when one of them is refused."""
         columns = self._plain_frame([instance for instances in requests for instance in instances])
         if columns is not None:
-            bounds = np.cumsum([0, *map(len, requests)]).tolist()
-            views: list[dict[str, np.ndarray] | BadRequestError] = [
-                {name: column[start:stop] for name, column in columns.items()} for start, stop in pairwise(bounds)
-            ]
-            return columns, views
-        frames: list[dict[str, np.ndarray] | BadRequestError] = []
+            return columns, [None] * len(requests)
+        frames: list[dict[str, np.ndarray]] = []
+        refused: list[BadRequestError | None] = []
         for instances in requests:
             try:
                 frames.append(self.frame(instances))
+                refused.append(None)
             except BadRequestError as exc:
-                frames.append(exc)
-        accepted = [frame for frame in frames if not isinstance(frame, BadRequestError)]
-        return (concat_columns(accepted) if accepted else {}), frames
+                refused.append(exc)
+        return (concat_columns(frames) if frames else {}), refused
 
     def _plain_frame(self, instances: list[Any]) -> dict[str, np.ndarray] | None:
         """The input columns, all numbers converted at once; None if any instance is not plainly servable."""

@@ -17,8 +17,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import repeat
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import orjson
@@ -39,10 +40,11 @@ from driftwarden.kafka.undecodable import GuardedFetch
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel
 from driftwarden.serving.supervisor import Supervisor
-from driftwarden.serving.writer import ENVELOPE_BYTES, PredictionWriter, UnservableError, WriteError
+from driftwarden.serving.writer import ENVELOPE_BYTES, PredictionWriter, UnservableError, WriteBack, WriteError
 from driftwarden.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_INSTANCES = 10_000
 THREAD_ROWS = 64  # a micro-batch of fewer rows is scored on the event loop (a thread hand-off costs more)
@@ -51,6 +53,10 @@ REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream
 SHADOW_NAMESPACE = uuid.UUID("bc41b74d-c4e1-459f-9d3f-21d5a658b8e0")
 # Namespace of the ids minted for stream requests' instances that bring none.
 REQUEST_NAMESPACE = uuid.UUID("5d0f6a3e-2b7c-4f5e-9a1d-8c3b2e4f6a70")
+# The model follower's fetches wait this long: a swap comes at most this late, and the embedded broker
+# holds every fetch until the wait expires, so a shorter one only adds idle fetches (serving's idle CPU:
+# 24-25 ms/s with this follower at 50 ms, 16.5-18 at 500).
+MODEL_FETCH_WAIT_MS = 500
 SMALL_REQUEST = 8  # fewer ids than this are made one by one (cheaper than the arrays)
 _UUID_DIGITS = [i for i in range(36) if i not in (8, 13, 18, 23)]  # where a UUID's text has hex digits
 REQUESTS = Counter("driftwarden_serving_requests", "Predict requests.", ["model_id", "status"])
@@ -77,40 +83,55 @@ class ServingConfig:
 
 @dataclass(frozen=True)
 class Scored:
-    """One request's predictions from one model version, with how it was deployed when a challenger runs."""
+    """Predictions of rows by one model version (a request's, or all those of a micro-batch that one
+    version answered), with how it was deployed when a challenger runs."""
 
     served: ServedModel
     labels: list[str]
     probabilities: np.ndarray  # a row per instance, a column per class (the manifest's order)
     frame: dict[str, np.ndarray]  # the instances as this version's input columns
+    latency_ms: np.ndarray  # per row: from its request's arrival to the end of scoring
     deployment: str | None = None  # "primary" or "canary" (answered); "shadow" or "baseline" (not answered)
     other: Scored | None = None  # the other version's predictions for the same rows
-    latency_ms: float = 0.0
+
+    def take(self, rows: slice | np.ndarray) -> Scored:
+        """The rows ``rows`` (a slice, or an array of row numbers) of these predictions, without the other's."""
+        labels = self.labels[rows] if isinstance(rows, slice) else [self.labels[i] for i in rows]
+        frame = {name: column[rows] for name, column in self.frame.items()}
+        return Scored(self.served, labels, self.probabilities[rows], frame, self.latency_ms[rows], self.deployment)
 
 
 @dataclass
 class _Pending:
     instances: list[Any]
+    answer: Callable[[Scored, list[str]], Any]  # the request's answer; raising refuses it (nothing written)
     enqueued: float
-    future: asyncio.Future[Scored]
+    future: asyncio.Future[tuple[Any, asyncio.Future[None]]]  # the answer, and the write of its predictions
 
 
 @dataclass
 class MicroBatcher:
-    """Collects requests per model for up to ``max_wait_s`` or ``max_batch_rows`` rows, scores once."""
+    """Collects requests per model for up to ``max_wait_s`` or ``max_batch_rows`` rows, scores once and
+    writes the micro-batch's predictions back in one write (with those of micro-batches queued behind a
+    write in flight: :class:`~driftwarden.serving.writer.PredictionWriter`)."""
 
     models: ActiveModels
     config: ServingConfig
+    writer: PredictionWriter
     queues: dict[str, asyncio.Queue[_Pending]] = field(default_factory=dict)
     workers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def submit(self, model_id: str, instances: list[Any]) -> Scored:
+    async def submit(self, model_id: str, instances: list[Any], answer: Callable[[Scored, list[str]], T]) -> T:
+        """``answer(scored, event_ids)`` of the request's predictions, returned once they are written back
+        (raises what ``answer`` raises, and nothing of the request is written; WriteError if the write fails)."""
         future = asyncio.get_running_loop().create_future()
         if model_id not in self.queues:
             self.queues[model_id] = asyncio.Queue()
             self.workers[model_id] = asyncio.create_task(self._work(model_id))
-        await self.queues[model_id].put(_Pending(instances, time.perf_counter(), future))
-        return await future
+        await self.queues[model_id].put(_Pending(instances, answer, time.perf_counter(), future))
+        answered, written = await future
+        await asyncio.shield(written)  # (a request that goes away does not cancel the others' write)
+        return cast(T, answered)
 
     async def _work(self, model_id: str) -> None:
         queue = self.queues[model_id]
@@ -152,14 +173,13 @@ class MicroBatcher:
             for item in batch:
                 item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
             return
-        frame, parts = served.frames([item.instances for item in batch])
-        frames, accepted = [], []
-        for item, part in zip(batch, parts, strict=True):
-            if isinstance(part, BadRequestError):
-                item.future.set_exception(part)
-            else:
-                frames.append(part)
+        frame, refusals = served.frames([item.instances for item in batch])
+        accepted = []
+        for item, refusal in zip(batch, refusals, strict=True):
+            if refusal is None:
                 accepted.append(item)
+            else:
+                item.future.set_exception(refusal)
         if not accepted:
             return
         rows = sum(len(item.instances) for item in accepted)
@@ -172,38 +192,51 @@ class MicroBatcher:
                 item.future.set_exception(exc)
             return
         done = time.perf_counter()
-        start = 0
-        for index, item in enumerate(accepted):
-            stop = start + len(item.instances)
-            latency = (done - item.enqueued) * 1000
-            champion = Scored(served, labels[start:stop], probabilities[start:stop], frames[index], latency_ms=latency)
-            result = champion
-            if tried is not None and challenger is not None:
-                other = Scored(challenger.served, tried[1][start:stop], tried[2][start:stop], tried[0][index],
-                               latency_ms=latency)  # fmt: skip
-                if challenger.mode == "shadow":
-                    result = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
-                elif random.random() < challenger.fraction:
-                    result = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
-                else:
-                    result = replace(champion, deployment="primary")
-            item.future.set_result(result)
-            start = stop
+        sizes = [len(item.instances) for item in accepted]
+        bounds = np.cumsum([0, *sizes]).tolist()
+        latency = np.repeat([(done - item.enqueued) * 1000 for item in accepted], sizes)
+        champion = Scored(served, labels, probabilities, frame, latency)
+        answering = [champion] * len(accepted)  # the version answering each request, with all the rows
+        if tried is not None and challenger is not None:
+            other = Scored(challenger.served, tried[1], tried[2], tried[0], latency)
+            if challenger.mode == "shadow":
+                shadowed = replace(champion, deployment="primary", other=replace(other, deployment="shadow"))
+                answering = [shadowed] * len(accepted)
+            else:
+                primary = replace(champion, deployment="primary")
+                canary = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
+                answering = [canary if random.random() < challenger.fraction else primary for _ in accepted]
+        ids = event_ids([instance for item in accepted for instance in item.instances])
+        kept: list[int] = []  # the requests answered, to write back
+        answered: list[Any] = []
+        for index, (item, version) in enumerate(zip(accepted, answering, strict=True)):
+            start, stop = bounds[index], bounds[index + 1]
+            try:
+                answered.append(item.answer(version.take(slice(start, stop)), ids[start:stop]))
+            except Exception as exc:  # UnservableError (the answer is too large), or anything unexpected
+                item.future.set_exception(exc)
+            else:
+                kept.append(index)
         ROWS.labels(model_id, served.version).inc(rows)
+        if not kept:
+            return
+        written = self.writer.enqueue(model_id, write_back(answering, kept, bounds, ids, self.config), len(kept))
+        for index, answer, done_writing in zip(kept, answered, written, strict=True):
+            accepted[index].future.set_result((answer, done_writing))
 
     async def _score_challenger(
         self, challenger: Challenger | None, items: list[_Pending]
-    ) -> tuple[list[dict[str, np.ndarray]], list[str], np.ndarray] | None:
-        """The challenger's input columns per request and predictions for the same rows (None if there is
-        none or it cannot score them)."""
+    ) -> tuple[dict[str, np.ndarray], list[str], np.ndarray] | None:
+        """The challenger's input columns and predictions for the same rows (None if there is none or it
+        cannot score them)."""
         if challenger is None:
             return None
         try:
-            frame, frames = challenger.served.frames([item.instances for item in items])
-            refused = next((part for part in frames if isinstance(part, BadRequestError)), None)
+            frame, refusals = challenger.served.frames([item.instances for item in items])
+            refused = next((refusal for refusal in refusals if refusal is not None), None)
             if refused is not None:
                 raise refused
-            return cast(list[dict[str, np.ndarray]], frames), *await score(challenger.served, frame)
+            return frame, *await score(challenger.served, frame)
         except Exception as exc:  # the challenger must never fail a request the champion can answer
             log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
             return None
@@ -217,12 +250,37 @@ async def score(served: ServedModel, frame: dict[str, np.ndarray]) -> tuple[list
     return await asyncio.get_running_loop().run_in_executor(None, served.score, frame)
 
 
+def write_back(
+    answering: list[Scored], kept: list[int], bounds: list[int], event_ids: list[str], config: ServingConfig
+) -> WriteBack:
+    """A micro-batch's predictions to write back: the rows of requests ``kept`` (request ``i``: rows
+    ``bounds[i]:bounds[i + 1]``, answered by ``answering[i]``, all rows of the micro-batch), a columnar
+    batch per version and deployment, each with the request of each of its rows (its place in ``kept``)."""
+    owner = np.full(len(answering), -1)
+    owner[kept] = np.arange(len(kept))
+    owners = np.repeat(owner, np.diff(bounds))
+    requests: dict[int, tuple[Scored, list[int]]] = {}  # the requests of each answering version
+    for index in kept:
+        requests.setdefault(id(answering[index]), (answering[index], []))[1].append(index)
+    written = []
+    for version, indices in requests.values():
+        if len(indices) == len(answering):  # (all the rows: no copy)
+            rows: slice | np.ndarray = slice(None)
+            part, ids = version, event_ids
+        else:
+            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in indices])
+            other = None if version.other is None else version.other.take(rows)
+            part, ids = replace(version.take(rows), other=other), [event_ids[i] for i in rows]
+        written += [(columns, owners[rows]) for columns in prediction_columns(part, ids, config)]
+    return written
+
+
 def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConfig) -> list[PredictionColumns]:
-    """A request's predictions to write back: the answering version's, then the other version's (tagged,
-    with the same features), each as one columnar batch."""
+    """Predictions to write back: the answering version's, then the other version's (tagged, with the same
+    features), each as one columnar batch."""
     n = len(event_ids)
-    ts, latency = np.full(n, time.time()), np.full(n, scored.latency_ms)
-    cost = np.full(n, config.cost_per_request + config.cost_per_ms * scored.latency_ms)
+    ts, latency = np.full(n, time.time()), scored.latency_ms
+    cost = config.cost_per_request + config.cost_per_ms * latency
 
     def columns(version: Scored, ids: list[str], segment: dict[str, list[str | None]] | None) -> PredictionColumns:
         scores = {c: version.probabilities[:, j] for j, c in enumerate(version.served.manifest.classes)}
@@ -236,6 +294,24 @@ def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConf
     tag = other.deployment
     segment: dict[str, list[str | None]] = {"deployment": [tag] * n, "answered_event_id": list(event_ids)}
     return [answered, columns(other, [shadow_event_id(event_id, tag) for event_id in event_ids], segment)]
+
+
+def http_answer(scored: Scored, event_ids: list[str]) -> bytes:
+    """The body answering a predict request."""
+    model = scored.served
+    return orjson.dumps({"model_id": model.manifest.model_id, "model_version": model.version,
+                         "predictions": answers(scored, event_ids)})  # fmt: skip
+
+
+def stream_answer(response: InferenceResponse, scored: Scored, event_ids: list[str]) -> InferenceResponse:
+    """``response`` with a stream request's predictions (UnservableError if it would be too large to write)."""
+    predictions = [ServedPrediction(**prediction) for prediction in answers(scored, event_ids)]
+    answered = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
+    size = len(answered.to_json())
+    if size > ENVELOPE_BYTES:
+        raise UnservableError(f"the response would be {size} bytes, over the {ENVELOPE_BYTES}-byte message "
+                              f"limit: send fewer instances per request")  # fmt: skip
+    return answered
 
 
 def answers(scored: Scored, event_ids: list[str]) -> list[dict[str, Any]]:
@@ -319,9 +395,9 @@ class ServingApp:
         self.settings = settings
         self.config = config
         self.models = ActiveModels(ModelRegistry(settings.registry_dir))
-        self.batcher = MicroBatcher(self.models, config)
         self.broker = BrokerState("serving")
         self.writer = PredictionWriter(settings, self.broker, config.write_timeout_s)
+        self.batcher = MicroBatcher(self.models, config, self.writer)
         self.supervisor = Supervisor()
         self.started = False
         self._metrics: dict[str, tuple[Histogram, Counter]] = {}
@@ -430,16 +506,7 @@ class ServingApp:
         instances = [instance.model_dump(exclude_none=True) for instance in request.instances]
         for index, instance in enumerate(instances):  # a request answered again writes the same ids again
             instance.setdefault("event_id", request_event_id(request.request_id, index))
-        scored = await self.batcher.submit(request.model_id, instances)
-        ids = [instance["event_id"] for instance in instances]
-        predictions = [ServedPrediction(**prediction) for prediction in answers(scored, ids)]
-        answered = response.model_copy(update={"model_version": scored.served.version, "predictions": predictions})
-        size = len(answered.to_json())
-        if size > ENVELOPE_BYTES:
-            raise UnservableError(f"the response would be {size} bytes, over the {ENVELOPE_BYTES}-byte message "
-                                  f"limit: send fewer instances per request")  # fmt: skip
-        await self.writer.write(request.model_id, prediction_columns(scored, ids, self.config))
-        return answered
+        return await self.batcher.submit(request.model_id, instances, partial(stream_answer, response))
 
     async def _refuse_record(self, record: Any, reason: str) -> None:
         letter = dead_letter(record, reason)
@@ -449,7 +516,8 @@ class ServingApp:
         """Hot-swap on every promoted model published from now on; one bad event affects only itself."""
         topic = self.settings.topics.models
         started()
-        async for record in read_topic(self.settings, topic, follow=True, since_ts=since_ts):
+        waits = {"fetch_max_wait_ms": max(self.settings.fetch_max_wait_ms, MODEL_FETCH_WAIT_MS)}
+        async for record in read_topic(self.settings.model_copy(update=waits), topic, follow=True, since_ts=since_ts):
             try:
                 event = ModelPublished.model_validate_json(record.value or b"")
             except ValueError:
@@ -521,14 +589,11 @@ class ServingApp:
 
     async def _predict(self, model_id: str, instances: list[Any]) -> web.Response:
         started = time.perf_counter()
-        scored = await self.batcher.submit(model_id, instances)
-        ids = event_ids(instances)
-        await self.writer.write(model_id, prediction_columns(scored, ids, self.config))  # answered once written
+        body = await self.batcher.submit(model_id, instances, http_answer)  # answered once written
         latency, answered = self._answer_metrics(model_id)
         latency.observe(time.perf_counter() - started)
         answered.inc()
-        payload = {"model_id": model_id, "model_version": scored.served.version, "predictions": answers(scored, ids)}
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
 
     def _answer_metrics(self, model_id: str) -> tuple[Histogram, Counter]:
         """The latency and answered-request series of a served model (looked up once: ``labels`` costs more

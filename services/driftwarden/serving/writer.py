@@ -5,10 +5,10 @@ written: the rows the monitor's own decoder would refuse in it are found on its 
 A request's predictions are all written or the request fails: a prediction the monitor would reject
 (a NaN score, ...) refuses its whole request, and no row of it reaches the stream.
 
-One write-back per micro-batch (group commit): the first request of a model is written at once;
-requests that arrive while that write waits for its acknowledgement are queued and written together,
-in arrival order, as soon as it is acknowledged. Each request is answered only once the write that
-carries its predictions is acknowledged; a failed write fails every request it carried.
+One write-back per micro-batch at most (group commit): a model's first micro-batch is written at once;
+micro-batches scored while that write waits for its acknowledgement are queued and written together,
+in order, as soon as it is acknowledged. Each request is answered only once the write that carries
+its predictions is acknowledged; a failed write fails every request it carried.
 
 >>> batch = PredictionColumns("m", "1", [f"id-{i}" for i in range(100)], np.full(100, 1.0),
 ...                           {"x": np.arange(100.0)}, ["0"] * 100, {"0": np.ones(100)})
@@ -43,6 +43,10 @@ from driftwarden.settings import Settings
 
 MAX_REQUEST_BYTES = 1024 * 1024  # aiokafka's default max_request_size, and the usual broker limit
 ENVELOPE_BYTES = MAX_REQUEST_BYTES - 64 * 1024  # room for the record and request headers
+
+
+# Predictions to write: columnar batches, each with the request of each of its rows (``owners``).
+WriteBack = list[tuple[PredictionColumns, np.ndarray]]
 
 
 class UnservableError(DriftwardenError):
@@ -89,32 +93,34 @@ def checked(batch: PredictionColumns, max_bytes: int = ENVELOPE_BYTES) -> tuple[
     return values, refused
 
 
-def micro_batch(
-    requests: list[list[PredictionColumns]], max_bytes: int = ENVELOPE_BYTES
-) -> tuple[list[bytes], dict[int, str]]:
-    """The envelopes of several requests' predictions (each request: one batch per model version), one
-    batch per version and feature set with the requests' rows in arrival order, and the requests refused
-    (index -> why): no row of a refused request is in the envelopes."""
+def micro_batch(predictions: WriteBack, max_bytes: int = ENVELOPE_BYTES) -> tuple[list[bytes], dict[int, str]]:
+    """The envelopes of several requests' predictions, each batch with the request of each of its rows
+    (``owners``, the rows of a request in order), one envelope per version and feature set at most (if
+    it fits) with the rows in the order given, and the requests refused (request -> why): no row of a
+    refused request is in the envelopes."""
+    groups: dict[tuple[str, tuple[str, ...]], WriteBack] = {}
+    for batch, owners in predictions:
+        groups.setdefault((batch.model_version, tuple(batch.features)), []).append((batch, owners))
+    joined = [
+        (PredictionColumns.concat([batch for batch, _ in parts]), np.concatenate([owners for _, owners in parts]))
+        for parts in groups.values()
+    ]
     refused: dict[int, str] = {}
     while True:
-        groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, PredictionColumns]]] = {}
-        for index, batches in enumerate(requests):
-            if index not in refused:
-                for batch in batches:
-                    groups.setdefault((batch.model_version, tuple(batch.features)), []).append((index, batch))
         values: list[bytes] = []
         found: dict[int, str] = {}
-        for parts in groups.values():
-            starts = np.cumsum([0] + [len(batch) for _, batch in parts])
-            group_values, refusals = checked(PredictionColumns.concat([batch for _, batch in parts]), max_bytes)
+        for batch, owners in joined:
+            group_values, refusals = checked(batch, max_bytes)
             values += group_values
             for refusal in refusals:
-                row = refusal.row
-                for part in range(len(parts)) if row is None else [int(np.searchsorted(starts, row, "right")) - 1]:
-                    found.setdefault(parts[part][0], _describe(refusal, int(starts[part])))
+                for owner in np.unique(owners) if refusal.row is None else [owners[refusal.row]]:
+                    found.setdefault(int(owner), _describe(refusal, int(np.argmax(owners == owner))))
         if not found:
             return values, refused
         refused |= found
+        kept = [~np.isin(owners, list(found)) for _, owners in joined]
+        joined = [(batch.take(np.flatnonzero(keep)), owners[keep])
+                  for (batch, owners), keep in zip(joined, kept, strict=True) if keep.any()]  # fmt: skip
 
 
 def _describe(refusal: Refusal, start: int) -> str:
@@ -130,8 +136,8 @@ class PredictionWriter:
         self.state = state
         self.timeout_s = timeout_s
         self.producer: AIOKafkaProducer | None = None
-        # per model, in arrival order: each request's predictions (a batch per version) and its outcome
-        self._queued: dict[str, list[tuple[list[PredictionColumns], asyncio.Future[None]]]] = {}
+        # per model, in arrival order: each micro-batch's predictions (see enqueue) and its requests' outcomes
+        self._queued: dict[str, list[tuple[WriteBack, list[asyncio.Future[None]]]]] = {}
         self._writing: dict[str, asyncio.Task[None]] = {}  # the task writing each model's queue
 
     async def start(self) -> None:
@@ -164,37 +170,44 @@ class PredictionWriter:
             raise WriteError(f"the write to {topic} was not acknowledged: {type(exc).__name__}: {exc}") from exc
         self.state.up()
 
-    async def write(self, model_id: str, predictions: list[PredictionColumns]) -> None:
-        """Write a request's predictions (a batch per model version) with those of the requests queued
-        beside them; return once acknowledged. Raises UnservableError, and writes none of them, when
-        the monitor would reject any."""
-        written = asyncio.get_running_loop().create_future()
+    def enqueue(self, model_id: str, predictions: WriteBack, requests: int) -> list[asyncio.Future[None]]:
+        """Queue a micro-batch's predictions to write: columnar batches, each with the request (0 to
+        ``requests`` - 1) of each of its rows. Returns each request's outcome, done once the write that
+        carries it is acknowledged (WriteError if it is not; UnservableError, and none of its rows
+        written, when the monitor would reject any of them)."""
+        loop = asyncio.get_running_loop()
+        written: list[asyncio.Future[None]] = [loop.create_future() for _ in range(requests)]
         self._queued.setdefault(model_id, []).append((predictions, written))
         if model_id not in self._writing:
             self._writing[model_id] = asyncio.create_task(self._write_queued(model_id))
-        await asyncio.shield(written)  # a request that goes away does not cancel the others' write
+        return written
 
     async def _write_queued(self, model_id: str) -> None:
-        """Write ``model_id``'s queue, one publish per micro-batch, until nothing more is queued."""
+        """Write ``model_id``'s queue, one publish for all it holds, until nothing more is queued."""
         try:
             while queued := self._queued.pop(model_id, None):
+                predictions: WriteBack = []
+                written: list[asyncio.Future[None]] = []
+                for batches, outcomes in queued:  # the requests numbered across the micro-batches
+                    predictions += [(batch, owners + len(written)) for batch, owners in batches]
+                    written += outcomes
                 try:
-                    values, refused = micro_batch([predictions for predictions, _ in queued])
+                    values, refused = micro_batch(predictions)
                     for index, reason in refused.items():
-                        queued[index][1].set_exception(UnservableError(reason))
-                    queued = [item for index, item in enumerate(queued) if index not in refused]
+                        written[index].set_exception(UnservableError(reason))
+                    written = [outcome for index, outcome in enumerate(written) if index not in refused]
                     if values:
                         await self.publish(self.settings.topics.predictions, model_id.encode(), values)
                 except asyncio.CancelledError:
                     stopped = WriteError("serving stopped before the write was acknowledged")
-                    for _, written in queued + self._queued.pop(model_id, []):
-                        written.set_exception(stopped)
+                    for outcome in written + [o for _, outcomes in self._queued.pop(model_id, []) for o in outcomes]:
+                        outcome.set_exception(stopped)
                     raise
                 except Exception as exc:  # WriteError, or anything unexpected: every request it carried fails
-                    for _, written in queued:
-                        written.set_exception(exc)
+                    for outcome in written:
+                        outcome.set_exception(exc)
                 else:
-                    for _, written in queued:
-                        written.set_result(None)
+                    for outcome in written:
+                        outcome.set_result(None)
         finally:
             del self._writing[model_id]
