@@ -167,10 +167,10 @@ class Settings(BaseSettings):
         "even if data is there, so it adds to every hop's latency; Kafka answers as soon as data arrives.",
     )
     fetch_buffer_mb: int = Field(
-        default=64,
+        default=16,
         ge=1,
-        description="Fetched messages a worker holds before its streams take them, in MiB: it stops fetching "
-        "beyond (Faust alone bounds them in messages, 4,096, which is 2 GB of 500 KB envelopes).",
+        description="Fetched messages a worker holds until its agent has processed them, in MiB: it stops "
+        "fetching beyond (Faust alone bounds them in messages: 4,096 buffered, 500 a batch; GBs of 500 KB envelopes).",
     )
     state_dir: Path = Path(".driftwarden")
     monitor_config: Path | None = Field(default=None, description="TOML monitoring config (defaults if unset).")

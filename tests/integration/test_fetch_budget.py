@@ -1,5 +1,5 @@
 """A monitor worker far behind its producers holds at most its fetch budget of fetched messages its agent
-has not taken (Faust alone holds up to 4,096 messages: 2 GB of 500 KB envelopes), and still processes every
+has not processed (Faust alone holds up to 4,096 messages: 2 GB of 500 KB envelopes), and still processes every
 event exactly once."""
 
 from __future__ import annotations

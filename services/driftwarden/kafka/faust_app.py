@@ -86,13 +86,15 @@ SPENT_WAIT_S = 0.01
 
 
 class FetchBudget:
-    """The bytes of fetched messages that no stream has taken yet, against a limit.
+    """The bytes of fetched messages that no stream has finished yet, against a limit.
 
-    Faust bounds a stream's buffer in messages (``stream_buffer_maxsize``, 4,096), not bytes: with
-    prediction envelopes of 1,000 events (~500 KB each) a worker behind its producers held 2 GB in it
-    (docs/benchmarks.md). The consumer thread holds what it fetches (:meth:`hold`) and fetches nothing
-    while the budget is spent; a stream gives a message's bytes back as it takes the message
-    (:class:`BudgetSensor`); a new consumer generation starts afresh (Faust drops the messages fetched
+    Faust bounds a stream's buffer in messages (``stream_buffer_maxsize``, 4,096), not bytes, and an
+    agent's batch too (``take_events(500)``): with prediction envelopes of 1,000 events (~500 KB each) a
+    worker behind its producers held 2 GB (docs/benchmarks.md). The consumer thread holds what it
+    fetches (:meth:`hold`) and fetches nothing while the budget is spent; a stream gives a message's
+    bytes back when it is done with it, i.e. acknowledges it (:class:`BudgetSensor`: after the agent
+    processed it, or the batch ``take_events`` gave it in), so buffered messages and the batch being
+    processed count alike; a new consumer generation starts afresh (Faust drops the messages fetched
     in the one before without handing them to a stream). One fetch may overshoot the limit by what it
     returns: at most ``consumer_max_fetch_size`` per assigned partition.
 
@@ -135,16 +137,19 @@ def message_bytes(key: bytes | None, value: bytes | None) -> int:
 
 
 class BudgetSensor(faust.Sensor):
-    """Gives a message's bytes back to the app's :class:`FetchBudget` when a stream takes it."""
+    """Gives a message's bytes back to the app's :class:`FetchBudget` when a stream is done with it (Faust
+    calls ``on_stream_event_out`` as it acknowledges the event, acks on or off: ``take_events`` acknowledges
+    a batch's events after the agent's body, even when the body raised)."""
 
     def __init__(self, budget: FetchBudget) -> None:
         super().__init__()
         self.budget = budget
 
-    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT, event: EventT) -> dict[str, Any] | None:
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT, state: dict[str, Any] | None = None
+    ) -> None:
         message = event.message
         self.budget.release(message_bytes(message.key, message.value))
-        return None
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -179,7 +184,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if self._guard is None or self._guard.consumer is not consumer or generation != self._guard_generation:
             self._guard = GuardedFetch(consumer, grouped=True)  # positions were set anew: nothing handed out yet
             self._guard_generation = generation
-            app.fetch_budget.reset()  # what the last generation fetched is dropped, not taken
+            app.fetch_budget.reset()  # what the last generation fetched is dropped, not finished
         if app.fetch_budget.spent:
             await asyncio.sleep(SPENT_WAIT_S)
             return {}
@@ -207,7 +212,7 @@ class _Transport(faust_aiokafka.Transport):
 
 class DriftwardenApp(faust.App):
     """A Faust app whose consumers wait at most ``fetch_max_wait_ms`` per fetch and hold at most
-    ``fetch_budget`` of fetched messages its streams have not taken."""
+    ``fetch_budget`` of fetched messages its streams have not finished."""
 
     fetch_max_wait_ms = 1_500
     fetch_budget: FetchBudget  # (set by create_faust_app)
@@ -228,7 +233,7 @@ def create_faust_app(
       "latest" is computed from wrong end offsets on the embedded broker, so a caller asking for it
       commits the right start first (:func:`driftwarden.kafka.reader.start_new_group_at_end`);
     * at-least-once delivery (``acks=all``, no transactions: the embedded broker cannot do them);
-    * at most ``fetch_buffer_mb`` of fetched messages waiting for the streams (:class:`FetchBudget`).
+    * at most ``fetch_buffer_mb`` of fetched messages not yet processed (:class:`FetchBudget`).
     """
     app = DriftwardenApp(
         app_id,

@@ -90,7 +90,7 @@ PENDING_JOINS = Gauge(
 
 CONSUMER_LAG = Gauge("driftwarden_consumer_lag", "Messages behind the high-water mark.", ["topic", "partition"])
 FETCH_BUFFER = Gauge(
-    "driftwarden_fetch_buffer_bytes", "Bytes of fetched messages the worker holds that its agent has not taken yet."
+    "driftwarden_fetch_buffer_bytes", "Bytes of fetched messages the worker holds that its agent has not processed yet."
 )
 CHECKPOINT_BYTES = Gauge("driftwarden_checkpoint_bytes", "Size of the latest state checkpoint of a partition.")
 BATCH_SECONDS = Histogram(
