@@ -309,6 +309,7 @@ class ModelMonitor:
         assert self.profile is not None
         numeric_names, embeddings = list(self.profile.numeric), list(self.profile.embedding)
         categorical = list(self.profile.categorical)
+        updates = []
         for name, detector in self.streaming.items():
             if name == SIGNAL:
                 values = columns.signal
@@ -320,7 +321,8 @@ class ModelMonitor:
                 values = self.profile.embedding[feature].distances(columns.embeddings[embeddings.index(feature)])
             else:
                 values = columns.numeric[:, numeric_names.index(name)]
-            detector.update_many(values, partial(on_drift, name, detector))
+            updates.append((detector, values, partial(on_drift, name, detector)))
+        RankCusumDetector.update_together(updates)
 
     def _stream_subject(self, name: str) -> tuple[str, str]:
         """The alert subject of a streaming detector, and what its values are (a summary's first words).
