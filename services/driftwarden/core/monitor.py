@@ -713,8 +713,7 @@ class Monitor:
                 return event
             state.counters.duplicates += 1
             return None
-        add = state.ids.add
-        fresh = np.fromiter((add(event_id) for event_id in event.event_ids), bool, len(event))
+        fresh = state.ids.add_many(event.event_ids)
         if fresh.all():
             return event
         state.counters.duplicates += int((~fresh).sum())
