@@ -680,15 +680,14 @@ class Monitor:
         outputs.processed[(model_id, version)] = outputs.processed.get((model_id, version), 0) + len(batch)
         state.counters.processed += len(batch)
         state.counters.latest_version = version
-        add = state.joiner.add_prediction
-        joined = []
         if isinstance(batch, PredictionColumns):
             state.clock.observe_many(batch.ts.tolist())
-            for record in batch.join_records():
-                if (match := add(*record)) is not None:
-                    joined.append(match)
+            confidence, segments = batch.join_columns()
+            joined = state.joiner.add_predictions(batch.event_ids, batch.ts, version, batch.prediction, confidence,
+                                                  segments)  # fmt: skip
         else:
             state.clock.observe_many([event.ts for event in batch])
+            add, joined = state.joiner.add_prediction, []
             for event in batch:
                 scores, segment = event.scores, event.segment
                 match = add(event.event_id, event.ts, version, event.prediction,
