@@ -168,9 +168,13 @@ class LabelJoiner(Stateful):
             rows = zip(event_ids, ts.tolist(), predictions, confidence.tolist(), segments, strict=True)
             return [j for i, t, p, c, segment in rows if (j := self.add_prediction(i, t, model_version, p, c, segment))]
         code = self._code
-        codes = [code((model_version, segment, p if isinstance(p, str) else None))
-                 for p, segment in zip(predictions, segments, strict=True)]  # fmt: skip
-        numbers = [math.nan if isinstance(p, str) else float(p) for p in predictions]
+        if str not in set(map(type, predictions)) and not any(segments):  # numbers, no segment: one kind
+            codes: Column = np.full(n, code((model_version, (), None)))
+            numbers: Column = np.array(predictions, dtype=float)
+        else:
+            codes = [code((model_version, segment, p if isinstance(p, str) else None))
+                     for p, segment in zip(predictions, segments, strict=True)]  # fmt: skip
+            numbers = [math.nan if isinstance(p, str) else float(p) for p in predictions]
         pending.update(zip(event_ids, _packed(ts, confidence, numbers, codes), strict=True))
         return []
 
