@@ -398,11 +398,15 @@ class ReferenceCdf:
     def ranked_apart(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``searchsorted(q, x)`` and the indexes of the values ranked apart: equal to a quantile or
         outside the reference's range (the only ones whose ``u`` needs a ``V``)."""
+        lo = np.searchsorted(self.q, x, "left")
+        return lo, self.apart_of(x, lo)
+
+    def apart_of(self, x: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """The indexes of the values ranked apart, given their ``searchsorted(q, x)`` (:meth:`ranked_apart`)."""
         q, k = self.q, len(self.q)
-        lo = np.searchsorted(q, x, "left")
         if self.discrete:  # every value is an atom, between two (no mass: the CDF there) or outside the range
-            return lo, np.arange(len(x))
-        return lo, np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
+            return np.arange(len(x))
+        return np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
 
     def apart(self, x: np.ndarray, lo: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``u`` of values equal to a quantile (uniform over the run of equal quantiles) or outside the range
@@ -588,6 +592,12 @@ class RankIncrements:
         self.cdf, self.part = cdf, part
         at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels  # u at each quantile, between the ties' ranges
         self._edges = np.interp(_U_EDGES, at_levels, cdf.q)
+        # One binary search among the quantiles and the edges together gives both ``searchsorted``s: of the
+        # ``m`` entries below a value, ``quantiles_below[m]`` are quantiles and the rest edges.
+        merged = np.concatenate([cdf.q, self._edges])
+        order = np.argsort(merged, kind="stable")
+        self._merged = merged[order]
+        self._quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
         if part is not None:
             a, b = part
             self._part_edges = np.interp(a + (b - a) * _U_EDGES, at_levels, cdf.q)
@@ -597,7 +607,9 @@ class RankIncrements:
         """``increments(cdf.transform(x, first, seed), part)`` for finite values ``x`` (written into ``out``, an
         int64 array of ``len(bank(part))`` rows by ``len(x)``, when given)."""
         cdf = self.cdf
-        lo, apart = cdf.ranked_apart(x)
+        below = np.searchsorted(self._merged, x, "left")
+        lo = self._quantiles_below[below]  # searchsorted(cdf.q, x)
+        apart = cdf.apart_of(x, lo)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
             ranked = increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
             if out is None:
@@ -606,7 +618,7 @@ class RankIncrements:
             return out
         steps = np.empty((len(bank(self.part)), len(x)), np.int64) if out is None else out
         # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
-        np.take(_INCREMENTS, np.searchsorted(self._edges, x, "left"), axis=1, out=steps[: len(BANK)], mode="clip")
+        np.take(_INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
         if self.part is not None:
             inside = (x > self._inside[0]) & (x < self._inside[1])
             within = steps[len(BANK) :]
