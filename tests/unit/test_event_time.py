@@ -7,6 +7,8 @@ import uuid
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.decoding import PREDICTIONS
@@ -107,6 +109,20 @@ def test_the_dedupe_horizon_is_bounded_and_survives_a_checkpoint():
     restored.observe(stream[-500:] + stream[:10], now=START)  # the last 500 are repeats; the first 10 left the horizon
     counters = restored.models["m"].counters
     assert (counters.duplicates, counters.processed) == (500, 2_010)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), st.lists(st.lists(st.integers(0, 40), max_size=30), max_size=8))
+def test_ids_added_as_a_batch_are_those_added_one_at_a_time(horizon, batches):
+    """``add_many`` (a columnar batch) against ``add`` per id: the same answers, ring and state, batches all new
+    (taken at once, wrapping round the ring) or not."""
+    batch_ids, single_ids = RecentIds(horizon), RecentIds(horizon)
+    for batch in batches:
+        ids = [str(i) for i in batch]
+        assert batch_ids.add_many(ids).tolist() == [single_ids.add(i) for i in ids]
+        assert (batch_ids._ring, batch_ids._next, batch_ids._seen) == (single_ids._ring, single_ids._next,
+                                                                        single_ids._seen)  # fmt: skip
+        assert batch_ids.state() == single_ids.state()
 
 
 def test_recent_ids_and_watermark_round_trip_in_order():

@@ -287,3 +287,40 @@ def test_the_increments_looked_up_from_the_values_are_those_of_the_ranks(shape):
     x = SHAPES[shape](rng, 20_000) * rng.choice([1.0, 1.5], 20_000)  # (some beyond the reference's range)
     same = (RankIncrements(cdf, part)(x, 100, 7) == increments(cdf.transform(x, 100, 7), part)).all(axis=0)
     assert same.mean() >= 0.9999
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_detectors_updated_together_give_what_each_gives_alone(seed):
+    """``RankCusumDetector.update_together`` (a model's streams in one array, as the monitor feeds them) against
+    ``update_many`` per detector: the same alarms in the same order, the same evidence and state after every
+    batch; shapes with atoms (a continuous part), columns with missing values or of another length, changes
+    that alarm once or again and again, batches from 1 value to a few thousand."""
+    rng = np.random.default_rng([11, seed])
+    shapes = [SHAPES[name] for name in rng.choice(list(SHAPES), size=6)]
+    arl = float(rng.choice([300.0, 3_000.0, ARL_17]))
+    apart, together = ([detector_for(shape(np.random.default_rng([seed, j]), 2_000), arl, j)
+                        for j, shape in enumerate(shapes)] for _ in range(2))  # fmt: skip
+    found: tuple[list[tuple[int, int, dict]], list[tuple[int, int, dict]]] = ([], [])
+
+    def alarm(side: int, j: int, detector: RankCusumDetector):
+        return lambda i: found[side].append((j, i, detector.evidence()))
+
+    for _ in range(12):
+        n = int(rng.choice([1, 7, 300, 2_000, 4_000]))
+        columns = [shape(rng, n) * (1.0 + rng.choice([0.0, 0.3]) * (j % 2)) for j, shape in enumerate(shapes)]
+        if rng.random() < 0.3:
+            columns[int(rng.integers(len(columns)))][rng.random(n) < 0.1] = np.nan
+        if rng.random() < 0.2:
+            columns[int(rng.integers(len(columns)))] = columns[0][: n // 2]
+        for j, (detector, values) in enumerate(zip(apart, columns, strict=True)):
+            detector.update_many(values, alarm(0, j, detector))
+        RankCusumDetector.update_together(
+            [
+                (detector, values, alarm(1, j, detector))
+                for j, (detector, values) in enumerate(zip(together, columns, strict=True))
+            ]
+        )
+        assert found[0] == found[1]
+        assert [d.state() for d in apart] == [d.state() for d in together]
+        assert [d.drift_detected for d in apart] == [d.drift_detected for d in together]
+    assert found[0]  # (the changes alarm)

@@ -189,3 +189,33 @@ def test_a_full_joiner_evicts_its_oldest_and_its_records_keep_text_predictions_v
             assert join.add_label(event_id, "yes", ts + 1) == Joined(
                 event_id, ts, version, prediction, "yes", confidence, segment
             )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_columnar_batch_joins_as_its_rows_added_one_at_a_time(seed):
+    """``LabelJoiner.add_predictions`` (a columnar batch) against ``add_prediction`` per row: the same joins and
+    the same state (packed records, kinds, counters), batches that wait whole (packed at once) or not (labels
+    come early, ids repeat, the joiner fills and evicts), numbers and texts, segments or none."""
+    rng = np.random.default_rng([5, seed])
+    batch, single = LabelJoiner(ttl_s=50.0, max_pending=int(rng.choice([40, 400]))), LabelJoiner(50.0, 0)
+    single.max_pending = batch.max_pending
+    next_id, ts = 0, 0.0
+    for _ in range(30):
+        n = int(rng.integers(1, 60))
+        ids = [f"e{next_id + i}" if rng.random() < 0.9 else f"e{rng.integers(0, next_id + 1)}" for i in range(n)]
+        next_id += n
+        times = ts + np.arange(n, dtype=float)
+        ts += n
+        predictions = [str(rng.choice(["a", "b"])) if seed % 2 else int(rng.integers(0, 2)) for _ in range(n)]
+        confidence = rng.random(n) if rng.random() < 0.7 else np.full(n, np.nan)
+        segments = [(("country", str(rng.choice(["NL", "FR"]))),) if seed % 4 < 2 else () for _ in range(n)]
+        rows = zip(ids, times.tolist(), predictions, confidence.tolist(), segments, strict=True)
+        expected = [j for i, t, p, c, s in rows if (j := single.add_prediction(i, t, "1", p, c, s)) is not None]
+        joined = batch.add_predictions(ids, times, "1", predictions, confidence, segments)
+        assert repr(joined) == repr(expected)  # (repr: a NaN confidence is equal to itself there)
+        for _ in range(int(rng.integers(0, 8))):  # labels: late, early or repeated
+            label_id, label_ts = f"e{rng.integers(0, next_id + 20)}", ts + float(rng.random())
+            assert repr(batch.add_label(label_id, 1.0, label_ts)) == repr(single.add_label(label_id, 1.0, label_ts))
+        batch.expire(ts), single.expire(ts)
+        assert batch.state() == single.state()
+        assert batch.predictions == single.predictions

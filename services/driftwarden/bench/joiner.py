@@ -69,8 +69,8 @@ def stream(joiner: LabelJoiner, events: int, seed: int, after_chunk: Callable[[i
     done = 0
     for chunk in generate(Scenario(n_events=events, seed=seed), chunk_size=CHUNK):
         for batch in PREDICTIONS.decode(orjson.dumps(chunk.prediction_columns())).columns:
-            for record in batch.join_records():
-                joiner.add_prediction(*record)
+            joiner.add_predictions(batch.event_ids, batch.ts, batch.model_version, batch.prediction,
+                                   *batch.join_columns())  # fmt: skip
         done += len(chunk)
         after_chunk(done)
 

@@ -231,16 +231,17 @@ class PredictionColumns:
             embeddings=[np.full((n, length), np.nan) for length in schema.embedding.values()],  # (no arrays here)
         )
 
-    def join_records(self) -> Iterator[tuple[str, float, str, float | str, float, Segment]]:
-        """Per row, what the label joiner takes (:meth:`~driftwarden.core.joins.LabelJoiner.add_prediction`):
-        event id, event time, model version, prediction, top score (NaN without scores), segment."""
+    def join_columns(self) -> tuple[np.ndarray, list[Segment]]:
+        """What the label joiner takes besides ids, times and predictions
+        (:meth:`~driftwarden.core.joins.LabelJoiner.add_predictions`): each row's top score (NaN without
+        scores) and segment."""
         scores = list((self.scores or {}).values())
-        confidence = np.max(np.vstack(scores), axis=0).tolist() if scores else [float("nan")] * len(self)
+        confidence = np.max(np.vstack(scores), axis=0) if scores else np.full(len(self), np.nan)
         segments = self.segment or {}
+        if not segments:
+            return confidence, [()] * len(self)
         keys = sorted(segments)
-        for i, (event_id, ts) in enumerate(zip(self.event_ids, self.ts.tolist(), strict=True)):
-            segment = tuple((k, v) for k in keys if (v := segments[k][i]) is not None)
-            yield event_id, ts, self.model_version, self.prediction[i], confidence[i], segment
+        return confidence, [tuple((k, v) for k in keys if (v := segments[k][i]) is not None) for i in range(len(self))]
 
 
 @dataclass

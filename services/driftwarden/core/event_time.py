@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from hashlib import blake2b
 
 import numpy as np
@@ -114,7 +114,11 @@ def time_problems(
 
 def id_hash(event_id: str) -> int:
     """A stable 63-bit hash of an event id (Python's ``hash`` differs between processes)."""
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little") >> 1
+    return int.from_bytes(_digest(event_id), "little") >> 1
+
+
+def _digest(event_id: str) -> bytes:
+    return blake2b(event_id.encode(), digest_size=8).digest()
 
 
 class RecentIds(Stateful):
@@ -135,7 +139,37 @@ class RecentIds(Stateful):
 
     def add(self, event_id: str) -> bool:
         """Remember an id; False when it is a duplicate within the horizon."""
-        key = id_hash(event_id)
+        return self._add(id_hash(event_id))
+
+    def add_many(self, event_ids: Sequence[str]) -> np.ndarray:
+        """``add`` each id in order (one call per columnar batch): which were new.
+
+        Ids all new (none among the horizon's, none twice) enter the ring at once, as one at a time would
+        put them there; otherwise one at a time.
+
+        >>> ids = RecentIds(horizon=3)
+        >>> ids.add_many(["a", "b", "c", "d"]).tolist(), ids.add_many(["b", "a", "a"]).tolist()
+        ([True, True, True, True], [False, True, False])
+        """
+        keys = (np.frombuffer(b"".join(_digest(event_id) for event_id in event_ids), "<u8") >> 1).tolist()
+        if len(set(keys)) < len(keys) or not self._seen.isdisjoint(keys):
+            return np.fromiter(map(self._add, keys), bool, len(keys))
+        seen, ring = self._seen, self._ring
+        room = self.horizon - len(ring)
+        ring += keys[:room]
+        seen.update(keys[:room])
+        start = min(room, len(keys))
+        while start < len(keys):  # the oldest ids give way, from the ring's next slot to its end at most
+            rest = keys[start : start + self.horizon - self._next]
+            start += len(rest)
+            slots = slice(self._next, self._next + len(rest))
+            seen.difference_update(ring[slots])  # (none of them is among ``keys``)
+            ring[slots] = rest
+            seen.update(rest)
+            self._next = (self._next + len(rest)) % self.horizon
+        return np.ones(len(keys), dtype=bool)
+
+    def _add(self, key: int) -> bool:
         seen = self._seen
         if key in seen:
             return False

@@ -31,9 +31,10 @@ True
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar, cast
@@ -63,6 +64,8 @@ EVICT_SHARE = 100
 T = TypeVar("T")
 #: A prediction or a label value (schemas: a number or a string).
 Value = float | str
+#: A column of numbers (or of codes).
+Column = np.ndarray | Sequence[float] | Sequence[int]
 #: Segment values as a tuple of (field, value) pairs.
 Segment = tuple[tuple[str, str], ...]
 #: What a code stands for: (model_version, segment, the prediction when it is text, else None).
@@ -134,16 +137,54 @@ class LabelJoiner(Stateful):
             self.duplicates += 1
             return None
         text = prediction if isinstance(prediction, str) else None
-        kind = (model_version, segment, text)
+        number = float("nan") if text is not None else prediction
+        self.predictions[event_id] = RECORD.pack(ts, confidence, number, self._code((model_version, segment, text)))
+        if len(self.predictions) > self.max_pending:  # full: the oldest 1/EVICT_SHARE go at once
+            self.evicted += self._drop(len(self.predictions) - self.max_pending + self.max_pending // EVICT_SHARE)
+        return None
+
+    def add_predictions(
+        self, event_ids: Sequence[str], ts: np.ndarray, model_version: str, predictions: Sequence[Value],
+        confidence: np.ndarray, segments: Sequence[Segment],
+    ) -> list[Joined]:  # fmt: skip
+        """``add_prediction`` for each row of a columnar batch, in order; the joins made.
+
+        Rows that all wait (no label came early for any, none pending or recently joined, none twice, room for
+        all) are packed at once, as one at a time would pack them; otherwise they are added one at a time.
+
+        >>> joiner = LabelJoiner(ttl_s=60, max_pending=1000)
+        >>> joiner.add_predictions(["a", "b"], np.array([1.0, 2.0]), "1", [1.0, "no"], np.array([0.9, 0.8]), [(), ()])
+        []
+        >>> joiner.add_label("b", "yes", 3.0).prediction, joiner.add_label("x", 0.0, 4.0)
+        ('no', None)
+        >>> [j.event_id for j in joiner.add_predictions(["x", "y"], np.array([5.0, 6.0]), "1", [0.0, 1.0],
+        ...                                             np.array([0.7, 0.6]), [(), ()])]  # x's label came early
+        ['x']
+        """
+        pending, n = self.predictions, len(event_ids)
+        if (len(pending) + n > self.max_pending or not pending.keys().isdisjoint(event_ids)
+                or not self.early_labels.keys().isdisjoint(event_ids)
+                or not self.recently_joined.keys().isdisjoint(event_ids) or len(set(event_ids)) < n):  # fmt: skip
+            rows = zip(event_ids, ts.tolist(), predictions, confidence.tolist(), segments, strict=True)
+            return [j for i, t, p, c, segment in rows if (j := self.add_prediction(i, t, model_version, p, c, segment))]
+        code = self._code
+        if str not in set(map(type, predictions)) and not any(segments):  # numbers, no segment: one kind
+            codes: Column = np.full(n, code((model_version, (), None)))
+            numbers: Column = np.array(predictions, dtype=float)
+        else:
+            codes = [code((model_version, segment, p if isinstance(p, str) else None))
+                     for p, segment in zip(predictions, segments, strict=True)]  # fmt: skip
+            numbers = [math.nan if isinstance(p, str) else float(p) for p in predictions]
+        pending.update(zip(event_ids, _packed(ts, confidence, numbers, codes), strict=True))
+        return []
+
+    def _code(self, kind: Kind) -> int:
+        """The code of a (model_version, segment, text prediction) kind, a new one the first time."""
         code = self._kind_codes.get(kind)
         if code is None:
             code = self._kind_codes[kind] = len(self.kinds)
             self.kinds.append(kind)
-        number = float("nan") if text is not None else prediction
-        self.predictions[event_id] = RECORD.pack(ts, confidence, number, code)
-        if len(self.predictions) > self.max_pending:  # full: the oldest 1/EVICT_SHARE go at once
-            self.evicted += self._drop(len(self.predictions) - self.max_pending + self.max_pending // EVICT_SHARE)
-        return None
+        return code
 
     def add_label(self, event_id: str, label: Value, ts: float) -> Joined | None:
         packed = self.predictions.pop(event_id, None)
@@ -247,11 +288,7 @@ class LabelJoiner(Stateful):
         confidence, numbers = predictions.array("confidence"), predictions.array("numbers")
         if len({len(ids), len(ts), len(confidence), len(numbers), len(codes)}) != 1:
             raise StateError(f"{predictions.where}: columns of different lengths")
-        records = np.empty(len(ids), dtype=RECORD_DTYPE)
-        for name, column in zip(RECORD_DTYPE.names or (), (ts, confidence, numbers, codes), strict=True):
-            records[name] = column
-        data, size = records.tobytes(), RECORD.size
-        joiner.predictions = dict(zip(ids, (data[i : i + size] for i in range(0, len(data), size)), strict=True))
+        joiner.predictions = dict(zip(ids, _packed(ts, confidence, numbers, codes), strict=True))
         label_ids, label_ts = _keyed(labels)
         try:
             joiner.early_labels = OrderedDict(
@@ -262,6 +299,15 @@ class LabelJoiner(Stateful):
         except ValueError:
             raise StateError(f"{state.where}: columns of different lengths") from None
         return joiner
+
+
+def _packed(ts: Column, confidence: Column, numbers: Column, codes: Column) -> list[bytes]:
+    """Records (:data:`RECORD`) of pending predictions from their columns, packed at once."""
+    records = np.empty(len(ts), dtype=RECORD_DTYPE)
+    for name, column in zip(RECORD_DTYPE.names or (), (ts, confidence, numbers, codes), strict=True):
+        records[name] = column
+    data, size = records.tobytes(), RECORD.size
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def _keyed(state: StateReader) -> tuple[list[str], list[float]]:

@@ -309,6 +309,7 @@ class ModelMonitor:
         assert self.profile is not None
         numeric_names, embeddings = list(self.profile.numeric), list(self.profile.embedding)
         categorical = list(self.profile.categorical)
+        updates = []
         for name, detector in self.streaming.items():
             if name == SIGNAL:
                 values = columns.signal
@@ -320,7 +321,8 @@ class ModelMonitor:
                 values = self.profile.embedding[feature].distances(columns.embeddings[embeddings.index(feature)])
             else:
                 values = columns.numeric[:, numeric_names.index(name)]
-            detector.update_many(values, partial(on_drift, name, detector))
+            updates.append((detector, values, partial(on_drift, name, detector)))
+        RankCusumDetector.update_together(updates)
 
     def _stream_subject(self, name: str) -> tuple[str, str]:
         """The alert subject of a streaming detector, and what its values are (a summary's first words).
@@ -678,15 +680,14 @@ class Monitor:
         outputs.processed[(model_id, version)] = outputs.processed.get((model_id, version), 0) + len(batch)
         state.counters.processed += len(batch)
         state.counters.latest_version = version
-        add = state.joiner.add_prediction
-        joined = []
         if isinstance(batch, PredictionColumns):
             state.clock.observe_many(batch.ts.tolist())
-            for record in batch.join_records():
-                if (match := add(*record)) is not None:
-                    joined.append(match)
+            confidence, segments = batch.join_columns()
+            joined = state.joiner.add_predictions(batch.event_ids, batch.ts, version, batch.prediction, confidence,
+                                                  segments)  # fmt: skip
         else:
             state.clock.observe_many([event.ts for event in batch])
+            add, joined = state.joiner.add_prediction, []
             for event in batch:
                 scores, segment = event.scores, event.segment
                 match = add(event.event_id, event.ts, version, event.prediction,
@@ -711,8 +712,7 @@ class Monitor:
                 return event
             state.counters.duplicates += 1
             return None
-        add = state.ids.add
-        fresh = np.fromiter((add(event_id) for event_id in event.event_ids), bool, len(event))
+        fresh = state.ids.add_many(event.event_ids)
         if fresh.all():
             return event
         state.counters.duplicates += int((~fresh).sum())

@@ -16,7 +16,7 @@ True
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -144,8 +144,14 @@ def p_value_given_reference(statistic: float, df: int, reference_n: int, window_
     if df < 1:
         return 1.0
     scale = (reference_n + window_n) / reference_n
-    noncentrality = window_n / reference_n * float(scipy_stats.chi2.ppf(REFERENCE_SHARE, df))
+    noncentrality = window_n / reference_n * _reference_error(df)
     return float(scipy_stats.ncx2.sf(statistic * scale, df, noncentrality))
+
+
+@cache
+def _reference_error(df: int) -> float:
+    """The :data:`REFERENCE_SHARE` quantile of chi-square with ``df`` degrees of freedom (once per ``df``)."""
+    return float(scipy_stats.chi2.ppf(REFERENCE_SHARE, df))
 
 
 def hotelling_t2(

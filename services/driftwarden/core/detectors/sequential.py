@@ -398,11 +398,15 @@ class ReferenceCdf:
     def ranked_apart(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``searchsorted(q, x)`` and the indexes of the values ranked apart: equal to a quantile or
         outside the reference's range (the only ones whose ``u`` needs a ``V``)."""
+        lo = np.searchsorted(self.q, x, "left")
+        return lo, self.apart_of(x, lo)
+
+    def apart_of(self, x: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """The indexes of the values ranked apart, given their ``searchsorted(q, x)`` (:meth:`ranked_apart`)."""
         q, k = self.q, len(self.q)
-        lo = np.searchsorted(q, x, "left")
         if self.discrete:  # every value is an atom, between two (no mass: the CDF there) or outside the range
-            return lo, np.arange(len(x))
-        return lo, np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
+            return np.arange(len(x))
+        return np.flatnonzero((q[np.minimum(lo, k - 1)] == x) | (lo == 0) | (lo == k))
 
     def apart(self, x: np.ndarray, lo: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``u`` of values equal to a quantile (uniform over the run of equal quantiles) or outside the range
@@ -588,22 +592,39 @@ class RankIncrements:
         self.cdf, self.part = cdf, part
         at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels  # u at each quantile, between the ties' ranges
         self._edges = np.interp(_U_EDGES, at_levels, cdf.q)
+        # One binary search among the quantiles and the edges together gives both ``searchsorted``s: of the
+        # ``m`` entries below a value, ``quantiles_below[m]`` are quantiles and the rest edges.
+        merged = np.concatenate([cdf.q, self._edges])
+        order = np.argsort(merged, kind="stable")
+        self._merged = merged[order]
+        self._quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
         if part is not None:
             a, b = part
             self._part_edges = np.interp(a + (b - a) * _U_EDGES, at_levels, cdf.q)
             self._inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
 
-    def __call__(self, x: np.ndarray, first: int, seed: int) -> np.ndarray:
-        """``increments(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
+    def __call__(self, x: np.ndarray, first: int, seed: int, out: np.ndarray | None = None) -> np.ndarray:
+        """``increments(cdf.transform(x, first, seed), part)`` for finite values ``x`` (written into ``out``, an
+        int64 array of ``len(bank(part))`` rows by ``len(x)``, when given)."""
         cdf = self.cdf
-        lo, apart = cdf.ranked_apart(x)
+        below = np.searchsorted(self._merged, x, "left")
+        lo = self._quantiles_below[below]  # searchsorted(cdf.q, x)
+        apart = cdf.apart_of(x, lo)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            return increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
-        steps: np.ndarray = np.take(_INCREMENTS, np.searchsorted(self._edges, x, "left"), axis=1)
+            ranked = increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
+            if out is None:
+                return ranked
+            out[...] = ranked
+            return out
+        steps = np.empty((len(bank(self.part)), len(x)), np.int64) if out is None else out
+        # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
+        np.take(_INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
         if self.part is not None:
             inside = (x > self._inside[0]) & (x < self._inside[1])
-            within = np.take(_CONTINUOUS_INCREMENTS, np.searchsorted(self._part_edges, x, "left"), axis=1)
-            steps = np.vstack([steps, within * inside])  # (outside the continuous part: 0)
+            within = steps[len(BANK) :]
+            np.take(_CONTINUOUS_INCREMENTS, np.searchsorted(self._part_edges, x, "left"), axis=1, out=within,
+                    mode="clip")  # fmt: skip
+            within *= inside  # (outside the continuous part: 0)
         if len(apart):
             steps[:, apart] = increments(
                 cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part
@@ -644,17 +665,39 @@ def first_crossing(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, star
     largest sum less the smallest up to the block's end (block maxima and minima are cheap reductions); only the
     blocks of a CUSUM whose bound reaches its limit get the exact path.
     """
+    columns = _crossings(sums, floor, limits, start, stop)[1]
+    return int(columns.min()) if len(columns) else None
+
+
+def crossing_rows(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """Which CUSUMs (rows) reach their limit somewhere in all of ``sums`` (none restarting; as :func:`first_crossing`).
+
+    >>> sums = running_sums(np.array([[3, 3, -9, 3], [1, -1, 1, -1]]))
+    >>> crossing_rows(sums, np.zeros(2, dtype=np.int64), np.array([6, 2])).tolist()
+    [True, False]
+    """
+    crossed = np.zeros(len(sums), dtype=bool)
+    crossed[_crossings(sums, floor, limits, 0, sums.shape[1] - 1)[0]] = True
+    return crossed
+
+
+def _crossings(
+    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where CUSUMs reach their limits in ``(start, stop]``: (row, k) pairs, among them each row's first (the screen
+    and exact path of :func:`first_crossing`)."""
     span = sums[:, start + 1 : stop + 1]
     edges = np.arange(0, stop - start, BLOCK)
     lowest = np.minimum(np.minimum.accumulate(np.minimum.reduceat(span, edges, axis=1), axis=1), floor[:, None])
     rows, blocks = np.nonzero(np.maximum.reduceat(span, edges, axis=1) - lowest >= limits[:, None])
     if not len(rows):
-        return None
+        return rows, rows
     before = np.where(blocks > 0, lowest[rows, blocks - 1], floor[rows])  # the exact minimum before the block
     columns = np.minimum(start + 1 + edges[blocks, None] + np.arange(BLOCK), stop)  # (a short last block repeats)
     near = sums[rows[:, None], columns]
     crossed = near - np.minimum.accumulate(np.minimum(near, before[:, None]), axis=1) >= limits[rows, None]
-    return int(columns[crossed].min()) if crossed.any() else None
+    which, at = np.nonzero(crossed)
+    return rows[which], columns[which, at]
 
 
 def cusums_at(sums: np.ndarray, floor: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from driftwarden.core.detectors.sequential import (
     bank,
     bank_thresholds,
     continuous_part,
+    crossing_rows,
     cusums_at,
     first_crossing,
     fixed_point,
@@ -146,30 +147,78 @@ class RankCusumDetector(StreamingDetector):
         self._drift_detected = False
         for first in range(0, len(index), CHUNK):  # (bounds the fixed-point sums: sequential.CUSUM_CAP)
             piece = index[first : first + CHUNK]
-            self._update_finite(x[piece], piece, on_drift)
+            finite = x[piece]
+            self._run(finite, piece, running_sums(self._increments(finite, self.n_seen, self.seed)), on_drift)
 
-    def _update_finite(self, finite: np.ndarray, index: np.ndarray, on_drift: Callable[[int], None] | None) -> None:
+    @staticmethod
+    def update_together(updates: Sequence[tuple[RankCusumDetector, np.ndarray, Callable[[int], None] | None]]) -> None:
+        """``detector.update_many(values, on_drift)`` for each ``(detector, values, on_drift)``, in this order, with
+        the same results (alarms, evidence, state), faster for many detectors.
+
+        The columns of the first one's length without a missing value (a model's features in one batch) have
+        their CUSUMs' running sums computed and searched for a crossing as one array (one numpy call per step
+        for all of them, not one per detector); a detector none of whose CUSUMs reaches its threshold has its new
+        state read off that array; the others (an alarm) and the columns with missing values run their own
+        ``update_many``.
+
+        >>> rng = np.random.default_rng(3)
+        >>> quantiles = np.quantile(rng.normal(size=5_000), np.linspace(0, 1, 1_000))
+        >>> columns = [rng.normal(size=3_000), rng.normal(size=3_000) + np.r_[np.zeros(1_500), np.ones(1_500)]]
+        >>> apart, together = ([RankCusumDetector(quantiles, 5_000, seed=s) for s in (0, 1)] for _ in range(2))
+        >>> alarms: tuple[list[int], list[int]] = ([], [])
+        >>> for detector, values in zip(apart, columns):
+        ...     detector.update_many(values, alarms[0].append)
+        >>> RankCusumDetector.update_together([(d, v, alarms[1].append) for d, v in zip(together, columns)])
+        >>> alarms[0] == alarms[1] != [], [d.state() for d in apart] == [d.state() for d in together]
+        (True, True)
+        """
+        n = len(updates[0][1]) if updates else 0
+        columns = [np.asarray(values, dtype=float) for _, values, _ in updates]
+        joined = [i for i, x in enumerate(columns) if 0 < len(x) == n <= CHUNK and np.isfinite(x).all()]
+        bounds = np.cumsum([0, *(len(updates[i][0].bank) for i in joined)]).tolist()
+        rows = {i: slice(first, last) for i, first, last in zip(joined, bounds[:-1], bounds[1:], strict=True)}
+        if rows:
+            steps = np.empty((bounds[-1], n), dtype=np.int64)
+            for i, rows_of in rows.items():
+                detector = updates[i][0]
+                detector._increments(columns[i], detector.n_seen, detector.seed, out=steps[rows_of])
+            sums = running_sums(steps)
+            floor = np.concatenate([updates[i][0]._floor() for i in joined])
+            marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]))
+            cusums, last_zero = cusums_at(sums, floor, 0, n)
+        for i, (detector, _, on_drift) in enumerate(updates):
+            span = rows.get(i)
+            if span is None:
+                detector.update_many(columns[i], on_drift)
+            elif marked[span].any():
+                detector._run(columns[i], np.arange(n), sums[span], on_drift)
+            else:
+                detector._advance(columns[i], 0, n, cusums[span], last_zero[span])
+
+    def _floor(self) -> np.ndarray:
+        """The fixed-point floor of the running sums before the next value (:func:`first_crossing`)."""
+        floor: np.ndarray = -fixed_point(np.minimum(self.cusums, CUSUM_CAP))
+        return floor
+
+    def _run(
+        self, finite: np.ndarray, index: np.ndarray, sums: np.ndarray, on_drift: Callable[[int], None] | None
+    ) -> None:
         # A value's increments do not depend on the CUSUMs (its tie-breaking draw is numbered by its
-        # position), so their running sums are computed once; after an alarm every CUSUM restarts from zero,
-        # which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`), and the
-        # next alarm is looked for over a horizon that doubles until it comes (a change that persists alarms
-        # again soon: looking to the column's end each time is quadratic).
-        sums = running_sums(self._increments(finite, self.n_seen, self.seed))
-        floor = -fixed_point(np.minimum(self.cusums, CUSUM_CAP))
+        # position), so their running sums (``sums``) are computed once; after an alarm every CUSUM restarts
+        # from zero, which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`),
+        # and the next alarm is looked for over a horizon that doubles until it comes (a change that persists
+        # alarms again soon: looking to the column's end each time is quadratic).
+        floor = self._floor()
         start, horizon = 0, len(finite)
         while start < len(finite):
             end = min(len(finite), start + horizon)
             crossing = first_crossing(sums, floor, self.limits, start, end)
             stop = end if crossing is None else crossing
             cusums, last_zero = cusums_at(sums, floor, start, stop)
-            self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero - start, self.run_starts)
-            self.cusums = cusums / SCALE
-            self.n_seen += stop - start
-            self._recent = np.concatenate([self._recent, finite[max(start, stop - RECENT) : stop]])[-RECENT:]
+            self._advance(finite, start, stop, cusums, last_zero)
             floor = sums[:, stop] - cusums
             horizon = max(MIN_HORIZON, 2 * (stop - start)) if crossing is not None else 2 * horizon
             start = stop
-            self._drift_detected = False
             if crossing is not None:
                 which = int(np.argmax(self.cusums - self.thresholds))
                 self.alarm = (which, self.n_seen, int(self.n_seen - self.run_starts[which]))
@@ -179,6 +228,15 @@ class RankCusumDetector(StreamingDetector):
                 self._drift_detected = True
                 if on_drift is not None:
                     on_drift(int(index[stop - 1]))
+
+    def _advance(self, finite: np.ndarray, start: int, stop: int, cusums: np.ndarray, last_zero: np.ndarray) -> None:
+        """The state after the values ``finite[start:stop]``, none alarming: the CUSUMs and their last zeros
+        (:func:`cusums_at`)."""
+        self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero - start, self.run_starts)
+        self.cusums = cusums / SCALE
+        self.n_seen += stop - start
+        self._recent = np.concatenate([self._recent, finite[max(start, stop - RECENT) : stop]])[-RECENT:]
+        self._drift_detected = False
 
     def evidence(self) -> dict[str, Scalar]:
         """What changed (the last alarm's CUSUM and the values since its change point), on demand."""
