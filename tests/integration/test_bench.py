@@ -123,7 +123,8 @@ def test_bench_detection_runs_the_shape_corpus(monkeypatch, capsys, tmp_path):
     assert {"driftwarden (default)", "driftwarden streaming only", "driftwarden window tests only", "ADWIN",
             "PageHinkley", "KSWIN", "never retrain"} <= detectors  # fmt: skip
     # the per-change table: the streaming detector alone → the default set, and what its window tests caught first
-    assert re.search(r"^\| categorical \| mixture \| 0.2 \| 69 \| 0/1 → 0/1 \| .+ \| 1/1 \|$", out, re.MULTILINE)
+    # (none here: a categorical feature's rank CUSUMs find a KL 0.2 mix change long before a window of 2,000 ends)
+    assert re.search(r"^\| categorical \| mixture \| 0.2 \| 69 \| 0/1 → 0/1 \| .+ \| 0/1 \|$", out, re.MULTILINE)
     assert {r[0] for r in rows} == {"poisson", "categorical"}
     # every configuration saw the same unchanged values: the stable stream and each change's lead-in
     # (KSWIN, at ~170 µs an update, watches the change streams only)
