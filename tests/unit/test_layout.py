@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +68,12 @@ def test_serving_never_imports_the_trainer_nor_scikit_learn():
         for path in sorted((PACKAGE / directory).rglob("*.py")):
             bad = {m for m in imported_modules(path) for f in forbidden if m == f or m.startswith(f"{f}.")}
             assert bad == set(), f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_starting_the_cli_or_a_worker_imports_neither_river_nor_scikit_learn():
+    # River (with the scikit-learn its datasets pull in) costs about a second of CPU at every start of a
+    # worker or a CLI command; only a model whose label monitor runs a River detector imports it.
+    code = ("import sys, driftwarden.cli, driftwarden.monitor.service, driftwarden.core.monitor; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'river', 'sklearn'}))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 import numpy as np
-from river import drift
 
 from driftwarden.core.alerting import Finding, Severity
 from driftwarden.core.config import ModelMonitorConfig, model_config_from_state
@@ -24,7 +23,6 @@ from driftwarden.core.detectors.error_rate import BernoulliCusumDetector
 from driftwarden.core.events import Scalar
 from driftwarden.core.features import value_text
 from driftwarden.core.joins import Joined, Value
-from driftwarden.core.river_adapter import river_from_state, river_state
 from driftwarden.core.state import State, StateError, Stateful, StateReader, pack_array, pack_float
 from driftwarden.core.stats import benjamini_hochberg, mean_increase_z, two_proportion_z
 
@@ -45,8 +43,20 @@ class ErrorStreamDetector(Protocol):
     def update(self, x: float) -> None: ...
 
 
+#: The River detectors :func:`error_detector` builds, by their name in the config.
+RIVER_DETECTORS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley")
+
+
 def error_detector(name: str, delta: float) -> ErrorStreamDetector | None:
-    """A River concept-drift detector for the error stream, by name (None for "none")."""
+    """A River concept-drift detector for the error stream, by name (None for "none").
+
+    River is imported here, not with this module: its import (with scikit-learn's, which River's
+    datasets pull in) costs about a second of CPU, which only a model using a River detector pays.
+    """
+    if name not in RIVER_DETECTORS:
+        return None
+    from river import drift
+
     factories: dict[str, Callable[[], ErrorStreamDetector]] = {
         "adwin": lambda: drift.ADWIN(delta=delta),
         "ddm": drift.binary.DDM,
@@ -55,7 +65,13 @@ def error_detector(name: str, delta: float) -> ErrorStreamDetector | None:
         "hddm_w": drift.binary.HDDMW,
         "page_hinkley": drift.PageHinkley,
     }
-    return factories[name]() if name in factories else None
+    return factories[name]()
+
+
+def _river_state(detector: ErrorStreamDetector) -> State:
+    from driftwarden.core.river_adapter import river_state  # (River is imported only where one runs)
+
+    return river_state(detector)
 
 
 class PerformanceMonitor(Stateful):
@@ -296,7 +312,7 @@ class PerformanceMonitor(Stateful):
             "reference": None if self.reference is None else {k: pack_float(v) for k, v in self.reference.items()},
             "window": [j.state() for j in self.window],
             "metrics": {k: None if v is None else pack_float(v) for k, v in self.metrics.items()},
-            "detector": None if self.detector is None else river_state(self.detector),
+            "detector": None if self.detector is None else _river_state(self.detector),
             "cusum": None if self.cusum is None else self.cusum.state(),
             "improvement": None if self.improvement is None else self.improvement.state(),
             "retake": None if self.retake is None else pack_array(self.retake),
@@ -323,7 +339,11 @@ class PerformanceMonitor(Stateful):
         monitor.metrics = {key: metrics.optional_number(key) for key in metrics.data}
         detector = state.optional_child("detector")
         fresh = monitor.detector
-        restored = None if detector is None else river_from_state(detector)
+        restored = None
+        if detector is not None:
+            from driftwarden.core.river_adapter import river_from_state  # (River only when a River detector ran)
+
+            restored = river_from_state(detector)
         if type(restored) is not type(fresh):
             raise StateError(f"{state.where}.detector: not the detector the config names")
         monitor.detector = restored  # (of the type just checked)
