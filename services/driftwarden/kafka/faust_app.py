@@ -21,6 +21,7 @@ from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, StreamT
 
+from driftwarden.allocator import map_large_blocks
 from driftwarden.kafka.clients import bootstrap_of, client_options
 from driftwarden.kafka.undecodable import GuardedFetch, in_line
 from driftwarden.settings import Settings
@@ -233,8 +234,11 @@ def create_faust_app(
       "latest" is computed from wrong end offsets on the embedded broker, so a caller asking for it
       commits the right start first (:func:`driftwarden.kafka.reader.start_new_group_at_end`);
     * at-least-once delivery (``acks=all``, no transactions: the embedded broker cannot do them);
-    * at most ``fetch_buffer_mb`` of fetched messages not yet processed (:class:`FetchBudget`).
+    * at most ``fetch_buffer_mb`` of fetched messages not yet processed (:class:`FetchBudget`);
+    * the process's large blocks (fetched messages) back to the system when freed
+      (:func:`~driftwarden.allocator.map_large_blocks`: without it RSS crept up with the events read).
     """
+    map_large_blocks()
     app = DriftwardenApp(
         app_id,
         broker=[f"kafka://{host}" for host in bootstrap_of(settings).split(",")],
