@@ -651,6 +651,24 @@ def profile_diff(
         raise typer.Exit(1)
 
 
+@bench_cli.command("bank-overhead")
+def bench_bank_overhead(
+    targets: Annotated[str, typer.Option(help="Comma-separated values between each CUSUM's false alarms.")] = (
+        "29e3,29e4,29e5"
+    ),
+    alarms: Annotated[int, typer.Option(help="About this many of the bank's false alarms per target.", min=10)] = 300,
+    references: Annotated[int, typer.Option(help="References whose exact θ is computed.", min=10)] = 2_000,
+    reference_n: Annotated[int, typer.Option(help="Values per reference.", min=100)] = 5_000,
+    seed: Annotated[int, typer.Option(help="Seed of the uniform ranks and references.")] = 0,
+) -> None:
+    """The rank-CUSUM bank's threshold overhead: its effective multiplicity, and its margin over references."""
+    from driftwarden.bench.bank_overhead import run_bank_overhead
+
+    levels = tuple(float(target) for target in targets.split(",") if target.strip())
+    for line in run_bank_overhead(levels, alarms, references, reference_n, seed):
+        typer.echo(line)
+
+
 @bench_cli.command("core")
 def bench_core(
     events: Annotated[int, typer.Option(help="Events to push through the core.", min=10_000)] = 200_000,

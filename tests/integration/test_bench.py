@@ -143,3 +143,15 @@ def test_bench_detection_runs_only_the_chosen_concept_configurations(monkeypatch
     rows = re.findall(r"^\| (\w+/\w+) \| (.+?) \|", out, re.MULTILINE)
     assert {r[1] for r in rows} == {"driftwarden (default)", "retrain every 1,000"}
     assert len(rows) == 2 * 12  # both, on each of the 12 concept streams
+
+
+def test_bench_bank_overhead_reports_the_multiplicity_and_the_margin_over_references(monkeypatch, capsys):
+    out = run(monkeypatch, capsys, "bank-overhead", "--targets", "3e3", "--alarms", "30", "--references", "20",
+              "--reference-n", "1000")  # fmt: skip
+    rows = re.findall(r"^\| (29|39) CUSUMs \| 3e\+03 \| ([\d,]+) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", out,
+                      re.MULTILINE)  # fmt: skip
+    assert [row[0] for row in rows] == ["29", "39"], out
+    assert all(0 < int(union) < int(total) for _, _, union, total, _, _ in rows), out  # the bank: fewer than the sum
+    assert re.search(r"^Reference spreads, .* over 20 references of 1,000 values", out, re.MULTILINE), out
+    shares = re.findall(r"^\| [\d.]+ \| [\d.]+–[\d.]+ \(median [\d.]+\) \| ([\d.]+)% \|$", out, re.MULTILINE)
+    assert len(shares) == 4, out
