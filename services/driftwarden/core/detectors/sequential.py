@@ -713,16 +713,20 @@ def cusums_at(
     sums: np.ndarray, floor: np.ndarray, start: int, stop: int, minima: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every CUSUM after ``stop`` values (fixed point), and the last ``k`` in ``(start, stop]`` where it was 0
-    (-1: not since ``start``), from the running sums and floor of :func:`first_crossing` (``minima``: their
-    :func:`block_minima` over ``(start, stop]`` when already computed).
+    (-1: not since ``start``), from the running sums and floor of :func:`first_crossing`.
 
-    One pass over the sums (the block minima); the last zero is the last place of the smallest sum, found in the
-    last block holding it.
+    With ``minima``, their :func:`block_minima` over ``(start, stop]`` (the crossing screen's), the sums are not
+    read again but for one block per CUSUM: the last zero is the last place of the smallest sum, in the last
+    block holding it (for many long rows; a few short ones are quicker read whole).
     """
-    minima = block_minima(sums, start, stop) if minima is None else minima
-    low = minima.min(axis=1)
-    last_block = minima.shape[1] - 1 - np.argmax(minima[:, ::-1] == low[:, None], axis=1)
-    columns = np.minimum(start + 1 + last_block[:, None] * BLOCK + np.arange(BLOCK), stop)  # (a short block repeats)
-    near = np.take_along_axis(sums, columns, axis=1)
-    last = columns[np.arange(len(sums)), BLOCK - 1 - np.argmax(near[:, ::-1] == low[:, None], axis=1)]
+    if minima is None:
+        span = sums[:, start + 1 : stop + 1]
+        low = span.min(axis=1)
+        last = stop - np.argmin(span[:, ::-1], axis=1)
+    else:
+        low = minima.min(axis=1)
+        block = minima.shape[1] - 1 - np.argmax(minima[:, ::-1] == low[:, None], axis=1)
+        columns = np.minimum(start + 1 + block[:, None] * BLOCK + np.arange(BLOCK), stop)  # (a short block repeats)
+        near = np.take_along_axis(sums, columns, axis=1)
+        last = columns[np.arange(len(sums)), BLOCK - 1 - np.argmax(near[:, ::-1] == low[:, None], axis=1)]
     return sums[:, stop] - np.minimum(low, floor), np.where(low <= floor, last, -1)
