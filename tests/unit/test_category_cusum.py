@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from driftwarden.bench.detection_shapes import category_probabilities, category_theta_for, lorden_bound
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors.sequential import ReferenceCdf, frequency_ranks
-from driftwarden.core.monitor import DRIFT_KINDS, ModelMonitor, category_detector, category_ranks
+from driftwarden.core.monitor import DRIFT_KINDS, ModelMonitor, category_detector, category_ranking, category_ranks
 from driftwarden.core.profile import CategoricalProfile, ReferenceProfile
 from driftwarden.core.state import decode, encode
 
@@ -48,7 +51,8 @@ def test_the_ranks_of_a_discrete_reference_are_exactly_uniform():
     # the detector's shares are the counting half's counts, exactly: no quantile summary rounds them
     reference = Counter(categories(rng, p, 5_000))
     ranked, counts = frequency_ranks(reference)
-    codes, detector = category_detector(CategoricalProfile(dict(reference), 0.0), 1e6, 0)
+    codes, counts = category_ranking(CategoricalProfile(dict(reference), 0.0))
+    detector = category_detector(counts, 1e6, 0)
     assert list(codes) == ranked and ranked[:3] == ["c0000", "c0001", "c0002"]  # the most common first
     assert np.allclose(np.diff(detector.cdf.above, prepend=0.0), np.array(counts) / sum(counts), rtol=0, atol=1e-12)
 
@@ -61,8 +65,8 @@ def test_a_stable_stream_of_many_levels_and_a_new_category_keeps_the_per_detecto
     for seed in range(4):
         rng = np.random.default_rng([seed, levels])
         p = zipf(levels, power)
-        codes, detector = category_detector(CategoricalProfile(dict(Counter(categories(rng, p, 5_000))), 0.0),
-                                            budget_arl, seed)  # fmt: skip
+        codes, counts = category_ranking(CategoricalProfile(dict(Counter(categories(rng, p, 5_000))), 0.0))
+        detector = category_detector(counts, budget_arl, seed)
         stream = categories(rng, p, 50_000)
         stream = ["brand new" if r < 1e-3 else c for c, r in zip(stream, rng.random(len(stream)), strict=True)]
         found: list[int] = []
@@ -156,3 +160,15 @@ def test_a_category_mix_alarm_gives_the_categories_shares_and_is_as_severe_as_it
     assert f"category mix: {shares}" in alert.summary and f"JS distance {e['js_distance']:.3f}" in alert.summary
     critical = e["js_distance"] >= ModelMonitorConfig().critical_js
     assert alert.severity == severity == ("critical" if critical else "warning")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "z", ""]), st.text(max_size=3)), max_size=60),
+    st.lists(st.text(max_size=3), unique=True, max_size=6),
+)
+def test_a_columns_codes_are_a_lookup_per_value(column, categories):
+    """Missing: NaN; a category of the reference: its code; any other value: the last rank."""
+    codes = {c: code for code, c in enumerate(categories)}
+    expected = [math.nan if v is None else float(codes.get(v, len(codes))) for v in column]
+    assert np.array_equal(category_ranks(column, codes), np.array(expected, dtype=float), equal_nan=True)

@@ -18,6 +18,7 @@ from driftwarden.core.detectors.sequential import (
     SCALE,
     RankIncrements,
     ReferenceCdf,
+    block_minima,
     continuous_part,
     cusum_threshold,
     cusums_at,
@@ -265,6 +266,24 @@ def test_the_closed_form_cusum_is_lindleys_recursion():
     assert crossing is not None and first_crossing(sums, floor, limits, 0, 500) == crossing
     assert first_crossing(sums, floor, np.full(len(BANK), fixed_point(np.array([1e4]))[0]), 0, 500) is None
     assert np.allclose(cusums_at(sums, floor, 0, 500)[0] / SCALE, s / SCALE)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_cusums_and_last_zeros_from_block_minima_are_lindleys_recursion_with_ties(seed):
+    """Small integer steps (the smallest running sum repeats within and across blocks), any start and stop."""
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(-2, 3, (40, 300)).astype(np.int64)
+    sums = running_sums(steps)
+    for start, stop in [(0, 1), (0, 32), (0, 33), (5, 70), (31, 64), (100, 300), (0, 300), (299, 300)]:
+        initial = rng.integers(0, 4, len(steps)).astype(np.int64)
+        s, last_zero = initial.copy(), np.full(len(steps), -1)
+        for k in range(start + 1, stop + 1):
+            s = np.maximum(0, s + steps[:, k - 1])
+            last_zero[s == 0] = k
+        floor = sums[:, start] - initial
+        for minima in (None, block_minima(sums, start, stop)):
+            cusums, zeros = cusums_at(sums, floor, start, stop, minima)
+            assert (cusums == s).all() and (zeros == last_zero).all()
 
 
 def test_the_monitor_splits_the_budget_over_its_streaming_detectors():

@@ -53,7 +53,14 @@ from driftwarden.bench.detection_shapes import (
 )
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector, decide, window_detectors
-from driftwarden.core.monitor import DRIFT_KINDS, category_alarm, category_detector, category_ranks, drift_severity
+from driftwarden.core.monitor import (
+    DRIFT_KINDS,
+    category_alarm,
+    category_detector,
+    category_ranking,
+    category_ranks,
+    drift_severity,
+)
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
 
 #: The monitor's default set for a one-feature model: the streaming detector and the window tests.
@@ -137,7 +144,8 @@ class DriftwardenRun:
     def __call__(self, values: np.ndarray) -> list[int]:
         codes: dict[str, int] = {}
         if self.categorical:
-            codes, detector = category_detector(self.profile.categorical["x"], self.arl, 0)
+            codes, counts = category_ranking(self.profile.categorical["x"])
+            detector = category_detector(counts, self.arl, 0)
             values = category_ranks(_codes(values), codes)
         else:
             numeric = self.profile.numeric["x"]

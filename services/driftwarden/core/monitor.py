@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import groupby
+from itertools import groupby, repeat
 
 import numpy as np
 
@@ -74,7 +74,7 @@ DISTANCE = "\0distance:"
 #: The streaming detector of a categorical feature's frequency ranks (its category mix): this, then its name.
 CATEGORIES = "\0categories:"
 #: A categorical feature whose reference leaves more than this share of values to unseen categories (Good and
-#: Turing's estimate) gets no rank CUSUMs (:func:`_category_codes`): 2,000 Zipf levels in 5,000 values (~17 %)
+#: Turing's estimate) gets no rank CUSUMs (:func:`_category_rankings`): 2,000 Zipf levels in 5,000 values (~17 %)
 #: gave them 12 times their false-alarm budget, 300 levels (~0.5 %) an eighth of it.
 MAX_UNSEEN_SHARE = 0.05
 #: Alert kinds that stop a growing reference (their data must not become the reference).
@@ -292,15 +292,16 @@ class ModelMonitor:
             | {DISTANCE + name: p.distance for name, p in profile.embedding.items()}
             | ({SIGNAL: profile.signal} if profile.signal is not None else {})
         )
-        self.category_codes = _category_codes(profile)
+        rankings = _category_rankings(profile)
+        self.category_codes = {name: codes for name, (codes, _) in rankings.items()}
         # the model's budget less the window tests' share, over every streaming detector
-        arl = self.config.streaming_arl(len(streams) + len(self.category_codes))
+        arl = self.config.streaming_arl(len(streams) + len(rankings))
         self.streaming = {
             name: RankCusumDetector(p.quantiles, max(p.n, 1), arl, seed)
             for seed, (name, p) in enumerate(streams.items())
         }
-        for seed, name in enumerate(self.category_codes, start=len(streams)):
-            _, self.streaming[CATEGORIES + name] = category_detector(profile.categorical[name], arl, seed)
+        for seed, (name, (_, counts)) in enumerate(rankings.items(), start=len(streams)):
+            self.streaming[CATEGORIES + name] = category_detector(counts, arl, seed)
         self.window_detectors = window_detectors(profile, self.config)
         if self.performance is None:  # (a growing reference keeps the labels' history)
             self.performance = PerformanceMonitor(profile.task, profile.positive_class, self.config)
@@ -465,7 +466,8 @@ class ModelMonitor:
         monitor = cls(state.text("model_id"), state.text("model_version"), model_config_from_state(state, "config"))
         profile = state.optional_child("profile")
         monitor.profile = None if profile is None else ReferenceProfile.from_state(profile)
-        monitor.category_codes = {} if monitor.profile is None else _category_codes(monitor.profile)
+        rankings = {} if monitor.profile is None else _category_rankings(monitor.profile)
+        monitor.category_codes = {name: codes for name, (codes, _) in rankings.items()}
         try:
             events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
@@ -794,19 +796,25 @@ class Monitor:
             self.models.pop(model_id, None)
 
 
-def category_detector(profile: CategoricalProfile, arl: float, seed: int) -> tuple[dict[str, int], RankCusumDetector]:
-    """A categorical feature's categories and their codes (frequency ranks), and its rank CUSUMs: on the
-    codes, against the ranks' exact reference shares (:func:`~driftwarden.core.detectors.sequential.frequency_ranks`).
+def category_ranking(profile: CategoricalProfile) -> tuple[dict[str, int], list[int]]:
+    """A categorical feature's categories and their codes (frequency ranks), and the ranks' counts, then the
+    count of the last rank, categories the reference did not see
+    (:func:`~driftwarden.core.detectors.sequential.frequency_ranks`).
 
-    >>> codes, detector = category_detector(CategoricalProfile({"a": 600, "b": 300, "c": 100}, 0.0), 1e5, 0)
-    >>> codes, detector.cdf.above.round(2).tolist()  # (the last rank: categories the reference did not see)
+    >>> codes, counts = category_ranking(CategoricalProfile({"a": 600, "b": 300, "c": 100}, 0.0))
+    >>> codes, category_detector(counts, 1e5, 0).cdf.above.round(2).tolist()
     ({'a': 0, 'b': 1, 'c': 2}, [0.61, 0.9, 1.0, 1.0])
     >>> category_ranks(["c", None, "a", "z"], codes).tolist()  # (missing: skipped; unseen: the last rank)
     [2.0, nan, 0.0, 3.0]
     """
     ranked, counts = frequency_ranks(profile.counts)
-    detector = RankCusumDetector(range(len(counts)), sum(counts), arl, seed, masses=counts)
-    return {c: code for code, c in enumerate(ranked)}, detector
+    return {c: code for code, c in enumerate(ranked)}, counts
+
+
+def category_detector(counts: list[int], arl: float, seed: int) -> RankCusumDetector:
+    """A categorical feature's rank CUSUMs: on its categories' codes, against the ranks' exact reference shares
+    ``counts`` (:func:`category_ranking`)."""
+    return RankCusumDetector(range(len(counts)), sum(counts), arl, seed, masses=counts)
 
 
 def category_alarm(
@@ -831,23 +839,22 @@ def category_alarm(
 
 def category_ranks(column: Sequence[str | None], codes: dict[str, int]) -> np.ndarray:
     """A categorical column as its categories' codes (NaN: missing; one the ranks leave out: ``len(codes)``)."""
-    unseen = len(codes)  # the last rank: categories the reference did not see
-    return np.array([math.nan if v is None else codes.get(v, unseen) for v in column], dtype=float)
+    # one C-level lookup per value (no Python call per value): missing is NaN, an unseen category the last rank
+    lookup: dict[str | None, float] = {category: float(code) for category, code in codes.items()} | {None: math.nan}
+    return np.fromiter(map(lookup.get, column, repeat(float(len(codes)))), dtype=float, count=len(column))
 
 
-def _category_codes(profile: ReferenceProfile) -> dict[str, dict[str, int]]:
-    """Per categorical feature the rank CUSUMs watch, its categories' codes (:func:`category_detector`).
+def _category_rankings(profile: ReferenceProfile) -> dict[str, tuple[dict[str, int], list[int]]]:
+    """Per categorical feature the rank CUSUMs watch, its categories' codes and the ranks' counts
+    (:func:`category_ranking`).
 
     Not a feature without reference values, nor one whose categories the reference did not see are more than
     :data:`MAX_UNSEEN_SHARE` of the values (an identifier, say: new ones keep coming, and how many is too
     uncertain for the CUSUMs' budget; its window tests still watch it).
     """
-    codes = {}
-    for name, p in profile.categorical.items():
-        ranked, counts = frequency_ranks(p.counts)
-        if ranked and counts[-1] <= MAX_UNSEEN_SHARE * sum(counts):
-            codes[name] = {c: code for code, c in enumerate(ranked)}
-    return codes
+    rankings = {name: category_ranking(p) for name, p in profile.categorical.items()}
+    return {name: (codes, counts) for name, (codes, counts) in rankings.items()
+            if codes and counts[-1] <= MAX_UNSEEN_SHARE * sum(counts)}  # fmt: skip
 
 
 def _as_events(predictions: Predictions) -> list[PredictionEvent]:

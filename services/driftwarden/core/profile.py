@@ -299,9 +299,22 @@ class Columns:
     cost: np.ndarray
     #: per embedding feature, its vectors (n, length); a missing value, or one of another length, is a NaN row
     embeddings: list[np.ndarray] = field(default_factory=list)
+    _counts: dict[int, Counter[str | None]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.event_ids)
+
+    def category_counts(self, column: int) -> Counter[str | None]:
+        """How often each value of categorical feature ``column`` occurs (None: missing): counted once, then
+        shared by the window's tests of that feature (which must not change it).
+
+        >>> rows = Columns.of_rows(np.zeros((4, 0)), categorical=[["a", None, "b", "a"]])
+        >>> rows.category_counts(0), rows.category_counts(0) is rows.category_counts(0)
+        (Counter({'a': 2, None: 1, 'b': 1}), True)
+        """
+        if column not in self._counts:
+            self._counts[column] = Counter(self.categorical[column])
+        return self._counts[column]
 
     @classmethod
     def of_rows(

@@ -37,14 +37,14 @@ class RateCheck(WindowDetector):
         self.limit = limit
 
     @abc.abstractmethod
-    def rated(self, window: Columns) -> np.ndarray:
-        """One boolean per value rated: whether it counts against the budget."""
+    def rated(self, window: Columns) -> tuple[int, int]:
+        """How many of the values rated count against the budget, and how many values are rated."""
 
     def _test(self, window: Columns) -> TestResult | None:
-        rated = self.rated(window)
-        if len(rated) < self.min_values:
+        hits, rated = self.rated(window)
+        if rated < self.min_values:
             return None
-        rate = float(rated.mean())
+        rate = hits / rated
         return (
             None,
             rate - self.reference_rate > self.limit,
@@ -72,6 +72,11 @@ class RateCheck(WindowDetector):
         return build(cls, params, *_rate_args(params))
 
 
+def _flagged(flags: np.ndarray) -> tuple[int, int]:
+    """How many of ``flags`` are set, of how many (:meth:`RateCheck.rated`)."""
+    return int(np.count_nonzero(flags)), len(flags)
+
+
 def _rate_args(params: StateReader) -> tuple[str, int, float, int]:
     return params.text("feature"), params.integer("column"), params.number("limit"), params.integer("min_values")
 
@@ -95,10 +100,10 @@ class MissingRateCheck(RateCheck):
         self.categorical = categorical
         self.reference_rate = reference_rate
 
-    def rated(self, window: Columns) -> np.ndarray:
+    def rated(self, window: Columns) -> tuple[int, int]:
         if self.categorical:
-            return np.array([v is None for v in window.categorical[self.column]], dtype=bool)
-        return window.numeric_missing[:, self.column]
+            return window.category_counts(self.column)[None], len(window.categorical[self.column])
+        return _flagged(window.numeric_missing[:, self.column])
 
     def params(self) -> State:
         return super().params() | {"categorical": self.categorical, "reference_rate": self.reference_rate}
@@ -123,11 +128,10 @@ class OutOfRangeCheck(RateCheck):
         super().__init__(feature, column, limit, min_values)
         self.low, self.high = low, high
 
-    def rated(self, window: Columns) -> np.ndarray:
+    def rated(self, window: Columns) -> tuple[int, int]:
         values = window.numeric[:, self.column]
         values = values[np.isfinite(values)]
-        outside: np.ndarray = (values < self.low) | (values > self.high)
-        return outside
+        return _flagged((values < self.low) | (values > self.high))
 
     def params(self) -> State:
         return super().params() | {"low": self.low, "high": self.high}
@@ -144,8 +148,8 @@ class TypeViolationCheck(RateCheck):
     check = "type_violation"
     suffix = "type"
 
-    def rated(self, window: Columns) -> np.ndarray:
-        return window.type_violations[:, self.column]
+    def rated(self, window: Columns) -> tuple[int, int]:
+        return _flagged(window.type_violations[:, self.column])
 
 
 class UnseenCategoryCheck(RateCheck):
@@ -161,8 +165,10 @@ class UnseenCategoryCheck(RateCheck):
         self.known = sorted(known)
         self._known = set(known)
 
-    def rated(self, window: Columns) -> np.ndarray:
-        return np.array([v not in self._known for v in window.categorical[self.column] if v is not None], dtype=bool)
+    def rated(self, window: Columns) -> tuple[int, int]:
+        counts = window.category_counts(self.column)
+        unseen = sum(n for v, n in counts.items() if v is not None and v not in self._known)
+        return unseen, counts.total() - counts[None]
 
     def params(self) -> State:
         return super().params() | {"known": list(self.known)}

@@ -668,26 +668,36 @@ def first_crossing(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, star
     return int(columns.min()) if len(columns) else None
 
 
-def crossing_rows(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray) -> np.ndarray:
-    """Which CUSUMs (rows) reach their limit somewhere in all of ``sums`` (none restarting; as :func:`first_crossing`).
+def crossing_rows(
+    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, minima: np.ndarray | None = None
+) -> np.ndarray:
+    """Which CUSUMs (rows) reach their limit somewhere in all of ``sums`` (none restarting; as :func:`first_crossing`;
+    ``minima``: :func:`block_minima` of all of ``sums`` when already computed).
 
     >>> sums = running_sums(np.array([[3, 3, -9, 3], [1, -1, 1, -1]]))
     >>> crossing_rows(sums, np.zeros(2, dtype=np.int64), np.array([6, 2])).tolist()
     [True, False]
     """
     crossed = np.zeros(len(sums), dtype=bool)
-    crossed[_crossings(sums, floor, limits, 0, sums.shape[1] - 1)[0]] = True
+    crossed[_crossings(sums, floor, limits, 0, sums.shape[1] - 1, minima)[0]] = True
     return crossed
 
 
+def block_minima(sums: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The smallest running sum of each CUSUM (rows) in each block of :data:`BLOCK` values of ``(start, stop]``."""
+    minima: np.ndarray = np.minimum.reduceat(sums[:, start + 1 : stop + 1], np.arange(0, stop - start, BLOCK), axis=1)
+    return minima
+
+
 def _crossings(
-    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int
+    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int, minima: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where CUSUMs reach their limits in ``(start, stop]``: (row, k) pairs, among them each row's first (the screen
     and exact path of :func:`first_crossing`)."""
     span = sums[:, start + 1 : stop + 1]
     edges = np.arange(0, stop - start, BLOCK)
-    lowest = np.minimum(np.minimum.accumulate(np.minimum.reduceat(span, edges, axis=1), axis=1), floor[:, None])
+    minima = block_minima(sums, start, stop) if minima is None else minima
+    lowest = np.minimum(np.minimum.accumulate(minima, axis=1), floor[:, None])
     rows, blocks = np.nonzero(np.maximum.reduceat(span, edges, axis=1) - lowest >= limits[:, None])
     if not len(rows):
         return rows, rows
@@ -699,10 +709,24 @@ def _crossings(
     return rows[which], columns[which, at]
 
 
-def cusums_at(sums: np.ndarray, floor: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+def cusums_at(
+    sums: np.ndarray, floor: np.ndarray, start: int, stop: int, minima: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Every CUSUM after ``stop`` values (fixed point), and the last ``k`` in ``(start, stop]`` where it was 0
-    (-1: not since ``start``), from the running sums and floor of :func:`first_crossing`."""
-    span = sums[:, start + 1 : stop + 1]
-    low = span.min(axis=1)
-    last_zero = np.where(low <= floor, stop - np.argmin(span[:, ::-1], axis=1), -1)
-    return sums[:, stop] - np.minimum(low, floor), last_zero
+    (-1: not since ``start``), from the running sums and floor of :func:`first_crossing`.
+
+    With ``minima``, their :func:`block_minima` over ``(start, stop]`` (the crossing screen's), the sums are not
+    read again but for one block per CUSUM: the last zero is the last place of the smallest sum, in the last
+    block holding it (for many long rows; a few short ones are quicker read whole).
+    """
+    if minima is None:
+        span = sums[:, start + 1 : stop + 1]
+        low = span.min(axis=1)
+        last = stop - np.argmin(span[:, ::-1], axis=1)
+    else:
+        low = minima.min(axis=1)
+        block = minima.shape[1] - 1 - np.argmax(minima[:, ::-1] == low[:, None], axis=1)
+        columns = np.minimum(start + 1 + block[:, None] * BLOCK + np.arange(BLOCK), stop)  # (a short block repeats)
+        near = np.take_along_axis(sums, columns, axis=1)
+        last = columns[np.arange(len(sums)), BLOCK - 1 - np.argmax(near[:, ::-1] == low[:, None], axis=1)]
+    return sums[:, stop] - np.minimum(low, floor), np.where(low <= floor, last, -1)

@@ -16,6 +16,7 @@ from driftwarden.core.detectors.sequential import (
     ReferenceCdf,
     bank,
     bank_thresholds,
+    block_minima,
     continuous_part,
     crossing_rows,
     cusums_at,
@@ -184,8 +185,9 @@ class RankCusumDetector(StreamingDetector):
                 detector._increments(columns[i], detector.n_seen, detector.seed, out=steps[rows_of])
             sums = running_sums(steps)
             floor = np.concatenate([updates[i][0]._floor() for i in joined])
-            marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]))
-            cusums, last_zero = cusums_at(sums, floor, 0, n)
+            minima = block_minima(sums, 0, n)  # (one pass for the crossing screen and the CUSUMs at the end)
+            marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]), minima)
+            cusums, last_zero = cusums_at(sums, floor, 0, n, minima)
         for i, (detector, _, on_drift) in enumerate(updates):
             span = rows.get(i)
             if span is None:

@@ -299,10 +299,10 @@ tests=['chi2', 'js'])
         self.name = "_".join(self.tests)
 
     def _test(self, window: Columns) -> TestResult | None:
-        values = [v for v in window.categorical[self.column] if v is not None]
-        if len(values) < self.min_values:
+        seen = Counter({v: n for v, n in window.category_counts(self.column).items() if v is not None})
+        if seen.total() < self.min_values:
             return None
-        return self._counts_test(Counter(values), given_reference=True)
+        return self._counts_test(seen, given_reference=True)
 
     def update_profile(self, other: CategoricalProfile) -> bool:
         """Test another profile's counts as one window (``profile diff``).
