@@ -70,7 +70,7 @@ def serving(kafka: Settings, tmp_path_factory) -> Serving:
     process = spawn(["serve", "--port", str(port), "--token", TOKEN], settings, directory / "serving.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(wait_until_ready(url, timeout_s=30, process=process))
+        asyncio.run(wait_until_ready(url, timeout_s=60, process=process))
     except Exception:
         terminate(process)
         raise RuntimeError((directory / "serving.log").read_text()) from None
