@@ -782,15 +782,21 @@ def bench_serving(
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated rows per request.")] = "1,32,256",
     requests: Annotated[int, typer.Option(help="Requests per batch size.", min=10)] = 2_000,
     concurrency: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 16,
+    protocols: Annotated[
+        str, typer.Option(help="Comma-separated: v1 (a JSON object per row), v2 (Open Inference Protocol: columns).")
+    ] = "v1,v2",
 ) -> None:
     """Predictions/s and p50/p99 latency of `driftwarden serve` over HTTP, write-back included."""
-    from driftwarden.bench.serving import run_serving_benchmark
+    from driftwarden.bench.serving import PATHS, run_serving_benchmark
 
     sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
-    typer.echo(f"| rows/request | requests | predictions/s | p50 ms | p99 ms | onnxruntime alone, rows/s "
+    apis = [name.strip() for name in protocols.split(",") if name.strip()]
+    if not apis or set(apis) - set(PATHS):
+        raise typer.BadParameter(f"expected some of {', '.join(PATHS)}, got {protocols!r}", param_hint="--protocols")
+    typer.echo(f"| protocol | rows/request | requests | predictions/s | p50 ms | p99 ms | onnxruntime alone, rows/s "
                f"| server CPU µs/request | client CPU µs/request |  ({concurrency} clients)")  # fmt: skip
-    typer.echo("|---|---|---|---|---|---|---|---|")
-    for result in run_serving_benchmark(sizes, requests, concurrency):
+    typer.echo("|---|---|---|---|---|---|---|---|---|")
+    for result in run_serving_benchmark(sizes, requests, concurrency, apis):
         typer.echo(result.as_row())
 
 

@@ -60,14 +60,14 @@ def test_bench_shards_reports_throughput_per_worker_count_and_the_cost_of_bucket
     assert len(shares) == 8, out
 
 
-def test_bench_serving_reports_rate_and_latency_per_batch_size(monkeypatch, capsys):
+def test_bench_serving_reports_rate_and_latency_per_batch_size_and_protocol(monkeypatch, capsys):
     out = run(monkeypatch, capsys, "serving", "--batch-sizes", "1,8", "--requests", "20", "--concurrency", "2")
     cells = r" \| 20 \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|$"
-    rows = re.findall(r"^\| (\d+)" + cells, out, re.MULTILINE)
-    assert [r[0] for r in rows] == ["1", "8"]
-    assert all(float(r[1].replace(",", "")) > 0 and float(r[2]) <= float(r[3]) for r in rows)
-    assert all(float(r[4].replace(",", "")) > float(r[1].replace(",", "")) for r in rows), "the ceiling is above"
-    assert all(int(r[5].replace(",", "")) > 0 for r in rows), "the server's CPU time per request is measured"
+    rows = re.findall(r"^\| (v[12]) \| (\d+)" + cells, out, re.MULTILINE)
+    assert [r[:2] for r in rows] == [("v1", "1"), ("v2", "1"), ("v1", "8"), ("v2", "8")]  # every answer checked
+    assert all(float(r[2].replace(",", "")) > 0 and float(r[3]) <= float(r[4]) for r in rows)
+    assert all(float(r[5].replace(",", "")) > float(r[2].replace(",", "")) for r in rows), "the ceiling is above"
+    assert all(int(r[6].replace(",", "")) > 0 for r in rows), "the server's CPU time per request is measured"
 
 
 def test_bench_throughput_compares_the_monitor_with_both_ceilings(monkeypatch, capsys):

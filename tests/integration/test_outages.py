@@ -24,6 +24,7 @@ from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.kafka.object_store import free_low_port
 from driftwarden.processes import spawn, terminate
 from driftwarden.registry.store import ModelRegistry
+from driftwarden.serving.open_inference import infer_body
 from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
@@ -62,8 +63,10 @@ def test_serving_through_a_broker_outage(tmp_path):
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "serving.log"
     process = spawn(["serve", "--port", str(port)], broker.settings, log_path)
-    body = orjson.dumps({"instances": [{"features": examples[0]["features"]}]})
+    rows = [{"features": examples[0]["features"]}]
+    body = orjson.dumps({"instances": rows})
     predict_url = f"{url}/v1/models/{model_id}/predict"
+    infer = (f"{url}/v2/models/{model_id}/infer", orjson.dumps(infer_body(rows)))  # the Open Inference Protocol
     try:
         asyncio.run(wait_until_ready(url, timeout_s=60, process=process))
         assert get(predict_url, body)[0] == 200
@@ -72,7 +75,7 @@ def test_serving_through_a_broker_outage(tmp_path):
         wait_until(lambda: "kafka" in get(f"{url}/readyz")[1]["problems"], "readyz names Kafka")
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:  # concurrent: micro-batches of several requests, each failing whole
-            answers = list(pool.map(lambda _: get(predict_url, body), range(8)))
+            answers = list(pool.map(lambda i: get(*infer) if i % 2 else get(predict_url, body), range(8)))
         assert all(status == 503 and "could not be written to the stream" in a["error"] for status, a in answers)
         assert time.monotonic() - started < 5  # fails fast instead of blocking for the request timeout
         time.sleep(3)  # the time in which aiokafka used to log ~170 connection errors
@@ -83,7 +86,7 @@ def test_serving_through_a_broker_outage(tmp_path):
         broker.start()  # the same port
         wait_until(lambda: get(f"{url}/readyz")[0] == 200, "serving is ready again", timeout_s=90)
         assert "the Kafka broker is REACHABLE again" in log_path.read_text()
-        assert get(predict_url, body)[0] == 200
+        assert get(predict_url, body)[0] == 200 and get(*infer)[0] == 200
 
         broker.stop()
         wait_until(lambda: get(f"{url}/readyz")[0] == 503, "readyz says not ready")

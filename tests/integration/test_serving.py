@@ -26,6 +26,7 @@ from driftwarden.kafka.reader import read_topic
 from driftwarden.monitor.status import records_for, wait_for_status
 from driftwarden.processes import spawn, terminate
 from driftwarden.registry.store import ModelRegistry
+from driftwarden.serving.open_inference import infer_body
 from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.settings import Settings
 from driftwarden.trainer.model import TrainerConfig
@@ -69,7 +70,7 @@ def serving(kafka: Settings, tmp_path_factory) -> Serving:
     process = spawn(["serve", "--port", str(port), "--token", TOKEN], settings, directory / "serving.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(wait_until_ready(url, timeout_s=30, process=process))
+        asyncio.run(wait_until_ready(url, timeout_s=60, process=process))
     except Exception:
         terminate(process)
         raise RuntimeError((directory / "serving.log").read_text()) from None
@@ -82,11 +83,15 @@ def instances(n: int, seed: int = 0) -> list[dict]:
     return [{"features": e["features"]} for e in events]
 
 
+PATHS = {"v1": "/v1/models/{}/predict", "v2": "/v2/models/{}/infer"}  # rows, and the Open Inference Protocol
+
+
 def post(
-    serving: Serving, body: object, token: str | None = TOKEN, model_id: str | None = None, timeout: float = 10
-) -> tuple[int, dict]:
+    serving: Serving, body: object, token: str | None = TOKEN, model_id: str | None = None, timeout: float = 10,
+    api: str = "v1",
+) -> tuple[int, dict]:  # fmt: skip
     request = urllib.request.Request(
-        f"{serving.url}/v1/models/{model_id or serving.model_id}/predict", data=orjson.dumps(body), method="POST",
+        serving.url + PATHS[api].format(model_id or serving.model_id), data=orjson.dumps(body), method="POST",
         headers={"Authorization": f"Bearer {token}"} if token else {},
     )  # fmt: skip
     try:
@@ -420,6 +425,11 @@ def test_shadow_then_canary_then_promotion(kafka, serving):
         (e.model_version, e.segment["deployment"]) for e in written_for({p["event_id"] for p in body["predictions"]})
     }
     assert versions == {(shadow.model_version, "canary"), (champion, "baseline")}
+    status, answer = post(serving, infer_body(instances(3)), api="v2")  # the Open Inference Protocol: the same
+    ids = next(output["data"] for output in answer["outputs"] if output["name"] == "event_id")
+    assert status == 200 and answer["model_version"] == shadow.model_version
+    written = written_for(set(ids))
+    assert {(e.model_version, e.segment["deployment"]) for e in written} == versions and len(written) == 6
 
     # Promotion ends the rollout: one version, no tags.
     env = {**serving.settings.to_env(), "PATH": "/usr/bin:/bin"}

@@ -2,7 +2,9 @@
 
 Starts its own embedded broker (serving writes every prediction back to it, as in production) and a
 ``driftwarden serve`` process with a freshly trained model, then sends requests of each batch size
-from ``concurrency`` concurrent clients and measures rows/s and per-request latency percentiles. The
+from ``concurrency`` concurrent clients, in each protocol (``v1``: rows, a JSON object per instance;
+``v2``: the Open Inference Protocol, a JSON array per feature), and measures rows/s and per-request
+latency percentiles. The
 ceiling beside each row: a bare onnxruntime loop (``session.run`` on the same model, the same rows
 already as input columns, one call per request's rows) in the benchmark's own process, same run.
 Every answer is checked against the model's own labels and scores for the request's rows. The
@@ -28,16 +30,19 @@ from driftwarden.kafka.broker import EmbeddedBroker, free_port
 from driftwarden.processes import spawn, terminate
 from driftwarden.registry.store import ModelRegistry
 from driftwarden.serving.models import ActiveModels, ServedModel
+from driftwarden.serving.open_inference import infer_body
 from driftwarden.serving.readiness import wait_until_ready
 from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.workflow import bootstrap
 from driftwarden_load.scenarios import Scenario, generate
 
 MODEL_ID = "bench-model"
+PATHS = {"v1": f"/v1/models/{MODEL_ID}/predict", "v2": f"/v2/models/{MODEL_ID}/infer"}
 
 
 @dataclass
 class ServingResult:
+    protocol: str
     batch_size: int
     requests: int
     rows_per_s: float
@@ -48,9 +53,9 @@ class ServingResult:
     client_cpu_us: float  # the benchmark client's, on the same cores
 
     def as_row(self) -> str:
-        cells = [f"{self.batch_size}", f"{self.requests:,}", f"{self.rows_per_s:,.0f}", f"{self.p50_ms:.1f}",
-                 f"{self.p99_ms:.1f}", f"{self.ceiling_rows_per_s:,.0f}", f"{self.server_cpu_us:,.0f}",
-                 f"{self.client_cpu_us:,.0f}"]  # fmt: skip
+        cells = [self.protocol, f"{self.batch_size}", f"{self.requests:,}", f"{self.rows_per_s:,.0f}",
+                 f"{self.p50_ms:.1f}", f"{self.p99_ms:.1f}", f"{self.ceiling_rows_per_s:,.0f}",
+                 f"{self.server_cpu_us:,.0f}", f"{self.client_cpu_us:,.0f}"]  # fmt: skip
         return "| " + " | ".join(cells) + " |"
 
 
@@ -72,8 +77,9 @@ def onnxruntime_ceiling(served: ServedModel, batch_size: int, seconds: float = 2
 class _Answers:
     """Checks every answer against the model's own predictions for the request's rows."""
 
-    def __init__(self, served: ServedModel, instances: list[dict[str, object]]) -> None:
+    def __init__(self, served: ServedModel, instances: list[dict[str, object]], protocol: str) -> None:
         labels, probabilities = served.score(served.frame(instances))
+        self.protocol = protocol
         self.version = served.version
         self.classes = served.manifest.classes
         self.labels = labels
@@ -83,12 +89,19 @@ class _Answers:
         if status != 200:
             raise DriftwardenError(f"serving answered {status} during the benchmark: {body[:200]!r}")
         answer = orjson.loads(body)
-        predictions = answer["predictions"]
-        if answer["model_id"] != MODEL_ID or answer["model_version"] != self.version:
-            raise DriftwardenError(f"answered by {answer['model_id']} v{answer['model_version']}")
-        if [p["label"] for p in predictions] != self.labels or not all(type(p["event_id"]) is str for p in predictions):
+        model = answer["model_id" if self.protocol == "v1" else "model_name"]
+        if model != MODEL_ID or answer["model_version"] != self.version:
+            raise DriftwardenError(f"answered by {model} v{answer['model_version']}")
+        if self.protocol == "v1":
+            predictions = answer["predictions"]
+            labels, ids = [p["label"] for p in predictions], [p["event_id"] for p in predictions]
+            scores = np.array([[p["scores"][c] for c in self.classes] for p in predictions])
+        else:
+            outputs = {output["name"]: output["data"] for output in answer["outputs"]}
+            labels, ids = outputs["label"], outputs["event_id"]
+            scores = np.array(outputs["scores"]).reshape(len(labels), len(self.classes))
+        if labels != self.labels or set(map(type, ids)) != {str}:
             raise DriftwardenError("serving answered other labels than the model predicts for these rows")
-        scores = np.array([[p["scores"][c] for c in self.classes] for p in predictions])
         if not np.allclose(scores, self.probabilities, rtol=0, atol=1e-6):
             raise DriftwardenError("serving answered other scores than the model predicts for these rows")
 
@@ -105,15 +118,15 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 
 async def _load(
-    port: int, batch_size: int, requests: int, concurrency: int, answers: _Answers, server_pid: int
+    port: int, instances: list[dict[str, object]], requests: int, concurrency: int, answers: _Answers, server_pid: int
 ) -> tuple[float, float, float, float, float]:
     """Rows/s, p50 and p99 latency (ms), and the server's and this client's CPU µs per request, of
-    ``requests`` requests of ``batch_size`` rows from ``concurrency`` kept-alive connections.
+    ``requests`` requests of ``instances`` from ``concurrency`` kept-alive connections, in ``answers.protocol``.
 
     The client is lean (raw asyncio streams, the request's bytes built once) so that it takes as little
     of the cores it shares with the server as it can; every answer is still checked."""
-    body = orjson.dumps({"instances": _instances(batch_size)})
-    request = (f"POST /v1/models/{MODEL_ID}/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    body = orjson.dumps({"instances": instances} if answers.protocol == "v1" else infer_body(instances))
+    request = (f"POST {PATHS[answers.protocol]} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
     latencies: list[float] = []
     remaining = requests
@@ -141,7 +154,7 @@ async def _load(
             writer.close()
     ms = np.array(latencies) * 1000
     p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-    return requests * batch_size / elapsed, p50, p99, server_cpu / requests * 1e6, client_cpu / requests * 1e6
+    return requests * len(instances) / elapsed, p50, p99, server_cpu / requests * 1e6, client_cpu / requests * 1e6
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -150,7 +163,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def run_serving_benchmark(batch_sizes: list[int], requests: int, concurrency: int) -> list[ServingResult]:
+def run_serving_benchmark(
+    batch_sizes: list[int], requests: int, concurrency: int, protocols: list[str]
+) -> list[ServingResult]:
+    """Each batch size in each protocol (in the order given), the same requests and clients."""
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
         with EmbeddedBroker(work / "broker.log") as broker:
@@ -172,12 +188,14 @@ def run_serving_benchmark(batch_sizes: list[int], requests: int, concurrency: in
                 asyncio.run(wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=60, process=server))
                 results = []
                 for size in batch_sizes:
-                    answers = _Answers(served, _instances(size))
-                    rate, p50, p99, server_us, client_us = asyncio.run(
-                        _load(port, size, requests, concurrency, answers, server.pid)
-                    )
-                    ceiling = onnxruntime_ceiling(served, size)
-                    results.append(ServingResult(size, requests, rate, p50, p99, ceiling, server_us, client_us))
+                    instances, ceiling = _instances(size), onnxruntime_ceiling(served, size)
+                    for protocol in protocols:
+                        answers = _Answers(served, instances, protocol)
+                        rate, p50, p99, server_us, client_us = asyncio.run(
+                            _load(port, instances, requests, concurrency, answers, server.pid)
+                        )
+                        results.append(ServingResult(protocol, size, requests, rate, p50, p99, ceiling, server_us,
+                                                     client_us))  # fmt: skip
                 return results
             finally:
                 terminate(server)

@@ -28,6 +28,7 @@ from driftwarden.registry.store import Manifest, ModelRegistry, RegistryError
 log = logging.getLogger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_INSTANCES = 10_000  # per request
 SERVABLE = ("promoted", "canary", "shadow")  # a version whose manifest says "rejected" is never served
 # One onnxruntime thread per call: micro-batches are small, and the threads of a larger pool spin
 # between calls, taking CPU time from the event loop (one row, 1 vs 2 threads: ~65 vs ~160-230 µs of CPU a call).
@@ -38,6 +39,28 @@ _CATEGORIES = {str, float, int, bool}  # not null, no objects, no arrays
 
 class BadRequestError(DriftwardenError):
     """The request cannot be scored; the message says exactly which instance and field."""
+
+
+class TooLargeError(BadRequestError):
+    """The request carries more than :data:`MAX_INSTANCES` instances."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A request's instances sent as columns (the Open Inference Protocol): each input by name, numbers
+    as float64 (already checked: finite, within float32), categories as an object array of text, and
+    the event ids the caller gave (None: make them)."""
+
+    inputs: dict[str, np.ndarray]
+    rows: int
+    event_ids: list[str] | None = None
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+# A request's instances: rows (a ``{"features": {...}}`` object each, as sent) or columns.
+Instances = list[Any] | Columns
 
 
 @dataclass(frozen=True)
@@ -57,22 +80,38 @@ class ServedModel:
         columns = self._plain_frame(instances)
         return self._checked_frame(instances) if columns is None else columns
 
-    def frames(self, requests: list[list[Any]]) -> tuple[dict[str, np.ndarray], list[BadRequestError | None]]:
-        """:meth:`frame` of several requests' instances: the input columns of all the rows it accepts, in
-        order, and why each request is refused (None: accepted). The rows are converted together; request
-        by request only when one of them is refused."""
-        columns = self._plain_frame([instance for instances in requests for instance in instances])
-        if columns is not None:
-            return columns, [None] * len(requests)
+    def frames(self, requests: list[Instances]) -> tuple[dict[str, np.ndarray], list[BadRequestError | None]]:
+        """The input columns of several requests' instances (:meth:`frame` of rows, :meth:`select` of
+        columns): those of all the rows it accepts, in order, and why each request is refused (None:
+        accepted). Requests of rows only are converted together; request by request when one is refused."""
+        if all(type(instances) is list for instances in requests):
+            rows = cast(list[list[Any]], requests)
+            columns = self._plain_frame([instance for instances in rows for instance in instances])
+            if columns is not None:
+                return columns, [None] * len(requests)
         frames: list[dict[str, np.ndarray]] = []
         refused: list[BadRequestError | None] = []
         for instances in requests:
             try:
-                frames.append(self.frame(instances))
+                frames.append(self.select(instances) if isinstance(instances, Columns) else self.frame(instances))
                 refused.append(None)
             except BadRequestError as exc:
                 refused.append(exc)
         return (concat_columns(frames) if frames else {}), refused
+
+    def select(self, sent: Columns) -> dict[str, np.ndarray]:
+        """The model's input columns from a request's columns: numbers for its number inputs, text for
+        its category inputs (BadRequestError naming the first input it needs and did not get so)."""
+        frame: dict[str, np.ndarray] = {}
+        for names, kind, taken in ((self.onnx.numeric, "f", "numbers"), (self.onnx.categorical, "O", "text (BYTES)")):
+            for name in names:
+                column = sent.inputs.get(name)
+                if column is None:
+                    raise BadRequestError(f"input {name!r}: missing (model v{self.version} needs it)")
+                if column.dtype.kind != kind:
+                    raise BadRequestError(f"input {name!r}: model v{self.version} takes {taken} for it")
+                frame[name] = column
+        return frame
 
     def _plain_frame(self, instances: list[Any]) -> dict[str, np.ndarray] | None:
         """The input columns, all numbers converted at once; None if any instance is not plainly servable."""

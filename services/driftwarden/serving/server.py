@@ -1,15 +1,19 @@
 """ONNX serving: an HTTP API that micro-batches requests, hot-swaps promoted models and writes every
 prediction back to the predictions topic (so monitoring sees serving without any glue).
 
-Endpoints: ``POST /v1/models/{model_id}/predict`` with ``{"instances": [{"features": {...}}, ...]}``,
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``. With a token configured, predict requires
-``Authorization: Bearer <token>``.
+Endpoints: ``POST /v1/models/{model_id}/predict`` with ``{"instances": [{"features": {...}}, ...]}``
+(rows), ``POST /v2/models/{model_id}/infer`` (the Open Inference Protocol: columns,
+:mod:`~driftwarden.serving.open_inference`) and its metadata and health endpoints, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``. Both predict endpoints are front-ends of one micro-batcher, which
+scores and writes back the rows of either. With a token configured, predict, infer and the model
+metadata require ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.metadata
 import logging
 import os
 import random
@@ -18,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -38,7 +42,17 @@ from driftwarden.kafka.outages import BrokerProbe, BrokerState, quiet_connection
 from driftwarden.kafka.reader import read_topic
 from driftwarden.kafka.undecodable import GuardedFetch
 from driftwarden.registry.store import ModelRegistry
-from driftwarden.serving.models import ActiveModels, BadRequestError, Challenger, ServedModel
+from driftwarden.serving.models import (
+    MAX_INSTANCES,
+    ActiveModels,
+    BadRequestError,
+    Challenger,
+    Columns,
+    Instances,
+    ServedModel,
+    TooLargeError,
+)
+from driftwarden.serving.open_inference import decode_infer, infer_answer, model_metadata
 from driftwarden.serving.supervisor import Supervisor
 from driftwarden.serving.writer import ENVELOPE_BYTES, PredictionWriter, UnservableError, WriteBack, WriteError
 from driftwarden.settings import Settings
@@ -46,7 +60,6 @@ from driftwarden.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_INSTANCES = 10_000
 THREAD_ROWS = 64  # a micro-batch of fewer rows is scored on the event loop (a thread hand-off costs more)
 REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream mode reads
 # Namespace of the ids minted for the non-answering version's predictions (shadow, canary).
@@ -101,10 +114,18 @@ class Scored:
         return Scored(self.served, labels, self.probabilities[rows], frame, self.latency_ms[rows], self.deployment)
 
 
+# A request's answer from its predictions and event ids (raising refuses it: nothing of it is written).
+Answer = Callable[["Scored", list[str]], T]
+
+
+# A front-end's parsing of a predict body: its instances and their answer (BadRequestError, TooLargeError).
+Decoder = Callable[[Any], tuple[Instances, Answer[bytes]]]
+
+
 @dataclass
 class _Pending:
-    instances: list[Any]
-    answer: Callable[[Scored, list[str]], Any]  # the request's answer; raising refuses it (nothing written)
+    instances: Instances
+    answer: Answer[Any]
     enqueued: float
     future: asyncio.Future[tuple[Any, asyncio.Future[None]]]  # the answer, and the write of its predictions
 
@@ -121,7 +142,7 @@ class MicroBatcher:
     queues: dict[str, asyncio.Queue[_Pending]] = field(default_factory=dict)
     workers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def submit(self, model_id: str, instances: list[Any], answer: Callable[[Scored, list[str]], T]) -> T:
+    async def submit(self, model_id: str, instances: Instances, answer: Answer[T]) -> T:
         """``answer(scored, event_ids)`` of the request's predictions, returned once they are written back
         (raises what ``answer`` raises, and nothing of the request is written; WriteError if the write fails)."""
         future = asyncio.get_running_loop().create_future()
@@ -206,7 +227,7 @@ class MicroBatcher:
                 primary = replace(champion, deployment="primary")
                 canary = replace(other, deployment="canary", other=replace(champion, deployment="baseline"))
                 answering = [canary if random.random() < challenger.fraction else primary for _ in accepted]
-        ids = event_ids([instance for item in accepted for instance in item.instances])
+        ids = event_ids(list(chain.from_iterable(given_event_ids(item.instances) for item in accepted)))
         kept: list[int] = []  # the requests answered, to write back
         answered: list[Any] = []
         for index, (item, version) in enumerate(zip(accepted, answering, strict=True)):
@@ -296,8 +317,24 @@ def prediction_columns(scored: Scored, event_ids: list[str], config: ServingConf
     return [answered, columns(other, [shadow_event_id(event_id, tag) for event_id in event_ids], segment)]
 
 
+def rows_request(body: Any) -> tuple[list[Any], Answer[bytes]]:
+    """A v1 predict body's instances (BadRequestError, TooLargeError), and their answer."""
+    instances = body.get("instances") if isinstance(body, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise BadRequestError("body must be an object with a non-empty 'instances' list")
+    if len(instances) > MAX_INSTANCES:
+        raise TooLargeError(f"at most {MAX_INSTANCES} instances per request, got {len(instances)}")
+    return instances, http_answer
+
+
+def columns_request(body: Any) -> tuple[Columns, Answer[bytes]]:
+    """An inference request's instances as columns (BadRequestError, TooLargeError), and their answer."""
+    request = decode_infer(body)
+    return request.columns, partial(infer_answer, request)
+
+
 def http_answer(scored: Scored, event_ids: list[str]) -> bytes:
-    """The body answering a predict request."""
+    """The body answering a v1 predict request: a prediction object per instance."""
     model = scored.served
     return orjson.dumps({"model_id": model.manifest.model_id, "model_version": model.version,
                          "predictions": answers(scored, event_ids)})  # fmt: skip
@@ -321,14 +358,25 @@ def answers(scored: Scored, event_ids: list[str]) -> list[dict[str, Any]]:
     return [{"event_id": i, "label": label, "scores": s} for i, label, s in rows]
 
 
-def event_ids(instances: list[Any]) -> list[Any]:
-    """The instances' event ids: their own, else a new random UUID each.
+def given_event_ids(instances: Instances) -> list[Any]:
+    """The event ids a request's instances bring (None, or whatever was sent, where they bring none).
 
-    >>> ids = event_ids([{"event_id": "mine"}, {}, {"event_id": ""}])
+    >>> given_event_ids([{"event_id": "mine"}, {}]), given_event_ids(Columns({}, 2))
+    (['mine', None], [None, None])
+    """
+    if isinstance(instances, Columns):
+        return instances.event_ids or [None] * len(instances)
+    return [instance.get("event_id") for instance in instances]
+
+
+def event_ids(given: list[Any]) -> list[Any]:
+    """Each instance's event id: the one it brings, else a new random UUID.
+
+    >>> ids = event_ids(["mine", None, ""])
     >>> ids[0], [uuid.UUID(i).version for i in ids[1:]], ids[1] != ids[2]
     ('mine', [4, 4], True)
     """
-    ids = [instance.get("event_id") for instance in instances]
+    ids = list(given)
     missing = [i for i, event_id in enumerate(ids) if not event_id]
     for i, event_id in zip(missing, random_uuids(len(missing)), strict=True):
         ids[i] = event_id
@@ -405,6 +453,12 @@ class ServingApp:
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/models/{model_id}/predict", self.predict)
+        app.router.add_post("/v2/models/{model_id}/infer", self.infer)
+        app.router.add_get("/v2/models/{model_id}", self.model_metadata)
+        app.router.add_get("/v2/models/{model_id}/ready", self.model_ready)
+        app.router.add_get("/v2", self.server_metadata)
+        app.router.add_get("/v2/health/live", self.healthz)
+        app.router.add_get("/v2/health/ready", self.readyz)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -553,6 +607,15 @@ class ServingApp:
         return hmac.compare_digest(header, f"Bearer {self.config.token}".encode())
 
     async def predict(self, request: web.Request) -> web.Response:
+        """``POST /v1/models/{model_id}/predict``: rows in, a prediction object per row out."""
+        return await self._serve(request, rows_request)
+
+    async def infer(self, request: web.Request) -> web.Response:
+        """``POST /v2/models/{model_id}/infer`` (the Open Inference Protocol): columns in, columns out."""
+        return await self._serve(request, columns_request)
+
+    async def _serve(self, request: web.Request, decode: Decoder) -> web.Response:
+        """Answer a predict request whose parsed body ``decode`` turns into instances and their answer."""
         model_id = request.match_info["model_id"]
         if not self._authorized(request):
             return _error(401, "missing or wrong bearer token")
@@ -563,18 +626,17 @@ class ServingApp:
         except TimeoutError:
             return _error(408, f"the request body did not arrive within {self.config.body_timeout_s:.0f} s", label)
         try:
-            body = orjson.loads(raw)
+            instances, answer = decode(orjson.loads(raw))
         except orjson.JSONDecodeError as exc:
             return _error(400, f"body is not valid JSON: {exc}", label)
-        instances = body.get("instances") if isinstance(body, dict) else None
-        if not isinstance(instances, list) or not instances:
-            return _error(400, "body must be an object with a non-empty 'instances' list", label)
-        if len(instances) > MAX_INSTANCES:
-            return _error(413, f"at most {MAX_INSTANCES} instances per request, got {len(instances)}", label)
+        except TooLargeError as exc:
+            return _error(413, str(exc), label)
+        except BadRequestError as exc:
+            return _error(400, str(exc), label)
         if self.models.get(model_id) is None:
             return _error(404, f"model {model_id!r} is not served (serving: {sorted(self.models.models())})")
         try:
-            return await self._predict(model_id, instances)
+            return await self._predict(model_id, instances, answer)
         except BadRequestError as exc:
             return _error(400, str(exc), label)
         except LookupError as exc:
@@ -587,9 +649,9 @@ class ServingApp:
             log.exception("predict for %s failed", model_id)
             return _error(500, f"internal error: {type(exc).__name__}: {exc}", label)
 
-    async def _predict(self, model_id: str, instances: list[Any]) -> web.Response:
+    async def _predict(self, model_id: str, instances: Instances, answer: Answer[bytes]) -> web.Response:
         started = time.perf_counter()
-        body = await self.batcher.submit(model_id, instances, http_answer)  # answered once written
+        body = await self.batcher.submit(model_id, instances, answer)  # answered once written
         latency, answered = self._answer_metrics(model_id)
         latency.observe(time.perf_counter() - started)
         answered.inc()
@@ -601,6 +663,32 @@ class ServingApp:
         if model_id not in self._metrics:
             self._metrics[model_id] = LATENCY.labels(model_id), REQUESTS.labels(model_id, "200")
         return self._metrics[model_id]
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        """``GET /v2/models/{model_id}``: the inputs an inference request must carry, and the outputs."""
+        model_id = request.match_info["model_id"]
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        served = self.models.get(model_id)
+        if served is None:
+            return _error(404, f"model {model_id!r} is not served (serving: {sorted(self.models.models())})")
+        metadata = model_metadata(served, self.models.challenger(model_id))
+        return web.Response(body=orjson.dumps(metadata), content_type="application/json")
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        """``GET /v2/models/{model_id}/ready``: 200 while the model is served, else 404."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        model_id = request.match_info["model_id"]
+        if self.models.get(model_id) is None:
+            return _error(404, f"model {model_id!r} is not served")
+        return web.json_response({"name": model_id, "ready": True})
+
+    async def server_metadata(self, _: web.Request) -> web.Response:
+        """``GET /v2``: the server's name and version (no protocol extensions)."""
+        return web.json_response(
+            {"name": "driftwarden", "version": importlib.metadata.version("driftwarden"), "extensions": []}
+        )
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
