@@ -29,11 +29,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from driftwarden.core.config import ModelMonitorConfig
-from driftwarden.core.detectors import sequential
 from driftwarden.core.detectors.sequential import (
     BANK,
+    INCREMENTS,
     REFERENCE_Z,
     SCALE,
+    U_EDGES,
     ReferenceCdf,
     bank,
     cusum_threshold,
@@ -90,7 +91,7 @@ def bank_alarms(
 def _bin_masses(cdf: ReferenceCdf) -> np.ndarray:
     """The probability of each bin of the increments under the true distribution (uniform values) given ``cdf``:
     between the reference's extremes ``u`` is linear in ``x``; outside, uniform on the tail's ``(0, 1/(n+1))``."""
-    edges = np.concatenate([[0.0], sequential._U_EDGES, [1.0]])
+    edges = np.concatenate([[0.0], U_EDGES, [1.0]])
     inner = np.diff(np.interp(edges, cdf.tail + (1 - 2 * cdf.tail) * cdf.levels, cdf.q))
     low = cdf.q[0] * np.diff(np.minimum(edges, cdf.tail)) / cdf.tail
     high = (1 - cdf.q[-1]) * np.diff(np.maximum(edges, 1 - cdf.tail)) / cdf.tail
@@ -100,7 +101,7 @@ def _bin_masses(cdf: ReferenceCdf) -> np.ndarray:
 
 def _theta(masses: np.ndarray) -> np.ndarray:
     """Each CUSUM's ``θ > 0`` with ``Σ masses e^(θ X) = 1`` (Newton from the right on the convex log-moment)."""
-    steps = sequential._INCREMENTS / SCALE
+    steps = INCREMENTS / SCALE
     theta = np.full(len(steps), 4.0)
     for _ in range(200):
         weighted = np.exp(theta[:, None] * steps) * masses

@@ -554,7 +554,8 @@ def _bin_means() -> np.ndarray:
 
 
 _BIN_MEANS = _bin_means()
-_INCREMENTS = fixed_point(COEFFICIENTS @ _BIN_MEANS)
+#: Each CUSUM's increment (rows, fixed point) for a normal score in each bin (columns) of :data:`U_EDGES`.
+INCREMENTS = fixed_point(COEFFICIENTS @ _BIN_MEANS)
 _CONTINUOUS_INCREMENTS = fixed_point(_CONTINUOUS_COEFFICIENTS @ _BIN_MEANS[:MOMENT_FEATURES])
 
 
@@ -564,7 +565,8 @@ def _z_bins(u: np.ndarray) -> np.ndarray:
     return bins
 
 
-_U_EDGES = ndtr(_INNER_EDGES)
+#: The bins' inner edges on the rank scale ``u`` (the increments are constant within a bin).
+U_EDGES = ndtr(_INNER_EDGES)
 
 
 class RankIncrements:
@@ -590,7 +592,7 @@ class RankIncrements:
     def __init__(self, cdf: ReferenceCdf, part: tuple[float, float] | None) -> None:
         self.cdf, self.part = cdf, part
         at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels  # u at each quantile, between the ties' ranges
-        self._edges = np.interp(_U_EDGES, at_levels, cdf.q)
+        self._edges = np.interp(U_EDGES, at_levels, cdf.q)
         # One binary search among the quantiles and the edges together gives both ``searchsorted``s: of the
         # ``m`` entries below a value, ``quantiles_below[m]`` are quantiles and the rest edges.
         merged = np.concatenate([cdf.q, self._edges])
@@ -599,7 +601,7 @@ class RankIncrements:
         self._quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
         if part is not None:
             a, b = part
-            self._part_edges = np.interp(a + (b - a) * _U_EDGES, at_levels, cdf.q)
+            self._part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
             self._inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
 
     def __call__(self, x: np.ndarray, first: int, seed: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -617,7 +619,7 @@ class RankIncrements:
             return out
         steps = np.empty((len(bank(self.part)), len(x)), np.int64) if out is None else out
         # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
-        np.take(_INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
+        np.take(INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
         if self.part is not None:
             inside = (x > self._inside[0]) & (x < self._inside[1])
             within = steps[len(BANK) :]
@@ -639,7 +641,7 @@ def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
     >>> float(np.abs(increments(u, None) / SCALE - exact).max()) < 0.05  # (their means over 1/64 σ)
     True
     """
-    steps: np.ndarray = np.take(_INCREMENTS, _z_bins(u), axis=1)
+    steps: np.ndarray = np.take(INCREMENTS, _z_bins(u), axis=1)
     if part is None:
         return steps
     a, b = part
