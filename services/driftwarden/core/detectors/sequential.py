@@ -63,6 +63,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq
@@ -276,6 +277,7 @@ COEFFICIENTS = np.array([spec.coefficients for spec in BANK])
 REFERENCE_Z = float(ndtri(REFERENCE_SHARE))
 
 
+@lru_cache(maxsize=4096)  # (every stream of a model asks for the same few: once each)
 def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> float:
     """The threshold giving ``spec``'s CUSUM a mean of at least ``arl`` values between false alarms.
 
