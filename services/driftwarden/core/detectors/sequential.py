@@ -614,11 +614,7 @@ class RankIncrements:
         lo = self._quantiles_below[below]  # searchsorted(cdf.q, x)
         apart = cdf.apart_of(x, lo)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            ranked = increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
-            if out is None:
-                return ranked
-            out[...] = ranked
-            return out
+            return increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part, out)
         steps = np.empty((len(bank(self.part)), len(x)), np.int64) if out is None else out
         # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
         np.take(INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
@@ -635,26 +631,33 @@ class RankIncrements:
         return steps
 
 
-def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
-    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u`` (a table lookup).
+def increments(u: np.ndarray, part: tuple[float, float] | None, out: np.ndarray | None = None) -> np.ndarray:
+    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u`` (a table lookup;
+    written into ``out``, an int64 array of ``len(bank(part))`` rows by ``len(u)``, when given).
 
     >>> u = np.array([0.01, 0.3, 0.99])
     >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores
     >>> float(np.abs(increments(u, None) / SCALE - exact).max()) < 0.05  # (their means over 1/64 σ)
     True
     """
-    steps: np.ndarray = np.take(INCREMENTS, _z_bins(u), axis=1)
-    if part is None:
-        return steps
-    a, b = part
-    inside = (u > a) & (u < b)
-    within = np.take(_CONTINUOUS_INCREMENTS, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), axis=1)
-    return np.vstack([steps, within * inside])  # (outside the continuous part: 0)
+    steps = np.empty((len(bank(part)), len(u)), np.int64) if out is None else out
+    # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
+    np.take(INCREMENTS, _z_bins(u), axis=1, out=steps[: len(BANK)], mode="clip")
+    if part is not None:
+        a, b = part
+        inside = (u > a) & (u < b)
+        within = steps[len(BANK) :]
+        np.take(_CONTINUOUS_INCREMENTS, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), axis=1, out=within,
+                mode="clip")  # fmt: skip
+        within *= inside  # (outside the continuous part: 0)
+    return steps
 
 
-def running_sums(increments: np.ndarray) -> np.ndarray:
-    """``sums[:, k]``: the sum of the first ``k`` fixed-point increments of each CUSUM (rows), ``k = 0 .. n``."""
-    sums = np.zeros((len(increments), increments.shape[1] + 1), dtype=np.int64)
+def running_sums(increments: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``sums[:, k]``: the sum of the first ``k`` fixed-point increments of each CUSUM (rows), ``k = 0 .. n``
+    (written into ``out``, an int64 array of as many rows and one more column, when given)."""
+    sums = np.empty((len(increments), increments.shape[1] + 1), dtype=np.int64) if out is None else out
+    sums[:, 0] = 0
     np.cumsum(increments, axis=1, out=sums[:, 1:])
     return sums
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
@@ -34,6 +35,23 @@ RECENT = 512
 MIN_HORIZON = 256
 #: ``update_many`` takes at most this many values at a time (the fixed-point sums stay far from overflow).
 CHUNK = 1 << 22
+#: ``update_together``'s two stacked arrays (increments, running sums) up to this many values each are views of
+#: buffers each thread keeps and reuses: a fresh array of megabytes costs its page faults on every batch.
+SCRATCH_VALUES = 1 << 22
+_scratch = threading.local()
+
+
+def scratch(name: str, rows: int, columns: int) -> np.ndarray:
+    """An int64 array of this shape, uninitialized: a view of this thread's buffer ``name`` when it is small
+    enough (:data:`SCRATCH_VALUES`; the next call with the same name reuses it), else a new array."""
+    size = rows * columns
+    if size > SCRATCH_VALUES:
+        return np.empty((rows, columns), np.int64)
+    buffer: np.ndarray | None = getattr(_scratch, name, None)
+    if buffer is None or len(buffer) < size:
+        buffer = np.empty(size, np.int64)
+        setattr(_scratch, name, buffer)
+    return buffer[:size].reshape(rows, columns)
 
 
 class RankCusumDetector(StreamingDetector):
@@ -179,11 +197,11 @@ class RankCusumDetector(StreamingDetector):
         bounds = np.cumsum([0, *(len(updates[i][0].bank) for i in joined)]).tolist()
         rows = {i: slice(first, last) for i, first, last in zip(joined, bounds[:-1], bounds[1:], strict=True)}
         if rows:
-            steps = np.empty((bounds[-1], n), dtype=np.int64)
+            steps = scratch("steps", bounds[-1], n)
             for i, rows_of in rows.items():
                 detector = updates[i][0]
                 detector._increments(columns[i], detector.n_seen, detector.seed, out=steps[rows_of])
-            sums = running_sums(steps)
+            sums = running_sums(steps, scratch("sums", bounds[-1], n + 1))
             floor = np.concatenate([updates[i][0]._floor() for i in joined])
             minima = block_minima(sums, 0, n)  # (one pass for the crossing screen and the CUSUMs at the end)
             marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]), minima)
