@@ -524,6 +524,9 @@ SCALE = 2.0**32
 CUSUM_CAP = 2.0**20
 #: The values per block of :func:`first_crossing`'s screen.
 BLOCK = 32
+#: Up to this many running sums (CUSUMs x values), :func:`crossing_and_cusums` takes the running minimum itself:
+#: quicker than the screen's dozen calls and another read for the CUSUMs.
+DIRECT_SUMS = 1 << 16
 
 
 def fixed_point(values: np.ndarray) -> np.ndarray:
@@ -673,6 +676,29 @@ def first_crossing(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, star
     """
     columns = _crossings(sums, floor, limits, start, stop)[1]
     return int(columns.min()) if len(columns) else None
+
+
+def crossing_and_cusums(
+    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int
+) -> tuple[int | None, np.ndarray, np.ndarray]:
+    """:func:`first_crossing` in ``(start, stop]`` (``start < stop``), then :func:`cusums_at` there (at ``stop`` if
+    none): (crossing or None, CUSUMs, last zeros).
+
+    A short span (at most :data:`DIRECT_SUMS` sums: an alarming stream's next alarm, a few hundred values ahead)
+    takes the running minimum itself, which gives all three: a CUSUM is 0 where its sum is the running minimum
+    (the floor included), so its last zero is the last such place.
+    """
+    span = sums[:, start + 1 : stop + 1]
+    if span.size > DIRECT_SUMS:
+        crossing = first_crossing(sums, floor, limits, start, stop)
+        return crossing, *cusums_at(sums, floor, start, stop if crossing is None else crossing)
+    lowest = np.minimum.accumulate(span, axis=1)
+    np.minimum(lowest, floor[:, None], out=lowest)
+    crossed = np.flatnonzero((span - lowest >= limits[:, None]).any(axis=0))
+    length = int(crossed[0]) + 1 if len(crossed) else span.shape[1]
+    zero = span[:, :length] == lowest[:, :length]
+    last = np.where(zero.any(axis=1), start + length - np.argmax(zero[:, ::-1], axis=1), -1)
+    return start + length if len(crossed) else None, sums[:, start + length] - lowest[:, length - 1], last
 
 
 def crossing_rows(

@@ -19,9 +19,9 @@ from driftwarden.core.detectors.sequential import (
     bank_thresholds,
     block_minima,
     continuous_part,
+    crossing_and_cusums,
     crossing_rows,
     cusums_at,
-    first_crossing,
     fixed_point,
     normal_scores,
     running_sums,
@@ -232,9 +232,8 @@ class RankCusumDetector(StreamingDetector):
         start, horizon = 0, len(finite)
         while start < len(finite):
             end = min(len(finite), start + horizon)
-            crossing = first_crossing(sums, floor, self.limits, start, end)
+            crossing, cusums, last_zero = crossing_and_cusums(sums, floor, self.limits, start, end)
             stop = end if crossing is None else crossing
-            cusums, last_zero = cusums_at(sums, floor, start, stop)
             self._advance(finite, start, stop, cusums, last_zero)
             floor = sums[:, stop] - cusums
             horizon = max(MIN_HORIZON, 2 * (stop - start)) if crossing is not None else 2 * horizon
