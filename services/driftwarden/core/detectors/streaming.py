@@ -202,7 +202,7 @@ class RankCusumDetector(StreamingDetector):
                 detector = updates[i][0]
                 detector._increments(columns[i], detector.n_seen, detector.seed, out=steps[rows_of])
             sums = running_sums(steps, scratch("sums", bounds[-1], n + 1))
-            floor = np.concatenate([updates[i][0]._floor() for i in joined])
+            floor = _floor(np.concatenate([updates[i][0].cusums for i in joined]))  # (one call for all)
             minima = block_minima(sums, 0, n)  # (one pass for the crossing screen and the CUSUMs at the end)
             marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]), minima)
             cusums, last_zero = cusums_at(sums, floor, 0, n, minima)
@@ -215,11 +215,6 @@ class RankCusumDetector(StreamingDetector):
             else:
                 detector._advance(columns[i], 0, n, cusums[span], last_zero[span])
 
-    def _floor(self) -> np.ndarray:
-        """The fixed-point floor of the running sums before the next value (:func:`first_crossing`)."""
-        floor: np.ndarray = -fixed_point(np.minimum(self.cusums, CUSUM_CAP))
-        return floor
-
     def _run(
         self, finite: np.ndarray, index: np.ndarray, sums: np.ndarray, on_drift: Callable[[int], None] | None
     ) -> None:
@@ -228,7 +223,7 @@ class RankCusumDetector(StreamingDetector):
         # from zero, which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`),
         # and the next alarm is looked for over a horizon that doubles until it comes (a change that persists
         # alarms again soon: looking to the column's end each time is quadratic).
-        floor = self._floor()
+        floor = _floor(self.cusums)
         start, horizon = 0, len(finite)
         while start < len(finite):
             end = min(len(finite), start + horizon)
@@ -364,6 +359,13 @@ class RankCusumDetector(StreamingDetector):
         self.run_starts = np.array(run_starts, dtype=np.int64)
         self.alarm = None if alarm is None else (int(alarm[0]), int(alarm[1]), int(alarm[2]))
         self._recent = recent.astype(float)
+
+
+def _floor(cusums: np.ndarray) -> np.ndarray:
+    """The fixed-point floor of the running sums before the next value, given the CUSUMs
+    (:func:`~driftwarden.core.detectors.sequential.first_crossing`)."""
+    floor: np.ndarray = -fixed_point(np.minimum(cusums, CUSUM_CAP))
+    return floor
 
 
 def shift_in_sigma(evidence: dict[str, Scalar]) -> float:
