@@ -222,7 +222,7 @@ def test_both_modes_moving_together_are_found():
 def test_mass_moving_from_both_ends_to_the_middle_is_found():
     """A three-mode feature (30 % N(-3, 1), 40 % N(0, 1), 30 % N(3, 1); a shape the corpus does not have) whose outer
     modes lose 5.8 points each to the middle one (KL 0.02; Lorden's bound ln(22.7e6) / 0.02 = 847 values): in ranks
-    a concentration towards the middle, the rank tilt -0.44's direction. Seeds 0-9: 642-1,665 values; without the
+    a concentration towards the middle, the rank tilt -0.44's direction. Seeds 0-9: 691-1,672 values; without the
     rank tilts (the 29 CUSUMs before them) 832-7,085."""
 
     def modes(outer: float) -> Callable[[np.random.Generator, int], np.ndarray]:
