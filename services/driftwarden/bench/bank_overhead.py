@@ -1,6 +1,6 @@
 """Where the rank-CUSUM bank's thresholds stand above Lorden's bound (issue 10): two measurements.
 
-``driftwarden bench bank-overhead``. A stream's bank splits its false-alarm budget evenly over its 29 (39)
+``driftwarden bench bank-overhead``. A stream's bank splits its false-alarm budget evenly over its 33 (43)
 CUSUMs (Bonferroni) and raises each threshold for the reference being a sample (95 % of references keep each
 CUSUM's budget: :func:`~driftwarden.core.detectors.sequential.cusum_threshold`). Both could be loose:
 
@@ -19,7 +19,7 @@ CUSUM's budget: :func:`~driftwarden.core.detectors.sequential.cusum_threshold`).
 
 >>> union, each = bank_alarms(None, target=3e3, values=20_000, seed=0)
 >>> len(each), bool(0 < union < each.sum())  # the bank alarms less often than its CUSUMs in sum
-(29, True)
+(33, True)
 """
 
 from __future__ import annotations

@@ -92,6 +92,7 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
+#: 11: rank-CUSUM streaming detectors run 33 CUSUMs (the rank tilts ±0.44, ±0.87 added), 43 beside an end atom.
 #: 10: rank-CUSUM streaming detectors run 29 CUSUMs (location ±0.15σ and a small component beyond either side
 #: added), 39 beside an end atom.
 #: 9: rank-CUSUM streaming detectors on categorical features' frequency ranks (``masses`` in their params).
@@ -105,7 +106,7 @@ STATE_FORMAT = "driftwarden.monitor-state"
 #: window verdict could resolve); 4: embedding features (their profiles, window columns and detectors);
 #: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2) and
 #: rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 10
+STATE_VERSION = 11
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns

@@ -60,9 +60,9 @@ class RankCusumDetector(StreamingDetector):
     Each value is ranked against the reference (a randomized probability integral transform of the
     reference's quantile summary, ties included) and turned into a normal score, which is exactly
     N(0, 1) while nothing changes, for any feature shape: heavy tails, counts, zero inflation,
-    clipping. 29 CUSUMs watch the scores (location, spread, each tail, both tails, a small component
-    beyond either side, and the ends of the rank scale emptied or heavier;
-    :data:`~driftwarden.core.detectors.sequential.BANK`), 39 where
+    clipping. 33 CUSUMs watch the scores (location, spread, each tail, both tails, a small component
+    beyond either side, the ends of the rank scale emptied or heavier, and mass moving smoothly between
+    the middle of the rank scale and both ends; :data:`~driftwarden.core.detectors.sequential.BANK`), 43 where
     the reference has an atom at an end of its range (location and spread also within the rest:
     :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
@@ -104,7 +104,7 @@ class RankCusumDetector(StreamingDetector):
     ('location', 'up', True)
     >>> zeros = np.where(rng.random(5_000) < 0.4, 0.0, rng.gamma(2.0, 10.0, 5_000))  # 40 % zeros
     >>> len(RankCusumDetector(np.quantile(zeros, np.linspace(0, 1, 1_000)), 5_000).thresholds)
-    39
+    43
 
     References
     ----------
