@@ -37,7 +37,7 @@ from fuzz_inputs import (
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoder, describe
+from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoded, Decoder, describe
 from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
     MODEL_ID_PATTERN,
@@ -66,6 +66,15 @@ def check_monitor_decoder(decoder: Decoder[Any], raw: bytes) -> None:
         assert rejection.reason.strip(), f"a rejection without a reason for {raw!r}"
     for event in decoded.events:
         assert decoder.decode(event.to_json()).events == [event], f"accepted {event!r} does not round-trip"
+    if decoder is PREDICTIONS:  # the monitor's way (a row envelope as columns): the same rows and rejections
+        as_columns = decoder.decode(raw, rows_as_columns=True)
+        assert as_columns.rejections == decoded.rejections, raw
+        assert accepted_rows(as_columns) == accepted_rows(decoded), raw
+
+
+def accepted_rows(decoded: Decoded[Any]) -> list[Any]:
+    """The events accepted, those of columnar batches too."""
+    return [*decoded.events, *(event for batch in decoded.columns for event in batch.events())]
 
 
 @pytest.mark.parametrize(

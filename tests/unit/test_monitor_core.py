@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig
-from driftwarden.core.event_time import WATERMARK_QUORUM
+from driftwarden.core.event_time import WATERMARK_QUORUM, RecentIds
 from driftwarden.core.events import LabelEvent, PredictionEvent
+from driftwarden.core.joins import LabelJoiner
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.profile import FeatureSchema, to_columns
 from driftwarden_load.scenarios import NUMERIC_FEATURES, Scenario, generate
@@ -356,6 +357,47 @@ def test_columns_separate_numbers_missing_values_and_type_violations():
     assert columns.categorical == [["a", "3", None]]  # one normalization: 3.0 reads "3"
     clean = to_columns(events[:1] * 3, schema)  # all numbers: the vectorized path
     assert clean.numeric.tolist() == [[1.5, 2.0]] * 3 and not clean.numeric_missing.any()
+
+
+def test_columns_read_the_signal_and_confidence_from_scores_or_a_regression_prediction():
+    base = {"event_id": "6f1c2a7e-0d9b-4a57-9a43-5f0f3c1d2b11", "model_id": "m", "model_version": "1", "ts": 1.0,
+            "features": {}}  # fmt: skip
+    events = [PredictionEvent.model_validate(base | e) for e in (
+        {"prediction": "yes", "scores": {"yes": 0.7, "no": 0.3}}, {"prediction": "no", "scores": {"no": 0.9}},
+        {"prediction": "no", "scores": {}}, {"prediction": 2.5}, {"prediction": "no"},
+    )]  # fmt: skip
+
+    def read(task: str, positive: str | None) -> tuple[list[float], list[float]]:
+        schema = FeatureSchema(numeric=[], categorical=[], task=task, positive_class=positive)  # type: ignore[arg-type]
+        columns = to_columns(events, schema)
+        return np.nan_to_num(columns.signal, nan=-1).tolist(), np.nan_to_num(columns.confidence, nan=-1).tolist()
+
+    assert read("classification", "yes") == ([0.7, -1, -1, -1, -1], [0.7, 0.9, -1, -1, -1])
+    assert read("classification", None) == ([0.7, 0.9, -1, -1, -1], [0.7, 0.9, -1, -1, -1])
+    assert read("regression", None) == ([0.7, 0.9, -1, 2.5, -1], [0.7, 0.9, -1, -1, -1])  # a number without scores
+
+
+def test_a_run_of_single_events_is_deduplicated_and_left_waiting_for_labels_at_once(monkeypatch):
+    """A worker's batch of single-event messages: each model's consecutive events go through the dedupe
+    ring and into the label joiner as one run (``add_many``, ``add_predictions``), not one call per
+    event (the same answers: tests/unit/test_event_time.py, test_state_roundtrip.py)."""
+    calls: deque[str] = deque()
+    for cls, name in ((RecentIds, "add"), (RecentIds, "add_many"), (LabelJoiner, "add_prediction"),
+                      (LabelJoiner, "add_predictions")):  # fmt: skip
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    chunks = [next(generate(Scenario(name="stable", n_events=300, seed=seed))).prediction_events() for seed in range(3)]
+    events = [
+        PredictionEvent.model_validate(e | {"model_id": m})
+        for m, chunk in zip("aba", chunks, strict=True)
+        for e in chunk
+    ]
+    monitor = Monitor()
+    outputs = monitor.observe([*events, events[0]], now=2e9)  # (the last one a duplicate of the first)
+    assert outputs.processed == {("a", "1"): 600, ("b", "1"): 300}
+    assert monitor.models["a"].counters.duplicates == 1
+    assert list(calls) == ["add_many"] * 3 + ["add_predictions"] * 3
+    assert [len(monitor.models[m].joiner.predictions) for m in "ab"] == [600, 300]
 
 
 def test_distribution_comparison_matches_scipy():

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
-from driftwarden.core.detectors import RankCusumDetector
+from driftwarden.core.detectors import RankCusumDetector, sequential
 from driftwarden.core.detectors.sequential import (
     BANK,
     COEFFICIENTS,
@@ -20,6 +20,7 @@ from driftwarden.core.detectors.sequential import (
     ReferenceCdf,
     block_minima,
     continuous_part,
+    crossing_and_cusums,
     cusum_threshold,
     cusums_at,
     features,
@@ -284,6 +285,29 @@ def test_the_cusums_and_last_zeros_from_block_minima_are_lindleys_recursion_with
         for minima in (None, block_minima(sums, start, stop)):
             cusums, zeros = cusums_at(sums, floor, start, stop, minima)
             assert (cusums == s).all() and (zeros == last_zero).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("direct", [0, 1 << 30])
+def test_the_crossing_and_cusums_by_the_screen_or_the_running_minimum_are_lindleys_recursion(seed, direct, monkeypatch):
+    """Both ways (the block screen then the CUSUMs there, or the running minimum of a short span) against the loop:
+    the first crossing, every CUSUM and its last zero there (small integer steps: ties within and across blocks)."""
+    monkeypatch.setattr(sequential, "DIRECT_SUMS", direct)
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(-3, 4, (30, 400)).astype(np.int64)
+    sums = running_sums(steps)
+    for start, stop in [(0, 1), (0, 32), (0, 33), (5, 70), (31, 64), (100, 400), (0, 400), (399, 400)]:
+        initial = rng.integers(0, 6, len(steps)).astype(np.int64)
+        limits = rng.integers(4, 60, len(steps)).astype(np.int64)
+        s, last_zero, crossing = initial.copy(), np.full(len(steps), -1), None
+        for k in range(start + 1, stop + 1):
+            s = np.maximum(0, s + steps[:, k - 1])
+            last_zero[s == 0] = k
+            if (s >= limits).any():
+                crossing = k
+                break
+        found, cusums, zeros = crossing_and_cusums(sums, sums[:, start] - initial, limits, start, stop)
+        assert found == crossing and (cusums == s).all() and (zeros == last_zero).all()
 
 
 def test_the_monitor_splits_the_budget_over_its_streaming_detectors():

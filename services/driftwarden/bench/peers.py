@@ -165,7 +165,7 @@ def run_driftwarden(data: dict[str, Any], mode: str) -> dict[str, Any]:
         now = START_TS + len(data["numeric"]) / 1000  # the last row's event time
         started = Stopwatch()
         for message in messages:
-            decoded = PREDICTIONS.decode(message)
+            decoded = PREDICTIONS.decode(message, rows_as_columns=True)
             accepted, refused = monitor.screen([*decoded.events, *decoded.columns], now)
             assert not refused
             alerts += monitor.observe(accepted, now).alerts
@@ -173,7 +173,7 @@ def run_driftwarden(data: dict[str, Any], mode: str) -> dict[str, Any]:
         model = ModelMonitor("peers", "1", config)
         started = Stopwatch()
         for message in messages:
-            decoded = PREDICTIONS.decode(message)
+            decoded = PREDICTIONS.decode(message, rows_as_columns=True)
             parts: list[list[PredictionEvent] | PredictionColumns] = [*decoded.columns] or [decoded.events]
             for part in parts:
                 alerts += model.observe(part, now=0.0).alerts

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 
 from driftwarden.core.events import (
     EVENT_ID_MAX_LENGTH,
+    PREDICTION_BATCH_SCHEMA,
     PREDICTION_COLUMNS_SCHEMA,
     PredictionColumnBatch,
     PredictionEvent,
@@ -42,8 +44,11 @@ from driftwarden.core.joins import Segment
 from driftwarden.core.profile import Columns, FeatureSchema, common_length, feature_schema, numeric_column
 
 MAX_ROWS = 100_000
-_REQUIRED = frozenset({"schema", "model_id", "model_version", "event_id", "ts", "features", "prediction"})
+#: The fields every ``prediction.v1`` event has, and those it may have.
+_EVENT_REQUIRED = frozenset({"event_id", "model_id", "model_version", "ts", "features", "prediction"})
 _OPTIONAL = frozenset({"scores", "segment", "latency_ms", "cost"})
+_REQUIRED = _EVENT_REQUIRED | {"schema"}
+_BATCH_FIELDS = frozenset({"schema", "model_id", "events"})
 _NUMBERS = {float, int}
 _FEATURE_TYPES = {float, int, str, bool, type(None)}
 #: A feature column: floats when every value is a number, else the values as they came.
@@ -272,6 +277,66 @@ def decode_columns(document: Any, raw: bytes) -> DecodedColumns:
         if isinstance(column, list) and set(map(type, column)) <= {float}:
             kept.features[name] = np.array(column, dtype=float)
     return DecodedColumns(kept, rejections)
+
+
+def decode_rows(document: Any) -> PredictionColumns | None:
+    """A parsed ``prediction-batch.v1`` document as one columnar batch, when its events are alike and
+    every one is valid; None otherwise (the caller then validates it event by event, as before).
+
+    Alike: the same fields, features, score classes and segment keys, each in the same order, and one
+    model version (the envelope's model). The events' values become columns in one pass (no per-event
+    objects) and are validated column by column by the columnar batch's rules, which are the row
+    contract's (``prediction.v1``) but for two, checked here: a segment value is a string (not null),
+    and a feature may be an array (an embedding; refused here, so such an envelope is not taken).
+    The batch's rows, as events, are the envelope's events as :class:`PredictionBatch` reads them.
+
+    >>> event = {"event_id": "a", "model_id": "m", "model_version": "1", "ts": 1, "features": {"x": 2},
+    ...          "prediction": "no"}
+    >>> batch = decode_rows({"schema": "prediction-batch.v1", "model_id": "m",
+    ...                      "events": [event, event | {"event_id": "b", "features": {"x": 3.5}}]})
+    >>> batch.event_ids, batch.ts, batch.features
+    (['a', 'b'], array([1., 1.]), {'x': array([2. , 3.5])})
+    >>> decode_rows({"schema": "prediction-batch.v1", "model_id": "m", "events": [event, event | {"ts": -1}]})
+    """
+    if not (type(document) is dict and document.keys() == _BATCH_FIELDS):
+        return None
+    model_id, events = document["model_id"], document["events"]
+    if not (document["schema"] == PREDICTION_BATCH_SCHEMA and type(model_id) is str and is_model_id(model_id)
+            and type(events) is list and 1 <= len(events) <= MAX_ROWS):  # fmt: skip
+        return None
+    fields = _alike(events)
+    if fields is None or not _EVENT_REQUIRED <= fields.keys() <= _EVENT_REQUIRED | _OPTIONAL:
+        return None
+    n, version = len(events), fields["model_version"][0]
+    if fields["model_id"].count(model_id) != n or fields["model_version"].count(version) != n:
+        return None
+    if not (type(version) is str and is_model_id(version)):
+        return None
+    columns: dict[str, Any] = {"model_id": model_id, "model_version": version, "features": _alike(fields["features"])}
+    for name in ("scores", "segment"):  # each event's mapping, or null in every event
+        values = fields.get(name, [None] * n)
+        if values.count(None) == n:
+            columns[name] = None
+        elif (mapping := _alike(values)) is not None:
+            columns[name] = mapping
+        else:
+            return None
+    if columns["features"] is None or any(set(map(type, v)) != {str} for v in (columns["segment"] or {}).values()):
+        return None
+    refused = _Refused(n)
+    batch = _validated(fields | columns, refused)
+    return None if refused.bad.any() else batch
+
+
+def _alike(mappings: list[Any]) -> dict[str, list[Any]] | None:
+    """Per key, its values, when ``mappings`` are objects with the same keys in the same order; else None."""
+    if set(map(type, mappings)) != {dict}:
+        return None
+    keys = set(map(tuple, mappings))
+    if len(keys) != 1:
+        return None
+    # one key at a time (C-level lookups; no iterator per mapping: few allocations for the collector)
+    return {key: list(map(itemgetter(key), mappings)) for key in keys.pop()}
 
 
 def refusals(batch: PredictionColumns) -> list[tuple[int | None, str]]:

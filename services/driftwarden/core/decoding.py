@@ -26,7 +26,7 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from driftwarden.core.columnar import PredictionColumns, decode_columns
+from driftwarden.core.columnar import PredictionColumns, decode_columns, decode_rows
 from driftwarden.core.events import (
     LABEL_BATCH_SCHEMA,
     PREDICTION_BATCH_SCHEMA,
@@ -92,13 +92,25 @@ class Decoder(Generic[E]):
         self._validate_event = event.__pydantic_validator__.validate_json
         self._validate_batch = batch.__pydantic_validator__.validate_json
 
-    def decode(self, raw: bytes | None) -> Decoded[E]:
+    def decode(self, raw: bytes | None, rows_as_columns: bool = False) -> Decoded[E]:
+        """The events (or columnar batches) of one message, and what of it was refused.
+
+        With ``rows_as_columns`` (predictions), a batch envelope whose events are alike and all valid
+        comes as one columnar batch in :attr:`Decoded.columns`, not as events
+        (:func:`~driftwarden.core.columnar.decode_rows`): the monitor's fast path. Any other envelope
+        is decoded event by event (as without it, from the same parsed document): the same rows and
+        rejections either way.
+        """
         if not raw:
             return Decoded(rejections=[Rejection("empty message", raw or b"")])
         if self._columns_marker is not None and raw.find(self._columns_marker, 0, 200) >= 0:
             columnar = self._decode_columns(raw)
             if columnar is not None:
                 return columnar
+        if rows_as_columns and self._columns_marker is not None and self._batch_marker in raw:
+            rows = self._decode_rows(raw)
+            if rows is not None:
+                return rows
         fast = self._decode_valid(raw)
         if fast is not None:
             return fast
@@ -126,6 +138,18 @@ class Decoder(Generic[E]):
             rejections=[Rejection(reason, payload, index) for index, reason, payload in decoded.rejections],
             columns=[] if decoded.batch is None else [decoded.batch],
         )
+
+    def _decode_rows(self, raw: bytes) -> Decoded[E] | None:
+        """A batch envelope: its valid, alike events as one columnar batch, else event by event from the
+        same parsed document; None when the message is not a batch envelope (or not JSON to orjson)."""
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # (the usual path words the reason)
+            return None
+        if not isinstance(document, dict) or document.get("schema") != self.batch_schema:
+            return None
+        batch = decode_rows(document)
+        return self._decode_batch(document, raw) if batch is None else Decoded(columns=[batch])
 
     def _decode_valid(self, raw: bytes) -> Decoded[E] | None:
         """The hot path: a valid message parsed and validated in one pass (pydantic-core, no dicts).

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import groupby, repeat
+from itertools import compress, groupby, repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -660,19 +661,10 @@ class Monitor:
         (a columnar batch row by row, as if its rows came as events).
         """
         outputs = Outputs()
-        fresh = [f for e in events if (f := self._fresh(e)) is not None]  # in stream order
-        run: list[PredictionEvent] = []  # consecutive events of one model version
-        for item in fresh:
-            if run and (isinstance(item, PredictionColumns) or item.model_id != run[0].model_id
-                        or item.model_version != run[0].model_version):  # fmt: skip
-                outputs += self._observe_version(run[0].model_id, run[0].model_version, run, now)
-                run = []
-            if isinstance(item, PredictionColumns):
-                outputs += self._observe_version(item.model_id, item.model_version, item, now)
-            else:
-                run.append(item)
-        if run:
-            outputs += self._observe_version(run[0].model_id, run[0].model_version, run, now)
+        fresh = [f for run in _runs(events, _MODEL) for f in self._fresh(run)]  # in stream order
+        for run in _runs(fresh, _MODEL_VERSION):
+            first = run if isinstance(run, PredictionColumns) else run[0]
+            outputs += self._observe_version(first.model_id, first.model_version, run, now)
         self._count(outputs)
         return outputs
 
@@ -683,42 +675,36 @@ class Monitor:
         state.counters.processed += len(batch)
         state.counters.latest_version = version
         if isinstance(batch, PredictionColumns):
-            state.clock.observe_many(batch.ts.tolist())
+            ids, ts, predictions = batch.event_ids, batch.ts, batch.prediction
             confidence, segments = batch.join_columns()
-            joined = state.joiner.add_predictions(batch.event_ids, batch.ts, version, batch.prediction, confidence,
-                                                  segments)  # fmt: skip
-        else:
-            state.clock.observe_many([event.ts for event in batch])
-            add, joined = state.joiner.add_prediction, []
-            for event in batch:
-                scores, segment = event.scores, event.segment
-                match = add(event.event_id, event.ts, version, event.prediction,
-                            max(scores.values()) if scores else math.nan,
-                            tuple(sorted(segment.items())) if segment else ())  # fmt: skip
-                if match is not None:
-                    joined.append(match)
+        else:  # a run of events, into the joiner at once as a columnar batch's rows are
+            ids, predictions = [e.event_id for e in batch], [e.prediction for e in batch]
+            ts = np.array([e.ts for e in batch])
+            confidence = np.array([max(scores.values()) if (scores := e.scores) else math.nan for e in batch])
+            segments = [tuple(sorted(segment.items())) if (segment := e.segment) else () for e in batch]
+        state.clock.observe_many(ts.tolist())
+        joined = state.joiner.add_predictions(ids, ts, version, predictions, confidence, segments)
         outputs += self._route_joined(model_id, joined, now)
         watermark = state.clock.value
         if watermark is not None:
             state.joiner.expire(watermark)
         return outputs
 
-    def _fresh(self, event: PredictionEvent | PredictionColumns) -> PredictionEvent | PredictionColumns | None:
-        """The event, or the columnar batch's rows, whose event ids are new; None when nothing is.
+    def _fresh(self, run: list[PredictionEvent] | PredictionColumns) -> Sequence[PredictionEvent | PredictionColumns]:
+        """A model's consecutive events, or a columnar batch: those whose event ids are new (a batch as one
+        item, or none when none is).
 
         A duplicate id (among the model's last ``dedupe_horizon``) is counted and dropped.
         """
-        state = self.state(event.model_id)
-        if isinstance(event, PredictionEvent):
-            if state.ids.add(event.event_id):
-                return event
-            state.counters.duplicates += 1
-            return None
-        fresh = state.ids.add_many(event.event_ids)
+        state = self.state(run.model_id if isinstance(run, PredictionColumns) else run[0].model_id)
+        ids = run.event_ids if isinstance(run, PredictionColumns) else [event.event_id for event in run]
+        fresh = state.ids.add_many(ids)
         if fresh.all():
-            return event
+            return [run] if isinstance(run, PredictionColumns) else run
         state.counters.duplicates += int((~fresh).sum())
-        return event.take(np.flatnonzero(fresh)) if fresh.any() else None
+        if isinstance(run, PredictionColumns):
+            return [run.take(np.flatnonzero(fresh))] if fresh.any() else []
+        return list(compress(run, fresh.tolist()))
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
         outputs = Outputs()
@@ -860,6 +846,35 @@ def _category_rankings(profile: ReferenceProfile) -> dict[str, tuple[dict[str, i
 def _as_events(predictions: Predictions) -> list[PredictionEvent]:
     """Predictions as events (a reference of events, or the state's copy of a reference)."""
     return predictions.events() if isinstance(predictions, PredictionColumns) else list(predictions)
+
+
+#: What :func:`_runs` cuts runs of events by.
+_MODEL = attrgetter("model_id")
+_MODEL_VERSION = attrgetter("model_id", "model_version")
+
+
+def _runs(
+    events: Iterable[PredictionEvent | PredictionColumns], key: Callable[[PredictionEvent], object]
+) -> Iterator[list[PredictionEvent] | PredictionColumns]:
+    """Predictions in stream order as runs: consecutive events of one ``key``, each columnar batch alone.
+
+    >>> from driftwarden.core.events import PredictionEvent
+    >>> events = [PredictionEvent(event_id=i, model_id=m, model_version="1", ts=1.0, features={}, prediction=0.0)
+    ...           for i, m in [("a", "x"), ("b", "x"), ("c", "y"), ("d", "x")]]
+    >>> [[e.event_id for e in run] for run in _runs(events, _MODEL)]
+    [['a', 'b'], ['c'], ['d']]
+    """
+    run: list[PredictionEvent] = []
+    for item in events:
+        if run and (isinstance(item, PredictionColumns) or key(item) != key(run[0])):
+            yield run
+            run = []
+        if isinstance(item, PredictionColumns):
+            yield item
+        else:
+            run.append(item)
+    if run:
+        yield run
 
 
 def _same_columns(batches: list[PredictionColumns]) -> bool:

@@ -534,15 +534,13 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
         values = list(column)
         texts = cast("list[str | None]", values) if set(map(type, values)) <= {str} else list(map(value_text, values))
         categorical.append(texts)
-    positive = schema.positive_class
-    signal = np.full(n, np.nan)
-    confidence = np.full(n, np.nan)
-    for i, event in enumerate(events):
-        if event.scores:
-            confidence[i] = max(event.scores.values())
-            signal[i] = event.scores.get(positive, np.nan) if positive else confidence[i]
-        elif type(event.prediction) is float and schema.task == "regression":
-            signal[i] = event.prediction
+    positive, regression = schema.positive_class, schema.task == "regression"
+    confidence = [max(scores.values()) if (scores := e.scores) else math.nan for e in events]
+    signal = [
+        (scores.get(positive, math.nan) if positive else top) if (scores := e.scores)
+        else e.prediction if regression and type(e.prediction) is float else math.nan
+        for e, top in zip(events, confidence, strict=True)
+    ]  # fmt: skip
     return Columns(
         event_ids=[e.event_id for e in events],
         ts=np.fromiter((e.ts for e in events), dtype=float, count=n),
@@ -550,8 +548,8 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
         numeric_missing=missing,
         categorical=categorical,
         type_violations=violations,
-        signal=signal,
-        confidence=confidence,
+        signal=np.array(signal, dtype=float),
+        confidence=np.array(confidence, dtype=float),
         latency_ms=np.array([np.nan if e.latency_ms is None else e.latency_ms for e in events], dtype=float),
         cost=np.array([np.nan if e.cost is None else e.cost for e in events], dtype=float),
         embeddings=[vectors([f.get(name) for f in features], length) for name, length in schema.embedding.items()],

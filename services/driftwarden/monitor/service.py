@@ -199,12 +199,13 @@ class MonitorService:
                     predictions = []
                 outputs += self.core.observe_labels(labels.events, now)
                 continue
-            decoded = PREDICTIONS.decode(message.value)
+            shard = shard_of_key(message.key, self.sharded.shards_of)  # (a shard summarizes events: rows stay rows)
+            decoded = PREDICTIONS.decode(message.value, rows_as_columns=shard is None)
             for rejection in decoded.rejections:
                 pending.append(await self._send_dead_letter(message, rejection))
             items: list[PredictionEvent | PredictionColumns] = [*decoded.events, *decoded.columns]
             self._track(message.partition, items, message.key)
-            if (shard := shard_of_key(message.key, self.sharded.shards_of)) is not None:
+            if shard is not None:
                 pending += await self._summarize(message, shard, decoded.events)
                 if decoded.columns:  # not counted on the sharded path yet: kept whole, with the reason
                     reason = "a columnar batch of a sharded model (not supported yet: send prediction-batch.v1)"

@@ -63,6 +63,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq
@@ -276,6 +277,7 @@ COEFFICIENTS = np.array([spec.coefficients for spec in BANK])
 REFERENCE_Z = float(ndtri(REFERENCE_SHARE))
 
 
+@lru_cache(maxsize=4096)  # (every stream of a model asks for the same few: once each)
 def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> float:
     """The threshold giving ``spec``'s CUSUM a mean of at least ``arl`` values between false alarms.
 
@@ -522,6 +524,9 @@ SCALE = 2.0**32
 CUSUM_CAP = 2.0**20
 #: The values per block of :func:`first_crossing`'s screen.
 BLOCK = 32
+#: Up to this many running sums (CUSUMs x values), :func:`crossing_and_cusums` takes the running minimum itself:
+#: quicker than the screen's dozen calls and another read for the CUSUMs.
+DIRECT_SUMS = 1 << 16
 
 
 def fixed_point(values: np.ndarray) -> np.ndarray:
@@ -612,11 +617,7 @@ class RankIncrements:
         lo = self._quantiles_below[below]  # searchsorted(cdf.q, x)
         apart = cdf.apart_of(x, lo)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            ranked = increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
-            if out is None:
-                return ranked
-            out[...] = ranked
-            return out
+            return increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part, out)
         steps = np.empty((len(bank(self.part)), len(x)), np.int64) if out is None else out
         # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
         np.take(INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
@@ -633,26 +634,33 @@ class RankIncrements:
         return steps
 
 
-def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
-    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u`` (a table lookup).
+def increments(u: np.ndarray, part: tuple[float, float] | None, out: np.ndarray | None = None) -> np.ndarray:
+    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u`` (a table lookup;
+    written into ``out``, an int64 array of ``len(bank(part))`` rows by ``len(u)``, when given).
 
     >>> u = np.array([0.01, 0.3, 0.99])
     >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores
     >>> float(np.abs(increments(u, None) / SCALE - exact).max()) < 0.05  # (their means over 1/64 σ)
     True
     """
-    steps: np.ndarray = np.take(INCREMENTS, _z_bins(u), axis=1)
-    if part is None:
-        return steps
-    a, b = part
-    inside = (u > a) & (u < b)
-    within = np.take(_CONTINUOUS_INCREMENTS, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), axis=1)
-    return np.vstack([steps, within * inside])  # (outside the continuous part: 0)
+    steps = np.empty((len(bank(part)), len(u)), np.int64) if out is None else out
+    # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
+    np.take(INCREMENTS, _z_bins(u), axis=1, out=steps[: len(BANK)], mode="clip")
+    if part is not None:
+        a, b = part
+        inside = (u > a) & (u < b)
+        within = steps[len(BANK) :]
+        np.take(_CONTINUOUS_INCREMENTS, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), axis=1, out=within,
+                mode="clip")  # fmt: skip
+        within *= inside  # (outside the continuous part: 0)
+    return steps
 
 
-def running_sums(increments: np.ndarray) -> np.ndarray:
-    """``sums[:, k]``: the sum of the first ``k`` fixed-point increments of each CUSUM (rows), ``k = 0 .. n``."""
-    sums = np.zeros((len(increments), increments.shape[1] + 1), dtype=np.int64)
+def running_sums(increments: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``sums[:, k]``: the sum of the first ``k`` fixed-point increments of each CUSUM (rows), ``k = 0 .. n``
+    (written into ``out``, an int64 array of as many rows and one more column, when given)."""
+    sums = np.empty((len(increments), increments.shape[1] + 1), dtype=np.int64) if out is None else out
+    sums[:, 0] = 0
     np.cumsum(increments, axis=1, out=sums[:, 1:])
     return sums
 
@@ -668,6 +676,29 @@ def first_crossing(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, star
     """
     columns = _crossings(sums, floor, limits, start, stop)[1]
     return int(columns.min()) if len(columns) else None
+
+
+def crossing_and_cusums(
+    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int
+) -> tuple[int | None, np.ndarray, np.ndarray]:
+    """:func:`first_crossing` in ``(start, stop]`` (``start < stop``), then :func:`cusums_at` there (at ``stop`` if
+    none): (crossing or None, CUSUMs, last zeros).
+
+    A short span (at most :data:`DIRECT_SUMS` sums: an alarming stream's next alarm, a few hundred values ahead)
+    takes the running minimum itself, which gives all three: a CUSUM is 0 where its sum is the running minimum
+    (the floor included), so its last zero is the last such place.
+    """
+    span = sums[:, start + 1 : stop + 1]
+    if span.size > DIRECT_SUMS:
+        crossing = first_crossing(sums, floor, limits, start, stop)
+        return crossing, *cusums_at(sums, floor, start, stop if crossing is None else crossing)
+    lowest = np.minimum.accumulate(span, axis=1)
+    np.minimum(lowest, floor[:, None], out=lowest)
+    crossed = np.flatnonzero((span - lowest >= limits[:, None]).any(axis=0))
+    length = int(crossed[0]) + 1 if len(crossed) else span.shape[1]
+    zero = span[:, :length] == lowest[:, :length]
+    last = np.where(zero.any(axis=1), start + length - np.argmax(zero[:, ::-1], axis=1), -1)
+    return start + length if len(crossed) else None, sums[:, start + length] - lowest[:, length - 1], last
 
 
 def crossing_rows(

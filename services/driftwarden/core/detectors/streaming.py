@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
@@ -18,9 +19,9 @@ from driftwarden.core.detectors.sequential import (
     bank_thresholds,
     block_minima,
     continuous_part,
+    crossing_and_cusums,
     crossing_rows,
     cusums_at,
-    first_crossing,
     fixed_point,
     normal_scores,
     running_sums,
@@ -34,6 +35,23 @@ RECENT = 512
 MIN_HORIZON = 256
 #: ``update_many`` takes at most this many values at a time (the fixed-point sums stay far from overflow).
 CHUNK = 1 << 22
+#: ``update_together``'s two stacked arrays (increments, running sums) up to this many values each are views of
+#: buffers each thread keeps and reuses: a fresh array of megabytes costs its page faults on every batch.
+SCRATCH_VALUES = 1 << 22
+_scratch = threading.local()
+
+
+def scratch(name: str, rows: int, columns: int) -> np.ndarray:
+    """An int64 array of this shape, uninitialized: a view of this thread's buffer ``name`` when it is small
+    enough (:data:`SCRATCH_VALUES`; the next call with the same name reuses it), else a new array."""
+    size = rows * columns
+    if size > SCRATCH_VALUES:
+        return np.empty((rows, columns), np.int64)
+    buffer: np.ndarray | None = getattr(_scratch, name, None)
+    if buffer is None or len(buffer) < size:
+        buffer = np.empty(size, np.int64)
+        setattr(_scratch, name, buffer)
+    return buffer[:size].reshape(rows, columns)
 
 
 class RankCusumDetector(StreamingDetector):
@@ -179,12 +197,12 @@ class RankCusumDetector(StreamingDetector):
         bounds = np.cumsum([0, *(len(updates[i][0].bank) for i in joined)]).tolist()
         rows = {i: slice(first, last) for i, first, last in zip(joined, bounds[:-1], bounds[1:], strict=True)}
         if rows:
-            steps = np.empty((bounds[-1], n), dtype=np.int64)
+            steps = scratch("steps", bounds[-1], n)
             for i, rows_of in rows.items():
                 detector = updates[i][0]
                 detector._increments(columns[i], detector.n_seen, detector.seed, out=steps[rows_of])
-            sums = running_sums(steps)
-            floor = np.concatenate([updates[i][0]._floor() for i in joined])
+            sums = running_sums(steps, scratch("sums", bounds[-1], n + 1))
+            floor = _floor(np.concatenate([updates[i][0].cusums for i in joined]))  # (one call for all)
             minima = block_minima(sums, 0, n)  # (one pass for the crossing screen and the CUSUMs at the end)
             marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]), minima)
             cusums, last_zero = cusums_at(sums, floor, 0, n, minima)
@@ -197,11 +215,6 @@ class RankCusumDetector(StreamingDetector):
             else:
                 detector._advance(columns[i], 0, n, cusums[span], last_zero[span])
 
-    def _floor(self) -> np.ndarray:
-        """The fixed-point floor of the running sums before the next value (:func:`first_crossing`)."""
-        floor: np.ndarray = -fixed_point(np.minimum(self.cusums, CUSUM_CAP))
-        return floor
-
     def _run(
         self, finite: np.ndarray, index: np.ndarray, sums: np.ndarray, on_drift: Callable[[int], None] | None
     ) -> None:
@@ -210,13 +223,12 @@ class RankCusumDetector(StreamingDetector):
         # from zero, which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`),
         # and the next alarm is looked for over a horizon that doubles until it comes (a change that persists
         # alarms again soon: looking to the column's end each time is quadratic).
-        floor = self._floor()
+        floor = _floor(self.cusums)
         start, horizon = 0, len(finite)
         while start < len(finite):
             end = min(len(finite), start + horizon)
-            crossing = first_crossing(sums, floor, self.limits, start, end)
+            crossing, cusums, last_zero = crossing_and_cusums(sums, floor, self.limits, start, end)
             stop = end if crossing is None else crossing
-            cusums, last_zero = cusums_at(sums, floor, start, stop)
             self._advance(finite, start, stop, cusums, last_zero)
             floor = sums[:, stop] - cusums
             horizon = max(MIN_HORIZON, 2 * (stop - start)) if crossing is not None else 2 * horizon
@@ -347,6 +359,13 @@ class RankCusumDetector(StreamingDetector):
         self.run_starts = np.array(run_starts, dtype=np.int64)
         self.alarm = None if alarm is None else (int(alarm[0]), int(alarm[1]), int(alarm[2]))
         self._recent = recent.astype(float)
+
+
+def _floor(cusums: np.ndarray) -> np.ndarray:
+    """The fixed-point floor of the running sums before the next value, given the CUSUMs
+    (:func:`~driftwarden.core.detectors.sequential.first_crossing`)."""
+    floor: np.ndarray = -fixed_point(np.minimum(cusums, CUSUM_CAP))
+    return floor
 
 
 def shift_in_sigma(evidence: dict[str, Scalar]) -> float:

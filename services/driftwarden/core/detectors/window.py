@@ -23,11 +23,11 @@ from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile
 from driftwarden.core.state import State, StateError, StateReader, pack_optional_float, pack_scalars
 from driftwarden.core.stats import (
     benjamini_hochberg,
-    bin_proportions,
     category_test,
-    compare_distributions,
+    compare_sorted,
     hotelling_t2,
     psi,
+    sorted_bin_proportions,
 )
 from driftwarden.core.stattests import DEFAULT_TESTS, STAT_TESTS, check_tests
 
@@ -196,8 +196,9 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
         values = self._values(window)
         if len(values) < self.min_values:
             return None
-        statistic, p_value, distance = compare_distributions(self.reference, values, self.profile.std)
-        population_stability = psi(self.proportions, bin_proportions(values, self.edges))
+        current = np.sort(values)  # (one sort for the KS merge and the PSI bins)
+        statistic, p_value, distance = compare_sorted(self.reference, current, self.profile.std)
+        population_stability = psi(self.proportions, sorted_bin_proportions(current, self.edges))
         exceeded = {
             "psi": population_stability >= self.psi_threshold,
             "wasserstein": distance >= self.wasserstein_threshold,
