@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftwarden demo
 
+# The unit tests spread over every core; the integration and fault tests run one at a time, since each
+# starts brokers and worker processes whose timeouts assume no second test beside them.
 test: $(STAMP) lint typecheck prometheus-tools browser-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto tests/unit
+	$(BIN)/python -m pytest tests/integration tests/faults
 
 # The on-call tests run Debian's Prometheus 2.42 and Alertmanager 0.25 on free loopback ports. Install
 # them when missing and we are root on Debian; the packages' own services are stopped and disabled so

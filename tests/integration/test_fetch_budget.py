@@ -4,7 +4,9 @@ event exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from contextlib import suppress
 
 import pytest
@@ -12,6 +14,7 @@ from helpers_integration import produce, unique_model
 
 from driftwarden.bench.scrape import samples, scrape
 from driftwarden.kafka.broker import free_port
+from driftwarden.kafka.clients import ensure_topics
 from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import Scenario
@@ -20,15 +23,22 @@ pytestmark = pytest.mark.integration
 
 MB = 1024 * 1024
 LIMIT_MB = 1
-#: Faust's consumer_max_fetch_size: what one fetch may add per assigned partition beyond a budget not yet spent
-FETCH_PER_PARTITION = 1 * MB
+#: What one fetch may add beyond a budget not yet spent, per partition holding messages: Kafka returns at most
+#: consumer_max_fetch_size (1 MB) of a partition per fetch; Tansu 0.6.0 ignores that limit (measured: 4-8 MB of
+#: ~500 KB envelopes at once, 5.2 MB of 128 KB messages; docs/embedded-broker.md), so 12 MB here. With the gate
+#: off the worker held 46 MB of this backlog.
+FETCH_PER_PARTITION = 12 * MB
 
 
 def test_a_worker_behind_a_backlog_holds_no_more_than_its_fetch_budget(kafka: Settings, tmp_path) -> None:
-    scenario = Scenario(name="stable", n_events=100_000, model_id=unique_model("budget"), seed=3)
-    produce(kafka, scenario, batch_size=1_000, label_fraction=0.0)  # ~50 MB of envelopes waiting for the worker
+    # Topics of its own: the backlog is this test's alone (one model: one partition holds it), whatever other
+    # tests left on the session's topics.
     settings = kafka.model_copy(update={"fetch_buffer_mb": LIMIT_MB, "state_dir": tmp_path / "state",
+                                        "topic_prefix": f"{kafka.topic_prefix}budget-{uuid.uuid4().hex[:8]}.",
                                         "monitor_group": f"{kafka.monitor_group}-budget"})  # fmt: skip
+    asyncio.run(ensure_topics(settings, settings.topics.specs(settings.partitions)))
+    scenario = Scenario(name="stable", n_events=100_000, model_id=unique_model("budget"), seed=3)
+    produce(settings, scenario, batch_size=1_000, label_fraction=0.0)  # ~50 MB of envelopes waiting for the worker
     port = free_port()
     worker = spawn(["monitor", "--metrics-port", str(port)], settings, tmp_path / "monitor.log")
     held, processed = [], 0.0
@@ -45,6 +55,5 @@ def test_a_worker_behind_a_backlog_holds_no_more_than_its_fetch_budget(kafka: Se
         terminate(worker)
     log = (tmp_path / "monitor.log").read_text(errors="replace")[-3000:]
     assert processed == scenario.n_events, log
-    assigned = 3 * settings.partitions  # predictions, labels, window summaries
-    assert held and max(held) <= LIMIT_MB * MB + assigned * FETCH_PER_PARTITION, (max(held), log)
+    assert held and max(held) <= LIMIT_MB * MB + FETCH_PER_PARTITION, (max(held), log)  # one partition holds them
     assert max(held) > 0  # the worker did hold fetched messages: the gauge is live

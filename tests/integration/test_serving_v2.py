@@ -56,9 +56,9 @@ def test_v1_and_v2_requests_share_micro_batches_and_each_request_is_written_whol
     bodies = [({"instances": rows}, "v1") if seed % 2 else (infer_body(rows), "v2")
               for seed in range(160) for rows in [instances(2, seed=seed)]]  # fmt: skip
 
-    async def send() -> list[list[str]]:
+    async def send() -> list[tuple[str, list[str]]]:
         queue = list(bodies)
-        answered: list[list[str]] = []
+        answered: list[tuple[str, list[str]]] = []
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
 
             async def client() -> None:
@@ -69,18 +69,20 @@ def test_v1_and_v2_requests_share_micro_batches_and_each_request_is_written_whol
                         assert response.status == 200
                         answer = await response.json()
                     ids = [p["event_id"] for p in answer["predictions"]] if api == "v1" else None
-                    answered.append(ids or outputs(answer)["event_id"]["data"])
+                    answered.append((api, ids or outputs(answer)["event_id"]["data"]))
 
             await asyncio.gather(*(client() for _ in range(16)))
         return answered
 
     answered = asyncio.run(send())
-    ours = {event_id for ids in answered for event_id in ids}
+    ours = {event_id for _, ids in answered for event_id in ids}
     assert len(ours) == 320
     messages = [ids for m in written_messages(serving.settings, serving.model_id) if (ids := set(m.event_ids) & ours)]
     assert sorted(i for m in messages for i in m) == sorted(ours)  # every answered prediction, once
-    assert all(any(set(ids) <= m for m in messages) for ids in answered)  # a request's rows in one message
-    assert len(messages) < len(answered)  # requests of both front-ends were written together
+    assert all(any(set(ids) <= m for m in messages) for _, ids in answered)  # a request's rows in one message
+    front_end = {event_id: api for api, ids in answered for event_id in ids}
+    # requests of both front-ends were scored and written together
+    assert any({front_end[event_id] for event_id in m} == {"v1", "v2"} for m in messages)
 
 
 def test_the_callers_event_ids_are_answered_and_written_and_an_unwritable_one_is_refused(serving):

