@@ -64,6 +64,7 @@ from driftwarden.core.profile import (
     profile_of,
     schema_of,
     to_columns,
+    top_scores,
 )
 from driftwarden.core.retrain_policy import PendingRetrain, RetrainPolicy
 from driftwarden.core.state import JsonValue, State, StateError, StateReader, decode, encode, pack_optional_float
@@ -681,7 +682,7 @@ class Monitor:
         else:  # a run of events, into the joiner at once as a columnar batch's rows are
             ids, predictions = [e.event_id for e in batch], [e.prediction for e in batch]
             ts = np.array([e.ts for e in batch])
-            confidence = np.array([max(scores.values()) if (scores := e.scores) else math.nan for e in batch])
+            confidence = np.array(top_scores(batch))
             segments = [tuple(sorted(segment.items())) if (segment := e.segment) else () for e in batch]
         state.clock.observe_many(ts.tolist())
         joined = state.joiner.add_predictions(ids, ts, version, predictions, confidence, segments)

@@ -522,6 +522,19 @@ def numeric_column(values: np.ndarray | Sequence[Any], n: int) -> tuple[np.ndarr
     return numeric, missing, ~(is_number | missing)
 
 
+def top_scores(events: Sequence[PredictionEvent]) -> list[float]:
+    """Each event's top score, its confidence (NaN without scores): what the detectors' confidence column and
+    the label joiner keep.
+
+    >>> from driftwarden.core.events import PredictionEvent
+    >>> scored = PredictionEvent(event_id="a", model_id="m", model_version="1", ts=1.0, features={},
+    ...                          prediction="yes", scores={"yes": 0.75, "no": 0.25})
+    >>> top_scores([scored, scored.model_copy(update={"scores": None})])
+    [0.75, nan]
+    """
+    return [max(scores.values()) if (scores := e.scores) else math.nan for e in events]
+
+
 def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Columns:
     """Events as columns. A number where a category is expected is a category (its text); anything
     other than a number where a number is expected is a type violation (and not a value)."""
@@ -535,7 +548,7 @@ def to_columns(events: Sequence[PredictionEvent], schema: FeatureSchema) -> Colu
         texts = cast("list[str | None]", values) if set(map(type, values)) <= {str} else list(map(value_text, values))
         categorical.append(texts)
     positive, regression = schema.positive_class, schema.task == "regression"
-    confidence = [max(scores.values()) if (scores := e.scores) else math.nan for e in events]
+    confidence = top_scores(events)
     signal = [
         (scores.get(positive, math.nan) if positive else top) if (scores := e.scores)
         else e.prediction if regression and type(e.prediction) is float else math.nan
