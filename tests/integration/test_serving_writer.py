@@ -126,17 +126,23 @@ def test_a_failed_write_fails_every_request_it_carried(tmp_path) -> None:
     assert all("was not acknowledged" in str(o) for o in failed)
 
 
-def test_a_request_that_goes_away_does_not_cancel_the_write_of_its_micro_batch(kafka: Settings, tmp_path) -> None:
-    """One of 5 requests of a micro-batch is cancelled while the write carrying it awaits the broker: the
-    write goes out whole, the other 4 are answered, and the event loop reports nothing (no future left
-    unretrieved, no answer set on a cancelled request)."""
+@pytest.fixture
+def served(tmp_path) -> tuple[str, ActiveModels, list[dict[str, object]]]:
+    """A model served from a registry of its own (id, active models) and 5 rows to send it."""
     model_id = unique_model("went-away")
     registry = ModelRegistry(tmp_path / "registry")
     bootstrap(registry, model_id, [e | {"model_id": model_id} for chunk in generate(Scenario(n_events=2_000))
                                    for e in chunk.training_examples()], TrainerConfig())  # fmt: skip
     models = ActiveModels(registry)
     models.load_champions()
-    rows = next(generate(Scenario(n_events=5, seed=3), chunk_size=5)).prediction_events()
+    return model_id, models, next(generate(Scenario(n_events=5, seed=3), chunk_size=5)).prediction_events()
+
+
+def test_a_request_that_goes_away_does_not_cancel_the_write_of_its_micro_batch(kafka: Settings, served) -> None:
+    """One of 5 requests of a micro-batch is cancelled while the write carrying it awaits the broker: the
+    write goes out whole, the other 4 are answered, and the event loop reports nothing (no future left
+    unretrieved, no answer set on a cancelled request)."""
+    model_id, models, rows = served
 
     async def run() -> tuple[list[object], list[dict[str, object]]]:
         loop = asyncio.get_running_loop()
@@ -164,3 +170,28 @@ def test_a_request_that_goes_away_does_not_cancel_the_write_of_its_micro_batch(k
     (written,) = ids_on_topic(kafka, model_id)
     assert len(written) == 5 and set(answered) < set(written), "one write, the cancelled request's row in it"
     assert reported == []
+
+
+def test_a_refused_request_that_went_away_fails_none_of_the_others(kafka: Settings, served) -> None:
+    """A request whose rows the model refuses is cancelled before its micro-batch is scored: the other 4 of
+    the micro-batch are still answered (refusing a request that went away must not fail the rest)."""
+    model_id, models, rows = served
+
+    async def run() -> list[object]:
+        writer = PredictionWriter(kafka, BrokerState("test"))
+        await writer.start()
+        try:
+            batcher = MicroBatcher(models, ServingConfig(max_wait_s=0.5), writer)  # (one micro-batch of all 5)
+            sent = [[{"features": row["features"]}] for row in rows]
+            sent[2] = [{"features": {}}]  # (refused: no feature the model needs)
+            requests = [asyncio.create_task(batcher.submit(model_id, rows_, http_answer)) for rows_ in sent]
+            await asyncio.sleep(0.05)  # (all 5 queued, the micro-batch still collecting)
+            requests[2].cancel()
+            return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 30)
+        finally:
+            await writer.stop(10)
+
+    outcomes = asyncio.run(run())
+    assert [type(o) for o in outcomes] == [bytes, bytes, asyncio.CancelledError, bytes, bytes]
+    (written,) = ids_on_topic(kafka, model_id)
+    assert len(written) == 4

@@ -164,8 +164,7 @@ class MicroBatcher:
             except Exception as exc:  # never leave a request waiting, never let the worker die
                 log.exception("scoring a micro-batch of %s failed", model_id)
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    _refuse(item.future, exc)
 
     async def _collect(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
         """The next micro-batch: the first request and whatever arrives within ``max_wait_s``."""
@@ -193,7 +192,7 @@ class MicroBatcher:
         challenger = self.models.challenger(model_id)
         if served is None:
             for item in batch:
-                item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
+                _refuse(item.future, LookupError(f"model {model_id!r} is not served"))
             return
         frame, refusals = served.frames([item.instances for item in batch])
         accepted = []
@@ -201,7 +200,7 @@ class MicroBatcher:
             if refusal is None:
                 accepted.append(item)
             else:
-                item.future.set_exception(refusal)
+                _refuse(item.future, refusal)
         if not accepted:
             return
         rows = sum(len(item.instances) for item in accepted)
@@ -211,7 +210,7 @@ class MicroBatcher:
             tried = await self._score_challenger(challenger, accepted)
         except Exception as exc:  # the model failed: every request of the batch gets a 500
             for item in accepted:
-                item.future.set_exception(exc)
+                _refuse(item.future, exc)
             return
         done = time.perf_counter()
         sizes = [len(item.instances) for item in accepted]
@@ -236,7 +235,7 @@ class MicroBatcher:
             try:
                 answered.append(item.answer(version.take(slice(start, stop), columns=False), ids[start:stop]))
             except Exception as exc:  # UnservableError (the answer is too large), or anything unexpected
-                item.future.set_exception(exc)
+                _refuse(item.future, exc)
             else:
                 kept.append(index)
         ROWS.labels(model_id, served.version).inc(rows)
@@ -264,17 +263,25 @@ class MicroBatcher:
             return None
 
 
+def _refuse(future: asyncio.Future[Any], why: BaseException) -> None:
+    """Answer a request with why it is refused or failed, unless it went away (cancelled): setting a
+    cancelled request's future would raise and fail the rest of its micro-batch."""
+    if not future.done():
+        future.set_exception(why)
+
+
 def _release(future: asyncio.Future[Any], answer: Any, written: asyncio.Future[None]) -> None:
     """Answer a request once the write of its predictions is done: ``answer``, or why the write failed.
 
     The writer's outcome is not the request's own future: a request that goes away (cancelled) does not
     cancel the write that carries the others' predictions."""
-    failed = written.exception()  # (retrieved even when the request went away: no "never retrieved" log)
-    if future.done():  # (the request went away)
+    if written.cancelled():
+        future.cancel()
         return
+    failed = written.exception()  # (retrieved even when the request went away: no "never retrieved" log)
     if failed is not None:
-        future.set_exception(failed)
-    else:
+        _refuse(future, failed)
+    elif not future.done():
         future.set_result(answer)
 
 
