@@ -9,6 +9,7 @@ import asyncio
 import uuid
 
 import numpy as np
+import orjson
 import pytest
 from helpers_integration import unique_model
 
@@ -18,8 +19,14 @@ from driftwarden.kafka.broker import EmbeddedBroker
 from driftwarden.kafka.object_store import free_low_port
 from driftwarden.kafka.outages import BrokerState
 from driftwarden.monitor.status import records_for
+from driftwarden.registry.store import ModelRegistry
+from driftwarden.serving.models import ActiveModels
+from driftwarden.serving.server import MicroBatcher, ServingConfig, http_answer
 from driftwarden.serving.writer import PredictionWriter, UnservableError, WriteBack, WriteError
 from driftwarden.settings import Settings
+from driftwarden.trainer.model import TrainerConfig
+from driftwarden.trainer.workflow import bootstrap
+from driftwarden_load.scenarios import Scenario, generate
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +124,74 @@ def test_a_failed_write_fails_every_request_it_carried(tmp_path) -> None:
     assert written == [None] * 4
     assert [type(o) for o in failed] == [WriteError] * 5
     assert all("was not acknowledged" in str(o) for o in failed)
+
+
+@pytest.fixture
+def served(tmp_path) -> tuple[str, ActiveModels, list[dict[str, object]]]:
+    """A model served from a registry of its own (id, active models) and 5 rows to send it."""
+    model_id = unique_model("went-away")
+    registry = ModelRegistry(tmp_path / "registry")
+    bootstrap(registry, model_id, [e | {"model_id": model_id} for chunk in generate(Scenario(n_events=2_000))
+                                   for e in chunk.training_examples()], TrainerConfig())  # fmt: skip
+    models = ActiveModels(registry)
+    models.load_champions()
+    return model_id, models, next(generate(Scenario(n_events=5, seed=3), chunk_size=5)).prediction_events()
+
+
+def test_a_request_that_goes_away_does_not_cancel_the_write_of_its_micro_batch(kafka: Settings, served) -> None:
+    """One of 5 requests of a micro-batch is cancelled while the write carrying it awaits the broker: the
+    write goes out whole, the other 4 are answered, and the event loop reports nothing (no future left
+    unretrieved, no answer set on a cancelled request)."""
+    model_id, models, rows = served
+
+    async def run() -> tuple[list[object], list[dict[str, object]]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        writer = PredictionWriter(kafka, BrokerState("test"))
+        await writer.start()
+        try:
+            batcher = MicroBatcher(models, ServingConfig(), writer)
+            requests = [asyncio.create_task(batcher.submit(model_id, [{"features": row["features"]}], http_answer))
+                        for row in rows]  # fmt: skip
+            while model_id not in writer._writing:  # the micro-batch is scored, its write awaits the broker
+                await asyncio.sleep(0.001)
+            requests[2].cancel()
+            outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 30)
+            del requests
+            await asyncio.sleep(0.1)  # (the writer's outcome futures are collected)
+            return outcomes, reported
+        finally:
+            await writer.stop(10)
+
+    outcomes, reported = asyncio.run(run())
+    assert [type(o) for o in outcomes] == [bytes, bytes, asyncio.CancelledError, bytes, bytes]
+    answered = [p["event_id"] for o in outcomes if isinstance(o, bytes) for p in orjson.loads(o)["predictions"]]
+    (written,) = ids_on_topic(kafka, model_id)
+    assert len(written) == 5 and set(answered) < set(written), "one write, the cancelled request's row in it"
+    assert reported == []
+
+
+def test_a_refused_request_that_went_away_fails_none_of_the_others(kafka: Settings, served) -> None:
+    """A request whose rows the model refuses is cancelled before its micro-batch is scored: the other 4 of
+    the micro-batch are still answered (refusing a request that went away must not fail the rest)."""
+    model_id, models, rows = served
+
+    async def run() -> list[object]:
+        writer = PredictionWriter(kafka, BrokerState("test"))
+        await writer.start()
+        try:
+            batcher = MicroBatcher(models, ServingConfig(max_wait_s=0.5), writer)  # (one micro-batch of all 5)
+            sent = [[{"features": row["features"]}] for row in rows]
+            sent[2] = [{"features": {}}]  # (refused: no feature the model needs)
+            requests = [asyncio.create_task(batcher.submit(model_id, rows_, http_answer)) for rows_ in sent]
+            await asyncio.sleep(0.05)  # (all 5 queued, the micro-batch still collecting)
+            requests[2].cancel()
+            return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 30)
+        finally:
+            await writer.stop(10)
+
+    outcomes = asyncio.run(run())
+    assert [type(o) for o in outcomes] == [bytes, bytes, asyncio.CancelledError, bytes, bytes]
+    (written,) = ids_on_topic(kafka, model_id)
+    assert len(written) == 4

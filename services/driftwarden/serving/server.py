@@ -12,6 +12,7 @@ metadata require ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import importlib.metadata
 import logging
@@ -107,14 +108,16 @@ class Scored:
     deployment: str | None = None  # "primary" or "canary" (answered); "shadow" or "baseline" (not answered)
     other: Scored | None = None  # the other version's predictions for the same rows
 
-    def take(self, rows: slice | np.ndarray) -> Scored:
-        """The rows ``rows`` (a slice, or an array of row numbers) of these predictions, without the other's."""
+    def take(self, rows: slice | np.ndarray, columns: bool = True) -> Scored:
+        """The rows ``rows`` (a slice, or an array of row numbers) of these predictions, without the other's;
+        without their input columns (``frame`` empty) unless ``columns``."""
         labels = self.labels[rows] if isinstance(rows, slice) else [self.labels[i] for i in rows]
-        frame = {name: column[rows] for name, column in self.frame.items()}
+        frame = {name: column[rows] for name, column in self.frame.items()} if columns else {}
         return Scored(self.served, labels, self.probabilities[rows], frame, self.latency_ms[rows], self.deployment)
 
 
-# A request's answer from its predictions and event ids (raising refuses it: nothing of it is written).
+# A request's answer from its predictions (without their input columns: ``frame`` is empty) and event ids
+# (raising refuses it: nothing of it is written).
 Answer = Callable[["Scored", list[str]], T]
 
 
@@ -127,7 +130,7 @@ class _Pending:
     instances: Instances
     answer: Answer[Any]
     enqueued: float
-    future: asyncio.Future[tuple[Any, asyncio.Future[None]]]  # the answer, and the write of its predictions
+    future: asyncio.Future[Any]  # the answer, set once the write of its predictions is acknowledged
 
 
 @dataclass
@@ -149,10 +152,8 @@ class MicroBatcher:
         if model_id not in self.queues:
             self.queues[model_id] = asyncio.Queue()
             self.workers[model_id] = asyncio.create_task(self._work(model_id))
-        await self.queues[model_id].put(_Pending(instances, answer, time.perf_counter(), future))
-        answered, written = await future
-        await asyncio.shield(written)  # (a request that goes away does not cancel the others' write)
-        return cast(T, answered)
+        self.queues[model_id].put_nowait(_Pending(instances, answer, time.perf_counter(), future))
+        return cast(T, await future)  # (one wake-up: the answer comes with its write's acknowledgement)
 
     async def _work(self, model_id: str) -> None:
         queue = self.queues[model_id]
@@ -163,8 +164,7 @@ class MicroBatcher:
             except Exception as exc:  # never leave a request waiting, never let the worker die
                 log.exception("scoring a micro-batch of %s failed", model_id)
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    _refuse(item.future, exc)
 
     async def _collect(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
         """The next micro-batch: the first request and whatever arrives within ``max_wait_s``."""
@@ -192,7 +192,7 @@ class MicroBatcher:
         challenger = self.models.challenger(model_id)
         if served is None:
             for item in batch:
-                item.future.set_exception(LookupError(f"model {model_id!r} is not served"))
+                _refuse(item.future, LookupError(f"model {model_id!r} is not served"))
             return
         frame, refusals = served.frames([item.instances for item in batch])
         accepted = []
@@ -200,7 +200,7 @@ class MicroBatcher:
             if refusal is None:
                 accepted.append(item)
             else:
-                item.future.set_exception(refusal)
+                _refuse(item.future, refusal)
         if not accepted:
             return
         rows = sum(len(item.instances) for item in accepted)
@@ -210,7 +210,7 @@ class MicroBatcher:
             tried = await self._score_challenger(challenger, accepted)
         except Exception as exc:  # the model failed: every request of the batch gets a 500
             for item in accepted:
-                item.future.set_exception(exc)
+                _refuse(item.future, exc)
             return
         done = time.perf_counter()
         sizes = [len(item.instances) for item in accepted]
@@ -233,9 +233,9 @@ class MicroBatcher:
         for index, (item, version) in enumerate(zip(accepted, answering, strict=True)):
             start, stop = bounds[index], bounds[index + 1]
             try:
-                answered.append(item.answer(version.take(slice(start, stop)), ids[start:stop]))
+                answered.append(item.answer(version.take(slice(start, stop), columns=False), ids[start:stop]))
             except Exception as exc:  # UnservableError (the answer is too large), or anything unexpected
-                item.future.set_exception(exc)
+                _refuse(item.future, exc)
             else:
                 kept.append(index)
         ROWS.labels(model_id, served.version).inc(rows)
@@ -243,7 +243,7 @@ class MicroBatcher:
             return
         written = self.writer.enqueue(model_id, write_back(answering, kept, bounds, ids, self.config), len(kept))
         for index, answer, done_writing in zip(kept, answered, written, strict=True):
-            accepted[index].future.set_result((answer, done_writing))
+            done_writing.add_done_callback(partial(_release, accepted[index].future, answer))
 
     async def _score_challenger(
         self, challenger: Challenger | None, items: list[_Pending]
@@ -261,6 +261,28 @@ class MicroBatcher:
         except Exception as exc:  # the challenger must never fail a request the champion can answer
             log.warning("challenger v%s cannot score this batch: %s", challenger.served.version, exc)
             return None
+
+
+def _refuse(future: asyncio.Future[Any], why: BaseException) -> None:
+    """Answer a request with why it is refused or failed, unless it went away (cancelled): setting a
+    cancelled request's future would raise and fail the rest of its micro-batch."""
+    if not future.done():
+        future.set_exception(why)
+
+
+def _release(future: asyncio.Future[Any], answer: Any, written: asyncio.Future[None]) -> None:
+    """Answer a request once the write of its predictions is done: ``answer``, or why the write failed.
+
+    The writer's outcome is not the request's own future: a request that goes away (cancelled) does not
+    cancel the write that carries the others' predictions."""
+    if written.cancelled():
+        future.cancel()
+        return
+    failed = written.exception()  # (retrieved even when the request went away: no "never retrieved" log)
+    if failed is not None:
+        _refuse(future, failed)
+    elif not future.done():
+        future.set_result(answer)
 
 
 async def score(served: ServedModel, frame: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
@@ -621,7 +643,8 @@ class ServingApp:
             return _error(401, "missing or wrong bearer token")
         label = self._metric_label(model_id)
         try:
-            async with asyncio.timeout(self.config.body_timeout_s):
+            arrived = request.content.is_eof()  # (then reading cannot wait: no timer to set and cancel)
+            async with contextlib.nullcontext() if arrived else asyncio.timeout(self.config.body_timeout_s):
                 raw = await request.read()
         except TimeoutError:
             return _error(408, f"the request body did not arrive within {self.config.body_timeout_s:.0f} s", label)
