@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftwarden demo
 
-# The unit tests spread over every core; the integration and fault tests run one at a time, since each
-# starts brokers and worker processes whose timeouts assume no second test beside them.
+# The unit tests spread over every core. The integration and fault tests run two modules at a time (each
+# pytest worker has a broker and a monitor worker of its own; the tests mostly wait on brokers, group joins
+# and worker processes); those marked serial (time bounds, the browser) run alone afterwards.
 test: $(STAMP) lint typecheck prometheus-tools browser-tools
 	$(BIN)/python -m pytest -n auto tests/unit
-	$(BIN)/python -m pytest tests/integration tests/faults
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial" tests/integration tests/faults
+	$(BIN)/python -m pytest -m serial tests/integration tests/faults
 
 # The on-call tests run Debian's Prometheus 2.42 and Alertmanager 0.25 on free loopback ports. Install
 # them when missing and we are root on Debian; the packages' own services are stopped and disabled so

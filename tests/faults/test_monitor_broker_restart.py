@@ -122,6 +122,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = STEP
         time.sleep(0.2)
 
 
+@pytest.mark.serial  # beside another test the worker fell behind the load before the kill (the trial void)
 def test_monitor_under_live_load_through_a_durable_broker_kill_9_loses_nothing(
     durable_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""One real broker and one real monitor worker per test session; tests keep apart by model_id.
+"""One real broker and one real monitor worker per test session (per pytest worker under xdist: `make test`
+runs two); tests keep apart by model_id.
 
 With DRIFTWARDEN_KAFKA_BOOTSTRAP set, the tests run against that cluster instead of the embedded
 broker, under a topic prefix of their own.

@@ -31,7 +31,7 @@ from driftwarden.trainer.model import TrainerConfig
 from driftwarden.trainer.workflow import bootstrap
 from driftwarden_load.scenarios import Scenario, generate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # time bounds: measured with no second test beside
 
 
 def get(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, dict]:

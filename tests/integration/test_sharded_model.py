@@ -26,7 +26,8 @@ from driftwarden.settings import Settings
 from driftwarden_load.producer import ScenarioProducer, shared_producer
 from driftwarden_load.scenarios import Scenario, generate
 
-pytestmark = pytest.mark.integration
+# serial: in a parallel run beside a CPU hog (load ~12) the stable model once counted 35,002 of its 35,000 events
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 LATENESS_S = 2.0

@@ -25,7 +25,8 @@ from driftwarden.processes import spawn, terminate
 from driftwarden.settings import Settings
 from driftwarden_load.scenarios import FEATURES, Scenario
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]  # run last: see conftest.pytest_collection_modifyitems
+# run last: see conftest.pytest_collection_modifyitems; serial: a pytest worker runs other modules after it
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.serial]
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 T = TypeVar("T")
