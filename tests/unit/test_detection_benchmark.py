@@ -83,6 +83,7 @@ def test_driftwarden_finds_a_1_sigma_shift_quickly_and_stays_quiet_on_a_stable_s
     assert (stable.alarms, stable.false_alarms, stable.stable_events) == (0, 0, 30_000)
 
 
+@pytest.mark.slow
 def test_an_embeddings_topic_mix_change_is_found_by_its_detectors_and_its_stable_twin_stays_quiet():
     settings = Settings(shift_events=14_000, shift_onset=8_000, stable_events=30_000)
     shifted = run_feature_stream("embedding-topic-mix", 3, settings).scores
@@ -91,6 +92,7 @@ def test_an_embeddings_topic_mix_change_is_found_by_its_detectors_and_its_stable
     assert (stable[DRIFTWARDEN].alarms, stable[DRIFTWARDEN_EMBEDDING].alarms) == (0, 0)
 
 
+@pytest.mark.slow
 def test_the_text_models_topic_mix_change_is_found_and_its_stable_twin_stays_quiet():
     """The text model's events carry the embedding alone; the change moves its score too."""
     settings = Settings(shift_events=14_000, shift_onset=8_000, stable_events=30_000)
@@ -119,6 +121,7 @@ def test_the_targets_judge_the_text_models_embedding_detectors_and_its_whole_mod
     ]
 
 
+@pytest.mark.slow
 def test_the_command_writes_tables_json_and_one_plot_per_stream(monkeypatch, capsys, tmp_path):
     args = [
         "--out",

@@ -269,6 +269,7 @@ def test_detector_contract(cls: type[Detector], example: int, check: Callable[[D
     check(examples(cls)[example])
 
 
+@pytest.mark.slow
 def test_the_window_verdict_is_the_false_discovery_controls():
     """Significant alone is not drift; the verdict of a window is decide()'s, across all its p-values."""
     detectors = window_examples()

@@ -128,6 +128,7 @@ def test_a_columnar_batch_with_an_array_is_refused_row_by_row_with_a_clear_reaso
     assert decoded.batch is not None and len(decoded.batch) == 1
 
 
+@pytest.mark.slow
 def test_the_detector_is_calibrated_and_within_its_false_alarm_budget_over_many_windows_of_no_change():
     """One profile (the same reference for every window, as in the monitor), 400 windows of the same
     distribution: the p-values hold given the reference (within the level, as for 95 % of references,

@@ -67,6 +67,7 @@ def test_the_reference_value_is_rounded_up_and_above_the_reference_rate():
     assert off.lattices == [] and not off.drift_detected
 
 
+@pytest.mark.slow
 def test_the_budget_holds_given_the_reference_for_95_percent_of_references():
     """The CUSUMs are built on the Clopper-Pearson upper bound of the reference's rate: given the reference,
     the bank's false-alarm rate at the true rate is within budget unless the bound missed it (5 %)."""

@@ -275,6 +275,7 @@ def test_results_do_not_depend_on_how_events_are_batched():
     assert all(state == "firing" for _, state in outcomes[0])
 
 
+@pytest.mark.slow
 def test_single_events_batched_as_the_service_batches_them_give_what_one_event_at_a_time_gives():
     """The worker feeds the single-event messages of a Kafka batch to the core together: two models
     interleaved (one changes version, one drifts), duplicates and labels between them give the same

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -196,6 +197,7 @@ def test_valid_envelopes_decode_to_the_same_rows_as_columns_as_event_by_event() 
     assert seen["columns"] >= 150 and seen["events"] >= 100 and seen["rejections"] == 0, seen
 
 
+@pytest.mark.slow
 def test_hostile_envelopes_are_refused_alike_and_their_good_rows_kept_alike() -> None:
     seen = checked(hostile=True)
     assert seen["rejections"] >= 250, seen

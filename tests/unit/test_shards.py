@@ -120,6 +120,7 @@ def run(stream: Stream, shards: int, seed: int) -> tuple[list[Decision], int]:
     return decisions, sum(s.late for s in summarizers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_detection_on_n_shards_equals_detection_on_one(variant: int):
     stream = shape_stream(variant, seed=variant)
