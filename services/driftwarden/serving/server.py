@@ -274,10 +274,7 @@ def _release(future: asyncio.Future[Any], answer: Any, written: asyncio.Future[N
     """Answer a request once the write of its predictions is done: ``answer``, or why the write failed.
 
     The writer's outcome is not the request's own future: a request that goes away (cancelled) does not
-    cancel the write that carries the others' predictions."""
-    if written.cancelled():
-        future.cancel()
-        return
+    cancel the write that carries the others' predictions (the writer sets its outcomes, never cancels them)."""
     failed = written.exception()  # (retrieved even when the request went away: no "never retrieved" log)
     if failed is not None:
         _refuse(future, failed)
