@@ -271,14 +271,17 @@ def alerts(
 @cli.command()
 def status(
     model_id: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    group: Annotated[str | None, typer.Option(help="Only this monitor group's (default: every group's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of text.")] = False,
 ) -> None:
-    """Per model: counters, accuracy, label joins and open alerts (status and alerts topics), monitor lag."""
+    """Per model and monitor group: counters, accuracy, label joins and open alerts (status and alerts topics),
+    monitor lag."""
     from driftwarden.notify.reading import overview
 
-    models = asyncio.run(overview(settings(), model_id))
+    models = asyncio.run(overview(settings(), model_id, group))
     if not models:
-        raise DriftwardenError(f"no status for model {model_id!r} yet" if model_id else "no model status yet")
+        of = "".join([f" for model {model_id!r}" if model_id else "", f" of group {group!r}" if group else ""])
+        raise DriftwardenError(f"no status{of} yet" if of else "no model status yet")
     for model in models:
         typer.echo(orjson.dumps(model.as_dict()).decode() if as_json else model.as_text())
 
@@ -416,11 +419,13 @@ def serve(
 def ui(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)] = 8765,
+    group: Annotated[str | None, typer.Option(help="This monitor group's statuses (default: the configured).")] = None,
 ) -> None:
     """Serve a live page of every model (drift per feature, alerts, accuracy, versions) read from the topics."""
     from driftwarden.ui.server import run_ui
 
-    run_ui(settings(), host, port, lambda url: typer.echo(f"driftwarden ui: {url}"))
+    config = settings()
+    run_ui(config, host, port, lambda url: typer.echo(f"driftwarden ui: {url}"), group or config.monitor_group)
 
 
 def _announce_promotion(config: Settings, model_id: str, version: str, reason: str) -> None:

@@ -377,7 +377,8 @@ def test_cli_status_shows_counters_accuracy_and_the_same_open_alerts_as_alertman
     poll(lambda: {a["annotations"]["fingerprint"] for a in am_alerts(stack, streams.concept)} == open_alerts, 30,
          "Alertmanager showing the same open alerts")  # fmt: skip
     text = run_cli(kafka, "status", "--model-id", streams.concept)
-    assert text.startswith(f"{streams.concept} v1  processed 30,000") and "  open: " in text
+    assert text.startswith(f"{streams.concept} v1  group {kafka.monitor_group} (") and "  open: " in text
+    assert "  processed 30,000  " in text
     # Everything was processed: once the monitor committed, its lag on the model's partition is 0.
     poll(lambda: json.loads(run_cli(kafka, "status", "--json", "--model-id", streams.concept))["lag"] == 0, 60,
          "the monitor's committed lag reaching 0")  # fmt: skip

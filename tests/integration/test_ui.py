@@ -107,6 +107,7 @@ def test_a_drifting_stream_shows_live_with_drifted_features_firing_and_the_other
     expect(legend.filter(has_text="num_00")).to_have_count(1)
     assert card.locator(".drift-chart canvas").count() == 1
     expect(card.locator('[data-kpi="version"]')).to_contain_text("v1")
+    expect(card.locator("h2 [data-group]")).to_have_attribute("data-group", kafka.monitor_group)
 
     shot = Path(output_path) / "ui-drift.png"
     shot.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from referencing import Registry, Resource
 
 from driftwarden.core.decoding import LABELS, PREDICTIONS
-from driftwarden.core.events import CONTRACTS
+from driftwarden.core.events import CONTRACTS, MonitorStatus, MonitorStatusV1, read_status
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMAS = {p.name: json.loads(p.read_text()) for p in sorted(SCHEMA_DIR.glob("*.json"))}
@@ -78,6 +78,7 @@ DEAD = {
     "payload_b64": "eyJ9",
 }
 STATUS = {"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, "alerts_fired": 0}
+STATUS_V2 = {**STATUS, "schema": "monitor-status.v2", "group": "driftwarden-monitor", "worker": "host-1:4242"}
 SUMMARY = {
     "schema": "window-summary.v1",
     "model_id": "fraud",
@@ -347,6 +348,16 @@ CORPUS: list[tuple[str, Any, bool]] = [
     ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", 7, "psi", 0.3]]), False),
     ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "psi", "high"]]), False),
     ("monitor-status.v1.json", with_(STATUS, window_statistics=[["data_drift", "a", "psi", True]]), False),
+    ("monitor-status.v1.json", STATUS_V2, False),  # a v1 reader refuses a v2 status: upgrade readers first
+    ("monitor-status.v1.json", with_(STATUS, group="driftwarden-monitor"), False),
+    ("monitor-status.v2.json", STATUS_V2, True),
+    ("monitor-status.v2.json", with_(STATUS_V2, window_statistics=[["data_drift", "a", "psi", 0.3]]), True),
+    ("monitor-status.v2.json", STATUS, False),  # v1 has no group: read as v1 (read_status), not as v2
+    ("monitor-status.v2.json", with_(STATUS_V2, schema="monitor-status.v1"), False),
+    ("monitor-status.v2.json", with_(STATUS_V2, group=""), False),
+    ("monitor-status.v2.json", with_(STATUS_V2, group=7), False),
+    ("monitor-status.v2.json", with_(STATUS_V2, worker=...), False),
+    ("monitor-status.v2.json", with_(STATUS_V2, events_processed=-1), False),
 ]
 
 
@@ -400,7 +411,19 @@ def test_serialized_models_validate_against_their_schema():
         ("alert.v1.json", ALERT),
         ("window-summary.v1.json", SUMMARY),
         ("prediction-columns.v1.json", COLUMNS),
+        ("monitor-status.v2.json", STATUS_V2),
     ]:
         model = CONTRACTS[name].model_validate_json(json.dumps(document))
         validator = Draft202012Validator(SCHEMAS[name], registry=REGISTRY)
         validator.validate(json.loads(model.to_json()))
+
+
+def test_a_status_of_either_version_is_read_and_a_published_one_is_v2_with_its_group():
+    v1 = read_status(json.dumps(STATUS).encode())
+    assert type(v1) is MonitorStatusV1 and v1.published_by is None
+    v2 = read_status(json.dumps(STATUS_V2).encode())
+    assert type(v2) is MonitorStatus and v2.published_by == "driftwarden-monitor"
+    published = v1.published("driftwarden-monitor", "host-1:4242")
+    assert published == v2 and json.loads(published.to_json()) == STATUS_V2
+    with pytest.raises(ValidationError):
+        read_status(json.dumps(with_(STATUS_V2, worker=...)).encode())

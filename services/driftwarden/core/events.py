@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
@@ -47,6 +47,7 @@ T = TypeVar("T")
 PREDICTION_BATCH_SCHEMA = "prediction-batch.v1"
 PREDICTION_COLUMNS_SCHEMA = "prediction-columns.v1"
 LABEL_BATCH_SCHEMA = "label-batch.v1"
+MONITOR_STATUS_SCHEMA = "monitor-status.v2"
 
 
 class Event(BaseModel):
@@ -245,8 +246,9 @@ class DeadLetter(Event):
     payload_b64: str
 
 
-class MonitorStatus(Event):
-    """Cumulative per-model counters published by the monitor (``schemas/monitor-status.v1.json``)."""
+class MonitorStatusV1(Event):
+    """Cumulative per-model counters (``schemas/monitor-status.v1.json``): what the monitor core counts,
+    and what a monitor published before ``monitor-status.v2`` (keyed by the model id, naming no group)."""
 
     model_id: ModelId
     ts: Timestamp
@@ -260,6 +262,56 @@ class MonitorStatus(Event):
     label_joins: dict[str, Annotated[int, Field(ge=0)]] | None = None
     alerts_suppressed: Annotated[int, Field(ge=0)] | None = None
     window_statistics: list[tuple[str, str, str, float]] | None = None
+
+    @property
+    def published_by(self) -> str | None:
+        """The monitor group that published the status (``None``: a v1 status, which does not say)."""
+        return None
+
+    def published(self, group: str, worker: str) -> MonitorStatus:
+        """These counters as worker ``worker`` of monitor group ``group`` publishes them."""
+        return MonitorStatus.model_validate({**dict(self), "schema": MONITOR_STATUS_SCHEMA, "group": group,
+                                             "worker": worker})  # fmt: skip
+
+
+class MonitorStatus(MonitorStatusV1):
+    """A model's counters as one monitor group publishes them (``schemas/monitor-status.v2.json``): v1's
+    fields and the consumer group (``DRIFTWARDEN_MONITOR_GROUP``) and worker that published them, keyed
+    :func:`status_key`, so every group reading the same predictions keeps a status of its own."""
+
+    schema_: Literal["monitor-status.v2"] = Field(alias="schema")
+    group: Annotated[str, Field(min_length=1, max_length=255)]
+    worker: Annotated[str, Field(min_length=1, max_length=255)]
+
+    @property
+    def published_by(self) -> str | None:
+        return self.group
+
+
+def status_key(model_id: str, group: str) -> str:
+    """The key of ``group``'s status of ``model_id`` on the compacted status topic (as the checkpoints'
+    ``group/partition``; a model id has no ``/``).
+
+    >>> status_key("fraud", "driftwarden-monitor")
+    'driftwarden-monitor/fraud'
+    """
+    return f"{group}/{model_id}"
+
+
+#: Either version of a status, as read from the status topic (v2 first: what monitors publish now).
+ANY_STATUS: TypeAdapter[MonitorStatus | MonitorStatusV1] = TypeAdapter(
+    Annotated[MonitorStatus | MonitorStatusV1, Field(union_mode="left_to_right")]
+)
+
+
+def read_status(raw: bytes) -> MonitorStatusV1:
+    """A status of either version from its JSON; :class:`pydantic.ValidationError` if it is neither.
+
+    >>> read_status(b'{"model_id": "fraud", "ts": 1, "events_processed": 5, "events_dead_lettered": 0, '
+    ...             b'"alerts_fired": 0}').published_by is None
+    True
+    """
+    return ANY_STATUS.validate_json(raw)
 
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -345,7 +397,8 @@ CONTRACTS: dict[str, type[Event]] = {
     "retrain-command.v1.json": RetrainCommand,
     "model-published.v1.json": ModelPublished,
     "dead-letter.v1.json": DeadLetter,
-    "monitor-status.v1.json": MonitorStatus,
+    "monitor-status.v1.json": MonitorStatusV1,
+    "monitor-status.v2.json": MonitorStatus,
     "inference-request.v1.json": InferenceRequest,
     "inference-response.v1.json": InferenceResponse,
     "window-summary.v1.json": WindowSummary,

@@ -53,7 +53,15 @@ from driftwarden.core.detectors import (
 from driftwarden.core.detectors.sequential import frequency_ranks
 from driftwarden.core.detectors.streaming import shift_in_sigma
 from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time_problems
-from driftwarden.core.events import Alert, AlertKind, LabelEvent, MonitorStatus, PredictionEvent, RetrainCommand, Scalar
+from driftwarden.core.events import (
+    Alert,
+    AlertKind,
+    LabelEvent,
+    MonitorStatusV1,
+    PredictionEvent,
+    RetrainCommand,
+    Scalar,
+)
 from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import (
@@ -734,7 +742,7 @@ class Monitor:
     def count_dead_letters(self, model_id: str, n: int) -> None:
         self.state(model_id).counters.dead_lettered += n
 
-    def status(self, model_id: str, now: float) -> MonitorStatus:
+    def status(self, model_id: str, now: float) -> MonitorStatusV1:
         state = self.state(model_id)
         counters = state.counters
         performance: dict[str, float | None] = {}
@@ -746,7 +754,7 @@ class Monitor:
             for key, value in monitor.latest_window.items():
                 if key.kind == "estimated_performance":
                     performance["estimated_accuracy"] = value
-        return MonitorStatus(
+        return MonitorStatusV1(
             model_id=model_id,
             ts=now,
             model_version=version,

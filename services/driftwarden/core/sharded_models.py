@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from driftwarden.core.alerting import AlertBook, Finding, passes_with_margin
 from driftwarden.core.config import MonitoringConfig
-from driftwarden.core.events import Alert, MonitorStatus, PredictionEvent, Scalar, WindowSummary
+from driftwarden.core.events import Alert, MonitorStatusV1, PredictionEvent, Scalar, WindowSummary
 from driftwarden.core.profile import FeatureSchema, ReferenceProfile, schema_of, to_columns
 from driftwarden.core.shards import Decision, ShardBatch, ShardedReference, ShardSummarizer, SummaryMerger
 from driftwarden.core.state import State, StateError, StateReader
@@ -152,14 +152,14 @@ class ShardedModels:
         owner.alerts += len(alerts)
         return alerts
 
-    def statuses(self, now: float) -> list[MonitorStatus]:
+    def statuses(self, now: float) -> list[MonitorStatusV1]:
         """Per owned model: the events merged over its shards (every version) and the alerts fired."""
         models: dict[str, list[Owner]] = {}
         for owners in self.owners.values():
             for (model_id, _), owner in sorted(owners.items()):
                 models.setdefault(model_id, []).append(owner)
         return [
-            MonitorStatus(
+            MonitorStatusV1(
                 model_id=model_id,
                 ts=now,
                 model_version=owners[-1].book.model_version,

@@ -22,6 +22,7 @@ import gc
 import logging
 import math
 import os
+import socket
 import time
 from collections import Counter as TallyCounter
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -41,6 +42,7 @@ from driftwarden.core.events import (
     PredictionEvent,
     WindowSummary,
     is_model_id,
+    status_key,
 )
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
 from driftwarden.core.profile import ReferenceProfile
@@ -131,6 +133,7 @@ class MonitorService:
         self.initialized: set[int] = set()
         self.dirty: set[int] = set()
         self.changed_models: set[str] = set()
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"  # named in every status it publishes
         self.last_checkpoint = time.monotonic()
         self.checkpoint_due_s = settings.checkpoint_interval_s
         self._checkpoints: dict[int, bytes] | None = None
@@ -567,12 +570,10 @@ class MonitorService:
         async with self._lock:  # never in the middle of a batch: counts are whole batches, acknowledged
             changed, self.changed_models = self.changed_models, set()
             now = time.time()
-            for model_id in sorted(changed):
-                if model_id in self.core.models:
-                    status = self.core.status(model_id, now)
-                    await self.status.send(key=model_id.encode(), value=status.to_json())
-            for status in self.sharded.statuses(now):
-                await self.status.send(key=status.model_id.encode(), value=status.to_json())
+            counters = [self.core.status(model_id, now) for model_id in sorted(changed) if model_id in self.core.models]
+            for status in (c.published(self.settings.monitor_group, self.worker_id)
+                           for c in counters + self.sharded.statuses(now)):  # fmt: skip
+                await self.status.send(key=status_key(status.model_id, status.group).encode(), value=status.to_json())
             for (model_id, version), merger in self.sharded.mergers():
                 outcomes = {"duplicate": merger.duplicates, "late": merger.late_summaries,
                             "skipped": merger.skipped, "missing": merger.missing}  # fmt: skip

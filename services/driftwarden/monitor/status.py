@@ -6,30 +6,35 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-from driftwarden.core.events import MonitorStatus
+from driftwarden.core.events import MonitorStatus, status_key
 from driftwarden.kafka.reader import read_topic
 from driftwarden.settings import Settings
 
 
-async def latest_status(settings: Settings, model_id: str) -> MonitorStatus | None:
-    """The newest status the monitor published for ``model_id``, if any."""
-    values = await records_for(settings, settings.topics.monitor_status, model_id)
+async def latest_status(settings: Settings, model_id: str, group: str | None = None) -> MonitorStatus | None:
+    """The newest status monitor group ``group`` (default: the configured one) published for ``model_id``."""
+    values = await records_for(settings, settings.topics.monitor_status, _key(settings, model_id, group))
     return MonitorStatus.model_validate_json(values[-1]) if values else None
 
 
-async def status_history(settings: Settings, model_id: str) -> list[MonitorStatus]:
-    """Every status the monitor published for ``model_id``, oldest first."""
-    return [MonitorStatus.model_validate_json(v) for v in await records_for(settings, settings.topics.monitor_status,
-                                                                            model_id)]  # fmt: skip
+async def status_history(settings: Settings, model_id: str, group: str | None = None) -> list[MonitorStatus]:
+    """Every status monitor group ``group`` (default: the configured one) published for ``model_id``, oldest first."""
+    values = await records_for(settings, settings.topics.monitor_status, _key(settings, model_id, group))
+    return [MonitorStatus.model_validate_json(v) for v in values]
 
 
 async def wait_for_status(
-    settings: Settings, model_id: str, done: Callable[[MonitorStatus], bool], timeout_s: float
+    settings: Settings,
+    model_id: str,
+    done: Callable[[MonitorStatus], bool],
+    timeout_s: float,
+    group: str | None = None,
 ) -> MonitorStatus:
-    """Poll the status topic until ``done(status)`` holds for ``model_id``; TimeoutError otherwise."""
+    """Poll the status topic until ``done(status)`` holds for ``model_id``'s status of ``group`` (default:
+    the configured monitor group); TimeoutError otherwise."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        status = await latest_status(settings, model_id)
+        status = await latest_status(settings, model_id, group)
         if status is not None and done(status):
             return status
         if asyncio.get_running_loop().time() > deadline:
@@ -37,9 +42,13 @@ async def wait_for_status(
         await asyncio.sleep(0.5)
 
 
-async def records_for(settings: Settings, topic: str, model_id: str) -> list[bytes]:
-    """Values of every record on ``topic`` whose key is ``model_id``, in partition order."""
-    return [record.value or b"" async for record in read_topic(settings, topic) if record.key == model_id.encode()]
+def _key(settings: Settings, model_id: str, group: str | None) -> str:
+    return status_key(model_id, settings.monitor_group if group is None else group)
+
+
+async def records_for(settings: Settings, topic: str, key: str) -> list[bytes]:
+    """Values of every record on ``topic`` whose key is ``key`` (a model id on most topics), in partition order."""
+    return [record.value or b"" async for record in read_topic(settings, topic) if record.key == key.encode()]
 
 
 async def probe_monitor(settings: Settings, timeout_s: float) -> None:

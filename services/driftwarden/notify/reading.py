@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from driftwarden.core.events import Alert, MonitorStatus, format_alert
+from driftwarden.core.events import Alert, MonitorStatus, MonitorStatusV1, format_alert, read_status
 from driftwarden.kafka.clients import client_options
 from driftwarden.kafka.reader import read_topic
 from driftwarden.notify.delivery import OpenAlerts
@@ -97,15 +97,15 @@ async def _drain(
 HIGHWATER_PATIENCE_S = 5.0
 
 
-async def monitor_lag(settings: Settings, model_ids: list[str]) -> dict[str, int | None]:
-    """Per model: predictions on its partition the monitor group has not committed yet (``None``: unknown).
+async def monitor_lag(settings: Settings, model_ids: list[str], group: str) -> dict[str, int | None]:
+    """Per model: predictions on its partition monitor group ``group`` has not committed yet (``None``: unknown).
 
     A model's partition is where the default (murmur2) partitioner puts its key. The high-water mark
     comes from a fetch (the embedded broker reports end offsets wrongly); committed offsets from
     ``committed()`` without joining the group.
     """
     topic = settings.topics.predictions
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=settings.monitor_group,
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group,
                                 enable_auto_commit=False, max_partition_fetch_bytes=1024,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
     await consumer.start()
@@ -132,17 +132,18 @@ def _behind(highwater: int | None, committed: int) -> int | None:
 
 @dataclass
 class ModelOverview:
-    """What ``driftwarden status`` shows for one model."""
+    """What ``driftwarden status`` shows for one model as one monitor group sees it."""
 
-    status: MonitorStatus
+    status: MonitorStatusV1
     open_alerts: list[Alert] = field(default_factory=list)
     lag: int | None = None
 
     def as_text(self) -> str:
         """A header line of counters, then one line per open alert."""
         s = self.status
-        parts = [f"{s.model_id} v{s.model_version or '?'}", f"processed {s.events_processed:,}",
-                 f"dead-lettered {s.events_dead_lettered:,}",
+        group = f"{s.group} ({s.worker})" if isinstance(s, MonitorStatus) else "? (a v1 status names none)"
+        parts = [f"{s.model_id} v{s.model_version or '?'}", f"group {group}",
+                 f"processed {s.events_processed:,}", f"dead-lettered {s.events_dead_lettered:,}",
                  f"alerts fired {s.alerts_fired:,} ({len(self.open_alerts)} open)"]  # fmt: skip
         if s.labels_received is not None:
             parts.append(f"labels {s.labels_received:,}")
@@ -156,29 +157,53 @@ class ModelOverview:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            **self.status.model_dump(exclude_none=True),
+            "group": self.status.published_by,
+            **self.status.model_dump(exclude_none=True, exclude={"schema_"}),
             "lag": self.lag,
             "open_alerts": [a.model_dump(exclude_none=True) for a in self.open_alerts],
         }
 
 
-async def overview(settings: Settings, model_id: str | None = None) -> list[ModelOverview]:
-    """The latest status of every model (or one) with its open alerts, ordered by model id."""
+async def overview(settings: Settings, model_id: str | None = None, group: str | None = None) -> list[ModelOverview]:
+    """The latest status of every model (or one) of every monitor group (or one) with the model's open alerts,
+    ordered by model id and group."""
     statuses, book = await asyncio.gather(_latest_statuses(settings), open_alerts_on_topic(settings))
-    models = {m: ModelOverview(s) for m, s in statuses.items() if model_id in (None, m)}
+    models = {(m, g): ModelOverview(s) for (m, g), s in statuses.items()
+              if model_id in (None, m) and group in (None, g)}  # fmt: skip
     for alert in book.firing.values():
-        if alert.model_id in models:
-            models[alert.model_id].open_alerts.append(alert)
-    for name, lag in (await monitor_lag(settings, list(models))).items():
-        models[name].lag = lag
-    return [models[m] for m in sorted(models)]
+        for (m, _), model in models.items():
+            if m == alert.model_id:
+                model.open_alerts.append(alert)
+    groups = sorted({g for _, g in models if g is not None})
+    lags = await asyncio.gather(*(monitor_lag(settings, [m for m, of in models if of == g], g) for g in groups))
+    for g, of_group in zip(groups, lags, strict=True):
+        for m, lag in of_group.items():
+            models[m, g].lag = lag
+    return [models[key] for key in sorted(models, key=lambda key: (key[0], key[1] or ""))]
 
 
-async def _latest_statuses(settings: Settings) -> dict[str, MonitorStatus]:
-    latest: dict[str, MonitorStatus] = {}
+def keep_latest(latest: dict[tuple[str, str | None], MonitorStatusV1], status: MonitorStatusV1) -> None:
+    """Keep ``status`` as the latest of its model and monitor group. A model's v1 status (from before
+    statuses named their group, so from before the upgrade) is dropped at its first v2 status.
+
+    >>> from driftwarden.core.events import MonitorStatusV1
+    >>> latest = {}
+    >>> old = MonitorStatusV1(model_id="fraud", ts=1.0, events_processed=5, events_dead_lettered=0, alerts_fired=0)
+    >>> keep_latest(latest, old)
+    >>> keep_latest(latest, old.published("canary", "host:7"))
+    >>> keep_latest(latest, old.published("driftwarden-monitor", "host:8"))
+    >>> sorted(latest)
+    [('fraud', 'canary'), ('fraud', 'driftwarden-monitor')]
+    """
+    if status.published_by is not None:
+        latest.pop((status.model_id, None), None)
+    latest[status.model_id, status.published_by] = status
+
+
+async def _latest_statuses(settings: Settings) -> dict[tuple[str, str | None], MonitorStatusV1]:
+    latest: dict[tuple[str, str | None], MonitorStatusV1] = {}
     async for record in read_topic(settings, settings.topics.monitor_status):
-        status = MonitorStatus.model_validate_json(record.value or b"")
-        latest[status.model_id] = status
+        keep_latest(latest, read_status(record.value or b""))
     return latest
 
 

@@ -6,14 +6,19 @@ estimated accuracy, open and resolved alerts with their evidence, and the versio
 verdicts and rollouts. :meth:`Board.view` is the JSON the page renders; every change bumps the
 model's revision so the server sends only what changed.
 
->>> from driftwarden.core.events import MonitorStatus
->>> board = Board()
->>> board.status(MonitorStatus(model_id="fraud", ts=10.0, model_version="1", events_processed=6000,
+A page follows one monitor group's statuses (and v1 statuses, which name no group: those published
+before statuses named theirs); other groups publishing statuses of a model are only named.
+
+>>> from driftwarden.core.events import MonitorStatusV1
+>>> board = Board("driftwarden-monitor")
+>>> counters = MonitorStatusV1(model_id="fraud", ts=10.0, model_version="1", events_processed=6000,
 ...     events_dead_lettered=0, alerts_fired=0,
-...     window_statistics=[("data_drift", "amount", "wasserstein_normed", 0.4)]))
+...     window_statistics=[("data_drift", "amount", "wasserstein_normed", 0.4)])
+>>> board.status(counters.published("driftwarden-monitor", "host:1"))
+>>> board.status(counters.published("canary", "host:2"))
 >>> view = board.view("fraud")
->>> view["features"]["amount"], view["drift"]["amount"]
-({'state': 'stable', 'statistic': 'wasserstein_normed', 'value': 0.4}, [0.4])
+>>> view["features"]["amount"], view["drift"]["amount"], view["other_groups"]
+({'state': 'stable', 'statistic': 'wasserstein_normed', 'value': 0.4}, [0.4], ['canary'])
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftwarden.core.events import Alert, ModelPublished, MonitorStatus
+from driftwarden.core.events import Alert, ModelPublished, MonitorStatusV1
 
 #: Points of history kept per model (one per status that brought a new window).
 HISTORY = 720
@@ -48,12 +53,14 @@ class ModelBoard:
     resolved: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RESOLVED_KEPT))
     versions: dict[str, list[ModelPublished]] = field(default_factory=dict)
     last_window: tuple[tuple[str, str, str, float], ...] = ()
+    other_groups: set[str] = field(default_factory=set)  # monitor groups whose statuses the page leaves out
 
 
 class Board:
-    """Every model seen on the topics, by model id."""
+    """Every model seen on the topics, by model id, with the statuses of monitor group ``group``."""
 
-    def __init__(self) -> None:
+    def __init__(self, group: str) -> None:
+        self.group = group
         self.models: dict[str, ModelBoard] = {}
         self.revision = 0
 
@@ -65,7 +72,13 @@ class Board:
         board.revision = self.revision
         return board
 
-    def status(self, status: MonitorStatus) -> None:
+    def status(self, status: MonitorStatusV1) -> None:
+        group = status.published_by
+        if group is not None and group != self.group:
+            seen = self.models.get(status.model_id)
+            if seen is None or group not in seen.other_groups:
+                self._model(status.model_id).other_groups.add(group)
+            return
         board = self._model(status.model_id)
         performance = status.performance or {}
         board.status = {
@@ -124,6 +137,8 @@ class Board:
         return {
             "model_id": model_id,
             "revision": board.revision,
+            "group": self.group,
+            "other_groups": sorted(board.other_groups),
             "status": board.status,
             "features": features,
             "ts": list(board.ts),

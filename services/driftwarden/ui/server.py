@@ -1,10 +1,11 @@
 """``driftwarden ui``: a live page of every model, read from the topics, updated over SSE.
 
 Three readers follow the monitor status, alerts and models topics from their beginning (no consumer
-group, nothing committed) into a :class:`~driftwarden.ui.board.Board`. The page (``static/``, uPlot
-vendored from the npm registry, no CDN) loads ``/api/models`` once and then listens on ``/events``:
-a server-sent ``model`` event carries a model's whole view whenever it changed, at most every
-``PUSH_INTERVAL_S``. On a compacted status topic the drift history starts at the statuses the topic
+group, nothing committed) into a :class:`~driftwarden.ui.board.Board` of one monitor group's statuses
+(``--group``, default the configured group; other groups publishing a model's status are named). The
+page (``static/``, uPlot vendored from the npm registry, no CDN) loads ``/api/models`` once and then
+listens on ``/events``: a server-sent ``model`` event carries a model's whole view whenever it changed,
+at most every ``PUSH_INTERVAL_S``. On a compacted status topic the drift history starts at the statuses the topic
 still holds (the latest per model) and grows while the page runs.
 """
 
@@ -19,9 +20,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from driftwarden.core.events import Alert, ModelPublished, MonitorStatus
+from driftwarden.core.events import Alert, ModelPublished, read_status
 from driftwarden.kafka.reader import read_topic
 from driftwarden.settings import Settings
 from driftwarden.ui.board import Board
@@ -37,9 +38,9 @@ CHANGED = web.AppKey("changed", asyncio.Condition)
 CLOSING = web.AppKey("closing", asyncio.Event)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, group: str) -> web.Application:
     app = web.Application()
-    app[BOARD] = Board()
+    app[BOARD] = Board(group)
     app[CHANGED] = asyncio.Condition()
     app[CLOSING] = asyncio.Event()
     app.router.add_get("/", index)
@@ -62,10 +63,10 @@ async def _close_streams(app: web.Application) -> None:
 async def _followers(app: web.Application, settings: Settings) -> AsyncIterator[None]:
     board = app[BOARD]
     topics = settings.topics
-    readers: list[tuple[str, type[BaseModel], Callable[[Any], None]]] = [
-        (topics.monitor_status, MonitorStatus, board.status),
-        (topics.alerts, Alert, board.alert),
-        (topics.models, ModelPublished, board.verdict),
+    readers: list[tuple[str, Callable[[bytes], Any], Callable[[Any], None]]] = [
+        (topics.monitor_status, read_status, board.status),
+        (topics.alerts, Alert.model_validate_json, board.alert),
+        (topics.models, ModelPublished.model_validate_json, board.verdict),
     ]
     tasks = [asyncio.create_task(_follow(settings, *reader, app[CHANGED])) for reader in readers]
     yield
@@ -77,7 +78,11 @@ async def _followers(app: web.Application, settings: Settings) -> AsyncIterator[
 
 
 async def _follow(
-    settings: Settings, topic: str, model: type[BaseModel], apply: Callable[[Any], None], changed: asyncio.Condition
+    settings: Settings,
+    topic: str,
+    parse: Callable[[bytes], Any],
+    apply: Callable[[Any], None],
+    changed: asyncio.Condition,
 ) -> None:
     """Apply every valid record of ``topic`` to the board, following it; skip invalid ones with a log line."""
     offsets: dict[int, int] = {}  # next offset per partition: a re-read after an error skips what was applied
@@ -88,7 +93,7 @@ async def _follow(
                     continue
                 offsets[record.partition] = record.offset + 1
                 try:
-                    apply(model.model_validate_json(record.value or b""))
+                    apply(parse(record.value or b""))
                 except ValidationError as exc:
                     log.warning("%s[%d]@%d: not a valid record, skipped: %s", topic, record.partition, record.offset,
                                 exc.errors()[0]["msg"])  # fmt: skip
@@ -134,7 +139,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def run_ui(settings: Settings, host: str, port: int, ready: Callable[[str], None]) -> None:
-    """Serve the page until SIGINT/SIGTERM."""
-    web.run_app(create_app(settings), host=host, port=port, print=lambda _: ready(f"http://{host}:{port}/"),
+def run_ui(settings: Settings, host: str, port: int, ready: Callable[[str], None], group: str) -> None:
+    """Serve the page of monitor group ``group``'s statuses until SIGINT/SIGTERM."""
+    web.run_app(create_app(settings, group), host=host, port=port, print=lambda _: ready(f"http://{host}:{port}/"),
                 handle_signals=True)  # fmt: skip

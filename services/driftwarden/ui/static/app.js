@@ -69,8 +69,11 @@ function render(view) {
     driftBox = el("div", {class: "chart drift-chart"});
     accuracyBox = el("div", {class: "chart accuracy-chart"});
   }
+  const others = view.other_groups.length === 0 ? [] : [el("p", {class: "other-groups"},
+    `also published by monitor group ${view.other_groups.join(", ")} (driftwarden ui --group NAME shows it)`)];
   node.replaceChildren(
-    el("h2", {}, view.model_id), kpis,
+    el("h2", {}, view.model_id, " ", el("small", {"data-group": view.group}, `monitor group ${view.group}`)),
+    ...others, kpis,
     el("div", {class: "row"},
        el("div", {}, el("h3", {}, "Drift per feature (latest window statistic over time)"), driftBox),
        el("div", {}, el("h3", {}, "Features"), features)),
