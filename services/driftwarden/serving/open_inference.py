@@ -114,11 +114,12 @@ def _plain_inputs(inputs: list[Any]) -> dict[str, np.ndarray] | None:
     for tensor in inputs:
         if type(tensor) is not dict or "parameters" in tensor:
             return None
-        name, shape, datatype, data = (tensor.get(key) for key in ("name", "shape", "datatype", "data"))
+        name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
         if type(name) is not str or not name or shape not in shapes or set(map(type, shape)) != {int}:
             return None  # (the type check: a shape of [rows, True] or [rows * 1.0] is equal to [rows])
         if type(data) is not list or len(data) != rows or type(data[0]) is list:  # (nested data: checked)
             return None
+        datatype = tensor.get("datatype")
         if datatype == TEXT:
             texts[name] = data
         elif datatype in NUMBERS:
