@@ -126,7 +126,7 @@ def _plain_inputs(inputs: list[Any]) -> dict[str, np.ndarray] | None:
             numbers.setdefault(datatype, {})[name] = data
         else:
             return None
-    if len(texts) + sum(map(len, numbers.values())) != len(inputs):  # an input given twice
+    if len({tensor["name"] for tensor in inputs}) != len(inputs):  # an input given twice
         return None
     if not set(map(type, chain.from_iterable(texts.values()))) <= {str}:
         return None
