@@ -6,7 +6,7 @@ metrics' counts and every written message compared byte for byte with the record
 
 Only what differs from run to run is replaced before comparing: made event ids (``<id N>`` in order of
 first appearance), the model's id (unique per run), and the times in the written messages (``ts``,
-``latency_ms``, ``cost``). The recording was made with main's serving code at 0a6b8ff; to record again,
+``latency_ms``, ``cost``). The recording was made with main's code at 34b7bc5 (serving as at 0a6b8ff); to record again,
 copy the ``transcript.json`` this test leaves in its ``tmp_path``.
 """
 
@@ -106,6 +106,8 @@ def workload() -> list[tuple[str, str, Any]]:
     too_long["inputs"].append(ids_input(["fine", "x" * 129]))
     duplicate = v2(rows(2, seed=9))
     duplicate["inputs"].append(duplicate["inputs"][0])
+    retyped = v2(rows(2, seed=9))  # an input given twice, as numbers and as text
+    retyped["inputs"].append(retyped["inputs"][0] | {"datatype": "BYTES", "data": ["a", "b"]})
     return [
         ("v1", "", {"instances": rows(1, seed=1)}),
         ("v2", "", v2(rows(1, seed=2))),
@@ -123,6 +125,7 @@ def workload() -> list[tuple[str, str, Any]]:
         ("v2", "", changed(three, "cat_00", data=["a", 1, "b"])),
         ("v2", "", three | {"inputs": three["inputs"][1:]}),
         ("v2", "", duplicate),
+        ("v2", "", retyped),
         ("v2", "", changed(three, "num_06", shape=[2])),
         ("v2", "", changed(three, "num_06", shape=[10**9, 1])),
         ("v2", "", too_long),
