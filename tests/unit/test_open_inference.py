@@ -71,6 +71,8 @@ def tensor(**changes: object) -> dict:
         ({"inputs": ["x"]}, "inputs[0]: expected an object with name, shape, datatype and data"),
         ({"inputs": [tensor(name="")]}, "inputs[0].name: expected a non-empty string, got ''"),
         ({"inputs": [tensor(), tensor()]}, "inputs[1]: input 'x' is given twice"),
+        ({"inputs": [tensor(), tensor(datatype="BYTES", data=["a", "b"])]}, "inputs[1]: input 'x' is given twice"),
+        ({"inputs": [tensor(), tensor(datatype="FP32")]}, "inputs[1]: input 'x' is given twice"),
         ({"inputs": [tensor(shape=[2, 2])]}, "input 'x': shape must be [N] or [N, 1]"),
         ({"inputs": [tensor(shape=[2, 1, 1])]}, "input 'x': shape must be [N] or [N, 1]"),
         ({"inputs": [tensor(shape=[0])]}, "input 'x': shape must be [N] or [N, 1] with N > 0"),

@@ -367,7 +367,8 @@ def refusals(batch: PredictionColumns) -> list[tuple[int | None, str]]:
     document: dict[str, Any] = {
         "model_id": batch.model_id, "model_version": batch.model_version, "event_id": _written(batch.event_ids),
         "ts": _written(batch.ts), "prediction": _written(batch.prediction),
-        "features": {name: _written(values) for name, values in batch.features.items()},
+        "features": {name: values if isinstance(values, np.ndarray) and values.dtype.kind in "fiu" else _written(values)
+                     for name, values in batch.features.items()},  # (number features: nothing to refuse in them)
         "scores": None if batch.scores is None else {c: _written(v) for c, v in batch.scores.items()},
         "segment": None if batch.segment is None else {k: _written(v) for k, v in batch.segment.items()},
         "latency_ms": None if batch.latency_ms is None else _written(batch.latency_ms),

@@ -90,6 +90,64 @@ def decode_infer(body: Any) -> InferRequest:
     if _binary(body.get("parameters"), "binary_data_output"):
         raise BadRequestError("parameters.binary_data_output: binary tensor data is not supported; send JSON")
     outputs = _requested_outputs(body.get("outputs"))
+    columns = _plain_inputs(inputs)
+    if columns is None:
+        columns = _checked_inputs(inputs)
+    rows = len(next(iter(columns.values())))
+    ids = columns.pop(EVENT_ID, None)
+    if ids is not None and ids.dtype != object:
+        raise BadRequestError(f"input {EVENT_ID!r}: event ids are text: datatype must be {TEXT}")
+    return InferRequest(Columns(columns, rows, None if ids is None else ids.tolist()), request_id, outputs)
+
+
+def _plain_inputs(inputs: list[Any]) -> dict[str, np.ndarray] | None:
+    """The columns of the inputs, the numbers of all inputs of a datatype converted and range-checked at
+    once; None if any input is not plainly servable (flat data, all of one length, no parameters, every
+    value of its datatype and in range): then :func:`_checked_inputs` says which and why, input by input."""
+    first = inputs[0].get("shape") if type(inputs[0]) is dict else None
+    rows = first[0] if type(first) is list and first and type(first[0]) is int else 0
+    if not 0 < rows <= MAX_INSTANCES:
+        return None
+    shapes = ([rows], [rows, 1])
+    texts: dict[str, list[Any]] = {}
+    numbers: dict[str, dict[str, list[Any]]] = {}  # datatype -> name -> values
+    for tensor in inputs:
+        if type(tensor) is not dict or "parameters" in tensor:
+            return None
+        name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
+        if type(name) is not str or not name or shape not in shapes or set(map(type, shape)) != {int}:
+            return None  # (the type check: a shape of [rows, True] or [rows * 1.0] is equal to [rows])
+        if type(data) is not list or len(data) != rows or type(data[0]) is list:  # (nested data: checked)
+            return None
+        datatype = tensor.get("datatype")
+        if datatype == TEXT:
+            texts[name] = data
+        elif datatype in NUMBERS:
+            numbers.setdefault(datatype, {})[name] = data
+        else:
+            return None
+    if len({tensor["name"] for tensor in inputs}) != len(inputs):  # an input given twice
+        return None
+    if not set(map(type, chain.from_iterable(texts.values()))) <= {str}:
+        return None
+    converted: dict[str, np.ndarray] = {name: np.array(values, dtype=object) for name, values in texts.items()}
+    for datatype, named in numbers.items():
+        kind = NUMBERS[datatype]
+        values = list(chain.from_iterable(named.values()))
+        if not set(map(type, values)) <= kind.types:
+            return None
+        try:
+            matrix = np.fromiter(values, np.float64, len(values))
+        except OverflowError:  # an integer beyond any float
+            return None
+        if not ((matrix >= kind.low) & (matrix <= kind.high)).all():  # (also NaN)
+            return None
+        converted |= zip(named, matrix.reshape(len(named), rows), strict=True)  # (each column a contiguous row)
+    return {tensor["name"]: converted[tensor["name"]] for tensor in inputs}
+
+
+def _checked_inputs(inputs: list[Any]) -> dict[str, np.ndarray]:
+    """The columns of the inputs, input by input: refuses the first one at fault, naming it and the value."""
     columns: dict[str, np.ndarray] = {}
     rows = 0
     for index, tensor in enumerate(inputs):
@@ -100,10 +158,7 @@ def decode_infer(body: Any) -> InferRequest:
             first = next(iter(columns))
             raise BadRequestError(f"input {name!r}: {len(column)} instances, but input {first!r} has {rows}")
         columns[name], rows = column, len(column)
-    ids = columns.pop(EVENT_ID, None)
-    if ids is not None and ids.dtype != object:
-        raise BadRequestError(f"input {EVENT_ID!r}: event ids are text: datatype must be {TEXT}")
-    return InferRequest(Columns(columns, rows, None if ids is None else ids.tolist()), request_id, outputs)
+    return columns
 
 
 def _binary(parameters: Any, name: str) -> bool:

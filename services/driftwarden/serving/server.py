@@ -61,7 +61,9 @@ from driftwarden.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-THREAD_ROWS = 64  # a micro-batch of fewer rows is scored on the event loop (a thread hand-off costs more)
+# A micro-batch of fewer rows is scored on the event loop: handing it to a thread costs 300-500 µs of CPU
+# (measured with 256, 1,024 and 4,096 rows), about what scoring 256 rows takes; 1,024 rows block the loop ~2 ms.
+THREAD_ROWS = 1024
 REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest inference request stream mode reads
 # Namespace of the ids minted for the non-answering version's predictions (shadow, canary).
 SHADOW_NAMESPACE = uuid.UUID("bc41b74d-c4e1-459f-9d3f-21d5a658b8e0")
