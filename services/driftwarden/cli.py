@@ -835,8 +835,12 @@ def bench_throughput(
                 "| events/message | events | raw aiokafka+orjson | empty Faust agent | monitor | monitor/raw "
                 "| monitor/Faust |\n|---|---|---|---|---|---|---|"
             )
+        cpu_lines = []  # after the table
         for result in run_throughput_benchmark(base, work, sizes, events, single_events, columnar):
             typer.echo(result.as_row())
+            cpu_lines.append(result.cpu_line())
+        for line in filter(None, cpu_lines):
+            typer.echo(line)
         if latency_rate:
             settings = bench_settings(base, work, "latency")
             typer.echo(run_latency(settings, work, latency_rate, latency_models, latency_events).as_text())

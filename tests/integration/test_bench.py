@@ -73,14 +73,18 @@ def test_bench_serving_reports_rate_and_latency_per_batch_size_and_protocol(monk
 
 def test_bench_throughput_compares_the_monitor_with_both_ceilings(monkeypatch, capsys):
     args = ["throughput", "--batch-sizes", "1,100", "--columnar-sizes", "500", "--events", "8000",
-            "--single-events", "1000", "--latency-rate",
+            "--single-events", "3000", "--latency-rate",
             "6000", "--latency-models", "2", "--latency-events", "9000", "--memory-events", "20000",
             "--scaling-events", "20000"]  # fmt: skip
     out = run(monkeypatch, capsys, *args)
     cells = r" \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ≥?([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$"  # ≥: too fast to time
     rows = re.findall(r"^\| (\d+(?: columnar)?)" + cells, out, re.MULTILINE)
-    assert [(r[0], r[1]) for r in rows] == [("1", "1,000"), ("100", "8,000"), ("500 columnar", "8,000")]
+    assert [(r[0], r[1]) for r in rows] == [("1", "3,000"), ("100", "8,000"), ("500 columnar", "8,000")]
     assert all(float(value.replace(",", "")) > 0 for row in rows for value in row[2:5])  # the three rates
+    # Single events: the CPU per message of both workers (from /proc), over the spans their rates are timed.
+    cpu = re.findall(r"^single events, CPU per message: empty Faust agent ([\d,]+) µs, monitor ([\d,]+) µs, "
+                     r"Faust/monitor ([\d.]+)$", out, re.MULTILINE)  # fmt: skip
+    assert len(cpu) == 1 and all(float(value.replace(",", "")) > 0 for value in cpu[0]), out
     # Every firing alert of the two drifting models is timed from its trigger event's send time.
     latency = re.search(r"latency at [\d,]+ events/s \(2 models, (\d+) alerts\): p50 (\d+) ms, p99 (\d+) ms", out)
     assert latency and int(latency.group(1)) >= 4 and 0 < int(latency.group(2)) <= int(latency.group(3))

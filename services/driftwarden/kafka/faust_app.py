@@ -71,15 +71,21 @@ def on_stop(app: faust.App, handler: Callable[[], Awaitable[None]]) -> None:
     signal.connect(receiver)
 
 
-def take_events(stream: faust.StreamT[Any], max_: int, within: float) -> AsyncGenerator[Sequence[EventT[Any]], None]:
-    """Batches of up to ``max_`` events (each with its message) from an agent's stream.
+#: An agent's batch: at most this many messages (the monitor's, and the empty agent's that benchmarks it).
+BATCH_MAX = 500
+#: An agent's batch: what arrived within this many seconds, unless :data:`BATCH_MAX` came sooner.
+BATCH_WITHIN_S = 0.05
+
+
+def take_events(stream: faust.StreamT[Any]) -> AsyncGenerator[Sequence[EventT[Any]], None]:
+    """Batches of up to :data:`BATCH_MAX` events (each with its message) from an agent's stream.
 
     ``Stream.take_events`` is public Faust API, but ``StreamT``, the type an agent is given, does not
     declare it; this checks the stream really is a ``faust.Stream`` once, so callers stay type-checked.
     """
     if not isinstance(stream, faust.Stream):
         raise TypeError(f"expected a faust.Stream, got {type(stream).__name__}")
-    return stream.take_events(max_, within=within)
+    return stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)
 
 
 #: How long the consumer thread waits before it looks again at a spent :class:`FetchBudget`.

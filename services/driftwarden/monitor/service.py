@@ -96,19 +96,11 @@ def profile_loader(profiles_dir: Path | None) -> ProfileLoader | None:
 class MonitorService:
     """Wires one Faust app to the monitor core."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        config: MonitoringConfig | None = None,
-        batch_max: int = 500,
-        batch_within_s: float = 0.05,
-    ) -> None:
+    def __init__(self, settings: Settings, config: MonitoringConfig | None = None) -> None:
         self.settings = settings
         self.core = Monitor(config, load_profile=profile_loader(settings.profiles_dir))
         self.sharded = ShardedModels(config or MonitoringConfig(), profile_loader(settings.profiles_dir) or _no_profile,
                                      settings.monitor_group)  # fmt: skip
-        self.batch_max = batch_max
-        self.batch_within_s = batch_within_s
         self.topics = topics = settings.topics
         self.app = create_faust_app(
             settings.monitor_group, settings, settings.auto_offset_reset, producer_max_request_size=CHECKPOINT_MAX_BYTES
@@ -152,7 +144,7 @@ class MonitorService:
     # -- the agent ---------------------------------------------------------------------------------
 
     async def consume(self, stream: faust.StreamT) -> AsyncIterator[None]:
-        async for batch in take_events(stream, self.batch_max, within=self.batch_within_s):
+        async for batch in take_events(stream):
             async with self._lock:
                 with metrics.BATCH_SECONDS.time():
                     try:
