@@ -52,7 +52,6 @@ NO_EXAMPLES: dict[str, str] = {
     "driftwarden.bench.empty_agent": BENCHMARK,
     "driftwarden.bench.loadtests": BENCHMARK,
     "driftwarden.bench.serving": BENCHMARK,
-    "driftwarden.bench.throughput": BENCHMARK,
     "driftwarden.allocator": "sets the process's C allocator: shown by tests/unit/test_allocator.py in a subprocess",
     "driftwarden.demo": "the demo: run by tests/integration/test_demo.py",
     "driftwarden.errors": "one exception base class, nothing to compute",
