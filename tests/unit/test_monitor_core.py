@@ -277,9 +277,10 @@ def test_results_do_not_depend_on_how_events_are_batched():
 
 @pytest.mark.slow
 def test_single_events_batched_as_the_service_batches_them_give_what_one_event_at_a_time_gives():
-    """The worker feeds the single-event messages of a Kafka batch to the core together: two models
-    interleaved (one changes version, one drifts), duplicates and labels between them give the same
-    alerts, counters and label joins as each event fed on its own."""
+    """The worker feeds the single-event messages of a Kafka batch to the core together, the batch's
+    predictions, then its labels (monitor/service.py): two models interleaved (one changes version, one
+    drifts), duplicates and labels between them give the same alerts, counters and label joins as each
+    event fed on its own in stream order."""
     drifting = [e for c in generate(Scenario(name="abrupt-shift", n_events=7_000, onset=4_000, magnitude=2.0,
                                              drift_features=("num_02",))) for e in c.prediction_events()]  # fmt: skip
     other = [e | {"model_id": "other", "model_version": "2" if i > 4_500 else "1", "segment": {"region": "eu"}}
@@ -298,15 +299,11 @@ def test_single_events_batched_as_the_service_batches_them_give_what_one_event_a
                                              label=old["prediction"]))  # fmt: skip
 
     def run(batch: int) -> tuple[list[str], list[dict[str, object]], list[dict[str, int]]]:
-        monitor, alerts, predictions = Monitor(), [], []
-        for item in [*inputs, None]:
-            if item is None or isinstance(item, LabelEvent) or len(predictions) == batch:
-                alerts += monitor.observe(predictions, now=123.0).alerts  # (predictions before a label)
-                predictions = []
-            if isinstance(item, LabelEvent):
-                alerts += monitor.observe_labels([item], now=123.0).alerts
-            elif item is not None:
-                predictions.append(item)
+        monitor, alerts = Monitor(), []
+        for start in range(0, len(inputs), batch):
+            items = inputs[start : start + batch]
+            alerts += monitor.observe([e for e in items if isinstance(e, PredictionEvent)], now=123.0).alerts
+            alerts += monitor.observe_labels([e for e in items if isinstance(e, LabelEvent)], now=123.0).alerts
         counters = [monitor.models[m].counters.state() for m in ("demo-model", "other")]
         return sorted(a.to_json().decode() for a in alerts), counters, [monitor.models[m].joiner.counts()
                                                                         for m in ("demo-model", "other")]  # fmt: skip
@@ -379,9 +376,10 @@ def test_columns_read_the_signal_and_confidence_from_scores_or_a_regression_pred
 
 
 def test_a_run_of_single_events_is_deduplicated_and_left_waiting_for_labels_at_once(monkeypatch):
-    """A worker's batch of single-event messages: each model's consecutive events go through the dedupe
-    ring and into the label joiner as one run (``add_many``, ``add_predictions``), not one call per
-    event (the same answers: tests/unit/test_event_time.py, test_state_roundtrip.py)."""
+    """A worker's batch of single-event messages: each model's events, however interleaved with another
+    model's, go through the dedupe ring and into the label joiner as one run (``add_many``,
+    ``add_predictions``), not one call per event or per message (the same answers:
+    tests/unit/test_event_time.py, test_state_roundtrip.py)."""
     calls: deque[str] = deque()
     for cls, name in ((RecentIds, "add"), (RecentIds, "add_many"), (LabelJoiner, "add_prediction"),
                       (LabelJoiner, "add_predictions")):  # fmt: skip
@@ -397,7 +395,7 @@ def test_a_run_of_single_events_is_deduplicated_and_left_waiting_for_labels_at_o
     outputs = monitor.observe([*events, events[0]], now=2e9)  # (the last one a duplicate of the first)
     assert outputs.processed == {("a", "1"): 600, ("b", "1"): 300}
     assert monitor.models["a"].counters.duplicates == 1
-    assert list(calls) == ["add_many"] * 3 + ["add_predictions"] * 3
+    assert list(calls) == ["add_many"] * 2 + ["add_predictions"] * 2  # a's 600 events in one call
     assert [len(monitor.models[m].joiner.predictions) for m in "ab"] == [600, 300]
 
 

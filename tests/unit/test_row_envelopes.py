@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
-from driftwarden.core.decoding import PREDICTIONS, Decoded
+from driftwarden.core.decoding import LABELS, PREDICTIONS, Decoded
 from driftwarden.core.events import LabelEvent
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.profile import Columns, infer_schema, to_columns
@@ -234,3 +234,63 @@ def test_the_monitor_gives_the_same_results_from_row_envelopes_as_columns_as_fro
     status = {way: monitor.status(scenario.model_id, 0) for way, monitor in monitors.items()}
     assert status[True] == status[False] and status[True].label_joins["joined"] > 5_000
     assert monitors[True].export([scenario.model_id]) == monitors[False].export([scenario.model_id])
+
+
+def test_a_kafka_batch_of_many_models_envelopes_and_labels_makes_one_detector_update_per_model(monkeypatch) -> None:
+    """The worker feeds a batch's predictions, then its labels (monitor/service.py). Row envelopes of three
+    models interleaved message by message, each model's labels between them, one model drifting: fed 60
+    messages at a time, the same alerts, joins, counts and checkpoint state as message by message in
+    stream order (the state: as message by message in the interleaving the batches stand for), and each
+    model's detectors updated once a batch, not once a message."""
+    from driftwarden.core.monitor import ModelMonitor
+
+    config = MonitoringConfig(defaults=ModelMonitorConfig(reference_size=1_000, window_size=500, label_ttl_s=600.0))
+    streams = {
+        f"model-{k}": [e for c in generate(Scenario(name=name, n_events=4_000, onset=2_500, seed=k,
+                                                    model_id=f"model-{k}", drift_features=("num_02",)))
+                       for e in c.prediction_events()]
+        for k, name in enumerate(("abrupt-shift", "stable", "stable"))
+    }  # fmt: skip
+    messages: list[tuple[str, bytes]] = []  # (topic, value) in stream order
+    for start in range(0, 4_000, 10):
+        for model_id, events in streams.items():
+            envelope = {"schema": "prediction-batch.v1", "model_id": model_id, "events": events[start : start + 10]}
+            messages.append(("predictions", orjson.dumps(envelope)))
+            if start >= 300:  # each prediction's label 30 messages of its model later
+                labelled = events[start - 300 : start - 290]
+                labels = [
+                    {"event_id": e["event_id"], "model_id": model_id, "ts": e["ts"] + 1, "label": e["prediction"]}
+                    for e in labelled
+                ]
+                messages.append(("labels", orjson.dumps({"schema": "label-batch.v1", "model_id": model_id,
+                                                         "events": labels})))  # fmt: skip
+    updates: list[str] = []
+    original = ModelMonitor.observe
+    monkeypatch.setattr(ModelMonitor, "observe", lambda self, *a: updates.append(self.model_id) or original(self, *a))
+
+    def run(stream: list[tuple[str, bytes]], batch: int) -> tuple[list[str], list[Any], bytes, int]:
+        monitor, alerts = Monitor(config), []
+        updates.clear()
+        for start in range(0, len(stream), batch):
+            chunk = stream[start : start + batch]
+            predictions = [c for topic, raw in chunk if topic == "predictions"
+                           for c in PREDICTIONS.decode(raw, rows_as_columns=True).columns]  # fmt: skip
+            labels = [e for topic, raw in chunk if topic == "labels" for e in LABELS.decode(raw).events]
+            alerts += monitor.observe(predictions, now=2e9).alerts
+            alerts += monitor.observe_labels(labels, now=2e9).alerts
+        statuses = [monitor.status(m, 0) for m in streams]
+        return sorted(a.to_json().decode() for a in alerts), statuses, monitor.export(streams), len(updates)
+
+    alerts, statuses, state, one_by_one_updates = run(messages, 1)
+    assert ("data_drift", "num_02") in {(a["kind"], a["subject"]) for a in map(orjson.loads, alerts)}
+    assert all(s.label_joins["joined"] == 3_700 and s.events_processed == 4_000 for s in statuses)
+    batched = run(messages, 60)
+    assert batched[:2] == (alerts, statuses)
+    # The state is that of the interleaving the batches stand for, message by message: each batch's
+    # predictions, then its labels (here the reference completes before the labels of its batch, and
+    # the performance monitor, made with the reference, sees 40 more of them than in stream order).
+    interleaving = [m for i in range(0, len(messages), 60) for t in ("predictions", "labels")
+                    for m in messages[i : i + 60] if m[0] == t]  # fmt: skip
+    assert batched[2] == run(interleaving, 1)[2] != state
+    assert one_by_one_updates == 3 * 400  # one update a message ...
+    assert batched[3] <= 3 * -(-len(messages) // 60)  # ... and at most one per model a batch

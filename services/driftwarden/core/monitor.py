@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, groupby, repeat
 from operator import attrgetter
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -56,6 +57,7 @@ from driftwarden.core.event_time import RecentIds, Watermark, time_problem, time
 from driftwarden.core.events import (
     Alert,
     AlertKind,
+    KeyedEvent,
     LabelEvent,
     MonitorStatusV1,
     PredictionEvent,
@@ -667,11 +669,13 @@ class Monitor:
         """Feed predictions (any mix of models, events and columnar batches, in stream order); return
         what they raise.
 
+        Models share no state: each model's predictions are fed together, in their order (a batch of
+        many interleaved models costs one detector update per model, not one per message).
         An event id seen among the model's last ``dedupe_horizon`` distinct ids is counted and dropped
         (a columnar batch row by row, as if its rows came as events).
         """
         outputs = Outputs()
-        fresh = [f for run in _runs(events, _MODEL) for f in self._fresh(run)]  # in stream order
+        fresh = [f for run in _runs(_merged(by_model(events)), _MODEL) for f in self._fresh(run)]  # each in its order
         for run in _runs(fresh, _MODEL_VERSION):
             first = run if isinstance(run, PredictionColumns) else run[0]
             outputs += self._observe_version(first.model_id, first.model_version, run, now)
@@ -718,7 +722,7 @@ class Monitor:
 
     def observe_labels(self, labels: Sequence[LabelEvent], now: float) -> Outputs:
         outputs = Outputs()
-        for model_id, run in groupby(labels, key=lambda e: e.model_id):
+        for model_id, run in groupby(by_model(labels), key=_MODEL):
             batch = list(run)
             state = self.state(model_id)
             state.counters.labels += len(batch)
@@ -860,7 +864,40 @@ def _as_events(predictions: Predictions) -> list[PredictionEvent]:
 
 #: What :func:`_runs` cuts runs of events by.
 _MODEL = attrgetter("model_id")
+#: Anything of one model: an event or a columnar batch.
+Keyed = TypeVar("Keyed", bound=KeyedEvent | PredictionColumns)
 _MODEL_VERSION = attrgetter("model_id", "model_version")
+
+
+def by_model(items: Sequence[Keyed]) -> Sequence[Keyed]:
+    """Each model's items together, in their order; models in the order they first appear.
+
+    >>> from driftwarden.core.events import LabelEvent
+    >>> labels = [LabelEvent(event_id=i, model_id=m, ts=1.0, label=0) for i, m in [("a", "x"), ("b", "y"), ("c", "x")]]
+    >>> [e.event_id for e in by_model(labels)]
+    ['a', 'c', 'b']
+    """
+    groups: dict[str, list[Keyed]] = {}
+    for item in items:
+        groups.setdefault(item.model_id, []).append(item)
+    return items if len(groups) <= 1 else [item for group in groups.values() for item in group]
+
+
+def _merged(items: Sequence[PredictionEvent | PredictionColumns]) -> list[PredictionEvent | PredictionColumns]:
+    """Consecutive columnar batches of one model version with the same columns joined into one (a model's
+    row envelopes of a Kafka batch make one detector update, not one per message)."""
+    merged: list[PredictionEvent | PredictionColumns] = []
+    for key, group in groupby(items, key=_columns_key):
+        run = list(group)
+        merged += [PredictionColumns.concat(cast("list[PredictionColumns]", run))] if key and len(run) > 1 else run
+    return merged
+
+
+def _columns_key(item: PredictionEvent | PredictionColumns) -> tuple[object, ...] | None:
+    if not isinstance(item, PredictionColumns):
+        return None
+    scores = None if item.scores is None else tuple(item.scores)
+    return item.model_id, item.model_version, tuple(item.features), scores
 
 
 def _runs(

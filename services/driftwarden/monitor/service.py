@@ -3,8 +3,9 @@
 Thin by design. One Faust agent reads the predictions and labels topics (co-partitioned by
 ``model_id``, so a model's labels reach the worker that holds its predictions). Per batch of Kafka
 messages it decodes (bad input goes to the dead-letter topic with the reason and the original
-bytes), feeds the core in stream order, publishes alerts and retrain commands, and waits until the
-broker acknowledged all of it before the batch counts as done: at-least-once, nothing lost.
+bytes), feeds the core (a batch's predictions, then its labels: each topic in its order), publishes
+alerts and retrain commands, and waits until the broker acknowledged all of it before the batch
+counts as done: at-least-once, nothing lost.
 
 Restart safety (the protocol is :mod:`driftwarden.monitor.state`): every ``checkpoint_interval_s``
 the core's state of each changed partition is written to a compacted topic with the offsets of both
@@ -39,6 +40,7 @@ from driftwarden.core.decoding import LABELS, PREDICTIONS, Rejection
 from driftwarden.core.events import (
     Alert,
     KeyedEvent,
+    LabelEvent,
     PredictionEvent,
     WindowSummary,
     is_model_id,
@@ -172,6 +174,7 @@ class MonitorService:
         self.inputs_seen.clear()  # what a failed batch saw is not counted
         labels_topic, summaries_topic = self.topics.labels, self.topics.window_summaries
         predictions: list[PredictionEvent | PredictionColumns] = []
+        labels: list[LabelEvent] = []
         for event in batch:
             message = event.message
             if not await self._accept(message):
@@ -184,15 +187,12 @@ class MonitorService:
                 self._track(message.partition, [], message.key)
                 continue
             if message.topic == labels_topic:
-                labels = LABELS.decode(message.value)
-                for rejection in labels.rejections:
+                decoded_labels = LABELS.decode(message.value)
+                for rejection in decoded_labels.rejections:
                     pending.append(await self._send_dead_letter(message, rejection))
-                self._track(message.partition, labels.events, message.key)
-                self.inputs_seen.update((e.model_id,) for e in labels.events)
-                if predictions:  # keep stream order: predictions before these labels first
-                    outputs += await self.observe(predictions, now)
-                    predictions = []
-                outputs += self.core.observe_labels(labels.events, now)
+                self._track(message.partition, decoded_labels.events, message.key)
+                self.inputs_seen.update((e.model_id,) for e in decoded_labels.events)
+                labels += decoded_labels.events
                 continue
             shard = shard_of_key(message.key, self.sharded.shards_of)  # (a shard summarizes events: rows stay rows)
             decoded = PREDICTIONS.decode(message.value, rows_as_columns=shard is None)
@@ -212,8 +212,13 @@ class MonitorService:
                     await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
                 )
             predictions += accepted
+        # The batch's predictions, then its labels: each topic in its own order. Kafka orders no two
+        # topics, so this is one of the interleavings a consumer may see, and it keeps a model's
+        # predictions in one detector update however its labels interleave (docs/operations.md).
         if predictions:
             outputs += await self.observe(predictions, now)
+        if labels:
+            outputs += self.core.observe_labels(labels, now)
         self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
         for alert in outputs.alerts:
             pending.append(await self._send_alert(alert))
