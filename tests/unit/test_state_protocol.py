@@ -15,6 +15,7 @@ import inspect
 import random
 import zlib
 
+import cramjam
 import faust
 import orjson
 import pytest
@@ -278,5 +279,14 @@ def test_monitor_inputs_are_consumed_without_faust_acknowledgements():
 def test_compressed_state_is_what_the_header_describes():
     head, _, payload = encoded(state=b"x" * 1000).partition(b"\n")
     header = orjson.loads(head)
-    assert zlib.decompress(payload) == b"x" * 1000
+    assert header["compression"] == "zstd" and bytes(cramjam.zstd.decompress(payload)) == b"x" * 1000
     assert header["payload_bytes"] == len(payload) and header["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_a_checkpoint_of_an_earlier_build_zlib_compressed_is_restored():
+    payload = zlib.compress(b"earlier state", 1)
+    head = reheader(encoded(), compression="zlib", payload_bytes=len(payload),
+                    payload_sha256=hashlib.sha256(payload).hexdigest()).partition(b"\n")[0]  # fmt: skip
+    earlier = head + b"\n" + payload
+    assert Checkpoint.decode(earlier, GROUP, 1).state == b"earlier state"
+    assert refusal(reheader(earlier, compression="lz4")) == "malformed"

@@ -38,6 +38,7 @@ from operator import attrgetter
 from typing import TypeVar, cast
 
 import numpy as np
+import orjson
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
 from driftwarden.core.changes import TOP_MOVERS, Change, rank_mix_change, streaming_change, window_change
@@ -175,6 +176,9 @@ class ModelMonitor:
         self.profile: ReferenceProfile | None = None
         #: The reference being collected or grown, in stream order: event lists and columnar batches as they came.
         self.reference_parts: list[Predictions] = []
+        #: Each reference part with its events as written in a state (a checkpoint every few seconds writes a
+        #: part once; the parts stay as they came, so a columnar reference is profiled without making events).
+        self._reference_json: list[tuple[Predictions, bytes]] = []
         self.streaming: dict[str, RankCusumDetector] = {}
         #: Per categorical feature, its reference's categories by frequency rank (their codes for its detector).
         self.category_codes: dict[str, dict[str, int]] = {}
@@ -455,15 +459,12 @@ class ModelMonitor:
     # -- state -----------------------------------------------------------------------------------
 
     def state(self) -> State:
-        # The reference's columnar batches are made into events once: a later checkpoint reuses them.
-        reference = self.reference_events
-        self.reference_parts = [reference] if reference else []
         return {
             "model_id": self.model_id,
             "model_version": self.model_version,
             "config": self.config.model_dump(mode="json"),
             "profile": None if self.profile is None else self.profile.state(),
-            "reference_events": [e.model_dump(mode="json", exclude_none=True) for e in reference],
+            "reference_events": self._reference_state(),
             "streaming": {name: d.state() for name, d in self.streaming.items()},
             "window_detectors": [{"class": type(d).__name__, "state": d.state()} for d in self.window_detectors],
             "pending": [columns.state() for columns in self.pending],
@@ -473,6 +474,13 @@ class ModelMonitor:
             "performance": None if self.performance is None else self.performance.state(),
             "latest_window": [[*key, value] for key, value in self.latest_window.items()],
         }
+
+    def _reference_state(self) -> orjson.Fragment:
+        """The reference collected or growing as a JSON list of events, each part made and written once."""
+        written = {id(part): raw for part, raw in self._reference_json}
+        self._reference_json = [(part, written[id(part)] if id(part) in written else _events_json(part))
+                                for part in self.reference_parts]  # fmt: skip
+        return orjson.Fragment(b"[" + b",".join(raw for _, raw in self._reference_json if raw) + b"]")
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelMonitor:
@@ -855,6 +863,11 @@ def _category_rankings(profile: ReferenceProfile) -> dict[str, tuple[dict[str, i
     rankings = {name: category_ranking(p) for name, p in profile.categorical.items()}
     return {name: (codes, counts) for name, (codes, counts) in rankings.items()
             if codes and counts[-1] <= MAX_UNSEEN_SHARE * sum(counts)}  # fmt: skip
+
+
+def _events_json(predictions: Predictions) -> bytes:
+    """Predictions as the JSON objects of their events, comma-separated (a part of a JSON list)."""
+    return orjson.dumps([e.model_dump(mode="json", exclude_none=True) for e in _as_events(predictions)])[1:-1]
 
 
 def _as_events(predictions: Predictions) -> list[PredictionEvent]:

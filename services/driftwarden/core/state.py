@@ -38,8 +38,9 @@ import orjson
 from driftwarden.core.events import Scalar
 from driftwarden.errors import DriftwardenError
 
-#: A JSON value as orjson writes it (numpy float64 arrays only through :func:`pack_array`).
-JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+#: A JSON value as orjson writes it (numpy float64 arrays only through :func:`pack_array`; a fragment is
+#: JSON written before, e.g. a part of a state that seldom changes).
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | orjson.Fragment
 State = dict[str, JsonValue]
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

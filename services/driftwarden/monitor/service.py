@@ -381,15 +381,18 @@ class MonitorService:
 
     async def checkpoint(self, partitions: set[int] | None = None, wait: bool = True) -> None:
         """Snapshot the (changed) partitions' state with the offsets it covers and hand it to the
-        checkpoint line, which compresses, writes and then commits it; ``wait=False`` goes on meanwhile."""
+        checkpoint line, which compresses, writes and then commits it; ``wait=False`` goes on meanwhile.
+        Called under ``_lock``: the export runs in a thread (tenths of a second for many busy models), the
+        event loop meanwhile serving heartbeats and timers, and no batch touches the core."""
         started = time.monotonic()
-        chosen = self.dirty if partitions is None else self.dirty & partitions
+        chosen = sorted(self.dirty if partitions is None else self.dirty & partitions)
         group = self.settings.monitor_group
-        snapshots = [Checkpoint(group, p, self.ledger.covered(p), self._export(p)) for p in sorted(chosen)]
-        self.dirty -= chosen
+        states = await asyncio.to_thread(lambda: [self._export(p) for p in chosen])
+        snapshots = [Checkpoint(group, p, self.ledger.covered(p), s) for p, s in zip(chosen, states, strict=True)]
+        self.dirty -= set(chosen)
         self.last_checkpoint = started
         done = self.line.submit(snapshots)
-        done.add_done_callback(lambda future: self._after_checkpoint(future, chosen, started))
+        done.add_done_callback(lambda future: self._after_checkpoint(future, set(chosen), started))
         if wait:
             await done
 
