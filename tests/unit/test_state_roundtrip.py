@@ -4,15 +4,19 @@ it behaves as if it had never stopped (the basis of restart-safe checkpoints).""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.decoding import PREDICTIONS
 from driftwarden.core.detectors import RankCusumDetector, WindowDetector, window_detectors
 from driftwarden.core.events import LabelEvent, PredictionEvent
 from driftwarden.core.joins import Joined, LabelJoiner
 from driftwarden.core.monitor import Monitor
 from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import build_profile, schema_of, to_columns
+from driftwarden.core.state import StateError
 from driftwarden_load.scenarios import Scenario, generate
 
 
@@ -115,6 +119,33 @@ def test_monitor_export_and_restore_continue_identically():
             alerts += monitor.observe_labels(labels[i : i + 400], now=1.0).alerts
         outputs.append(([a.alert_id for a in alerts], monitor.status("demo-model", 0).model_dump(exclude={"ts"})))
     assert outputs[0][0] and outputs[0] == outputs[1]
+
+
+def test_a_columnar_reference_checkpointed_while_collected_is_written_as_columns_and_continues_identically():
+    """A reference that comes as columnar batches is written as one ``prediction-columns.v1`` document (no
+    events made); restored mid-collection, the monitor goes on exactly as one never checkpointed; a forged
+    document is refused."""
+    scenario = Scenario(name="abrupt-shift", n_events=9_000, onset=7_000, drift_features=("num_04",))
+    batches = [PredictionColumns.concat(PREDICTIONS.decode(orjson.dumps(chunk.prediction_columns())).columns)
+               for chunk in generate(scenario, chunk_size=500)]  # fmt: skip
+    checkpointed, never = Monitor(), Monitor()
+    for batch in batches[:6]:  # 3,000 of the reference's 5,000
+        for monitor in (checkpointed, never):
+            monitor.observe([batch], now=1.0)
+    raw = checkpointed.export([scenario.model_id])
+    version = orjson.loads(raw)["state"]["models"][scenario.model_id]["versions"]["1"]
+    assert version["reference_events"] == [] and len(orjson.loads(version["reference_columns"])["event_id"]) == 3_000
+    restored = Monitor()
+    restored.restore(raw)
+    alerts = {id(m): [a.alert_id for b in batches[6:] for a in m.observe([b], now=1.0).alerts]
+              for m in (checkpointed, restored, never)}  # fmt: skip
+    assert alerts[id(never)] and alerts[id(checkpointed)] == alerts[id(restored)] == alerts[id(never)]
+    assert restored.export([scenario.model_id]) == never.export([scenario.model_id])
+    document = orjson.loads(raw)
+    forged = orjson.loads(version["reference_columns"]) | {"ts": ["yesterday"] * 3_000}
+    document["state"]["models"][scenario.model_id]["versions"]["1"]["reference_columns"] = orjson.dumps(forged).decode()
+    with pytest.raises(StateError, match="reference_columns: not a valid columnar batch"):
+        Monitor().restore(orjson.dumps(document))
 
 
 @pytest.mark.parametrize("discrete", [False, True])

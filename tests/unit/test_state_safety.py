@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":11', b'"version":10', 1), "version 10 is not supported"),  # 29 rank CUSUMs
+        (RAW.replace(b'"version":12', b'"version":11', 1), "version 11 is not supported"),  # the reference as events
     ],
 )
 def test_garbage_is_refused(raw, message):

@@ -42,7 +42,7 @@ import orjson
 
 from driftwarden.core.alerting import AlertBook, Finding, Severity, passes_with_margin
 from driftwarden.core.changes import TOP_MOVERS, Change, rank_mix_change, streaming_change, window_change
-from driftwarden.core.columnar import PredictionColumns
+from driftwarden.core.columnar import DecodedColumns, PredictionColumns, decode_columns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig, RetrainPolicyConfig, model_config_from_state
 from driftwarden.core.detectors import (
     DETECTOR_CLASSES,
@@ -104,6 +104,8 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
+#: 12: a reference that came as columnar batches is written as one ``prediction-columns.v1`` document
+#: (``reference_columns``), not as events.
 #: 11: rank-CUSUM streaming detectors run 33 CUSUMs (the rank tilts ±0.44, ±0.87 added), 43 beside an end atom.
 #: 10: rank-CUSUM streaming detectors run 29 CUSUMs (location ±0.15σ and a small component beyond either side
 #: added), 39 beside an end atom.
@@ -118,7 +120,7 @@ STATE_FORMAT = "driftwarden.monitor-state"
 #: window verdict could resolve); 4: embedding features (their profiles, window columns and detectors);
 #: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2) and
 #: rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 11
+STATE_VERSION = 12
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns
@@ -464,7 +466,7 @@ class ModelMonitor:
             "model_version": self.model_version,
             "config": self.config.model_dump(mode="json"),
             "profile": None if self.profile is None else self.profile.state(),
-            "reference_events": self._reference_state(),
+            **self._reference_state(),
             "streaming": {name: d.state() for name, d in self.streaming.items()},
             "window_detectors": [{"class": type(d).__name__, "state": d.state()} for d in self.window_detectors],
             "pending": [columns.state() for columns in self.pending],
@@ -475,12 +477,20 @@ class ModelMonitor:
             "latest_window": [[*key, value] for key, value in self.latest_window.items()],
         }
 
-    def _reference_state(self) -> orjson.Fragment:
-        """The reference collected or growing as a JSON list of events, each part made and written once."""
+    def _reference_state(self) -> State:
+        """The reference collected or growing: columnar batches of the same columns as one
+        ``prediction-columns.v1`` document (no events made), anything else as a JSON list of events
+        (each part made and written once)."""
+        parts = self.reference_parts
+        batches = [part for part in parts if isinstance(part, PredictionColumns)]
+        if parts and len(batches) == len(parts) and _same_columns(batches):
+            self.reference_parts = [batch := PredictionColumns.concat(batches)]  # (joined once: later parts append)
+            return {"reference_events": [], "reference_columns": batch.to_json().decode()}
         written = {id(part): raw for part, raw in self._reference_json}
         self._reference_json = [(part, written[id(part)] if id(part) in written else _events_json(part))
-                                for part in self.reference_parts]  # fmt: skip
-        return orjson.Fragment(b"[" + b",".join(raw for _, raw in self._reference_json if raw) + b"]")
+                                for part in parts]  # fmt: skip
+        events = orjson.Fragment(b"[" + b",".join(raw for _, raw in self._reference_json if raw) + b"]")
+        return {"reference_events": events, "reference_columns": None}
 
     @classmethod
     def from_state(cls, state: StateReader) -> ModelMonitor:
@@ -493,7 +503,8 @@ class ModelMonitor:
             events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
             raise StateError(f"{state.where}.reference_events: not valid events ({exc})") from None
-        monitor.reference_parts = [events] if events else []
+        columns = _reference_columns(state)
+        monitor.reference_parts = [events] if events else [columns] if columns is not None else []
         monitor.streaming = {k: RankCusumDetector.from_state(v) for k, v in state.mapping("streaming").items()}
         monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
         monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
@@ -505,6 +516,22 @@ class ModelMonitor:
         monitor.performance = None if performance is None else PerformanceMonitor.from_state(performance)
         monitor.latest_window = _statistics(state)
         return monitor
+
+
+def _reference_columns(state: StateReader) -> PredictionColumns | None:
+    """A reference written as a ``prediction-columns.v1`` document, validated as the worker validates one."""
+    text = state.optional_text("reference_columns")
+    if text is None:
+        return None
+    raw = text.encode()
+    try:
+        decoded = decode_columns(orjson.loads(raw), raw)
+    except orjson.JSONDecodeError:
+        decoded = DecodedColumns(None, [(None, "not JSON", raw)])
+    if decoded.batch is None or decoded.rejections:
+        reasons = [reason for _, reason, _ in decoded.rejections[:1]]
+        raise StateError(f"{state.where}.reference_columns: not a valid columnar batch ({reasons})")
+    return decoded.batch
 
 
 def _window_detector(item: StateReader) -> WindowDetector:
