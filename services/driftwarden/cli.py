@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import orjson
 import typer
@@ -17,14 +17,15 @@ from pydantic import ValidationError
 
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import Alert, format_alert
-from driftwarden.core.profile import ReferenceProfile
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
 from driftwarden.kafka.clients import ensure_topics
 from driftwarden.kafka.reader import read_topic
 from driftwarden.settings import Settings
-from driftwarden_load.producer import ScenarioProducer
 from driftwarden_load.scenarios import SCENARIOS, Scenario
+
+if TYPE_CHECKING:  # (the profile's statistics import scipy.stats: ~1 s no on-call command needs)
+    from driftwarden.core.profile import ReferenceProfile
 
 cli = typer.Typer(
     name="driftwarden",
@@ -191,6 +192,8 @@ def produce(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Produce a synthetic scored stream with a known drift (the load generator)."""
+    from driftwarden_load.producer import ScenarioProducer
+
     chosen = Scenario(
         name=one_of(scenario, SCENARIOS, "scenario"),
         n_events=events,
