@@ -212,13 +212,8 @@ class MonitorService:
                     await self._send_dead_letter(message, Rejection(refused.reason, refused.event.to_json()))
                 )
             predictions += accepted
-        # The batch's predictions, then its labels: each topic in its own order. Kafka orders no two
-        # topics, so this is one of the interleavings a consumer may see, and it keeps a model's
-        # predictions in one detector update however its labels interleave (docs/operations.md).
-        if predictions:
-            outputs += await self.observe(predictions, now)
-        if labels:
-            outputs += self.core.observe_labels(labels, now)
+        if predictions or labels:
+            outputs += await self.observe(predictions, labels, now)
         self.inputs_seen.update(outputs.processed)  # fed to the detectors: no duplicates, no refused event times
         for alert in outputs.alerts:
             pending.append(await self._send_alert(alert))
@@ -229,12 +224,24 @@ class MonitorService:
         await asyncio.gather(*pending)
         self._observe_metrics(batch)
 
-    async def observe(self, predictions: list[PredictionEvent | PredictionColumns], now: float) -> Outputs:
-        """The core's detectors on ``predictions``, in a thread: a window can take seconds (an MMD
-        test's first window computes its reference's kernel spectrum, 3-8 s), which must not stall the
-        event loop (the consumer's heartbeats, the timers). Called under ``_lock``, as everything that
+    async def observe(
+        self, predictions: list[PredictionEvent | PredictionColumns], labels: list[LabelEvent], now: float
+    ) -> Outputs:
+        """A batch's predictions, then its labels, into the core, in a thread: a window can take seconds (an
+        MMD test's first window computes its reference's kernel spectrum, 3-8 s), and a catch-up batch's
+        labels a second, which must not stall the event loop (the consumer's heartbeats, the timers).
+
+        Each topic in its own order: Kafka orders no two topics, so this is one of the interleavings a
+        consumer may see, and it keeps a model's predictions in one detector update however its labels
+        interleave (docs/detectors.md, "Order within a batch"). Called under ``_lock``, as everything that
         touches the core: the core stays synchronous and single-threaded."""
-        return await asyncio.to_thread(self.core.observe, predictions, now)
+
+        def both() -> Outputs:
+            outputs = self.core.observe(predictions, now)
+            outputs += self.core.observe_labels(labels, now)
+            return outputs
+
+        return await asyncio.to_thread(both)
 
     def _track(self, partition: int, events: Sequence[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
         if events:
