@@ -324,7 +324,7 @@ def test_the_monitor_service_runs_the_first_mmd_window_off_the_event_loop_with_t
         ticker = asyncio.create_task(tick())
         p_values = []
         for chunk in chunks:
-            await service.observe(list(chunk), 0.0)
+            await service.observe(list(chunk), [], 0.0)
             p_values.append(mmd_p_value(service.core))
         took = time.monotonic() - ticks[0]
         ticker.cancel()
