@@ -160,3 +160,76 @@ def test_a_rise_during_a_re_take_does_not_become_the_reference():
     first_reference = float(errors[:1_000].mean())
     assert monitor.reference is not None and monitor.reference["error"] == first_reference
     assert any(f.drifted and f.detector == "bernoulli_cusum" and int(item.event_id) >= 1_300 for f, item in findings)
+
+
+def alarms_of(detector: BernoulliCusumDetector, values: np.ndarray) -> list[tuple[int, dict]]:
+    """``detector.update_many(values)``'s alarms, each with its evidence then."""
+    said: list[tuple[int, dict]] = []
+    detector.update_many(values, lambda i: said.append((i, detector.evidence())))
+    return said
+
+
+def test_the_cusums_fed_in_pieces_alarm_and_end_as_one_label_at_a_time():
+    """``update_many`` in closed form (runs of integer steps) against ``update`` per label, over rates from near
+    0 to near 1, rises that alarm again and again, NaN and non-0/1 values, and pieces of every size."""
+    rng = np.random.default_rng(11)
+    alarms = 0
+    for p0 in (0.002, 0.05, 0.3, 0.9, 0.997):
+        reference_errors = round(p0 * 1_000)
+        pieces, one_by_one = (BernoulliCusumDetector(reference_errors, 1_000, arl=500.0) for _ in range(2))
+        rates = np.repeat([p0, min(1.0, 3 * p0), p0], 1_500)
+        values = (rng.random(len(rates)) < rates).astype(float)
+        values[rng.random(len(values)) < 0.03] = np.nan
+        values[rng.random(len(values)) < 0.03] = 0.7  # (counts as an error)
+        start = 0
+        while start < len(values):
+            piece = values[start : start + int(rng.choice([1, 7, 300, 2_000]))]
+            said = alarms_of(pieces, piece)
+            looped: list[tuple[int, dict]] = []
+            for i, x in enumerate(piece.tolist()):
+                if x == x:
+                    one_by_one.update(x)
+                    if one_by_one.drift_detected:
+                        looped.append((i, one_by_one.evidence()))
+            assert said == looped
+            assert pieces.state() == one_by_one.state()
+            alarms += len(said)
+            start += len(piece)
+    assert alarms > 20
+
+
+def test_the_performance_monitor_fed_in_runs_says_and_keeps_what_it_does_one_label_at_a_time():
+    """Runs of labels (:meth:`PerformanceMonitor.update` cuts them where a window closes, a re-take completes or
+    the improvement CUSUM alarms) against one label a call: the same findings, triggers and state, through a
+    reference, a fall (a re-take), a rise (alarms), window and segment findings, with labels that match
+    predictions of other types (1.0 and "1")."""
+    rng = np.random.default_rng(12)
+    rates = np.repeat([0.3, 0.04, 0.04, 0.25, 0.1], 1_500)
+    region = rng.integers(0, 3, len(rates))
+    wrong = rng.random(len(rates)) < rates * np.where(region == 2, 1.5, 0.75)
+    label = np.where(rng.random(len(rates)) < 0.3, "yes", "no")
+    predicted = [
+        ("1" if w else 1.0) if y == "yes" else ("yes" if w else "no") for w, y in zip(wrong, label, strict=True)
+    ]
+    items = [
+        Joined(str(i), float(i), "1", predicted[i], 1.0 if label[i] == "yes" else "no", 0.5, (("region", str(r)),))
+        for i, r in enumerate(region)
+    ]
+    config = ModelMonitorConfig(label_window=400, segment_min_labels=50)
+    runs, one_by_one = (PerformanceMonitor("classification", "1", config) for _ in range(2))
+    said: tuple[list[tuple[str, str, str, bool, dict, str, str]], ...] = ([], [])
+    references, start = set(), 0
+    while start < len(items):
+        piece = items[start : start + int(rng.choice([1, 50, 399, 1_300]))]
+        for monitor, out in ((runs, said[0]), (one_by_one, said[1])):
+            calls = [piece] if monitor is runs else [[item] for item in piece]
+            for call in calls:
+                out += [(f.kind, f.subject, f.detector, f.drifted, f.evidence, f.summary, j.event_id)
+                        for f, j in monitor.update(call)]  # fmt: skip
+        assert runs.state() == one_by_one.state()
+        references.add(None if runs.reference is None else runs.reference["error"])
+        start += len(piece)
+    assert said[0] == said[1]
+    kinds = {(kind, detector) for kind, _, detector, drifted, *_ in said[0] if drifted}
+    assert len(references - {None}) == 2  # the first reference, and the one re-taken after the fall
+    assert {("performance_drift", "bernoulli_cusum"), ("segment_performance", "two_proportion_z")} <= kinds

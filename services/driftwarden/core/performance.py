@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Literal, Protocol
 
 import numpy as np
@@ -29,8 +30,10 @@ from driftwarden.core.stats import benjamini_hochberg, mean_increase_z, two_prop
 Task = Literal["classification", "regression"]
 
 
+@lru_cache(maxsize=4_096, typed=True)
 def _normalized(value: Value) -> str:
-    """Labels and predictions compare by :func:`driftwarden.core.features.value_text` (1, 1.0 and "1" match)."""
+    """Labels and predictions compare by :func:`driftwarden.core.features.value_text` (1, 1.0 and "1" match;
+    remembered per value and type: a classifier's few classes are normalized once, not twice a label)."""
     return value_text(value) or ""
 
 
@@ -83,6 +86,8 @@ class PerformanceMonitor(Stateful):
         self.config = config
         self.reference: dict[str, float] | None = None
         self.window: list[Joined] = []
+        #: The window's errors (as :meth:`_error` gives them), kept beside it rather than computed again.
+        self.window_errors: list[float] = []
         self.metrics: dict[str, float | None] = {}
         self.detector_name = config.error_detector
         # (Page-Hinkley watches a mean: for a classifier's 0/1 errors ADWIN does that job; the Bernoulli
@@ -100,27 +105,73 @@ class PerformanceMonitor(Stateful):
         self.recent_ts: deque[float] = deque(maxlen=config.label_window)
 
     def update(self, joined: list[Joined]) -> list[tuple[Finding, Joined]]:
-        """Feed joined labels; return findings, each with the joined event that triggered it."""
-        findings: list[tuple[Finding, Joined]] = []
+        """Feed joined labels; return findings, each with the joined event that triggered it.
+
+        The same findings and state as feeding them one at a time, a run of labels at a time: a run ends where
+        a window closes or a reference being re-taken is complete (both change what follows), or at an alarm of
+        the improvement CUSUM (which starts a re-take); the error-rate CUSUMs take a run in one call.
+        """
+        items, values = [], []
         for item in joined:
             error = self._error(item)
-            if error is None:
-                continue
-            self.recent_errors.append(error)
-            self.recent_ts.append(item.ts)
-            self.window.append(item)
-            if self.cusum is not None and self.improvement is not None:
-                self.cusum.update(error)
-                if self.cusum.drift_detected:
-                    findings.append((self._cusum_finding(self.cusum), item))
-                self._watch_improvement(self.improvement, error)
-            elif self.reference is not None and self.detector is not None:
-                self.detector.update(error)
-                if self.detector.drift_detected and float(np.mean(self.recent_errors)) > self.reference["error"]:
-                    findings.append((self._detector_finding(), item))
-            if len(self.window) >= self.config.label_window:
-                findings += [(f, item) for f in self._close_window()]
+            if error is not None:
+                items.append(item)
+                values.append(error)
+        findings: list[tuple[Finding, Joined]] = []
+        start, size = 0, self.config.label_window
+        while start < len(items):
+            room = size - len(self.window) if self.retake is None else size - max(len(self.window), len(self.retake))
+            start = self._feed(items, values, start, start + max(room, 1), findings)
         return findings
+
+    def _feed(
+        self, items: list[Joined], errors: list[float], start: int, stop: int, findings: list[tuple[Finding, Joined]]
+    ) -> int:
+        """Labels ``start`` up to at most ``stop`` (a run: see :meth:`update`); returns where the run ended."""
+        stop = min(stop, len(items))
+        run = errors[start:stop]
+        fed = start  # the labels in ``recent_errors`` and ``recent_ts`` so far
+
+        def recent_up_to(end: int) -> None:
+            nonlocal fed
+            self.recent_errors.extend(errors[fed:end])
+            self.recent_ts.extend([item.ts for item in items[fed:end]])
+            fed = end
+
+        if self.cusum is not None and self.improvement is not None:
+            cusum = self.cusum
+            # A reference is the version's performance level: once the error rate is shown to have fallen below
+            # it (a model that learns online, a hard reference period), the next ``label_window`` labels, a fresh
+            # sample, become the reference if they confirm it (fewer errors than the reference had: a rise that
+            # began meanwhile must not become the new level); the old CUSUMs watch until then.
+            if self.retake is None:
+                alarm = self.improvement.advance([1.0 - error for error in run])
+                if alarm is not None:
+                    stop, run, self.retake = start + alarm + 1, run[: alarm + 1], []
+            else:
+                self.retake += run
+
+            def alarmed(i: int) -> None:
+                recent_up_to(start + i + 1)
+                findings.append((self._cusum_finding(cusum), items[start + i]))
+
+            cusum.update_many(run, alarmed)
+        elif self.reference is not None and self.detector is not None:
+            for i in range(start, stop):
+                recent_up_to(i + 1)
+                self.detector.update(errors[i])
+                if self.detector.drift_detected and float(np.mean(self.recent_errors)) > self.reference["error"]:
+                    findings.append((self._detector_finding(), items[i]))
+        recent_up_to(stop)
+        self.window += items[start:stop]
+        self.window_errors += run
+        if self.retake is not None and len(self.retake) >= self.config.label_window:
+            retaken, self.retake = np.array(self.retake), None
+            if self.reference is not None and retaken.mean() < self.reference["error"]:
+                self._take_reference(retaken)
+        if len(self.window) >= self.config.label_window:
+            findings += [(f, items[stop - 1]) for f in self._close_window()]
+        return stop
 
     def _error(self, item: Joined) -> float | None:
         if self.task == "classification":
@@ -133,8 +184,7 @@ class PerformanceMonitor(Stateful):
     def subject(self) -> str:
         return "accuracy" if self.task == "classification" else "mae"
 
-    def _window_metrics(self, window: list[Joined]) -> dict[str, float | None]:
-        errors = np.array([self._error(j) for j in window], dtype=float)
+    def _window_metrics(self, window: list[Joined], errors: np.ndarray) -> dict[str, float | None]:
         if self.task == "regression":
             return {
                 "mae": float(errors.mean()),
@@ -155,14 +205,14 @@ class PerformanceMonitor(Stateful):
 
     def _close_window(self) -> list[Finding]:
         window, self.window = self.window, []
-        metrics = self._window_metrics(window)
+        errors, self.window_errors = np.array(self.window_errors, dtype=float), []
+        metrics = self._window_metrics(window, errors)
         self.metrics = metrics
-        errors = np.array([self._error(j) for j in window], dtype=float)
         if self.reference is None:
             self._take_reference(errors)
             return []
         findings = [self._window_finding(errors, metrics, window)]
-        findings += self._segment_findings(window)
+        findings += self._segment_findings(window, errors)
         return findings
 
     def _take_reference(self, errors: np.ndarray) -> None:
@@ -172,22 +222,6 @@ class PerformanceMonitor(Stateful):
             wrong, n = int(errors.sum()), len(errors)
             self.cusum = BernoulliCusumDetector(wrong, n, self.config.label_arl)
             self.improvement = BernoulliCusumDetector(n - wrong, n, self.config.label_arl)
-
-    def _watch_improvement(self, improvement: BernoulliCusumDetector, error: float) -> None:
-        """A reference is the version's performance level: once the error rate is shown to have fallen
-        below it (a model that learns online, a hard reference period), the next ``label_window``
-        labels, a fresh sample, become the reference if they confirm it (fewer errors than the
-        reference had: a rise that began meanwhile must not become the new level); the old CUSUMs
-        watch until then."""
-        if self.retake is None:
-            improvement.update(1.0 - error)
-            self.retake = [] if improvement.drift_detected else None
-            return
-        self.retake.append(error)
-        if len(self.retake) >= self.config.label_window:
-            errors, self.retake = np.array(self.retake), None
-            if self.reference is not None and errors.mean() < self.reference["error"]:
-                self._take_reference(errors)
 
     def _window_finding(self, errors: np.ndarray, metrics: dict[str, float | None], window: list[Joined]) -> Finding:
         reference = self.reference or {}
@@ -256,10 +290,9 @@ class PerformanceMonitor(Stateful):
         )
         return Finding("performance_drift", self.subject, cusum.name, True, evidence, summary)
 
-    def _segment_findings(self, window: list[Joined]) -> list[Finding]:
+    def _segment_findings(self, window: list[Joined], errors: np.ndarray) -> list[Finding]:
         if self.task != "classification":
             return []
-        errors = np.array([self._error(j) for j in window], dtype=float)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(window):
             for field, value in item.segment:
@@ -335,6 +368,7 @@ class PerformanceMonitor(Stateful):
         if reference is not None:
             monitor.reference = {key: reference.number(key) for key in ("error", "std", "n")}
         monitor.window = [Joined.from_state(item) for item in state.children("window")]
+        monitor.window_errors = [error for error in map(monitor._error, monitor.window) if error is not None]
         metrics = state.child("metrics")
         monitor.metrics = {key: metrics.optional_number(key) for key in metrics.data}
         detector = state.optional_child("detector")
