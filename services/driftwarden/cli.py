@@ -712,11 +712,17 @@ def bench_joiner(
     events: Annotated[
         int | None, typer.Option(help="Predictions streamed through a joiner bounded at --pending (RSS).", min=1)
     ] = None,
+    label_calls: Annotated[
+        str, typer.Option(help="Also µs of CPU a joined label in the monitor core, at these labels a call.")
+    ] = "1,10,100,1000",
+    labels: Annotated[int, typer.Option(help="Labelled predictions for --label-calls.", min=1_000)] = 100_000,
 ) -> None:
-    """Bytes the label joiner holds per pending prediction (tracemalloc), and RSS as it stays full."""
+    """Bytes the label joiner holds per pending prediction (tracemalloc), RSS as it stays full, and the CPU a
+    joined label costs the monitor core."""
     from driftwarden.bench.joiner import run_joiner_benchmark
 
-    typer.echo(run_joiner_benchmark(pending, max(events or pending, pending)).as_text())
+    calls = tuple(int(n) for n in label_calls.split(",") if n.strip())
+    typer.echo(run_joiner_benchmark(pending, max(events or pending, pending), calls, labels).as_text())
 
 
 @bench_cli.command("shards")

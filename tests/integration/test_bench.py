@@ -40,12 +40,15 @@ def test_bench_core_rss_every_reports_memory_while_labels_join(monkeypatch, caps
 
 
 def test_bench_joiner_reports_bytes_per_pending_prediction_and_rss_while_full(monkeypatch, capsys):
-    out = run(monkeypatch, capsys, "joiner", "--pending", "50000", "--events", "100000")
+    out = run(monkeypatch, capsys, "joiner", "--pending", "50000", "--events", "100000", "--label-calls", "1,100",
+              "--labels", "3000")  # fmt: skip
     held = re.search(r"^50,000 pending predictions: (\d+) bytes each \(tracemalloc\)", out, re.MULTILINE)
     assert held and 100 < int(held.group(1)) <= 200, out  # issue 12: at most 200 bytes per pending prediction
     rows = re.findall(r"^\| ([\d,]+) \| (\d+) \|$", out, re.MULTILINE)
     assert rows[0][0] == "50,000" and rows[-1][0] == "100,000" and all(int(rss) > 50 for _, rss in rows)
     assert re.search(r"^RSS from full to the end: [+-][\d.]+ %$", out, re.MULTILINE)
+    costs = re.findall(r"^\| ([\d,]+) \| (\d+\.\d) \|$", out, re.MULTILINE)
+    assert [calls for calls, _ in costs] == ["1", "100"] and all(float(us) > 0 for _, us in costs), out
 
 
 def test_bench_shards_reports_throughput_per_worker_count_and_the_cost_of_bucketed_decisions(monkeypatch, capsys):

@@ -6,6 +6,11 @@ label ever comes. First ``pending`` predictions fill a joiner under tracemalloc:
 (event id strings, the dict, packed records, the code table) per pending prediction. Then, without
 tracemalloc, ``events`` predictions stream through a joiner bounded at ``pending`` (full after
 ``pending``, evicting since): the process's RSS once it is full and at every tenth of the stream.
+
+With ``label_calls``, also the CPU a joined label costs the monitor core (:meth:`Monitor.observe_labels`: the
+joiner, the performance monitor's windows and error-rate CUSUMs), its labels fed a few or many a call: a worker
+gets a model's labels of one batch in one call, so few a call when it keeps up with many models, many when
+it is behind.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from driftwarden.core.decoding import PREDICTIONS
+from driftwarden.core.decoding import LABELS, PREDICTIONS
 from driftwarden.core.joins import LabelJoiner
+from driftwarden.core.monitor import Monitor
+from driftwarden_load.producer import envelope
 from driftwarden_load.scenarios import Scenario, generate
 
 CHUNK = 10_000
@@ -33,6 +40,8 @@ class JoinerBenchmark:
     fill_s: float
     #: (predictions streamed, RSS in MB), from the moment the joiner is full
     rss: list[tuple[int, float]] = field(default_factory=list)
+    #: labels a call -> µs of CPU a joined label in the monitor core
+    label_us: dict[int, float] = field(default_factory=dict)
 
     def as_text(self) -> str:
         """The result as docs/benchmarks.md shows it.
@@ -55,6 +64,9 @@ class JoinerBenchmark:
         if len(self.rss) > 1:
             full, last = self.rss[0][1], self.rss[-1][1]
             lines.append(f"RSS from full to the end: {100 * (last - full) / full:+.1f} %")
+        if self.label_us:
+            lines += ["| labels a call | µs of CPU a joined label |", "|---:|---:|"]
+            lines += [f"| {calls:,} | {us:.1f} |" for calls, us in self.label_us.items()]
         return "\n".join(lines)
 
 
@@ -75,7 +87,9 @@ def stream(joiner: LabelJoiner, events: int, seed: int, after_chunk: Callable[[i
         after_chunk(done)
 
 
-def run_joiner_benchmark(pending: int, events: int) -> JoinerBenchmark:
+def run_joiner_benchmark(
+    pending: int, events: int, label_calls: tuple[int, ...] = (), labels: int = 100_000
+) -> JoinerBenchmark:
     gc.collect()
     tracemalloc.start()
     joiner = LabelJoiner(ttl_s=1e12, max_pending=pending)
@@ -99,4 +113,31 @@ def run_joiner_benchmark(pending: int, events: int) -> JoinerBenchmark:
             result.rss.append((n, rss_mb()))
 
     stream(bounded, events, 2, sample)
+    del bounded
+    gc.collect()
+    result.label_us = {per_call: label_cost_us(labels, per_call) for per_call in label_calls}
     return result
+
+
+def label_cost_us(labels: int, per_call: int) -> float:
+    """µs of CPU (best of 3) a joined label costs :meth:`Monitor.observe_labels`, ``per_call`` labels a call, after
+    ``labels`` predictions of one model (its reference, then pending) went in as columnar batches.
+
+    >>> 0 < label_cost_us(2_000, 100) < 1_000
+    True
+    """
+    scenario = Scenario(n_events=labels, seed=3)
+    columns, events = [], []
+    for chunk in generate(scenario, chunk_size=CHUNK):
+        columns += PREDICTIONS.decode(orjson.dumps(chunk.prediction_columns())).columns
+        events += LABELS.decode(envelope("label-batch.v1", scenario.model_id, chunk.label_events())).events
+    best, now = float("inf"), events[-1].ts
+    for _ in range(3):
+        monitor = Monitor()
+        monitor.observe(columns, now)
+        started = time.process_time()
+        for first in range(0, len(events), per_call):
+            monitor.observe_labels(events[first : first + per_call], now)
+        best = min(best, time.process_time() - started)
+        assert monitor.state(scenario.model_id).joiner.joined == len(events), "every label joined"
+    return best / len(events) * 1e6
