@@ -1,5 +1,6 @@
 """A numeric window test sorts its values once and computes the KS merge and the PSI bins from that sort: the
-same numbers, bit for bit, as searching value by value (ties between the samples and within them included)."""
+same numbers, bit for bit, as searching value by value (ties between the samples and within them included). A
+numeric profile's quantile summary and PSI edges come from one sort too: the numbers ``np.quantile`` gives."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftwarden.core.stats import bin_proportions, compare_distributions, sorted_bin_proportions
+from driftwarden.core.profile import PSI_BINS, QUANTILE_POINTS, NumericProfile
+from driftwarden.core.stats import bin_proportions, compare_distributions, sorted_bin_proportions, sorted_quantiles
 
 # Few distinct values, so that ties within and between the samples are common.
 VALUES = st.lists(st.integers(-6, 6).map(lambda v: v / 4), min_size=1, max_size=80)
+# Ties, and values far apart in magnitude (a heavy tail).
+FINITE = st.lists(st.one_of(st.integers(-6, 6).map(lambda v: v / 4), st.floats(-1e12, 1e12)), min_size=1, max_size=300)
 
 
 def searched(reference_sorted: np.ndarray, current: np.ndarray, reference_std: float) -> tuple[float, float]:
@@ -47,3 +51,21 @@ def test_bin_shares_from_the_sorted_values_are_those_of_each_value_searched(valu
     inner = np.unique(np.array(edges, dtype=float))  # (as quantile_edges makes them: increasing, no repeats)
     shares = sorted_bin_proportions(np.sort(np.array(values)), inner)
     assert shares.tolist() == bin_proportions(np.array(values), inner).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(FINITE, st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40))
+def test_quantiles_of_sorted_values_are_numpys_bit_for_bit(values, levels):
+    x, q = np.array(values), np.array([0.0, 1.0, *levels])
+    assert sorted_quantiles(np.sort(x), q).tolist() == np.quantile(x, q).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(FINITE)
+def test_a_numeric_profile_is_what_numpys_quantiles_make(values):
+    x = np.array(values)
+    profile = NumericProfile.of(np.concatenate([x, [np.nan]]), 0.0)  # (a missing value is left out)
+    assert profile.quantiles == np.quantile(x, np.linspace(0, 1, min(QUANTILE_POINTS, len(x)))).tolist()
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
+    assert profile.edges == edges.tolist()
+    assert profile.proportions == bin_proportions(x, edges).tolist()

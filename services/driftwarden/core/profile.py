@@ -35,7 +35,7 @@ import orjson
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.features import FeatureTypes, infer_types, value_text
 from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float, pack_optional_float
-from driftwarden.core.stats import bin_proportions, quantile_edges
+from driftwarden.core.stats import quantile_edges, sorted_bin_proportions, sorted_quantiles
 
 QUANTILE_POINTS = 1000
 PSI_BINS = 10
@@ -65,11 +65,12 @@ class NumericProfile:
         if len(finite) == 0:
             finite = np.zeros(1)
         points = min(QUANTILE_POINTS, len(finite))
-        edges = quantile_edges(finite, PSI_BINS)
+        ordered = np.sort(finite)  # (one sort for the summary, the PSI edges and their shares)
+        edges = quantile_edges(ordered, PSI_BINS)
         return cls(
-            quantiles=np.quantile(finite, np.linspace(0, 1, points)).tolist(),
+            quantiles=sorted_quantiles(ordered, np.linspace(0, 1, points)).tolist(),
             edges=edges.tolist(),
-            proportions=bin_proportions(finite, edges).tolist(),
+            proportions=sorted_bin_proportions(ordered, edges).tolist(),
             mean=float(finite.mean()),
             std=float(finite.std()),
             minimum=float(finite.min()),

@@ -4,7 +4,7 @@ Every function takes plain arrays and returns plain numbers, so detectors stay s
 
 >>> rng = np.random.default_rng(0)
 >>> reference, same, shifted = rng.normal(0, 1, 5000), rng.normal(0, 1, 2000), rng.normal(0.5, 1, 2000)
->>> edges = quantile_edges(reference, bins=10)
+>>> edges = quantile_edges(np.sort(reference), bins=10)
 >>> psi(bin_proportions(reference, edges), bin_proportions(shifted, edges)) > 0.2
 True
 >>> statistic, p_value, wasserstein = compare_distributions(np.sort(reference), shifted, reference.std())
@@ -39,10 +39,34 @@ SPECTRUM_RATIO = 1.25
 SPECTRUM_MOST_EXACT = 256
 
 
-def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles (duplicates dropped for discrete features)."""
-    probabilities = np.linspace(0, 1, bins + 1)[1:-1]
-    return np.unique(np.quantile(reference, probabilities))
+def quantile_edges(ordered: np.ndarray, bins: int) -> np.ndarray:
+    """Inner bin edges at the quantiles of the reference's values, sorted (duplicates dropped for discrete features)."""
+    return np.unique(sorted_quantiles(ordered, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def sorted_quantiles(ordered: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, levels)`` (its default method, "linear") of finite values already sorted: the same numbers,
+    without the partial sort ``np.quantile`` does on each call (a 1,000-level summary of 5,000 values: ~0.5 ms).
+
+    NumPy's steps, as ``numpy.lib._function_base_impl._quantile`` takes them: the virtual index ``(n - 1) q``, its floor
+    and the next index (the last value at or beyond the end), and ``_lerp``'s two-sided interpolation.
+
+    >>> values = np.random.default_rng(0).lognormal(size=1_001)
+    >>> levels = np.linspace(0, 1, 97)
+    >>> sorted_quantiles(np.sort(values), levels).tolist() == np.quantile(values, levels).tolist()
+    True
+    """
+    n = len(ordered)
+    virtual = (n - 1) * levels
+    at_end = virtual >= n - 1
+    previous = np.where(at_end, -1, np.floor(virtual)).astype(np.intp)
+    following = np.where(at_end, -1, previous + 1)
+    gamma = virtual - previous
+    low, high = ordered[previous], ordered[following]
+    difference = high - low
+    result: np.ndarray = low + difference * gamma
+    np.subtract(high, difference * (1 - gamma), out=result, where=gamma >= 0.5)
+    return result
 
 
 def bin_proportions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
