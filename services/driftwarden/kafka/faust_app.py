@@ -90,12 +90,13 @@ def take_events(stream: faust.StreamT[Any]) -> AsyncGenerator[Sequence[EventT[An
 
 #: How long the consumer thread waits before it looks again at a spent :class:`FetchBudget`.
 SPENT_WAIT_S = 0.01
-#: The longest one ``getmany`` of the consumer thread waits (Faust asks for 1 s). aiokafka 0.14's ``getmany`` over
-#: several partitions was not woken when records of one of them arrived while it waited: it returned nothing
-#: after its whole timeout, with those records buffered and its fetch waiter still registered (seen in the fetcher's
-#: state at the end of each empty wait), and the next call had them at once. A worker reading predictions, labels
-#: and window summaries stalled so ~0.75 s each ~2 s on single-event messages (docs/benchmarks.md, "Single events:
-#: a fetch that slept through its records"); a short wait bounds what a missed wake-up costs.
+#: The longest one ``getmany`` of the consumer thread waits (Faust asks for 1 s). In this thread aiokafka 0.14's
+#: ``getmany`` over several partitions was not woken when records of one of them arrived while it waited: it
+#: returned nothing after its whole timeout, with those records buffered and its fetch waiter still registered (seen
+#: in the fetcher's state at the end of each empty wait), and the next call had them at once (not reproduced with
+#: aiokafka alone). A worker reading predictions, labels and window summaries stalled so ~0.75 s each ~2 s on
+#: single-event messages (docs/benchmarks.md, "Single events: a fetch that slept through its records"); a short wait
+#: bounds what a missed wake-up costs.
 FETCH_POLL_S = 0.1
 
 
