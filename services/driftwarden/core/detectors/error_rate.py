@@ -234,11 +234,7 @@ class BernoulliCusumDetector(StreamingDetector):
         (True, True, True)
         """
         if len(values) < CLOSED_FORM_RUN:
-            for i, value in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
-                if value == value:  # (NaN: no evidence)
-                    self.update(value)
-                    if self._drift_detected and on_drift is not None:
-                        on_drift(i)
+            super().update_many(values, on_drift)
             return
         x = np.asarray(values, dtype=float)
         index = np.flatnonzero(x == x)
