@@ -399,7 +399,12 @@ def serve(
         str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' (or DRIFTWARDEN_SERVING_TOKEN).")
     ] = None,
     max_batch_rows: Annotated[int, typer.Option(help="Rows per micro-batch at most.", min=1)] = 256,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.", min=0)] = 2.0,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long a micro-batch waits at most for requests after its first.", min=0)
+    ] = 2.0,
+    idle_ms: Annotated[
+        float, typer.Option(help="A micro-batch closes sooner once no request has arrived for this long.", min=0)
+    ] = 0.25,
     cost_per_request: Annotated[float, typer.Option(help="Cost model: fixed cost of one prediction.", min=0)] = 0.0,
     cost_per_ms: Annotated[float, typer.Option(help="Cost model: cost per millisecond of latency.", min=0)] = 0.0,
     stream: Annotated[
@@ -413,7 +418,15 @@ def serve(
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
     if token is None and config.serving_token is not None:
         token = config.serving_token.get_secret_value()
-    serving = ServingConfig(max_batch_rows, max_wait_ms / 1000, cost_per_request, cost_per_ms, token, stream)
+    serving = ServingConfig(
+        max_batch_rows=max_batch_rows,
+        max_wait_s=max_wait_ms / 1000,
+        idle_s=idle_ms / 1000,
+        cost_per_request=cost_per_request,
+        cost_per_ms=cost_per_ms,
+        token=token,
+        stream=stream,
+    )
     typer.echo(f"serving {config.registry_dir} on http://{host}:{port}")
     run_server(config, serving, host, port)
 

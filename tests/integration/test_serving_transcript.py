@@ -193,7 +193,7 @@ async def submit_together(settings: Settings, models: ActiveModels, model_id: st
     writer = PredictionWriter(settings, BrokerState("transcript"))
     await writer.start()
     try:
-        batcher = MicroBatcher(models, ServingConfig(max_wait_s=0.5), writer)
+        batcher = MicroBatcher(models, ServingConfig(max_wait_s=0.5, idle_s=0.5), writer)
         decoded = [(rows_request if protocol == "v1" else columns_request)(body) for protocol, body in micro_batch()]
         requests = [asyncio.create_task(batcher.submit(model_id, *request)) for request in decoded]
         outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 60)

@@ -126,6 +126,41 @@ def test_a_failed_write_fails_every_request_it_carried(tmp_path) -> None:
     assert all("was not acknowledged" in str(o) for o in failed)
 
 
+def test_a_micro_batch_closes_once_requests_stop_arriving_and_at_most_max_wait_after_its_first(
+    kafka: Settings, served
+) -> None:
+    """Three requests sent together are one micro-batch, closed once none has arrived for ``idle_s`` (not
+    after ``max_wait_s``, a minute: the test would time out); a fourth sent later is one of its own.
+    Requests that keep arriving are cut into micro-batches ``max_wait_s`` long."""
+    model_id, models, rows = served
+
+    async def run() -> None:
+        writer = PredictionWriter(kafka, BrokerState("test"))
+        await writer.start()
+        try:
+
+            def submit(batcher: MicroBatcher, row: dict[str, object]) -> asyncio.Task[bytes]:
+                return asyncio.create_task(batcher.submit(model_id, [{"features": row["features"]}], http_answer))
+
+            idle = MicroBatcher(models, ServingConfig(max_wait_s=60, idle_s=0.05), writer)
+            together = [submit(idle, row) for row in rows[:3]]
+            await asyncio.sleep(0.5)
+            await asyncio.wait_for(asyncio.gather(*together, submit(idle, rows[3])), 30)
+            steady = MicroBatcher(models, ServingConfig(max_wait_s=0.1, idle_s=60), writer)
+            sent = []
+            for i in range(20):  # one request every 0.02 s: never idle for 60 s
+                sent.append(submit(steady, rows[i % len(rows)]))
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(asyncio.gather(*sent), 30)
+        finally:
+            await writer.stop(10)
+
+    asyncio.run(run())
+    sizes = [len(message) for message in ids_on_topic(kafka, model_id)]
+    assert sizes[:2] == [3, 1], sizes
+    assert sum(sizes[2:]) == 20 and len(sizes[2:]) >= 2 and sizes[2] >= 2, sizes
+
+
 @pytest.fixture
 def served(tmp_path) -> tuple[str, ActiveModels, list[dict[str, object]]]:
     """A model served from a registry of its own (id, active models) and 5 rows to send it."""
@@ -181,7 +216,8 @@ def test_a_refused_request_that_went_away_fails_none_of_the_others(kafka: Settin
         writer = PredictionWriter(kafka, BrokerState("test"))
         await writer.start()
         try:
-            batcher = MicroBatcher(models, ServingConfig(max_wait_s=0.5), writer)  # (one micro-batch of all 5)
+            config = ServingConfig(max_wait_s=0.5, idle_s=0.5)  # (one micro-batch of all 5)
+            batcher = MicroBatcher(models, config, writer)
             sent = [[{"features": row["features"]}] for row in rows]
             sent[2] = [{"features": {}}]  # (refused: no feature the model needs)
             requests = [asyncio.create_task(batcher.submit(model_id, rows_, http_answer)) for rows_ in sent]

@@ -399,6 +399,8 @@ class _Refused:
         self.reasons: dict[int, str] = {}
 
     def __call__(self, rows: np.ndarray, reason: str) -> None:
+        if not rows.any():  # (the usual case: a cheap test, not a search)
+            return
         for i in np.flatnonzero(rows & ~self.bad).tolist():
             self.reasons[i] = reason
         self.bad |= rows

@@ -87,7 +87,8 @@ SWAPS = Counter("driftwarden_serving_swaps", "Model-published events followed, b
 @dataclass(frozen=True)
 class ServingConfig:
     max_batch_rows: int = 256
-    max_wait_s: float = 0.002
+    max_wait_s: float = 0.002  # a micro-batch collects requests for at most this long after its first ...
+    idle_s: float = 0.00025  # ... and closes sooner, once no request has arrived for this long
     cost_per_request: float = 0.0
     cost_per_ms: float = 0.0
     token: str | None = None
@@ -137,9 +138,10 @@ class _Pending:
 
 @dataclass
 class MicroBatcher:
-    """Collects requests per model for up to ``max_wait_s`` or ``max_batch_rows`` rows, scores once and
-    writes the micro-batch's predictions back in one write (with those of micro-batches queued behind a
-    write in flight: :class:`~driftwarden.serving.writer.PredictionWriter`)."""
+    """Collects requests per model (until ``max_batch_rows`` rows, ``max_wait_s``, or ``idle_s`` without a
+    new request: :meth:`_collect`), scores once and writes the micro-batch's predictions back in one write
+    (with those of micro-batches queued behind a write in flight:
+    :class:`~driftwarden.serving.writer.PredictionWriter`)."""
 
     models: ActiveModels
     config: ServingConfig
@@ -169,25 +171,24 @@ class MicroBatcher:
                     _refuse(item.future, exc)
 
     async def _collect(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
-        """The next micro-batch: the first request and whatever arrives within ``max_wait_s``."""
+        """The next micro-batch: the first request and those that follow it until ``max_batch_rows`` rows,
+        ``max_wait_s`` after the first, or a wait of ``idle_s`` in which none arrived (clients waiting for
+        their answers send no more: waiting on would only delay them). One timer per wait of ``idle_s``,
+        none per request."""
         batch = [await queue.get()]
         rows = len(batch[0].instances)
-        deadline = time.perf_counter() + self.config.max_wait_s
-        while rows < self.config.max_batch_rows:
-            if queue.empty():  # (waiting costs more than taking what is already there)
-                timeout = deadline - time.perf_counter()
-                if timeout <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(timeout):  # (cheaper than wait_for: no task per get)
-                        item = await queue.get()
-                except TimeoutError:
-                    break
-            else:
+        deadline = batch[0].enqueued + self.config.max_wait_s
+        while True:
+            while rows < self.config.max_batch_rows and not queue.empty():
                 item = queue.get_nowait()
-            batch.append(item)
-            rows += len(item.instances)
-        return batch
+                batch.append(item)
+                rows += len(item.instances)
+            left = deadline - time.perf_counter()
+            if rows >= self.config.max_batch_rows or left <= 0:
+                return batch
+            await asyncio.sleep(min(self.config.idle_s, left))
+            if queue.empty():
+                return batch
 
     async def _score(self, model_id: str, batch: list[_Pending]) -> None:
         served = self.models.get(model_id)  # one version for the whole micro-batch, even mid-swap
