@@ -123,12 +123,15 @@ async def _load(
     """Rows/s, p50 and p99 latency (ms), and the server's and this client's CPU µs per request, of
     ``requests`` requests of ``instances`` from ``concurrency`` kept-alive connections, in ``answers.protocol``.
 
-    The client is lean (raw asyncio streams, the request's bytes built once) so that it takes as little
-    of the cores it shares with the server as it can; every answer is still checked."""
+    The client is lean (raw asyncio streams, the request's bytes built once, the answers kept and checked
+    once the timed run is over) so that it takes as little of the cores it shares with the server as it
+    can, and sends its next request as soon as an answer is in; every answer is still checked (all are
+    kept until then: requests times an answer's size of memory)."""
     body = orjson.dumps({"instances": instances} if answers.protocol == "v1" else infer_body(instances))
     request = (f"POST {PATHS[answers.protocol]} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
     latencies: list[float] = []
+    exchanged: list[tuple[int, bytes]] = []  # (status, body) of each answer, checked after the run
     remaining = requests
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -136,9 +139,8 @@ async def _load(
         while remaining > 0:
             remaining -= 1
             started = time.perf_counter()
-            status, answer = await _exchange(reader, writer, request)
+            exchanged.append(await _exchange(reader, writer, request))
             latencies.append(time.perf_counter() - started)
-            answers.check(status, answer)
 
     connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
     try:
@@ -152,6 +154,8 @@ async def _load(
     finally:
         for _, writer in connections:
             writer.close()
+    for status, answer in exchanged:
+        answers.check(status, answer)
     ms = np.array(latencies) * 1000
     p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
     return requests * len(instances) / elapsed, p50, p99, server_cpu / requests * 1e6, client_cpu / requests * 1e6
