@@ -115,6 +115,28 @@ def broker(
     typer.echo("broker stopped")
 
 
+Item = TypeVar("Item")
+
+
+def listed(text: str, option: str, convert: Callable[[str], Item]) -> list[Item]:
+    """The comma-separated items of an option's value, blanks dropped, each ``convert``-ed; an item it refuses
+    is a one-line error naming the option.
+
+    >>> listed("1, 10,,100", "--sizes", int)
+    [1, 10, 100]
+    >>> try:
+    ...     listed("1,x", "--sizes", int)
+    ... except typer.BadParameter as error:
+    ...     print(error.message)
+    --sizes takes a comma-separated list of int, got '1,x'
+    """
+    try:
+        return [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        kind = getattr(convert, "__name__", "values")
+        raise typer.BadParameter(f"{option} takes a comma-separated list of {kind}, got {text!r}") from None
+
+
 Choice = TypeVar("Choice", bound=str)
 
 
@@ -198,7 +220,7 @@ def produce(
         name=one_of(scenario, SCENARIOS, "scenario"),
         n_events=events,
         onset=onset,
-        drift_features=tuple(f.strip() for f in drift_features.split(",") if f.strip()),
+        drift_features=tuple(listed(drift_features, "--drift-features", str)),
         magnitude=magnitude,
         seed=seed,
         model_id=model_id,
@@ -579,7 +601,7 @@ def profile_build(
             raise DriftwardenError("--score-column of a classifier needs --positive-class (the class it scores)")
         profile = profile_from_table(
             read_table(table_file), model_id, model_version, dict(model_config.features), model_config.ignore_features,
-            [c.strip() for c in exclude.split(",") if c.strip()], chosen_task, positive_class, score_column,
+            listed(exclude, "--exclude", str), chosen_task, positive_class, score_column,
         )  # fmt: skip
         skipped = ""
     else:
@@ -685,7 +707,7 @@ def bench_bank_overhead(
     """The rank-CUSUM bank's threshold overhead: its effective multiplicity, and its margin over references."""
     from driftwarden.bench.bank_overhead import run_bank_overhead
 
-    levels = tuple(float(target) for target in targets.split(",") if target.strip())
+    levels = tuple(listed(targets, "--targets", float))
     for line in run_bank_overhead(levels, alarms, references, reference_n, seed):
         typer.echo(line)
 
@@ -734,7 +756,7 @@ def bench_joiner(
     joined label costs the monitor core."""
     from driftwarden.bench.joiner import run_joiner_benchmark
 
-    calls = tuple(int(n) for n in label_calls.split(",") if n.strip())
+    calls = tuple(listed(label_calls, "--label-calls", int))
     typer.echo(run_joiner_benchmark(pending, max(events or pending, pending), calls, labels).as_text())
 
 
@@ -758,12 +780,12 @@ def bench_shards(
 
         typer.echo("| workers | events | events/s (owner's merged count over time) |\n|---:|---:|---:|")
         with bench_broker() as (base, work):
-            counts = tuple(int(n) for n in workers.split(","))
+            counts = tuple(listed(workers, "--workers", int))
             for n, rate in run_broker_scaling(base, work, events, counts):
                 typer.echo(f"| {n} | {events:,} | {rate} |")
         return
     typer.echo(HEADER)
-    for result in run_scaling(events, 500, tuple(int(n) for n in workers.split(","))):
+    for result in run_scaling(events, 500, tuple(listed(workers, "--workers", int))):
         typer.echo(result.as_row())
     if null_values:
         typer.echo(f"\nCUSUMs at {arl:g} values between false alarms (budget {1e6 / arl:,.0f} per million values):")
@@ -796,7 +818,7 @@ def bench_peers(
 
     from driftwarden.bench.peers import HEADER, run_peers_benchmark
 
-    names = [tool.strip() for tool in tools.split(",") if tool.strip()]
+    names = listed(tools, "--tools", str)
     typer.echo(f"{rows:,} rows, reference {reference_rows:,}, chunks of {chunk:,}; num_00/num_01 +0.5σ at half")
     typer.echo(HEADER)
     with tempfile.TemporaryDirectory() as work:
@@ -816,8 +838,8 @@ def bench_serving(
     """Predictions/s and p50/p99 latency of `driftwarden serve` over HTTP, write-back included."""
     from driftwarden.bench.serving import PATHS, run_serving_benchmark
 
-    sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
-    apis = [name.strip() for name in protocols.split(",") if name.strip()]
+    sizes = listed(batch_sizes, "--batch-sizes", int)
+    apis = listed(protocols, "--protocols", str)
     if not apis or set(apis) - set(PATHS):
         raise typer.BadParameter(f"expected some of {', '.join(PATHS)}, got {protocols!r}", param_hint="--protocols")
     typer.echo(f"| protocol | rows/request | requests | predictions/s | p50 ms | p99 ms | onnxruntime alone, rows/s "
@@ -849,8 +871,8 @@ def bench_throughput(
     from driftwarden.bench.loadtests import run_latency, run_memory, run_scaling
     from driftwarden.bench.throughput import bench_broker, bench_settings, run_throughput_benchmark
 
-    sizes = [int(size) for size in batch_sizes.split(",") if size.strip()]
-    columnar = [int(size) for size in columnar_sizes.split(",") if size.strip()]
+    sizes = listed(batch_sizes, "--batch-sizes", int)
+    columnar = listed(columnar_sizes, "--columnar-sizes", int)
     with bench_broker() as (base, work):
         if sizes:
             typer.echo(
@@ -933,14 +955,11 @@ def bench_detection(
 
     if gradual_width > concept_length:
         raise typer.BadParameter("--gradual-width must not exceed --concept-length")
-    chosen = {part.strip() for part in parts.split(",") if part.strip()}
+    chosen = set(listed(parts, "--parts", str))
     if not chosen or chosen - {"concepts", "features", "shapes"}:
         raise typer.BadParameter("--parts takes concepts, features and/or shapes")
-    try:
-        sizes = tuple(float(size) for size in kl_sizes.split(","))
-    except ValueError:
-        raise typer.BadParameter("--kl-sizes takes numbers such as 0.02,0.05") from None
-    streams = tuple(name.strip() for name in feature_streams.split(",") if name.strip()) or FEATURE_STREAMS
+    sizes = tuple(listed(kl_sizes, "--kl-sizes", float))
+    streams = tuple(listed(feature_streams, "--feature-streams", str)) or FEATURE_STREAMS
     if set(streams) - set(FEATURE_STREAMS):
         raise typer.BadParameter(f"--feature-streams takes {', '.join(FEATURE_STREAMS)}")
     configurations = tuple(concept_detector or ())
@@ -965,7 +984,7 @@ def bench_detection(
     rows = pooled(runs)
     report = f"{summary_table(rows)}\n{markdown(rows, settings)}\n" if runs else ""
     if "shapes" in chosen:
-        families = tuple(f.strip() for f in shape_families.split(",") if f.strip()) or ALL_FAMILIES
+        families = tuple(listed(shape_families, "--shape-families", str)) or ALL_FAMILIES
         if set(families) - set(ALL_FAMILIES):
             raise typer.BadParameter(f"--shape-families takes {', '.join(ALL_FAMILIES)}")
         corpus = CorpusSettings(shape_seeds, shape_stable_events, sizes, families, kswin_seeds=kswin_seeds)
