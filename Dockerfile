@@ -8,6 +8,7 @@ ARG EXTRAS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DRIFTWARDEN_STATE_DIR=/var/lib/driftwarden \
+    NUMBA_CACHE_DIR=/var/lib/driftwarden/numba-cache \
     DRIFTWARDEN_METRICS_HOST=0.0.0.0
 
 WORKDIR /app

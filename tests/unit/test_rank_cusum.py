@@ -13,23 +13,18 @@ import pytest
 from scipy import stats
 
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
-from driftwarden.core.detectors import RankCusumDetector, sequential
+from driftwarden.core.detectors import RankCusumDetector
+from driftwarden.core.detectors.lindley import lindley
 from driftwarden.core.detectors.sequential import (
     BANK,
-    COEFFICIENTS,
-    SCALE,
-    RankIncrements,
+    NO_PART,
+    RankBins,
     ReferenceCdf,
-    block_minima,
+    bins,
     continuous_part,
-    crossing_and_cusums,
     cusum_threshold,
-    cusums_at,
-    features,
-    first_crossing,
     fixed_point,
     increments,
-    running_sums,
 )
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.profile import NumericProfile, ReferenceProfile
@@ -105,10 +100,11 @@ def test_the_budget_holds_given_the_reference_not_only_on_average_over_reference
 
 def alarms_with_restarts(steps: np.ndarray, threshold: float) -> int:
     """How often one CUSUM of these fixed-point increments crosses ``threshold``, restarting from 0 after each alarm."""
-    sums, limit = running_sums(steps[None]), fixed_point(np.array([threshold]))
-    alarms, start, floor = 0, 0, np.zeros(1, dtype=np.int64)
-    while (crossing := first_crossing(sums, floor, limit, start, len(steps))) is not None:
-        alarms, start, floor = alarms + 1, crossing, sums[:, crossing].copy()  # restart from 0
+    table, each = np.ascontiguousarray(steps[:, None]), np.arange(len(steps))  # (value i's increment: row i)
+    limit, cusum, last_zero = fixed_point(np.array([threshold])), np.zeros(1, np.int64), np.full(1, -1)
+    alarms, start = 0, 0
+    while (crossing := lindley(each, table, each, NO_PART, cusum, last_zero, limit, start)) is not None:
+        alarms, start, cusum[:] = alarms + 1, crossing, 0  # restart from 0
     return alarms
 
 
@@ -268,64 +264,26 @@ def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_
     assert float(np.median(delays)) <= 1.75 * np.log(ARL_17) / (np.log(1.15) ** 2 / 2)
 
 
-def test_the_closed_form_cusum_is_lindleys_recursion():
-    """Every CUSUM, its last zero and its first crossing from the running sums, against the recursion in a loop."""
-    rng = np.random.default_rng(3)
-    steps = fixed_point(COEFFICIENTS @ features(rng.normal(0.3, 1.2, 500)))
-    start = fixed_point(rng.uniform(0, 2, len(BANK)))
-    limits = fixed_point(rng.uniform(2, 30, len(BANK)))
-    sums, floor = running_sums(steps), -start
-    s, last_zero, crossing = start.copy(), np.full(len(BANK), -1), None
-    for k, step in enumerate(steps.T, start=1):
-        s = np.maximum(0, s + step)
-        last_zero[s == 0] = k
-        crossing = k if crossing is None and (s >= limits).any() else crossing
-        if k in (1, 31, 32, 33, 257, 500):
-            cusums, zeros = cusums_at(sums, floor, 0, k)
-            assert (cusums == s).all() and (zeros == last_zero).all()  # fixed point: exact
-    assert crossing is not None and first_crossing(sums, floor, limits, 0, 500) == crossing
-    assert first_crossing(sums, floor, np.full(len(BANK), fixed_point(np.array([1e4]))[0]), 0, 500) is None
-    assert np.allclose(cusums_at(sums, floor, 0, 500)[0] / SCALE, s / SCALE)
-
-
 @pytest.mark.parametrize("seed", range(6))
-def test_the_cusums_and_last_zeros_from_block_minima_are_lindleys_recursion_with_ties(seed):
-    """Small integer steps (the smallest running sum repeats within and across blocks), any start and stop."""
+def test_the_compiled_cusums_are_lindleys_recursion(seed):
+    """The compiled loop against the recursion in Python: the first crossing, every CUSUM and its last zero there
+    (small integer steps: ties with 0), from any start, with and without a second table (a continuous part)."""
     rng = np.random.default_rng(seed)
-    steps = rng.integers(-2, 3, (40, 300)).astype(np.int64)
-    sums = running_sums(steps)
-    for start, stop in [(0, 1), (0, 32), (0, 33), (5, 70), (31, 64), (100, 300), (0, 300), (299, 300)]:
-        initial = rng.integers(0, 4, len(steps)).astype(np.int64)
-        s, last_zero = initial.copy(), np.full(len(steps), -1)
+    table, part_table = rng.integers(-3, 4, (9, 30)), rng.integers(-3, 4, (5, 4))
+    for start, stop, with_part in [(0, 1, 0), (0, 33, 1), (5, 70, 0), (31, 64, 1), (100, 400, 1), (0, 400, 0)]:
+        z_bins, part_bins = rng.integers(0, 9, stop), rng.integers(0, 5, stop)
+        steps = np.hstack([table[z_bins], part_table[part_bins]] if with_part else [table[z_bins]])
+        initial = rng.integers(0, 6, steps.shape[1]).astype(np.int64)
+        limits = rng.integers(4, 60, steps.shape[1]).astype(np.int64)
+        s, last_zero, crossing = initial.copy(), np.full(len(initial), -1), None
         for k in range(start + 1, stop + 1):
-            s = np.maximum(0, s + steps[:, k - 1])
-            last_zero[s == 0] = k
-        floor = sums[:, start] - initial
-        for minima in (None, block_minima(sums, start, stop)):
-            cusums, zeros = cusums_at(sums, floor, start, stop, minima)
-            assert (cusums == s).all() and (zeros == last_zero).all()
-
-
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("direct", [0, 1 << 30])
-def test_the_crossing_and_cusums_by_the_screen_or_the_running_minimum_are_lindleys_recursion(seed, direct, monkeypatch):
-    """Both ways (the block screen then the CUSUMs there, or the running minimum of a short span) against the loop:
-    the first crossing, every CUSUM and its last zero there (small integer steps: ties within and across blocks)."""
-    monkeypatch.setattr(sequential, "DIRECT_SUMS", direct)
-    rng = np.random.default_rng(seed)
-    steps = rng.integers(-3, 4, (30, 400)).astype(np.int64)
-    sums = running_sums(steps)
-    for start, stop in [(0, 1), (0, 32), (0, 33), (5, 70), (31, 64), (100, 400), (0, 400), (399, 400)]:
-        initial = rng.integers(0, 6, len(steps)).astype(np.int64)
-        limits = rng.integers(4, 60, len(steps)).astype(np.int64)
-        s, last_zero, crossing = initial.copy(), np.full(len(steps), -1), None
-        for k in range(start + 1, stop + 1):
-            s = np.maximum(0, s + steps[:, k - 1])
+            s = np.maximum(0, s + steps[k - 1])
             last_zero[s == 0] = k
             if (s >= limits).any():
                 crossing = k
                 break
-        found, cusums, zeros = crossing_and_cusums(sums, sums[:, start] - initial, limits, start, stop)
+        cusums, zeros = initial.copy(), np.full(len(initial), -1)
+        found = lindley(z_bins, table, part_bins, part_table if with_part else NO_PART, cusums, zeros, limits, start)
         assert found == crossing and (cusums == s).all() and (zeros == last_zero).all()
 
 
@@ -347,42 +305,37 @@ def test_the_increments_looked_up_from_the_values_are_those_of_the_ranks(shape):
     cdf = ReferenceCdf(np.quantile(SHAPES[shape](rng, 5_000), np.linspace(0, 1, 1_000)), 5_000)
     part = continuous_part(cdf)
     x = SHAPES[shape](rng, 20_000) * rng.choice([1.0, 1.5], 20_000)  # (some beyond the reference's range)
-    same = (RankIncrements(cdf, part)(x, 100, 7) == increments(cdf.transform(x, 100, 7), part)).all(axis=0)
-    assert same.mean() >= 0.9999
+    (z_bins, part_bins), (z_exact, part_exact) = RankBins(cdf, part)(x, 100, 7), bins(cdf.transform(x, 100, 7), part)
+    assert ((z_bins == z_exact) & (part_bins == part_exact)).mean() >= 0.9999
+
+
+def recorder(found: list[tuple[int, dict]], detector: RankCusumDetector, offset: int) -> Callable[[int], None]:
+    """An ``on_drift`` that records each alarm's position (from ``offset``) and the evidence then."""
+    return lambda i: found.append((offset + i, detector.evidence()))
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_detectors_updated_together_give_what_each_gives_alone(seed):
-    """``RankCusumDetector.update_together`` (a model's streams in one array, as the monitor feeds them) against
-    ``update_many`` per detector: the same alarms in the same order, the same evidence and state after every
-    batch; shapes with atoms (a continuous part), columns with missing values or of another length, changes
-    that alarm once or again and again, batches from 1 value to a few thousand."""
+def test_a_detector_fed_in_batches_of_any_size_gives_what_one_batch_gives(seed):
+    """``update_many`` in batches (1 value to a few thousand) against one call on all the values: the same alarms,
+    the same evidence at each and the same state at the end; shapes with atoms (a continuous part), missing
+    values, changes that alarm once or again and again."""
     rng = np.random.default_rng([11, seed])
-    shapes = [SHAPES[name] for name in rng.choice(list(SHAPES), size=6)]
-    arl = float(rng.choice([300.0, 3_000.0, ARL_17]))
-    apart, together = ([detector_for(shape(np.random.default_rng([seed, j]), 2_000), arl, j)
-                        for j, shape in enumerate(shapes)] for _ in range(2))  # fmt: skip
-    found: tuple[list[tuple[int, int, dict]], list[tuple[int, int, dict]]] = ([], [])
-
-    def alarm(side: int, j: int, detector: RankCusumDetector):
-        return lambda i: found[side].append((j, i, detector.evidence()))
-
-    for _ in range(12):
-        n = int(rng.choice([1, 7, 300, 2_000, 4_000]))
-        columns = [shape(rng, n) * (1.0 + rng.choice([0.0, 0.3]) * (j % 2)) for j, shape in enumerate(shapes)]
-        if rng.random() < 0.3:
-            columns[int(rng.integers(len(columns)))][rng.random(n) < 0.1] = np.nan
-        if rng.random() < 0.2:
-            columns[int(rng.integers(len(columns)))] = columns[0][: n // 2]
-        for j, (detector, values) in enumerate(zip(apart, columns, strict=True)):
-            detector.update_many(values, alarm(0, j, detector))
-        RankCusumDetector.update_together(
-            [
-                (detector, values, alarm(1, j, detector))
-                for j, (detector, values) in enumerate(zip(together, columns, strict=True))
-            ]
-        )
+    shapes = [SHAPES[name] for name in rng.choice(list(SHAPES), size=4)]
+    arl = float(rng.choice([300.0, 3_000.0]))
+    alarms = 0
+    for j, shape in enumerate(shapes):
+        batched, whole = (detector_for(shape(np.random.default_rng([seed, j]), 2_000), arl, j) for _ in range(2))
+        sizes = rng.choice([1, 7, 300, 2_000, 4_000], size=8)
+        values = np.concatenate([shape(rng, n) * (1.0 + rng.choice([0.0, 0.3]) * (j % 2)) for n in sizes])
+        values[rng.random(len(values)) < 0.05] = np.nan
+        found: tuple[list[tuple[int, dict]], list[tuple[int, dict]]] = ([], [])
+        offset = 0
+        for n in sizes:
+            batched.update_many(values[offset : offset + n], recorder(found[0], batched, offset))
+            offset += n
+        whole.update_many(values, recorder(found[1], whole, 0))
         assert found[0] == found[1]
-        assert [d.state() for d in apart] == [d.state() for d in together]
-        assert [d.drift_detected for d in apart] == [d.drift_detected for d in together]
-    assert found[0]  # (the changes alarm)
+        assert batched.state() == whole.state()
+        assert batched.drift_detected == whole.drift_detected
+        alarms += len(found[1])
+    assert alarms  # (the changes alarm)

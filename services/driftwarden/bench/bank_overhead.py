@@ -29,19 +29,20 @@ from collections.abc import Iterator
 import numpy as np
 
 from driftwarden.core.config import ModelMonitorConfig
+from driftwarden.core.detectors.lindley import lindley
 from driftwarden.core.detectors.sequential import (
     BANK,
+    BY_BIN,
     INCREMENTS,
+    NO_PART,
+    PART_BY_BIN,
     REFERENCE_Z,
     SCALE,
     U_EDGES,
     ReferenceCdf,
     bank,
+    bins,
     cusum_threshold,
-    cusums_at,
-    first_crossing,
-    increments,
-    running_sums,
 )
 
 #: A stream's mean number of values between false alarms at the defaults (a 16-feature model: 17 streams).
@@ -60,13 +61,15 @@ def bank_limits(part: tuple[float, float] | None, target: float) -> np.ndarray:
     return limits
 
 
-def _alarms(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray) -> tuple[int, np.ndarray]:
-    """Alarms of the CUSUMs (rows of ``sums``, from ``floor``) restarting all together after each; the floor after."""
-    count, start, stop = 0, 0, sums.shape[1] - 1
-    while (crossing := first_crossing(sums, floor, limits, start, stop)) is not None:
-        count, start, floor = count + 1, crossing, sums[:, crossing].copy()
-    after = cusums_at(sums, floor, start, stop)[0] if start < stop else np.zeros(len(sums), np.int64)
-    return count, -after
+def _alarms(z_bins: np.ndarray, table: np.ndarray, part_bins: np.ndarray, part_table: np.ndarray,
+            cusums: np.ndarray, limits: np.ndarray) -> int:  # fmt: skip
+    """Alarms of the CUSUMs (:func:`~driftwarden.core.detectors.lindley.lindley`; ``cusums`` in and out) restarting
+    all together after each."""
+    count, start, last_zero = 0, 0, np.full(len(cusums), -1)
+    while (crossing := lindley(z_bins, table, part_bins, part_table, cusums, last_zero, limits, start)) is not None:
+        count, start = count + 1, crossing
+        cusums[:] = 0
+    return count
 
 
 def bank_alarms(
@@ -76,15 +79,16 @@ def bank_alarms(
     (restarting after its own), every CUSUM at ``target`` (:func:`bank_limits`)."""
     rng = np.random.default_rng(seed)
     limits = bank_limits(part, target)
+    part_table = NO_PART if part is None else PART_BY_BIN
+    alone = [np.ascontiguousarray(table[:, [j]]) for table in (BY_BIN, part_table) for j in range(table.shape[1])]
     union, each = 0, np.zeros(len(limits), dtype=int)
-    floor, floors = np.zeros(len(limits), np.int64), np.zeros(len(limits), np.int64)
+    cusums, own = np.zeros(len(limits), np.int64), np.zeros(len(limits), np.int64)
     for done in range(0, values, chunk):
-        sums = running_sums(increments(rng.random(min(chunk, values - done)), part))
-        found, floor = _alarms(sums, floor, limits)
-        union += found
-        for i in range(len(limits)):
-            found, floors[i : i + 1] = _alarms(sums[i : i + 1], floors[i : i + 1], limits[i : i + 1])
-            each[i] += found
+        z_bins, part_bins = bins(rng.random(min(chunk, values - done)), part)
+        union += _alarms(z_bins, BY_BIN, part_bins, part_table, cusums, limits)
+        for i, table in enumerate(alone):
+            of = z_bins if i < len(BANK) else part_bins
+            each[i] += _alarms(of, table, of, NO_PART, own[i : i + 1], limits[i : i + 1])
     return union, each
 
 

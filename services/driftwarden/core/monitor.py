@@ -329,7 +329,6 @@ class ModelMonitor:
         assert self.profile is not None
         numeric_names, embeddings = list(self.profile.numeric), list(self.profile.embedding)
         categorical = list(self.profile.categorical)
-        updates = []
         for name, detector in self.streaming.items():
             if name == SIGNAL:
                 values = columns.signal
@@ -341,8 +340,7 @@ class ModelMonitor:
                 values = self.profile.embedding[feature].distances(columns.embeddings[embeddings.index(feature)])
             else:
                 values = columns.numeric[:, numeric_names.index(name)]
-            updates.append((detector, values, partial(on_drift, name, detector)))
-        RankCusumDetector.update_together(updates)
+            detector.update_many(values, partial(on_drift, name, detector))
 
     def _stream_subject(self, name: str) -> tuple[str, str]:
         """The alert subject of a streaming detector, and what its values are (a summary's first words).

@@ -1,6 +1,6 @@
 """Distribution-free sequential tests: ranks against the reference, then CUSUMs with calibrated thresholds.
 
-Pure numpy, no state of its own; :class:`~driftwarden.core.detectors.streaming.RankCusumDetector`
+Numpy, no state of its own; :class:`~driftwarden.core.detectors.streaming.RankCusumDetector`
 holds the state. Three steps per value ``x``:
 
 1. **Randomized probability integral transform** against the reference's quantile summary
@@ -28,8 +28,8 @@ holds the state. Three steps per value ``x``:
    split where an increment jumps) is the mean of its log-likelihood ratio over the bin under no
    change, so the null drift is exact and ``E[e^X] <= 1`` (no false-alarm rate rises; the drift under
    each alternative is at most 0.01 % smaller). The bins' edges map back to edges in ``x`` once per
-   reference (:class:`RankIncrements`), so the hot path is a binary search, a table lookup and the
-   CUSUMs in fixed point (:func:`running_sums`, :func:`first_crossing`, :func:`cusums_at`).
+   reference (:class:`RankBins`), so the hot path is a binary search, then a table lookup and the
+   CUSUMs in fixed point in one compiled loop (:func:`~driftwarden.core.detectors.lindley.lindley`).
 
 Thresholds follow from a false-alarm budget (:func:`cusum_threshold`): for a mean number of values
 between false alarms ``arl``, Siegmund's corrected approximation for the location CUSUMs [4]_
@@ -550,16 +550,11 @@ def bank_thresholds(part: tuple[float, float] | None, arl: float, reference_n: i
 
 #: The CUSUMs run in fixed point: each increment rounded down to a multiple of 2^-32 (less than 2.4e-10 nats a
 #: value, against thresholds of 10-20 nats; down, so no false-alarm rate rises) and summed in int64: exact, so
-#: ``update`` in a loop and ``update_many`` give the same CUSUMs bit for bit (those that can alarm), and a
-#: running sum of integers is several times faster than of floats.
+#: ``update`` in a loop and ``update_many`` give the same CUSUMs bit for bit (those that can alarm), whatever
+#: the order of the additions.
 SCALE = 2.0**32
 #: A CUSUM that is off (an infinite threshold) is held below this many nats, so its fixed point never overflows.
 CUSUM_CAP = 2.0**20
-#: The values per block of :func:`first_crossing`'s screen.
-BLOCK = 32
-#: Up to this many running sums (CUSUMs x values), :func:`crossing_and_cusums` takes the running minimum itself:
-#: quicker than the screen's dozen calls and another read for the CUSUMs.
-DIRECT_SUMS = 1 << 16
 
 
 def fixed_point(values: np.ndarray) -> np.ndarray:
@@ -605,26 +600,43 @@ def _z_bins(u: np.ndarray) -> np.ndarray:
 
 #: The bins' inner edges on the rank scale ``u`` (the increments are constant within a bin).
 U_EDGES = ndtr(_INNER_EDGES)
+#: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.detectors.lindley.lindley` reads.
+BY_BIN = np.ascontiguousarray(INCREMENTS.T)
+#: The continuous part's increments by bin, and a last row of zeros: the bin of a value outside the part.
+PART_BY_BIN = np.vstack([_CONTINUOUS_INCREMENTS.T, np.zeros(len(_CONTINUOUS_INCREMENTS), np.int64)])
+OUTSIDE = len(PART_BY_BIN) - 1
+#: The table of a stream without a continuous part: no CUSUMs.
+NO_PART = np.zeros((1, 0), np.int64)
 
 
-class RankIncrements:
-    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) straight from the values.
+def bins(u: np.ndarray, part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The bins of the ranks ``u`` in :data:`BY_BIN` and in :data:`PART_BY_BIN` (within the continuous part
+    ``part``; :data:`OUTSIDE` for a value outside it, and for every value when ``part`` is None)."""
+    if part is None:
+        return _z_bins(u), np.full(len(u), OUTSIDE)
+    a, b = part
+    inside = (u > a) & (u < b)
+    return _z_bins(u), np.where(inside, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), OUTSIDE)
+
+
+class RankBins:
+    """The bins of every CUSUM's increments (:func:`bins`) straight from the values.
 
     ``u`` is increasing in ``x`` between the values ranked apart (ties with a reference quantile, values
     outside the reference's range), so the bins' edges in ``u`` map back to edges in ``x`` once per
     reference (``u(x_i) = Φ(e_i)``), and a binary search among them gives a value's bin: the same bin as
-    :func:`increments` of ``cdf.transform(x)`` finds (short of rounding at an edge) without the transform.
+    :func:`bins` of ``cdf.transform(x)`` finds (short of rounding at an edge) without the transform.
     The values ranked apart go through ``u``.
 
     >>> rng = np.random.default_rng(1)
     >>> cdf = ReferenceCdf(np.quantile(rng.lognormal(0, 1, 5_000), np.linspace(0, 1, 1_000)), 5_000)
     >>> x = np.concatenate([rng.lognormal(0, 1, 2_000), cdf.q[:5], [-1.0, 1e9]])  # (ties, outside the range)
-    >>> bool((RankIncrements(cdf, None)(x, 0, 3) == increments(cdf.transform(x, 0, 3), None)).all())
-    True
+    >>> [bool((m == t).all()) for m, t in zip(RankBins(cdf, None)(x, 0, 3), bins(cdf.transform(x, 0, 3), None))]
+    [True, True]
     >>> ranks = ReferenceCdf([0.0, 1.0, 2.0], 1_000, masses=[0.5, 0.3, 0.2])  # (discrete: every value through u)
     >>> part, y = continuous_part(ranks), rng.integers(0, 4, 500).astype(float)
-    >>> bool((RankIncrements(ranks, part)(y, 0, 3) == increments(ranks.transform(y, 0, 3), part)).all())
-    True
+    >>> [bool((m == t).all()) for m, t in zip(RankBins(ranks, part)(y, 0, 3), bins(ranks.transform(y, 0, 3), part))]
+    [True, True]
     """
 
     def __init__(self, cdf: ReferenceCdf, part: tuple[float, float] | None) -> None:
@@ -642,157 +654,36 @@ class RankIncrements:
             self._part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
             self._inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
 
-    def __call__(self, x: np.ndarray, first: int, seed: int, out: np.ndarray | None = None) -> np.ndarray:
-        """``increments(cdf.transform(x, first, seed), part)`` for finite values ``x`` (written into ``out``, an
-        int64 array of ``len(bank(part))`` rows by ``len(x)``, when given)."""
+    def __call__(self, x: np.ndarray, first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
         cdf = self.cdf
         below = np.searchsorted(self._merged, x, "left")
         lo = self._quantiles_below[below]  # searchsorted(cdf.q, x)
         apart = cdf.apart_of(x, lo)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            return increments(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part, out)
-        steps = np.empty((len(bank(self.part)), len(x)), np.int64) if out is None else out
-        # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
-        np.take(INCREMENTS, below - lo, axis=1, out=steps[: len(BANK)], mode="clip")  # (below - lo: among the edges)
-        if self.part is not None:
+            return bins(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
+        z_bins = below - lo  # (among the edges)
+        if self.part is None:
+            part_bins = np.full(len(x), OUTSIDE)
+        else:
             inside = (x > self._inside[0]) & (x < self._inside[1])
-            within = steps[len(BANK) :]
-            np.take(_CONTINUOUS_INCREMENTS, np.searchsorted(self._part_edges, x, "left"), axis=1, out=within,
-                    mode="clip")  # fmt: skip
-            within *= inside  # (outside the continuous part: 0)
+            part_bins = np.where(inside, np.searchsorted(self._part_edges, x, "left"), OUTSIDE)
         if len(apart):
-            steps[:, apart] = increments(
+            z_bins[apart], part_bins[apart] = bins(
                 cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part
             )
-        return steps
+        return z_bins, part_bins
 
 
-def increments(u: np.ndarray, part: tuple[float, float] | None, out: np.ndarray | None = None) -> np.ndarray:
-    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u`` (a table lookup;
-    written into ``out``, an int64 array of ``len(bank(part))`` rows by ``len(u)``, when given).
+def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
+    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u``: what
+    :func:`~driftwarden.core.detectors.lindley.lindley` adds, by :func:`bins`, as an array.
 
     >>> u = np.array([0.01, 0.3, 0.99])
     >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores
     >>> float(np.abs(increments(u, None) / SCALE - exact).max()) < 0.05  # (their means over 1/64 σ)
     True
     """
-    steps = np.empty((len(bank(part)), len(u)), np.int64) if out is None else out
-    # (mode "clip": the bins are always in range, and np.take buffers ``out`` in its default mode)
-    np.take(INCREMENTS, _z_bins(u), axis=1, out=steps[: len(BANK)], mode="clip")
-    if part is not None:
-        a, b = part
-        inside = (u > a) & (u < b)
-        within = steps[len(BANK) :]
-        np.take(_CONTINUOUS_INCREMENTS, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), axis=1, out=within,
-                mode="clip")  # fmt: skip
-        within *= inside  # (outside the continuous part: 0)
-    return steps
-
-
-def running_sums(increments: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``sums[:, k]``: the sum of the first ``k`` fixed-point increments of each CUSUM (rows), ``k = 0 .. n``
-    (written into ``out``, an int64 array of as many rows and one more column, when given)."""
-    sums = np.empty((len(increments), increments.shape[1] + 1), dtype=np.int64) if out is None else out
-    sums[:, 0] = 0
-    np.cumsum(increments, axis=1, out=sums[:, 1:])
-    return sums
-
-
-def first_crossing(sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int) -> int | None:
-    """The first ``k`` in ``(start, stop]`` where some CUSUM reaches its limit (None: none does before ``stop``).
-
-    Lindley's recursion ``S_k = max(0, S_{k-1} + x_k)`` in closed form: ``S_k = sums_k - min(floor, min_{start<s≤k}
-    sums_s)`` with ``floor = sums_start - S_start`` (:func:`running_sums`; all in fixed point). The running minimum
-    is the costly part, so a screen goes first: over a block of :data:`BLOCK` values ``S`` is at most the block's
-    largest sum less the smallest up to the block's end (block maxima and minima are cheap reductions); only the
-    blocks of a CUSUM whose bound reaches its limit get the exact path.
-    """
-    columns = _crossings(sums, floor, limits, start, stop)[1]
-    return int(columns.min()) if len(columns) else None
-
-
-def crossing_and_cusums(
-    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int
-) -> tuple[int | None, np.ndarray, np.ndarray]:
-    """:func:`first_crossing` in ``(start, stop]`` (``start < stop``), then :func:`cusums_at` there (at ``stop`` if
-    none): (crossing or None, CUSUMs, last zeros).
-
-    A short span (at most :data:`DIRECT_SUMS` sums: an alarming stream's next alarm, a few hundred values ahead)
-    takes the running minimum itself, which gives all three: a CUSUM is 0 where its sum is the running minimum
-    (the floor included), so its last zero is the last such place.
-    """
-    span = sums[:, start + 1 : stop + 1]
-    if span.size > DIRECT_SUMS:
-        crossing = first_crossing(sums, floor, limits, start, stop)
-        return crossing, *cusums_at(sums, floor, start, stop if crossing is None else crossing)
-    lowest = np.minimum.accumulate(span, axis=1)
-    np.minimum(lowest, floor[:, None], out=lowest)
-    crossed = np.flatnonzero((span - lowest >= limits[:, None]).any(axis=0))
-    length = int(crossed[0]) + 1 if len(crossed) else span.shape[1]
-    zero = span[:, :length] == lowest[:, :length]
-    last = np.where(zero.any(axis=1), start + length - np.argmax(zero[:, ::-1], axis=1), -1)
-    return start + length if len(crossed) else None, sums[:, start + length] - lowest[:, length - 1], last
-
-
-def crossing_rows(
-    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, minima: np.ndarray | None = None
-) -> np.ndarray:
-    """Which CUSUMs (rows) reach their limit somewhere in all of ``sums`` (none restarting; as :func:`first_crossing`;
-    ``minima``: :func:`block_minima` of all of ``sums`` when already computed).
-
-    >>> sums = running_sums(np.array([[3, 3, -9, 3], [1, -1, 1, -1]]))
-    >>> crossing_rows(sums, np.zeros(2, dtype=np.int64), np.array([6, 2])).tolist()
-    [True, False]
-    """
-    crossed = np.zeros(len(sums), dtype=bool)
-    crossed[_crossings(sums, floor, limits, 0, sums.shape[1] - 1, minima)[0]] = True
-    return crossed
-
-
-def block_minima(sums: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """The smallest running sum of each CUSUM (rows) in each block of :data:`BLOCK` values of ``(start, stop]``."""
-    minima: np.ndarray = np.minimum.reduceat(sums[:, start + 1 : stop + 1], np.arange(0, stop - start, BLOCK), axis=1)
-    return minima
-
-
-def _crossings(
-    sums: np.ndarray, floor: np.ndarray, limits: np.ndarray, start: int, stop: int, minima: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where CUSUMs reach their limits in ``(start, stop]``: (row, k) pairs, among them each row's first (the screen
-    and exact path of :func:`first_crossing`)."""
-    span = sums[:, start + 1 : stop + 1]
-    edges = np.arange(0, stop - start, BLOCK)
-    minima = block_minima(sums, start, stop) if minima is None else minima
-    lowest = np.minimum(np.minimum.accumulate(minima, axis=1), floor[:, None])
-    rows, blocks = np.nonzero(np.maximum.reduceat(span, edges, axis=1) - lowest >= limits[:, None])
-    if not len(rows):
-        return rows, rows
-    before = np.where(blocks > 0, lowest[rows, blocks - 1], floor[rows])  # the exact minimum before the block
-    columns = np.minimum(start + 1 + edges[blocks, None] + np.arange(BLOCK), stop)  # (a short last block repeats)
-    near = sums[rows[:, None], columns]
-    crossed = near - np.minimum.accumulate(np.minimum(near, before[:, None]), axis=1) >= limits[rows, None]
-    which, at = np.nonzero(crossed)
-    return rows[which], columns[which, at]
-
-
-def cusums_at(
-    sums: np.ndarray, floor: np.ndarray, start: int, stop: int, minima: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every CUSUM after ``stop`` values (fixed point), and the last ``k`` in ``(start, stop]`` where it was 0
-    (-1: not since ``start``), from the running sums and floor of :func:`first_crossing`.
-
-    With ``minima``, their :func:`block_minima` over ``(start, stop]`` (the crossing screen's), the sums are not
-    read again but for one block per CUSUM: the last zero is the last place of the smallest sum, in the last
-    block holding it (for many long rows; a few short ones are quicker read whole).
-    """
-    if minima is None:
-        span = sums[:, start + 1 : stop + 1]
-        low = span.min(axis=1)
-        last = stop - np.argmin(span[:, ::-1], axis=1)
-    else:
-        low = minima.min(axis=1)
-        block = minima.shape[1] - 1 - np.argmax(minima[:, ::-1] == low[:, None], axis=1)
-        columns = np.minimum(start + 1 + block[:, None] * BLOCK + np.arange(BLOCK), stop)  # (a short block repeats)
-        near = np.take_along_axis(sums, columns, axis=1)
-        last = columns[np.arange(len(sums)), BLOCK - 1 - np.argmax(near[:, ::-1] == low[:, None], axis=1)]
-    return sums[:, stop] - np.minimum(low, floor), np.where(low <= floor, last, -1)
+    z_bins, part_bins = bins(u, part)
+    steps = BY_BIN[z_bins].T
+    return steps if part is None else np.vstack([steps, PART_BY_BIN[part_bins].T])

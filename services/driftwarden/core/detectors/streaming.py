@@ -3,55 +3,34 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
 import numpy as np
 
 from driftwarden.core.detectors.base import StreamingDetector, build
+from driftwarden.core.detectors.lindley import lindley
 from driftwarden.core.detectors.sequential import (
+    BY_BIN,
     CUSUM_CAP,
+    NO_PART,
+    PART_BY_BIN,
     SCALE,
-    RankIncrements,
+    RankBins,
     ReferenceCdf,
     bank,
     bank_thresholds,
-    block_minima,
     continuous_part,
-    crossing_and_cusums,
-    crossing_rows,
-    cusums_at,
     fixed_point,
     normal_scores,
-    running_sums,
 )
 from driftwarden.core.events import Scalar
 from driftwarden.core.state import State, StateError, StateReader, pack_array
 
 #: Recent values kept to describe a change (its median, spread, normal-score shift).
 RECENT = 512
-#: After an alarm, ``update_many`` looks at least this many values ahead for the next one at a time.
-MIN_HORIZON = 256
 #: ``update_many`` takes at most this many values at a time (the fixed-point sums stay far from overflow).
 CHUNK = 1 << 22
-#: ``update_together``'s two stacked arrays (increments, running sums) up to this many values each are views of
-#: buffers each thread keeps and reuses: a fresh array of megabytes costs its page faults on every batch.
-SCRATCH_VALUES = 1 << 22
-_scratch = threading.local()
-
-
-def scratch(name: str, rows: int, columns: int) -> np.ndarray:
-    """An int64 array of this shape, uninitialized: a view of this thread's buffer ``name`` when it is small
-    enough (:data:`SCRATCH_VALUES`; the next call with the same name reuses it), else a new array."""
-    size = rows * columns
-    if size > SCRATCH_VALUES:
-        return np.empty((rows, columns), np.int64)
-    buffer: np.ndarray | None = getattr(_scratch, name, None)
-    if buffer is None or len(buffer) < size:
-        buffer = np.empty(size, np.int64)
-        setattr(_scratch, name, buffer)
-    return buffer[:size].reshape(rows, columns)
 
 
 class RankCusumDetector(StreamingDetector):
@@ -67,9 +46,10 @@ class RankCusumDetector(StreamingDetector):
     :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
     over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
-    log-likelihood ratios looked up from the values (:class:`~driftwarden.core.detectors.sequential.RankIncrements`)
-    and the CUSUMs run in fixed point: ``update`` in a loop and ``update_many`` agree bit for bit (every
-    CUSUM that can alarm; one that is off is only held below 2^20 nats).
+    log-likelihood ratios looked up by the values' bins (:class:`~driftwarden.core.detectors.sequential.RankBins`)
+    and the CUSUMs run in fixed point (:func:`~driftwarden.core.detectors.lindley.lindley`): ``update`` in a
+    loop and ``update_many`` agree bit for bit (every CUSUM that can alarm; one that is off is only held below
+    2^20 nats).
 
     Parameters
     ----------
@@ -140,7 +120,8 @@ class RankCusumDetector(StreamingDetector):
         self.seed = seed
         self.part = continuous_part(self.cdf)
         self.bank = bank(self.part)
-        self._increments = RankIncrements(self.cdf, self.part)
+        self._bins = RankBins(self.cdf, self.part)
+        self._part_table = NO_PART if self.part is None else PART_BY_BIN
         self.thresholds = bank_thresholds(self.part, arl, reference_n)
         self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
         on = self.thresholds < CUSUM_CAP
@@ -167,85 +148,33 @@ class RankCusumDetector(StreamingDetector):
         for first in range(0, len(index), CHUNK):  # (bounds the fixed-point sums: sequential.CUSUM_CAP)
             piece = index[first : first + CHUNK]
             finite = x[piece]
-            self._run(finite, piece, running_sums(self._increments(finite, self.n_seen, self.seed)), on_drift)
+            self._run(finite, piece, on_drift)
 
-    @staticmethod
-    def update_together(updates: Sequence[tuple[RankCusumDetector, np.ndarray, Callable[[int], None] | None]]) -> None:
-        """``detector.update_many(values, on_drift)`` for each ``(detector, values, on_drift)``, in this order, with
-        the same results (alarms, evidence, state), faster for many detectors.
-
-        The columns of the first one's length without a missing value (a model's features in one batch) have
-        their CUSUMs' running sums computed and searched for a crossing as one array (one numpy call per step
-        for all of them, not one per detector); a detector none of whose CUSUMs reaches its threshold has its new
-        state read off that array; the others (an alarm) and the columns with missing values run their own
-        ``update_many``.
-
-        >>> rng = np.random.default_rng(3)
-        >>> quantiles = np.quantile(rng.normal(size=5_000), np.linspace(0, 1, 1_000))
-        >>> columns = [rng.normal(size=3_000), rng.normal(size=3_000) + np.r_[np.zeros(1_500), np.ones(1_500)]]
-        >>> apart, together = ([RankCusumDetector(quantiles, 5_000, seed=s) for s in (0, 1)] for _ in range(2))
-        >>> alarms: tuple[list[int], list[int]] = ([], [])
-        >>> for detector, values in zip(apart, columns):
-        ...     detector.update_many(values, alarms[0].append)
-        >>> RankCusumDetector.update_together([(d, v, alarms[1].append) for d, v in zip(together, columns)])
-        >>> alarms[0] == alarms[1] != [], [d.state() for d in apart] == [d.state() for d in together]
-        (True, True)
-        """
-        n = len(updates[0][1]) if updates else 0
-        columns = [np.asarray(values, dtype=float) for _, values, _ in updates]
-        joined = [i for i, x in enumerate(columns) if 0 < len(x) == n <= CHUNK and np.isfinite(x).all()]
-        bounds = np.cumsum([0, *(len(updates[i][0].bank) for i in joined)]).tolist()
-        rows = {i: slice(first, last) for i, first, last in zip(joined, bounds[:-1], bounds[1:], strict=True)}
-        if rows:
-            steps = scratch("steps", bounds[-1], n)
-            for i, rows_of in rows.items():
-                detector = updates[i][0]
-                detector._increments(columns[i], detector.n_seen, detector.seed, out=steps[rows_of])
-            sums = running_sums(steps, scratch("sums", bounds[-1], n + 1))
-            floor = _floor(np.concatenate([updates[i][0].cusums for i in joined]))  # (one call for all)
-            minima = block_minima(sums, 0, n)  # (one pass for the crossing screen and the CUSUMs at the end)
-            marked = crossing_rows(sums, floor, np.concatenate([updates[i][0].limits for i in joined]), minima)
-            cusums, last_zero = cusums_at(sums, floor, 0, n, minima)
-        for i, (detector, _, on_drift) in enumerate(updates):
-            span = rows.get(i)
-            if span is None:
-                detector.update_many(columns[i], on_drift)
-            elif marked[span].any():
-                detector._run(columns[i], np.arange(n), sums[span], on_drift)
-            else:
-                detector._advance(columns[i], 0, n, cusums[span], last_zero[span])
-
-    def _run(
-        self, finite: np.ndarray, index: np.ndarray, sums: np.ndarray, on_drift: Callable[[int], None] | None
-    ) -> None:
-        # A value's increments do not depend on the CUSUMs (its tie-breaking draw is numbered by its
-        # position), so their running sums (``sums``) are computed once; after an alarm every CUSUM restarts
-        # from zero, which only moves the floor (:func:`~driftwarden.core.detectors.sequential.first_crossing`),
-        # and the next alarm is looked for over a horizon that doubles until it comes (a change that persists
-        # alarms again soon: looking to the column's end each time is quadratic).
-        floor = _floor(self.cusums)
-        start, horizon = 0, len(finite)
+    def _run(self, finite: np.ndarray, index: np.ndarray, on_drift: Callable[[int], None] | None) -> None:
+        # A value's bins do not depend on the CUSUMs (its tie-breaking draw is numbered by its position), so
+        # they are found for all values at once; after an alarm every CUSUM restarts from zero.
+        z_bins, part_bins = self._bins(finite, self.n_seen, self.seed)
+        cusums = _fixed(self.cusums)
+        start = 0
         while start < len(finite):
-            end = min(len(finite), start + horizon)
-            crossing, cusums, last_zero = crossing_and_cusums(sums, floor, self.limits, start, end)
-            stop = end if crossing is None else crossing
+            last_zero = np.full(len(cusums), -1)
+            crossing = lindley(z_bins, BY_BIN, part_bins, self._part_table, cusums, last_zero, self.limits, start)
+            stop = len(finite) if crossing is None else crossing
             self._advance(finite, start, stop, cusums, last_zero)
-            floor = sums[:, stop] - cusums
-            horizon = max(MIN_HORIZON, 2 * (stop - start)) if crossing is not None else 2 * horizon
             start = stop
             if crossing is not None:
                 which = int(np.argmax(self.cusums - self.thresholds))
                 self.alarm = (which, self.n_seen, int(self.n_seen - self.run_starts[which]))
                 self.cusums[:] = 0.0
                 self.run_starts[:] = self.n_seen
-                floor = sums[:, stop].copy()
+                cusums[:] = 0
                 self._drift_detected = True
                 if on_drift is not None:
                     on_drift(int(index[stop - 1]))
 
     def _advance(self, finite: np.ndarray, start: int, stop: int, cusums: np.ndarray, last_zero: np.ndarray) -> None:
-        """The state after the values ``finite[start:stop]``, none alarming: the CUSUMs and their last zeros
-        (:func:`cusums_at`)."""
+        """The state after the values ``finite[start:stop]``: the CUSUMs (fixed point) and the number of values
+        taken when each was last 0 (-1: not since ``start``; :func:`~driftwarden.core.detectors.lindley.lindley`)."""
         self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero - start, self.run_starts)
         self.cusums = cusums / SCALE
         self.n_seen += stop - start
@@ -361,11 +290,10 @@ class RankCusumDetector(StreamingDetector):
         self._recent = recent.astype(float)
 
 
-def _floor(cusums: np.ndarray) -> np.ndarray:
-    """The fixed-point floor of the running sums before the next value, given the CUSUMs
-    (:func:`~driftwarden.core.detectors.sequential.first_crossing`)."""
-    floor: np.ndarray = -fixed_point(np.minimum(cusums, CUSUM_CAP))
-    return floor
+def _fixed(cusums: np.ndarray) -> np.ndarray:
+    """The CUSUMs (nats) in fixed point, those that are off held below :data:`CUSUM_CAP`."""
+    fixed: np.ndarray = fixed_point(np.minimum(cusums, CUSUM_CAP))
+    return fixed
 
 
 def shift_in_sigma(evidence: dict[str, Scalar]) -> float:
