@@ -26,7 +26,7 @@ def test_with_no_writable_cache_directory_the_loop_is_compiled_in_the_process(mo
         with pytest.raises(RuntimeError, match="no locator available"):  # (what numba does: the fallback's cause)
             caching.FunctionCache(module._recursion)
         assert run() == (2, [6])
-        assert module._compiled()._cache.__class__.__name__ == "NullCache"
+        assert module._compiled(module._recursion)._cache.__class__.__name__ == "NullCache"
     finally:
         module._compiled.cache_clear()
     assert run() == (2, [6])

@@ -52,15 +52,57 @@ def _recursion(
     return -1
 
 
+def _numeric_bins(
+    x: np.ndarray,
+    merged: np.ndarray,
+    quantiles_below: np.ndarray,
+    q: np.ndarray,
+    part_edges: np.ndarray,
+    inside: np.ndarray,
+    outside: int,
+    z_bins: np.ndarray,
+    part_bins: np.ndarray,
+    lo: np.ndarray,
+    apart: np.ndarray,
+) -> int:
+    def lower_bound(edges: np.ndarray, value: float) -> int:
+        # np.searchsorted(edges, value, "left") by halving without a branch (a multiply, not an `if`: LLVM made
+        # that a branch, mispredicted half the time; ~20 against ~40 ns a value among 2,000 edges)
+        base, n = 0, edges.shape[0]
+        while n > 1:
+            half = n >> 1
+            base += half * (edges[base + half - 1] < value)
+            n -= half
+        found: int = base + (edges[base] < value)
+        return found
+
+    k = q.shape[0]
+    count = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        below = lower_bound(merged, v)
+        at = quantiles_below[below]
+        lo[i] = at
+        z_bins[i] = below - at
+        if at == 0 or at == k or q[at] == v:  # a tie with a quantile, or outside the range: through ``u``
+            apart[count] = i
+            count += 1
+        if part_edges.shape[0] and inside[0] < v < inside[1]:
+            part_bins[i] = lower_bound(part_edges, v)
+        else:
+            part_bins[i] = outside
+    return count
+
+
 @cache
-def _compiled() -> Callable[..., int]:
+def _compiled(function: Callable[..., int]) -> Callable[..., int]:
     import numba  # (here: only the processes that feed streams import it)
 
     compiled: Callable[..., int]
     try:
-        compiled = numba.njit(cache=True, nogil=True)(_recursion)
+        compiled = numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # no writable cache directory (numba's message names it): compiled in each process
-        compiled = numba.njit(nogil=True)(_recursion)
+        compiled = numba.njit(nogil=True)(function)
     return compiled
 
 
@@ -89,5 +131,37 @@ def lindley(
     (8, [9], [5])
     >>> lindley(bins, table, bins, none, cusums, last_zero, np.array([99]), 8)  # (nothing left)
     """
-    taken = int(_compiled()(bins, table, part_bins, part_table, cusums, last_zero, limits, start))
+    taken = int(_compiled(_recursion)(bins, table, part_bins, part_table, cusums, last_zero, limits, start))
     return None if taken < 0 else taken
+
+
+def numeric_bins(
+    x: np.ndarray,
+    merged: np.ndarray,
+    quantiles_below: np.ndarray,
+    q: np.ndarray,
+    part_edges: np.ndarray,
+    inside: np.ndarray,
+    outside: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bins of finite values ``x`` among the bins' edges in ``x``, in one loop instead of a dozen numpy passes
+    (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, lo, apart)``.
+
+    ``merged`` holds the reference quantiles ``q`` and the edges sorted together, ``quantiles_below[m]`` how many
+    of its first ``m`` entries are quantiles: a value's z bin is the number of edges below it. Its part bin is
+    its place among ``part_edges`` when it lies strictly between ``inside[0]`` and ``inside[1]``, else
+    ``outside``. ``lo`` is ``np.searchsorted(q, x)``; ``apart`` the indexes of the values ranked apart (equal to a
+    quantile or outside the range), whose bins the caller finds from their ranks.
+
+    >>> q, edges = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
+    >>> merged = np.sort(np.concatenate([q, edges]))  # 0, 0.5, 1, 1.5, 2
+    >>> z, part, lo, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0]), merged, np.array([0, 1, 1, 2, 2, 3]), q,
+    ...                                   edges, np.array([0.6, 1.9]), 9)
+    >>> z.tolist(), part.tolist(), lo.tolist(), apart.tolist()
+    ([1, 2, 1, 2], [1, 2, 1, 9], [1, 2, 1, 3], [2, 3])
+    """
+    n = len(x)
+    z_bins, part_bins, lo, apart = (np.empty(n, np.int64) for _ in range(4))
+    count = _compiled(_numeric_bins)(x, merged, quantiles_below, q, part_edges, inside, outside, z_bins, part_bins, lo,
+                                     apart)  # fmt: skip
+    return z_bins, part_bins, lo, apart[:count]

@@ -70,6 +70,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
+from driftwarden.core.detectors.lindley import numeric_bins
 from driftwarden.core.stats import REFERENCE_SHARE
 
 _MASK64 = (1 << 64) - 1
@@ -649,6 +650,7 @@ class RankBins:
         order = np.argsort(merged, kind="stable")
         self._merged = merged[order]
         self._quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
+        self._part_edges, self._inside = np.empty(0), np.zeros(2)  # (no continuous part: no value inside)
         if part is not None:
             a, b = part
             self._part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
@@ -657,17 +659,12 @@ class RankBins:
     def __call__(self, x: np.ndarray, first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
         cdf = self.cdf
-        below = np.searchsorted(self._merged, x, "left")
-        lo = self._quantiles_below[below]  # searchsorted(cdf.q, x)
-        apart = cdf.apart_of(x, lo)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            return bins(cdf.apart(x, lo, position_uniforms(first + apart, seed)), self.part)
-        z_bins = below - lo  # (among the edges)
-        if self.part is None:
-            part_bins = np.full(len(x), OUTSIDE)
-        else:
-            inside = (x > self._inside[0]) & (x < self._inside[1])
-            part_bins = np.where(inside, np.searchsorted(self._part_edges, x, "left"), OUTSIDE)
+            lo = self._quantiles_below[np.searchsorted(self._merged, x, "left")]  # searchsorted(cdf.q, x)
+            return bins(cdf.apart(x, lo, position_uniforms(first + np.arange(len(x)), seed)), self.part)
+        z_bins, part_bins, lo, apart = numeric_bins(
+            x, self._merged, self._quantiles_below, cdf.q, self._part_edges, self._inside, OUTSIDE
+        )
         if len(apart):
             z_bins[apart], part_bins[apart] = bins(
                 cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part
