@@ -73,7 +73,7 @@ def test_serving_never_imports_the_trainer_nor_scikit_learn():
 def test_starting_the_cli_or_a_worker_imports_neither_river_nor_scikit_learn_nor_numba():
     # River (with the scikit-learn its datasets pull in) costs about a second of CPU at every start of a
     # worker or a CLI command; only a model whose label monitor runs a River detector imports it. numba
-    # (~0.2 s) only once a streaming detector is fed (detectors/lindley.py).
+    # (~0.2 s) only once a streaming detector is fed (core/compiled.py).
     code = ("import sys, driftwarden.cli, driftwarden.monitor.service, driftwarden.core.monitor; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'river', 'sklearn', 'numba'}))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from driftwarden.core.compiled import lindley
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector
-from driftwarden.core.detectors.lindley import lindley
 from driftwarden.core.detectors.sequential import (
     BANK,
     NO_PART,

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from driftwarden.core.compiled import lindley
 from driftwarden.core.config import ModelMonitorConfig
-from driftwarden.core.detectors.lindley import lindley
 from driftwarden.core.detectors.sequential import (
     BANK,
     BY_BIN,
@@ -63,7 +63,7 @@ def bank_limits(part: tuple[float, float] | None, target: float) -> np.ndarray:
 
 def _alarms(z_bins: np.ndarray, table: np.ndarray, part_bins: np.ndarray, part_table: np.ndarray,
             cusums: np.ndarray, limits: np.ndarray) -> int:  # fmt: skip
-    """Alarms of the CUSUMs (:func:`~driftwarden.core.detectors.lindley.lindley`; ``cusums`` in and out) restarting
+    """Alarms of the CUSUMs (:func:`~driftwarden.core.compiled.lindley`; ``cusums`` in and out) restarting
     all together after each."""
     count, start, last_zero = 0, 0, np.full(len(cusums), -1)
     while (crossing := lindley(z_bins, table, part_bins, part_table, cusums, last_zero, limits, start)) is not None:

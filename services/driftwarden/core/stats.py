@@ -23,6 +23,8 @@ from scipy import stats as scipy_stats
 from scipy.spatial.distance import cdist, jensenshannon
 from scipy.special import chdtrc, kolmogorov
 
+from driftwarden.core.compiled import cdf_gaps
+
 EPSILON = 1e-4  # floor for empty bins in PSI
 
 #: A test run again and again against one reference keeps its level given that reference for this
@@ -96,22 +98,6 @@ def psi(reference_props: np.ndarray, current_props: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def _cdf_gaps(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """|F_reference - F_current| between consecutive points of the merged sample, and those steps.
-
-    Both from one merge (a stable sort of the two sorted runs): at each point, the reference's values among
-    the points so far. Where a run of equal points goes on (a step of 0) that count is partial, but only a
-    point where a step follows, the last of its run, counts: ``max(gaps[steps > 0])`` and ``gaps @ steps`` are
-    exactly those of the gaps at every point (``searchsorted(..., side="right")`` of each).
-    """
-    n, m = len(reference_sorted), len(current_sorted)
-    merged = np.concatenate([reference_sorted, current_sorted])
-    order = np.argsort(merged, kind="stable")  # two sorted runs: a merge
-    grid = merged[order]
-    below = np.cumsum(order < n)[:-1]  # the reference's values among the first i + 1 points
-    return np.abs(below / n - (np.arange(1, n + m) - below) / m), np.diff(grid)
-
-
 def compare_distributions(
     reference_sorted: np.ndarray, current: np.ndarray, reference_std: float, reference_n: int | None = None
 ) -> tuple[float, float, float]:
@@ -129,7 +115,7 @@ def compare_sorted(
     reference_sorted: np.ndarray, current_sorted: np.ndarray, reference_std: float, reference_n: int | None = None
 ) -> tuple[float, float, float]:
     """:func:`compare_distributions` of a current sample already sorted (a caller that sorts it for more)."""
-    gaps, steps = _cdf_gaps(reference_sorted, current_sorted)
+    gaps, steps = cdf_gaps(reference_sorted, current_sorted)
     ends = gaps[steps > 0]  # (the last point of each run of equal points but the last run, whose gap is 0)
     statistic = float(ends.max()) if len(ends) else 0.0
     n, m = reference_n or len(reference_sorted), len(current_sorted)

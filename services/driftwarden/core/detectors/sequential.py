@@ -29,7 +29,7 @@ holds the state. Three steps per value ``x``:
    change, so the null drift is exact and ``E[e^X] <= 1`` (no false-alarm rate rises; the drift under
    each alternative is at most 0.01 % smaller). The bins' edges map back to edges in ``x`` once per
    reference (:class:`RankBins`), so the hot path is a binary search, then a table lookup and the
-   CUSUMs in fixed point in one compiled loop (:func:`~driftwarden.core.detectors.lindley.lindley`).
+   CUSUMs in fixed point in one compiled loop (:func:`~driftwarden.core.compiled.lindley`).
 
 Thresholds follow from a false-alarm budget (:func:`cusum_threshold`): for a mean number of values
 between false alarms ``arl``, Siegmund's corrected approximation for the location CUSUMs [4]_
@@ -70,7 +70,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
-from driftwarden.core.detectors.lindley import numeric_bins
+from driftwarden.core.compiled import numeric_bins
 from driftwarden.core.stats import REFERENCE_SHARE
 
 _MASK64 = (1 << 64) - 1
@@ -601,7 +601,7 @@ def _z_bins(u: np.ndarray) -> np.ndarray:
 
 #: The bins' inner edges on the rank scale ``u`` (the increments are constant within a bin).
 U_EDGES = ndtr(_INNER_EDGES)
-#: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.detectors.lindley.lindley` reads.
+#: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.compiled.lindley` reads.
 BY_BIN = np.ascontiguousarray(INCREMENTS.T)
 #: The continuous part's increments by bin, and a last row of zeros: the bin of a value outside the part.
 PART_BY_BIN = np.vstack([_CONTINUOUS_INCREMENTS.T, np.zeros(len(_CONTINUOUS_INCREMENTS), np.int64)])
@@ -674,7 +674,7 @@ class RankBins:
 
 def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
     """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u``: what
-    :func:`~driftwarden.core.detectors.lindley.lindley` adds, by :func:`bins`, as an array.
+    :func:`~driftwarden.core.compiled.lindley` adds, by :func:`bins`, as an array.
 
     >>> u = np.array([0.01, 0.3, 0.99])
     >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores

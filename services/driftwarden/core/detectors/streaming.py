@@ -8,8 +8,8 @@ from typing import ClassVar, Self
 
 import numpy as np
 
+from driftwarden.core.compiled import lindley
 from driftwarden.core.detectors.base import StreamingDetector, build
-from driftwarden.core.detectors.lindley import lindley
 from driftwarden.core.detectors.sequential import (
     BY_BIN,
     CUSUM_CAP,
@@ -47,7 +47,7 @@ class RankCusumDetector(StreamingDetector):
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
     over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
     log-likelihood ratios looked up by the values' bins (:class:`~driftwarden.core.detectors.sequential.RankBins`)
-    and the CUSUMs run in fixed point (:func:`~driftwarden.core.detectors.lindley.lindley`): ``update`` in a
+    and the CUSUMs run in fixed point (:func:`~driftwarden.core.compiled.lindley`): ``update`` in a
     loop and ``update_many`` agree bit for bit (every CUSUM that can alarm; one that is off is only held below
     2^20 nats).
 
@@ -174,7 +174,7 @@ class RankCusumDetector(StreamingDetector):
 
     def _advance(self, finite: np.ndarray, start: int, stop: int, cusums: np.ndarray, last_zero: np.ndarray) -> None:
         """The state after the values ``finite[start:stop]``: the CUSUMs (fixed point) and the number of values
-        taken when each was last 0 (-1: not since ``start``; :func:`~driftwarden.core.detectors.lindley.lindley`)."""
+        taken when each was last 0 (-1: not since ``start``; :func:`~driftwarden.core.compiled.lindley`)."""
         self.run_starts = np.where(last_zero >= 0, self.n_seen + last_zero - start, self.run_starts)
         self.cusums = cusums / SCALE
         self.n_seen += stop - start

@@ -1,12 +1,18 @@
-"""The rank CUSUMs' inner loop, compiled: Lindley's recursion over binned fixed-point increments.
+"""The loops that run once per value, compiled (numba): where numpy needed a dozen passes over arrays.
 
-The one loop of the streaming detector that runs once per value and CUSUM (a model's ~20 streams, 33 CUSUMs each,
-every value): in numpy it took a running sum, a crossing screen and a read-out of the CUSUMs, each an array of
-CUSUMs by values; compiled (numba) it keeps each CUSUM in a register. The sums are integers (fixed point), so
-any order of evaluation gives the same CUSUMs, bit for bit. numba is imported (~0.2 s) and the loop compiled on
-the first call, or loaded from the cache next to this file (numba's own cache directory when that is read-only;
-``NUMBA_CACHE_DIR``; with no writable one, compiled in each process, ~1 s): a CLI command or a worker that feeds
-no stream does neither.
+* :func:`lindley`: the rank CUSUMs' recursion over binned fixed-point increments (a model's ~20 streams, 33
+  CUSUMs each, every value). In numpy it took a running sum, a crossing screen and a read-out of the CUSUMs, each
+  an array of CUSUMs by values; here each CUSUM stays in a register. The sums are integers (fixed point), so any
+  order gives the same CUSUMs, bit for bit.
+* :func:`numeric_bins`: a numeric value's bins among the reference's edges (one binary search, the tie and range
+  check, the continuous part's bin).
+* :func:`cdf_gaps`: the two-sample distribution functions' gaps of a window test, by one merge of two sorted
+  runs (numpy: a stable argsort, a cumulative sum and three passes).
+
+Each gives what its numpy version gave, bit for bit (the same floating-point operations on the same values).
+numba is imported (~0.2 s) and each loop compiled on its first call, or loaded from the cache next to this file
+(numba's own cache directory when that is read-only; ``NUMBA_CACHE_DIR``; with no writable one, compiled in each
+process, ~1 s each): a CLI command or a worker that feeds no stream does neither.
 """
 
 from __future__ import annotations
@@ -165,3 +171,43 @@ def numeric_bins(
     count = _compiled(_numeric_bins)(x, merged, quantiles_below, q, part_edges, inside, outside, z_bins, part_bins, lo,
                                      apart)  # fmt: skip
     return z_bins, part_bins, lo, apart[:count]
+
+
+def _gaps(reference: np.ndarray, current: np.ndarray, gaps: np.ndarray, steps: np.ndarray) -> int:
+    n, m = reference.shape[0], current.shape[0]
+    i = j = 0
+    previous = 0.0
+    for t in range(n + m):  # the merge of a stable sort of the two runs: on a tie the reference's value first
+        if j == m or (i < n and reference[i] <= current[j]):
+            point = reference[i]
+            i += 1
+        else:
+            point = current[j]
+            j += 1
+        if t:
+            steps[t - 1] = point - previous
+        if t < n + m - 1:
+            gaps[t] = abs(i / n - (t + 1 - i) / m)
+        previous = point
+    return 0
+
+
+def cdf_gaps(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``|F_reference - F_current|`` after each point of the merged sample but the last, and the steps between
+    consecutive points (:func:`~driftwarden.core.stats.compare_sorted`), from one merge of the two sorted runs.
+
+    At each point the count of the reference's values among the points so far. Where a run of equal points goes
+    on (a step of 0) that count is partial, but only a point where a step follows, the last of its run, counts:
+    ``max(gaps[steps > 0])`` and ``gaps @ steps`` are exactly those of the gaps at every point
+    (``searchsorted(..., side="right")`` of each). The same floats as numpy's ``argsort(kind="stable")`` of the
+    two runs concatenated, a cumulative sum of the reference's and ``abs(below / n - (arange(1, n + m) - below) /
+    m)``.
+
+    >>> gaps, steps = cdf_gaps(np.array([1.0, 2.0, 4.0]), np.array([2.0, 3.0]))  # merged: 1, 2, 2, 3, 4
+    >>> [round(g, 3) for g in gaps.tolist()], steps.tolist()
+    ([0.333, 0.667, 0.167, 0.333], [1.0, 0.0, 1.0, 1.0])
+    """
+    size = len(reference_sorted) + len(current_sorted) - 1
+    gaps, steps = np.empty(size), np.empty(size)
+    _compiled(_gaps)(reference_sorted, current_sorted, gaps, steps)
+    return gaps, steps
