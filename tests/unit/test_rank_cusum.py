@@ -103,7 +103,7 @@ def alarms_with_restarts(steps: np.ndarray, threshold: float) -> int:
     table, each = np.ascontiguousarray(steps[:, None]), np.arange(len(steps))  # (value i's increment: row i)
     limit, cusum, last_zero = fixed_point(np.array([threshold])), np.zeros(1, np.int64), np.full(1, -1)
     alarms, start = 0, 0
-    while (crossing := lindley(each, table, each, NO_PART, cusum, last_zero, limit, start)) is not None:
+    while (crossing := lindley((each, each), (table, NO_PART), cusum, last_zero, limit, start)) is not None:
         alarms, start, cusum[:] = alarms + 1, crossing, 0  # restart from 0
     return alarms
 
@@ -283,7 +283,8 @@ def test_the_compiled_cusums_are_lindleys_recursion(seed):
                 crossing = k
                 break
         cusums, zeros = initial.copy(), np.full(len(initial), -1)
-        found = lindley(z_bins, table, part_bins, part_table if with_part else NO_PART, cusums, zeros, limits, start)
+        tables = (table, part_table if with_part else NO_PART)
+        found = lindley((z_bins, part_bins), tables, cusums, zeros, limits, start)
         assert found == crossing and (cusums == s).all() and (zeros == last_zero).all()
 
 

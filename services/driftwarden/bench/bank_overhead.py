@@ -61,12 +61,12 @@ def bank_limits(part: tuple[float, float] | None, target: float) -> np.ndarray:
     return limits
 
 
-def _alarms(z_bins: np.ndarray, table: np.ndarray, part_bins: np.ndarray, part_table: np.ndarray,
-            cusums: np.ndarray, limits: np.ndarray) -> int:  # fmt: skip
+def _alarms(value_bins: tuple[np.ndarray, np.ndarray], tables: tuple[np.ndarray, np.ndarray], cusums: np.ndarray,
+            limits: np.ndarray) -> int:  # fmt: skip
     """Alarms of the CUSUMs (:func:`~driftwarden.core.compiled.lindley`; ``cusums`` in and out) restarting
     all together after each."""
     count, start, last_zero = 0, 0, np.full(len(cusums), -1)
-    while (crossing := lindley(z_bins, table, part_bins, part_table, cusums, last_zero, limits, start)) is not None:
+    while (crossing := lindley(value_bins, tables, cusums, last_zero, limits, start)) is not None:
         count, start = count + 1, crossing
         cusums[:] = 0
     return count
@@ -84,11 +84,11 @@ def bank_alarms(
     union, each = 0, np.zeros(len(limits), dtype=int)
     cusums, own = np.zeros(len(limits), np.int64), np.zeros(len(limits), np.int64)
     for done in range(0, values, chunk):
-        z_bins, part_bins = bins(rng.random(min(chunk, values - done)), part)
-        union += _alarms(z_bins, BY_BIN, part_bins, part_table, cusums, limits)
+        both = bins(rng.random(min(chunk, values - done)), part)
+        union += _alarms(both, (BY_BIN, part_table), cusums, limits)
         for i, table in enumerate(alone):
-            of = z_bins if i < len(BANK) else part_bins
-            each[i] += _alarms(of, table, of, NO_PART, own[i : i + 1], limits[i : i + 1])
+            of = both[0] if i < len(BANK) else both[1]
+            each[i] += _alarms((of, of), (table, NO_PART), own[i : i + 1], limits[i : i + 1])
     return union, each
 
 

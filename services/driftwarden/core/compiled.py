@@ -33,26 +33,22 @@ def _recursion(
     limits: np.ndarray,
     start: int,
 ) -> int:
-    rows, part_rows = table.shape[1], part_table.shape[1]
-    for i in range(start, bins.shape[0]):
+    def add(step: np.ndarray, first: int, taken: int) -> bool:  # one value's increments to CUSUMs first, ...
         crossed = False
-        step = table[bins[i]]
-        for j in range(rows):
-            c = cusums[j] + step[j]
+        for j in range(first, first + step.shape[0]):
+            c = cusums[j] + step[j - first]
             if c <= 0:
                 c = 0
-                last_zero[j] = i + 1
+                last_zero[j] = taken
             cusums[j] = c
             crossed |= c >= limits[j]
+        return crossed
+
+    rows, part_rows = table.shape[1], part_table.shape[1]
+    for i in range(start, bins.shape[0]):
+        crossed = add(table[bins[i]], 0, i + 1)
         if part_rows:
-            step = part_table[part_bins[i]]
-            for j in range(part_rows):
-                c = cusums[rows + j] + step[j]
-                if c <= 0:
-                    c = 0
-                    last_zero[rows + j] = i + 1
-                cusums[rows + j] = c
-                crossed |= c >= limits[rows + j]
+            crossed |= add(part_table[part_bins[i]], rows, i + 1)
         if crossed:
             return i + 1
     return -1
@@ -113,10 +109,8 @@ def _compiled(function: Callable[..., int]) -> Callable[..., int]:
 
 
 def lindley(
-    bins: np.ndarray,
-    table: np.ndarray,
-    part_bins: np.ndarray,
-    part_table: np.ndarray,
+    bins: tuple[np.ndarray, np.ndarray],
+    tables: tuple[np.ndarray, np.ndarray],
     cusums: np.ndarray,
     last_zero: np.ndarray,
     limits: np.ndarray,
@@ -125,51 +119,49 @@ def lindley(
     """Lindley's recursion ``S = max(0, S + x)`` for every CUSUM from value ``start`` on, until some CUSUM reaches
     its limit: the number of values then taken (None: none did by the last value).
 
-    The CUSUMs are ``table.shape[1]`` rows whose increments for value ``i`` are ``table[bins[i]]``, then
-    ``part_table.shape[1]`` rows whose increments are ``part_table[part_bins[i]]`` (none: a table of no
-    columns); all int64. ``cusums`` (in and out) holds them; ``last_zero[j]`` (in and out) becomes the number of
-    values taken when CUSUM ``j`` was last 0, if it was 0 since ``start``.
+    The CUSUMs are ``tables[0].shape[1]`` rows whose increments for value ``i`` are ``tables[0][bins[0][i]]``, then
+    ``tables[1].shape[1]`` rows whose increments are ``tables[1][bins[1][i]]`` (none: a table of no columns); all
+    int64. ``cusums`` (in and out) holds them; ``last_zero[j]`` (in and out) becomes the number of values taken
+    when CUSUM ``j`` was last 0, if it was 0 since ``start``.
 
     >>> table = np.array([[-2], [3]])  # bin 0 adds -2, bin 1 adds 3
     >>> cusums, last_zero = np.zeros(1, np.int64), np.full(1, -1)
     >>> bins, none = np.array([1, 1, 0, 0, 0, 1, 1, 1]), np.zeros((1, 0), np.int64)
-    >>> lindley(bins, table, bins, none, cusums, last_zero, np.array([7]), 0), cusums.tolist(), last_zero.tolist()
+    >>> lindley((bins, bins), (table, none), cusums, last_zero, np.array([7]), 0), cusums.tolist(), last_zero.tolist()
     (8, [9], [5])
-    >>> lindley(bins, table, bins, none, cusums, last_zero, np.array([99]), 8)  # (nothing left)
+    >>> lindley((bins, bins), (table, none), cusums, last_zero, np.array([99]), 8)  # (nothing left)
     """
-    taken = int(_compiled(_recursion)(bins, table, part_bins, part_table, cusums, last_zero, limits, start))
+    (z_bins, part_bins), (table, part_table) = bins, tables
+    taken = int(_compiled(_recursion)(z_bins, table, part_bins, part_table, cusums, last_zero, limits, start))
     return None if taken < 0 else taken
 
 
-def numeric_bins(
-    x: np.ndarray,
-    merged: np.ndarray,
-    quantiles_below: np.ndarray,
-    q: np.ndarray,
-    part_edges: np.ndarray,
-    inside: np.ndarray,
-    outside: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+#: What :func:`numeric_bins` searches: the quantiles and the bins' edges merged, how many of the first ``m`` merged
+#: entries are quantiles, the quantiles, the continuous part's edges and the values between which a value is in it.
+Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The bins of finite values ``x`` among the bins' edges in ``x``, in one loop instead of a dozen numpy passes
     (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, lo, apart)``.
 
-    ``merged`` holds the reference quantiles ``q`` and the edges sorted together, ``quantiles_below[m]`` how many
-    of its first ``m`` entries are quantiles: a value's z bin is the number of edges below it. Its part bin is
-    its place among ``part_edges`` when it lies strictly between ``inside[0]`` and ``inside[1]``, else
-    ``outside``. ``lo`` is ``np.searchsorted(q, x)``; ``apart`` the indexes of the values ranked apart (equal to a
-    quantile or outside the range), whose bins the caller finds from their ranks.
+    ``edges`` is ``(merged, quantiles_below, q, part_edges, inside)``: ``merged`` holds the reference quantiles ``q``
+    and the edges sorted together, ``quantiles_below[m]`` how many of its first ``m`` entries are quantiles, so a
+    value's z bin is the number of edges below it. Its part bin is its place among ``part_edges`` when it lies
+    strictly between ``inside[0]`` and ``inside[1]``, else ``outside``. ``lo`` is ``np.searchsorted(q, x)``;
+    ``apart`` the indexes of the values ranked apart (equal to a quantile or outside the range), whose bins the
+    caller finds from their ranks.
 
-    >>> q, edges = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
-    >>> merged = np.sort(np.concatenate([q, edges]))  # 0, 0.5, 1, 1.5, 2
-    >>> z, part, lo, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0]), merged, np.array([0, 1, 1, 2, 2, 3]), q,
-    ...                                   edges, np.array([0.6, 1.9]), 9)
+    >>> q, part_edges = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
+    >>> merged = np.sort(np.concatenate([q, part_edges]))  # 0, 0.5, 1, 1.5, 2
+    >>> edges = (merged, np.array([0, 1, 1, 2, 2, 3]), q, part_edges, np.array([0.6, 1.9]))
+    >>> z, part, lo, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0]), edges, 9)
     >>> z.tolist(), part.tolist(), lo.tolist(), apart.tolist()
     ([1, 2, 1, 2], [1, 2, 1, 9], [1, 2, 1, 3], [2, 3])
     """
     n = len(x)
     z_bins, part_bins, lo, apart = (np.empty(n, np.int64) for _ in range(4))
-    count = _compiled(_numeric_bins)(x, merged, quantiles_below, q, part_edges, inside, outside, z_bins, part_bins, lo,
-                                     apart)  # fmt: skip
+    count = _compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, lo, apart)
     return z_bins, part_bins, lo, apart[:count]
 
 

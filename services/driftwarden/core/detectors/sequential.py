@@ -70,7 +70,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
-from driftwarden.core.compiled import numeric_bins
+from driftwarden.core.compiled import Edges, numeric_bins
 from driftwarden.core.stats import REFERENCE_SHARE
 
 _MASK64 = (1 << 64) - 1
@@ -643,18 +643,19 @@ class RankBins:
     def __init__(self, cdf: ReferenceCdf, part: tuple[float, float] | None) -> None:
         self.cdf, self.part = cdf, part
         at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels  # u at each quantile, between the ties' ranges
-        self._edges = np.interp(U_EDGES, at_levels, cdf.q)
+        edges = np.interp(U_EDGES, at_levels, cdf.q)
         # One binary search among the quantiles and the edges together gives both ``searchsorted``s: of the
         # ``m`` entries below a value, ``quantiles_below[m]`` are quantiles and the rest edges.
-        merged = np.concatenate([cdf.q, self._edges])
+        merged = np.concatenate([cdf.q, edges])
         order = np.argsort(merged, kind="stable")
         self._merged = merged[order]
         self._quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
-        self._part_edges, self._inside = np.empty(0), np.zeros(2)  # (no continuous part: no value inside)
+        part_edges, inside = np.empty(0), np.zeros(2)  # (no continuous part: no value inside)
         if part is not None:
             a, b = part
-            self._part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
-            self._inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
+            part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
+            inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
+        self._search: Edges = (self._merged, self._quantiles_below, cdf.q, part_edges, inside)
 
     def __call__(self, x: np.ndarray, first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
@@ -662,9 +663,7 @@ class RankBins:
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
             lo = self._quantiles_below[np.searchsorted(self._merged, x, "left")]  # searchsorted(cdf.q, x)
             return bins(cdf.apart(x, lo, position_uniforms(first + np.arange(len(x)), seed)), self.part)
-        z_bins, part_bins, lo, apart = numeric_bins(
-            x, self._merged, self._quantiles_below, cdf.q, self._part_edges, self._inside, OUTSIDE
-        )
+        z_bins, part_bins, lo, apart = numeric_bins(x, self._search, OUTSIDE)
         if len(apart):
             z_bins[apart], part_bins[apart] = bins(
                 cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part

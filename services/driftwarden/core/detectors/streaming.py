@@ -121,7 +121,7 @@ class RankCusumDetector(StreamingDetector):
         self.part = continuous_part(self.cdf)
         self.bank = bank(self.part)
         self._bins = RankBins(self.cdf, self.part)
-        self._part_table = NO_PART if self.part is None else PART_BY_BIN
+        self._tables = (BY_BIN, NO_PART if self.part is None else PART_BY_BIN)
         self.thresholds = bank_thresholds(self.part, arl, reference_n)
         self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
         on = self.thresholds < CUSUM_CAP
@@ -153,12 +153,12 @@ class RankCusumDetector(StreamingDetector):
     def _run(self, finite: np.ndarray, index: np.ndarray, on_drift: Callable[[int], None] | None) -> None:
         # A value's bins do not depend on the CUSUMs (its tie-breaking draw is numbered by its position), so
         # they are found for all values at once; after an alarm every CUSUM restarts from zero.
-        z_bins, part_bins = self._bins(finite, self.n_seen, self.seed)
+        bins = self._bins(finite, self.n_seen, self.seed)
         cusums = _fixed(self.cusums)
         start = 0
         while start < len(finite):
             last_zero = np.full(len(cusums), -1)
-            crossing = lindley(z_bins, BY_BIN, part_bins, self._part_table, cusums, last_zero, self.limits, start)
+            crossing = lindley(bins, self._tables, cusums, last_zero, self.limits, start)
             stop = len(finite) if crossing is None else crossing
             self._advance(finite, start, stop, cusums, last_zero)
             start = stop
