@@ -10,9 +10,10 @@
   runs (numpy: a stable argsort, a cumulative sum and three passes).
 
 Each gives what its numpy version gave, bit for bit (the same floating-point operations on the same values).
-numba is imported (~0.2 s) and each loop compiled on its first call, or loaded from the cache next to this file
-(numba's own cache directory when that is read-only; ``NUMBA_CACHE_DIR``; with no writable one, compiled in each
-process, ~1 s each): a CLI command or a worker that feeds no stream does neither.
+numba is imported and each loop compiled on its first call, or loaded from the cache next to this file (numba's
+own cache directory when that is read-only; ``NUMBA_CACHE_DIR``): ~0.4 s of CPU once per process with the cache,
+~1 s without; with no writable cache directory every process compiles. A CLI command or a worker that feeds no
+stream does neither.
 """
 
 from __future__ import annotations
