@@ -35,6 +35,7 @@ import numpy as np
 import orjson
 
 from driftwarden.bench.peer_runner import Stopwatch
+from driftwarden.core import compiled
 from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.decoding import PREDICTIONS
@@ -160,6 +161,7 @@ def run_driftwarden(data: dict[str, Any], mode: str) -> dict[str, Any]:
     config = ModelMonitorConfig(reference_size=int(data["reference_rows"]), window_size=int(data["chunk"]))
     index = {f"e{i}": i for i in range(len(data["numeric"]))}
     alerts = []
+    compiled.load()  # (numba and the compiled loops, as the peers' imports, before the clock)
     if mode == "driftwarden-columns-joiner":
         monitor = Monitor(MonitoringConfig(defaults=config))
         now = START_TS + len(data["numeric"]) / 1000  # the last row's event time

@@ -204,3 +204,13 @@ def cdf_gaps(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tuple[
     gaps, steps = np.empty(size), np.empty(size)
     _compiled(_gaps)(reference_sorted, current_sorted, gaps, steps)
     return gaps, steps
+
+
+def load() -> None:
+    """Import numba and compile, or load from the cache, every loop here for the argument types the hot path passes:
+    what a process's first fed stream would do (a benchmark does it before its clock starts, as its peers import
+    their libraries first)."""
+    ints, floats, none = np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 0), np.int64)
+    lindley((ints, ints), (np.zeros((1, 1), np.int64), none), np.zeros(1, np.int64), np.full(1, -1), ints + 1, 0)
+    numeric_bins(floats, (floats, np.zeros(2, np.int64), floats, np.empty(0), np.zeros(2)), 0)
+    cdf_gaps(floats, floats)

@@ -603,8 +603,11 @@ def _z_bins(u: np.ndarray) -> np.ndarray:
 U_EDGES = ndtr(_INNER_EDGES)
 #: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.compiled.lindley` reads.
 BY_BIN = np.ascontiguousarray(INCREMENTS.T)
-#: The continuous part's increments by bin, and a last row of zeros: the bin of a value outside the part.
-PART_BY_BIN = np.vstack([_CONTINUOUS_INCREMENTS.T, np.zeros(len(_CONTINUOUS_INCREMENTS), np.int64)])
+#: The continuous part's increments by bin, and a last row of zeros: the bin of a value outside the part (rows
+#: contiguous, as the loop reads them: ``vstack`` of the transpose would keep its column order).
+PART_BY_BIN = np.ascontiguousarray(
+    np.vstack([_CONTINUOUS_INCREMENTS.T, np.zeros((1, len(_CONTINUOUS_INCREMENTS)), np.int64)])
+)
 OUTSIDE = len(PART_BY_BIN) - 1
 #: The table of a stream without a continuous part: no CUSUMs.
 NO_PART = np.zeros((1, 0), np.int64)
