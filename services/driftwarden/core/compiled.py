@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -98,10 +99,10 @@ def _numeric_bins(
 
 
 @cache
-def _compiled(function: Callable[..., int]) -> Callable[..., int]:
+def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     import numba  # (here: only the processes that feed streams import it)
 
-    compiled: Callable[..., int]
+    compiled: Callable[..., Any]
     try:
         compiled = numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # no writable cache directory (numba's message names it): compiled in each process
@@ -162,11 +163,11 @@ def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray,
     """
     n = len(x)
     z_bins, part_bins, lo, apart = (np.empty(n, np.int64) for _ in range(4))
-    count = _compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, lo, apart)
+    count = int(_compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, lo, apart))
     return z_bins, part_bins, lo, apart[:count]
 
 
-def _gaps(reference: np.ndarray, current: np.ndarray, gaps: np.ndarray, steps: np.ndarray) -> int:
+def _gaps(reference: np.ndarray, current: np.ndarray, gaps: np.ndarray, steps: np.ndarray) -> None:
     n, m = reference.shape[0], current.shape[0]
     i = j = 0
     previous = 0.0
@@ -182,7 +183,6 @@ def _gaps(reference: np.ndarray, current: np.ndarray, gaps: np.ndarray, steps: n
         if t < n + m - 1:
             gaps[t] = abs(i / n - (t + 1 - i) / m)
         previous = point
-    return 0
 
 
 def cdf_gaps(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
