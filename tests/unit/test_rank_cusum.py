@@ -17,6 +17,7 @@ from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector
 from driftwarden.core.detectors.sequential import (
     BANK,
+    BY_BIN,
     NO_PART,
     RankBins,
     ReferenceCdf,
@@ -24,7 +25,6 @@ from driftwarden.core.detectors.sequential import (
     continuous_part,
     cusum_threshold,
     fixed_point,
-    increments,
 )
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.profile import NumericProfile, ReferenceProfile
@@ -119,7 +119,7 @@ def test_each_end_of_scale_and_component_cusum_keeps_its_own_budget(which):
     0.90-1.13 over ~3,000 alarms each); here ~65."""
     budget_arl, values = 3_000.0, 200_000
     u = np.random.default_rng([5, which]).random(values)
-    alarms = alarms_with_restarts(increments(u, None)[which], cusum_threshold(BANK[which], budget_arl, None))
+    alarms = alarms_with_restarts(BY_BIN[bins(u, None)[0], which], cusum_threshold(BANK[which], budget_arl, None))
     assert 0.4 <= alarms / values * budget_arl <= 1.4
 
 

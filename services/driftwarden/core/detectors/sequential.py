@@ -24,7 +24,7 @@ holds the state. Three steps per value ``x``:
    continuous part alone (the spread of the amounts above the zeros) is a location or spread change
    there, and diluted by the atom's randomized ranks in ``z``.
 
-   The increments are binned (:func:`increments`): each CUSUM's increment on a bin of ``z`` (1/64 σ,
+   The increments are binned (:data:`BY_BIN`, :func:`bins`): each CUSUM's increment on a bin of ``z`` (1/64 σ,
    split where an increment jumps) is the mean of its log-likelihood ratio over the bin under no
    change, so the null drift is exact and ``E[e^X] <= 1`` (no false-alarm rate rises; the drift under
    each alternative is at most 0.01 % smaller). The bins' edges map back to edges in ``x`` once per
@@ -615,7 +615,14 @@ NO_PART = np.zeros((1, 0), np.int64)
 
 def bins(u: np.ndarray, part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
     """The bins of the ranks ``u`` in :data:`BY_BIN` and in :data:`PART_BY_BIN` (within the continuous part
-    ``part``; :data:`OUTSIDE` for a value outside it, and for every value when ``part`` is None)."""
+    ``part``; :data:`OUTSIDE` for a value outside it, and for every value when ``part`` is None): each row of
+    those tables is what :func:`~driftwarden.core.compiled.lindley` adds to every CUSUM for a value in that bin.
+
+    >>> u = np.array([0.01, 0.3, 0.99])
+    >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores
+    >>> float(np.abs(BY_BIN[bins(u, None)[0]].T / SCALE - exact).max()) < 0.05  # (their means over 1/64 σ)
+    True
+    """
     if part is None:
         return _z_bins(u), np.full(len(u), OUTSIDE)
     a, b = part
@@ -664,25 +671,11 @@ class RankBins:
         """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
         cdf = self.cdf
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            lo = self._quantiles_below[np.searchsorted(self._merged, x, "left")]  # searchsorted(cdf.q, x)
-            return bins(cdf.apart(x, lo, position_uniforms(first + np.arange(len(x)), seed)), self.part)
+            u = cdf.apart(x, np.searchsorted(cdf.q, x, "left"), position_uniforms(first + np.arange(len(x)), seed))
+            return bins(u, self.part)
         z_bins, part_bins, lo, apart = numeric_bins(x, self._search, OUTSIDE)
         if len(apart):
             z_bins[apart], part_bins[apart] = bins(
                 cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part
             )
         return z_bins, part_bins
-
-
-def increments(u: np.ndarray, part: tuple[float, float] | None) -> np.ndarray:
-    """The fixed-point increments of every CUSUM of ``bank(part)`` (rows) for the ranks ``u``: what
-    :func:`~driftwarden.core.compiled.lindley` adds, by :func:`bins`, as an array.
-
-    >>> u = np.array([0.01, 0.3, 0.99])
-    >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores
-    >>> float(np.abs(increments(u, None) / SCALE - exact).max()) < 0.05  # (their means over 1/64 σ)
-    True
-    """
-    z_bins, part_bins = bins(u, part)
-    steps = BY_BIN[z_bins].T
-    return steps if part is None else np.vstack([steps, PART_BY_BIN[part_bins].T])
