@@ -4,6 +4,7 @@ calibration and power, and the monitor's alerts on the load generator's topic-mi
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -344,3 +345,36 @@ def mmd_of(monitor: Monitor) -> EmbeddingDriftDetector:
 def mmd_p_value(monitor: Monitor) -> float | None:
     """The MMD test's last p-value (None before the reference is built or before its first window)."""
     return mmd_of(monitor).p_value if monitor.models["m"].versions["1"].profile is not None else None
+
+
+def test_the_monitor_service_runs_a_quick_batch_on_the_event_loop_and_the_rest_in_a_thread():
+    """Single events of a tabular model past its reference take a few ms in the core: the service runs them on
+    the event loop (in a thread, Faust's fetch loop beside them cost the worker a third of its single-event rate:
+    docs/benchmarks.md); a reference's build, more than ``QUICK_EVENTS`` events and a model with embeddings (its
+    MMD windows) go to a thread. Where it runs does not change what the core gives."""
+    from driftwarden.core.monitor import QUICK_EVENTS
+    from driftwarden.monitor.service import MonitorService
+    from driftwarden.settings import Settings
+
+    tabular, text = events("stable", 8_000), events("text-model-stable", 5_050, model_id="t")
+    service = MonitorService(Settings(kafka_bootstrap="127.0.0.1:1"))
+    observe, where = service.core.observe, []
+
+    def recording(predictions, now):  # which thread the core ran each call in
+        where.append(threading.get_ident())
+        return observe(predictions, now)
+
+    service.core.observe = recording  # type: ignore[method-assign]
+    calls = [tabular[:5_000], tabular[5_000:5_500], tabular[5_500 : 5_501 + QUICK_EVENTS], text[:5_000], text[5_000:]]
+
+    async def feed() -> int:
+        for chunk in calls:
+            await service.observe(list(chunk), [], 0.0)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(feed())
+    assert [w == loop_thread for w in where] == [False, True, False, False, False]
+    direct = Monitor()
+    for chunk in calls:
+        direct.observe(list(chunk), 0.0)
+    assert service.core.export(["demo-model", "t"]) == direct.export(["demo-model", "t"])

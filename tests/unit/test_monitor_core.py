@@ -504,3 +504,25 @@ def test_a_reference_with_constant_numeric_features_builds_and_is_monitored(vary
     monitor = Monitor(small_config())
     observe_all(monitor, make_events(3_000, rng, features=features))
     assert monitor.status("hand", 0).events_processed == 3_000
+
+
+def test_quick_is_true_only_for_a_few_events_of_models_past_their_reference_and_changes_nothing():
+    """``Monitor.quick`` tells the worker a call takes only a moment (it then runs it on its event loop): at most
+    ``QUICK_EVENTS`` predictions (a columnar batch's rows counted) and labels, all of versions with a profile."""
+    from driftwarden.core.columnar import decode_rows
+    from driftwarden.core.monitor import QUICK_EVENTS
+
+    chunks = generate(Scenario(n_events=7_000))
+    stream = [PredictionEvent.model_validate(e) for c in chunks for e in c.prediction_events()]
+    monitor = Monitor()
+    assert not monitor.quick(stream[:10], labels=0) and monitor.models == {}  # its reference's build is to come
+    monitor.observe(stream[:5_000], now=0.0)
+    assert monitor.quick(stream[5_000:5_500], labels=QUICK_EVENTS - 500)
+    assert not monitor.quick(stream[5_000:5_500], labels=QUICK_EVENTS - 499)
+    assert not monitor.quick(stream[5_000 : 5_001 + QUICK_EVENTS], labels=0)
+    assert not monitor.quick([*stream[5_000:5_010], stream[5_010].model_copy(update={"model_version": "2"})], 0)
+    columns = decode_rows({"schema": "prediction-batch.v1", "model_id": "demo-model",
+                           "events": [e.model_dump(mode="json") for e in stream[5_000:5_600]]})  # fmt: skip
+    assert columns is not None and len(columns) == 600
+    assert monitor.quick([columns], labels=400) and not monitor.quick([columns, columns], labels=0)
+    assert list(monitor.models["demo-model"].versions) == ["1"]

@@ -90,6 +90,8 @@ CATEGORIES = "\0categories:"
 #: Turing's estimate) gets no rank CUSUMs (:func:`_category_rankings`): 2,000 Zipf levels in 5,000 values (~17 %)
 #: gave them 12 times their false-alarm budget, 300 levels (~0.5 %) an eighth of it.
 MAX_UNSEEN_SHARE = 0.05
+#: :meth:`Monitor.quick`'s bound: a call with more predictions and labels than this may take longer than a moment.
+QUICK_EVENTS = 1_000
 #: Alert kinds that stop a growing reference (their data must not become the reference).
 DRIFT_KINDS = frozenset({"data_drift", "prediction_drift", "multivariate_drift"})
 #: Window statistics kept for metrics and the status topic: each of these a detector's evidence holds.
@@ -697,6 +699,31 @@ class Monitor:
             else:
                 rejected.append(Rejected(event, problem))
         return accepted, rejected
+
+    def quick(self, events: Sequence[PredictionEvent | PredictionColumns], labels: int) -> bool:
+        """Whether :meth:`observe` of these predictions and :meth:`observe_labels` of ``labels`` labels take only a
+        moment: at most :data:`QUICK_EVENTS` predictions and labels together, all of model versions that have their
+        reference profile and no embeddings. Only a profile's build (numba's loops loaded on a process's first fed
+        stream too) or an embedding's MMD window (its first one computes the reference's kernel spectrum: 3-8 s) take
+        longer than a few hundred events' detectors; a growing reference is rebuilt at most ``reference_size``
+        events. It reads the state, never changes it, and what ``observe`` gives does not depend on it.
+
+        >>> monitor = Monitor()
+        >>> events = [PredictionEvent(model_id="m", model_version="1", ts=0.0, features={"x": 1.0}, prediction="a")]
+        >>> monitor.quick(events, labels=0)  # no reference yet: its build is to come
+        False
+        >>> monitor.quick([], labels=QUICK_EVENTS), monitor.quick([], labels=QUICK_EVENTS + 1)
+        (True, False)
+        """
+        rows = sum(len(e) if isinstance(e, PredictionColumns) else 1 for e in events)
+        if rows + labels > QUICK_EVENTS:
+            return False
+        for model_id, version in {(e.model_id, e.model_version) for e in events}:
+            state = self.models.get(model_id)
+            monitor = state.versions.get(version) if state is not None else None
+            if monitor is None or monitor.profile is None or monitor.profile.embedding:
+                return False
+        return True
 
     def observe(self, events: Sequence[PredictionEvent | PredictionColumns], now: float) -> Outputs:
         """Feed predictions (any mix of models, events and columnar batches, in stream order); return

@@ -227,9 +227,13 @@ class MonitorService:
     async def observe(
         self, predictions: list[PredictionEvent | PredictionColumns], labels: list[LabelEvent], now: float
     ) -> Outputs:
-        """A batch's predictions, then its labels, into the core, in a thread: a window can take seconds (an
-        MMD test's first window computes its reference's kernel spectrum, 3-8 s), and a catch-up batch's
-        labels a second, which must not stall the event loop (the consumer's heartbeats, the timers).
+        """A batch's predictions, then its labels, into the core: in a thread unless it takes only a moment
+        (:meth:`~driftwarden.core.monitor.Monitor.quick`). A window can take seconds (an MMD test's first window
+        computes its reference's kernel spectrum, 3-8 s), and a catch-up batch's labels a second, which must not
+        stall the event loop (the consumer's heartbeats, the timers). A quick batch (single events of a model past
+        its reference: a few ms) runs on the loop: in a thread, Faust's fetch loop ran beside it at a higher cost
+        per message, and single events went at 0.6-0.7 of the rate (docs/benchmarks.md, "Single events: the core
+        on the event loop").
 
         Each topic in its own order: Kafka orders no two topics, so this is one of the interleavings a
         consumer may see, and it keeps a model's predictions in one detector update however its labels
@@ -241,6 +245,8 @@ class MonitorService:
             outputs += self.core.observe_labels(labels, now)
             return outputs
 
+        if self.core.quick(predictions, len(labels)):
+            return both()  # a moment's work (a batch of single events): on the loop, where it costs less
         return await asyncio.to_thread(both)
 
     def _track(self, partition: int, events: Sequence[KeyedEvent | PredictionColumns], key: bytes | None) -> None:
