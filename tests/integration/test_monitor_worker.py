@@ -174,6 +174,44 @@ def test_single_event_messages_are_processed_like_batches(kafka, monitor_worker)
     assert wait_processed(kafka, scenario.model_id, 1_500).events_processed == 1_500
 
 
+def test_single_event_messages_with_a_bad_event_time_a_bad_event_and_repeats_are_taken_apart(kafka, monitor_worker):
+    """Single-event messages (the worker decodes a batch's messages of a model together when all are valid:
+    Decoder.singles_as_columns, else one by one): one model's 6,000 with a ts in milliseconds and 20 sent twice,
+    another's 600 with a bad feature. Each bad one dead-lettered alone with its reason, the repeats counted once,
+    the rest processed."""
+    from aiokafka import AIOKafkaProducer
+
+    from driftwarden.kafka.clients import client_options
+
+    timed, featured = unique_model("singles-ts"), unique_model("singles-feature")
+    events = next(generate(Scenario(n_events=6_000, model_id=timed), chunk_size=6_000)).prediction_events()
+    events[5_500] = {**events[5_500], "ts": events[5_500]["ts"] * 1000}
+    others = next(generate(Scenario(n_events=600, model_id=featured), chunk_size=600)).prediction_events()
+    others[300] = {**others[300], "features": {**others[300]["features"], "num_01": {"nested": True}}}
+    messages = [(timed, event) for event in events + events[5_800:5_820]] + [(featured, event) for event in others]
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_options(kafka))
+        await producer.start()
+        try:
+            sent = [await producer.send(kafka.topics.predictions, orjson.dumps(event), key=model_id.encode())
+                    for model_id, event in messages]  # fmt: skip
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    status = wait_processed(kafka, timed, 6_000, timeout_s=120)
+    (bad_time,) = dead_letters_for(kafka, timed)
+    assert "looks like milliseconds since the epoch" in bad_time.reason
+    assert orjson.loads(base64.b64decode(bad_time.payload_b64)) == events[5_500]
+    assert status.events_processed == 5_999 and status.label_joins["duplicate_predictions"] == 20
+    assert wait_processed(kafka, featured, 600, timeout_s=60).events_processed == 599
+    (bad_feature,) = dead_letters_for(kafka, featured)
+    assert bad_feature.reason.startswith("features.num_01")
+    assert orjson.loads(base64.b64decode(bad_feature.payload_b64)) == others[300]
+
+
 def test_metrics_endpoint_exposes_counts_statistics_lag_and_joins(kafka, monitor_worker):
     scenario = Scenario(name="stable", n_events=8_000, model_id=unique_model("metrics"))
     produce(kafka, scenario, label_delay=1_000)

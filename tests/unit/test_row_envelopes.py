@@ -203,6 +203,43 @@ def test_hostile_envelopes_are_refused_alike_and_their_good_rows_kept_alike() ->
     assert seen["rejections"] >= 250, seen
 
 
+def checked_singles(hostile: bool) -> dict[str, int]:
+    """The events of generated envelopes sent as single-event messages: decoded together
+    (``singles_as_columns``, the worker's path for a batch of them) they are the rows each gives decoded alone,
+    bit for bit; together they are refused (None: the worker decodes them one by one) whenever one is."""
+    seen = {"columns": 0, "one by one": 0, "rejections": 0}
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+    @given(row_envelopes(hostile))
+    def holds(raw: bytes) -> None:
+        events = orjson.loads(raw).get("events")
+        if not isinstance(events, list) or not events:
+            return
+        singles = [orjson.dumps(event) for event in events]
+        alone = [PREDICTIONS.decode(single) for single in singles]
+        together = PREDICTIONS.singles_as_columns(singles)
+        if together is None:
+            seen["one by one"] += 1
+            seen["rejections"] += any(d.rejections for d in alone)
+            return
+        assert not any(d.rejections for d in alone)
+        assert together.events() == [event for d in alone for event in d.events]
+        assert [e.to_json() for e in together.events()] == [row for d in alone for row in rows(d)]
+        seen["columns"] += 1
+
+    holds()
+    return seen
+
+
+def test_single_event_messages_decoded_together_give_the_rows_each_gives_alone() -> None:
+    seen = checked_singles(hostile=False)
+    assert seen["columns"] >= 100 and seen["one by one"] >= 50 and seen["rejections"] == 0, seen
+    hostile = checked_singles(hostile=True)
+    assert hostile["rejections"] >= 100, hostile
+    assert PREDICTIONS.singles_as_columns([]) is None and LABELS.singles_as_columns([b"{}"]) is None
+
+
 def test_the_monitor_gives_the_same_results_from_row_envelopes_as_columns_as_from_their_events() -> None:
     """Row envelopes with duplicate ids, bad event times and a drift, through the whole monitor (time screen,
     dedupe, detectors, label joiner): the same dead letters, alerts, joins, counts and checkpoint state."""

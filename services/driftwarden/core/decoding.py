@@ -125,6 +125,34 @@ class Decoder(Generic[E]):
         except ValidationError as exc:
             return Decoded(rejections=[Rejection(describe(exc.errors()), raw)])
 
+    def single(self, raw: bytes | None) -> bool:
+        """Whether a message may be one event (neither a batch envelope nor a columnar batch), by its markers."""
+        if not raw:
+            return False
+        columnar = self._columns_marker is not None and raw.find(self._columns_marker, 0, 200) >= 0
+        return not columnar and self._batch_marker not in raw
+
+    def singles_as_columns(self, raws: list[bytes]) -> PredictionColumns | None:
+        """Single-event messages of one model, in order, as one columnar batch (one row per message) when each is
+        a valid event and they are alike: :func:`~driftwarden.core.columnar.decode_rows` of them as an envelope's
+        events. None otherwise: each is then decoded on its own (:meth:`decode`), giving the same rows.
+
+        >>> event = {"event_id": "a", "model_id": "m", "model_version": "1", "ts": 1, "features": {"x": 2},
+        ...          "prediction": "no"}
+        >>> batch = PREDICTIONS.singles_as_columns([orjson.dumps(event), orjson.dumps(event | {"event_id": "b"})])
+        >>> batch.event_ids, batch.features
+        (['a', 'b'], {'x': array([2., 2.])})
+        >>> PREDICTIONS.singles_as_columns([orjson.dumps(event), b"{oops"])  # (not valid JSON: one by one)
+        """
+        if self._columns_marker is None:  # (labels have no columnar batch)
+            return None
+        try:
+            events = [orjson.loads(raw) for raw in raws]
+        except orjson.JSONDecodeError:
+            return None
+        model_id = events[0].get("model_id") if events and type(events[0]) is dict else None
+        return decode_rows({"schema": self.batch_schema, "model_id": model_id, "events": events})
+
     def _decode_columns(self, raw: bytes) -> Decoded[E] | None:
         """A columnar batch, or None when the message is not one (it may name the schema elsewhere)."""
         try:

@@ -134,6 +134,7 @@ class Rejected:
 
     event: PredictionEvent
     reason: str
+    row: int | None = field(default=None, compare=False)  # its row in the columnar batch it came in
 
 
 @dataclass
@@ -689,7 +690,7 @@ class Monitor:
                     accepted.append(event)
                     continue
                 refused = np.array(list(problems))
-                rejected += map(Rejected, event.take(refused).events(), problems.values())
+                rejected += map(Rejected, event.take(refused).events(), problems.values(), problems)
                 if len(keep := np.setdiff1d(np.arange(len(event)), refused)):
                     accepted.append(event.take(keep))
                 continue
@@ -709,7 +710,8 @@ class Monitor:
         events. It reads the state, never changes it, and what ``observe`` gives does not depend on it.
 
         >>> monitor = Monitor()
-        >>> events = [PredictionEvent(model_id="m", model_version="1", ts=0.0, features={"x": 1.0}, prediction="a")]
+        >>> events = [PredictionEvent(event_id="e", model_id="m", model_version="1", ts=0.0, features={"x": 1.0},
+        ...                           prediction="a")]
         >>> monitor.quick(events, labels=0)  # no reference yet: its build is to come
         False
         >>> monitor.quick([], labels=QUICK_EVENTS), monitor.quick([], labels=QUICK_EVENTS + 1)
