@@ -526,3 +526,9 @@ def test_quick_is_true_only_for_a_few_events_of_models_past_their_reference_and_
     assert columns is not None and len(columns) == 600
     assert monitor.quick([columns], labels=400) and not monitor.quick([columns, columns], labels=0)
     assert list(monitor.models["demo-model"].versions) == ["1"]
+    growing = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(min_reference_size=1_000)))
+    growing.observe(stream[:1_000], now=0.0)  # a first profile of 1,000, doubling to 5,000 (each doubling a build)
+    assert growing.models["demo-model"].versions["1"].profile is not None
+    assert not growing.quick(stream[1_000:1_010], labels=0)
+    growing.observe(stream[1_000:5_000], now=0.0)
+    assert growing.quick(stream[5_000:5_010], labels=0)

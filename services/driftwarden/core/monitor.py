@@ -704,10 +704,10 @@ class Monitor:
     def quick(self, events: Sequence[PredictionEvent | PredictionColumns], labels: int) -> bool:
         """Whether :meth:`observe` of these predictions and :meth:`observe_labels` of ``labels`` labels take only a
         moment: at most :data:`QUICK_EVENTS` predictions and labels together, all of model versions that have their
-        reference profile and no embeddings. Only a profile's build (numba's loops loaded on a process's first fed
-        stream too) or an embedding's MMD window (its first one computes the reference's kernel spectrum: 3-8 s) take
-        longer than a few hundred events' detectors; a growing reference is rebuilt at most ``reference_size``
-        events. It reads the state, never changes it, and what ``observe`` gives does not depend on it.
+        whole reference profile (not still growing) and no embeddings. Only a profile's build (numba's loops loaded on
+        a process's first fed stream too) or an embedding's MMD window (its first one computes the reference's kernel
+        spectrum: 3-8 s) take longer than a few hundred events' detectors. It reads the state, never changes it, and
+        what ``observe`` gives does not depend on it.
 
         >>> monitor = Monitor()
         >>> events = [PredictionEvent(event_id="e", model_id="m", model_version="1", ts=0.0, features={"x": 1.0},
@@ -723,7 +723,7 @@ class Monitor:
         for model_id, version in {(e.model_id, e.model_version) for e in events}:
             state = self.models.get(model_id)
             monitor = state.versions.get(version) if state is not None else None
-            if monitor is None or monitor.profile is None or monitor.profile.embedding:
+            if monitor is None or monitor.profile is None or monitor.reference_parts or monitor.profile.embedding:
                 return False
         return True
 
