@@ -349,9 +349,9 @@ def mmd_p_value(monitor: Monitor) -> float | None:
 
 def test_the_monitor_service_runs_a_quick_batch_on_the_event_loop_and_the_rest_in_a_thread():
     """Single events of a tabular model past its reference take a few ms in the core: the service runs them on
-    the event loop (in a thread, Faust's fetch loop beside them cost the worker a third of its single-event rate:
-    docs/benchmarks.md); a reference's build, more than ``QUICK_EVENTS`` events and a model with embeddings (its
-    MMD windows) go to a thread. Where it runs does not change what the core gives."""
+    the event loop (in a thread, Faust's fetch loop beside them cost the worker a fifth to a quarter of its
+    single-event rate: docs/benchmarks.md); a reference's build, more than ``QUICK_EVENTS`` events and a model with
+    embeddings (its MMD windows) go to a thread. Where it runs does not change what the core gives."""
     from driftwarden.core.monitor import QUICK_EVENTS
     from driftwarden.monitor.service import MonitorService
     from driftwarden.settings import Settings

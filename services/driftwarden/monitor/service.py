@@ -239,7 +239,7 @@ class MonitorService:
         self, messages: list[Any], now: float, pending: list[Awaitable[Any]]
     ) -> list[PredictionEvent | PredictionColumns]:
         """Single-event prediction messages (of unsharded models), each partition's and key's as one columnar batch
-        when all are valid and alike (``Decoder.singles_as_columns``: a third of the CPU of a message decoded
+        when all are valid and alike (``Decoder.singles_as_columns``: about half the CPU of each message decoded
         alone, docs/benchmarks.md), else message by message (:meth:`_prediction`): the same rows, refusals and
         dead letters either way."""
         runs: dict[tuple[int, bytes | None], list[Any]] = {}
