@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -56,6 +57,7 @@ class Clock:
 
 
 def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_000, wait: bool = False) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`, a service manager: stop everything, as Ctrl-C does
     clock = Clock()
     typer.echo("driftwarden demo: broker, monitor, trainer, ONNX serving and drifting load, all on 127.0.0.1")
     broker = EmbeddedBroker(work_dir / "broker.log")
@@ -98,6 +100,11 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
             "stopped " + ", ".join(f"{name} (exit code {code})" for name, code in codes.items())
             + f" and the broker; logs in {work_dir}/"
         )  # fmt: skip
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the demo's processes and broker are stopped on the way out (the default would leave them)."""
+    raise KeyboardInterrupt
 
 
 def _serve_until_interrupted(clock: Clock, page: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,34 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
     assert len(pids) == 4  # monitor, trainer, serving, ui
     assert re.search(r"LIVE PAGE http://127\.0\.0\.1:\d+/", out)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    port = int(re.search(r"ready at 127\.0\.0\.1:(\d+)", out).group(1))
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
+def test_a_demo_sent_sigterm_stops_everything_it_started(tmp_path):
+    """`kill` (or `timeout`, or a service manager) stops the demo as Ctrl-C does: its broker, monitor, trainer,
+    serving and UI processes go with it (Python's default for SIGTERM left them all running)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "driftwarden", "demo", "--events", "12000", "--rate", "6000",
+         "--loop-events", "30000", "--work-dir", str(tmp_path), "--wait"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    seen = []
+    for line in demo.stdout:  # until the processes run and the load is under way
+        seen.append(line)
+        if "LIVE PAGE" in line:
+            break
+    demo.send_signal(signal.SIGTERM)
+    out = "".join(seen) + demo.communicate(timeout=60)[0]
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
+    assert len(pids) == 4, out  # monitor, trainer, serving, ui
+    assert re.search(r"stopped monitor \(exit code -?\d+\), trainer", out), out
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
