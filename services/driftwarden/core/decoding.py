@@ -103,7 +103,7 @@ class Decoder(Generic[E]):
         """
         if not raw:
             return Decoded(rejections=[Rejection("empty message", raw or b"")])
-        if self._columns_marker is not None and raw.find(self._columns_marker, 0, 200) >= 0:
+        if self._names_columns(raw):
             columnar = self._decode_columns(raw)
             if columnar is not None:
                 return columnar
@@ -129,8 +129,11 @@ class Decoder(Generic[E]):
         """Whether a message may be one event (neither a batch envelope nor a columnar batch), by its markers."""
         if not raw:
             return False
-        columnar = self._columns_marker is not None and raw.find(self._columns_marker, 0, 200) >= 0
-        return not columnar and self._batch_marker not in raw
+        return not self._names_columns(raw) and self._batch_marker not in raw
+
+    def _names_columns(self, raw: bytes) -> bool:
+        """Whether a message names the columnar schema near its start (it may be a columnar batch)."""
+        return self._columns_marker is not None and raw.find(self._columns_marker, 0, 200) >= 0
 
     def singles_as_columns(self, raws: list[bytes]) -> PredictionColumns | None:
         """Single-event messages of one model, in order, as one columnar batch (one row per message) when each is

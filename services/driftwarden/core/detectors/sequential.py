@@ -658,14 +658,13 @@ class RankBins:
         # ``m`` entries below a value, ``quantiles_below[m]`` are quantiles and the rest edges.
         merged = np.concatenate([cdf.q, edges])
         order = np.argsort(merged, kind="stable")
-        self._merged = merged[order]
-        self._quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
+        quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
         part_edges, inside = np.empty(0), np.zeros(2)  # (no continuous part: no value inside)
         if part is not None:
             a, b = part
             part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
             inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
-        self._search: Edges = (self._merged, self._quantiles_below, cdf.q, part_edges, inside)
+        self._search: Edges = (merged[order], quantiles_below, cdf.q, part_edges, inside)
 
     def __call__(self, x: np.ndarray, first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
