@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy
 from scipy import stats
 
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
 from driftwarden.core.detectors import CategoricalDriftDetector, MultivariateDriftDetector, decide, window_detectors
 from driftwarden.core.profile import CategoricalProfile, Columns, FeatureSchema, profile_of, projection
-from driftwarden.core.stats import REFERENCE_SHARE, MmdReference, category_test, p_value_given_reference
+from driftwarden.core.stats import REFERENCE_SHARE, MmdReference, category_test, ncx2_sf, p_value_given_reference
 from driftwarden_load.scenarios import EMBEDDING_DIMS, TOPIC_CENTERS, TOPIC_NOISE, TOPIC_PROBS
 
 PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])  # the load generator's categorical features
@@ -104,6 +105,20 @@ def test_the_p_value_given_the_reference_is_uniform_given_a_typical_reference_er
     assert stats.kstest(p_values, "uniform").pvalue > 0.01
     if reference_n == 100_000:
         assert p_value_given_reference(20.0, df, reference_n, window_n) < 1.3 * stats.chi2.sf(20.0, df)
+
+
+def test_the_noncentral_chi_square_is_scipys_own_private_ufunc_bit_for_bit():
+    """``ncx2_sf`` is SciPy's private ufunc behind ``scipy.stats.ncx2.sf`` (the public call when it is gone): this
+    fails loudly when SciPy renames it or its values part from the public ones."""
+    from scipy.special import _ufuncs
+
+    assert ncx2_sf is _ufuncs._ncx2_sf, f"SciPy {scipy.__version__}: no _ncx2_sf; the slow public call"
+    rng = np.random.default_rng(5)
+    x, df, nc = rng.gamma(2.0, 10.0, 2_000), rng.integers(1, 40, 2_000), rng.gamma(1.0, 3.0, 2_000) + 1e-3
+    assert np.array_equal(ncx2_sf(x, df, nc), stats.ncx2.sf(x, df, nc))
+    assert [ncx2_sf(float(a), int(b), float(c)) for a, b, c in zip(x[:50], df[:50], nc[:50], strict=True)] == list(
+        stats.ncx2.sf(x[:50], df[:50], nc[:50])
+    )
 
 
 def test_the_window_level_follows_from_the_budget():
