@@ -4,12 +4,16 @@
   CUSUMs each, every value). In numpy it took a running sum, a crossing screen and a read-out of the CUSUMs, each
   an array of CUSUMs by values; here each CUSUM stays in a register. The sums are integers (fixed point), so any
   order gives the same CUSUMs, bit for bit.
-* :func:`numeric_bins`: a numeric value's bins among the reference's edges (one binary search, the tie and range
-  check, the continuous part's bin).
+* :func:`numeric_bins`: a numeric value's bins among the reference's edges (one binary search among the quantiles
+  and both kinds of edges, the tie and range check).
+* :func:`apart_bins`: the bins of values ranked apart (every value of a categorical feature, ties with a reference
+  quantile, values beyond its range): the rank, its uniform draw and its place among the edges' images, where numpy
+  took a hash, ``Phi^-1`` and a search, each a pass.
 * :func:`cdf_gaps`: the two-sample distribution functions' gaps of a window test, by one merge of two sorted
   runs (numpy: a stable argsort, a cumulative sum and three passes).
 
-Each gives what its numpy version gave, bit for bit (the same floating-point operations on the same values).
+Each gives what its numpy version gave, bit for bit (the same floating-point operations on the same values;
+:func:`apart_bins` leaves the ranks within rounding of an edge to its caller, which takes them through numpy).
 numba is imported and each loop compiled on its first call, or loaded from the cache next to this file (numba's
 own cache directory when that is read-only; ``NUMBA_CACHE_DIR``): ~0.4 s of CPU once per process with the cache,
 ~1 s without; with no writable cache directory every process compiles. A CLI command or a worker that feeds no
@@ -23,6 +27,11 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+
+#: SplitMix64's constants (Steele, Lea & Flood 2014): the draws ``V`` of ranked-apart values, here and in
+#: :func:`~driftwarden.core.detectors.sequential.position_uniforms`.
+GAMMA, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+S11, S27, S30, S31 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31)
 
 
 def _recursion(
@@ -60,41 +69,106 @@ def _numeric_bins(
     x: np.ndarray,
     merged: np.ndarray,
     quantiles_below: np.ndarray,
+    parts_below: np.ndarray,
     q: np.ndarray,
-    part_edges: np.ndarray,
     inside: np.ndarray,
     outside: int,
     z_bins: np.ndarray,
     part_bins: np.ndarray,
-    lo: np.ndarray,
     apart: np.ndarray,
 ) -> int:
-    def lower_bound(edges: np.ndarray, value: float) -> int:
-        # np.searchsorted(edges, value, "left") by halving without a branch (a multiply, not an `if`: LLVM made
-        # that a branch, mispredicted half the time; ~20 against ~40 ns a value among 2,000 edges)
-        base, n = 0, edges.shape[0]
-        while n > 1:
-            half = n >> 1
-            base += half * (edges[base + half - 1] < value)
-            n -= half
-        found: int = base + (edges[base] < value)
-        return found
-
-    k = q.shape[0]
+    # A value's place among all the edges, ``np.searchsorted(merged, v, "left")``, by halving without a branch (a
+    # multiply, not an `if`: LLVM made that a branch, mispredicted half the time; ~20 against ~40 ns a value among
+    # 2,000 entries); of the entries below it, how many are quantiles and how many the continuous part's edges: the
+    # rest are the z bins' edges.
+    size, k, with_part = merged.shape[0], q.shape[0], parts_below[merged.shape[0]] > 0
     count = 0
     for i in range(x.shape[0]):
-        v = x[i]
-        below = lower_bound(merged, v)
-        at = quantiles_below[below]
-        lo[i] = at
-        z_bins[i] = below - at
+        v, below, m = x[i], 0, size
+        while m > 1:
+            half = m >> 1
+            below += half * (merged[below + half - 1] < v)
+            m -= half
+        below += merged[below] < v
+        at, parts = quantiles_below[below], parts_below[below]
+        z_bins[i] = below - at - parts
         if at == 0 or at == k or q[at] == v:  # a tie with a quantile, or outside the range: through ``u``
             apart[count] = i
             count += 1
-        if part_edges.shape[0] and inside[0] < v < inside[1]:
-            part_bins[i] = lower_bound(part_edges, v)
+        part_bins[i] = parts if with_part and inside[0] < v < inside[1] else outside
+    return count
+
+
+def _apart_bins(
+    x: np.ndarray,
+    positions: np.ndarray,
+    seed: np.uint64,
+    q: np.ndarray,
+    below: np.ndarray,
+    above: np.ndarray,
+    tail: float,
+    part: np.ndarray,
+    u_edges: np.ndarray,
+    near: np.ndarray,
+    outside: int,
+    z_bins: np.ndarray,
+    part_bins: np.ndarray,
+    unsure: np.ndarray,
+) -> int:
+    def left(edges: np.ndarray, value: float) -> int:  # np.searchsorted(edges, value, "left"), as above
+        b, m = 0, edges.shape[0]
+        while m > 1:
+            half = m >> 1
+            b += half * (edges[b + half - 1] < value)
+            m -= half
+        found: int = b + (edges[b] < value)
+        return found
+
+    def right(edges: np.ndarray, value: float) -> int:  # np.searchsorted(edges, value, "right")
+        b, m = 0, edges.shape[0]
+        while m > 1:
+            half = m >> 1
+            b += half * (edges[b + half - 1] <= value)
+            m -= half
+        found: int = b + (edges[b] <= value)
+        return found
+
+    def close(b: int, value: float) -> bool:  # within rounding of the edge below or above the place it found
+        below = b > 0 and value - u_edges[b - 1] <= near[b - 1]
+        above = b < u_edges.shape[0] and u_edges[b] - value <= near[b]
+        return bool(below or above)
+
+    k, count = q.shape[0], 0
+    for i in range(x.shape[0]):
+        # u: ReferenceCdf.apart's arithmetic, the draw V from position_uniforms (SplitMix64), the same operations
+        low, high = left(q, x[i]), right(q, x[i])
+        z = np.uint64(positions[i]) + seed + GAMMA
+        z = (z ^ (z >> S30)) * MIX1
+        z = (z ^ (z >> S27)) * MIX2
+        z = z ^ (z >> S31)
+        v = (float(z >> S11) + 0.5) / 2.0**53
+        lower = below[min(low, k - 1)]
+        upper = above[max(high - 1, 0)] if high > low else lower
+        if high > 0 and low < k:
+            u = tail + (1 - 2 * tail) * (lower + v * (upper - lower))
+        elif high == 0:
+            u = tail * v
         else:
-            part_bins[i] = outside
+            u = 1 - tail * v
+        # its bins: Phi^-1(u) among the z edges is u among their images Phi(edge), unless u is within rounding
+        # of one (then the caller finds the bin through Phi^-1, as :func:`bins` does)
+        b = left(u_edges, u)
+        z_bins[i] = b
+        part_bins[i] = outside
+        sure = not close(b, u)
+        if part.shape[0] and part[0] < u < part[1]:
+            w = (u - part[0]) / (part[1] - part[0])
+            c = left(u_edges, w)
+            part_bins[i] = c
+            sure = sure and not close(c, w)
+        if not sure:
+            unsure[count] = i
+            count += 1
     return count
 
 
@@ -138,33 +212,78 @@ def lindley(
     return None if taken < 0 else taken
 
 
-#: What :func:`numeric_bins` searches: the quantiles and the bins' edges merged, how many of the first ``m`` merged
-#: entries are quantiles, the quantiles, the continuous part's edges and the values between which a value is in it.
+#: What :func:`numeric_bins` searches (:func:`search_edges`).
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def search_edges(q: np.ndarray, z_edges: np.ndarray, part_edges: np.ndarray, inside: np.ndarray) -> Edges:
+    """What :func:`numeric_bins` searches, once per reference: the quantiles ``q``, the z bins' edges and the
+    continuous part's edges sorted together (one binary search gives a value's place among each), how many of the
+    first ``m`` merged entries are quantiles and how many the part's edges, ``q``, and ``inside``: the values
+    strictly between which a value is in the continuous part (no part: no edges)."""
+    merged = np.concatenate([q, z_edges, part_edges])
+    order = np.argsort(merged, kind="stable")
+    quantiles_below = np.concatenate([[0], np.cumsum(order < len(q))])
+    parts_below = np.concatenate([[0], np.cumsum(order >= len(q) + len(z_edges))])
+    return merged[order], quantiles_below, parts_below, q, inside
+
+
+def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The bins of finite values ``x`` among the bins' edges in ``x``, in one loop instead of a dozen numpy passes
-    (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, lo, apart)``.
+    (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, apart)``.
 
-    ``edges`` is ``(merged, quantiles_below, q, part_edges, inside)``: ``merged`` holds the reference quantiles ``q``
-    and the edges sorted together, ``quantiles_below[m]`` how many of its first ``m`` entries are quantiles, so a
-    value's z bin is the number of edges below it. Its part bin is its place among ``part_edges`` when it lies
-    strictly between ``inside[0]`` and ``inside[1]``, else ``outside``. ``lo`` is ``np.searchsorted(q, x)``;
-    ``apart`` the indexes of the values ranked apart (equal to a quantile or outside the range), whose bins the
-    caller finds from their ranks.
+    ``edges`` is :func:`search_edges`'s. A value's z bin is the number of z edges below it; its part bin the number
+    of the part's edges below it when it lies strictly between ``inside[0]`` and ``inside[1]``, else ``outside``.
+    ``apart`` lists the values ranked apart (equal to a quantile or outside the range), whose bins the caller finds
+    from their ranks (:func:`apart_bins`).
 
-    >>> q, part_edges = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])
-    >>> merged = np.sort(np.concatenate([q, part_edges]))  # 0, 0.5, 1, 1.5, 2
-    >>> edges = (merged, np.array([0, 1, 1, 2, 2, 3]), q, part_edges, np.array([0.6, 1.9]))
-    >>> z, part, lo, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0]), edges, 9)
-    >>> z.tolist(), part.tolist(), lo.tolist(), apart.tolist()
-    ([1, 2, 1, 2], [1, 2, 1, 9], [1, 2, 1, 3], [2, 3])
+    >>> q, z_edges, part_edges = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]), np.array([0.8, 1.2])
+    >>> edges = search_edges(q, z_edges, part_edges, inside=np.array([0.6, 1.9]))
+    >>> z, part, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0, 0.1]), edges, 9)
+    >>> z.tolist(), part.tolist(), apart.tolist()
+    ([1, 2, 1, 2, 0], [0, 2, 1, 9, 9], [2, 3])
     """
     n = len(x)
-    z_bins, part_bins, lo, apart = (np.empty(n, np.int64) for _ in range(4))
-    count = int(_compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, lo, apart))
-    return z_bins, part_bins, lo, apart[:count]
+    z_bins, part_bins, apart = (np.empty(n, np.int64) for _ in range(3))
+    count = int(_compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, apart))
+    return z_bins, part_bins, apart[:count]
+
+
+#: What :func:`apart_bins` ranks by: a reference's quantiles, the shares below and above each, the mass beyond
+#: either end (:class:`~driftwarden.core.detectors.sequential.ReferenceCdf`'s ``q``, ``below``, ``above``, ``tail``).
+Ranks = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+
+
+def apart_bins(
+    x: np.ndarray, positions: np.ndarray, seed: int, ranks: Ranks, part: tuple[float, float] | None,
+    u_edges: tuple[np.ndarray, np.ndarray], outside: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The bins of values ranked apart (:meth:`~driftwarden.core.detectors.sequential.ReferenceCdf.apart`, ``V``
+    by ``position_uniforms(positions, seed)``) in one loop: ``(z_bins, part_bins, unsure)``.
+
+    A rank ``u``'s z bin is the number of the z edges below ``Phi^-1(u)``: here the number of their images
+    ``u_edges[0] = Phi(edges)`` below ``u``, the same unless ``u`` is within ``u_edges[1]`` of an image (rounding
+    of ``Phi`` and ``Phi^-1``, ~1e-16 against margins of 1e-9 of the smaller tail): ``unsure`` lists those values
+    (almost never any), whose bins the caller takes from :func:`~driftwarden.core.detectors.sequential.bins`.
+    The continuous part ``part`` as there: a rank strictly inside is rescaled to it, the rest take ``outside``.
+
+    >>> from driftwarden.core.detectors.sequential import U_EDGES, ReferenceCdf, bins, position_uniforms
+    >>> from driftwarden.core.detectors.sequential import OUTSIDE, ROUNDING
+    >>> cdf, x = ReferenceCdf([0.0, 1.0, 2.0], 1_000, masses=[0.5, 0.3, 0.2]), np.array([1.0, 0.0, 2.0, 7.0, -1.0])
+    >>> positions = np.arange(5)
+    >>> ranks = (cdf.q, cdf.below, cdf.above, cdf.tail)
+    >>> z, part, unsure = apart_bins(x, positions, 3, ranks, (0.5, 0.8), (U_EDGES, ROUNDING), OUTSIDE)
+    >>> exact = bins(cdf.apart(x, np.searchsorted(cdf.q, x), position_uniforms(positions, 3)), (0.5, 0.8))
+    >>> z.tolist() == exact[0].tolist(), part.tolist() == exact[1].tolist(), unsure.tolist()
+    (True, True, [])
+    """
+    n = len(x)
+    z_bins, part_bins, unsure = (np.empty(n, np.int64) for _ in range(3))
+    mix = np.uint64((seed * 0x632BE59BD9B4E019) & ((1 << 64) - 1))
+    bounds = np.empty(0) if part is None else np.asarray(part, float)
+    count = int(_compiled(_apart_bins)(x, positions, mix, *ranks, bounds,
+                                       *u_edges, outside, z_bins, part_bins, unsure))  # fmt: skip
+    return z_bins, part_bins, unsure[:count]
 
 
 def _gaps(reference: np.ndarray, current: np.ndarray, gaps: np.ndarray, steps: np.ndarray) -> None:
@@ -212,5 +331,6 @@ def load() -> None:
     their libraries first)."""
     ints, floats, none = np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 0), np.int64)
     lindley((ints, ints), (np.zeros((1, 1), np.int64), none), np.zeros(1, np.int64), np.full(1, -1), ints + 1, 0)
-    numeric_bins(floats, (floats, np.zeros(2, np.int64), floats, np.empty(0), np.zeros(2)), 0)
+    numeric_bins(floats, search_edges(floats, np.empty(0), np.empty(0), np.zeros(2)), 0)
+    apart_bins(floats, ints, 0, (floats, floats, floats, 0.5), None, (floats, floats), 0)
     cdf_gaps(floats, floats)

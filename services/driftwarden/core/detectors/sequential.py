@@ -70,7 +70,18 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
-from driftwarden.core.compiled import Edges, numeric_bins
+from driftwarden.core.compiled import (
+    GAMMA,
+    MIX1,
+    MIX2,
+    S11,
+    S27,
+    S30,
+    S31,
+    apart_bins,
+    numeric_bins,
+    search_edges,
+)
 from driftwarden.core.stats import REFERENCE_SHARE
 
 _MASK64 = (1 << 64) - 1
@@ -346,17 +357,13 @@ def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> flo
     return float(brentq(excess, 1e-6, upper))
 
 
-_GAMMA, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S11, _S27, _S30, _S31 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31)
-
-
 def _splitmix64(counter: np.ndarray) -> np.ndarray:
     """Uniform (0, 1) from 64-bit counters (Steele, Lea & Flood 2014's SplitMix64 finalizer)."""
-    z = counter + _GAMMA
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    z = z ^ (z >> _S31)
-    uniform: np.ndarray = ((z >> _S11).astype(float) + 0.5) / 2.0**53
+    z = counter + GAMMA
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    z = z ^ (z >> S31)
+    uniform: np.ndarray = ((z >> S11).astype(float) + 0.5) / 2.0**53
     return uniform
 
 
@@ -601,6 +608,10 @@ def _z_bins(u: np.ndarray) -> np.ndarray:
 
 #: The bins' inner edges on the rank scale ``u`` (the increments are constant within a bin).
 U_EDGES = ndtr(_INNER_EDGES)
+#: How near an edge's image in ``u`` a rank must be for its bin to be found through ``Phi^-1`` (:func:`bins`) rather
+#: than by its place among :data:`U_EDGES` (:func:`~driftwarden.core.compiled.apart_bins`): far beyond the rounding of
+#: ``Phi`` and ``Phi^-1`` (a few units in the last place of ``u``, or of ``1 - u`` near 1).
+ROUNDING = 1e-9 * np.minimum(U_EDGES, 1 - U_EDGES) + 4 * np.spacing(U_EDGES)
 #: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.compiled.lindley` reads.
 BY_BIN = np.ascontiguousarray(INCREMENTS.T)
 #: The continuous part's increments by bin, and a last row of zeros: the bin of a value outside the part (rows
@@ -653,28 +664,27 @@ class RankBins:
     def __init__(self, cdf: ReferenceCdf, part: tuple[float, float] | None) -> None:
         self.cdf, self.part = cdf, part
         at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels  # u at each quantile, between the ties' ranges
-        edges = np.interp(U_EDGES, at_levels, cdf.q)
-        # One binary search among the quantiles and the edges together gives both ``searchsorted``s: of the
-        # ``m`` entries below a value, ``quantiles_below[m]`` are quantiles and the rest edges.
-        merged = np.concatenate([cdf.q, edges])
-        order = np.argsort(merged, kind="stable")
-        quantiles_below = np.concatenate([[0], np.cumsum(order < len(cdf.q))])
         part_edges, inside = np.empty(0), np.zeros(2)  # (no continuous part: no value inside)
         if part is not None:
             a, b = part
             part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
             inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
-        self._search: Edges = (merged[order], quantiles_below, cdf.q, part_edges, inside)
+        self._search = search_edges(cdf.q, np.interp(U_EDGES, at_levels, cdf.q), part_edges, inside)
+        self._ranks = (cdf.q, cdf.below, cdf.above, cdf.tail)
 
     def __call__(self, x: np.ndarray, first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
-        cdf = self.cdf
+        cdf, n = self.cdf, len(x)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
-            u = cdf.apart(x, np.searchsorted(cdf.q, x, "left"), position_uniforms(first + np.arange(len(x)), seed))
-            return bins(u, self.part)
-        z_bins, part_bins, lo, apart = numeric_bins(x, self._search, OUTSIDE)
+            z_bins, part_bins, apart = np.empty(n, np.int64), np.empty(n, np.int64), np.arange(n)
+        else:
+            z_bins, part_bins, apart = numeric_bins(x, self._search, OUTSIDE)
         if len(apart):
-            z_bins[apart], part_bins[apart] = bins(
-                cdf.apart(x[apart], lo[apart], position_uniforms(first + apart, seed)), self.part
+            z_bins[apart], part_bins[apart], unsure = apart_bins(
+                x[apart], first + apart, seed, self._ranks, self.part, (U_EDGES, ROUNDING), OUTSIDE
             )
+            if len(unsure):  # a rank within rounding of an edge's image: its bins through ``Phi^-1``
+                at = apart[unsure]
+                u = cdf.apart(x[at], np.searchsorted(cdf.q, x[at], "left"), position_uniforms(first + at, seed))
+                z_bins[at], part_bins[at] = bins(u, self.part)
         return z_bins, part_bins
