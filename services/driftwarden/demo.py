@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 import time
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -61,30 +62,32 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
     clock = Clock()
     typer.echo("driftwarden demo: broker, monitor, trainer, ONNX serving and drifting load, all on 127.0.0.1")
     broker = EmbeddedBroker(work_dir / "broker.log")
-    broker.start()
-    clock.say(f"broker (Tansu, in memory) ready at {broker.bootstrap}; log {broker.log_path}")
-    settings = broker.settings.model_copy(
-        update={"state_dir": work_dir / "state", "registry_dir": work_dir / "registry"}
-    )
-    registry = ModelRegistry(settings.registry_dir)
-    seed_data = [e | {"model_id": LOOP_MODEL_ID} for chunk in generate(Scenario(n_events=4_000, seed=100))
-                 for e in chunk.training_examples()]  # fmt: skip
-    v1 = bootstrap(registry, LOOP_MODEL_ID, seed_data, TrainerConfig())
-    clock.say(f"registered {LOOP_MODEL_ID} v{v1.model_version} (holdout accuracy {v1.metrics['accuracy']:.3f})")
-    serving_port, ui_port = free_port(), free_port()
-    processes = {
-        "monitor": spawn(["monitor", "--metrics-port", str(free_port())], settings, work_dir / "monitor.log"),
-        "trainer": spawn(["trainer", "--metrics-port", str(free_port())], settings, work_dir / "trainer.log"),
-        "serving": spawn(["serve", "--port", str(serving_port)], settings, work_dir / "serving.log"),
-        "ui": spawn(["ui", "--port", str(ui_port)], settings, work_dir / "ui.log"),
-    }
-    clock.say(
-        "started " + ", ".join(f"{name} (pid {p.pid})" for name, p in processes.items())
-        + f"; serving http://127.0.0.1:{serving_port}"
-    )  # fmt: skip
-    page = f"http://127.0.0.1:{ui_port}/"
-    clock.say(f"LIVE PAGE {page} (drift per feature, alerts, accuracy, versions)")
-    try:
+    broker.start()  # (stops what it started if interrupted)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:  # from here on, whenever it is interrupted (set-up included), what was started is stopped
+        clock.say(f"broker (Tansu, in memory) ready at {broker.bootstrap}; log {broker.log_path}")
+        settings = broker.settings.model_copy(
+            update={"state_dir": work_dir / "state", "registry_dir": work_dir / "registry"}
+        )
+        registry = ModelRegistry(settings.registry_dir)
+        seed_data = [e | {"model_id": LOOP_MODEL_ID} for chunk in generate(Scenario(n_events=4_000, seed=100))
+                     for e in chunk.training_examples()]  # fmt: skip
+        v1 = bootstrap(registry, LOOP_MODEL_ID, seed_data, TrainerConfig())
+        clock.say(f"registered {LOOP_MODEL_ID} v{v1.model_version} (holdout accuracy {v1.metrics['accuracy']:.3f})")
+        serving_port, ui_port = free_port(), free_port()
+        for name, args in (
+            ("monitor", ["monitor", "--metrics-port", str(free_port())]),
+            ("trainer", ["trainer", "--metrics-port", str(free_port())]),
+            ("serving", ["serve", "--port", str(serving_port)]),
+            ("ui", ["ui", "--port", str(ui_port)]),
+        ):
+            processes[name] = spawn(args, settings, work_dir / f"{name}.log")
+        clock.say(
+            "started " + ", ".join(f"{name} (pid {p.pid})" for name, p in processes.items())
+            + f"; serving http://127.0.0.1:{serving_port}"
+        )  # fmt: skip
+        page = f"http://127.0.0.1:{ui_port}/"
+        clock.say(f"LIVE PAGE {page} (drift per feature, alerts, accuracy, versions)")
         try:
             asyncio.run(_run(settings, clock, n_events, rate, loop_events, f"http://127.0.0.1:{serving_port}"))
         except DemoFailedError:
@@ -96,10 +99,8 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
     finally:
         codes = dict(zip(processes, terminate_all(list(processes.values())), strict=True))
         broker.stop()
-        clock.say(
-            "stopped " + ", ".join(f"{name} (exit code {code})" for name, code in codes.items())
-            + f" and the broker; logs in {work_dir}/"
-        )  # fmt: skip
+        stopped = ", ".join(f"{name} (exit code {code})" for name, code in codes.items())
+        clock.say(f"stopped {stopped + ' and ' if stopped else ''}the broker; logs in {work_dir}/")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -41,9 +41,11 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(tmp_path):
     assert_nothing_left(out)
 
 
-def test_a_demo_sent_sigterm_stops_everything_it_started(tmp_path):
+@pytest.mark.parametrize(("after", "started"), [("LIVE PAGE", 4), ("broker (Tansu", 0)])
+def test_a_demo_sent_sigterm_stops_everything_it_started(tmp_path, after, started):
     """`kill` (or `timeout`, or a service manager) stops the demo as Ctrl-C does: its broker, monitor, trainer,
-    serving and UI processes go with it (Python's default for SIGTERM left them all running)."""
+    serving and UI processes go with it (Python's default for SIGTERM left them all running), also when it comes
+    during the set-up, once the broker runs and before the rest has started (the broker was left running)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
     demo = subprocess.Popen(
         [sys.executable, "-m", "driftwarden", "demo", "--events", "12000", "--rate", "6000",
@@ -52,20 +54,21 @@ def test_a_demo_sent_sigterm_stops_everything_it_started(tmp_path):
     )  # fmt: skip
     assert demo.stdout is not None
     seen = []
-    for line in demo.stdout:  # until its processes have started
+    for line in demo.stdout:  # until that point
         seen.append(line)
-        if "LIVE PAGE" in line:
+        if after in line:
             break
     demo.send_signal(signal.SIGTERM)
     out = "".join(seen) + demo.communicate(timeout=60)[0]
-    assert re.search(r"stopped monitor \(exit code -?\d+\), trainer", out), out
-    assert_nothing_left(out)
+    assert re.search(r"stopped (monitor \(exit code -?\d+\), trainer.* and )?the broker", out), out
+    assert_nothing_left(out, started)
 
 
-def assert_nothing_left(out: str) -> None:
-    """The demo's four processes (their pids in its output) have exited and its broker's port is closed."""
+def assert_nothing_left(out: str, started: int = 4) -> None:
+    """The processes the demo started (monitor, trainer, serving, ui: their pids in its output) have exited and its
+    broker's port is closed."""
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
-    assert len(pids) == 4, out  # monitor, trainer, serving, ui
+    assert len(pids) == started, out
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
