@@ -922,6 +922,9 @@ def bench_detection(
     ] = 111_112,
     kl_sizes: Annotated[str, typer.Option(help="KL(post || pre) sizes of the shape changes.")] = "0.02,0.05,0.2",
     kswin_seeds: Annotated[int, typer.Option(help="Shape seeds whose change streams KSWIN also watches.", min=0)] = 2,
+    shape_reference_size: Annotated[
+        int, typer.Option(help="Values of each shape stream's reference (training data: more).", min=1_000)
+    ] = 5_000,
     shape_families: Annotated[str, typer.Option(help="Shape families (default: all).")] = "",
     feature_streams: Annotated[str, typer.Option(help="Comma-separated feature streams (default: all).")] = "",
     concept_detector: Annotated[
@@ -987,7 +990,8 @@ def bench_detection(
         families = tuple(listed(shape_families, "--shape-families", str)) or ALL_FAMILIES
         if set(families) - set(ALL_FAMILIES):
             raise typer.BadParameter(f"--shape-families takes {', '.join(ALL_FAMILIES)}")
-        corpus = CorpusSettings(shape_seeds, shape_stable_events, sizes, families, kswin_seeds=kswin_seeds)
+        corpus = CorpusSettings(shape_seeds, shape_stable_events, sizes, families, shape_reference_size,
+                                kswin_seeds=kswin_seeds)  # fmt: skip
         shape_rows = run_corpus(corpus, workers)
         (out / "shapes.json").write_bytes(corpus_json(shape_rows))
         verdicts = [
@@ -995,7 +999,8 @@ def bench_detection(
             for configuration in (DRIFTWARDEN, STREAMING)
             for t, met, e in corpus_targets(shape_rows, corpus, configuration)
         ]
-        report += "\n".join(["## Shape corpus", "", family_table(shape_rows),
+        report += "\n".join(["## Shape corpus", "", f"Each stream's reference: {corpus.reference_size:,} values.", "",
+                              family_table(shape_rows),
                               f"Targets, {DRIFTWARDEN} (first four) and {STREAMING} (last four):", *verdicts, "",
                               "Per change, the streaming detector alone → the default set:", "",
                               change_table(shape_rows), ""])  # fmt: skip

@@ -123,8 +123,9 @@ def test_bench_peers_puts_driftwarden_and_river_through_the_same_rows(monkeypatc
 def test_bench_detection_runs_the_shape_corpus(monkeypatch, capsys, tmp_path):
     args = ["detection", "--out", str(tmp_path), "--parts", "shapes", "--shape-families", "poisson,categorical",
             "--kl-sizes", "0.2", "--shape-seeds", "1", "--shape-stable-events", "2000", "--kswin-seeds", "1",
-            "--workers", "1"]  # fmt: skip
+            "--workers", "1", "--shape-reference-size", "8000"]  # fmt: skip
     out = run(monkeypatch, capsys, *args)
+    assert "Each stream's reference: 8,000 values." in out
     rows = re.findall(r"^\| (poisson|categorical) \| (.+?) \| ([\d,]+) \| ([\d.]+) \((\d+)\) \| (\d+)/(\d+) \|", out,
                       re.MULTILINE)  # fmt: skip
     detectors = {r[1] for r in rows}
