@@ -176,11 +176,15 @@ def _apart_bins(
 def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     import numba  # (here: only the processes that feed streams import it)
 
+    # The loops keep the GIL (no ``nogil``): each is a few µs to a ms, and a thread that let the GIL go for one waits
+    # to take it back while the event loop's thread holds it (up to the 5 ms switch interval), call after call: with
+    # the rank CUSUMs' ~1,000 calls a batch of the latency run, p99 event -> alert 0.74-1.59 s against 0.76-0.86 s
+    # keeping it (docs/benchmarks.md, "Values ranked apart compiled").
     compiled: Callable[..., Any]
     try:
-        compiled = numba.njit(cache=True, nogil=True)(function)
+        compiled = numba.njit(cache=True)(function)
     except RuntimeError:  # no writable cache directory (numba's message names it): compiled in each process
-        compiled = numba.njit(nogil=True)(function)
+        compiled = numba.njit()(function)
     return compiled
 
 
