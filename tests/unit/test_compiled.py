@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from numba.core import caching
 
 from driftwarden.core import compiled as module
-from driftwarden.core.compiled import apart_bins, cdf_gaps, lindley, numeric_bins, search_edges
+from driftwarden.core.compiled import apart_bins, cdf_gaps, lindley, numeric_bins, ranks_of, search_edges
 from driftwarden.core.detectors import RankCusumDetector, sequential
 from driftwarden.core.detectors.sequential import (
     NO_PART,
@@ -100,7 +100,7 @@ def numpy_numeric_bins(x: np.ndarray, q: np.ndarray, z_edges: np.ndarray, part_e
     tied = (lo < len(q)) & (q[np.minimum(lo, len(q) - 1)] == x)
     in_part = (inside[0] < x) & (x < inside[1]) if len(part_edges) else np.zeros(len(x), bool)
     part_bins = np.where(in_part, np.searchsorted(part_edges, x, "left"), outside)
-    return np.searchsorted(z_edges, x, "left"), part_bins, np.flatnonzero((lo == 0) | (lo == len(q)) | tied)
+    return np.searchsorted(z_edges, x, "left"), part_bins, lo, np.flatnonzero((lo == 0) | (lo == len(q)) | tied)
 
 
 grid = st.lists(st.integers(-40, 40), min_size=1, max_size=60).map(lambda v: np.sort(np.asarray(v) / 4.0))
@@ -135,8 +135,8 @@ def test_the_bins_of_values_ranked_apart_are_those_of_their_ranks_scores(atoms, 
     else:
         cdf = ReferenceCdf(q, 1_000)
     values, positions = np.asarray(x, float) / 2.0, first + np.arange(len(x))
-    ranks = (cdf.q, cdf.below, cdf.above, cdf.tail)
-    z_bins, part_bins, unsure = apart_bins(values, positions, seed, ranks, part, (U_EDGES, ROUNDING), OUTSIDE)
+    ranks, lo = ranks_of(cdf.q, cdf.below, cdf.above, cdf.tail), np.searchsorted(cdf.q, values)
+    z_bins, part_bins, unsure = apart_bins(values, lo, positions, seed, ranks, part, (U_EDGES, ROUNDING), OUTSIDE)
     exact = bins(cdf.apart(values, np.searchsorted(cdf.q, values), position_uniforms(positions, seed)), part)
     u = cdf.apart(values, np.searchsorted(cdf.q, values), position_uniforms(positions, seed))
     sure = np.setdiff1d(np.arange(len(values)), unsure)
@@ -150,14 +150,14 @@ def test_a_rank_within_rounding_of_an_edge_s_image_is_unsure_and_then_binned_thr
     :class:`RankBins` takes an unsure value's bins from :func:`bins` (every value unsure under a huge margin: the
     same bins, discrete and numeric references alike)."""
     cdf = ReferenceCdf(np.array([0.0, 1.0, 2.0]), 1_000, masses=[5, 3, 2])
-    ranks, x, positions = (cdf.q, cdf.below, cdf.above, cdf.tail), np.array([1.0]), np.array([17])
+    ranks, x, positions = ranks_of(cdf.q, cdf.below, cdf.above, cdf.tail), np.array([1.0]), np.array([17])
     (u,) = cdf.apart(x, np.searchsorted(cdf.q, x), position_uniforms(positions, 4))
     w = (u - 0.1) / (0.95 - 0.1)  # its rank within a continuous part (0.1, 0.95)
     for part, at in ((None, u), ((0.1, 0.95), w)):
         for image, unsure in ((at, 1), (np.nextafter(at, 1.0), 1), (np.nextafter(at, 0.0), 1), (at + 1e-6, 0)):
             u_edges = np.sort(np.concatenate([U_EDGES, [image]]))
             near = 1e-9 * np.minimum(u_edges, 1 - u_edges) + 4 * np.spacing(u_edges)
-            assert len(apart_bins(x, positions, 4, ranks, part, (u_edges, near), OUTSIDE)[2]) == unsure
+            assert len(apart_bins(x, np.ones(1, int), positions, 4, ranks, part, (u_edges, near), OUTSIDE)[2]) == unsure
     rng = np.random.default_rng(3)
     numeric = ReferenceCdf(np.quantile(np.round(rng.lognormal(0, 1, 5_000), 1), np.linspace(0, 1, 1_000)), 5_000)
     for reference, values in (

@@ -75,6 +75,7 @@ def _numeric_bins(
     outside: int,
     z_bins: np.ndarray,
     part_bins: np.ndarray,
+    lo: np.ndarray,
     apart: np.ndarray,
 ) -> int:
     # A value's place among all the edges, ``np.searchsorted(merged, v, "left")``, by halving without a branch (a
@@ -91,6 +92,7 @@ def _numeric_bins(
             m -= half
         below += merged[below] < v
         at, parts = quantiles_below[below], parts_below[below]
+        lo[i] = at
         z_bins[i] = below - at - parts
         if at == 0 or at == k or q[at] == v:  # a tie with a quantile, or outside the range: through ``u``
             apart[count] = i
@@ -101,9 +103,11 @@ def _numeric_bins(
 
 def _apart_bins(
     x: np.ndarray,
+    lo: np.ndarray,
     positions: np.ndarray,
     seed: np.uint64,
     q: np.ndarray,
+    run_end: np.ndarray,
     below: np.ndarray,
     above: np.ndarray,
     tail: float,
@@ -115,22 +119,13 @@ def _apart_bins(
     part_bins: np.ndarray,
     unsure: np.ndarray,
 ) -> int:
-    def left(edges: np.ndarray, value: float) -> int:  # np.searchsorted(edges, value, "left"), as above
+    def left(edges: np.ndarray, value: float) -> int:  # np.searchsorted(edges, value, "left"), as in _numeric_bins
         b, m = 0, edges.shape[0]
         while m > 1:
             half = m >> 1
             b += half * (edges[b + half - 1] < value)
             m -= half
         found: int = b + (edges[b] < value)
-        return found
-
-    def right(edges: np.ndarray, value: float) -> int:  # np.searchsorted(edges, value, "right")
-        b, m = 0, edges.shape[0]
-        while m > 1:
-            half = m >> 1
-            b += half * (edges[b + half - 1] <= value)
-            m -= half
-        found: int = b + (edges[b] <= value)
         return found
 
     def close(b: int, value: float) -> bool:  # within rounding of the edge below or above the place it found
@@ -141,7 +136,8 @@ def _apart_bins(
     k, count = q.shape[0], 0
     for i in range(x.shape[0]):
         # u: ReferenceCdf.apart's arithmetic, the draw V from position_uniforms (SplitMix64), the same operations
-        low, high = left(q, x[i]), right(q, x[i])
+        low = lo[i]  # np.searchsorted(q, x, "left"); "right" from it: past the run of quantiles equal to x, if any
+        high = run_end[low] if low < k and q[low] == x[i] else low
         z = np.uint64(positions[i]) + seed + GAMMA
         z = (z ^ (z >> S30)) * MIX1
         z = (z ^ (z >> S27)) * MIX2
@@ -232,34 +228,41 @@ def search_edges(q: np.ndarray, z_edges: np.ndarray, part_edges: np.ndarray, ins
     return merged[order], quantiles_below, parts_below, q, inside
 
 
-def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The bins of finite values ``x`` among the bins' edges in ``x``, in one loop instead of a dozen numpy passes
-    (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, apart)``.
+    (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, lo, apart)``.
 
     ``edges`` is :func:`search_edges`'s. A value's z bin is the number of z edges below it; its part bin the number
     of the part's edges below it when it lies strictly between ``inside[0]`` and ``inside[1]``, else ``outside``.
-    ``apart`` lists the values ranked apart (equal to a quantile or outside the range), whose bins the caller finds
-    from their ranks (:func:`apart_bins`).
+    ``lo`` is ``np.searchsorted(q, x)``; ``apart`` lists the values ranked apart (equal to a quantile or outside
+    the range), whose bins the caller finds from their ranks (:func:`apart_bins`).
 
     >>> q, z_edges, part_edges = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5]), np.array([0.8, 1.2])
     >>> edges = search_edges(q, z_edges, part_edges, inside=np.array([0.6, 1.9]))
-    >>> z, part, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0, 0.1]), edges, 9)
-    >>> z.tolist(), part.tolist(), apart.tolist()
-    ([1, 2, 1, 2, 0], [0, 2, 1, 9, 9], [2, 3])
+    >>> z, part, lo, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0, 0.1]), edges, 9)
+    >>> z.tolist(), part.tolist(), lo.tolist(), apart.tolist()
+    ([1, 2, 1, 2, 0], [0, 2, 1, 9, 9], [1, 2, 1, 3, 1], [2, 3])
     """
     n = len(x)
-    z_bins, part_bins, apart = (np.empty(n, np.int64) for _ in range(3))
-    count = int(_compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, apart))
-    return z_bins, part_bins, apart[:count]
+    z_bins, part_bins, lo, apart = (np.empty(n, np.int64) for _ in range(4))
+    count = int(_compiled(_numeric_bins)(x, *edges, outside, z_bins, part_bins, lo, apart))
+    return z_bins, part_bins, lo, apart[:count]
 
 
-#: What :func:`apart_bins` ranks by: a reference's quantiles, the shares below and above each, the mass beyond
-#: either end (:class:`~driftwarden.core.detectors.sequential.ReferenceCdf`'s ``q``, ``below``, ``above``, ``tail``).
-Ranks = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+#: What :func:`apart_bins` ranks by (:func:`ranks_of`).
+Ranks = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
+
+
+def ranks_of(q: np.ndarray, below: np.ndarray, above: np.ndarray, tail: float) -> Ranks:
+    """A reference's quantiles, where each one's run of equal quantiles ends (``searchsorted(q, q, "right")``, once
+    per reference: a tie's "right" place without a search), the shares below and above each, and the mass beyond
+    either end (:class:`~driftwarden.core.detectors.sequential.ReferenceCdf`'s ``q``, ``below``, ``above``,
+    ``tail``)."""
+    return q, np.searchsorted(q, q, "right"), below, above, tail
 
 
 def apart_bins(
-    x: np.ndarray, positions: np.ndarray, seed: int, ranks: Ranks, part: tuple[float, float] | None,
+    x: np.ndarray, lo: np.ndarray, positions: np.ndarray, seed: int, ranks: Ranks, part: tuple[float, float] | None,
     u_edges: tuple[np.ndarray, np.ndarray], outside: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The bins of values ranked apart (:meth:`~driftwarden.core.detectors.sequential.ReferenceCdf.apart`, ``V``
@@ -275,8 +278,8 @@ def apart_bins(
     >>> from driftwarden.core.detectors.sequential import OUTSIDE, ROUNDING
     >>> cdf, x = ReferenceCdf([0.0, 1.0, 2.0], 1_000, masses=[0.5, 0.3, 0.2]), np.array([1.0, 0.0, 2.0, 7.0, -1.0])
     >>> positions = np.arange(5)
-    >>> ranks = (cdf.q, cdf.below, cdf.above, cdf.tail)
-    >>> z, part, unsure = apart_bins(x, positions, 3, ranks, (0.5, 0.8), (U_EDGES, ROUNDING), OUTSIDE)
+    >>> ranks, lo = ranks_of(cdf.q, cdf.below, cdf.above, cdf.tail), np.searchsorted(cdf.q, x)
+    >>> z, part, unsure = apart_bins(x, lo, positions, 3, ranks, (0.5, 0.8), (U_EDGES, ROUNDING), OUTSIDE)
     >>> exact = bins(cdf.apart(x, np.searchsorted(cdf.q, x), position_uniforms(positions, 3)), (0.5, 0.8))
     >>> z.tolist() == exact[0].tolist(), part.tolist() == exact[1].tolist(), unsure.tolist()
     (True, True, [])
@@ -285,7 +288,7 @@ def apart_bins(
     z_bins, part_bins, unsure = (np.empty(n, np.int64) for _ in range(3))
     mix = np.uint64((seed * 0x632BE59BD9B4E019) & ((1 << 64) - 1))
     bounds = np.empty(0) if part is None else np.asarray(part, float)
-    count = int(_compiled(_apart_bins)(x, positions, mix, *ranks, bounds,
+    count = int(_compiled(_apart_bins)(x, lo, positions, mix, *ranks, bounds,
                                        *u_edges, outside, z_bins, part_bins, unsure))  # fmt: skip
     return z_bins, part_bins, unsure[:count]
 
@@ -336,5 +339,5 @@ def load() -> None:
     ints, floats, none = np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 0), np.int64)
     lindley((ints, ints), (np.zeros((1, 1), np.int64), none), np.zeros(1, np.int64), np.full(1, -1), ints + 1, 0)
     numeric_bins(floats, search_edges(floats, np.empty(0), np.empty(0), np.zeros(2)), 0)
-    apart_bins(floats, ints, 0, (floats, floats, floats, 0.5), None, (floats, floats), 0)
+    apart_bins(floats, ints, ints, 0, ranks_of(floats, floats, floats, 0.5), None, (floats, floats), 0)
     cdf_gaps(floats, floats)

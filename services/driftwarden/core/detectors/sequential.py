@@ -80,6 +80,7 @@ from driftwarden.core.compiled import (
     S31,
     apart_bins,
     numeric_bins,
+    ranks_of,
     search_edges,
 )
 from driftwarden.core.stats import REFERENCE_SHARE
@@ -670,21 +671,22 @@ class RankBins:
             part_edges = np.interp(a + (b - a) * U_EDGES, at_levels, cdf.q)
             inside = np.interp(np.array(part), at_levels, cdf.q)  # u(x) in (a, b): x between these
         self._search = search_edges(cdf.q, np.interp(U_EDGES, at_levels, cdf.q), part_edges, inside)
-        self._ranks = (cdf.q, cdf.below, cdf.above, cdf.tail)
+        self._ranks = ranks_of(cdf.q, cdf.below, cdf.above, cdf.tail)
 
     def __call__(self, x: np.ndarray, first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``bins(cdf.transform(x, first, seed), part)`` for finite values ``x``."""
         cdf, n = self.cdf, len(x)
         if cdf.discrete:  # every value ranked apart (a categorical feature's ranks): all through ``u``
             z_bins, part_bins, apart = np.empty(n, np.int64), np.empty(n, np.int64), np.arange(n)
+            lo = np.searchsorted(cdf.q, x, "left")
         else:
-            z_bins, part_bins, apart = numeric_bins(x, self._search, OUTSIDE)
+            z_bins, part_bins, lo, apart = numeric_bins(x, self._search, OUTSIDE)
         if len(apart):
             z_bins[apart], part_bins[apart], unsure = apart_bins(
-                x[apart], first + apart, seed, self._ranks, self.part, (U_EDGES, ROUNDING), OUTSIDE
+                x[apart], lo[apart], first + apart, seed, self._ranks, self.part, (U_EDGES, ROUNDING), OUTSIDE
             )
             if len(unsure):  # a rank within rounding of an edge's image: its bins through ``Phi^-1``
                 at = apart[unsure]
-                u = cdf.apart(x[at], np.searchsorted(cdf.q, x[at], "left"), position_uniforms(first + at, seed))
+                u = cdf.apart(x[at], lo[at], position_uniforms(first + at, seed))
                 z_bins[at], part_bins[at] = bins(u, self.part)
         return z_bins, part_bins
