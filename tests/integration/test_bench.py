@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from driftwarden.cli import main
-from driftwarden.core.detectors.sequential import BANK, CONTINUOUS_BANK
+from driftwarden.core.detectors.sequential import BANK, bank
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ def test_bench_bank_overhead_reports_the_multiplicity_and_the_margin_over_refere
               "--reference-n", "1000")  # fmt: skip
     rows = re.findall(r"^\| (\d+) CUSUMs \| 3e\+03 \| ([\d,]+) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", out,
                       re.MULTILINE)  # fmt: skip
-    assert [row[0] for row in rows] == [str(len(BANK)), str(len(BANK) + len(CONTINUOUS_BANK))], out
+    assert [row[0] for row in rows] == [str(len(BANK)), str(len(bank((0.3, 1.0))))], out
     assert all(0 < int(union) < int(total) for _, _, union, total, _, _ in rows), out  # the bank: fewer than the sum
     assert re.search(r"^Reference spreads, .* over 20 references of 1,000 values", out, re.MULTILINE), out
     shares = re.findall(r"^\| [\d.]+ \| [\d.]+–[\d.]+ \(median [\d.]+\) \| ([\d.]+)% \|$", out, re.MULTILINE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import numpy as np
@@ -144,6 +145,25 @@ def test_summaries_say_what_changed():
     assert "b 0.0% -> " in c.summary or "a 100.0% -> " in c.summary
     # Streaming alerts name the size of the reference they compare with (never 0).
     assert {a.evidence["reference_size"] for a in alerts} == {3_000}
+
+
+def test_a_rise_of_the_zero_share_is_summarised_as_such():
+    """A zero-inflated amount (40 % zeros) whose zeros become 60 %, the amounts above them unchanged: the alert says
+    the share of values at the minimum rose, from the reference's share to the recent one."""
+    reference = stream(5_000, lambda r, i: {"amount": float(0.0 if r.random() < 0.4 else r.gamma(2.0, 10.0))}, 12)
+    profile = build_profile("m", "1", reference)
+
+    def more_zeros(r, i):
+        return {"amount": float(0.0 if r.random() < (0.6 if i >= 3_000 else 0.4) else r.gamma(2.0, 10.0))}
+
+    alerts = [a for a in run(stream(6_000, more_zeros, 13), Monitor(load_profile=lambda *_: profile))
+              if a.state == "firing" and a.subject == "amount"]  # fmt: skip
+    assert alerts, "no alert"
+    first = alerts[0]
+    assert (first.evidence["change"], first.evidence["change_direction"]) == ("atom_share", "up"), first.summary
+    assert first.evidence["statistic"] == "lower_atom" and first.evidence["atom_values"] == "0"
+    assert re.search(r"share of values at the minimum \(0\) rose: (39|40|41)\.\d% -> [5-9]\d\.\d%", first.summary)
+    assert 0.5 < first.evidence["recent_share"] < 0.75 and abs(first.evidence["reference_share"] - 0.4) < 0.02
 
 
 def test_a_variance_only_change_is_not_summarised_as_a_mean_shift():

@@ -99,7 +99,8 @@ def numpy_numeric_bins(x: np.ndarray, q: np.ndarray, z_edges: np.ndarray, part_e
     lo = np.searchsorted(q, x, "left")
     tied = (lo < len(q)) & (q[np.minimum(lo, len(q) - 1)] == x)
     in_part = (inside[0] < x) & (x < inside[1]) if len(part_edges) else np.zeros(len(x), bool)
-    part_bins = np.where(in_part, np.searchsorted(part_edges, x, "left"), outside)
+    above = (x >= inside[1]) if len(part_edges) else np.zeros(len(x), bool)
+    part_bins = np.where(in_part, np.searchsorted(part_edges, x, "left"), outside + above)
     return np.searchsorted(z_edges, x, "left"), part_bins, lo, np.flatnonzero((lo == 0) | (lo == len(q)) | tied)
 
 

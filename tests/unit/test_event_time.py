@@ -146,11 +146,11 @@ def test_a_checkpoint_of_the_previous_state_version_is_refused_not_misread():
     monitor = Monitor(config())
     monitor.observe(events(10), now=START)
     document = orjson.loads(monitor.export(["m"]))
-    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION) == (STATE_FORMAT, 12)
-    document["version"] = 11  # the reference was written as events
-    with pytest.raises(StateError, match=r"version 11 is not supported \(this build reads version 12\)"):
+    assert (document["format"], document["version"]) == (STATE_FORMAT, STATE_VERSION) == (STATE_FORMAT, 13)
+    document["version"] = 12  # streams beside an end atom had fewer CUSUMs
+    with pytest.raises(StateError, match=r"version 12 is not supported \(this build reads version 13\)"):
         Monitor(config()).restore(orjson.dumps(document))
-    decode(monitor.export(["m"]), STATE_FORMAT, 12)  # the current version reads
+    decode(monitor.export(["m"]), STATE_FORMAT, 13)  # the current version reads
 
 
 def test_a_columnar_batch_is_screened_and_deduplicated_row_by_row_exactly_as_its_rows_as_events():

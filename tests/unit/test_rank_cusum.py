@@ -6,6 +6,7 @@ the count is large enough to compare; docs/benchmarks.md measures the default bu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -19,12 +20,16 @@ from driftwarden.core.detectors.sequential import (
     BANK,
     BY_BIN,
     NO_PART,
+    OUTSIDE,
     RankBins,
     ReferenceCdf,
+    atom_bank,
+    bank,
     bins,
     continuous_part,
     cusum_threshold,
     fixed_point,
+    part_table,
 )
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.profile import NumericProfile, ReferenceProfile
@@ -121,6 +126,77 @@ def test_each_end_of_scale_and_component_cusum_keeps_its_own_budget(which):
     u = np.random.default_rng([5, which]).random(values)
     alarms = alarms_with_restarts(BY_BIN[bins(u, None)[0], which], cusum_threshold(BANK[which], budget_arl, None))
     assert 0.4 <= alarms / values * budget_arl <= 1.4
+
+
+@pytest.mark.parametrize("part", [(0.4, 1.0), (0.16, 0.93), (0.05, 1.0)])
+def test_each_atom_share_cusum_keeps_its_own_budget(part):
+    """The atoms' CUSUMs' thresholds use Siegmund's overshoot for their KL: on exact classes (no reference error)
+    each alarms at 0.84-1.35 times its budget at ARL 3,000 and 30,000 (~300 alarms each); here ~65 each."""
+    budget_arl, values = 3_000.0, 200_000
+    table, specs = part_table(part), atom_bank(part)
+    first = table.shape[1] - len(specs)
+    u = np.random.default_rng([12, round(part[0] * 100)]).random(values)
+    classes = np.where(u <= part[0], OUTSIDE, np.where(u >= part[1], OUTSIDE + 1, 0))  # (any bin inside: the same)
+    rates = [alarms_with_restarts(table[classes, first + j], cusum_threshold(spec, budget_arl, None)) / values
+             * budget_arl for j, spec in enumerate(specs)]  # fmt: skip
+    assert len(rates) == (15 if part[1] < 1 else 6)
+    assert min(rates) >= 0.5 and max(rates) <= 1.6, rates
+
+
+def test_a_clipped_reference_keeps_the_budget_given_the_reference_with_its_atoms_cusums():
+    """A normal clipped at -1 and 1.5 (atoms of 16 % and 7 %): the location and spread CUSUMs within the range and
+    the 15 CUSUMs of the atoms' shares, 58 in all. Every one of 8 references keeps the budget."""
+    budget_arl, values = 2_000.0, 100_000
+    rates = []
+    for seed in range(8):
+        rng = np.random.default_rng([13, seed])
+        detector = detector_for(SHAPES["clipped"](rng, 1_000), budget_arl, seed)
+        assert len(detector.bank) == len(BANK) + 10 + 15 and detector.part is not None and detector.part[1] < 0.97
+        found: list[int] = []
+        stream = SHAPES["clipped"](rng, values)
+        for start in range(0, values, 2_000):
+            detector.update_many(stream[start : start + 2_000], found.append)
+        rates.append(len(found) / values * budget_arl)
+    assert max(rates) <= 1.0
+    assert np.mean(rates) >= 0.02
+
+
+def test_a_rise_of_the_zero_share_is_found_near_the_information_limit_and_told_as_such():
+    """40 % zeros become 50 % (the gamma part unchanged; KL 0.0204, Lorden's bound ln(22.7e6) / 0.0204 = 831
+    values): all the change is in the share of the atom, which the atoms' CUSUMs see whole and the rank CUSUMs
+    through the zeros' randomized ranks (the shape corpus's zero-inflated mixture cells: 1.65-1.95 x the bound
+    without them, 1.12-1.33 x with). Seeds 0-9: 458-1,380 values, a median of 0.99 x the bound; without the atoms'
+    CUSUMs 510-1,913, 1.50 x."""
+
+    def zeros(share: float) -> Callable[[np.random.Generator, int], np.ndarray]:
+        return lambda rng, n: np.where(rng.random(n) < share, 0.0, rng.gamma(2.0, 10.0, n))
+
+    delays = changed_stream_delays(zeros(0.4), zeros(0.5))
+    bound = np.log(ARL_17) / (0.5 * np.log(0.5 / 0.4) + 0.5 * np.log(0.5 / 0.6))
+    assert np.median(delays) <= 1.5 * bound, delays
+    rng = np.random.default_rng(14)
+    detector = detector_for(zeros(0.4)(rng, 5_000), ARL_17)
+    found: list[int] = []
+    detector.update_many(np.concatenate([zeros(0.4)(rng, 20_000), zeros(0.55)(rng, 8_000)]), found.append)
+    assert found and found[0] >= 20_000
+    evidence = detector.evidence()
+    assert (evidence["statistic"], evidence["direction"], evidence["atom_values"]) == ("lower_atom", "up", "0")
+    assert abs(evidence["reference_share"] - 0.4) < 0.03 and 0.45 < evidence["recent_share"] < 0.8
+    assert re.match(
+        r"share of values at the minimum \(0\) rose: (39|40|41)\.\d% -> \d\d\.\d%, median", detector.summary("m", "1")
+    )
+
+
+def test_a_clipped_feature_piling_up_at_its_upper_limit_is_told_as_such():
+    """10.6 % of the values from N(3, 1) among N(0, 1), clipped at -1 and 1.5 (the shape corpus's clipped mixture at
+    KL 0.05): most of the new values land on the upper limit, whose share goes from 6.7 % to 15.9 %. Seeds 0-9:
+    142-687 values, a median of 1.39 x Lorden's bound (339 values); without the atoms' CUSUMs 364-845, 1.75 x."""
+    delays = changed_stream_delays(SHAPES["clipped"], lambda rng, n: np.clip(
+        np.where(rng.random(n) < 0.1059, rng.normal(3, 1, n), rng.normal(0, 1, n)), -1.0, 1.5))  # fmt: skip
+    assert np.median(delays) <= 1.5 * np.log(ARL_17) / 0.05, delays
+    cdf = ReferenceCdf(np.quantile(SHAPES["clipped"](np.random.default_rng(3), 5_000), np.linspace(0, 1, 1_000)), 5_000)
+    names = [spec.name for spec in bank(continuous_part(cdf))]
+    assert "upper_atom odds x2" in names and "atoms odds x2.2" in names
 
 
 def test_a_zero_inflated_reference_keeps_the_budget_given_the_reference_with_its_continuous_part_cusums():

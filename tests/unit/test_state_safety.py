@@ -60,7 +60,7 @@ def test_a_pickle_is_refused_and_never_run(tmp_path):
         (RAW[: len(RAW) // 2], "not valid JSON"),
         (b"[1, 2]", "expected an object"),
         (orjson.dumps({"format": "other", "version": 1, "state": {}}), "format is 'other'"),
-        (RAW.replace(b'"version":12', b'"version":11', 1), "version 11 is not supported"),  # the reference as events
+        (RAW.replace(b'"version":13', b'"version":12', 1), "version 12 is not supported"),  # no atoms' CUSUMs
     ],
 )
 def test_garbage_is_refused(raw, message):

@@ -35,14 +35,15 @@ from driftwarden.core.detectors.sequential import (
     BY_BIN,
     INCREMENTS,
     NO_PART,
-    PART_BY_BIN,
     REFERENCE_Z,
     SCALE,
     U_EDGES,
     ReferenceCdf,
     bank,
+    bank_shares,
     bins,
     cusum_threshold,
+    part_table,
 )
 
 #: A stream's mean number of values between false alarms at the defaults (a 16-feature model: 17 streams).
@@ -54,9 +55,7 @@ QUANTILES = 1_000
 def bank_limits(part: tuple[float, float] | None, target: float) -> np.ndarray:
     """Fixed-point thresholds of every CUSUM of ``bank(part)`` at ``target`` values between its own false alarms
     (no reference margin; a continuous-part CUSUM's target in its own steps: ``target (b - a)``)."""
-    share = 1.0 if part is None else part[1] - part[0]
-    targets = [target if i < len(BANK) else target * share for i in range(len(bank(part)))]
-    h = [cusum_threshold(spec, t, None) for spec, t in zip(bank(part), targets, strict=True)]
+    h = [cusum_threshold(spec, target * share, None) for spec, share in zip(bank(part), bank_shares(part), strict=True)]
     limits: np.ndarray = np.ceil(np.array(h) * SCALE).astype(np.int64)
     return limits
 
@@ -79,13 +78,13 @@ def bank_alarms(
     (restarting after its own), every CUSUM at ``target`` (:func:`bank_limits`)."""
     rng = np.random.default_rng(seed)
     limits = bank_limits(part, target)
-    part_table = NO_PART if part is None else PART_BY_BIN
-    alone = [np.ascontiguousarray(table[:, [j]]) for table in (BY_BIN, part_table) for j in range(table.shape[1])]
+    part_values = part_table(part)
+    alone = [np.ascontiguousarray(table[:, [j]]) for table in (BY_BIN, part_values) for j in range(table.shape[1])]
     union, each = 0, np.zeros(len(limits), dtype=int)
     cusums, own = np.zeros(len(limits), np.int64), np.zeros(len(limits), np.int64)
     for done in range(0, values, chunk):
         both = bins(rng.random(min(chunk, values - done)), part)
-        union += _alarms(both, (BY_BIN, part_table), cusums, limits)
+        union += _alarms(both, (BY_BIN, part_values), cusums, limits)
         for i, table in enumerate(alone):
             of = both[0] if i < len(BANK) else both[1]
             each[i] += _alarms((of, of), (table, NO_PART), own[i : i + 1], limits[i : i + 1])

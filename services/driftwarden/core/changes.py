@@ -37,6 +37,7 @@ from driftwarden.core.detectors import (
     NumericDriftDetector,
     WindowDetector,
 )
+from driftwarden.core.detectors.sequential import ATOM_STATISTICS
 from driftwarden.core.events import Scalar
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
 
@@ -197,11 +198,17 @@ JS distance 0.215)'
 
 def streaming_change(evidence: dict[str, Scalar]) -> Change:
     """The change a streaming detector saw, from its evidence: a location alarm (``statistic``
-    location) by the move in σ of the normal scores since the change point; a spread or tail alarm as
-    a spread change by the ratio of their standard deviations (a tail alarm on one side is a spread
-    change too: the detector's own summary names the tail)."""
+    location) by the move in σ of the normal scores since the change point; an alarm of the end atoms'
+    shares (``atom_share``) by how far the share moved; a spread or tail alarm as a spread change by the
+    ratio of their standard deviations (a tail alarm on one side is a spread change too: the detector's
+    own summary names the tail)."""
     statistic = evidence.get("statistic")
     shift, spread = evidence.get("shift_sigma"), evidence.get("spread_ratio")
+    before, after = evidence.get("reference_share"), evidence.get("recent_share")
+    if statistic in ATOM_STATISTICS and isinstance(before, float) and isinstance(after, float):
+        direction = "up" if after >= before else "down"  # (the share of values at the range's atoms)
+        return Change("atom_share", direction, abs(after - before),
+                      f"share at {evidence.get('atom_values')} {before:.1%} -> {after:.1%}")  # fmt: skip
     if statistic != "location" and isinstance(spread, float):
         direction = "wider" if spread >= 1.0 else "narrower"
         return Change("spread", direction, spread, f"spread {direction} x{spread:.2f}")

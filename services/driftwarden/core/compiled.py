@@ -97,7 +97,10 @@ def _numeric_bins(
         if at == 0 or at == k or q[at] == v:  # a tie with a quantile, or outside the range: through ``u``
             apart[count] = i
             count += 1
-        part_bins[i] = parts if with_part and inside[0] < v < inside[1] else outside
+        if with_part and inside[0] < v < inside[1]:
+            part_bins[i] = parts
+        else:  # below the part (or no part), or above it
+            part_bins[i] = outside + 1 if with_part and v >= inside[1] else outside
     return count
 
 
@@ -155,7 +158,7 @@ def _apart_bins(
         # of one (then the caller finds the bin through Phi^-1, as :func:`bins` does)
         b = left(u_edges, u)
         z_bins[i] = b
-        part_bins[i] = outside
+        part_bins[i] = outside + 1 if part.shape[0] and u >= part[1] else outside
         sure = not close(b, u)
         if part.shape[0] and part[0] < u < part[1]:
             w = (u - part[0]) / (part[1] - part[0])
@@ -233,7 +236,8 @@ def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray,
     (:class:`~driftwarden.core.detectors.sequential.RankBins`): ``(z_bins, part_bins, lo, apart)``.
 
     ``edges`` is :func:`search_edges`'s. A value's z bin is the number of z edges below it; its part bin the number
-    of the part's edges below it when it lies strictly between ``inside[0]`` and ``inside[1]``, else ``outside``.
+    of the part's edges below it when it lies strictly between ``inside[0]`` and ``inside[1]``, else ``outside``
+    (below; ``outside + 1`` at or above ``inside[1]``).
     ``lo`` is ``np.searchsorted(q, x)``; ``apart`` lists the values ranked apart (equal to a quantile or outside
     the range), whose bins the caller finds from their ranks (:func:`apart_bins`).
 
@@ -241,7 +245,7 @@ def numeric_bins(x: np.ndarray, edges: Edges, outside: int) -> tuple[np.ndarray,
     >>> edges = search_edges(q, z_edges, part_edges, inside=np.array([0.6, 1.9]))
     >>> z, part, lo, apart = numeric_bins(np.array([0.7, 1.6, 1.0, 5.0, 0.1]), edges, 9)
     >>> z.tolist(), part.tolist(), lo.tolist(), apart.tolist()
-    ([1, 2, 1, 2, 0], [0, 2, 1, 9, 9], [1, 2, 1, 3, 1], [2, 3])
+    ([1, 2, 1, 2, 0], [0, 2, 1, 10, 9], [1, 2, 1, 3, 1], [2, 3])
     """
     n = len(x)
     z_bins, part_bins, lo, apart = (np.empty(n, np.int64) for _ in range(4))
@@ -272,7 +276,8 @@ def apart_bins(
     ``u_edges[0] = Phi(edges)`` below ``u``, the same unless ``u`` is within ``u_edges[1]`` of an image (rounding
     of ``Phi`` and ``Phi^-1``, ~1e-16 against margins of 1e-9 of the smaller tail): ``unsure`` lists those values
     (almost never any), whose bins the caller takes from :func:`~driftwarden.core.detectors.sequential.bins`.
-    The continuous part ``part`` as there: a rank strictly inside is rescaled to it, the rest take ``outside``.
+    The continuous part ``part`` as there: a rank strictly inside is rescaled to it, the rest take ``outside``
+    (below it) or ``outside + 1`` (above).
 
     >>> from driftwarden.core.detectors.sequential import U_EDGES, ReferenceCdf, bins, position_uniforms
     >>> from driftwarden.core.detectors.sequential import OUTSIDE, ROUNDING

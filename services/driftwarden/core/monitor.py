@@ -106,6 +106,8 @@ WINDOW_STATISTICS = (
     "current",
 )
 STATE_FORMAT = "driftwarden.monitor-state"
+#: 13: rank-CUSUM streaming detectors beside an end atom of at least 3 % run the atoms' share CUSUMs (6 an atom, 3
+#: more for both ends), and the continuous part lies between atoms of at least 3 % (10 % before).
 #: 12: a reference that came as columnar batches is written as one ``prediction-columns.v1`` document
 #: (``reference_columns``), not as events.
 #: 11: rank-CUSUM streaming detectors run 33 CUSUMs (the rank tilts ±0.44, ±0.87 added), 43 beside an end atom.
@@ -122,7 +124,7 @@ STATE_FORMAT = "driftwarden.monitor-state"
 #: window verdict could resolve); 4: embedding features (their profiles, window columns and detectors);
 #: 3: event-time watermark, recent event ids, duplicate counts, the alert book's settle streaks (2) and
 #: rank-CUSUM streaming detectors (ADWIN before).
-STATE_VERSION = 12
+STATE_VERSION = 13
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 #: Predictions of one model version in stream order: events, or a columnar batch (the fast path).
 Predictions = Sequence[PredictionEvent] | PredictionColumns

@@ -324,7 +324,7 @@ REFERENCE_Z = float(ndtri(REFERENCE_SHARE))
 
 
 @lru_cache(maxsize=4096)  # (every stream of a model asks for the same few: once each)
-def cusum_threshold(spec: CusumSpec, arl: float, reference_n: int | None) -> float:
+def cusum_threshold(spec: CusumSpec | AtomSpec, arl: float, reference_n: int | None) -> float:
     """The threshold giving ``spec``'s CUSUM a mean of at least ``arl`` values between false alarms.
 
     ``reference_n``: the size of the sample the reference quantiles come from (None: the reference
@@ -503,6 +503,10 @@ def frequency_ranks(counts: Mapping[str, int]) -> tuple[list[str], list[int]]:
 #: An atom at an end of the reference's range with at least this share of the values gets the CUSUMs of
 #: :data:`CONTINUOUS_BANK` on the ranks of the rest (:func:`continuous_part`).
 ATOM_SHARE = 0.1
+#: An atom at an end of the reference's range with at least this share bounds the continuous part and gets the
+#: CUSUMs of its share (:func:`atom_bank`). Below it the end CUSUMs' steps at 2 % and 6 % of the rank scale watch
+#: an end's share.
+ATOM_MIN = 0.03
 _CONTINUOUS = [i for i, spec in enumerate(BANK) if spec.statistic in ("location", "spread")]
 #: The CUSUMs that also run within the continuous part: location and spread, each way, at both sizes.
 CONTINUOUS_BANK = tuple(replace(BANK[i], name=f"{BANK[i].name} within the continuous part") for i in _CONTINUOUS)
@@ -510,12 +514,13 @@ _CONTINUOUS_COEFFICIENTS = COEFFICIENTS[_CONTINUOUS, :MOMENT_FEATURES]
 
 
 def continuous_part(cdf: ReferenceCdf) -> tuple[float, float] | None:
-    """The interval of ``u`` between the reference's end atoms of at least :data:`ATOM_SHARE` (None: no such
-    atom, or less than that share between them: a two-valued feature has no continuous part).
+    """The interval of ``u`` between the reference's end atoms of at least :data:`ATOM_MIN` (None: no such
+    atom, or less than :data:`ATOM_SHARE` between them: a two-valued feature has no continuous part).
 
     ``u`` is uniform within it while nothing changes, so ``(u - a) / (b - a)`` there is a rank in the
     continuous part, which a change of the continuous part alone (the amounts above an atom of zeros,
-    the inside of a clipped range) moves undiluted by the atom's randomized ranks.
+    the inside of a clipped range) moves undiluted by the atom's randomized ranks; and ``u <= a`` (``u >= b``)
+    is a value at the lower (upper) atom, whose share is ``a`` (``1 - b``) while nothing changes.
 
     >>> a, b = continuous_part(ReferenceCdf([0.0] * 40 + list(np.linspace(0.1, 3.0, 60)), reference_n=5_000))
     >>> round(a, 3), b  # 40 of 100 quantiles at 0: an atom of ~40 % of the values, as the summary resolves it
@@ -528,9 +533,94 @@ def continuous_part(cdf: ReferenceCdf) -> tuple[float, float] | None:
         return None
     low_mass = float(cdf.above[np.searchsorted(q, q[0], "right") - 1])  # the run of the minimum
     high_mass = float(1 - cdf.below[np.searchsorted(q, q[-1], "left")])  # the run of the maximum
-    a = tail + (1 - 2 * tail) * low_mass if low_mass > ATOM_SHARE else 0.0
-    b = 1 - tail - (1 - 2 * tail) * high_mass if high_mass > ATOM_SHARE else 1.0
+    a = tail + (1 - 2 * tail) * low_mass if low_mass >= ATOM_MIN else 0.0
+    b = 1 - tail - (1 - 2 * tail) * high_mass if high_mass >= ATOM_MIN else 1.0
     return (a, b) if (a, b) != (0.0, 1.0) and b - a > ATOM_SHARE else None
+
+
+def _within(part: tuple[float, float] | None) -> bool:
+    """Whether the location and spread CUSUMs run within the continuous part: an end atom holds more than
+    :data:`ATOM_SHARE` (a smaller one dilutes the ranks of the rest little)."""
+    return part is not None and max(part[0], 1 - part[1]) > ATOM_SHARE
+
+
+@dataclass(frozen=True)
+class AtomSpec:
+    """One CUSUM of the end atoms' shares: the values' class (at the lower atom, between, at the upper atom) has
+    probabilities ``null`` while nothing changes and ``alternative`` after the change; the increment of a value
+    is ``ln(alternative / null)`` of its class. Bounded likelihood ratio: the reference spread is
+    sqrt(chi^2) / KL of the alternative (as :func:`_ends`)."""
+
+    name: str
+    statistic: str  # lower_atom, upper_atom, atoms
+    direction: str
+    null: tuple[float, float, float]
+    alternative: tuple[float, float, float]
+
+    @property
+    def overshoot(self) -> float:
+        """Siegmund's, as a location CUSUM with this KL has: on exact classes the measured ARL is 0.84-1.35 times
+        the target at 3e3 and 3e4 (300 alarms each; atoms of 5 %, 40 %, 16 % and 7 %)."""
+        return _overshoot(self.kl)
+
+    @property
+    def increments(self) -> np.ndarray:
+        p, q = np.array(self.null), np.array(self.alternative)
+        steps: np.ndarray = np.log(np.where(p > 0, q, 1.0) / np.where(p > 0, p, 1.0))
+        return steps
+
+    @property
+    def kl(self) -> float:
+        """KL divergence of the null from the alternative: minus the null mean of the increment."""
+        return -float(np.dot(self.null, self.increments))
+
+    @property
+    def reference_spread(self) -> float:
+        q, steps = np.array(self.alternative), self.increments
+        chi2 = float(np.dot(q, np.exp(steps))) - 1
+        return math.sqrt(chi2) / float(np.dot(q, steps))
+
+
+#: The statistics of :func:`atom_bank`'s CUSUMs.
+ATOM_STATISTICS = frozenset({"lower_atom", "upper_atom", "atoms"})
+#: The odds ratios of :func:`atom_bank`'s alternatives: an atom's share up or down against the rest, both atoms up.
+ATOM_ODDS_UP, ATOM_ODDS_DOWN, ATOMS_ODDS_UP = (1.4, 2.0, 3.0, 5.0), (0.7, 0.5), (1.5, 2.2, 3.5)
+
+
+def atom_bank(part: tuple[float, float] | None) -> tuple[AtomSpec, ...]:
+    """The CUSUMs of the end atoms' shares (:func:`continuous_part`): each atom's odds against the rest of the
+    values times 1.4, 2, 3, 5, 0.7 and 0.5 (the rest scaled to keep the total), and where both ends have an atom,
+    both atoms' odds against the values between them times 1.5, 2.2 and 3.5 (a clipped feature's spread).
+
+    A zero-inflated feature's share of zeros, a clipped feature's share at its limits: the class of a value is
+    all a change of the atoms' shares moves, and a CUSUM of that class's likelihood ratio sees the whole of it,
+    where the rank CUSUMs see it through the atom's randomized ranks (on the shape corpus they found a change of
+    the zero share at 1.65-1.95 x Lorden's bound; docs/benchmarks.md).
+
+    >>> [spec.name for spec in atom_bank((0.4, 1.0))][:2]
+    ['lower_atom odds x1.4', 'lower_atom odds x2']
+    >>> len(atom_bank((0.16, 0.93))), atom_bank(None)
+    (15, ())
+    """
+    if part is None:
+        return ()
+    a, b = part
+    null = (a, b - a, 1 - b)
+    specs = []
+
+    def add(statistic: str, odds: float, lower: bool, upper: bool) -> None:
+        weights = np.array(null) * [odds if lower else 1.0, 1.0, odds if upper else 1.0]
+        low, inside, high = (float(w) for w in weights / weights.sum())
+        alternative = (low, inside, high)
+        specs.append(AtomSpec(f"{statistic} odds x{odds:g}", statistic, "up" if odds > 1 else "down", null,
+                              alternative))  # fmt: skip
+
+    for statistic, lower, present in (("lower_atom", True, a > 0), ("upper_atom", False, b < 1)):
+        for odds in (ATOM_ODDS_UP + ATOM_ODDS_DOWN) if present else ():
+            add(statistic, odds, lower, not lower)
+    for odds in ATOMS_ODDS_UP if a > 0 and b < 1 else ():
+        add("atoms", odds, True, True)
+    return tuple(specs)
 
 
 def normal_scores(u: np.ndarray) -> np.ndarray:
@@ -538,23 +628,30 @@ def normal_scores(u: np.ndarray) -> np.ndarray:
     return scores
 
 
-def bank(part: tuple[float, float] | None) -> tuple[CusumSpec, ...]:
-    """The CUSUMs of a stream whose reference has this continuous part (:func:`continuous_part`)."""
-    return BANK if part is None else BANK + CONTINUOUS_BANK
+def bank(part: tuple[float, float] | None) -> tuple[CusumSpec | AtomSpec, ...]:
+    """The CUSUMs of a stream whose reference has this continuous part (:func:`continuous_part`): :data:`BANK`,
+    then :data:`CONTINUOUS_BANK` where an end atom holds more than :data:`ATOM_SHARE`, then :func:`atom_bank`."""
+    return BANK + (CONTINUOUS_BANK if _within(part) else ()) + atom_bank(part)
+
+
+def bank_shares(part: tuple[float, float] | None) -> np.ndarray:
+    """The share of the values each CUSUM of ``bank(part)`` moves on: ``b - a`` for those within the continuous
+    part (their increment is 0 elsewhere), 1 for the rest."""
+    within = len(CONTINUOUS_BANK) if _within(part) else 0
+    share = 1.0 if part is None else part[1] - part[0]
+    return np.array([1.0] * len(BANK) + [share] * within + [1.0] * len(atom_bank(part)))
 
 
 def bank_thresholds(part: tuple[float, float] | None, arl: float, reference_n: int) -> np.ndarray:
     """Each CUSUM of ``bank(part)`` at ``arl`` values between false alarms for the bank (Bonferroni).
 
-    A CUSUM within the continuous part moves on its share ``b - a`` of the values only (its increment
-    is 0 elsewhere): its mean number of *values* between false alarms is that of its own steps over
-    ``b - a``, and its reference is the ``(b - a) n`` values inside.
+    A CUSUM that moves on a share of the values only (:func:`bank_shares`: within the continuous part, its
+    increment is 0 elsewhere) has a mean number of *values* between false alarms that of its own steps over that
+    share, and its reference is the share of the ``n`` values there.
     """
     specs = bank(part)
-    share = 1.0 if part is None else part[1] - part[0]
-    return np.array([cusum_threshold(spec, arl * len(specs), reference_n) for spec in BANK]
-                    + [cusum_threshold(spec, arl * len(specs) * share, max(1, round(reference_n * share)))
-                       for spec in specs[len(BANK):]])  # fmt: skip
+    return np.array([cusum_threshold(spec, arl * len(specs) * share, max(1, round(reference_n * share)))
+                     for spec, share in zip(specs, bank_shares(part), strict=True)])  # fmt: skip
 
 
 #: The CUSUMs run in fixed point: each increment rounded down to a multiple of 2^-32 (less than 2.4e-10 nats a
@@ -615,20 +712,42 @@ U_EDGES = ndtr(_INNER_EDGES)
 ROUNDING = 1e-9 * np.minimum(U_EDGES, 1 - U_EDGES) + 4 * np.spacing(U_EDGES)
 #: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.compiled.lindley` reads.
 BY_BIN = np.ascontiguousarray(INCREMENTS.T)
-#: The continuous part's increments by bin, and a last row of zeros: the bin of a value outside the part (rows
-#: contiguous, as the loop reads them: ``vstack`` of the transpose would keep its column order).
-PART_BY_BIN = np.ascontiguousarray(
-    np.vstack([_CONTINUOUS_INCREMENTS.T, np.zeros((1, len(_CONTINUOUS_INCREMENTS)), np.int64)])
-)
-OUTSIDE = len(PART_BY_BIN) - 1
+_CONTINUOUS_BY_BIN = _CONTINUOUS_INCREMENTS.T
+#: The bin of a value below the continuous part, in a stream's part table (:func:`part_table`); ``OUTSIDE + 1``:
+#: above it.
+OUTSIDE = len(_CONTINUOUS_BY_BIN)
 #: The table of a stream without a continuous part: no CUSUMs.
 NO_PART = np.zeros((1, 0), np.int64)
 
 
+@lru_cache(maxsize=256)  # (a model's streams with the same atoms, and restarts, share one)
+def part_table(part: tuple[float, float] | None) -> np.ndarray:
+    """The increments (fixed point) of the CUSUMs after :data:`BANK` in ``bank(part)``, by the values' part bins
+    (:func:`bins`: the bins within the continuous part, then :data:`OUTSIDE` below it and ``OUTSIDE + 1`` above):
+    the location and spread CUSUMs within the part (0 outside it), then the atoms' (:func:`atom_bank`: each
+    class's log-likelihood ratio). Rows contiguous, as :func:`~driftwarden.core.compiled.lindley` reads them.
+
+    >>> part_table(None).shape, part_table((0.4, 1.0)).shape[1], part_table((0.05, 0.9)).shape[1]
+    ((1, 0), 16, 15)
+    """
+    if part is None:
+        return NO_PART
+    columns = []
+    if _within(part):
+        columns.append(np.vstack([_CONTINUOUS_BY_BIN, np.zeros((2, _CONTINUOUS_BY_BIN.shape[1]), np.int64)]))
+    atoms = atom_bank(part)
+    if atoms:
+        steps = fixed_point(np.array([spec.increments for spec in atoms]).T)  # (low, inside, high) by CUSUM
+        columns.append(np.vstack([np.repeat(steps[1:2], OUTSIDE, axis=0), steps[0:1], steps[2:3]]))
+    table: np.ndarray = np.ascontiguousarray(np.hstack(columns))
+    return table
+
+
 def bins(u: np.ndarray, part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
-    """The bins of the ranks ``u`` in :data:`BY_BIN` and in :data:`PART_BY_BIN` (within the continuous part
-    ``part``; :data:`OUTSIDE` for a value outside it, and for every value when ``part`` is None): each row of
-    those tables is what :func:`~driftwarden.core.compiled.lindley` adds to every CUSUM for a value in that bin.
+    """The bins of the ranks ``u`` in :data:`BY_BIN` and in :func:`part_table` (within the continuous part
+    ``part``; :data:`OUTSIDE` for a value below it, and for every value when ``part`` is None, ``OUTSIDE + 1``
+    above it): each row of those tables is what :func:`~driftwarden.core.compiled.lindley` adds to every CUSUM
+    for a value in that bin.
 
     >>> u = np.array([0.01, 0.3, 0.99])
     >>> exact = COEFFICIENTS @ features(normal_scores(u))  # the log-likelihood ratios at these scores
@@ -639,7 +758,7 @@ def bins(u: np.ndarray, part: tuple[float, float] | None) -> tuple[np.ndarray, n
         return _z_bins(u), np.full(len(u), OUTSIDE)
     a, b = part
     inside = (u > a) & (u < b)
-    return _z_bins(u), np.where(inside, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), OUTSIDE)
+    return _z_bins(u), np.where(inside, _z_bins(np.where(inside, (u - a) / (b - a), 0.5)), OUTSIDE + (u >= b))
 
 
 class RankBins:

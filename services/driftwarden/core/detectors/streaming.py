@@ -11,10 +11,9 @@ import numpy as np
 from driftwarden.core.compiled import lindley
 from driftwarden.core.detectors.base import StreamingDetector, build
 from driftwarden.core.detectors.sequential import (
+    ATOM_STATISTICS,
     BY_BIN,
     CUSUM_CAP,
-    NO_PART,
-    PART_BY_BIN,
     SCALE,
     RankBins,
     ReferenceCdf,
@@ -23,6 +22,7 @@ from driftwarden.core.detectors.sequential import (
     continuous_part,
     fixed_point,
     normal_scores,
+    part_table,
 )
 from driftwarden.core.events import Scalar
 from driftwarden.core.state import State, StateError, StateReader, pack_array
@@ -41,9 +41,11 @@ class RankCusumDetector(StreamingDetector):
     N(0, 1) while nothing changes, for any feature shape: heavy tails, counts, zero inflation,
     clipping. 33 CUSUMs watch the scores (location, spread, each tail, both tails, a small component
     beyond either side, the ends of the rank scale emptied or heavier, and mass moving smoothly between
-    the middle of the rank scale and both ends; :data:`~driftwarden.core.detectors.sequential.BANK`), 43 where
-    the reference has an atom at an end of its range (location and spread also within the rest:
-    :func:`~driftwarden.core.detectors.sequential.continuous_part`); their thresholds follow from
+    the middle of the rank scale and both ends; :data:`~driftwarden.core.detectors.sequential.BANK`); where
+    the reference has an atom at an end of its range, 6 more watch its share (3 more for atoms at both ends:
+    :func:`~driftwarden.core.detectors.sequential.atom_bank`), and beside an atom of more than 10 %, location
+    and spread also within the rest (:func:`~driftwarden.core.detectors.sequential.continuous_part`): 49 for a
+    feature with 40 % zeros; their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
     over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
     log-likelihood ratios looked up by the values' bins (:class:`~driftwarden.core.detectors.sequential.RankBins`)
@@ -84,7 +86,7 @@ class RankCusumDetector(StreamingDetector):
     ('location', 'up', True)
     >>> zeros = np.where(rng.random(5_000) < 0.4, 0.0, rng.gamma(2.0, 10.0, 5_000))  # 40 % zeros
     >>> len(RankCusumDetector(np.quantile(zeros, np.linspace(0, 1, 1_000)), 5_000).thresholds)
-    43
+    49
 
     References
     ----------
@@ -121,7 +123,7 @@ class RankCusumDetector(StreamingDetector):
         self.part = continuous_part(self.cdf)
         self.bank = bank(self.part)
         self._bins = RankBins(self.cdf, self.part)
-        self._tables = (BY_BIN, NO_PART if self.part is None else PART_BY_BIN)
+        self._tables = (BY_BIN, part_table(self.part))
         self.thresholds = bank_thresholds(self.part, arl, reference_n)
         self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
         on = self.thresholds < CUSUM_CAP
@@ -198,16 +200,36 @@ class RankCusumDetector(StreamingDetector):
         spec = self.bank[which]
         segment = self.changed_values()
         z = normal_scores(self.cdf.transform(segment, 0, self.seed))
-        return evidence | {
-            "statistic": spec.statistic,
-            "direction": spec.direction,
-            "cusum": spec.name,
-            "threshold": float(self.thresholds[which]),
-            "values_since_change": since,
-            "current_median": float(np.median(segment)),
-            "current_iqr": float(np.quantile(segment, 0.75) - np.quantile(segment, 0.25)),
-            "shift_sigma": float(z.mean()),
-            "spread_ratio": float(z.std()) if len(z) > 1 else 1.0,
+        return (
+            evidence
+            | self._atom_shares(spec.statistic, segment)
+            | {
+                "statistic": spec.statistic,
+                "direction": spec.direction,
+                "cusum": spec.name,
+                "threshold": float(self.thresholds[which]),
+                "values_since_change": since,
+                "current_median": float(np.median(segment)),
+                "current_iqr": float(np.quantile(segment, 0.75) - np.quantile(segment, 0.25)),
+                "shift_sigma": float(z.mean()),
+                "spread_ratio": float(z.std()) if len(z) > 1 else 1.0,
+            }
+        )
+
+    def _atom_shares(self, statistic: str, segment: np.ndarray) -> dict[str, Scalar]:
+        """An atoms' CUSUM's alarm (:func:`~driftwarden.core.detectors.sequential.atom_bank`): the atoms' values,
+        their share in the reference and among the values since the change point (at or beyond the atom: a value
+        beyond the reference's range counts with the atom at that end)."""
+        if statistic not in ATOM_STATISTICS or self.part is None:
+            return {}
+        a, b = self.part
+        low, high = self.quantiles[0], self.quantiles[-1]
+        lower, upper = statistic != "upper_atom", statistic != "lower_atom"
+        at = (segment <= low) & lower | (segment >= high) & upper
+        return {
+            "atom_values": ", ".join(f"{v:.6g}" for v, on in ((low, lower), (high, upper)) if on),
+            "reference_share": float(a * lower + (1 - b) * upper),
+            "recent_share": float(at.mean()) if len(segment) else 0.0,
         }
 
     def changed_values(self) -> np.ndarray:
@@ -224,6 +246,14 @@ class RankCusumDetector(StreamingDetector):
 
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
+        if e["statistic"] in ATOM_STATISTICS:
+            where = {"lower_atom": "the minimum", "upper_atom": "the maximum"}.get(str(e["statistic"]), "the limits")
+            return (
+                f"share of values at {where} ({e['atom_values']}) "
+                f"{'rose' if e['direction'] == 'up' else 'fell'}: {e['reference_share']:.1%} -> "
+                f"{e['recent_share']:.1%}, median {e['reference_median']:.4g} -> {e['current_median']:.4g} over the "
+                f"last {e['values_since_change']} values on {model_id} v{model_version}"
+            )
         what = {"location": "location", "spread": "spread", "upper_tail": "upper tail", "lower_tail": "lower tail",
                 "upper_end": "upper end", "lower_end": "lower end", "ends": "both ends"}.get(
             str(e["statistic"]), "distribution")  # fmt: skip
