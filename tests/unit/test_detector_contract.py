@@ -80,7 +80,11 @@ def examples(cls: type[Detector]) -> list[Detector]:
     if cls is RankCusumDetector:
         gauss = np.quantile(np.random.default_rng(0).normal(0, 1, 300), np.linspace(0, 1, 100))
         counts = np.quantile(np.random.default_rng(0).poisson(1.0, 2_000), np.linspace(0, 1, 1_000))
-        return [RankCusumDetector(gauss, 300, arl=1e4), RankCusumDetector(counts, 2_000, arl=1e6, seed=3)]
+        rng = np.random.default_rng(1)  # (two modes: the reference density's own alternatives too)
+        two = np.quantile(np.where(rng.random(2_000) < 0.6, rng.normal(0, 1, 2_000), rng.normal(4, 1, 2_000)),
+                          np.linspace(0, 1, 500))  # fmt: skip
+        return [RankCusumDetector(gauss, 300, arl=1e4), RankCusumDetector(counts, 2_000, arl=1e6, seed=3),
+                RankCusumDetector(two, 2_000, arl=1e5, seed=2)]  # fmt: skip
     if cls is BernoulliCusumDetector:  # (the stream's values >= 0.5 are its errors: 31 %, then 84 %)
         return [BernoulliCusumDetector(310, 1_000, arl=1e4), BernoulliCusumDetector(2, 500, arl=1e6)]
     return [d for d in window_examples() if type(d) is cls]

@@ -37,6 +37,7 @@ from driftwarden.core.detectors import (
     NumericDriftDetector,
     WindowDetector,
 )
+from driftwarden.core.detectors.multimodal import MODES
 from driftwarden.core.detectors.sequential import ATOM_STATISTICS
 from driftwarden.core.events import Scalar
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
@@ -199,16 +200,18 @@ JS distance 0.215)'
 def streaming_change(evidence: dict[str, Scalar]) -> Change:
     """The change a streaming detector saw, from its evidence: a location alarm (``statistic``
     location) by the move in σ of the normal scores since the change point; an alarm of the end atoms'
-    shares (``atom_share``) by how far the share moved; a spread or tail alarm as a spread change by the
+    shares (``atom_share``) or of a multimodal feature's modes' weights (``mode_share``) by how far the
+    share moved; a spread or tail alarm as a spread change by the
     ratio of their standard deviations (a tail alarm on one side is a spread change too: the detector's
     own summary names the tail)."""
     statistic = evidence.get("statistic")
     shift, spread = evidence.get("shift_sigma"), evidence.get("spread_ratio")
     before, after = evidence.get("reference_share"), evidence.get("recent_share")
-    if statistic in ATOM_STATISTICS and isinstance(before, float) and isinstance(after, float):
-        direction = "up" if after >= before else "down"  # (the share of values at the range's atoms)
-        return Change("atom_share", direction, abs(after - before),
-                      f"share at {evidence.get('atom_values')} {before:.1%} -> {after:.1%}")  # fmt: skip
+    if (statistic in ATOM_STATISTICS or statistic == MODES) and isinstance(before, float) and isinstance(after, float):
+        direction = "up" if after >= before else "down"  # (the share at the range's atoms, or above a valley)
+        where = f"at {evidence.get('atom_values')}" if statistic != MODES else f"above {evidence.get('valley'):.4g}"
+        aspect = "atom_share" if statistic != MODES else "mode_share"
+        return Change(aspect, direction, abs(after - before), f"share {where} {before:.1%} -> {after:.1%}")
     if statistic != "location" and isinstance(spread, float):
         direction = "wider" if spread >= 1.0 else "narrower"
         return Change("spread", direction, spread, f"spread {direction} x{spread:.2f}")

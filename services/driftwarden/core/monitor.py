@@ -107,7 +107,8 @@ WINDOW_STATISTICS = (
 )
 STATE_FORMAT = "driftwarden.monitor-state"
 #: 13: rank-CUSUM streaming detectors beside an end atom of at least 3 % run the atoms' share CUSUMs (6 an atom, 3
-#: more for both ends), and the continuous part lies between atoms of at least 3 % (10 % before).
+#: more for both ends), and the continuous part lies between atoms of at least 3 % (10 % before); those of a reference
+#: with several modes run 6 CUSUMs of its own density shifted and blurred.
 #: 12: a reference that came as columnar batches is written as one ``prediction-columns.v1`` document
 #: (``reference_columns``), not as events.
 #: 11: rank-CUSUM streaming detectors run 33 CUSUMs (the rank tilts ±0.44, ±0.87 added), 43 beside an end atom.

@@ -62,9 +62,10 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 from scipy.optimize import brentq
@@ -97,6 +98,23 @@ def _tails_score(z: np.ndarray) -> np.ndarray:
     w, s = TAILS_SHARE, TAILS_SCALE
     score: np.ndarray = np.log1p(-w + (w / s) * np.exp(np.minimum(z * z * (1 - s**-2) / 2, 700.0)))
     return score
+
+
+class Alternative(Hashable, Protocol):
+    """What a CUSUM's threshold needs of its alternative (:func:`cusum_threshold`; hashable: thresholds are cached)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def statistic(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def kl(self) -> float: ...
+    @property
+    def overshoot(self) -> float: ...
+    @property
+    def reference_spread(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -134,7 +152,7 @@ def _means() -> np.ndarray:
 def _location(delta: float, sign: int, reference_spread: float) -> CusumSpec:
     # z ~ N(+-delta, 1): delta z - delta^2/2; Siegmund's overshoot correction 2 x 0.583 delta.
     return CusumSpec(f"location{'+' if sign > 0 else '-'}{delta:g}", "location", "up" if sign > 0 else "down",
-                     _padded(-delta * delta / 2, 0, 0, sign * delta, 0, 0, 0), _overshoot(delta * delta / 2),
+                     _padded(-delta * delta / 2, 0, 0, sign * delta, 0, 0, 0), siegmund_overshoot(delta * delta / 2),
                      reference_spread)  # fmt: skip
 
 
@@ -142,8 +160,9 @@ def _spread(sigma: float, reference_spread: float) -> CusumSpec:
     # z ~ N(0, sigma^2): -ln sigma + z^2 (1 - sigma^-2) / 2.
     a = (1 - sigma**-2) / 2
     kl = (sigma**2 - 1) / 2 - math.log(sigma)
-    return CusumSpec(f"spread x{sigma:g}", "spread", "up" if sigma > 1 else "down",
-                     _padded(-math.log(sigma), 0, 0, 0, a, a, 0), 1.3 * _overshoot(kl), reference_spread)  # fmt: skip
+    coefficients = _padded(-math.log(sigma), 0, 0, 0, a, a, 0)
+    return CusumSpec(f"spread x{sigma:g}", "spread", "up" if sigma > 1 else "down", coefficients,
+                     1.3 * siegmund_overshoot(kl), reference_spread)  # fmt: skip
 
 
 def _tail(sigma: float, upper: bool, reference_spread: float) -> CusumSpec:
@@ -153,7 +172,7 @@ def _tail(sigma: float, upper: bool, reference_spread: float) -> CusumSpec:
     coefficients = _padded(0, c, 0, 0, a, 0, 0) if upper else _padded(0, 0, c, 0, 0, a, 0)
     side = "upper" if upper else "lower"
     kl = ((sigma**2 - 1) / 2 - math.log(sigma)) / 2
-    return CusumSpec(f"{side}_tail x{sigma:g}", f"{side}_tail", "up", coefficients, 1.5 * _overshoot(kl),
+    return CusumSpec(f"{side}_tail x{sigma:g}", f"{side}_tail", "up", coefficients, 1.5 * siegmund_overshoot(kl),
                      reference_spread)  # fmt: skip
 
 
@@ -208,7 +227,7 @@ def _padded(*coefficients: float) -> tuple[float, ...]:
     return (*coefficients, *[0.0] * (FEATURES - len(coefficients)))
 
 
-def _overshoot(kl: float) -> float:
+def siegmund_overshoot(kl: float) -> float:
     """Siegmund's overshoot correction of a Gaussian CUSUM with this KL (1.166 delta, delta = sqrt(2 KL))."""
     return 1.166 * math.sqrt(2 * kl)
 
@@ -324,7 +343,7 @@ REFERENCE_Z = float(ndtri(REFERENCE_SHARE))
 
 
 @lru_cache(maxsize=4096)  # (every stream of a model asks for the same few: once each)
-def cusum_threshold(spec: CusumSpec | AtomSpec, arl: float, reference_n: int | None) -> float:
+def cusum_threshold(spec: Alternative, arl: float, reference_n: int | None) -> float:
     """The threshold giving ``spec``'s CUSUM a mean of at least ``arl`` values between false alarms.
 
     ``reference_n``: the size of the sample the reference quantiles come from (None: the reference
@@ -561,7 +580,7 @@ class AtomSpec:
     def overshoot(self) -> float:
         """Siegmund's, as a location CUSUM with this KL has: on exact classes the measured ARL is 0.84-1.35 times
         the target at 3e3 and 3e4 (300 alarms each; atoms of 5 %, 40 %, 16 % and 7 %)."""
-        return _overshoot(self.kl)
+        return siegmund_overshoot(self.kl)
 
     @property
     def increments(self) -> np.ndarray:
@@ -628,7 +647,7 @@ def normal_scores(u: np.ndarray) -> np.ndarray:
     return scores
 
 
-def bank(part: tuple[float, float] | None) -> tuple[CusumSpec | AtomSpec, ...]:
+def bank(part: tuple[float, float] | None) -> tuple[Alternative, ...]:
     """The CUSUMs of a stream whose reference has this continuous part (:func:`continuous_part`): :data:`BANK`,
     then :data:`CONTINUOUS_BANK` where an end atom holds more than :data:`ATOM_SHARE`, then :func:`atom_bank`."""
     return BANK + (CONTINUOUS_BANK if _within(part) else ()) + atom_bank(part)
@@ -642,16 +661,19 @@ def bank_shares(part: tuple[float, float] | None) -> np.ndarray:
     return np.array([1.0] * len(BANK) + [share] * within + [1.0] * len(atom_bank(part)))
 
 
-def bank_thresholds(part: tuple[float, float] | None, arl: float, reference_n: int) -> np.ndarray:
-    """Each CUSUM of ``bank(part)`` at ``arl`` values between false alarms for the bank (Bonferroni).
+def bank_thresholds(
+    part: tuple[float, float] | None, arl: float, reference_n: int, extra: Sequence[Alternative] = ()
+) -> np.ndarray:
+    """Each CUSUM of ``bank(part)``, then of ``extra`` (a stream's own alternatives, on every value), at ``arl``
+    values between false alarms for them all (Bonferroni).
 
     A CUSUM that moves on a share of the values only (:func:`bank_shares`: within the continuous part, its
     increment is 0 elsewhere) has a mean number of *values* between false alarms that of its own steps over that
     share, and its reference is the share of the ``n`` values there.
     """
-    specs = bank(part)
+    specs, shares = (*bank(part), *extra), [*bank_shares(part), *[1.0] * len(extra)]
     return np.array([cusum_threshold(spec, arl * len(specs) * share, max(1, round(reference_n * share)))
-                     for spec, share in zip(specs, bank_shares(part), strict=True)])  # fmt: skip
+                     for spec, share in zip(specs, shares, strict=True)])  # fmt: skip
 
 
 #: The CUSUMs run in fixed point: each increment rounded down to a multiple of 2^-32 (less than 2.4e-10 nats a

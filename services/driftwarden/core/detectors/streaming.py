@@ -10,11 +10,14 @@ import numpy as np
 
 from driftwarden.core.compiled import lindley
 from driftwarden.core.detectors.base import StreamingDetector, build
+from driftwarden.core.detectors.multimodal import MODES, ShapeSpec, shape_bank
 from driftwarden.core.detectors.sequential import (
     ATOM_STATISTICS,
     BY_BIN,
     CUSUM_CAP,
+    NO_PART,
     SCALE,
+    Alternative,
     RankBins,
     ReferenceCdf,
     bank,
@@ -45,7 +48,9 @@ class RankCusumDetector(StreamingDetector):
     the reference has an atom at an end of its range, 6 more watch its share (3 more for atoms at both ends:
     :func:`~driftwarden.core.detectors.sequential.atom_bank`), and beside an atom of more than 10 %, location
     and spread also within the rest (:func:`~driftwarden.core.detectors.sequential.continuous_part`): 49 for a
-    feature with 40 % zeros; their thresholds follow from
+    feature with 40 % zeros; where the reference has several modes, 6 more whose alternatives are its own
+    density shifted either way and blurred (:func:`~driftwarden.core.detectors.multimodal.shape_bank`: both
+    modes moving together, each widening); their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
     over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
     log-likelihood ratios looked up by the values' bins (:class:`~driftwarden.core.detectors.sequential.RankBins`)
@@ -121,10 +126,13 @@ class RankCusumDetector(StreamingDetector):
         self.arl = float(arl)
         self.seed = seed
         self.part = continuous_part(self.cdf)
-        self.bank = bank(self.part)
+        shapes, shape_table = shape_bank(self.cdf, reference_n) if self.part is None else ((), NO_PART)
+        self.bank = bank(self.part) + shapes
         self._bins = RankBins(self.cdf, self.part)
-        self._tables = (BY_BIN, part_table(self.part))
-        self.thresholds = bank_thresholds(self.part, arl, reference_n)
+        # (a reference with several modes: its own alternatives' increments by the values' bins of ``z``)
+        self._by_z = bool(shapes)
+        self._tables = (BY_BIN, shape_table if shapes else part_table(self.part))
+        self.thresholds = bank_thresholds(self.part, arl, reference_n, shapes)
         self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
         on = self.thresholds < CUSUM_CAP
         self.limits[on] = np.ceil(self.thresholds[on] * SCALE)
@@ -156,6 +164,8 @@ class RankCusumDetector(StreamingDetector):
         # A value's bins do not depend on the CUSUMs (its tie-breaking draw is numbered by its position), so
         # they are found for all values at once; after an alarm every CUSUM restarts from zero.
         bins = self._bins(finite, self.n_seen, self.seed)
+        if self._by_z:
+            bins = (bins[0], bins[0])
         cusums = _fixed(self.cusums)
         start = 0
         while start < len(finite):
@@ -202,7 +212,7 @@ class RankCusumDetector(StreamingDetector):
         z = normal_scores(self.cdf.transform(segment, 0, self.seed))
         return (
             evidence
-            | self._atom_shares(spec.statistic, segment)
+            | self._shares(spec, segment)
             | {
                 "statistic": spec.statistic,
                 "direction": spec.direction,
@@ -216,15 +226,21 @@ class RankCusumDetector(StreamingDetector):
             }
         )
 
-    def _atom_shares(self, statistic: str, segment: np.ndarray) -> dict[str, Scalar]:
-        """An atoms' CUSUM's alarm (:func:`~driftwarden.core.detectors.sequential.atom_bank`): the atoms' values,
+    def _shares(self, spec: Alternative, segment: np.ndarray) -> dict[str, Scalar]:
+        """An alarm of the atoms' CUSUMs (:func:`~driftwarden.core.detectors.sequential.atom_bank`): the atoms' values,
         their share in the reference and among the values since the change point (at or beyond the atom: a value
-        beyond the reference's range counts with the atom at that end)."""
-        if statistic not in ATOM_STATISTICS or self.part is None:
+        beyond the reference's range counts with the atom at that end); of the modes' weights'
+        (:func:`~driftwarden.core.detectors.multimodal.shape_bank`): the share of values above the valley between
+        the modes, in the reference and since the change point."""
+        if isinstance(spec, ShapeSpec) and spec.valley is not None:
+            reference = float(np.interp(spec.valley, self.cdf.q, self.cdf.levels))
+            return {"valley": spec.valley, "reference_share": 1.0 - reference,
+                    "recent_share": float((segment > spec.valley).mean()) if len(segment) else 0.0}  # fmt: skip
+        if spec.statistic not in ATOM_STATISTICS or self.part is None:
             return {}
         a, b = self.part
         low, high = self.quantiles[0], self.quantiles[-1]
-        lower, upper = statistic != "upper_atom", statistic != "lower_atom"
+        lower, upper = spec.statistic != "upper_atom", spec.statistic != "lower_atom"
         at = (segment <= low) & lower | (segment >= high) & upper
         return {
             "atom_values": ", ".join(f"{v:.6g}" for v, on in ((low, lower), (high, upper)) if on),
@@ -246,6 +262,13 @@ class RankCusumDetector(StreamingDetector):
 
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
+        if e["statistic"] == MODES:
+            return (
+                f"share of values above {e['valley']:.4g} (between the modes) "
+                f"{'rose' if e['direction'] == 'up' else 'fell'}: {e['reference_share']:.1%} -> "
+                f"{e['recent_share']:.1%}, median {e['reference_median']:.4g} -> {e['current_median']:.4g} over the "
+                f"last {e['values_since_change']} values on {model_id} v{model_version}"
+            )
         if e["statistic"] in ATOM_STATISTICS:
             where = {"lower_atom": "the minimum", "upper_atom": "the maximum"}.get(str(e["statistic"]), "the limits")
             return (
