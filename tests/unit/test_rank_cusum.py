@@ -55,6 +55,25 @@ def detector_for(reference: np.ndarray, arl: float, seed: int = 0) -> RankCusumD
     return RankCusumDetector(np.quantile(reference, np.linspace(0, 1, 1_000)), len(reference), arl, seed)
 
 
+def rates_given_references(
+    sample: Callable[[np.random.Generator, int], np.ndarray], n: int, budget_arl: float, values: int, key: list[int],
+    references: int = 8,
+) -> tuple[list[float], list[RankCusumDetector]]:  # fmt: skip
+    """Each of ``references`` references of ``n`` values (generator ``key + [seed]``), its detector at ``budget_arl``
+    fed ``values`` unchanged values: the false-alarm rates over the budget, and the detectors."""
+    rates, detectors = [], []
+    for seed in range(references):
+        rng = np.random.default_rng([*key, seed])
+        detector = detector_for(sample(rng, n), budget_arl, seed)
+        found: list[int] = []
+        stream = sample(rng, values)
+        for start in range(0, values, 2_000):
+            detector.update_many(stream[start : start + 2_000], found.append)
+        rates.append(len(found) / values * budget_arl)
+        detectors.append(detector)
+    return rates, detectors
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_ranks_against_the_reference_are_uniform_whatever_the_shape(shape):
     rng = np.random.default_rng(1)
@@ -90,16 +109,7 @@ def test_the_budget_holds_given_the_reference_not_only_on_average_over_reference
     references of 1,000 values, thresholds that kept the rate only on average over references gave 2 of
     these 12 references 1.6-1.9 times the budget (the issue 13 embedding stream's stable twin: 4 alarms
     in 1M events at a budget of 1)."""
-    budget_arl, values = 2_000.0, 100_000
-    rates = []
-    for seed in range(12):
-        rng = np.random.default_rng([7, seed])
-        detector = detector_for(rng.normal(0, 1, 1_000), budget_arl, seed)
-        found: list[int] = []
-        stream = rng.normal(0, 1, values)
-        for start in range(0, values, 2_000):
-            detector.update_many(stream[start : start + 2_000], found.append)
-        rates.append(len(found) / values * budget_arl)
+    rates, _ = rates_given_references(SHAPES["normal"], 1_000, 2_000.0, 100_000, [7], references=12)
     assert max(rates) <= 1.0  # every reference within the budget (~50 alarms at the budget: noise ~15 %)
     assert np.mean(rates) >= 0.02  # and not silent: the thresholds still follow from the budget
 
@@ -147,17 +157,9 @@ def test_each_atom_share_cusum_keeps_its_own_budget(part):
 def test_a_clipped_reference_keeps_the_budget_given_the_reference_with_its_atoms_cusums():
     """A normal clipped at -1 and 1.5 (atoms of 16 % and 7 %): the location and spread CUSUMs within the range and
     the 15 CUSUMs of the atoms' shares, 58 in all. Every one of 8 references keeps the budget."""
-    budget_arl, values = 2_000.0, 100_000
-    rates = []
-    for seed in range(8):
-        rng = np.random.default_rng([13, seed])
-        detector = detector_for(SHAPES["clipped"](rng, 1_000), budget_arl, seed)
+    rates, detectors = rates_given_references(SHAPES["clipped"], 1_000, 2_000.0, 100_000, [13])
+    for detector in detectors:
         assert len(detector.bank) == len(BANK) + 10 + 15 and detector.part is not None and detector.part[1] < 0.97
-        found: list[int] = []
-        stream = SHAPES["clipped"](rng, values)
-        for start in range(0, values, 2_000):
-            detector.update_many(stream[start : start + 2_000], found.append)
-        rates.append(len(found) / values * budget_arl)
     assert max(rates) <= 1.0
     assert np.mean(rates) >= 0.02
 
@@ -175,11 +177,7 @@ def test_a_rise_of_the_zero_share_is_found_near_the_information_limit_and_told_a
     delays = changed_stream_delays(zeros(0.4), zeros(0.5))
     bound = np.log(ARL_17) / (0.5 * np.log(0.5 / 0.4) + 0.5 * np.log(0.5 / 0.6))
     assert np.median(delays) <= 1.5 * bound, delays
-    rng = np.random.default_rng(14)
-    detector = detector_for(zeros(0.4)(rng, 5_000), ARL_17)
-    found: list[int] = []
-    detector.update_many(np.concatenate([zeros(0.4)(rng, 20_000), zeros(0.55)(rng, 8_000)]), found.append)
-    assert found and found[0] >= 20_000
+    detector = alarmed_after_change(zeros(0.4), zeros(0.55), 14)
     evidence = detector.evidence()
     assert (evidence["statistic"], evidence["direction"], evidence["atom_values"]) == ("lower_atom", "up", "0")
     assert abs(evidence["reference_share"] - 0.4) < 0.03 and 0.45 < evidence["recent_share"] < 0.8
@@ -240,15 +238,8 @@ def test_a_two_mode_reference_keeps_the_budget_given_the_reference_with_its_own_
     bias :data:`~driftwarden.core.detectors.multimodal.SMOOTHING` keeps small). Every one of 8 references of 1,000
     values keeps the budget, and over 4 references of 5,000 the stream stays within it too."""
     for n, references, budget_arl, values in ((1_000, 8, 2_000.0, 100_000), (5_000, 4, 5_000.0, 200_000)):
-        rates = []
-        for seed in range(references):
-            rng = np.random.default_rng([17, n, seed])
-            detector = detector_for(two_modes(rng, n), budget_arl, seed)
-            found: list[int] = []
-            stream = two_modes(rng, values)
-            for start in range(0, values, 2_000):
-                detector.update_many(stream[start : start + 2_000], found.append)
-            rates.append(len(found) / values * budget_arl)
+        rates, detectors = rates_given_references(two_modes, n, budget_arl, values, [17, n], references)
+        assert all(len(detector.bank) == len(BANK) + 12 for detector in detectors)
         assert max(rates) <= 1.0, (n, rates)
         assert np.mean(rates) >= 0.02
 
@@ -260,11 +251,7 @@ def test_each_mode_widening_is_found_near_the_information_limit_and_told_as_a_sp
     1,198-7,549, 2.89 x."""
     delays = changed_stream_delays(two_modes, lambda rng, n: two_modes(rng, n, sd=1.167))
     assert np.median(delays) <= 1.5 * np.log(ARL_17) / 0.02, delays
-    rng = np.random.default_rng(18)
-    detector = detector_for(two_modes(rng, 5_000), ARL_17)
-    found: list[int] = []
-    detector.update_many(np.concatenate([two_modes(rng, 20_000), two_modes(rng, 8_000, sd=1.3)]), found.append)
-    assert found and found[0] >= 20_000
+    detector = alarmed_after_change(two_modes, lambda rng, n: two_modes(rng, n, sd=1.3), 18)
     evidence = detector.evidence()
     assert (evidence["statistic"], evidence["direction"]) == ("spread", "up"), evidence["cusum"]
     assert detector.summary("m", "1").startswith("spread widened")
@@ -280,11 +267,7 @@ def test_a_mode_gaining_weight_is_found_near_the_information_limit_and_told_as_s
 
     delays = changed_stream_delays(weights(0.4), weights(0.5026))
     assert np.median(delays) <= 1.5 * np.log(ARL_17) / 0.02, delays
-    rng = np.random.default_rng(19)
-    detector = detector_for(weights(0.4)(rng, 5_000), ARL_17)
-    found: list[int] = []
-    detector.update_many(np.concatenate([weights(0.4)(rng, 20_000), weights(0.6)(rng, 8_000)]), found.append)
-    assert found and found[0] >= 20_000
+    detector = alarmed_after_change(weights(0.4), weights(0.6), 19)
     evidence = detector.evidence()
     assert (evidence["statistic"], evidence["direction"]) == ("modes", "up"), evidence["cusum"]
     assert 1.5 < evidence["valley"] < 2.8 and abs(evidence["reference_share"] - 0.4) < 0.03
@@ -295,17 +278,9 @@ def test_a_mode_gaining_weight_is_found_near_the_information_limit_and_told_as_s
 def test_a_zero_inflated_reference_keeps_the_budget_given_the_reference_with_its_continuous_part_cusums():
     """40 % zeros: the location and spread CUSUMs also run on the ranks above the zeros, with thresholds for the
     share of values there (their increments are 0 on the zeros). Every one of 8 references keeps the budget."""
-    budget_arl, values = 2_000.0, 100_000
-    rates = []
-    for seed in range(8):
-        rng = np.random.default_rng([8, seed])
-        detector = detector_for(SHAPES["zero-inflated"](rng, 1_000), budget_arl, seed)
+    rates, detectors = rates_given_references(SHAPES["zero-inflated"], 1_000, 2_000.0, 100_000, [8])
+    for detector in detectors:
         assert detector.part is not None and 0.3 < detector.part[0] < 0.5 and detector.part[1] == 1.0
-        found: list[int] = []
-        stream = SHAPES["zero-inflated"](rng, values)
-        for start in range(0, values, 2_000):
-            detector.update_many(stream[start : start + 2_000], found.append)
-        rates.append(len(found) / values * budget_arl)
     assert max(rates) <= 1.0
     assert np.mean(rates) >= 0.02
 
@@ -346,6 +321,17 @@ def test_a_support_shift_empties_the_lower_end():
         delays.append(after[0] if after else np.inf)
         assert not after or detector.evidence()["statistic"] == "lower_end"
     assert max(delays) <= 1_500
+
+
+def alarmed_after_change(before, after, seed: int) -> RankCusumDetector:
+    """A detector (reference of 5,000, at ARL_17) after 20,000 unchanged then 8,000 changed values, which alarmed after
+    the change and not before."""
+    rng = np.random.default_rng(seed)
+    detector = detector_for(before(rng, 5_000), ARL_17)
+    found: list[int] = []
+    detector.update_many(np.concatenate([before(rng, 20_000), after(rng, 8_000)]), found.append)
+    assert found and found[0] >= 20_000
+    return detector
 
 
 def changed_stream_delays(before, after, seeds: int = 10) -> list[float]:
