@@ -70,7 +70,7 @@ SPREAD = 1.25
 #: The same for the modes' weights, whose alternatives reweight the reference's own kernels: the measured standard
 #: deviation was 0.99 x the analytic one (100 references of 5,000 values), its mean within 0.2 of it.
 WEIGHTS_SPREAD = 1.1
-#: The points the smoothed density is looked at for its modes.
+#: The cells the smoothed density is looked at in for its modes.
 GRID = 512
 
 
@@ -106,8 +106,13 @@ def _kernel_cdf(x: np.ndarray, q: np.ndarray, bandwidth: float) -> np.ndarray:
 def _valleys(q: np.ndarray, bandwidth: float) -> list[float]:
     """Where the smoothed density is lowest between two of its modes (:data:`MODE_HEIGHT`, :data:`DIP`): none for a
     density with one mode."""
-    grid = np.linspace(q[0] - 2 * bandwidth, q[-1] + 2 * bandwidth, GRID)
-    density = np.diff(_kernel_cdf(grid, q, bandwidth))
+    # (binned: the quantiles counted on the grid, then the kernel sampled on it; the exact mixture at every grid point
+    # cost ~10 ms a stream, a sixth of the core's CPU on the peers rows, for the one-mode references that are most)
+    grid = np.linspace(q[0] - 3 * bandwidth, q[-1] + 3 * bandwidth, GRID + 1)
+    step = grid[1] - grid[0]
+    reach = min(math.ceil(4 * bandwidth / step), GRID // 2)  # (beyond 4 bandwidths, or the grid, nothing counts)
+    offsets = np.arange(-reach, reach + 1) * step
+    density = np.convolve(np.histogram(q, grid)[0].astype(float), np.exp(-0.5 * (offsets / bandwidth) ** 2), "same")
     peaks = [i for i in range(1, len(density) - 1) if density[i - 1] < density[i] >= density[i + 1]]
     peaks = [i for i in peaks if density[i] >= MODE_HEIGHT * density.max()]
     kept = peaks[:1]
