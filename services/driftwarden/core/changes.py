@@ -56,7 +56,8 @@ MIN_EXPECTED = 5.0
 
 @dataclass(frozen=True)
 class Change:
-    """``aspect``: location, spread, shape, category_mix (or the finding's kind); ``size`` in its unit."""
+    """``aspect``: location, spread, shape, category_mix, atom_share, mode_share (or the finding's kind); ``size`` in
+    its unit."""
 
     aspect: str
     direction: str
