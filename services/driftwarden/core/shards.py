@@ -26,7 +26,9 @@ Decisions on a merged bucket:
   information, Jensen), and a CUSUM stepped by a bucket's sum is at most the per-value CUSUM at the
   bucket's end (each per-value step floors at zero), so it crosses no more often. The price is delay:
   a change is seen at the end of a bucket, by a CUSUM on coarser evidence. The continuous-part
-  CUSUMs of :func:`~driftwarden.core.detectors.sequential.continuous_part` are not run.
+  CUSUMs of :func:`~driftwarden.core.detectors.sequential.continuous_part`, the atoms' of
+  :func:`~driftwarden.core.detectors.sequential.atom_bank` and a multimodal reference's of
+  :func:`~driftwarden.core.detectors.multimodal.shape_bank` are not run.
 * **Window tests**: merged buckets accumulate until a window holds ``window_size`` events; then a
   chi-square test per feature (numeric: the bins against the reference's equal shares; categorical:
   the counts against the reference's, unseen categories pooled) with the p-value given the reference
