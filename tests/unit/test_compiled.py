@@ -27,7 +27,7 @@ from driftwarden.core.stats import compare_sorted
 def run() -> tuple[int | None, list[int]]:
     table, cusums = np.array([[-2], [3]]), np.zeros(1, np.int64)
     bins = np.array([1, 1, 0, 1])
-    return lindley((bins, bins), (table, NO_PART), cusums, np.full(1, -1), np.array([5]), 0), cusums.tolist()
+    return lindley((bins, bins), (table, NO_PART, NO_PART), cusums, np.full(1, -1), np.array([5]), 0), cusums.tolist()
 
 
 def test_with_no_writable_cache_directory_the_loop_is_compiled_in_the_process(monkeypatch):

@@ -21,7 +21,6 @@ from driftwarden.core.detectors.sequential import (
     BANK,
     BY_BIN,
     NO_PART,
-    OUTSIDE,
     RankBins,
     ReferenceCdf,
     atom_bank,
@@ -30,7 +29,7 @@ from driftwarden.core.detectors.sequential import (
     continuous_part,
     cusum_threshold,
     fixed_point,
-    part_table,
+    part_tables,
 )
 from driftwarden.core.monitor import ModelMonitor
 from driftwarden.core.profile import NumericProfile, ReferenceProfile
@@ -119,7 +118,7 @@ def alarms_with_restarts(steps: np.ndarray, threshold: float) -> int:
     table, each = np.ascontiguousarray(steps[:, None]), np.arange(len(steps))  # (value i's increment: row i)
     limit, cusum, last_zero = fixed_point(np.array([threshold])), np.zeros(1, np.int64), np.full(1, -1)
     alarms, start = 0, 0
-    while (crossing := lindley((each, each), (table, NO_PART), cusum, last_zero, limit, start)) is not None:
+    while (crossing := lindley((each, each), (table, NO_PART, NO_PART), cusum, last_zero, limit, start)) is not None:
         alarms, start, cusum[:] = alarms + 1, crossing, 0  # restart from 0
     return alarms
 
@@ -144,12 +143,11 @@ def test_each_atom_share_cusum_keeps_its_own_budget(part):
     """The atoms' CUSUMs' thresholds use Siegmund's overshoot for their KL: on exact classes (no reference error)
     each alarms at 0.84-1.35 times its budget at ARL 3,000 and 30,000 (~300 alarms each); here ~65 each."""
     budget_arl, values = 3_000.0, 200_000
-    table, specs = part_table(part), atom_bank(part)
-    first = table.shape[1] - len(specs)
+    table, specs = part_tables(part)[1], atom_bank(part)
     u = np.random.default_rng([12, round(part[0] * 100)]).random(values)
-    classes = np.where(u <= part[0], OUTSIDE, np.where(u >= part[1], OUTSIDE + 1, 0))  # (any bin inside: the same)
-    rates = [alarms_with_restarts(table[classes, first + j], cusum_threshold(spec, budget_arl, None)) / values
-             * budget_arl for j, spec in enumerate(specs)]  # fmt: skip
+    classes = np.where(u <= part[0], 1, np.where(u >= part[1], 2, 0))  # (the class table's rows: inside, below, above)
+    rates = [alarms_with_restarts(table[classes, j], cusum_threshold(spec, budget_arl, None)) / values * budget_arl
+             for j, spec in enumerate(specs)]  # fmt: skip
     assert len(rates) == (15 if part[1] < 1 else 6)
     assert min(rates) >= 0.5 and max(rates) <= 1.6, rates
 
@@ -424,12 +422,20 @@ def test_a_subtle_multiplicative_change_of_a_lognormal_amount_is_found_near_the_
 @pytest.mark.parametrize("seed", range(6))
 def test_the_compiled_cusums_are_lindleys_recursion(seed):
     """The compiled loop against the recursion in Python: the first crossing, every CUSUM and its last zero there
-    (small integer steps: ties with 0), from any start, with and without a second table (a continuous part)."""
+    (small integer steps: ties with 0), from any start, with and without a second table (a continuous part) and a
+    third (the atoms' classes: part bins 0-2 inside, 3 below, 4 above)."""
     rng = np.random.default_rng(seed)
-    table, part_table = rng.integers(-3, 4, (9, 30)), rng.integers(-3, 4, (5, 4))
+    table, part_table, class_table = (
+        rng.integers(-3, 4, (9, 30)),
+        rng.integers(-3, 4, (5, 4)),
+        rng.integers(-3, 4, (3, 6)),
+    )
     for start, stop, with_part in [(0, 1, 0), (0, 33, 1), (5, 70, 0), (31, 64, 1), (100, 400, 1), (0, 400, 0)]:
         z_bins, part_bins = rng.integers(0, 9, stop), rng.integers(0, 5, stop)
-        steps = np.hstack([table[z_bins], part_table[part_bins]] if with_part else [table[z_bins]])
+        classes = np.array([0, 0, 0, 1, 2])[part_bins]
+        steps = np.hstack(
+            [table[z_bins], part_table[part_bins], class_table[classes]] if with_part else [table[z_bins]]
+        )
         initial = rng.integers(0, 6, steps.shape[1]).astype(np.int64)
         limits = rng.integers(4, 60, steps.shape[1]).astype(np.int64)
         s, last_zero, crossing = initial.copy(), np.full(len(initial), -1), None
@@ -440,7 +446,7 @@ def test_the_compiled_cusums_are_lindleys_recursion(seed):
                 crossing = k
                 break
         cusums, zeros = initial.copy(), np.full(len(initial), -1)
-        tables = (table, part_table if with_part else NO_PART)
+        tables = (table, part_table, class_table) if with_part else (table, NO_PART, NO_PART)
         found = lindley((z_bins, part_bins), tables, cusums, zeros, limits, start)
         assert found == crossing and (cusums == s).all() and (zeros == last_zero).all()
 

@@ -35,6 +35,7 @@ from driftwarden.core.detectors.sequential import (
     BY_BIN,
     INCREMENTS,
     NO_PART,
+    OUTSIDE,
     REFERENCE_Z,
     SCALE,
     U_EDGES,
@@ -43,7 +44,7 @@ from driftwarden.core.detectors.sequential import (
     bank_shares,
     bins,
     cusum_threshold,
-    part_table,
+    part_tables,
 )
 
 #: A stream's mean number of values between false alarms at the defaults (a 16-feature model: 17 streams).
@@ -60,8 +61,8 @@ def bank_limits(part: tuple[float, float] | None, target: float) -> np.ndarray:
     return limits
 
 
-def _alarms(value_bins: tuple[np.ndarray, np.ndarray], tables: tuple[np.ndarray, np.ndarray], cusums: np.ndarray,
-            limits: np.ndarray) -> int:  # fmt: skip
+def _alarms(value_bins: tuple[np.ndarray, np.ndarray], tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+            cusums: np.ndarray, limits: np.ndarray) -> int:  # fmt: skip
     """Alarms of the CUSUMs (:func:`~driftwarden.core.compiled.lindley`; ``cusums`` in and out) restarting
     all together after each."""
     count, start, last_zero = 0, 0, np.full(len(cusums), -1)
@@ -78,16 +79,17 @@ def bank_alarms(
     (restarting after its own), every CUSUM at ``target`` (:func:`bank_limits`)."""
     rng = np.random.default_rng(seed)
     limits = bank_limits(part, target)
-    part_values = part_table(part)
-    alone = [np.ascontiguousarray(table[:, [j]]) for table in (BY_BIN, part_values) for j in range(table.shape[1])]
+    tables = (BY_BIN, *part_tables(part))
+    alone = [(i, np.ascontiguousarray(table[:, [j]])) for i, table in enumerate(tables) for j in range(table.shape[1])]
     union, each = 0, np.zeros(len(limits), dtype=int)
     cusums, own = np.zeros(len(limits), np.int64), np.zeros(len(limits), np.int64)
     for done in range(0, values, chunk):
         both = bins(rng.random(min(chunk, values - done)), part)
-        union += _alarms(both, (BY_BIN, part_values), cusums, limits)
-        for i, table in enumerate(alone):
-            of = both[0] if i < len(BANK) else both[1]
-            each[i] += _alarms((of, of), (table, NO_PART), own[i : i + 1], limits[i : i + 1])
+        union += _alarms(both, tables, cusums, limits)
+        classes = np.where(both[1] < OUTSIDE, 0, both[1] - OUTSIDE + 1)  # (what the class table is read by)
+        for k, (which, table) in enumerate(alone):
+            of = (both[0], both[1], classes)[which]
+            each[k] += _alarms((of, of), (table, NO_PART, NO_PART), own[k : k + 1], limits[k : k + 1])
     return union, each
 
 

@@ -39,6 +39,7 @@ def _recursion(
     table: np.ndarray,
     part_bins: np.ndarray,
     part_table: np.ndarray,
+    class_table: np.ndarray,
     cusums: np.ndarray,
     last_zero: np.ndarray,
     limits: np.ndarray,
@@ -55,11 +56,15 @@ def _recursion(
             crossed |= c >= limits[j]
         return crossed
 
-    rows, part_rows = table.shape[1], part_table.shape[1]
+    rows, part_rows, class_rows = table.shape[1], part_table.shape[1], class_table.shape[1]
+    outside = part_table.shape[0] - 2  # (the part bin of a value below the part; one above it: outside + 1)
     for i in range(start, bins.shape[0]):
         crossed = add(table[bins[i]], 0, i + 1)
         if part_rows:
             crossed |= add(part_table[part_bins[i]], rows, i + 1)
+        if class_rows:  # the value's class: inside the part (0), below it (1), above it (2)
+            b = part_bins[i]
+            crossed |= add(class_table[0 if b < outside else b - outside + 1], rows + part_rows, i + 1)
         if crossed:
             return i + 1
     return -1
@@ -189,7 +194,7 @@ def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def lindley(
     bins: tuple[np.ndarray, np.ndarray],
-    tables: tuple[np.ndarray, np.ndarray],
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray],
     cusums: np.ndarray,
     last_zero: np.ndarray,
     limits: np.ndarray,
@@ -199,19 +204,29 @@ def lindley(
     its limit: the number of values then taken (None: none did by the last value).
 
     The CUSUMs are ``tables[0].shape[1]`` rows whose increments for value ``i`` are ``tables[0][bins[0][i]]``, then
-    ``tables[1].shape[1]`` rows whose increments are ``tables[1][bins[1][i]]`` (none: a table of no columns); all
-    int64. ``cusums`` (in and out) holds them; ``last_zero[j]`` (in and out) becomes the number of values taken
+    ``tables[1].shape[1]`` rows whose increments are ``tables[1][bins[1][i]]``, then ``tables[2].shape[1]`` rows
+    whose increments are ``tables[2][k]``, ``k`` the class of part bin ``b = bins[1][i]``: 0 for ``b < outside``,
+    1 for ``outside`` (below the part), 2 for ``outside + 1`` (above it), with ``outside = tables[1].shape[0] - 2``
+    (none: a table of no columns; a class table needs a part table of that many rows, of no columns if need be).
+    All int64. ``cusums`` (in and out) holds them; ``last_zero[j]`` (in and out) becomes the number of values taken
     when CUSUM ``j`` was last 0, if it was 0 since ``start``.
 
     >>> table = np.array([[-2], [3]])  # bin 0 adds -2, bin 1 adds 3
     >>> cusums, last_zero = np.zeros(1, np.int64), np.full(1, -1)
     >>> bins, none = np.array([1, 1, 0, 0, 0, 1, 1, 1]), np.zeros((1, 0), np.int64)
-    >>> lindley((bins, bins), (table, none), cusums, last_zero, np.array([7]), 0), cusums.tolist(), last_zero.tolist()
+    >>> tables = (table, none, none)
+    >>> lindley((bins, bins), tables, cusums, last_zero, np.array([7]), 0), cusums.tolist(), last_zero.tolist()
     (8, [9], [5])
-    >>> lindley((bins, bins), (table, none), cusums, last_zero, np.array([99]), 8)  # (nothing left)
+    >>> lindley((bins, bins), tables, cusums, last_zero, np.array([99]), 8)  # (nothing left)
+    >>> classes = np.array([[1], [-1], [5]])  # inside the part +1, below it -1, above it +5 (outside = 2)
+    >>> cusums, part_bins = np.zeros(2, np.int64), np.array([0, 1, 2, 3, 3])
+    >>> lindley((bins[:5], part_bins), (table, np.zeros((4, 0), np.int64), classes), cusums, np.full(2, -1),
+    ...         np.array([99, 99]), 0), cusums.tolist()  # fmt: skip
+    (None, [0, 11])
     """
-    (z_bins, part_bins), (table, part_table) = bins, tables
-    taken = int(_compiled(_recursion)(z_bins, table, part_bins, part_table, cusums, last_zero, limits, start))
+    (z_bins, part_bins), (table, part_table, class_table) = bins, tables
+    taken = int(_compiled(_recursion)(z_bins, table, part_bins, part_table, class_table, cusums, last_zero, limits,
+                                      start))  # fmt: skip
     return None if taken < 0 else taken
 
 
@@ -342,7 +357,7 @@ def load() -> None:
     what a process's first fed stream would do (a benchmark does it before its clock starts, as its peers import
     their libraries first)."""
     ints, floats, none = np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 0), np.int64)
-    lindley((ints, ints), (np.zeros((1, 1), np.int64), none), np.zeros(1, np.int64), np.full(1, -1), ints + 1, 0)
+    lindley((ints, ints), (np.zeros((1, 1), np.int64), none, none), np.zeros(1, np.int64), np.full(1, -1), ints + 1, 0)
     numeric_bins(floats, search_edges(floats, np.empty(0), np.empty(0), np.zeros(2)), 0)
     apart_bins(floats, ints, ints, 0, ranks_of(floats, floats, floats, 0.5), None, (floats, floats), 0)
     cdf_gaps(floats, floats)

@@ -735,38 +735,43 @@ ROUNDING = 1e-9 * np.minimum(U_EDGES, 1 - U_EDGES) + 4 * np.spacing(U_EDGES)
 #: :data:`INCREMENTS` by bin (rows): the table :func:`~driftwarden.core.compiled.lindley` reads.
 BY_BIN = np.ascontiguousarray(INCREMENTS.T)
 _CONTINUOUS_BY_BIN = _CONTINUOUS_INCREMENTS.T
-#: The bin of a value below the continuous part, in a stream's part table (:func:`part_table`); ``OUTSIDE + 1``:
+#: The bin of a value below the continuous part, in a stream's part table (:func:`part_tables`); ``OUTSIDE + 1``:
 #: above it.
 OUTSIDE = len(_CONTINUOUS_BY_BIN)
 #: The table of a stream without a continuous part: no CUSUMs.
 NO_PART = np.zeros((1, 0), np.int64)
 
 
-@lru_cache(maxsize=256)  # (a model's streams with the same atoms, and restarts, share one)
-def part_table(part: tuple[float, float] | None) -> np.ndarray:
-    """The increments (fixed point) of the CUSUMs after :data:`BANK` in ``bank(part)``, by the values' part bins
-    (:func:`bins`: the bins within the continuous part, then :data:`OUTSIDE` below it and ``OUTSIDE + 1`` above):
-    the location and spread CUSUMs within the part (0 outside it), then the atoms' (:func:`atom_bank`: each
-    class's log-likelihood ratio). Rows contiguous, as :func:`~driftwarden.core.compiled.lindley` reads them.
+#: The continuous part's increments by part bin (:func:`bins`: the bins within the part, then :data:`OUTSIDE` below it
+#: and ``OUTSIDE + 1`` above it, where they are 0): one table every stream with a continuous part shares.
+_CONTINUOUS_TABLE = np.ascontiguousarray(
+    np.vstack([_CONTINUOUS_BY_BIN, np.zeros((2, _CONTINUOUS_BY_BIN.shape[1]), np.int64)])
+)
+#: The part table of a stream with atoms but no CUSUMs within its continuous part (rows as the part bins: none).
+_NO_CONTINUOUS = np.zeros((OUTSIDE + 2, 0), np.int64)
 
-    >>> part_table(None).shape, part_table((0.4, 1.0)).shape[1], part_table((0.05, 0.9)).shape[1]
-    ((1, 0), 16, 15)
+
+def part_tables(part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The increments (fixed point) of the CUSUMs after :data:`BANK` in ``bank(part)``, as
+    :func:`~driftwarden.core.compiled.lindley` reads them: the location and spread CUSUMs within the part, by part
+    bin (one table all streams share), then the atoms' (:func:`atom_bank`), by the value's class (inside the part,
+    below it, above it: 3 rows, each class's log-likelihood ratio; a stream's own, a few hundred bytes).
+
+    >>> [t.shape for t in part_tables(None)], [t.shape[1] for t in part_tables((0.4, 1.0))]
+    ([(1, 0), (1, 0)], [10, 6])
+    >>> [t.shape[1] for t in part_tables((0.05, 0.9))]  # (atoms of 5 % and 10 %: none above 10 %)
+    [0, 15]
     """
     if part is None:
-        return NO_PART
-    columns = []
-    if _within(part):
-        columns.append(np.vstack([_CONTINUOUS_BY_BIN, np.zeros((2, _CONTINUOUS_BY_BIN.shape[1]), np.int64)]))
+        return NO_PART, NO_PART
     atoms = atom_bank(part)
-    if atoms:
-        steps = fixed_point(np.array([spec.increments for spec in atoms]).T)  # (low, inside, high) by CUSUM
-        columns.append(np.vstack([np.repeat(steps[1:2], OUTSIDE, axis=0), steps[0:1], steps[2:3]]))
-    table: np.ndarray = np.ascontiguousarray(np.hstack(columns))
-    return table
+    steps = fixed_point(np.array([spec.increments for spec in atoms]).T) if atoms else np.zeros((3, 0), np.int64)
+    classes = np.ascontiguousarray(steps[[1, 0, 2]])  # (inside, below, above: the null's order is below, inside, above)
+    return (_CONTINUOUS_TABLE if _within(part) else _NO_CONTINUOUS), classes
 
 
 def bins(u: np.ndarray, part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
-    """The bins of the ranks ``u`` in :data:`BY_BIN` and in :func:`part_table` (within the continuous part
+    """The bins of the ranks ``u`` in :data:`BY_BIN` and in :func:`part_tables` (within the continuous part
     ``part``; :data:`OUTSIDE` for a value below it, and for every value when ``part`` is None, ``OUTSIDE + 1``
     above it): each row of those tables is what :func:`~driftwarden.core.compiled.lindley` adds to every CUSUM
     for a value in that bin.

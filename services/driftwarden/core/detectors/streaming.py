@@ -25,7 +25,7 @@ from driftwarden.core.detectors.sequential import (
     continuous_part,
     fixed_point,
     normal_scores,
-    part_table,
+    part_tables,
 )
 from driftwarden.core.events import Scalar
 from driftwarden.core.state import State, StateError, StateReader, pack_array
@@ -131,7 +131,7 @@ class RankCusumDetector(StreamingDetector):
         self._bins = RankBins(self.cdf, self.part)
         # (a reference with several modes: its own alternatives' increments by the values' bins of ``z``)
         self._by_z = bool(shapes)
-        self._tables = (BY_BIN, shape_table if shapes else part_table(self.part))
+        self._tables = (BY_BIN, shape_table, NO_PART) if shapes else (BY_BIN, *part_tables(self.part))
         self.thresholds = bank_thresholds(self.part, arl, reference_n, shapes)
         self.limits = np.full(len(self.bank), np.iinfo(np.int64).max)  # the thresholds in fixed point (off: never)
         on = self.thresholds < CUSUM_CAP
