@@ -204,7 +204,7 @@ def two_modes(rng: np.random.Generator, n: int, shift: float = 0.0, sd: float = 
 @pytest.mark.parametrize("shape", ["bimodal", "u-shaped"])
 def test_each_reference_density_cusum_keeps_its_own_budget(shape):
     """The alternatives from a two-mode reference's own density (shifted, blurred, its modes' weights) use Siegmund's
-    overshoot for their KL: on exact ranks each alarms at 0.87-1.32 times its budget at ARL 3,000 and 30,000 (~300
+    overshoot for their KL: on exact ranks each alarms at 0.87-1.26 times its budget at ARL 3,000 and 30,000 (~300
     alarms each, a bimodal and a U-shaped reference); here ~65 each."""
     rng = np.random.default_rng(15)
     reference = two_modes(rng, 5_000) if shape == "bimodal" else rng.beta(0.5, 0.5, 5_000)
