@@ -48,9 +48,10 @@ class RankCusumDetector(StreamingDetector):
     the reference has an atom at an end of its range, 6 more watch its share (3 more for atoms at both ends:
     :func:`~driftwarden.core.detectors.sequential.atom_bank`), and beside an atom of more than 10 %, location
     and spread also within the rest (:func:`~driftwarden.core.detectors.sequential.continuous_part`): 49 for a
-    feature with 40 % zeros; where the reference has several modes, 6 more whose alternatives are its own
-    density shifted either way and blurred (:func:`~driftwarden.core.detectors.multimodal.shape_bank`: both
-    modes moving together, each widening); their thresholds follow from
+    feature with 40 % zeros; where the reference has several modes, 12 more whose alternatives are its own
+    density shifted either way, blurred, and its modes reweighted
+    (:func:`~driftwarden.core.detectors.multimodal.shape_bank`: both modes moving together, each widening, their
+    weights moving); their thresholds follow from
     ``arl``, the mean number of values between false alarms this detector may have, split evenly
     over them (Bonferroni). After an alarm every CUSUM restarts from zero. The increments are binned
     log-likelihood ratios looked up by the values' bins (:class:`~driftwarden.core.detectors.sequential.RankBins`)
@@ -263,20 +264,10 @@ class RankCusumDetector(StreamingDetector):
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
         if e["statistic"] == MODES:
-            return (
-                f"share of values above {e['valley']:.4g} (between the modes) "
-                f"{'rose' if e['direction'] == 'up' else 'fell'}: {e['reference_share']:.1%} -> "
-                f"{e['recent_share']:.1%}, median {e['reference_median']:.4g} -> {e['current_median']:.4g} over the "
-                f"last {e['values_since_change']} values on {model_id} v{model_version}"
-            )
+            return _share_summary(f"above {e['valley']:.4g} (between the modes)", e, model_id, model_version)
         if e["statistic"] in ATOM_STATISTICS:
             where = {"lower_atom": "the minimum", "upper_atom": "the maximum"}.get(str(e["statistic"]), "the limits")
-            return (
-                f"share of values at {where} ({e['atom_values']}) "
-                f"{'rose' if e['direction'] == 'up' else 'fell'}: {e['reference_share']:.1%} -> "
-                f"{e['recent_share']:.1%}, median {e['reference_median']:.4g} -> {e['current_median']:.4g} over the "
-                f"last {e['values_since_change']} values on {model_id} v{model_version}"
-            )
+            return _share_summary(f"at {where} ({e['atom_values']})", e, model_id, model_version)
         what = {"location": "location", "spread": "spread", "upper_tail": "upper tail", "lower_tail": "lower tail",
                 "upper_end": "upper end", "lower_end": "lower end", "ends": "both ends"}.get(
             str(e["statistic"]), "distribution")  # fmt: skip
@@ -341,6 +332,15 @@ class RankCusumDetector(StreamingDetector):
         self.run_starts = np.array(run_starts, dtype=np.int64)
         self.alarm = None if alarm is None else (int(alarm[0]), int(alarm[1]), int(alarm[2]))
         self._recent = recent.astype(float)
+
+
+def _share_summary(where: str, e: dict[str, Scalar], model_id: str, model_version: str) -> str:
+    """The summary of an alarm about a share of the values (an end atom's, or above the valley between two modes)."""
+    return (
+        f"share of values {where} {'rose' if e['direction'] == 'up' else 'fell'}: {e['reference_share']:.1%} -> "
+        f"{e['recent_share']:.1%}, median {e['reference_median']:.4g} -> {e['current_median']:.4g} over the last "
+        f"{e['values_since_change']} values on {model_id} v{model_version}"
+    )
 
 
 def _fixed(cusums: np.ndarray) -> np.ndarray:
