@@ -38,10 +38,10 @@ from driftwarden.core.detectors.sequential import (
     OUTSIDE,
     REFERENCE_Z,
     SCALE,
-    U_EDGES,
     ReferenceCdf,
     bank,
     bank_shares,
+    bin_masses,
     bins,
     cusum_threshold,
     part_tables,
@@ -93,17 +93,6 @@ def bank_alarms(
     return union, each
 
 
-def _bin_masses(cdf: ReferenceCdf) -> np.ndarray:
-    """The probability of each bin of the increments under the true distribution (uniform values) given ``cdf``:
-    between the reference's extremes ``u`` is linear in ``x``; outside, uniform on the tail's ``(0, 1/(n+1))``."""
-    edges = np.concatenate([[0.0], U_EDGES, [1.0]])
-    inner = np.diff(np.interp(edges, cdf.tail + (1 - 2 * cdf.tail) * cdf.levels, cdf.q))
-    low = cdf.q[0] * np.diff(np.minimum(edges, cdf.tail)) / cdf.tail
-    high = (1 - cdf.q[-1]) * np.diff(np.maximum(edges, 1 - cdf.tail)) / cdf.tail
-    masses: np.ndarray = inner + low + high
-    return masses
-
-
 def _theta(masses: np.ndarray) -> np.ndarray:
     """Each CUSUM's ``θ > 0`` with ``Σ masses e^(θ X) = 1`` (Newton from the right on the convex log-moment)."""
     steps = INCREMENTS / SCALE
@@ -124,7 +113,8 @@ def reference_thetas(references: int, n: int, seed: int) -> Iterator[np.ndarray]
     rng = np.random.default_rng(seed)
     for _ in range(references):
         sample = rng.random(n)
-        yield _theta(_bin_masses(ReferenceCdf(np.quantile(sample, np.linspace(0, 1, QUANTILES)).tolist(), n)))
+        cdf = ReferenceCdf(np.quantile(sample, np.linspace(0, 1, QUANTILES)).tolist(), n)
+        yield _theta(bin_masses(cdf, lambda x: np.clip(x, 0.0, 1.0)))  # (the values uniform: their CDF is x)
 
 
 def bank_within_budget(thetas: np.ndarray, n: int, arl: float, z: float) -> tuple[float, np.ndarray]:

@@ -40,12 +40,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
 
-from driftwarden.core.detectors.sequential import U_EDGES, ReferenceCdf, fixed_point, siegmund_overshoot
+from driftwarden.core.detectors.sequential import U_EDGES, RatioSpec, ReferenceCdf, bin_masses, fixed_point, ratio_spec
 
 #: The shifts (either way) and the blurs (the kernel's added standard deviation), in shares of the reference's scale.
 SHIFTS, BLURS = (0.2, 0.4), (0.35, 0.6)
@@ -72,19 +71,6 @@ SPREAD = 1.25
 WEIGHTS_SPREAD = 1.1
 #: The cells the smoothed density is looked at in for its modes.
 GRID = 512
-
-
-@dataclass(frozen=True)
-class ShapeSpec:
-    """One CUSUM whose alternative is the reference's density moved (its increments: a stream's own table)."""
-
-    name: str
-    statistic: str  # location (shifted), spread (blurred) or modes (their weights)
-    direction: str
-    kl: float  # KL(null || alternative) on the detector's rank scale
-    overshoot: float
-    reference_spread: float
-    valley: float | None = None  # the modes' weights: the value between the modes the weights are told about
 
 
 def _scale(q: np.ndarray) -> float:
@@ -126,20 +112,7 @@ def _valleys(q: np.ndarray, bandwidth: float) -> list[float]:
     return [float(middle[a + int(np.argmin(density[a:b]))]) for a, b in itertools.pairwise(kept)]
 
 
-def _bin_masses(cdf: ReferenceCdf, at: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """The probability of each of the bank's bins of ``u`` for values whose distribution function is ``within`` at
-    the bins' edges mapped to ``x`` (``at``, inside the reference's range); beyond the range, where the detector
-    ranks values uniformly over its tail share, the mass below (above) the range spread over the bins there."""
-    tail = cdf.tail
-    below, above = float(within[0]), 1.0 - float(within[-1])  # (the first and last points: the range's ends)
-    inner = within[1:-1]
-    under, over = tail >= U_EDGES, 1 - tail <= U_EDGES
-    p = np.where(under, below * U_EDGES / tail, np.where(over, 1 - above * (1 - U_EDGES) / tail, inner))
-    masses: np.ndarray = np.diff(np.concatenate([[0.0], p, [1.0]]))
-    return masses
-
-
-def shape_bank(cdf: ReferenceCdf, reference_n: int) -> tuple[tuple[ShapeSpec, ...], np.ndarray]:
+def shape_bank(cdf: ReferenceCdf, reference_n: int) -> tuple[tuple[RatioSpec, ...], np.ndarray]:
     """The CUSUMs of a reference with several modes and no ties, and their increments (fixed point) by the bank's
     bins of ``u`` (rows) and CUSUM (columns); none, and a table of no columns, for any other reference."""
     q = cdf.q
@@ -151,33 +124,32 @@ def shape_bank(cdf: ReferenceCdf, reference_n: int) -> tuple[tuple[ShapeSpec, ..
     valleys = _valleys(q, bandwidth) if bandwidth > 0 else []
     if not valleys:
         return empty
-    at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels
-    x = np.concatenate([[q[0]], np.interp(U_EDGES, at_levels, q), [q[-1]]])
     null = np.diff(np.concatenate([[0.0], U_EDGES, [1.0]]))  # the detector's: u uniform
-    base = np.maximum(_bin_masses(cdf, x, _kernel_cdf(x, q, bandwidth)), 1e-12)
+
+    def masses(points: np.ndarray, kernel: float, shift: float = 0.0) -> np.ndarray:
+        """The bins' masses of the kernel mixture over ``points`` (moved by ``shift``), as a share of all quantiles."""
+        return bin_masses(cdf, lambda x: _kernel_cdf(x - shift, points, kernel)) * (len(points) / len(q))
+
+    base = np.maximum(masses(q, bandwidth), 1e-12)
     # (name, statistic, direction, the alternative's density of u by bin over the null's, the valley it is about)
     ratios: list[tuple[str, str, str, np.ndarray, float | None]] = []
     for share, sign in itertools.product(SHIFTS, (1, -1)):
-        moved = np.maximum(_bin_masses(cdf, x, _kernel_cdf(x - sign * share * scale, q, bandwidth)), 1e-12)
+        moved = np.maximum(masses(q, bandwidth, sign * share * scale), 1e-12)
         name = f"reference density shifted {sign * share:+g} of its scale"
         ratios.append((name, "location", "up" if sign > 0 else "down", moved / base, None))
     for share in BLURS:
-        blurred = np.maximum(_bin_masses(cdf, x, _kernel_cdf(x, q, math.hypot(bandwidth, share * scale))), 1e-12)
+        blurred = np.maximum(masses(q, math.hypot(bandwidth, share * scale)), 1e-12)
         ratios.append((f"reference density blurred by {share:g} of its scale", "spread", "up", blurred / base, None))
     for valley in valleys:  # the modes' weights: the kernels of the quantiles above a valley against those below
-        above = q > valley
-        upper = _bin_masses(cdf, x, _kernel_cdf(x, q[above], bandwidth)) * above.mean()
+        upper = masses(q[q > valley], bandwidth)
         lower = np.maximum(base - upper, 0.0)
         for odds in MODE_ODDS:
             ratios.append((f"weight above {valley:.4g} odds x{odds:g}", MODES, "up" if odds > 1 else "down",
                            np.maximum(lower + odds * upper, 1e-12) / base, valley))  # fmt: skip
     specs, columns = [], []
-    for name, statistic, direction, unscaled, about in ratios:
-        ratio = unscaled / (null @ unscaled)  # a density of u: mean 1 under no change
-        steps = np.log(ratio)
-        kl, kl_alternative = -float(null @ steps), float((null * ratio) @ steps)
-        factor = WEIGHTS_SPREAD if statistic == MODES else SPREAD
-        spread = factor * math.sqrt(float((null * ratio) @ ratio) - 1) / kl_alternative  # (sqrt(chi^2) / KL)
-        specs.append(ShapeSpec(name, statistic, direction, kl, siegmund_overshoot(kl), spread, about))
+    for name, statistic, direction, ratio, about in ratios:
+        spread = WEIGHTS_SPREAD if statistic == MODES else SPREAD
+        spec, steps = ratio_spec(name, statistic, direction, null, ratio, spread, about)
+        specs.append(spec)
         columns.append(fixed_point(steps))
     return tuple(specs), np.ascontiguousarray(np.array(columns).T)

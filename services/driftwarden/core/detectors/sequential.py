@@ -564,40 +564,38 @@ def _within(part: tuple[float, float] | None) -> bool:
 
 
 @dataclass(frozen=True)
-class AtomSpec:
-    """One CUSUM of the end atoms' shares: the values' class (at the lower atom, between, at the upper atom) has
-    probabilities ``null`` while nothing changes and ``alternative`` after the change; the increment of a value
-    is ``ln(alternative / null)`` of its class. Bounded likelihood ratio: the reference spread is
-    sqrt(chi^2) / KL of the alternative (as :func:`_ends`)."""
+class RatioSpec:
+    """One CUSUM whose alternative is a density ratio over cells of known null masses (:func:`ratio_spec`): a value's
+    class at the end atoms (:func:`atom_bank`), or its bin of ``u`` (a multimodal reference's own alternatives,
+    :func:`~driftwarden.core.detectors.multimodal.shape_bank`); its increments are the stream's own table."""
 
     name: str
-    statistic: str  # lower_atom, upper_atom, atoms
+    statistic: str
     direction: str
-    null: tuple[float, float, float]
-    alternative: tuple[float, float, float]
+    kl: float  # KL(null || alternative): minus the null mean of the increment
+    overshoot: float
+    reference_spread: float
+    valley: float | None = None  # a modes' weights' alternative: the value between the modes its share is told about
 
-    @property
-    def overshoot(self) -> float:
-        """Siegmund's, as a location CUSUM with this KL has: on exact classes the measured ARL is 0.84-1.35 times
-        the target at 3e3 and 3e4 (300 alarms each; atoms of 5 %, 40 %, 16 % and 7 %)."""
-        return siegmund_overshoot(self.kl)
 
-    @property
-    def increments(self) -> np.ndarray:
-        p, q = np.array(self.null), np.array(self.alternative)
-        steps: np.ndarray = np.log(np.where(p > 0, q, 1.0) / np.where(p > 0, p, 1.0))
-        return steps
+def ratio_spec(
+    name: str, statistic: str, direction: str, null: np.ndarray, ratio: np.ndarray, spread: float = 1.0,
+    valley: float | None = None,
+) -> tuple[RatioSpec, np.ndarray]:  # fmt: skip
+    """The CUSUM of the alternative whose density over the null's is ``ratio`` (normalized here to mean 1 under the
+    null masses ``null``), and its increments ``ln ratio`` per cell. Siegmund's overshoot for its KL; the
+    likelihood ratio being bounded, the reference spread is ``spread`` times ``sqrt(chi^2) / KL`` of the
+    alternative (as :func:`_ends`'s).
 
-    @property
-    def kl(self) -> float:
-        """KL divergence of the null from the alternative: minus the null mean of the increment."""
-        return -float(np.dot(self.null, self.increments))
-
-    @property
-    def reference_spread(self) -> float:
-        q, steps = np.array(self.alternative), self.increments
-        chi2 = float(np.dot(q, np.exp(steps))) - 1
-        return math.sqrt(chi2) / float(np.dot(q, steps))
+    >>> spec, steps = ratio_spec("x", "lower_atom", "up", np.array([0.4, 0.6]), np.array([1.25, 5 / 6]))
+    >>> round(spec.kl, 4), [round(float(v), 3) for v in steps]  # 40 % -> 50 %
+    (0.0201, [0.223, -0.182])
+    """
+    ratio = ratio / (null @ ratio)
+    steps: np.ndarray = np.log(ratio)
+    kl, kl_alternative = -float(null @ steps), float((null * ratio) @ steps)
+    reference_spread = spread * math.sqrt(float((null * ratio) @ ratio) - 1) / kl_alternative
+    return RatioSpec(name, statistic, direction, kl, siegmund_overshoot(kl), reference_spread, valley), steps
 
 
 #: The statistics of :func:`atom_bank`'s CUSUMs.
@@ -606,7 +604,7 @@ ATOM_STATISTICS = frozenset({"lower_atom", "upper_atom", "atoms"})
 ATOM_ODDS_UP, ATOM_ODDS_DOWN, ATOMS_ODDS_UP = (1.4, 2.0, 3.0, 5.0), (0.7, 0.5), (1.5, 2.2, 3.5)
 
 
-def atom_bank(part: tuple[float, float] | None) -> tuple[AtomSpec, ...]:
+def atom_bank(part: tuple[float, float] | None) -> tuple[RatioSpec, ...]:
     """The CUSUMs of the end atoms' shares (:func:`continuous_part`): each atom's odds against the rest of the
     values times 1.4, 2, 3, 5, 0.7 and 0.5 (the rest scaled to keep the total), and where both ends have an atom,
     both atoms' odds against the values between them times 1.5, 2.2 and 3.5 (a clipped feature's spread).
@@ -614,32 +612,36 @@ def atom_bank(part: tuple[float, float] | None) -> tuple[AtomSpec, ...]:
     A zero-inflated feature's share of zeros, a clipped feature's share at its limits: the class of a value is
     all a change of the atoms' shares moves, and a CUSUM of that class's likelihood ratio sees the whole of it,
     where the rank CUSUMs see it through the atom's randomized ranks (on the shape corpus they found a change of
-    the zero share at 1.65-1.95 x Lorden's bound; docs/benchmarks.md).
+    the zero share at 1.65-1.95 x Lorden's bound; docs/benchmarks.md). Siegmund's overshoot: on exact classes the
+    measured ARL is 0.84-1.35 times the target at 3e3 and 3e4 (300 alarms each; atoms of 5 %, 40 %, 16 % and 7 %).
 
     >>> [spec.name for spec in atom_bank((0.4, 1.0))][:2]
     ['lower_atom odds x1.4', 'lower_atom odds x2']
     >>> len(atom_bank((0.16, 0.93))), atom_bank(None)
     (15, ())
     """
+    return _atoms(part)[0]
+
+
+@lru_cache(maxsize=1024)  # (a model's streams with the same atoms, and restarts, share them)
+def _atoms(part: tuple[float, float] | None) -> tuple[tuple[RatioSpec, ...], np.ndarray]:
+    """:func:`atom_bank` and its CUSUMs' increments (fixed point) by class: rows inside the part, below it, above
+    it (:func:`part_tables`)."""
     if part is None:
-        return ()
+        return (), np.zeros((3, 0), np.int64)
     a, b = part
-    null = (a, b - a, 1 - b)
-    specs = []
-
-    def add(statistic: str, odds: float, lower: bool, upper: bool) -> None:
-        weights = np.array(null) * [odds if lower else 1.0, 1.0, odds if upper else 1.0]
-        low, inside, high = (float(w) for w in weights / weights.sum())
-        alternative = (low, inside, high)
-        specs.append(AtomSpec(f"{statistic} odds x{odds:g}", statistic, "up" if odds > 1 else "down", null,
-                              alternative))  # fmt: skip
-
-    for statistic, lower, present in (("lower_atom", True, a > 0), ("upper_atom", False, b < 1)):
-        for odds in (ATOM_ODDS_UP + ATOM_ODDS_DOWN) if present else ():
-            add(statistic, odds, lower, not lower)
-    for odds in ATOMS_ODDS_UP if a > 0 and b < 1 else ():
-        add("atoms", odds, True, True)
-    return tuple(specs)
+    null = np.array([b - a, a, 1 - b])  # (inside, below, above: the class table's rows)
+    specs, columns = [], []
+    for statistic, odds, lower, upper in [
+        *[("lower_atom", odds, True, False) for odds in (ATOM_ODDS_UP + ATOM_ODDS_DOWN) if a > 0],
+        *[("upper_atom", odds, False, True) for odds in (ATOM_ODDS_UP + ATOM_ODDS_DOWN) if b < 1],
+        *[("atoms", odds, True, True) for odds in ATOMS_ODDS_UP if a > 0 and b < 1],
+    ]:
+        ratio = np.array([1.0, odds if lower else 1.0, odds if upper else 1.0])  # (an empty class: any ratio, unused)
+        spec, steps = ratio_spec(f"{statistic} odds x{odds:g}", statistic, "up" if odds > 1 else "down", null, ratio)
+        specs.append(spec)
+        columns.append(fixed_point(steps))
+    return tuple(specs), np.ascontiguousarray(np.array(columns).T) if columns else np.zeros((3, 0), np.int64)
 
 
 def normal_scores(u: np.ndarray) -> np.ndarray:
@@ -764,10 +766,29 @@ def part_tables(part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarra
     """
     if part is None:
         return NO_PART, NO_PART
-    atoms = atom_bank(part)
-    steps = fixed_point(np.array([spec.increments for spec in atoms]).T) if atoms else np.zeros((3, 0), np.int64)
-    classes = np.ascontiguousarray(steps[[1, 0, 2]])  # (inside, below, above: the null's order is below, inside, above)
-    return (_CONTINUOUS_TABLE if _within(part) else _NO_CONTINUOUS), classes
+    return (_CONTINUOUS_TABLE if _within(part) else _NO_CONTINUOUS), _atoms(part)[1]
+
+
+def bin_masses(cdf: ReferenceCdf, distribution: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The probability of each bin of ``u`` (:data:`U_EDGES`) for values of distribution function ``distribution``
+    ranked against ``cdf``: between the reference's extremes ``u`` is increasing in ``x``, so a bin's mass is the
+    distribution's between its edges mapped to ``x``; beyond them, where values are ranked uniformly over the tail
+    share, the mass below (above) the range is spread over the bins there.
+
+    >>> cdf = ReferenceCdf(np.linspace(0, 1, 1_000), 1_000)  # (values uniform on (0, 1): their ranks nearly so,
+    >>> masses = bin_masses(cdf, lambda x: np.clip(x, 0, 1))  # but for the reference's 1/1001 beyond either end)
+    >>> null = np.diff(np.concatenate([[0], U_EDGES, [1]]))
+    >>> round(float(masses.sum()), 12), float(np.abs(masses - null).max()) < 1e-4, float(masses[:5].sum())
+    (1.0, True, 0.0)
+    """
+    at_levels = cdf.tail + (1 - 2 * cdf.tail) * cdf.levels
+    within = distribution(np.concatenate([[cdf.q[0]], np.interp(U_EDGES, at_levels, cdf.q), [cdf.q[-1]]]))
+    tail, inner = cdf.tail, within[1:-1]
+    below, above = float(within[0]), 1.0 - float(within[-1])  # (at the range's ends)
+    under, over = tail >= U_EDGES, 1 - tail <= U_EDGES
+    p = np.where(under, below * U_EDGES / tail, np.where(over, 1 - above * (1 - U_EDGES) / tail, inner))
+    masses: np.ndarray = np.diff(np.concatenate([[0.0], p, [1.0]]))
+    return masses
 
 
 def bins(u: np.ndarray, part: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:

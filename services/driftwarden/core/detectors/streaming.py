@@ -10,7 +10,7 @@ import numpy as np
 
 from driftwarden.core.compiled import lindley
 from driftwarden.core.detectors.base import StreamingDetector, build
-from driftwarden.core.detectors.multimodal import MODES, ShapeSpec, shape_bank
+from driftwarden.core.detectors.multimodal import MODES, shape_bank
 from driftwarden.core.detectors.sequential import (
     ATOM_STATISTICS,
     BY_BIN,
@@ -19,6 +19,7 @@ from driftwarden.core.detectors.sequential import (
     SCALE,
     Alternative,
     RankBins,
+    RatioSpec,
     ReferenceCdf,
     bank,
     bank_thresholds,
@@ -233,7 +234,7 @@ class RankCusumDetector(StreamingDetector):
         beyond the reference's range counts with the atom at that end); of the modes' weights'
         (:func:`~driftwarden.core.detectors.multimodal.shape_bank`): the share of values above the valley between
         the modes, in the reference and since the change point."""
-        if isinstance(spec, ShapeSpec) and spec.valley is not None:
+        if isinstance(spec, RatioSpec) and spec.valley is not None:
             reference = float(np.interp(spec.valley, self.cdf.q, self.cdf.levels))
             return {"valley": spec.valley, "reference_share": 1.0 - reference,
                     "recent_share": float((segment > spec.valley).mean()) if len(segment) else 0.0}  # fmt: skip
