@@ -273,6 +273,16 @@ def test_a_mode_gaining_weight_is_found_near_the_information_limit_and_told_as_s
                     detector.summary("m", "1"))  # fmt: skip
 
 
+def test_a_feature_of_huge_magnitude_is_ranked_as_any_other():
+    """Two modes at ±1e307 (hostile or broken input, but finite): the bins' edges were interpolated with slopes that
+    overflowed, every edge came out infinite, and 200,000 unchanged values raised 2,699 false alarms; scaled by a
+    power of two they are the edges of any other scale."""
+    sample = lambda rng, n: 1e306 * two_modes(rng, n, shift=-2.0) * 5  # noqa: E731 (modes at -1e307 and 1e307)
+    rates, _ = rates_given_references(sample, 5_000, 5_000.0, 100_000, [20], references=2)
+    assert max(rates) <= 1.0
+    assert max(changed_stream_delays(sample, lambda rng, n: sample(rng, n) + 2e306, seeds=3)) < 1_000
+
+
 def test_a_zero_inflated_reference_keeps_the_budget_given_the_reference_with_its_continuous_part_cusums():
     """40 % zeros: the location and spread CUSUMs also run on the ranks above the zeros, with thresholds for the
     share of values there (their increments are 0 on the zeros). Every one of 8 references keeps the budget."""

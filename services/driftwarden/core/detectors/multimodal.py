@@ -77,7 +77,9 @@ def _scale(q: np.ndarray) -> float:
     """Silverman's robust scale of the reference: the smaller of its standard deviation and IQR / 1.349."""
     levels = np.linspace(0, 1, len(q))
     iqr = float(np.interp(0.75, levels, q) - np.interp(0.25, levels, q))
-    return min(float(q.std()), iqr / 1.349) if iqr > 0 else float(q.std())
+    size = float(np.abs(q).max()) or 1.0
+    std = size * float((q / size).std())  # (scaled first: the squares of values near 1e308 overflow)
+    return min(std, iqr / 1.349) if iqr > 0 else std
 
 
 def _kernel_cdf(x: np.ndarray, q: np.ndarray, bandwidth: float) -> np.ndarray:
