@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -58,7 +59,8 @@ class Clock:
 
 
 def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_000, wait: bool = False) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`, a service manager: stop everything, as Ctrl-C does
+    for signum in (signal.SIGTERM, signal.SIGINT):  # `kill`, `timeout`, a service manager, Ctrl-C: stop everything
+        signal.signal(signum, _interrupt)
     clock = Clock()
     typer.echo("driftwarden demo: broker, monitor, trainer, ONNX serving and drifting load, all on 127.0.0.1")
     broker = EmbeddedBroker(work_dir / "broker.log")
@@ -73,6 +75,7 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
         seed_data = [e | {"model_id": LOOP_MODEL_ID} for chunk in generate(Scenario(n_events=4_000, seed=100))
                      for e in chunk.training_examples()]  # fmt: skip
         v1 = bootstrap(registry, LOOP_MODEL_ID, seed_data, TrainerConfig())
+        _stop_if_asked()
         clock.say(f"registered {LOOP_MODEL_ID} v{v1.model_version} (holdout accuracy {v1.metrics['accuracy']:.3f})")
         serving_port, ui_port = free_port(), free_port()
         for name, args in (
@@ -82,6 +85,7 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
             ("ui", ["ui", "--port", str(ui_port)]),
         ):
             processes[name] = spawn(args, settings, work_dir / f"{name}.log")
+        _stop_if_asked()
         clock.say(
             "started " + ", ".join(f"{name} (pid {p.pid})" for name, p in processes.items())
             + f"; serving http://127.0.0.1:{serving_port}"
@@ -90,6 +94,7 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
         clock.say(f"LIVE PAGE {page} (drift per feature, alerts, accuracy, versions)")
         try:
             asyncio.run(_run(settings, clock, n_events, rate, loop_events, f"http://127.0.0.1:{serving_port}"))
+            _stop_if_asked()
         except DemoFailedError:
             if wait:
                 _serve_until_interrupted(clock, page)
@@ -103,16 +108,29 @@ def run_demo(work_dir: Path, n_events: int, rate: float, loop_events: int = 36_0
         clock.say(f"stopped {stopped + ' and ' if stopped else ''}the broker; logs in {work_dir}/")
 
 
+#: Set by SIGTERM or SIGINT: a KeyboardInterrupt raised while a finalizer runs (an asyncio transport's ``__del__``
+#: during garbage collection) is printed and dropped by Python, and the demo then went on to serve until interrupted
+#: again; each step of the set-up and the serving loop look here too.
+_STOP = threading.Event()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM as Ctrl-C: the demo's processes and broker are stopped on the way out (the default would leave them)."""
+    _STOP.set()
     raise KeyboardInterrupt
+
+
+def _stop_if_asked() -> None:
+    """Raise the interrupt a finalizer swallowed, if one came."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 def _serve_until_interrupted(clock: Clock, page: str) -> None:
     clock.say(f"the live page keeps serving at {page}; press Ctrl-C to stop everything")
     with contextlib.suppress(KeyboardInterrupt):
-        while True:
-            time.sleep(1.0)
+        while not _STOP.wait(1.0):
+            pass
 
 
 async def _run(settings: Settings, clock: Clock, n_events: int, rate: float, loop_events: int, url: str) -> None:
