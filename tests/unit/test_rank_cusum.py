@@ -283,6 +283,26 @@ def test_a_feature_of_huge_magnitude_is_ranked_as_any_other():
     assert max(changed_stream_delays(sample, lambda rng, n: sample(rng, n) + 2e306, seeds=3)) < 1_000
 
 
+@pytest.mark.parametrize("scale", [2.0**1000, 2.0**-1060])
+def test_a_mode_gaining_weight_is_told_alike_at_any_scale(scale):
+    """The modes' weights at ~1e301 and at subnormal ~1e-319 (8 of every 12 bits of the values kept there): the same
+    alternatives, and shares told in per cent. Found by feeding hostile magnitudes: a reference spanning ±1e308 made
+    the modes' grid infinitely wide (the detector's constructor raised, and the model's monitor with it), and at the
+    subnormal scale the reference share was interpolated with an infinite slope (``-inf%`` in the alert)."""
+    weights = lambda upper: lambda rng, n: scale * np.where(rng.random(n) < 1 - upper, rng.normal(0, 1, n),  # noqa: E731
+                                                            rng.normal(4, 1, n))  # fmt: skip
+    evidence = alarmed_after_change(weights(0.4), weights(0.6), 19).evidence()
+    unscaled = lambda upper: lambda rng, n: weights(upper)(rng, n) / scale  # noqa: E731
+    at_one = alarmed_after_change(unscaled(0.4), unscaled(0.6), 19).evidence()
+    assert evidence["statistic"] == at_one["statistic"] == "modes"
+    assert str(evidence["cusum"]).split(" odds ")[1] == str(at_one["cusum"]).split(" odds ")[1]
+    assert abs(evidence["valley"] / scale - at_one["valley"]) < 0.01
+    assert abs(evidence["reference_share"] - at_one["reference_share"]) < 0.01
+    assert abs(evidence["recent_share"] - at_one["recent_share"]) < 0.05
+    sentinels = np.concatenate([two_modes(np.random.default_rng(3), 4_998), [-np.finfo(float).max, 1e308]])
+    assert detector_for(sentinels, ARL_17).bank  # (its modes' alternatives or not: built)
+
+
 def test_a_zero_inflated_reference_keeps_the_budget_given_the_reference_with_its_continuous_part_cusums():
     """40 % zeros: the location and spread CUSUMs also run on the ranks above the zeros, with thresholds for the
     share of values there (their increments are 0 on the zeros). Every one of 8 references keeps the budget."""

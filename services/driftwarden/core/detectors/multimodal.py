@@ -96,11 +96,16 @@ def _valleys(q: np.ndarray, bandwidth: float) -> list[float]:
     density with one mode."""
     # (binned: the quantiles counted on the grid, then the kernel sampled on it; the exact mixture at every grid point
     # cost ~10 ms a stream, a sixth of the core's CPU on the peers rows, for the one-mode references that are most)
+    # (a reference beyond ±2^1000 is looked at scaled down by a power of two, exactly: the grid spanning ±1e308 would
+    # be infinitely wide)
+    exponent = max(0, int(np.frexp(np.abs(q).max())[1]) - 1000)
+    if exponent:
+        return [math.ldexp(v, exponent) for v in _valleys(np.ldexp(q, -exponent), math.ldexp(bandwidth, -exponent))]
     grid = np.linspace(q[0] - 3 * bandwidth, q[-1] + 3 * bandwidth, GRID + 1)
     step = grid[1] - grid[0]
     reach = min(math.ceil(4 * bandwidth / step), GRID // 2)  # (beyond 4 bandwidths, or the grid, nothing counts)
-    offsets = np.arange(-reach, reach + 1) * step
-    density = np.convolve(np.histogram(q, grid)[0].astype(float), np.exp(-0.5 * (offsets / bandwidth) ** 2), "same")
+    offsets = np.minimum(np.abs(np.arange(-reach, reach + 1) * step / bandwidth), 40.0)  # (a cell of 1e305 bandwidths)
+    density = np.convolve(np.histogram(q, grid)[0].astype(float), np.exp(-0.5 * offsets**2), "same")
     peaks = [i for i in range(1, len(density) - 1) if density[i - 1] < density[i] >= density[i + 1]]
     peaks = [i for i in peaks if density[i] >= MODE_HEIGHT * density.max()]
     kept = peaks[:1]

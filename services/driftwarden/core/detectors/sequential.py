@@ -471,6 +471,20 @@ class ReferenceCdf:
         values: np.ndarray = np.ldexp(np.interp(u, at_levels, np.ldexp(self.q, -exponent)), exponent)
         return values
 
+    def level_at(self, x: float) -> float:
+        """The reference's share of values below ``x`` (between two quantiles interpolated as :meth:`transform` ranks,
+        the fraction of the gap first: quantiles a few units in the last place apart, subnormal ones say, give
+        slopes that overflow in ``np.interp``).
+
+        >>> ReferenceCdf([0.0, 1.0, 3.0], 1_000).level_at(2.0), ReferenceCdf([5e-324, 2e-323], 1_000).level_at(1e-323)
+        (0.75, 0.3333333333333333)
+        """
+        q = self.q
+        j = int(np.searchsorted(q, x, "right"))
+        if j == 0 or j == len(q):
+            return 0.0 if j == 0 else 1.0
+        return float(self.levels[j - 1] + (x - q[j - 1]) / (q[j] - q[j - 1]) * self.step)
+
     def ranked_apart(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``searchsorted(q, x)`` and the indexes of the values ranked apart: equal to a quantile or
         outside the reference's range (the only ones whose ``u`` needs a ``V``)."""

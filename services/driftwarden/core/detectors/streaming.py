@@ -235,7 +235,7 @@ class RankCusumDetector(StreamingDetector):
         (:func:`~driftwarden.core.detectors.multimodal.shape_bank`): the share of values above the valley between
         the modes, in the reference and since the change point."""
         if isinstance(spec, RatioSpec) and spec.valley is not None:
-            reference = float(np.interp(spec.valley, self.cdf.q, self.cdf.levels))
+            reference = self.cdf.level_at(spec.valley)
             return {"valley": spec.valley, "reference_share": 1.0 - reference,
                     "recent_share": float((segment > spec.valley).mean()) if len(segment) else 0.0}  # fmt: skip
         if spec.statistic not in ATOM_STATISTICS or self.part is None:
