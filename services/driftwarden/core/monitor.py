@@ -88,8 +88,12 @@ DISTANCE = "\0distance:"
 CATEGORIES = "\0categories:"
 #: A categorical feature whose reference leaves more than this share of values to unseen categories (Good and
 #: Turing's estimate) gets no rank CUSUMs (:func:`_category_rankings`): 2,000 Zipf levels in 5,000 values (~17 %)
-#: gave them 12 times their false-alarm budget, 300 levels (~0.5 %) an eighth of it.
-MAX_UNSEEN_SHARE = 0.05
+#: gave them 12 times their false-alarm budget, 300 levels (~0.5 %) an eighth of it. Many levels with a heavy tail
+#: break the budget well below 5 % (the rare categories' reference shares are biased up: a category seen once is
+#: rarer than one in the sample, on average): 10,000 Zipf levels, exponent 1.6, 2.5-4 x the budget at 3-3.5 %
+#: unseen, 0.6-1.75 x at 2 %, 0.7-1.13 x at 1.5 %; at ~1 % (exponents 1.8 and 2) 0.08-0.6 x (6 references each,
+#: 600,000 values; docs/detectors.md).
+MAX_UNSEEN_SHARE = 0.01
 #: :meth:`Monitor.quick`'s bound: a call with more predictions and labels than this may take longer than a moment.
 QUICK_EVENTS = 1_000
 #: Alert kinds that stop a growing reference (their data must not become the reference).
@@ -501,8 +505,6 @@ class ModelMonitor:
         monitor = cls(state.text("model_id"), state.text("model_version"), model_config_from_state(state, "config"))
         profile = state.optional_child("profile")
         monitor.profile = None if profile is None else ReferenceProfile.from_state(profile)
-        rankings = {} if monitor.profile is None else _category_rankings(monitor.profile)
-        monitor.category_codes = {name: codes for name, (codes, _) in rankings.items()}
         try:
             events = [PredictionEvent.model_validate(e) for e in state.items("reference_events")]
         except ValueError as exc:
@@ -510,6 +512,10 @@ class ModelMonitor:
         columns = _reference_columns(state)
         monitor.reference_parts = [events] if events else [columns] if columns is not None else []
         monitor.streaming = {k: RankCusumDetector.from_state(v) for k, v in state.mapping("streaming").items()}
+        # (the categorical features whose rank CUSUMs the checkpoint has: a gate changed since keeps running ones)
+        monitor.category_codes = {name: category_ranking(p)[0] for name, p in
+                                  ({} if monitor.profile is None else monitor.profile.categorical).items()
+                                  if CATEGORIES + name in monitor.streaming}  # fmt: skip
         monitor.window_detectors = [_window_detector(item) for item in state.children("window_detectors")]
         monitor.pending = [Columns.from_state(item) for item in state.children("pending")]
         monitor.pending_events = sum(len(columns) for columns in monitor.pending)
