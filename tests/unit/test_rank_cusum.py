@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from driftwarden.core.changes import streaming_change
 from driftwarden.core.compiled import lindley
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig
 from driftwarden.core.detectors import RankCusumDetector
@@ -301,6 +302,27 @@ def test_a_mode_gaining_weight_is_told_alike_at_any_scale(scale):
     assert abs(evidence["recent_share"] - at_one["recent_share"]) < 0.05
     sentinels = np.concatenate([two_modes(np.random.default_rng(3), 4_998), [-np.finfo(float).max, 1e308]])
     assert detector_for(sentinels, ARL_17).bank  # (its modes' alternatives or not: built)
+
+
+@pytest.mark.parametrize(("before", "after", "value", "told"), [(0.03, 0.08, "1", "rose"), (0.97, 0.9, "0", "rose")])
+def test_a_flag_s_alert_says_how_the_share_of_a_value_moved(before, after, value, told):
+    """A 0/1 feature (two values: no continuous part, so no atoms' CUSUMs) alarms by the ends of its ranks; its
+    median and IQR do not move ("median 0 -> 0, IQR 0 -> 0" was all the alert said): the value whose share moved."""
+    flag = lambda p: lambda rng, n: (rng.random(n) < p).astype(float)  # noqa: E731
+    detector = alarmed_after_change(flag(before), flag(after), 23)
+    evidence = detector.evidence()
+    assert evidence["value"] == float(value) and abs(evidence["reference_share"] - min(before, 1 - before)) < 0.01
+    summary = detector.summary("m", "1")
+    assert re.match(rf"share of values equal to {value} {told}: \d\.\d% -> \d+\.\d%, median", summary), summary
+    assert streaming_change(evidence).aspect == "value_share"
+
+
+def test_an_alert_on_a_large_offset_shows_the_digits_that_moved():
+    """Epoch seconds moving by ten minutes (an hour's spread) were told as "median 1.7e+09 -> 1.7e+09"."""
+    epoch = lambda shift: lambda rng, n: 1.7e9 + shift + rng.uniform(0, 3_600, n)  # noqa: E731
+    detector = alarmed_after_change(epoch(0.0), epoch(600.0), 24)
+    medians = re.search(r"median (\S+) -> (\S+),", detector.summary("m", "1"))
+    assert medians and abs(float(medians[2]) - float(medians[1]) - 600) < 400, detector.summary("m", "1")
 
 
 def test_a_zero_inflated_reference_keeps_the_budget_given_the_reference_with_its_continuous_part_cusums():

@@ -37,6 +37,7 @@ from driftwarden.core.detectors import (
     NumericDriftDetector,
     WindowDetector,
 )
+from driftwarden.core.detectors.base import number, readable
 from driftwarden.core.detectors.multimodal import MODES
 from driftwarden.core.detectors.sequential import ATOM_STATISTICS
 from driftwarden.core.events import Scalar
@@ -56,8 +57,8 @@ MIN_EXPECTED = 5.0
 
 @dataclass(frozen=True)
 class Change:
-    """``aspect``: location, spread, shape, category_mix, atom_share, mode_share (or the finding's kind); ``size`` in
-    its unit."""
+    """``aspect``: location, spread, shape, category_mix, atom_share, mode_share, value_share (or the finding's
+    kind); ``size`` in its unit."""
 
     aspect: str
     direction: str
@@ -201,17 +202,27 @@ JS distance 0.215)'
 def streaming_change(evidence: dict[str, Scalar]) -> Change:
     """The change a streaming detector saw, from its evidence: a location alarm (``statistic``
     location) by the move in σ of the normal scores since the change point; an alarm of the end atoms'
-    shares (``atom_share``) or of a multimodal feature's modes' weights (``mode_share``) by how far the
-    share moved; a spread or tail alarm as a spread change by the
-    ratio of their standard deviations (a tail alarm on one side is a spread change too: the detector's
-    own summary names the tail)."""
+    shares (``atom_share``), of a multimodal feature's modes' weights (``mode_share``) or of a few-valued feature
+    (``value_share``: the value whose share moved most) by how far the share moved; a spread or tail alarm as a
+    spread change by the ratio of their standard deviations (a tail alarm on one side is a spread change too: the
+    detector's own summary names the tail)."""
     statistic = evidence.get("statistic")
     shift, spread = evidence.get("shift_sigma"), evidence.get("spread_ratio")
     before, after = evidence.get("reference_share"), evidence.get("recent_share")
-    if (statistic in ATOM_STATISTICS or statistic == MODES) and isinstance(before, float) and isinstance(after, float):
-        direction = "up" if after >= before else "down"  # (the share at the range's atoms, or above a valley)
-        where = f"at {evidence.get('atom_values')}" if statistic != MODES else f"above {evidence.get('valley'):.4g}"
-        aspect = "atom_share" if statistic != MODES else "mode_share"
+    value = evidence.get("value")
+    if (
+        isinstance(before, float)
+        and isinstance(after, float)
+        and (statistic in ATOM_STATISTICS or statistic == MODES or isinstance(value, float))
+    ):
+        direction = "up" if after >= before else "down"  # (the share at the range's atoms, above a valley, of a value)
+        if statistic == MODES:
+            valley = readable([number(evidence, "valley")], number(evidence, "reference_iqr") / 10)[0]
+            aspect, where = "mode_share", f"above {valley}"
+        elif statistic in ATOM_STATISTICS:
+            aspect, where = "atom_share", f"at {evidence.get('atom_values')}"
+        else:
+            aspect, where = "value_share", f"equal to {value:.6g}"
         return Change(aspect, direction, abs(after - before), f"share {where} {before:.1%} -> {after:.1%}")
     if statistic != "location" and isinstance(spread, float):
         direction = "wider" if spread >= 1.0 else "narrower"

@@ -16,6 +16,7 @@ see :mod:`driftwarden.core.state`). Every concrete detector class is listed in
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple, Self, TypeVar
 
@@ -23,6 +24,29 @@ import numpy as np
 
 from driftwarden.core.events import Scalar
 from driftwarden.core.state import JsonValue, State, StateError, Stateful, StateReader
+
+
+def readable(values: Sequence[float], resolution: float) -> list[str]:
+    """``values`` with as many significant digits as a difference of ``resolution`` needs to show (4 to 15): an
+    alert about epoch seconds moving by ten minutes must not read ``median 1.7e+09 -> 1.7e+09``.
+
+    >>> readable([1_700_000_100.0, 1_700_000_700.0], 600.0), readable([3.14159, 2.5], 0.5), readable([0.0, 0.0], 0.0)
+    (['1700000100', '1700000700'], ['3.142', '2.5'], ['0', '0'])
+    """
+    big = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    digits = 4
+    if big > 0 and 0 < resolution < math.inf:
+        exponent = math.floor(math.log10(big))
+        digits = min(15, max(4, exponent - math.floor(math.log10(resolution)) + 2))
+        if exponent < 15 and (exponent <= digits or resolution >= 1):  # (every integer digit shown: no exponent)
+            digits = max(digits, exponent + 1)
+    return [f"{v:.{digits}g}" for v in values]
+
+
+def number(evidence: dict[str, Scalar], key: str) -> float:
+    """An evidence entry as a float (NaN when it is missing or not a number)."""
+    value = evidence.get(key)
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 class StatisticKey(NamedTuple):

@@ -9,7 +9,7 @@ from typing import ClassVar, Self
 import numpy as np
 
 from driftwarden.core.compiled import lindley
-from driftwarden.core.detectors.base import StreamingDetector, build
+from driftwarden.core.detectors.base import StreamingDetector, build, number, readable
 from driftwarden.core.detectors.multimodal import MODES, shape_bank
 from driftwarden.core.detectors.sequential import (
     ATOM_STATISTICS,
@@ -33,6 +33,9 @@ from driftwarden.core.state import State, StateError, StateReader, pack_array
 
 #: Recent values kept to describe a change (its median, spread, normal-score shift).
 RECENT = 512
+#: A numeric reference of at most this many distinct values (a flag, a small count) has its alarms told by the share
+#: of the value that moved most (:meth:`RankCusumDetector.evidence`): its median and IQR hardly move.
+FEW_VALUES = 10
 #: ``update_many`` takes at most this many values at a time (the fixed-point sums stay far from overflow).
 CHUNK = 1 << 22
 
@@ -239,7 +242,7 @@ class RankCusumDetector(StreamingDetector):
             return {"valley": spec.valley, "reference_share": 1.0 - reference,
                     "recent_share": float((segment > spec.valley).mean()) if len(segment) else 0.0}  # fmt: skip
         if spec.statistic not in ATOM_STATISTICS or self.part is None:
-            return {}
+            return self._value_share(segment)
         a, b = self.part
         low, high = self.quantiles[0], self.quantiles[-1]
         lower, upper = spec.statistic != "upper_atom", spec.statistic != "lower_atom"
@@ -249,6 +252,20 @@ class RankCusumDetector(StreamingDetector):
             "reference_share": float(a * lower + (1 - b) * upper),
             "recent_share": float(at.mean()) if len(segment) else 0.0,
         }
+
+    def _value_share(self, segment: np.ndarray) -> dict[str, Scalar]:
+        """A numeric reference of at most :data:`FEW_VALUES` distinct values (a 0/1 flag, a small count): the value
+        whose share moved most since the change point (by its chi-square term), its share in the reference and
+        since; nothing for any other reference (or a categorical one: its alarms are told by category)."""
+        q = self.cdf.q
+        values, first = np.unique(q, return_index=True)
+        if self.masses is not None or len(values) > FEW_VALUES or len(values) < 2 or not len(segment):
+            return {}
+        last = np.searchsorted(q, values, "right") - 1
+        reference = self.cdf.above[last] - self.cdf.below[first]
+        recent = (segment[:, None] == values[None, :]).mean(axis=0)
+        i = int(np.argmax((recent - reference) ** 2 / np.maximum(reference, 1e-12)))
+        return {"value": float(values[i]), "reference_share": float(reference[i]), "recent_share": float(recent[i])}
 
     def changed_values(self) -> np.ndarray:
         """The last alarm's values since its change point (at most the last :data:`RECENT`; all kept if none)."""
@@ -265,10 +282,13 @@ class RankCusumDetector(StreamingDetector):
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
         if e["statistic"] == MODES:
-            return _share_summary(f"above {e['valley']:.4g} (between the modes)", e, model_id, model_version)
+            valley = readable([number(e, "valley")], number(e, "reference_iqr") / 10)[0]
+            return _share_summary(f"above {valley} (between the modes)", e, model_id, model_version)
         if e["statistic"] in ATOM_STATISTICS:
             where = {"lower_atom": "the minimum", "upper_atom": "the maximum"}.get(str(e["statistic"]), "the limits")
             return _share_summary(f"at {where} ({e['atom_values']})", e, model_id, model_version)
+        if "value" in e:
+            return _share_summary(f"equal to {number(e, 'value'):.6g}", e, model_id, model_version)
         what = {"location": "location", "spread": "spread", "upper_tail": "upper tail", "lower_tail": "lower tail",
                 "upper_end": "upper end", "lower_end": "lower end", "ends": "both ends"}.get(
             str(e["statistic"]), "distribution")  # fmt: skip
@@ -277,8 +297,9 @@ class RankCusumDetector(StreamingDetector):
             direction = "widened" if e["direction"] == "up" else "narrowed"
         if "end" in what:  # the share of values at the end(s) of the reference's range
             direction = "fuller" if e["direction"] == "up" else "emptier"
+        before, after = _medians(e)
         return (
-            f"{what} {direction}: median {e['reference_median']:.4g} -> {e['current_median']:.4g}, "
+            f"{what} {direction}: median {before} -> {after}, "
             f"IQR {e['reference_iqr']:.4g} -> {e['current_iqr']:.4g} ({e['shift_sigma']:+.2f} σ shift, spread "
             f"x{e['spread_ratio']:.2f} in normal scores) over the last {e['values_since_change']} values "
             f"on {model_id} v{model_version}"
@@ -337,11 +358,19 @@ class RankCusumDetector(StreamingDetector):
 
 def _share_summary(where: str, e: dict[str, Scalar], model_id: str, model_version: str) -> str:
     """The summary of an alarm about a share of the values (an end atom's, or above the valley between two modes)."""
+    before, after = _medians(e)
     return (
-        f"share of values {where} {'rose' if e['direction'] == 'up' else 'fell'}: {e['reference_share']:.1%} -> "
-        f"{e['recent_share']:.1%}, median {e['reference_median']:.4g} -> {e['current_median']:.4g} over the last "
+        f"share of values {where} {'rose' if number(e, 'recent_share') >= number(e, 'reference_share') else 'fell'}: "
+        f"{e['reference_share']:.1%} -> "
+        f"{e['recent_share']:.1%}, median {before} -> {after} over the last "
         f"{e['values_since_change']} values on {model_id} v{model_version}"
     )
+
+
+def _medians(e: dict[str, Scalar]) -> list[str]:
+    """The reference's median and the recent one, with the digits their difference (or the reference's IQR) needs."""
+    before, after, iqr = number(e, "reference_median"), number(e, "current_median"), number(e, "reference_iqr")
+    return readable([before, after], min((d for d in (abs(after - before), iqr) if d > 0), default=0.0))
 
 
 def _fixed(cusums: np.ndarray) -> np.ndarray:
