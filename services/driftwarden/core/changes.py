@@ -42,6 +42,7 @@ from driftwarden.core.detectors.multimodal import MODES
 from driftwarden.core.detectors.sequential import ATOM_STATISTICS
 from driftwarden.core.events import Scalar
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
+from driftwarden.core.stats import moments
 
 #: Below this (σ for location, log ratio for spread) neither names the change: it is the shape.
 SHAPE_FLOOR = 0.05
@@ -86,7 +87,7 @@ def _moves(profile: NumericProfile, values: np.ndarray) -> tuple[float, float]:
     if q3 > q1 and c3 > c1:
         spread = math.log((c3 - c1) / (q3 - q1))
     else:
-        current_std = float(values.std())
+        current_std = moments(values)[1]
         spread = math.log(current_std / profile.std) if current_std > 0 and profile.std > 0 else 0.0
     return float(location), spread
 

@@ -35,7 +35,7 @@ import orjson
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.features import FeatureTypes, infer_types, value_text
 from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float, pack_optional_float
-from driftwarden.core.stats import quantile_edges, sorted_bin_proportions, sorted_quantiles
+from driftwarden.core.stats import moments, quantile_edges, sorted_bin_proportions, sorted_quantiles
 
 QUANTILE_POINTS = 1000
 PSI_BINS = 10
@@ -67,12 +67,13 @@ class NumericProfile:
         points = min(QUANTILE_POINTS, len(finite))
         ordered = np.sort(finite)  # (one sort for the summary, the PSI edges and their shares)
         edges = quantile_edges(ordered, PSI_BINS)
+        mean, std = moments(finite)
         return cls(
             quantiles=sorted_quantiles(ordered, np.linspace(0, 1, points)).tolist(),
             edges=edges.tolist(),
             proportions=sorted_bin_proportions(ordered, edges).tolist(),
-            mean=float(finite.mean()),
-            std=float(finite.std()),
+            mean=mean,
+            std=std,
             minimum=float(finite.min()),
             maximum=float(finite.max()),
             missing_rate=missing_rate,

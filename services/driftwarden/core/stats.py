@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache, cached_property
 
@@ -27,6 +28,22 @@ from scipy.special import chdtrc, kolmogorov
 from driftwarden.core.compiled import cdf_gaps
 
 EPSILON = 1e-4  # floor for empty bins in PSI
+
+
+def moments(values: np.ndarray) -> tuple[float, float]:
+    """The mean and standard deviation of finite ``values`` (at least one), without overflow or underflow: values
+    beyond ±2^480 (~3e144), or all within ±2^-480, are taken scaled by a power of two (exact), whose squares (and a
+    feature near ±1e307's sums) overflowed: ``inf`` or NaN in a profile, its window tests' scale and alert texts (or
+    underflowed to a spread of 0); any other, numpy's arithmetic as is.
+
+    >>> moments(np.array([1.0, 3.0])), moments(np.array([-1e308, 1e308, 1e308, -1e308]))
+    ((2.0, 1.0), (0.0, 1e+308))
+    """
+    exponent = int(np.frexp(np.abs(values).max())[1])
+    exponent = exponent if abs(exponent) > 480 else 0
+    scaled = np.ldexp(values, -exponent) if exponent else values
+    return math.ldexp(float(scaled.mean()), exponent), math.ldexp(float(scaled.std()), exponent)
+
 
 #: A test run again and again against one reference keeps its level given that reference for this
 #: share of references (the rank CUSUMs' thresholds too, :mod:`~driftwarden.core.detectors.sequential`).

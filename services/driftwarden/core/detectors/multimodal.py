@@ -45,6 +45,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from driftwarden.core.detectors.sequential import U_EDGES, RatioSpec, ReferenceCdf, bin_masses, fixed_point, ratio_spec
+from driftwarden.core.stats import moments
 
 #: The shifts (either way) and the blurs (the kernel's added standard deviation), in shares of the reference's scale.
 SHIFTS, BLURS = (0.2, 0.4), (0.35, 0.6)
@@ -77,8 +78,7 @@ def _scale(q: np.ndarray) -> float:
     """Silverman's robust scale of the reference: the smaller of its standard deviation and IQR / 1.349."""
     levels = np.linspace(0, 1, len(q))
     iqr = float(np.interp(0.75, levels, q) - np.interp(0.25, levels, q))
-    size = float(np.abs(q).max()) or 1.0
-    std = size * float((q / size).std())  # (scaled first: the squares of values near 1e308 overflow)
+    std = moments(q)[1]
     return min(std, iqr / 1.349) if iqr > 0 else std
 
 

@@ -26,6 +26,7 @@ from driftwarden.core.stats import (
     category_test,
     compare_sorted,
     hotelling_t2,
+    moments,
     psi,
     sorted_bin_proportions,
 )
@@ -199,6 +200,7 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
         current = np.sort(values)  # (one sort for the KS merge and the PSI bins)
         statistic, p_value, distance = compare_sorted(self.reference, current, self.profile.std)
         population_stability = psi(self.proportions, sorted_bin_proportions(current, self.edges))
+        mean, std = moments(values)
         exceeded = {
             "psi": population_stability >= self.psi_threshold,
             "wasserstein": distance >= self.wasserstein_threshold,
@@ -216,8 +218,8 @@ wasserstein_threshold=0.15, signal=False, tests=['ks', 'psi', 'wasserstein'])
                 "wasserstein_threshold": self.wasserstein_threshold,
                 "reference_mean": self.profile.mean,
                 "reference_std": self.profile.std,
-                "current_mean": float(values.mean()),
-                "current_std": float(values.std()),
+                "current_mean": mean,
+                "current_std": std,
                 "window_values": len(values),
             },
         )
