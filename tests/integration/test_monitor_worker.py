@@ -145,6 +145,23 @@ def test_one_bad_event_in_an_envelope_is_dead_lettered_alone(kafka, monitor_work
     assert orjson.loads(base64.b64decode(letter.payload_b64)) == bad
 
 
+def test_one_prediction_of_1e200_among_a_model_s_first_events_does_not_stop_the_worker(kafka, monitor_worker):
+    """Found in a new user's session: one event with a feature of 1e200 (valid JSON, finite) in a model's first events
+    made its reference's joint covariance infinite, and LAPACK's SVD spun forever: the worker froze (SIGTERM and
+    /metrics unanswered) and froze again on restart. Now the reference leaves the joint test out; the worker goes on
+    with this model and the next."""
+    model_id = unique_model("huge")
+    events = [e for chunk in generate(Scenario(n_events=6_000, model_id=model_id)) for e in chunk.prediction_events()]
+    events[17] = {**events[17], "features": {**events[17]["features"], "num_00": 1e200}}
+    for start in range(0, len(events), 500):
+        batch = {"schema": "prediction-batch.v1", "model_id": model_id, "events": events[start : start + 500]}
+        send_one(kafka, model_id, orjson.dumps(batch))
+    assert wait_processed(kafka, model_id, 6_000).events_processed == 6_000  # (the reference: its first 5,000)
+    after = Scenario(n_events=500, model_id=unique_model("after-huge"))
+    produce(kafka, after, batch_size=100)
+    assert wait_processed(kafka, after.model_id, 500).events_processed == 500
+
+
 def test_bad_rows_of_a_columnar_batch_are_dead_lettered_alone_and_a_repeated_id_dropped(kafka, monitor_worker):
     """Five rows: a bad feature (refused by the decoder), a ts in milliseconds (refused by the time
     screen), a repeated event id (dropped as a duplicate): two processed, each refusal its own letter."""

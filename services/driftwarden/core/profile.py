@@ -634,14 +634,18 @@ def _multivariate(columns: Columns, schema: FeatureSchema) -> tuple[list[float],
     complete = columns.numeric[~np.isnan(columns.numeric).any(axis=1)]
     if len(schema.numeric) < 2 or len(complete) <= len(schema.numeric) * 5:
         return [], [], []
-    keep = complete.std(axis=0) > 0
+    with np.errstate(over="ignore", invalid="ignore"):  # (a value beyond ~1e154: its square is not a number)
+        keep = complete.std(axis=0) > 0
+        data = complete[:, keep]
+        covariance, mean = np.cov(data, rowvar=False), data.mean(axis=0)
     if keep.sum() < 2:
         return [], [], []
-    data = complete[:, keep]
-    precision = np.linalg.pinv(np.cov(data, rowvar=False))
+    if not np.all(np.isfinite(covariance)) or not np.all(np.isfinite(mean)):
+        # (LAPACK's SVD of a matrix with inf or NaN spun forever on one prediction's 1e200, and with it the worker)
+        return [], [], []
+    precision = np.linalg.pinv(covariance)
     names = [name for name, k in zip(schema.numeric, keep, strict=True) if k]
-    mean = data.mean(axis=0)
-    if not np.all(np.isfinite(precision)) or not math.isfinite(float(mean.sum())):
+    if not np.all(np.isfinite(precision)):
         return [], [], []
     return mean.tolist(), precision.tolist(), names
 
