@@ -185,12 +185,15 @@ def monitor(
     """Run the monitor worker (Faust): predictions and labels in; alerts, retrain commands, dead letters out."""
     from prometheus_client import start_http_server
 
+    from driftwarden.core.profile import check_profiles_dir
     from driftwarden.monitor.service import run_worker
 
     updates = {"monitor_config": config_file, "profiles_dir": profiles_dir}
     config = settings().model_copy(update={k: v for k, v in updates.items() if v is not None})
     if config.monitor_config:
         MonitoringConfig.from_file(config.monitor_config)  # fail fast, with the key, before starting
+    if config.profiles_dir is not None:
+        check_profiles_dir(config.profiles_dir)  # (the same: a typo, a file that is not a profile)
     asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
     if metrics_port:
         start_http_server(metrics_port, addr=config.metrics_host)
@@ -644,25 +647,15 @@ def _profile_of_events(
     return profile, f"; {rejected} lines skipped" if rejected else ""
 
 
-def _read_profile(path: Path) -> ReferenceProfile:
-    from driftwarden.core.profile import ReferenceProfile
-
-    try:
-        return ReferenceProfile.from_json(path.read_bytes())
-    except OSError as exc:
-        raise DriftwardenError(f"cannot read {path}: {exc.strerror}") from None
-    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-        raise DriftwardenError(f"{path}: not a reference profile ({exc})") from None
-
-
 @profile_cli.command("show")
 def profile_show(
     path: Annotated[Path, typer.Argument(help="A profile (PROFILES_DIR/<model>/<version>.json).")],
 ) -> None:
     """A readable summary of a profile: one line per feature."""
+    from driftwarden.core.profile import read_profile
     from driftwarden.core.profile_report import describe
 
-    typer.echo(describe(_read_profile(path)))
+    typer.echo(describe(read_profile(path)))
 
 
 @profile_cli.command("diff")
@@ -674,9 +667,10 @@ def profile_diff(
     ] = None,
 ) -> None:
     """Which features of B differ from A, by the monitor's own drift tests; exit 1 when any does."""
+    from driftwarden.core.profile import read_profile
     from driftwarden.core.profile_report import compare
 
-    reference, current = _read_profile(a), _read_profile(b)
+    reference, current = read_profile(a), read_profile(b)
     config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(
         reference.model_id
     )

@@ -16,6 +16,7 @@ from driftwarden.cli import main
 from driftwarden.core.config import ModelMonitorConfig
 from driftwarden.core.profile import ReferenceProfile
 from driftwarden.core.profile_report import compare
+from driftwarden.errors import DriftwardenError
 from driftwarden.monitor.service import profile_loader
 
 
@@ -282,3 +283,27 @@ def test_the_monitor_core_watches_embeddings_against_a_training_set_profile():
     moved = Scenario(name="embedding-topic-mix", n_events=10_000, onset=4_000, seed=13)
     alerts, *_ = run_scenario(moved, monitor(), labels=False)
     assert ("data_drift", EMBEDDING_FEATURE) in firing(alerts)
+
+
+def test_the_monitor_refuses_a_missing_profiles_dir_or_a_broken_profile_in_one_line_before_connecting(
+    monkeypatch, capsys, tmp_path
+):
+    """Found in a new user's session: ``--profiles-dir`` with a typo started silently (every model on its first events),
+    and ``{"garbage": 1}`` as a profile dead-lettered each batch with that model's events as ``internal error:
+    KeyError('numeric')``. Both are refused at start, naming the directory or the file (no broker is set: the check
+    comes first)."""
+    monkeypatch.setenv("DRIFTWARDEN_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "monitor", "--metrics-port", "0", "--profiles-dir", str(tmp_path / "no")
+    )
+    assert (code, err) == (
+        1,
+        f"driftwarden: error: profiles directory {tmp_path / 'no'} does not exist or is not a directory\n",
+    )
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "2.json").write_text('{"garbage": 1}')
+    code, _, err = run_cli(monkeypatch, capsys, "monitor", "--metrics-port", "0", "--profiles-dir", str(tmp_path))
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"driftwarden: error: {tmp_path / 'm' / '2.json'}: not a reference profile (KeyError"), err
+    with pytest.raises(DriftwardenError, match=r"2\.json: not a reference profile"):  # (one written after the start)
+        (load := profile_loader(tmp_path)) is not None and load("m", "2")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from itertools import chain
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -36,6 +37,7 @@ from driftwarden.core.events import PredictionEvent
 from driftwarden.core.features import FeatureTypes, infer_types, value_text
 from driftwarden.core.state import State, StateError, StateReader, pack_array, pack_float, pack_optional_float
 from driftwarden.core.stats import moments, quantile_edges, sorted_bin_proportions, sorted_quantiles
+from driftwarden.errors import DriftwardenError
 
 QUANTILE_POINTS = 1000
 PSI_BINS = 10
@@ -270,6 +272,30 @@ class ReferenceProfile:
             for k, v in data.get("embedding", {}).items()
         }
         return cls(**data)
+
+
+def read_profile(path: Path) -> ReferenceProfile:
+    """The reference profile in the file ``path``; :class:`~driftwarden.errors.DriftwardenError` naming the file
+    when it cannot be read or is not a profile (a ``KeyError: 'numeric'`` from deep inside said neither)."""
+    try:
+        return ReferenceProfile.from_json(path.read_bytes())
+    except OSError as exc:
+        raise DriftwardenError(f"cannot read {path}: {exc.strerror}") from None
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise DriftwardenError(f"{path}: not a reference profile ({type(exc).__name__}: {exc})") from None
+
+
+def check_profiles_dir(profiles_dir: Path) -> int:
+    """Every profile under ``profiles_dir`` (``<model_id>/<model_version>.json``) read once: the count, or
+    :class:`~driftwarden.errors.DriftwardenError` for a directory that is not there or a file that is not a
+    profile (before a worker starts: a typo would leave every model on its first events, a broken file would
+    refuse its model's events later)."""
+    if not profiles_dir.is_dir():
+        raise DriftwardenError(f"profiles directory {profiles_dir} does not exist or is not a directory")
+    paths = sorted(profiles_dir.glob("*/*.json"))
+    for path in paths:
+        read_profile(path)
+    return len(paths)
 
 
 @dataclass

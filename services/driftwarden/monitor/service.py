@@ -47,10 +47,11 @@ from driftwarden.core.events import (
     status_key,
 )
 from driftwarden.core.monitor import Monitor, Outputs, ProfileLoader
-from driftwarden.core.profile import ReferenceProfile
+from driftwarden.core.profile import ReferenceProfile, read_profile
 from driftwarden.core.sharded_models import ShardedModels
 from driftwarden.core.shards import shard_of_key
 from driftwarden.core.state import StateError, decode, encode
+from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.dead_letters import dead_letter
 from driftwarden.kafka.faust_app import commit_offsets, create_faust_app, on_rebalance, on_stop, take_events
 from driftwarden.kafka.outages import watch_broker
@@ -90,7 +91,7 @@ def profile_loader(profiles_dir: Path | None) -> ProfileLoader | None:
 
     def load(model_id: str, model_version: str) -> ReferenceProfile | None:
         path = profiles_dir / model_id / f"{model_version}.json"
-        return ReferenceProfile.from_json(path.read_bytes()) if path.is_file() else None
+        return read_profile(path) if path.is_file() else None
 
     return load
 
@@ -151,6 +152,9 @@ class MonitorService:
                 with metrics.BATCH_SECONDS.time():
                     try:
                         await self.process(batch)
+                    except DriftwardenError as exc:  # something an operator fixes (a profile file): replay after
+                        log.error("a batch of %d messages dead-lettered: %s", len(batch), exc)
+                        await self._dead_letter_batch(batch, str(exc))
                     except Exception as exc:  # a bug in our code must not lose the batch: keep it whole
                         log.exception("processing a batch of %d messages failed; dead-lettering it", len(batch))
                         await self._dead_letter_batch(batch, f"internal error: {exc!r}")
