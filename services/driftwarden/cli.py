@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -79,6 +80,8 @@ def global_options(
 ) -> None:
     """Event-driven monitoring of ML models on Kafka: drift, performance, alerts, retraining."""
     Options.debug = debug
+    if not debug:  # (a command's own error is the one line; the workers' logging, once configured, still gets them)
+        logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
 
 def settings() -> Settings:
@@ -389,7 +392,8 @@ def trainer(
     seed: Annotated[int, typer.Option()] = 0,
     metrics_port: Annotated[int, typer.Option(help="Serve /metrics on PORT (0 disables).", min=0, max=65535)] = 9465,
     monitoring_config: Annotated[
-        Path | None, typer.Option("--config", help="Monitoring TOML: its declared feature types are honoured.")
+        Path | None,
+        typer.Option("--config", help="Monitoring TOML (or DRIFTWARDEN_MONITOR_CONFIG): its declared feature types."),
     ] = None,
 ) -> None:
     """Run the trainer worker: retrain commands in, validated ONNX models and verdicts out."""
@@ -399,19 +403,22 @@ def trainer(
     from driftwarden.trainer.service import run_trainer
 
     family, chosen_rollout = one_of(model_family, MODEL_FAMILIES, "model family"), one_of(rollout, ROLLOUTS, "rollout")
-    config = settings().model_copy(update={"registry_dir": registry} if registry else {})
-    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
-    if metrics_port:
-        start_http_server(metrics_port, addr=config.metrics_host)
-    trainer_config = TrainerConfig(
+    if not 0 <= promotion_margin < 1:  # (NaN too: it would promote nothing, or with a negative margin a worse model)
+        raise DriftwardenError(f"--promotion-margin {promotion_margin}: an accuracy gain from 0 to below 1")
+    updates = {"registry_dir": registry, "monitor_config": monitoring_config}
+    config = settings().model_copy(update={k: v for k, v in updates.items() if v is not None})
+    trainer_config = TrainerConfig(  # (before connecting: a bad config file is one line, at once)
         model_family=family,
         seed=seed,
         promotion_margin=promotion_margin,
         min_examples=min_examples,
         rollout=chosen_rollout,
         canary_fraction=canary_fraction,
-        monitoring=MonitoringConfig.from_file(monitoring_config) if monitoring_config else MonitoringConfig(),
+        monitoring=MonitoringConfig.from_file(config.monitor_config) if config.monitor_config else MonitoringConfig(),
     )
+    asyncio.run(ensure_topics(config, config.topics.specs(config.partitions)))
+    if metrics_port:
+        start_http_server(metrics_port, addr=config.metrics_host)
     run_trainer(config, trainer_config)
 
 
@@ -489,8 +496,8 @@ def _announce_promotion(config: Settings, model_id: str, version: str, reason: s
 
     async def send() -> None:
         producer = AIOKafkaProducer(**client_options(config), acks="all")
-        await producer.start()
         try:
+            await producer.start()
             await producer.send_and_wait(config.topics.models, event.to_json(), key=model_id.encode())
         finally:
             await producer.stop()

@@ -190,7 +190,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_security(self) -> Self:
         """Settings that only make sense together, named by their variables."""
-        oauth = self.kafka_sasl_mechanism == "OAUTHBEARER"
+        for server in (self.kafka_bootstrap or "").split(","):
+            host, colon, port = server.strip().rpartition(":")
+            if server.strip() and colon and not (host and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(
+                    f"DRIFTWARDEN_KAFKA_BOOTSTRAP: {server.strip()!r} is not host:port with a port 1-65535"
+                )
+        mechanism = self.kafka_sasl_mechanism
+        oauth = mechanism == "OAUTHBEARER"
         sources = [s for s in (self.kafka_oauth_token_command, self.kafka_oauth_token_file) if s is not None]
         if oauth and len(sources) != 1:
             raise ValueError(
@@ -199,6 +206,14 @@ class Settings(BaseSettings):
             )
         if sources and not oauth:
             raise ValueError("an OAuth token command or file needs DRIFTWARDEN_KAFKA_SASL_MECHANISM=OAUTHBEARER")
+        if mechanism is not None and not self.kafka_security_protocol.startswith("SASL"):
+            raise ValueError(
+                "DRIFTWARDEN_KAFKA_SASL_MECHANISM needs DRIFTWARDEN_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL"
+            )
+        if mechanism not in (None, "OAUTHBEARER") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"SASL mechanism {mechanism} needs DRIFTWARDEN_KAFKA_SASL_USERNAME and DRIFTWARDEN_KAFKA_SASL_PASSWORD"
+            )
         tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
         if (self.kafka_ssl_certfile or self.kafka_ssl_keyfile or self.kafka_ssl_cafile) and not tls:
             raise ValueError("TLS files need DRIFTWARDEN_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL")
@@ -209,6 +224,10 @@ class Settings(BaseSettings):
                 f"DRIFTWARDEN_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) exceeds "
                 f"DRIFTWARDEN_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor})"
             )
+        for name in ("cafile", "certfile", "keyfile"):
+            path = getattr(self, f"kafka_ssl_{name}")
+            if path is not None and not path.is_file():
+                raise ValueError(f"DRIFTWARDEN_KAFKA_SSL_{name.upper()}: {path} is not a file")
         return self
 
     @property

@@ -36,6 +36,12 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         (["produce", "--drift-features", "cat_00"], 1, "drift features must be numeric"),
         (["produce"], 1, "no Kafka bootstrap address"),
         (["alerts", "--no-follow"], 1, "no Kafka bootstrap address"),
+        # (a new user's session: tracebacks, a bad value taken, a config read only after connecting)
+        (["alerts", "--no-follow", "--since", "99999999999"], 1, "--since '99999999999': a time between 1970 and now"),
+        (["alerts", "--no-follow", "--since", "nan"], 1, "--since 'nan': a time between 1970 and now"),
+        (["trainer", "--metrics-port", "0", "--promotion-margin", "-1"], 1, "--promotion-margin -1.0: an accuracy"),
+        (["trainer", "--metrics-port", "0", "--promotion-margin", "nan"], 1, "--promotion-margin nan: an accuracy"),
+        (["trainer", "--metrics-port", "0", "--config", "/nonexistent.toml"], 1, "cannot read monitoring config"),
     ],
 )
 def test_bad_input_gets_one_line_and_no_traceback(monkeypatch, capsys, args, code, message):
@@ -199,11 +205,23 @@ def test_oauth_tokens_are_reused_then_read_again_and_failures_are_clear(tmp_path
         ({"kafka_ssl_certfile": "c.pem"}, "TLS files need DRIFTWARDEN_KAFKA_SECURITY_PROTOCOL=SSL"),
         ({"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "k.pem"}, "needs DRIFTWARDEN_KAFKA_SSL_CERTFILE"),
         ({"topic_replication_factor": 1}, "MIN_INSYNC_REPLICAS (2) exceeds DRIFTWARDEN_TOPIC_REPLICATION_FACTOR (1)"),
+        # (a new user's session: a traceback from the socket, aiokafka's parameter names, or silently ignored)
+        ({"kafka_bootstrap": "127.0.0.1:99999"}, "DRIFTWARDEN_KAFKA_BOOTSTRAP: '127.0.0.1:99999' is not host:port"),
+        ({"kafka_bootstrap": "a:1,b:-1"}, "DRIFTWARDEN_KAFKA_BOOTSTRAP: 'b:-1' is not host:port with a port 1-65535"),
+        ({"kafka_sasl_mechanism": "PLAIN"}, "needs DRIFTWARDEN_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL"),
+        (
+            {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "PLAIN"},
+            "SASL mechanism PLAIN needs DRIFTWARDEN_KAFKA_SASL_USERNAME and DRIFTWARDEN_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/nonexistent/ca.pem"},
+            "DRIFTWARDEN_KAFKA_SSL_CAFILE: /nonexistent/ca.pem is not a file",
+        ),
     ],
 )
 def test_settings_that_only_make_sense_together_are_one_line(monkeypatch, capsys, env, message):
     with pytest.raises(ValidationError):
-        env_settings(monkeypatch, kafka_bootstrap="127.0.0.1:1", **env)
+        env_settings(monkeypatch, **({"kafka_bootstrap": "127.0.0.1:1"} | env))
     exit_code, _, err = run_cli(monkeypatch, capsys, "topics", "create")
     assert exit_code == 1 and err.startswith("driftwarden: error: ") and message in err, err
     assert "Value error" not in err and ": :" not in err
@@ -225,12 +243,19 @@ def test_settings_round_trip_through_the_environment(monkeypatch, tmp_path):
         "topic_min_insync_replicas": 3,
         "auto_offset_reset": "latest",
     }
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("(read when a client connects)")
     # each of those differs from its default, so each one really goes through the environment
     assert all(every_security_setting[k] != Settings.model_fields[k].default for k in every_security_setting)
     for original in (
         Settings(kafka_bootstrap="k:9092", topic_prefix="x.", partitions=8, kafka_sasl_password="pw"),
         Settings(**every_security_setting),
-        Settings(kafka_bootstrap="k:9092", kafka_sasl_mechanism="OAUTHBEARER", kafka_oauth_token_command="get-token"),
+        Settings(
+            kafka_bootstrap="k:9092",
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="OAUTHBEARER",
+            kafka_oauth_token_command="get-token",
+        ),
     ):
         env = {name.removeprefix("DRIFTWARDEN_").lower(): value for name, value in original.to_env().items()}
         assert env_settings(monkeypatch, **env) == original
@@ -334,3 +359,14 @@ def test_faust_workers_use_the_configured_fetch_wait():
         return thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
 
     assert asyncio.run(fetch_wait_of_a_worker_consumer()) == 25  # Faust alone would use 1,500 ms
+
+
+@pytest.mark.parametrize("command", [["status"], ["alerts", "--no-follow"], ["topics", "list"]])
+def test_an_unreachable_broker_is_one_line_and_no_client_is_left_open(command):
+    """Found in a new user's session: aiokafka's own log lines, then "Unclosed AIOKafkaConsumer" warnings after the
+    error (a client whose start failed was never stopped; ``driftwarden ui`` left one per retry)."""
+    env = {**os.environ, "DRIFTWARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "PYTHONWARNINGS": "default"}
+    done = subprocess.run([sys.executable, "-m", "driftwarden", *command], capture_output=True, text=True,
+                          timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith("driftwarden: error: "), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr

@@ -133,8 +133,8 @@ async def _raw_rate(settings: Settings, messages: int) -> float:
     """Read every message of the predictions topic from the start and decode it; events/s."""
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)  # fmt: skip
-    await consumer.start()
     try:
+        await consumer.start()
         topic = settings.topics.predictions
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)

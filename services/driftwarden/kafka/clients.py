@@ -125,8 +125,8 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec], timeout_s: f
     cluster refuses (e.g. more replicas than brokers) is an error naming the topic and the reason.
     """
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(timeout_s * 1000))
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         created = []
         for spec in (spec for spec in specs if spec.name not in existing):
@@ -186,8 +186,8 @@ async def describe_topics(
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(timeout_s * 1000))
-    await admin.start()
     try:
+        await admin.start()
         brokers = len((await admin.describe_cluster())["brokers"])
         # Only topics that exist: a metadata request naming a missing topic creates it on brokers that
         # auto-create (the embedded broker does), which a dry run must never do.

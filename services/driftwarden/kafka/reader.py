@@ -47,8 +47,8 @@ async def read_topic(
         fetch_max_bytes=max(max_record_bytes, 50 * 1024 * 1024),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         if not partitions:
             raise LookupError(f"topic {topic!r} does not exist")
@@ -100,8 +100,8 @@ async def watermarks(
     consumer = AIOKafkaConsumer(
         **client_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=wait_ms
     )
-    await consumer.start()
     try:
+        await consumer.start()
         assigned = [TopicPartition(topic, p) for topic, p in partitions]
         consumer.assign(assigned)
         lows = await consumer.beginning_offsets(assigned)
@@ -134,8 +134,8 @@ async def next_record_offset(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, offset)
@@ -166,8 +166,8 @@ async def start_new_group_at_end(
     a commit from outside on Kafka: then nothing is committed and their positions stand.
     """
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         await consumer.topics()  # fetches the metadata partitions_for_topic reads
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         fresh = [tp for tp in partitions if await consumer.committed(tp) is None]

@@ -27,22 +27,29 @@ from driftwarden.settings import Settings
 def since_timestamp(text: str, now: float) -> float:
     """``--since``: seconds before ``now`` (``600``) or a point in time (``2026-01-01T03:12:00Z``).
 
-    >>> since_timestamp("600", 1767225600.0), since_timestamp("2026-01-01T00:00:00Z", 0.0)
+    >>> since_timestamp("600", 1767225600.0), since_timestamp("2026-01-01T00:00:00Z", 1767225600.0)
     (1767225000.0, 1767225600.0)
     >>> since_timestamp("yesterday", 0.0)
     Traceback (most recent call last):
     ...
     ValueError: --since 'yesterday': give seconds (600) or an ISO-8601 time (2026-01-01T03:12:00Z)
+    >>> since_timestamp("99999999999", 1767225600.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: --since '99999999999': a time between 1970 and now
     """
+    problem = f"--since {text!r}: give seconds (600) or an ISO-8601 time (2026-01-01T03:12:00Z)"
     try:
-        return now - float(text)
+        moment = now - float(text)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--since {text!r}: give seconds (600) or an ISO-8601 time (2026-01-01T03:12:00Z)") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(problem) from None
+        moment = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    if not 0 <= moment <= now:  # (NaN, infinity, negative seconds, a time in the future or before 1970)
+        raise ValueError(f"--since {text!r}: a time between 1970 and now")
+    return moment
 
 
 async def records_since(
@@ -51,8 +58,8 @@ async def records_since(
     """Records of ``topic`` produced at or after ``since_ts`` (unix seconds), read from offsets found by time."""
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             raise LookupError(f"topic {topic!r} does not exist")
@@ -108,8 +115,8 @@ async def monitor_lag(settings: Settings, model_ids: list[str], group: str) -> d
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=group,
                                 enable_auto_commit=False, max_partition_fetch_bytes=1024,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms)  # fmt: skip
-    await consumer.start()
     try:
+        await consumer.start()
         numbers = sorted(consumer.partitions_for_topic(topic) or ())
         partitions = [TopicPartition(topic, p) for p in numbers]
         consumer.assign(partitions)

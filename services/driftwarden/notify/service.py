@@ -69,10 +69,10 @@ class NotifyService:
         await self._rebuild_open_alerts()
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
         consumer = self._consumer()
-        await producer.start()
-        await consumer.start()
         timeout = aiohttp.ClientTimeout(total=self.config.retry.timeout_s)
         try:
+            await producer.start()
+            await consumer.start()
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 await _first_to_finish(self._consume(consumer, producer, session), self._resend_loop(session),
                                        stop.wait())  # fmt: skip

@@ -529,10 +529,10 @@ class ServingApp:
             max_partition_fetch_bytes=REQUEST_MESSAGE_BYTES,  # 10,000 instances of 20 features: ~3.4 MB
             fetch_max_bytes=4 * REQUEST_MESSAGE_BYTES,
         )
-        await consumer.start()
-        started()
-        fetch = GuardedFetch(consumer, grouped=True)
         try:
+            await consumer.start()
+            started()
+            fetch = GuardedFetch(consumer, grouped=True)
             while True:
                 records, undecodable = await fetch.getmany(timeout_ms=200, max_records=500)
                 letters = [letter.to_json() for letter in undecodable]
