@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from driftwarden.core.config import WINDOW_TESTS_SHARE, ModelMonitorConfig, MonitoringConfig
-from driftwarden.core.events import Alert, format_alert
+from driftwarden.core.events import MODEL_ID_PATTERN, Alert, format_alert
 from driftwarden.errors import DriftwardenError
 from driftwarden.kafka.broker import BrokerError, EmbeddedBroker
 from driftwarden.kafka.clients import ensure_topics
@@ -600,6 +601,11 @@ def profile_build(
 
     if (input_file is None) == (table_file is None):
         raise DriftwardenError("give exactly one of --input (prediction events) and --from (a training set)")
+    for option, value in (("--model-id", model_id), ("--model-version", model_version)):
+        if not re.match(MODEL_ID_PATTERN, value):  # (the events' rule: also no path out of --output)
+            raise DriftwardenError(
+                f"{option} {value!r}: letters, digits, '.', '_', '-', starting with a letter or digit"
+            )
     model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
     profile: ReferenceProfile
     if table_file is not None:

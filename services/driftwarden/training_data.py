@@ -116,6 +116,7 @@ def _numeric(table: pa.Table, names: Sequence[str]) -> tuple[np.ndarray, np.ndar
         missing[:, j] = column.is_null().to_numpy(zero_copy_only=False)
         if _is_number_column(column):
             values[:, j] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            missing[:, j] |= ~np.isfinite(values[:, j])  # (NaN or infinity: missing, as in events)
         else:
             violations[:, j] = ~missing[:, j]
     return values, missing, violations
@@ -183,10 +184,17 @@ def profile_from_table(
         raise DriftwardenError(f"no column {', '.join(map(repr, unknown))} (columns: {', '.join(table.schema.names)})")
     skip = {*exclude, *([score_column] if score_column else [])}
     features = [name for name in table.schema.names if name not in skip]
-    types = infer_types([{name: _first_value(table[name]) for name in features}], declared, [*ignored, *skip])
+    first = {name: _first_value(table[name]) for name in features}
+    types = infer_types([first], declared, [*ignored, *skip])
     absent = [name for name in types.names if name not in features]
     if absent:
         raise DriftwardenError(f"declared feature {', '.join(map(repr, absent))} is not a column of the table")
+    empty = [name for name in features if first[name] is None and name not in declared and name not in ignored]
+    if empty:  # (left out silently, the feature would go unwatched in production)
+        raise DriftwardenError(f"column {', '.join(map(repr, empty))} has no values: declare its type in the config's "
+                               "features, or --exclude it")  # fmt: skip
+    if not types.names:
+        raise DriftwardenError("no features: every column is excluded, ignored or the score column")
     numeric, missing, violations = _numeric(table, types.numeric)
     signal = None
     if score_column:

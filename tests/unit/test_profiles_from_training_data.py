@@ -307,3 +307,42 @@ def test_the_monitor_refuses_a_missing_profiles_dir_or_a_broken_profile_in_one_l
     assert err.startswith(f"driftwarden: error: {tmp_path / 'm' / '2.json'}: not a reference profile (KeyError"), err
     with pytest.raises(DriftwardenError, match=r"2\.json: not a reference profile"):  # (one written after the start)
         (load := profile_loader(tmp_path)) is not None and load("m", "2")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model-id", "../../evil"], "--model-id '../../evil': letters, digits"),
+        (["--model-id", ""], "--model-id '': letters, digits"),
+        (["--model-version", "../x"], "--model-version '../x': letters, digits"),
+        (["--exclude", "a,b,empty"], "no features: every column is excluded"),
+        ([], "column 'empty' has no values: declare its type in the config's features, or --exclude it"),
+    ],
+)
+def test_profile_build_refuses_what_would_go_unwatched_or_outside_output_in_one_line(
+    monkeypatch, capsys, tmp_path, extra, message
+):
+    """Found in a new user's session: an all-empty column left the profile silently (its feature never watched),
+    ``--model-id ../../evil`` wrote outside ``--output``, and excluding every column wrote a profile of nothing."""
+    rng = np.random.default_rng(3)
+    table = pa.table({"a": rng.normal(size=400), "b": rng.normal(size=400), "empty": pa.nulls(400, pa.float64())})
+    pyarrow.csv.write_csv(table, tmp_path / "t.csv")
+    args = {"--model-id": "m", "--model-version": "1"} | dict(zip(extra[::2], extra[1::2], strict=True))
+    code, _, err = run_cli(monkeypatch, capsys, "profile", "build", "--from", str(tmp_path / "t.csv"), "--output",
+                           str(tmp_path / "out"), *[item for pair in args.items() for item in pair])  # fmt: skip
+    assert code == 1 and err.startswith(f"driftwarden: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_an_infinite_value_in_a_training_set_is_missing_as_in_events(monkeypatch, capsys, tmp_path):
+    """Found in a new user's session: a tenth of a column at ±inf was counted neither as values nor as missing
+    ("n=359, missing 0.0%" of 400 rows) and took the joint covariance with it."""
+    rng = np.random.default_rng(4)
+    a = np.where(rng.random(400) < 0.1, np.inf, rng.normal(size=400))
+    pyarrow.csv.write_csv(pa.table({"a": a, "b": rng.normal(size=400)}), tmp_path / "t.csv")
+    code, _, err = run_cli(monkeypatch, capsys, "profile", "build", "--from", str(tmp_path / "t.csv"), "--model-id",
+                           "m", "--model-version", "1", "--output", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    profile = ReferenceProfile.from_json((tmp_path / "m" / "1.json").read_bytes())
+    assert profile.numeric["a"].n + round(profile.numeric["a"].missing_rate * 400) == 400
+    assert profile.numeric["a"].missing_rate == np.mean(np.isinf(a)) and profile.multivariate_features == ["a", "b"]

@@ -657,7 +657,7 @@ def profile_of(model_id: str, model_version: str, schema: FeatureSchema, columns
 def _multivariate(columns: Columns, schema: FeatureSchema) -> tuple[list[float], list[list[float]], list[str]]:
     """Mean and (pseudo-)inverse covariance over complete rows of the non-constant numeric features
     (none when fewer than two vary: one feature alone is the univariate tests' subject)."""
-    complete = columns.numeric[~np.isnan(columns.numeric).any(axis=1)]
+    complete = columns.numeric[np.isfinite(columns.numeric).all(axis=1)]
     if len(schema.numeric) < 2 or len(complete) <= len(schema.numeric) * 5:
         return [], [], []
     with np.errstate(over="ignore", invalid="ignore"):  # (a value beyond ~1e154: its square is not a number)
