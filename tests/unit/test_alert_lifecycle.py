@@ -8,6 +8,7 @@ import uuid
 import numpy as np
 
 from driftwarden.core.alerting import AlertBook, Finding
+from driftwarden.core.columnar import PredictionColumns
 from driftwarden.core.config import ModelMonitorConfig, MonitoringConfig
 from driftwarden.core.events import PredictionEvent
 from driftwarden.core.monitor import Monitor
@@ -212,3 +213,27 @@ def test_without_a_profile_the_reference_grows_from_a_small_minimum_and_is_repor
     calm = monitor(reference_size=5_000, window_size=2_000)
     run(stream(9_000, lambda rng, i: {"x": float(rng.normal())}, 13), calm)
     assert calm.models["m"].versions["1"].profile.n_events == 5_000
+
+
+def test_a_feature_the_reference_lacks_is_told_once_and_ignoring_it_silences_it():
+    """Found in a new user's session: a profile whose features are named otherwise than the events' (built from a
+    training set), or a feature a model server adds later, went unwatched without a word. One data-quality alert per
+    such feature, on row events and on a columnar batch alike; it stays open (not repeated); the config's
+    ignore_features silences it; the reference's own features raise nothing."""
+    profile = build_profile("m", "1", stream(3_000, lambda r, i: {"x": float(r.normal())}, 12))
+    carried = lambda r, i: {"x": float(r.normal()), "amount": float(r.normal()), "note": "a"}  # noqa: E731
+    events = stream(2_000, carried, 13)
+    alerts = run(events, Monitor(load_profile=lambda *_: profile))
+    assert sorted((a.kind, a.subject, a.state) for a in alerts) == [
+        ("data_quality", "amount/unprofiled", "firing"), ("data_quality", "note/unprofiled", "firing")]  # fmt: skip
+    assert alerts[0].trigger_event_id == events[0].event_id and "nothing watches it" in alerts[0].summary
+    columnar = Monitor(load_profile=lambda *_: profile)
+    rows = events[:500]
+    batch = PredictionColumns("m", "1", [e.event_id for e in rows], np.array([e.ts for e in rows]),
+                              {"x": np.array([e.features["x"] for e in rows]),
+                               "amount": np.array([e.features["amount"] for e in rows]), "note": ["a"] * len(rows)},
+                              [e.prediction for e in rows])  # fmt: skip
+    assert {a.subject for a in columnar.observe([batch], now=1.0).alerts} == {"amount/unprofiled", "note/unprofiled"}
+    ignoring = Monitor(MonitoringConfig(defaults=ModelMonitorConfig(ignore_features=["amount", "note"])),
+                       load_profile=lambda *_: profile)  # fmt: skip
+    assert run(events, ignoring) == []

@@ -70,6 +70,7 @@ from driftwarden.core.performance import PerformanceMonitor
 from driftwarden.core.profile import (
     CategoricalProfile,
     Columns,
+    FeatureSchema,
     ReferenceProfile,
     build_profile,
     profile_of,
@@ -204,6 +205,8 @@ class ModelMonitor:
         self.policy = RetrainPolicy(config.retrain)
         self.performance: PerformanceMonitor | None = None
         self.latest_window: dict[StatisticKey, float] = {}
+        self._profiled_for: ReferenceProfile | None = None  # (:meth:`_profiled`'s cache)
+        self._profiled_names: frozenset[str] = frozenset()
         if profile is not None:
             self._use_profile(profile)
 
@@ -240,7 +243,7 @@ class ModelMonitor:
         assert self.profile is not None
         schema = schema_of(self.profile)
         columns = events.columns(schema) if isinstance(events, PredictionColumns) else to_columns(events, schema)
-        fired: list[Alert] = []
+        fired: list[Alert] = self._unprofiled(events, schema, now)
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
         # events were batched (a replay after a restart comes in much larger batches). Before the
         # first full window, the window tests also look at the growing first window (early looks).
@@ -259,6 +262,47 @@ class ModelMonitor:
                 fired += self._evaluate_window(Columns.concat(self.pending), now, early=True)
             start = stop
         return fired
+
+    def _unprofiled(self, events: Predictions, schema: FeatureSchema, now: float) -> list[Alert]:
+        """A data-quality alert for each feature the events carry that the reference does not have (and the config
+        does not ignore): nothing watches it. A profile built from a training set whose columns are named otherwise
+        than the events' features, or a feature a model server added after the first events, would otherwise go
+        unwatched without a word. Looked for in a columnar batch's features, and in the first and last event of a
+        run of events (a feature every event carries is in those; the row path pays for two lookups, not a scan)."""
+        known = self._profiled()
+        if isinstance(events, PredictionColumns):
+            carried = [name for name in events.features if name not in known]
+        elif len(events) and not (known.issuperset(events[0].features) and known.issuperset(events[-1].features)):
+            carried = [name for name in dict.fromkeys([*events[0].features, *events[-1].features]) if name not in known]
+        else:
+            return []  # (the common case: two C-level set checks a run of events)
+        fired = []
+        for name in carried:
+            if self.book.counted_while_open("data_quality", f"{name}/unprofiled"):
+                continue
+            event_id, ts = (events.event_ids[0], float(events.ts[0])) if isinstance(events, PredictionColumns) else (
+                events[0].event_id, events[0].ts)  # fmt: skip
+            summary = (f"{name} is in the events but not in the reference of {self.model_id} v{self.model_version}: "
+                       "nothing watches it (add it to the profile, or to the config's ignore_features)")  # fmt: skip
+            size = self.profile.n_events if self.profile else 0
+            evidence: dict[str, Scalar] = {
+                "check": "unprofiled",
+                "reference_size": size,
+                "reference_features": len(schema.numeric) + len(schema.categorical) + len(schema.embedding),
+            }
+            finding = Finding("data_quality", f"{name}/unprofiled", "unprofiled", True, evidence, summary)
+            alert = self.book.report(finding, event_id, ts, now)
+            fired += [alert] if alert is not None else []
+        return fired
+
+    def _profiled(self) -> frozenset[str]:
+        """The reference's features and the config's ignored ones (made once per reference)."""
+        if self._profiled_for is not self.profile:
+            schema = schema_of(self.profile) if self.profile is not None else None
+            names = [] if schema is None else [*schema.numeric, *schema.categorical, *schema.embedding]
+            self._profiled_names = frozenset([*names, *self.config.ignore_features])
+            self._profiled_for = self.profile
+        return self._profiled_names
 
     def _next_window_cut(self) -> int:
         """Pending events at which the next test runs (an early look or the full window)."""
