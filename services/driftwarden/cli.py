@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import signal
 import sys
@@ -87,6 +88,15 @@ def global_options(
 
 def settings() -> Settings:
     return Settings()
+
+
+def _check_model_ids(model_id: str, model_version: str) -> None:
+    """``--model-id`` and ``--model-version`` by the events' rule (``schemas/prediction.v1.json``)."""
+    for option, value in (("--model-id", model_id), ("--model-version", model_version)):
+        if not re.match(MODEL_ID_PATTERN, value):
+            raise DriftwardenError(
+                f"{option} {value!r}: letters, digits, '.', '_', '-', starting with a letter or digit"
+            )
 
 
 @cli.command()
@@ -222,6 +232,10 @@ def produce(
 ) -> None:
     """Produce a synthetic scored stream with a known drift (the load generator)."""
     from driftwarden_load.producer import ScenarioProducer
+
+    _check_model_ids(model_id, model_version)  # (events the contract refuses: every one a dead letter)
+    if not math.isfinite(magnitude):
+        raise DriftwardenError(f"--magnitude {magnitude}: a finite shift in standard deviations")
 
     chosen = Scenario(
         name=one_of(scenario, SCENARIOS, "scenario"),
@@ -601,11 +615,7 @@ def profile_build(
 
     if (input_file is None) == (table_file is None):
         raise DriftwardenError("give exactly one of --input (prediction events) and --from (a training set)")
-    for option, value in (("--model-id", model_id), ("--model-version", model_version)):
-        if not re.match(MODEL_ID_PATTERN, value):  # (the events' rule: also no path out of --output)
-            raise DriftwardenError(
-                f"{option} {value!r}: letters, digits, '.', '_', '-', starting with a letter or digit"
-            )
+    _check_model_ids(model_id, model_version)  # (also: no path out of --output)
     model_config = (MonitoringConfig.from_file(config_file) if config_file else MonitoringConfig()).for_model(model_id)
     profile: ReferenceProfile
     if table_file is not None:

@@ -42,6 +42,8 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         (["trainer", "--metrics-port", "0", "--promotion-margin", "-1"], 1, "--promotion-margin -1.0: an accuracy"),
         (["trainer", "--metrics-port", "0", "--promotion-margin", "nan"], 1, "--promotion-margin nan: an accuracy"),
         (["trainer", "--metrics-port", "0", "--config", "/nonexistent.toml"], 1, "cannot read monitoring config"),
+        (["produce", "--model-id", ""], 1, "--model-id '': letters, digits"),
+        (["produce", "--magnitude", "nan"], 1, "--magnitude nan: a finite shift"),
     ],
 )
 def test_bad_input_gets_one_line_and_no_traceback(monkeypatch, capsys, args, code, message):
