@@ -205,8 +205,11 @@ class ModelMonitor:
         self.policy = RetrainPolicy(config.retrain)
         self.performance: PerformanceMonitor | None = None
         self.latest_window: dict[StatisticKey, float] = {}
-        self._profiled_for: ReferenceProfile | None = None  # (:meth:`_profiled`'s cache)
-        self._profiled_names: frozenset[str] = frozenset()
+        self._schema_of: tuple[ReferenceProfile | None, FeatureSchema | None, frozenset[str]] = (
+            None,
+            None,
+            frozenset(),
+        )
         if profile is not None:
             self._use_profile(profile)
 
@@ -240,10 +243,9 @@ class ModelMonitor:
         return Outputs(fired)
 
     def _detect(self, events: Predictions, now: float) -> list[Alert]:
-        assert self.profile is not None
-        schema = schema_of(self.profile)
+        schema, known = self._schema()
         columns = events.columns(schema) if isinstance(events, PredictionColumns) else to_columns(events, schema)
-        fired: list[Alert] = self._unprofiled(events, schema, now)
+        fired: list[Alert] = self._unprofiled(events, schema, known, now)
         # Walk the batch in stream order, one window at a time, so that results do not depend on how
         # events were batched (a replay after a restart comes in much larger batches). Before the
         # first full window, the window tests also look at the growing first window (early looks).
@@ -263,46 +265,47 @@ class ModelMonitor:
             start = stop
         return fired
 
-    def _unprofiled(self, events: Predictions, schema: FeatureSchema, now: float) -> list[Alert]:
+    def _unprofiled(self, events: Predictions, schema: FeatureSchema, known: frozenset[str], now: float) -> list[Alert]:
         """A data-quality alert for each feature the events carry that the reference does not have (and the config
-        does not ignore): nothing watches it. A profile built from a training set whose columns are named otherwise
-        than the events' features, or a feature a model server added after the first events, would otherwise go
-        unwatched without a word. Looked for in a columnar batch's features, and in the first and last event of a
-        run of events (a feature every event carries is in those; the row path pays for two lookups, not a scan)."""
-        known = self._profiled()
+        does not ignore: ``known``): nothing watches it. A profile built from a training set whose columns are named
+        otherwise than the events' features, or a feature a model server added after the first events, would
+        otherwise go unwatched without a word. Looked for in a columnar batch's features, and in the first and last
+        event of a run of events (a feature every event carries is in those; the row path pays for two set checks,
+        not a scan). Once open, the alert stays open (not a repeat each batch) until the model version changes."""
         if isinstance(events, PredictionColumns):
             carried = [name for name in events.features if name not in known]
+            event_id, ts = events.event_ids[0], float(events.ts[0])
         elif len(events) and not (known.issuperset(events[0].features) and known.issuperset(events[-1].features)):
             carried = [name for name in dict.fromkeys([*events[0].features, *events[-1].features]) if name not in known]
+            event_id, ts = events[0].event_id, events[0].ts
         else:
-            return []  # (the common case: two C-level set checks a run of events)
+            return []
+        assert self.profile is not None
+        evidence: dict[str, Scalar] = {
+            "check": "unprofiled",
+            "reference_size": self.profile.n_events,
+            "reference_features": len(schema.numeric) + len(schema.categorical) + len(schema.embedding),
+        }
         fired = []
         for name in carried:
-            if self.book.counted_while_open("data_quality", f"{name}/unprofiled"):
+            if ("data_quality", f"{name}/unprofiled") in self.book.open:
                 continue
-            event_id, ts = (events.event_ids[0], float(events.ts[0])) if isinstance(events, PredictionColumns) else (
-                events[0].event_id, events[0].ts)  # fmt: skip
             summary = (f"{name} is in the events but not in the reference of {self.model_id} v{self.model_version}: "
                        "nothing watches it (add it to the profile, or to the config's ignore_features)")  # fmt: skip
-            size = self.profile.n_events if self.profile else 0
-            evidence: dict[str, Scalar] = {
-                "check": "unprofiled",
-                "reference_size": size,
-                "reference_features": len(schema.numeric) + len(schema.categorical) + len(schema.embedding),
-            }
             finding = Finding("data_quality", f"{name}/unprofiled", "unprofiled", True, evidence, summary)
             alert = self.book.report(finding, event_id, ts, now)
             fired += [alert] if alert is not None else []
         return fired
 
-    def _profiled(self) -> frozenset[str]:
-        """The reference's features and the config's ignored ones (made once per reference)."""
-        if self._profiled_for is not self.profile:
-            schema = schema_of(self.profile) if self.profile is not None else None
-            names = [] if schema is None else [*schema.numeric, *schema.categorical, *schema.embedding]
-            self._profiled_names = frozenset([*names, *self.config.ignore_features])
-            self._profiled_for = self.profile
-        return self._profiled_names
+    def _schema(self) -> tuple[FeatureSchema, frozenset[str]]:
+        """The reference's columns, and its features with the config's ignored ones (made once per reference)."""
+        assert self.profile is not None
+        profile, schema, known = self._schema_of
+        if profile is not self.profile or schema is None:
+            schema = schema_of(self.profile)
+            known = frozenset([*schema.numeric, *schema.categorical, *schema.embedding, *self.config.ignore_features])
+            self._schema_of = (self.profile, schema, known)
+        return schema, known
 
     def _next_window_cut(self) -> int:
         """Pending events at which the next test runs (an early look or the full window)."""
