@@ -37,9 +37,9 @@ from driftwarden.core.detectors import (
     NumericDriftDetector,
     WindowDetector,
 )
-from driftwarden.core.detectors.base import number, readable
 from driftwarden.core.detectors.multimodal import MODES
 from driftwarden.core.detectors.sequential import ATOM_STATISTICS
+from driftwarden.core.detectors.streaming import valley_text
 from driftwarden.core.events import Scalar
 from driftwarden.core.profile import CategoricalProfile, Columns, NumericProfile, ReferenceProfile
 from driftwarden.core.stats import moments
@@ -218,8 +218,7 @@ def streaming_change(evidence: dict[str, Scalar]) -> Change:
     ):
         direction = "up" if after >= before else "down"  # (the share at the range's atoms, above a valley, of a value)
         if statistic == MODES:
-            valley = readable([number(evidence, "valley")], number(evidence, "reference_iqr") / 10)[0]
-            aspect, where = "mode_share", f"above {valley}"
+            aspect, where = "mode_share", f"above {valley_text(evidence)}"
         elif statistic in ATOM_STATISTICS:
             aspect, where = "atom_share", f"at {evidence.get('atom_values')}"
         else:

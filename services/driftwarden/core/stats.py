@@ -30,6 +30,16 @@ from driftwarden.core.compiled import cdf_gaps
 EPSILON = 1e-4  # floor for empty bins in PSI
 
 
+def binary_exponent(values: np.ndarray) -> int:
+    """The binary exponent of the largest magnitude among ``values`` (``frexp``'s; 0 when all are 0): where the
+    arithmetic on a reference of extreme magnitude is done scaled by a power of two, exactly.
+
+    >>> binary_exponent(np.array([0.5, -3.0])), binary_exponent(np.array([1e308])), binary_exponent(np.zeros(2))
+    (2, 1024, 0)
+    """
+    return int(np.frexp(np.abs(values).max())[1])
+
+
 def moments(values: np.ndarray) -> tuple[float, float]:
     """The mean and standard deviation of finite ``values`` (at least one), without overflow or underflow: values
     beyond ±2^480 (~3e144), or all within ±2^-480, are taken scaled by a power of two (exact), whose squares (and a
@@ -39,7 +49,7 @@ def moments(values: np.ndarray) -> tuple[float, float]:
     >>> moments(np.array([1.0, 3.0])), moments(np.array([-1e308, 1e308, 1e308, -1e308]))
     ((2.0, 1.0), (0.0, 1e+308))
     """
-    exponent = int(np.frexp(np.abs(values).max())[1])
+    exponent = binary_exponent(values)
     exponent = exponent if abs(exponent) > 480 else 0
     scaled = np.ldexp(values, -exponent) if exponent else values
     return math.ldexp(float(scaled.mean()), exponent), math.ldexp(float(scaled.std()), exponent)

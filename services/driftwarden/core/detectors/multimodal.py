@@ -45,7 +45,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from driftwarden.core.detectors.sequential import U_EDGES, RatioSpec, ReferenceCdf, bin_masses, fixed_point, ratio_spec
-from driftwarden.core.stats import moments
+from driftwarden.core.stats import binary_exponent, moments
 
 #: The shifts (either way) and the blurs (the kernel's added standard deviation), in shares of the reference's scale.
 SHIFTS, BLURS = (0.2, 0.4), (0.35, 0.6)
@@ -98,7 +98,7 @@ def _valleys(q: np.ndarray, bandwidth: float) -> list[float]:
     # cost ~10 ms a stream, a sixth of the core's CPU on the peers rows, for the one-mode references that are most)
     # (a reference beyond ±2^1000 is looked at scaled down by a power of two, exactly: the grid spanning ±1e308 would
     # be infinitely wide)
-    exponent = max(0, int(np.frexp(np.abs(q).max())[1]) - 1000)
+    exponent = max(0, binary_exponent(q) - 1000)
     if exponent:
         return [math.ldexp(v, exponent) for v in _valleys(np.ldexp(q, -exponent), math.ldexp(bandwidth, -exponent))]
     grid = np.linspace(q[0] - 3 * bandwidth, q[-1] + 3 * bandwidth, GRID + 1)

@@ -84,7 +84,7 @@ from driftwarden.core.compiled import (
     ranks_of,
     search_edges,
 )
-from driftwarden.core.stats import REFERENCE_SHARE
+from driftwarden.core.stats import REFERENCE_SHARE, binary_exponent
 
 _MASK64 = (1 << 64) - 1
 
@@ -467,7 +467,7 @@ class ReferenceCdf:
         [0.0]
         """
         at_levels = self.tail + (1 - 2 * self.tail) * self.levels
-        exponent = max(0, int(np.frexp(np.abs(self.q).max())[1]) - 990)
+        exponent = max(0, binary_exponent(self.q) - 990)
         values: np.ndarray = np.ldexp(np.interp(u, at_levels, np.ldexp(self.q, -exponent)), exponent)
         return values
 

@@ -282,8 +282,7 @@ class RankCusumDetector(StreamingDetector):
     def summary(self, model_id: str, model_version: str) -> str:
         e = self.evidence()
         if e["statistic"] == MODES:
-            valley = readable([number(e, "valley")], number(e, "reference_iqr") / 10)[0]
-            return _share_summary(f"above {valley} (between the modes)", e, model_id, model_version)
+            return _share_summary(f"above {valley_text(e)} (between the modes)", e, model_id, model_version)
         if e["statistic"] in ATOM_STATISTICS:
             where = {"lower_atom": "the minimum", "upper_atom": "the maximum"}.get(str(e["statistic"]), "the limits")
             return _share_summary(f"at {where} ({e['atom_values']})", e, model_id, model_version)
@@ -365,6 +364,11 @@ def _share_summary(where: str, e: dict[str, Scalar], model_id: str, model_versio
         f"{e['recent_share']:.1%}, median {before} -> {after} over the last "
         f"{e['values_since_change']} values on {model_id} v{model_version}"
     )
+
+
+def valley_text(evidence: dict[str, Scalar]) -> str:
+    """A modes' alarm's valley, with the digits a tenth of the reference's IQR needs."""
+    return readable([number(evidence, "valley")], number(evidence, "reference_iqr") / 10)[0]
 
 
 def _medians(e: dict[str, Scalar]) -> list[str]:
