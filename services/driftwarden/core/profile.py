@@ -285,17 +285,15 @@ def read_profile(path: Path) -> ReferenceProfile:
         raise DriftwardenError(f"{path}: not a reference profile ({type(exc).__name__}: {exc})") from None
 
 
-def check_profiles_dir(profiles_dir: Path) -> int:
-    """Every profile under ``profiles_dir`` (``<model_id>/<model_version>.json``) read once: the count, or
+def check_profiles_dir(profiles_dir: Path) -> None:
+    """Every profile under ``profiles_dir`` (``<model_id>/<model_version>.json``) read once:
     :class:`~driftwarden.errors.DriftwardenError` for a directory that is not there or a file that is not a
     profile (before a worker starts: a typo would leave every model on its first events, a broken file would
     refuse its model's events later)."""
     if not profiles_dir.is_dir():
         raise DriftwardenError(f"profiles directory {profiles_dir} does not exist or is not a directory")
-    paths = sorted(profiles_dir.glob("*/*.json"))
-    for path in paths:
+    for path in sorted(profiles_dir.glob("*/*.json")):
         read_profile(path)
-    return len(paths)
 
 
 @dataclass
